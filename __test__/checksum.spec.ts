@@ -1,0 +1,76 @@
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { checksum, checksumUpdate, onesComplementSum, pseudoHeaderSum } from 'morgana';
+
+/** RFC 1071 word by word, independent of the Rust implementation. */
+function referenceSum(data: Uint8Array, initial = 0): number {
+  let sum = initial;
+  for (let i = 0; i < data.length; i += 2) {
+    sum += (data[i]! << 8) | (data[i + 1] ?? 0);
+    sum = (sum & 0xffff) + (sum >>> 16);
+  }
+  return sum;
+}
+
+test('RFC 1071 worked example', (t) => {
+  const data = Buffer.from('0001f203f4f5f6f7', 'hex');
+  t.is(onesComplementSum(data), 0xddf2);
+  t.is(checksum(data), 0xddf2 ^ 0xffff);
+});
+
+test('a header with a correct checksum field sums to zero', (t) => {
+  const header = Buffer.from('450000730000400040110000c0a80001c0a800c7', 'hex');
+  const value = checksum(header);
+  t.is(value, 0xb861);
+  header.writeUInt16BE(value, 10);
+  t.is(checksum(header), 0);
+});
+
+test('matches the reference on random lengths, offsets and initial values', (t) => {
+  const backing = randomBytes(70_000);
+  for (let i = 0; i < 400; i++) {
+    const start = i % 7;
+    const length = i < 200 ? i : Math.floor(Math.random() * 65_536);
+    const view = new Uint8Array(backing.buffer, backing.byteOffset + start, length);
+    const initial = (i * 7919) & 0xffff;
+    t.is(onesComplementSum(view, initial), referenceSum(view, initial), `length ${length} at offset ${start}`);
+  }
+});
+
+test('incremental update agrees with recomputing (TTL decrement)', (t) => {
+  const header = Buffer.from('450000730000400040110000c0a80001c0a800c7', 'hex');
+  header.writeUInt16BE(checksum(header), 10);
+  const oldWord = header.readUInt16BE(8);
+  header[8]! -= 1;
+  const updated = checksumUpdate(header.readUInt16BE(10), oldWord, header.readUInt16BE(8));
+  header.writeUInt16BE(updated, 10);
+  t.is(checksum(header), 0);
+});
+
+test('pseudo-header sum chains into a UDP checksum', (t) => {
+  // UDP 10.0.0.1:1234 -> 10.0.0.2:53, payload "hi"; checksum computed by hand below.
+  const udp = Buffer.from([0x04, 0xd2, 0x00, 0x35, 0x00, 0x0a, 0x00, 0x00, 0x68, 0x69]);
+  const pseudo = Buffer.from([10, 0, 0, 1, 10, 0, 0, 2, 0, 17, 0, 10]);
+  const expected = referenceSum(udp, referenceSum(pseudo)) ^ 0xffff;
+  const sum = pseudoHeaderSum('10.0.0.1', '10.0.0.2', 17, udp.length);
+  t.is(sum, referenceSum(pseudo));
+  t.is(checksum(udp, sum), expected);
+  udp.writeUInt16BE(expected, 6);
+  t.is(checksum(udp, pseudoHeaderSum(Uint8Array.of(10, 0, 0, 1), 0x0a000002, 17, 10)), 0);
+});
+
+test('does not copy or modify the input', (t) => {
+  const data = randomBytes(1500);
+  const copy = Buffer.from(data);
+  checksum(data);
+  t.deepEqual(data, copy);
+});
+
+test('bad arguments get typed errors', (t) => {
+  t.throws(() => checksum('abc' as unknown as Uint8Array), { code: 'ERR_INVALID_ARG_TYPE' });
+  t.throws(() => checksum(Buffer.alloc(2), 0x10000), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => checksum(Buffer.alloc(2), -1), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => checksumUpdate(0, 0, 1.5), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => pseudoHeaderSum('10.0.0.256', '10.0.0.1', 6, 20), { code: 'ERR_INVALID_IP_ADDRESS' });
+  t.throws(() => pseudoHeaderSum('10.0.0.1', '010.0.0.1', 6, 20), { code: 'ERR_INVALID_IP_ADDRESS' });
+});

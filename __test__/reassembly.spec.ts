@@ -1,0 +1,124 @@
+import test from 'ava';
+import { Reassembler, checksum, ipv4 } from 'morgana';
+
+const datagram = (id: number, size: number, src = '10.0.0.1') =>
+  ipv4.emit(
+    { src, dst: '10.0.0.2', protocol: 17, identification: id },
+    Buffer.from(Array.from({ length: size }, (_, i) => (i * 13 + id) & 0xff)),
+  );
+
+function shuffle<T>(items: T[], seed: number): T[] {
+  const out = [...items];
+  let s = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    s = (s * 1103515245 + 12345) & 0x7fffffff;
+    const j = s % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+test('reassembles fragments in any order into the original packet', (t) => {
+  const original = datagram(1, 60_000);
+  const pieces = ipv4.fragment(original, 1500);
+  for (let seed = 1; seed <= 20; seed++) {
+    const r = new Reassembler({ maxFragments: 64 });
+    const results = shuffle(pieces, seed).map((p) => r.push(p, 0));
+    const done = results.filter((x) => x !== undefined);
+    t.is(done.length, 1);
+    t.deepEqual(Buffer.from(done[0]!), original);
+    t.is(checksum(done[0]!.subarray(0, 20)), 0);
+    t.like(r.stats(), { reassembled: 1, bufferedBytes: 0, pendingDatagrams: 0 });
+  }
+});
+
+test('a packet that is not a fragment comes back as it is', (t) => {
+  const r = new Reassembler();
+  const packet = datagram(2, 100);
+  t.is(r.push(packet, 0), packet);
+});
+
+test('malformed packets are counted and dropped, not thrown', (t) => {
+  const r = new Reassembler();
+  t.is(r.push(Buffer.from([0x45, 0, 0]), 0), undefined);
+  t.is(r.push(Buffer.alloc(0), 0), undefined);
+  t.is(r.stats().droppedMalformed, 2);
+});
+
+test('duplicates are ignored, overlaps drop the datagram', (t) => {
+  const r = new Reassembler();
+  const [a, b, c] = ipv4.fragment(datagram(3, 2000), 800);
+  t.is(r.push(a!, 0), undefined);
+  t.is(r.push(a!, 0), undefined);
+  t.is(r.stats().duplicates, 1);
+  // A forged fragment overlapping `a` with different bytes.
+  const forged = Buffer.from(b!);
+  const header = ipv4.parse(forged);
+  forged.writeUInt16BE((header.fragmentOffset - 8) / 8 | 0x2000, 6);
+  forged.writeUInt16BE(0, 10);
+  forged.writeUInt16BE(checksum(forged.subarray(0, 20)), 10);
+  t.is(r.push(forged, 0), undefined);
+  t.is(r.stats().droppedOverlap, 1);
+  t.is(r.stats().pendingDatagrams, 0);
+  t.is(r.push(b!, 0), undefined);
+  t.is(r.push(c!, 0), undefined, 'the dropped datagram does not complete later');
+});
+
+test('timeout counts from the first fragment, with a virtual clock', (t) => {
+  const r = new Reassembler({ timeoutMs: 10_000 });
+  const [a, b, c] = ipv4.fragment(datagram(4, 2000), 800);
+  r.push(a!, 1_000);
+  r.push(b!, 10_500);
+  t.is(r.expire(10_999), 0);
+  t.is(r.expire(11_000), 1);
+  t.is(r.stats().droppedTimeout, 1);
+  t.is(r.push(c!, 11_001), undefined);
+});
+
+test('memory cap evicts the least recently used datagram', (t) => {
+  const r = new Reassembler({ maxBytes: 4000 });
+  const first = ipv4.fragment(datagram(5, 3000), 1500);
+  const second = ipv4.fragment(datagram(6, 3000), 1500);
+  r.push(first[0]!, 0);
+  r.push(second[0]!, 1);
+  r.push(first[1]!, 2); // `first` is now the most recent; `second` must go
+  t.is(r.stats().droppedMemory, 1);
+  t.true(r.stats().bufferedBytes <= 4000);
+  const done = r.push(first[2]!, 3);
+  t.deepEqual(Buffer.from(done!), datagram(5, 3000));
+});
+
+test('more than maxFragments drops the datagram', (t) => {
+  const r = new Reassembler({ maxFragments: 16 });
+  const pieces = ipv4.fragment(datagram(7, 20_000), 1000);
+  t.true(pieces.length > 16);
+  for (const p of pieces) t.is(r.push(p, 0), undefined);
+  t.true(r.stats().droppedTooManyFragments >= 1);
+});
+
+test('bounded under a flood of random fragments', (t) => {
+  const r = new Reassembler({ maxBytes: 64 * 1024 });
+  for (let i = 0; i < 20_000; i++) {
+    const more = Math.random() < 0.8;
+    const len = more ? 8 * (1 + Math.floor(Math.random() * 100)) : 1 + Math.floor(Math.random() * 800);
+    const packet = ipv4.emit(
+      {
+        src: `10.0.${i % 7}.1`,
+        dst: '10.0.0.2',
+        protocol: 17,
+        identification: Math.floor(Math.random() * 65536),
+        moreFragments: more,
+        fragmentOffset: 8 * Math.floor(Math.random() * 2000),
+      },
+      Buffer.alloc(len, i & 0xff),
+    );
+    r.push(packet, i);
+    t.true(r.stats().bufferedBytes <= 64 * 1024);
+  }
+});
+
+test('bad options get typed errors', (t) => {
+  t.throws(() => new Reassembler({ maxFragments: 0 }), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => new Reassembler({ maxBytes: -1 }), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => new Reassembler().push('x' as unknown as Uint8Array, 0), { code: 'ERR_INVALID_ARG_TYPE' });
+});

@@ -1,0 +1,90 @@
+//! Reassembly cache binding.
+
+use morgana_net::reassembly::{Pushed, Reassembler, ReassemblyConfig};
+use napi::bindgen_prelude::{Buffer, Either};
+use napi_derive::napi;
+
+/// What `push` returns when it has no datagram to hand back: not a fragment (the caller uses
+/// its packet as it is).
+const NOT_FRAGMENT: u32 = 0;
+/// Held, waiting for more fragments (or an ignored duplicate).
+const PENDING: u32 = 1;
+/// Dropped; the stats say why.
+const DROPPED: u32 = 2;
+
+/// Counters of a reassembly cache (numbers, exact below 2^53).
+#[napi(object)]
+pub struct ReassemblyStats {
+    pub fragments: f64,
+    pub reassembled: f64,
+    pub duplicates: f64,
+    pub dropped_overlap: f64,
+    pub dropped_timeout: f64,
+    pub dropped_memory: f64,
+    pub dropped_too_many_fragments: f64,
+    pub dropped_too_big: f64,
+    pub dropped_bad_length: f64,
+    pub dropped_inconsistent: f64,
+    pub dropped_malformed: f64,
+    pub buffered_bytes: f64,
+    pub pending_datagrams: f64,
+}
+
+/// The bounded IPv4 reassembly cache.
+#[napi]
+pub struct NativeReassembler {
+    inner: Reassembler,
+}
+
+#[napi]
+impl NativeReassembler {
+    /// A cache with the given limits.
+    #[napi(constructor)]
+    pub fn new(max_bytes: u32, max_fragments: u32, timeout_ms: f64) -> Self {
+        let config = ReassemblyConfig {
+            max_bytes: max_bytes as usize,
+            max_fragments: max_fragments as usize,
+            timeout_ms: timeout_ms.max(0.0) as u64,
+        };
+        NativeReassembler { inner: Reassembler::new(config) }
+    }
+
+    /// Takes a packet at `now_ms`: the reassembled datagram, or 0 (not a fragment), 1 (held)
+    /// or 2 (dropped).
+    #[napi]
+    pub fn push(&mut self, packet: &[u8], now_ms: f64) -> Either<Buffer, u32> {
+        match self.inner.push(packet, now_ms.max(0.0) as u64) {
+            Pushed::Complete(whole) => Either::A(whole.into()),
+            Pushed::NotFragment => Either::B(NOT_FRAGMENT),
+            Pushed::Pending => Either::B(PENDING),
+            Pushed::Dropped => Either::B(DROPPED),
+        }
+    }
+
+    /// Drops datagrams past their timeout; returns how many.
+    #[napi]
+    pub fn expire(&mut self, now_ms: f64) -> u32 {
+        self.inner.expire(now_ms.max(0.0) as u64) as u32
+    }
+
+    /// Counters and occupancy.
+    #[napi]
+    pub fn stats(&self) -> ReassemblyStats {
+        let s = self.inner.stats();
+        ReassemblyStats {
+            fragments: s.fragments as f64,
+            reassembled: s.reassembled as f64,
+            duplicates: s.duplicates as f64,
+            dropped_overlap: s.dropped_overlap as f64,
+            dropped_timeout: s.dropped_timeout as f64,
+            dropped_memory: s.dropped_memory as f64,
+            dropped_too_many_fragments: s.dropped_too_many_fragments as f64,
+            dropped_too_big: s.dropped_too_big as f64,
+            dropped_bad_length: s.dropped_bad_length as f64,
+            dropped_inconsistent: s.dropped_inconsistent as f64,
+            dropped_malformed: s.dropped_malformed as f64,
+            buffered_bytes: s.buffered_bytes as f64,
+            pending_datagrams: s.pending_datagrams as f64,
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Morgana's sans-IO packet core.
+//!
+//! - [`checksum`]: the Internet checksum (RFC 1071), incremental update (RFC 1624) and the IPv4
+//!   pseudo-header sum.
+//! - [`wire`]: wire formats, zero-copy parse and emit (IPv4 so far).
+//! - [`fragment`]: IPv4 fragmentation on send.
+//! - [`reassembly`]: the bounded IPv4 reassembly cache (MirageOS 3.5 limits by default).
+//!
+//! Nothing here owns sockets, threads or timers: time is an argument, so every timeout is
+//! testable with a virtual clock.
+#![deny(missing_docs)]
+
+pub mod checksum;
+pub mod fragment;
+pub mod reassembly;
+pub mod wire;

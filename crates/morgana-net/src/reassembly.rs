@@ -1,0 +1,685 @@
+//! The IPv4 reassembly cache (RFC 791 §3.2, RFC 815), bounded as in MirageOS 3.5.
+//!
+//! Datagrams being reassembled are keyed by (source, destination, protocol, identification).
+//! The cache is sans-IO: every call takes the current time in milliseconds, so tests drive it
+//! with a virtual clock.
+//!
+//! Limits, all in [`ReassemblyConfig`]:
+//! - `max_bytes` (default 256 KiB): fragment payload held across all datagrams. When a new
+//!   fragment would exceed it, the least recently used *other* datagrams are evicted; if that
+//!   is not enough the datagram the fragment belongs to is dropped.
+//! - `max_fragments` (default 16) fragments per datagram; one more drops the datagram.
+//! - `timeout_ms` (default 10 s) after the *first* fragment of a datagram arrived, an incomplete
+//!   datagram is dropped, whether or not more of its fragments arrive ([`Reassembler::expire`]
+//!   runs at the start of every [`Reassembler::push`], and can be called from a timer).
+//!
+//! Bookkeeping per datagram is a small fixed overhead (about 150 bytes plus 32 per fragment) on
+//! top of the payload bytes counted against `max_bytes`. Since non-final fragments carry at
+//! least 8 bytes, the number of datagrams is bounded too.
+//!
+//! Defences: any overlap between two fragments drops the whole datagram (as RFC 5722 requires
+//! for IPv6, against overlap attacks); an exact duplicate (same offset, same bytes) is ignored;
+//! a non-final fragment whose payload is not a multiple of 8 bytes is dropped; conflicting
+//! final fragments, data past the final fragment and datagrams over 65,535 bytes are dropped.
+//! Every drop has its counter in [`ReassemblyStats`].
+
+use crate::checksum;
+use crate::wire::ipv4::{Ipv4Packet, MAX_PACKET_LEN, MIN_HEADER_LEN};
+use std::collections::{HashMap, VecDeque};
+
+/// Limits of a [`Reassembler`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReassemblyConfig {
+    /// Fragment payload bytes held across all datagrams.
+    pub max_bytes: usize,
+    /// Fragments held per datagram.
+    pub max_fragments: usize,
+    /// Milliseconds after its first fragment that an incomplete datagram is dropped.
+    pub timeout_ms: u64,
+}
+
+impl Default for ReassemblyConfig {
+    fn default() -> Self {
+        ReassemblyConfig { max_bytes: 256 * 1024, max_fragments: 16, timeout_ms: 10_000 }
+    }
+}
+
+/// Counters of a [`Reassembler`]. `dropped_*` count datagrams (or single fragments where
+/// noted); `buffered_bytes` and `pending_datagrams` are the current occupancy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReassemblyStats {
+    /// Fragments accepted into the cache.
+    pub fragments: u64,
+    /// Datagrams completed and returned.
+    pub reassembled: u64,
+    /// Exact duplicate fragments ignored.
+    pub duplicates: u64,
+    /// Datagrams dropped because two fragments overlapped.
+    pub dropped_overlap: u64,
+    /// Incomplete datagrams dropped at their timeout.
+    pub dropped_timeout: u64,
+    /// Datagrams evicted (least recently used first) to stay within `max_bytes`.
+    pub dropped_memory: u64,
+    /// Datagrams dropped for having more than `max_fragments` fragments.
+    pub dropped_too_many_fragments: u64,
+    /// Datagrams dropped because they would exceed 65,535 bytes.
+    pub dropped_too_big: u64,
+    /// Single fragments dropped: non-final with a payload not a multiple of 8 bytes, or empty.
+    pub dropped_bad_length: u64,
+    /// Datagrams dropped for conflicting final fragments or data past the final fragment.
+    pub dropped_inconsistent: u64,
+    /// Packets dropped because they were not valid IPv4.
+    pub dropped_malformed: u64,
+    /// Fragment payload bytes held now.
+    pub buffered_bytes: u64,
+    /// Datagrams being reassembled now.
+    pub pending_datagrams: u64,
+}
+
+/// What [`Reassembler::push`] did with a packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// The packet is not a fragment; the caller uses it as it is.
+    NotFragment,
+    /// The fragment completed its datagram: the whole packet, header from the first fragment,
+    /// More Fragments clear, offset 0, total length and checksum recomputed.
+    Complete(Vec<u8>),
+    /// Held until more fragments arrive (or ignored as a duplicate).
+    Pending,
+    /// The fragment, and possibly its datagram, was dropped; the reason is counted in the stats.
+    Dropped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct DatagramKey {
+    src: [u8; 4],
+    dst: [u8; 4],
+    protocol: u8,
+    identification: u16,
+}
+
+#[derive(Debug)]
+struct Fragment {
+    offset: usize,
+    data: Vec<u8>,
+}
+
+impl Fragment {
+    fn end(&self) -> usize {
+        self.offset + self.data.len()
+    }
+}
+
+#[derive(Debug)]
+struct Datagram {
+    key: DatagramKey,
+    /// Distinguishes this datagram from earlier ones in the same slot (for the expiry queue).
+    serial: u64,
+    /// Header of the offset-0 fragment, empty until it arrives.
+    header: Vec<u8>,
+    /// Non-overlapping, sorted by offset.
+    fragments: Vec<Fragment>,
+    /// Payload length, known once the final fragment (More Fragments clear) arrived.
+    end: Option<usize>,
+    bytes: usize,
+    /// Neighbours in the recency list: `newer` towards the head, `older` towards the tail.
+    newer: Option<usize>,
+    older: Option<usize>,
+}
+
+/// Why a datagram is being dropped; selects the counter.
+#[derive(Debug, Clone, Copy)]
+enum DropReason {
+    Overlap,
+    Timeout,
+    Memory,
+    TooManyFragments,
+    TooBig,
+    Inconsistent,
+}
+
+/// The bounded reassembly cache. See the module documentation for its limits and defences.
+#[derive(Debug)]
+pub struct Reassembler {
+    config: ReassemblyConfig,
+    stats: ReassemblyStats,
+    index: HashMap<DatagramKey, usize>,
+    slots: Vec<Option<Datagram>>,
+    free_slots: Vec<usize>,
+    /// Most and least recently used datagrams.
+    newest: Option<usize>,
+    oldest: Option<usize>,
+    /// (deadline, slot, serial) in order of creation; stale entries are skipped.
+    deadlines: VecDeque<(u64, usize, u64)>,
+    next_serial: u64,
+    buffered: usize,
+}
+
+impl Default for Reassembler {
+    fn default() -> Self {
+        Self::new(ReassemblyConfig::default())
+    }
+}
+
+impl Reassembler {
+    /// An empty cache with the given limits.
+    pub fn new(config: ReassemblyConfig) -> Self {
+        Reassembler {
+            config,
+            stats: ReassemblyStats::default(),
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            newest: None,
+            oldest: None,
+            deadlines: VecDeque::new(),
+            next_serial: 0,
+            buffered: 0,
+        }
+    }
+
+    /// The limits this cache was created with.
+    pub fn config(&self) -> ReassemblyConfig {
+        self.config
+    }
+
+    /// Counters and current occupancy.
+    pub fn stats(&self) -> ReassemblyStats {
+        ReassemblyStats {
+            buffered_bytes: self.buffered as u64,
+            pending_datagrams: self.index.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Drops every incomplete datagram whose first fragment arrived `timeout_ms` or more before
+    /// `now_ms`. Returns how many were dropped.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let mut dropped = 0;
+        while let Some(&(deadline, slot, serial)) = self.deadlines.front() {
+            if deadline > now_ms {
+                break;
+            }
+            self.deadlines.pop_front();
+            if self.slots[slot].as_ref().is_some_and(|d| d.serial == serial) {
+                self.drop_datagram(slot, DropReason::Timeout);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Takes one IPv4 packet (checksum verified here) at time `now_ms`.
+    pub fn push(&mut self, packet: &[u8], now_ms: u64) -> Pushed {
+        self.expire(now_ms);
+        let packet = match Ipv4Packet::parse(packet) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.dropped_malformed += 1;
+                return Pushed::Dropped;
+            }
+        };
+        if !packet.is_fragment() {
+            return Pushed::NotFragment;
+        }
+        let offset = packet.fragment_offset();
+        let payload = packet.payload();
+        let last = !packet.more_fragments();
+        if !last && (payload.is_empty() || !payload.len().is_multiple_of(8)) {
+            self.stats.dropped_bad_length += 1;
+            return Pushed::Dropped;
+        }
+        let key = DatagramKey {
+            src: packet.src(),
+            dst: packet.dst(),
+            protocol: packet.protocol(),
+            identification: packet.identification(),
+        };
+        let slot = match self.index.get(&key) {
+            Some(&slot) => slot,
+            None => self.create(key, now_ms),
+        };
+        self.touch(slot);
+        match self.insert(slot, &packet, offset, payload, last) {
+            Err(reason) => {
+                self.drop_datagram(slot, reason);
+                Pushed::Dropped
+            }
+            Ok(false) => Pushed::Pending,
+            Ok(true) => match self.complete(slot) {
+                Some(whole) => Pushed::Complete(whole),
+                None => Pushed::Pending,
+            },
+        }
+    }
+
+    /// Adds a fragment to the datagram in `slot`. `Ok(true)` when it was new, `Ok(false)` for
+    /// an exact duplicate, `Err` when the datagram must be dropped.
+    fn insert(
+        &mut self,
+        slot: usize,
+        packet: &Ipv4Packet<'_>,
+        offset: usize,
+        payload: &[u8],
+        last: bool,
+    ) -> Result<bool, DropReason> {
+        let end = offset + payload.len();
+        let max_fragments = self.config.max_fragments;
+        let datagram = self.slots[slot].as_mut().expect("slot in index is occupied");
+
+        // Where the fragment goes, and whether it collides with its neighbours.
+        let at = datagram.fragments.partition_point(|f| f.offset < offset);
+        if let Some(same) = datagram.fragments.get(at).filter(|f| f.offset == offset) {
+            if same.data == payload && (!last || datagram.end == Some(end)) {
+                self.stats.duplicates += 1;
+                return Ok(false);
+            }
+        }
+        let overlaps_before = at > 0 && datagram.fragments[at - 1].end() > offset;
+        let overlaps_after = datagram.fragments.get(at).is_some_and(|f| f.offset < end)
+            || (payload.is_empty() && datagram.fragments.get(at).is_some_and(|f| f.offset == offset));
+        if overlaps_before || overlaps_after {
+            return Err(DropReason::Overlap);
+        }
+
+        let header_len =
+            if offset == 0 { packet.header_len() } else { datagram.header.len().max(MIN_HEADER_LEN) };
+        if header_len + end > MAX_PACKET_LEN {
+            return Err(DropReason::TooBig);
+        }
+        if last {
+            let beyond = datagram.fragments.last().is_some_and(|f| f.end() > end);
+            if datagram.end.is_some_and(|e| e != end) || beyond {
+                return Err(DropReason::Inconsistent);
+            }
+        } else if datagram.end.is_some_and(|e| end > e) {
+            return Err(DropReason::Inconsistent);
+        }
+        if datagram.fragments.len() >= max_fragments {
+            return Err(DropReason::TooManyFragments);
+        }
+        if !self.make_room(slot, payload.len()) {
+            return Err(DropReason::Memory);
+        }
+
+        let datagram = self.slots[slot].as_mut().expect("slot in index is occupied");
+        if last {
+            datagram.end = Some(end);
+        }
+        if offset == 0 {
+            datagram.header = packet.header().to_vec();
+        }
+        datagram.fragments.insert(at, Fragment { offset, data: payload.to_vec() });
+        datagram.bytes += payload.len();
+        self.buffered += payload.len();
+        self.stats.fragments += 1;
+        Ok(true)
+    }
+
+    /// Evicts least recently used datagrams other than `slot` until `extra` more bytes fit.
+    /// False when even that is not enough.
+    fn make_room(&mut self, slot: usize, extra: usize) -> bool {
+        while self.buffered + extra > self.config.max_bytes {
+            match self.oldest {
+                Some(victim) if victim != slot => self.drop_datagram(victim, DropReason::Memory),
+                _ => break,
+            }
+            // The datagram being filled is the newest, so it is reached only when it is alone.
+        }
+        self.buffered + extra <= self.config.max_bytes
+    }
+
+    /// Returns the whole datagram if `slot` is complete, removing it from the cache.
+    fn complete(&mut self, slot: usize) -> Option<Vec<u8>> {
+        let datagram = self.slots[slot].as_ref()?;
+        let end = datagram.end?;
+        if datagram.header.is_empty() || datagram.bytes != end {
+            return None;
+        }
+        // Non-overlapping fragments inside [0, end) whose lengths add up to `end` cover it.
+        let header_len = datagram.header.len();
+        if header_len + end > MAX_PACKET_LEN {
+            self.drop_datagram(slot, DropReason::TooBig);
+            return None;
+        }
+        let datagram = self.remove(slot);
+        let total = header_len + end;
+        let mut whole = Vec::with_capacity(total);
+        whole.extend_from_slice(&datagram.header);
+        for fragment in &datagram.fragments {
+            whole.extend_from_slice(&fragment.data);
+        }
+        whole[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        // Keep Don't Fragment and the reserved bit; clear More Fragments and the offset.
+        whole[6] &= 0xc0;
+        whole[7] = 0;
+        whole[10..12].fill(0);
+        let sum = checksum::checksum(&whole[..header_len], 0);
+        whole[10..12].copy_from_slice(&sum.to_be_bytes());
+        self.stats.reassembled += 1;
+        Some(whole)
+    }
+
+    fn create(&mut self, key: DatagramKey, now_ms: u64) -> usize {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let datagram = Datagram {
+            key,
+            serial,
+            header: Vec::new(),
+            fragments: Vec::new(),
+            end: None,
+            bytes: 0,
+            newer: None,
+            older: None,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(datagram);
+                slot
+            }
+            None => {
+                self.slots.push(Some(datagram));
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(key, slot);
+        self.link_newest(slot);
+        self.deadlines.push_back((now_ms.saturating_add(self.config.timeout_ms), slot, serial));
+        slot
+    }
+
+    fn drop_datagram(&mut self, slot: usize, reason: DropReason) {
+        self.remove(slot);
+        let counter = match reason {
+            DropReason::Overlap => &mut self.stats.dropped_overlap,
+            DropReason::Timeout => &mut self.stats.dropped_timeout,
+            DropReason::Memory => &mut self.stats.dropped_memory,
+            DropReason::TooManyFragments => &mut self.stats.dropped_too_many_fragments,
+            DropReason::TooBig => &mut self.stats.dropped_too_big,
+            DropReason::Inconsistent => &mut self.stats.dropped_inconsistent,
+        };
+        *counter += 1;
+    }
+
+    fn remove(&mut self, slot: usize) -> Datagram {
+        self.unlink(slot);
+        let datagram = self.slots[slot].take().expect("removing an occupied slot");
+        self.index.remove(&datagram.key);
+        self.free_slots.push(slot);
+        self.buffered -= datagram.bytes;
+        datagram
+    }
+
+    fn node(&mut self, slot: usize) -> &mut Datagram {
+        self.slots[slot].as_mut().expect("linked slot is occupied")
+    }
+
+    fn link_newest(&mut self, slot: usize) {
+        let previous_newest = self.newest;
+        {
+            let node = self.node(slot);
+            node.newer = None;
+            node.older = previous_newest;
+        }
+        match previous_newest {
+            Some(old) => self.node(old).newer = Some(slot),
+            None => self.oldest = Some(slot),
+        }
+        self.newest = Some(slot);
+    }
+
+    fn unlink(&mut self, slot: usize) {
+        let (newer, older) = {
+            let node = self.node(slot);
+            (node.newer.take(), node.older.take())
+        };
+        match newer {
+            Some(n) => self.node(n).older = older,
+            None => self.newest = older,
+        }
+        match older {
+            Some(o) => self.node(o).newer = newer,
+            None => self.oldest = newer,
+        }
+    }
+
+    /// Marks `slot` as the most recently used datagram.
+    fn touch(&mut self, slot: usize) {
+        if self.newest != Some(slot) {
+            self.unlink(slot);
+            self.link_newest(slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fragment::fragment;
+    use crate::wire::ipv4::{protocol, Ipv4Header};
+    use proptest::prelude::*;
+
+    fn datagram(id: u16, payload_len: usize, options: &[u8]) -> Vec<u8> {
+        let header = Ipv4Header {
+            src: [10, 1, 0, 1],
+            dst: [10, 1, 0, 2],
+            protocol: protocol::UDP,
+            ttl: 64,
+            tos: 0,
+            identification: id,
+            dont_fragment: false,
+            more_fragments: false,
+            fragment_offset: 0,
+            options,
+            payload_len,
+        };
+        let mut out = vec![0; header.header_len() + payload_len];
+        let at = header.emit(&mut out).unwrap();
+        for (i, b) in out[at..].iter_mut().enumerate() {
+            *b = (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ id as u8;
+        }
+        out
+    }
+
+    /// A fragment made by hand: payload `data` at `offset`, with or without More Fragments.
+    fn piece(id: u16, offset: usize, data: &[u8], more: bool) -> Vec<u8> {
+        let header = Ipv4Header {
+            src: [10, 1, 0, 1],
+            dst: [10, 1, 0, 2],
+            protocol: protocol::UDP,
+            ttl: 64,
+            tos: 0,
+            identification: id,
+            dont_fragment: false,
+            more_fragments: more,
+            fragment_offset: offset,
+            options: &[],
+            payload_len: data.len(),
+        };
+        let mut out = vec![0; 20 + data.len()];
+        header.emit(&mut out).unwrap();
+        out[20..].copy_from_slice(data);
+        out
+    }
+
+    fn big() -> Reassembler {
+        Reassembler::new(ReassemblyConfig { max_fragments: 64, ..Default::default() })
+    }
+
+    #[test]
+    fn in_order_and_reversed() {
+        let original = datagram(1, 8000, &[0x94, 4, 0, 0]);
+        let pieces = fragment(&original, 1500).unwrap();
+        for order in [false, true] {
+            let mut r = big();
+            let mut iter: Vec<_> = pieces.iter().collect();
+            if order {
+                iter.reverse();
+            }
+            let (last, rest) = iter.split_last().unwrap();
+            for p in rest {
+                assert_eq!(r.push(p, 0), Pushed::Pending);
+            }
+            assert_eq!(r.push(last, 0), Pushed::Complete(original.clone()));
+            assert_eq!(r.stats().buffered_bytes, 0);
+            assert_eq!(r.stats().pending_datagrams, 0);
+        }
+    }
+
+    #[test]
+    fn not_a_fragment_and_malformed() {
+        let mut r = Reassembler::default();
+        assert_eq!(r.push(&datagram(1, 10, &[]), 0), Pushed::NotFragment);
+        assert_eq!(r.push(&[0x45, 0, 0], 0), Pushed::Dropped);
+        assert_eq!(r.stats().dropped_malformed, 1);
+    }
+
+    #[test]
+    fn exact_duplicates_are_ignored() {
+        let mut r = Reassembler::default();
+        let a = piece(5, 0, &[1; 16], true);
+        let b = piece(5, 16, &[2; 5], false);
+        assert_eq!(r.push(&a, 0), Pushed::Pending);
+        assert_eq!(r.push(&a, 0), Pushed::Pending);
+        assert_eq!(r.stats().duplicates, 1);
+        assert!(matches!(r.push(&b, 0), Pushed::Complete(_)));
+    }
+
+    #[test]
+    fn overlap_drops_the_datagram() {
+        let mut r = Reassembler::default();
+        assert_eq!(r.push(&piece(5, 0, &[1; 16], true), 0), Pushed::Pending);
+        assert_eq!(r.push(&piece(5, 8, &[1; 16], true), 0), Pushed::Dropped);
+        assert_eq!(r.stats().dropped_overlap, 1);
+        assert_eq!(r.stats().pending_datagrams, 0);
+        // Same offset, different bytes: also an overlap, not a duplicate.
+        r.push(&piece(6, 0, &[1; 16], true), 0);
+        assert_eq!(r.push(&piece(6, 0, &[9; 16], true), 0), Pushed::Dropped);
+        assert_eq!(r.stats().dropped_overlap, 2);
+    }
+
+    #[test]
+    fn bad_lengths_and_inconsistent_finals() {
+        let mut r = Reassembler::default();
+        assert_eq!(r.push(&piece(7, 0, &[1; 12], true), 0), Pushed::Dropped);
+        assert_eq!(r.stats().dropped_bad_length, 1);
+        r.push(&piece(8, 16, &[1; 8], false), 0);
+        assert_eq!(r.push(&piece(8, 32, &[1; 8], false), 0), Pushed::Dropped);
+        assert_eq!(r.stats().dropped_inconsistent, 1);
+        r.push(&piece(9, 16, &[1; 8], false), 0);
+        assert_eq!(r.push(&piece(9, 24, &[1; 8], true), 0), Pushed::Dropped);
+        assert_eq!(r.stats().dropped_inconsistent, 2);
+        r.push(&piece(10, 32, &[1; 8], true), 0);
+        assert_eq!(r.push(&piece(10, 8, &[1; 8], false), 0), Pushed::Dropped);
+        assert_eq!(r.stats().dropped_inconsistent, 3);
+    }
+
+    #[test]
+    fn oversized_datagram() {
+        let mut r = Reassembler::default();
+        assert_eq!(r.push(&piece(11, 65_512, &[1; 8], false), 0), Pushed::Dropped);
+        assert_eq!(r.stats().dropped_too_big, 1);
+    }
+
+    #[test]
+    fn too_many_fragments() {
+        let mut r = Reassembler::default();
+        for i in 0..16 {
+            assert_eq!(r.push(&piece(12, i * 8, &[1; 8], true), 0), Pushed::Pending);
+        }
+        assert_eq!(r.push(&piece(12, 16 * 8, &[1; 8], false), 0), Pushed::Dropped);
+        assert_eq!(r.stats().dropped_too_many_fragments, 1);
+    }
+
+    #[test]
+    fn timeout_counts_from_the_first_fragment() {
+        let mut r = Reassembler::default();
+        r.push(&piece(13, 0, &[1; 8], true), 0);
+        r.push(&piece(13, 8, &[1; 8], true), 9_000);
+        assert_eq!(r.expire(9_999), 0);
+        assert_eq!(r.expire(10_000), 1);
+        assert_eq!(r.stats().dropped_timeout, 1);
+        // The last fragment now starts a new datagram instead of completing the old one.
+        assert_eq!(r.push(&piece(13, 16, &[1; 8], false), 10_001), Pushed::Pending);
+    }
+
+    #[test]
+    fn lru_eviction_under_memory_pressure() {
+        let mut r = Reassembler::new(ReassemblyConfig { max_bytes: 64, ..Default::default() });
+        r.push(&piece(1, 0, &[1; 32], true), 0);
+        r.push(&piece(2, 0, &[1; 32], true), 1);
+        r.push(&piece(1, 32, &[1; 8], true), 2); // 1 is now more recent than 2: evicts 2
+        assert_eq!(r.stats().dropped_memory, 1);
+        assert!(matches!(r.push(&piece(1, 40, &[1; 8], false), 3), Pushed::Complete(_)));
+        // A fragment that cannot fit even alone drops its datagram.
+        assert_eq!(r.push(&piece(3, 0, &[1; 72], true), 4), Pushed::Dropped);
+        assert_eq!(r.stats().dropped_memory, 2);
+    }
+
+    proptest! {
+        #[test]
+        fn any_order_reassembles(len in 1usize..20_000, mtu in 68usize..3000, seed: u64, dups in 0usize..4) {
+            let original = datagram(99, len, &[]);
+            let mut pieces = fragment(&original, mtu).unwrap();
+            prop_assume!(pieces.len() > 1 && pieces.len() <= 300);
+            for i in 0..dups {
+                let again = pieces[(seed as usize + i) % pieces.len()].clone();
+                pieces.push(again);
+            }
+            // Fisher-Yates with a tiny LCG so the order is a function of `seed`.
+            let mut state = seed;
+            for i in (1..pieces.len()).rev() {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                pieces.swap(i, (state >> 33) as usize % (i + 1));
+            }
+            let mut r = Reassembler::new(ReassemblyConfig { max_fragments: 300, ..Default::default() });
+            let mut completed = Vec::new();
+            for p in &pieces {
+                if let Pushed::Complete(whole) = r.push(p, 0) {
+                    completed.push(whole);
+                }
+            }
+            // Duplicates that arrive after completion may start (and finish) the datagram again.
+            prop_assert!(!completed.is_empty());
+            for whole in completed {
+                prop_assert_eq!(&whole, &original);
+            }
+        }
+
+        #[test]
+        fn overlapping_sets_are_dropped(a_off in 8usize..64, a_len in 1usize..8, b_len in 1usize..8, shift in 0usize..14) {
+            // b starts anywhere from "its last unit overlaps a's first" to "its first unit
+            // overlaps a's last", in 8-byte units.
+            let shift = shift % (a_len + b_len - 1);
+            let b_off = a_off + a_len - 1 - shift;
+            let (a_off, a_len, b_off, b_len) = (a_off * 8, a_len * 8, b_off * 8, b_len * 8);
+            prop_assert!(a_off < b_off + b_len && b_off < a_off + a_len);
+            let mut r = Reassembler::new(ReassemblyConfig { max_fragments: 64, ..Default::default() });
+            r.push(&piece(3, a_off, &vec![0xaa; a_len], true), 0);
+            let second = r.push(&piece(3, b_off, &vec![0xbb; b_len], true), 0);
+            prop_assert_eq!(second, Pushed::Dropped);
+            prop_assert_eq!(r.stats().dropped_overlap, 1);
+            prop_assert_eq!(r.stats().pending_datagrams, 0);
+        }
+
+        #[test]
+        fn flood_never_exceeds_the_cap(ops in proptest::collection::vec((any::<u16>(), 0usize..64, 1usize..200, any::<bool>(), 0u64..500), 1..2000)) {
+            let mut r = Reassembler::new(ReassemblyConfig { max_bytes: 4096, max_fragments: 16, timeout_ms: 1000 });
+            let mut now = 0;
+            for (id, off, len, more, dt) in ops {
+                now += dt;
+                let len = if more { (len / 8 + 1) * 8 } else { len };
+                r.push(&piece(id % 64, off * 8, &vec![id as u8; len], more), now);
+                let stats = r.stats();
+                prop_assert!(stats.buffered_bytes <= 4096);
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut r = Reassembler::default();
+            let _ = r.push(&bytes, 0);
+        }
+    }
+}

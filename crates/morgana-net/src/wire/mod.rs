@@ -1,0 +1,3 @@
+//! Wire formats: parse and emit over byte slices, every length checked. No state lives here.
+
+pub mod ipv4;

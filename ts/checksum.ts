@@ -1,0 +1,52 @@
+/**
+ * The Internet checksum (RFC 1071), its incremental update (RFC 1624) and the IPv4
+ * pseudo-header sum, computed in Rust over the caller's bytes without copying them.
+ *
+ * Values are the 16-bit numbers as stored big-endian in headers.
+ * @module
+ */
+import { assertBytes, assertInteger } from './errors.js';
+import { type Ipv4AddressLike, toIpv4Number } from './address.js';
+import { native } from './native.js';
+
+/**
+ * The value to store in a checksum field: the complement of the one's-complement sum of `data`,
+ * continuing from `initial` (e.g. a {@link pseudoHeaderSum}). Over data whose checksum field is
+ * already correct it returns 0.
+ */
+export function checksum(data: Uint8Array, initial = 0): number {
+  assertBytes(data, 'data');
+  assertInteger(initial, 'initial', 0, 0xffff);
+  return native.checksum(data, initial);
+}
+
+/**
+ * The 16-bit one's-complement sum of `data`, not complemented, continuing from `initial`. Sums
+ * chain when each piece starts at an even offset of the whole message.
+ */
+export function onesComplementSum(data: Uint8Array, initial = 0): number {
+  assertBytes(data, 'data');
+  assertInteger(initial, 'initial', 0, 0xffff);
+  return native.onesComplementSum(data, initial);
+}
+
+/**
+ * The checksum after one 16-bit word of the covered data changed from `oldWord` to `newWord`
+ * (RFC 1624 eqn. 3), e.g. when a router decrements the TTL or a NAT rewrites a port.
+ */
+export function checksumUpdate(oldChecksum: number, oldWord: number, newWord: number): number {
+  assertInteger(oldChecksum, 'oldChecksum', 0, 0xffff);
+  assertInteger(oldWord, 'oldWord', 0, 0xffff);
+  assertInteger(newWord, 'newWord', 0, 0xffff);
+  return native.checksumUpdate(oldChecksum, oldWord, newWord);
+}
+
+/**
+ * The one's-complement sum of the IPv4 pseudo-header (RFC 768, RFC 9293 §3.1) for a UDP or TCP
+ * segment of `length` bytes; pass it as `initial` to {@link checksum}.
+ */
+export function pseudoHeaderSum(src: Ipv4AddressLike, dst: Ipv4AddressLike, protocol: number, length: number): number {
+  assertInteger(protocol, 'protocol', 0, 0xff);
+  assertInteger(length, 'length', 0, 0xffff);
+  return native.pseudoHeaderSum(toIpv4Number(src, 'src'), toIpv4Number(dst, 'dst'), protocol, length);
+}

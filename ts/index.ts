@@ -15,3 +15,22 @@ export {
   MorganaError,
   OutOfRangeError,
 } from './errors.js';
+export { type Clock, type Timer, VirtualClock, systemClock } from './clock.js';
+export {
+  ETHERNET_HEADER_LENGTH,
+  type FrameFill,
+  type FrameHandler,
+  type NetDevice,
+  type NetStats,
+} from './net/device.js';
+export { BROADCAST_MAC, formatMac, parseMac } from './net/mac.js';
+export {
+  type SwitchFaults,
+  VirtualSwitch,
+  type VirtualSwitchOptions,
+  type VirtualSwitchStats,
+} from './net/vswitch.js';
+export { type Cidr, type InterfaceConfig, type Stack, type StackOptions, type StackStats, createStack, parseCidr } from './stack/index.js';
+export type { ArpEntry } from './stack/arp.js';
+export type { PingResult, TracerouteHop } from './stack/icmp.js';
+export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';

@@ -1,0 +1,325 @@
+/**
+ * An in-process learning Ethernet switch. Each {@link VirtualSwitch.connect} returns a NET device
+ * (a switch port); frames are forwarded to the port that last sent from the destination MAC, or
+ * flooded when the destination is unknown, broadcast or multicast. Delivery is asynchronous (a
+ * batch per event-loop turn), so a reply written from inside a listener never recurses.
+ *
+ * For tests the switch injects faults — loss, duplication, reordering and delay — driven by a
+ * seeded random source and the injected clock, so a lossy run is reproducible.
+ * @module
+ */
+import { type Clock, systemClock } from '../clock.js';
+import { MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
+import { type FrameFill, type FrameHandler, type NetDevice, type NetStats, emptyNetStats } from './device.js';
+import { formatMac, parseMac } from './mac.js';
+
+/** A source of uniformly distributed 32-bit values (Morgana's random device satisfies it). */
+export interface Uint32Source {
+  uint32(): number;
+}
+
+/** Faults injected on every frame leaving the switch towards a port. Probabilities are 0..1. */
+export interface SwitchFaults {
+  /** Probability that a frame is lost. */
+  loss?: number;
+  /** Probability that a frame is delivered twice. */
+  duplicate?: number;
+  /** Probability that a frame is held back and delivered after later ones. */
+  reorder?: number;
+  /** Fixed delay in milliseconds added to every frame. */
+  delayMs?: number;
+  /** Extra random delay, uniform in [0, jitterMs). */
+  jitterMs?: number;
+}
+
+/** Options of a {@link VirtualSwitch}. */
+export interface VirtualSwitchOptions {
+  /** IP MTU of every port (default 1500). */
+  mtu?: number;
+  /** Faults to inject (default none). */
+  faults?: SwitchFaults;
+  /** Random source for faults and generated MACs (default: a fixed-seed generator). */
+  random?: Uint32Source;
+  /** Clock for delays (default the system clock). */
+  clock?: Clock;
+  /** Frames queued towards one port before further ones are dropped (default 65536). */
+  queueLimit?: number;
+}
+
+/** Switch-wide counters. */
+export interface VirtualSwitchStats {
+  /** Frames forwarded to a single learned port. */
+  forwarded: number;
+  /** Frames flooded to every other port. */
+  flooded: number;
+  /** Frames dropped by injected loss. */
+  lost: number;
+  /** Extra copies from injected duplication. */
+  duplicated: number;
+  /** Frames held back by injected reordering. */
+  reordered: number;
+  /** Frames dropped because a port's queue was full. */
+  queueDrops: number;
+}
+
+/** A small deterministic generator (xorshift32) for when no random device is supplied. */
+class XorShift32 implements Uint32Source {
+  #state: number;
+  constructor(seed: number) {
+    this.#state = seed >>> 0 || 0x9e3779b9;
+  }
+  uint32(): number {
+    let x = this.#state;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.#state = x >>> 0;
+    return this.#state;
+  }
+}
+
+class SwitchPort implements NetDevice {
+  readonly mac: string;
+  readonly mtu: number;
+  readonly #switch: VirtualSwitch;
+  readonly id: number;
+  #handler: FrameHandler | undefined;
+  #stats: NetStats = emptyNetStats();
+  #closed = false;
+  /** Frames waiting for the next delivery turn. */
+  queue: Buffer[] = [];
+
+  constructor(sw: VirtualSwitch, id: number, mac: string, mtu: number) {
+    this.#switch = sw;
+    this.id = id;
+    this.mac = mac;
+    this.mtu = mtu;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  write(size: number, fill: FrameFill): void {
+    if (this.#closed) throw new MorganaError('ERR_NET_CLOSED', 'write on a closed switch port');
+    assertInteger(size, 'size', 0, 0x7fffffff);
+    // A fresh buffer per frame: it is the one queued and handed to the receiver, so the frame
+    // is copied once, by `fill`.
+    const buffer = Buffer.allocUnsafe(size);
+    const length = fill(buffer);
+    if (!Number.isInteger(length) || length < 0 || length > size) {
+      throw new OutOfRangeError(`fill must return a length from 0 to ${size}, got ${length}`);
+    }
+    if (length > this.mtu + 14 || length < 14) {
+      this.#stats.txDropped++;
+      return;
+    }
+    this.#stats.txFrames++;
+    this.#stats.txBytes += length;
+    this.#switch.forward(this, buffer.subarray(0, length));
+  }
+
+  listen(handler: FrameHandler): void {
+    this.#handler = handler;
+  }
+
+  stats(): NetStats {
+    return { ...this.#stats };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.queue = [];
+    this.#switch.disconnect(this);
+  }
+
+  /** Hands a frame to the listener (called by the switch's delivery turn). */
+  deliver(frame: Buffer): void {
+    if (this.#closed) return;
+    if (!this.#handler) {
+      this.#stats.rxDropped++;
+      return;
+    }
+    this.#stats.rxFrames++;
+    this.#stats.rxBytes += frame.length;
+    this.#handler(frame);
+  }
+
+  countQueueDrop(): void {
+    this.#stats.rxDropped++;
+  }
+}
+
+/** The in-process learning switch. */
+export class VirtualSwitch {
+  readonly mtu: number;
+  #faults: Required<SwitchFaults>;
+  readonly #random: Uint32Source;
+  readonly #clock: Clock;
+  readonly #queueLimit: number;
+  readonly #ports = new Set<SwitchPort>();
+  /** MAC (as 12 hex digits) → port that last sent from it. */
+  readonly #table = new Map<string, SwitchPort>();
+  #nextPortId = 0;
+  #deliveryScheduled = false;
+  /** Frames held back for reordering, released after the next frame to the same port. */
+  readonly #held = new Map<SwitchPort, Buffer>();
+  #stats: VirtualSwitchStats = { forwarded: 0, flooded: 0, lost: 0, duplicated: 0, reordered: 0, queueDrops: 0 };
+
+  constructor(options: VirtualSwitchOptions = {}) {
+    const { mtu = 1500, queueLimit = 65_536 } = options;
+    assertInteger(mtu, 'mtu', 68, 65_535);
+    assertInteger(queueLimit, 'queueLimit', 1, 0x7fffffff);
+    this.mtu = mtu;
+    this.#queueLimit = queueLimit;
+    this.#random = options.random ?? new XorShift32(0x6d6f7267);
+    this.#clock = options.clock ?? systemClock;
+    this.#faults = VirtualSwitch.#checkFaults(options.faults ?? {});
+  }
+
+  static #checkFaults(faults: SwitchFaults): Required<SwitchFaults> {
+    const checked = { loss: 0, duplicate: 0, reorder: 0, delayMs: 0, jitterMs: 0, ...faults };
+    for (const key of ['loss', 'duplicate', 'reorder'] as const) {
+      const p = checked[key];
+      if (typeof p !== 'number' || !(p >= 0 && p <= 1)) throw new OutOfRangeError(`faults.${key} must be from 0 to 1`);
+    }
+    for (const key of ['delayMs', 'jitterMs'] as const) {
+      const d = checked[key];
+      if (typeof d !== 'number' || !(d >= 0)) throw new OutOfRangeError(`faults.${key} must be ≥ 0`);
+    }
+    return checked;
+  }
+
+  /** Replaces the injected faults (e.g. turn loss on after a handshake). */
+  setFaults(faults: SwitchFaults): void {
+    this.#faults = VirtualSwitch.#checkFaults(faults);
+  }
+
+  /** Adds a port. `mac` defaults to a locally administered address drawn from the random source. */
+  connect(options: { mac?: string } = {}): NetDevice {
+    let mac = options.mac;
+    if (mac === undefined) {
+      const bytes = Buffer.alloc(6);
+      bytes[0] = 0x02;
+      bytes.writeUInt32BE(this.#random.uint32(), 1);
+      bytes[5] = this.#nextPortId & 0xff;
+      mac = formatMac(bytes);
+    } else {
+      mac = formatMac(parseMac(mac));
+    }
+    const port = new SwitchPort(this, this.#nextPortId++, mac, this.mtu);
+    this.#ports.add(port);
+    return port;
+  }
+
+  /** Counters. */
+  stats(): VirtualSwitchStats {
+    return { ...this.#stats };
+  }
+
+  /** Closes every port. */
+  async close(): Promise<void> {
+    await Promise.all([...this.#ports].map((p) => p.close()));
+  }
+
+  /** @internal */
+  disconnect(port: SwitchPort): void {
+    this.#ports.delete(port);
+    this.#held.delete(port);
+    for (const [mac, p] of this.#table) if (p === port) this.#table.delete(mac);
+  }
+
+  /** @internal Forwards a frame written by `from`. */
+  forward(from: SwitchPort, frame: Buffer): void {
+    const srcKey = frame.toString('hex', 6, 12);
+    // Learn the source unless it is a group address (a forged multicast source must not stick).
+    if ((frame[6]! & 1) === 0) this.#table.set(srcKey, from);
+    const multicast = (frame[0]! & 1) === 1;
+    const target = multicast ? undefined : this.#table.get(frame.toString('hex', 0, 6));
+    if (target && target !== from && !target.closed) {
+      this.#stats.forwarded++;
+      this.#emit(target, frame);
+      return;
+    }
+    if (target === from) return; // destination is on the ingress port: nothing to do
+    this.#stats.flooded++;
+    let first = true;
+    for (const port of this.#ports) {
+      if (port === from) continue;
+      // Every receiver owns its frame, so all but the first get a copy.
+      this.#emit(port, first ? frame : Buffer.from(frame));
+      first = false;
+    }
+  }
+
+  #chance(p: number): boolean {
+    return p > 0 && this.#random.uint32() / 0x1_0000_0000 < p;
+  }
+
+  #emit(port: SwitchPort, frame: Buffer): void {
+    const f = this.#faults;
+    if (this.#chance(f.loss)) {
+      this.#stats.lost++;
+      return;
+    }
+    const copies = this.#chance(f.duplicate) ? 2 : 1;
+    if (copies === 2) this.#stats.duplicated++;
+    for (let i = 0; i < copies; i++) {
+      const copy = i === 0 ? frame : Buffer.from(frame);
+      if (this.#chance(f.reorder) && !this.#held.has(port)) {
+        this.#stats.reordered++;
+        this.#held.set(port, copy);
+        continue;
+      }
+      this.#schedule(port, copy);
+      const held = this.#held.get(port);
+      if (held) {
+        this.#held.delete(port);
+        this.#schedule(port, held);
+      }
+    }
+  }
+
+  #schedule(port: SwitchPort, frame: Buffer): void {
+    const f = this.#faults;
+    const delay = f.delayMs + (f.jitterMs > 0 ? (this.#random.uint32() / 0x1_0000_0000) * f.jitterMs : 0);
+    if (delay > 0) {
+      this.#clock.setTimer(delay, () => this.#enqueue(port, frame));
+    } else {
+      this.#enqueue(port, frame);
+    }
+  }
+
+  #enqueue(port: SwitchPort, frame: Buffer): void {
+    if (port.closed) return;
+    if (port.queue.length >= this.#queueLimit) {
+      this.#stats.queueDrops++;
+      port.countQueueDrop();
+      return;
+    }
+    port.queue.push(frame);
+    if (!this.#deliveryScheduled) {
+      this.#deliveryScheduled = true;
+      setImmediate(() => this.#deliver());
+    }
+  }
+
+  /** Delivers what was queued before this turn; frames written meanwhile wait for the next. */
+  #deliver(): void {
+    this.#deliveryScheduled = false;
+    const batches: Array<[SwitchPort, Buffer[]]> = [];
+    for (const port of this.#ports) {
+      if (port.queue.length > 0) {
+        batches.push([port, port.queue]);
+        port.queue = [];
+      }
+    }
+    for (const [port, frames] of batches) for (const frame of frames) port.deliver(frame);
+    // Release frames held for reordering that nothing overtook this turn.
+    if (this.#held.size > 0 && !this.#deliveryScheduled) {
+      for (const [port, frame] of this.#held) this.#schedule(port, frame);
+      this.#held.clear();
+    }
+  }
+}

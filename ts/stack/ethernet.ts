@@ -1,0 +1,119 @@
+/**
+ * Ethernet II: decapsulation, dispatch by EtherType, and in-place frame assembly.
+ * @module
+ */
+import { MorganaError, OutOfRangeError } from '../errors.js';
+import type { NetDevice } from '../net/device.js';
+import { parseMac } from '../net/mac.js';
+
+/** EtherTypes Morgana handles. */
+export const ETHERTYPE = Object.freeze({ IPV4: 0x0800, ARP: 0x0806, IPV6: 0x86dd });
+
+/** Length of an Ethernet II header. */
+export const ETHERNET_HEADER = 14;
+
+/** The broadcast MAC as bytes. */
+export const BROADCAST = Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+
+/**
+ * Receives the payload of a frame of a registered EtherType. `payload` is a view into `frame`;
+ * both belong to the handler.
+ */
+export type EthernetHandler = (payload: Buffer, src: Buffer, frame: Buffer) => void;
+
+/** What {@link Ethernet.write} asks of its caller. */
+export interface EthernetWrite {
+  /** Room to lend to `fill` after the Ethernet header, in bytes. */
+  size: number;
+  /** Writes the payload into `payload` (a view after the header) and returns its length. */
+  fill: (payload: Buffer) => number;
+  /** Source MAC (default the device's). */
+  src?: Buffer;
+}
+
+/** Ethernet counters. */
+export interface EthernetStats {
+  rxFrames: number;
+  txFrames: number;
+  /** Frames shorter than an Ethernet header. */
+  droppedMalformed: number;
+  /** Frames of an EtherType nobody registered. */
+  droppedUnknownType: number;
+  /** Unicast frames for another MAC (the medium flooded them). */
+  droppedNotForUs: number;
+}
+
+/** The Ethernet layer over one NET device. */
+export class Ethernet {
+  readonly net: NetDevice;
+  /** This interface's MAC, as bytes. */
+  readonly mac: Buffer;
+  readonly #handlers = new Map<number, EthernetHandler>();
+  readonly #stats: EthernetStats = { rxFrames: 0, txFrames: 0, droppedMalformed: 0, droppedUnknownType: 0, droppedNotForUs: 0 };
+
+  constructor(net: NetDevice) {
+    this.net = net;
+    this.mac = parseMac(net.mac);
+    net.listen((frame) => this.#receive(frame));
+  }
+
+  /** The IP MTU of the device. */
+  get mtu(): number {
+    return this.net.mtu;
+  }
+
+  /** Registers the handler for one EtherType (replacing any earlier one). */
+  on(ethertype: number, handler: EthernetHandler): void {
+    this.#handlers.set(ethertype, handler);
+  }
+
+  /** Sends a frame to `dst`, its payload written in place by `request.fill`. */
+  write(dst: Buffer, ethertype: number, request: EthernetWrite): void {
+    if (request.size > this.net.mtu) {
+      throw new OutOfRangeError(`payload of ${request.size} bytes exceeds the MTU ${this.net.mtu}`);
+    }
+    const src = request.src ?? this.mac;
+    this.net.write(ETHERNET_HEADER + request.size, (buffer) => {
+      dst.copy(buffer, 0, 0, 6);
+      src.copy(buffer, 6, 0, 6);
+      buffer[12] = ethertype >>> 8;
+      buffer[13] = ethertype & 0xff;
+      const length = request.fill(buffer.subarray(ETHERNET_HEADER, ETHERNET_HEADER + request.size));
+      if (!Number.isInteger(length) || length < 0 || length > request.size) {
+        throw new OutOfRangeError(`fill must return a length from 0 to ${request.size}, got ${length}`);
+      }
+      return ETHERNET_HEADER + length;
+    });
+    this.#stats.txFrames++;
+  }
+
+  /** Counters. */
+  stats(): EthernetStats {
+    return { ...this.#stats };
+  }
+
+  #receive(frame: Buffer): void {
+    if (frame.length < ETHERNET_HEADER) {
+      this.#stats.droppedMalformed++;
+      return;
+    }
+    // Accept frames for our MAC and group (broadcast/multicast) frames.
+    if ((frame[0]! & 1) === 0 && this.mac.compare(frame, 0, 6) !== 0) {
+      this.#stats.droppedNotForUs++;
+      return;
+    }
+    const ethertype = (frame[12]! << 8) | frame[13]!;
+    const handler = this.#handlers.get(ethertype);
+    if (!handler) {
+      this.#stats.droppedUnknownType++;
+      return;
+    }
+    this.#stats.rxFrames++;
+    handler(frame.subarray(ETHERNET_HEADER), frame.subarray(6, 12), frame);
+  }
+}
+
+/** Throws `ERR_NET_CLOSED`-style errors from layers above a closed device. */
+export function closedError(what: string): MorganaError {
+  return new MorganaError('ERR_STACK_CLOSED', `${what}: the stack is closed`);
+}

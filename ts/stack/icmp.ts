@@ -1,0 +1,253 @@
+/**
+ * ICMPv4 (RFC 792, RFC 1122 §3.2.2): echo replies for any size (fragmented echoes included),
+ * `ping` and `traceroute`, and rate-limited error messages (port and protocol unreachable,
+ * time exceeded, fragmentation needed) that are never sent about ICMP errors, non-initial
+ * fragments or broadcasts. Errors received are handed to the protocol they concern.
+ * @module
+ */
+import { formatIpv4Address, parseIpv4Address } from '../address.js';
+import { checksum, onesComplementSum } from '../checksum.js';
+import type { Clock, Timer } from '../clock.js';
+import { MorganaError } from '../errors.js';
+import type { Ipv4Datagram, Ipv4Interface, Ipv4Layer } from './ipv4.js';
+
+const PROTO_ICMP = 1;
+const ECHO_REPLY = 0;
+const UNREACHABLE = 3;
+const ECHO_REQUEST = 8;
+const TIME_EXCEEDED = 11;
+const PARAMETER_PROBLEM = 12;
+
+/** Result of a successful {@link Icmp.ping}. */
+export interface PingResult {
+  /** Round-trip time in milliseconds, measured on the stack's clock. */
+  rttMs: number;
+  /** TTL of the reply. */
+  ttl: number;
+  /** ICMP bytes in the reply. */
+  bytes: number;
+  /** Who answered. */
+  from: string;
+}
+
+/** One hop of a {@link Icmp.traceroute}. */
+export interface TracerouteHop {
+  ttl: number;
+  /** The router (or the destination) that answered, or undefined after a timeout. */
+  address: string | undefined;
+  rttMs: number | undefined;
+}
+
+/** ICMP counters. */
+export interface IcmpStats {
+  echoRequestsReceived: number;
+  echoRepliesSent: number;
+  errorsSent: number;
+  errorsRateLimited: number;
+  errorsReceived: number;
+  malformed: number;
+}
+
+interface PendingPing {
+  resolve: (r: PingResult) => void;
+  reject: (e: Error) => void;
+  sentAt: number;
+  timer: Timer;
+}
+
+/** Options of the ICMP layer. */
+export interface IcmpOptions {
+  /** ICMP errors sent per second at most (token bucket, default 100). */
+  errorRatePerSecond?: number;
+}
+
+/** The ICMPv4 layer. */
+export class Icmp {
+  readonly #ip: Ipv4Layer;
+  readonly #clock: Clock;
+  readonly #pings = new Map<number, PendingPing>();
+  readonly #identifier: number;
+  #sequence = 0;
+  #tokens: number;
+  #tokensAt: number;
+  readonly #rate: number;
+  readonly #stats: IcmpStats = { echoRequestsReceived: 0, echoRepliesSent: 0, errorsSent: 0, errorsRateLimited: 0, errorsReceived: 0, malformed: 0 };
+
+  constructor(ip: Ipv4Layer, clock: Clock, randomUint32: () => number, options: IcmpOptions = {}) {
+    this.#ip = ip;
+    this.#clock = clock;
+    this.#identifier = randomUint32() & 0xffff;
+    this.#rate = options.errorRatePerSecond ?? 100;
+    this.#tokens = this.#rate;
+    this.#tokensAt = clock.now();
+    ip.on(PROTO_ICMP, (d) => this.#receive(d));
+    ip.icmpErrorSender = (kind, packet, iface, mtu) => {
+      const [type, code] = kind === 'time-exceeded' ? [TIME_EXCEEDED, 0] : kind === 'protocol-unreachable' ? [UNREACHABLE, 2] : [UNREACHABLE, 4];
+      this.sendError(type, code, packet, iface, mtu);
+    };
+    // Replies to our traceroute probes come back as time-exceeded errors quoting an echo request.
+    ip.onIcmpError(PROTO_ICMP, (report) => {
+      const quoted = report.original.payload;
+      if (quoted.length < 8 || quoted[0] !== ECHO_REQUEST || quoted.readUInt16BE(4) !== this.#identifier) return;
+      const pending = this.#pings.get(quoted.readUInt16BE(6));
+      if (!pending) return;
+      this.#pings.delete(quoted.readUInt16BE(6));
+      pending.timer.cancel();
+      const error = new MorganaError(report.type === TIME_EXCEEDED ? 'ERR_ICMP_TIME_EXCEEDED' : 'ERR_ICMP_UNREACHABLE', `${report.from} reported type ${report.type} code ${report.code}`);
+      Object.assign(error, { from: report.from, rttMs: this.#clock.now() - pending.sentAt, icmpType: report.type });
+      pending.reject(error);
+    });
+  }
+
+  /** Counters. */
+  stats(): IcmpStats {
+    return { ...this.#stats };
+  }
+
+  /**
+   * Sends an echo request of `size` data bytes and resolves with the round trip, or rejects
+   * with `ERR_PING_TIMEOUT`, `ERR_ICMP_TIME_EXCEEDED` (when `ttl` ran out; the error has `from`)
+   * or `ERR_ICMP_UNREACHABLE`.
+   */
+  ping(dst: string, options: { size?: number; timeoutMs?: number; ttl?: number } = {}): Promise<PingResult> {
+    const { size = 56, timeoutMs = 1000, ttl } = options;
+    const target = parseIpv4Address(dst);
+    return new Promise((resolve, reject) => {
+      const sequence = (this.#sequence = (this.#sequence + 1) & 0xffff);
+      const timer = this.#clock.setTimer(timeoutMs, () => {
+        this.#pings.delete(sequence);
+        reject(new MorganaError('ERR_PING_TIMEOUT', `no echo reply from ${dst} within ${timeoutMs} ms`));
+      });
+      this.#pings.get(sequence)?.timer.cancel();
+      this.#pings.set(sequence, { resolve, reject, sentAt: this.#clock.now(), timer });
+      const data = Buffer.alloc(size);
+      for (let i = 0; i < size; i++) data[i] = i & 0xff;
+      try {
+        this.#sendEcho(target, ECHO_REQUEST, this.#identifier, sequence, data, ttl);
+      } catch (error) {
+        timer.cancel();
+        this.#pings.delete(sequence);
+        reject(error);
+      }
+    });
+  }
+
+  /**
+   * Finds the routers on the path to `dst` by sending echo requests with TTL 1, 2, … until the
+   * destination answers or `maxHops` is reached (the TTL control MirageOS 3.5 made possible).
+   */
+  async traceroute(dst: string, options: { maxHops?: number; timeoutMs?: number } = {}): Promise<TracerouteHop[]> {
+    const { maxHops = 30, timeoutMs = 1000 } = options;
+    const hops: TracerouteHop[] = [];
+    for (let ttl = 1; ttl <= maxHops; ttl++) {
+      try {
+        const reply = await this.ping(dst, { ttl, timeoutMs, size: 32 });
+        hops.push({ ttl, address: reply.from, rttMs: reply.rttMs });
+        return hops;
+      } catch (error) {
+        const e = error as MorganaError & { from?: string; rttMs?: number };
+        if (e.code === 'ERR_ICMP_TIME_EXCEEDED') hops.push({ ttl, address: e.from, rttMs: e.rttMs });
+        else if (e.code === 'ERR_PING_TIMEOUT') hops.push({ ttl, address: undefined, rttMs: undefined });
+        else throw error;
+      }
+    }
+    return hops;
+  }
+
+  /**
+   * Sends an ICMP error of `type`/`code` about a received `packet` (its header and first 8
+   * payload bytes are quoted), subject to RFC 1122's rules and the rate limit.
+   */
+  sendError(type: number, code: number, packet: Buffer, iface: Ipv4Interface, mtu?: number): void {
+    const src = packet.readUInt32BE(12);
+    const dst = packet.readUInt32BE(16);
+    const headerLength = (packet[0]! & 0x0f) * 4;
+    const fragmentOffset = packet.readUInt16BE(6) & 0x1fff;
+    // Never about: ICMP errors, non-initial fragments, broadcast/multicast or unspecified sources.
+    if (packet[9] === PROTO_ICMP && packet.length > headerLength) {
+      const t = packet[headerLength]!;
+      if (t !== ECHO_REQUEST && t !== ECHO_REPLY && t !== 13 && t !== 14) return;
+    }
+    if (fragmentOffset !== 0 || src === 0 || src === 0xffffffff || src >>> 28 === 0xe || dst >>> 28 === 0xe) return;
+    if (!this.#takeToken()) {
+      this.#stats.errorsRateLimited++;
+      return;
+    }
+    const quoted = packet.subarray(0, Math.min(packet.length, headerLength + 8));
+    const message = Buffer.alloc(8 + quoted.length);
+    message[0] = type;
+    message[1] = code;
+    if (type === UNREACHABLE && code === 4 && mtu !== undefined) message.writeUInt16BE(mtu, 6);
+    quoted.copy(message, 8);
+    message.writeUInt16BE(checksum(message), 2);
+    try {
+      this.#ip.write(src, PROTO_ICMP, { payloads: [message], src: iface.address || undefined });
+      this.#stats.errorsSent++;
+    } catch {
+      // No route back to the sender: nothing more to do for an error message.
+    }
+  }
+
+  #takeToken(): boolean {
+    const now = this.#clock.now();
+    this.#tokens = Math.min(this.#rate, this.#tokens + ((now - this.#tokensAt) * this.#rate) / 1000);
+    this.#tokensAt = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  #sendEcho(dst: number, type: number, identifier: number, sequence: number, data: Uint8Array, ttl?: number, src?: number): void {
+    const header = Buffer.alloc(8);
+    header[0] = type;
+    header.writeUInt16BE(identifier, 4);
+    header.writeUInt16BE(sequence, 6);
+    header.writeUInt16BE(checksum(data, onesComplementSum(header)), 2);
+    this.#ip.write(dst, PROTO_ICMP, { payloads: [header, data], ttl, src });
+  }
+
+  #receive(d: Ipv4Datagram): void {
+    const m = d.payload;
+    if (m.length < 8 || checksum(m) !== 0) {
+      this.#stats.malformed++;
+      return;
+    }
+    const type = m[0]!;
+    if (type === ECHO_REQUEST) {
+      this.#stats.echoRequestsReceived++;
+      if (d.broadcast) return; // no smurf amplification
+      try {
+        this.#sendEcho(d.src, ECHO_REPLY, m.readUInt16BE(4), m.readUInt16BE(6), m.subarray(8), undefined, d.dst);
+        this.#stats.echoRepliesSent++;
+      } catch {
+        // No route back: the request is dropped.
+      }
+    } else if (type === ECHO_REPLY) {
+      if (m.readUInt16BE(4) !== this.#identifier) return;
+      const pending = this.#pings.get(m.readUInt16BE(6));
+      if (!pending) return;
+      this.#pings.delete(m.readUInt16BE(6));
+      pending.timer.cancel();
+      pending.resolve({ rttMs: this.#clock.now() - pending.sentAt, ttl: d.ttl, bytes: m.length, from: formatIpv4Address(d.src) });
+    } else if (type === UNREACHABLE || type === TIME_EXCEEDED || type === PARAMETER_PROBLEM) {
+      this.#stats.errorsReceived++;
+      const inner = m.subarray(8);
+      if (inner.length < 20 || inner[0]! >> 4 !== 4) {
+        this.#stats.malformed++;
+        return;
+      }
+      const innerHeader = (inner[0]! & 0x0f) * 4;
+      if (inner.length < innerHeader) {
+        this.#stats.malformed++;
+        return;
+      }
+      this.#ip.reportIcmpError({
+        type,
+        code: m[1]!,
+        from: formatIpv4Address(d.src),
+        mtu: type === UNREACHABLE && m[1] === 4 ? m.readUInt16BE(6) : undefined,
+        original: { src: inner.readUInt32BE(12), dst: inner.readUInt32BE(16), protocol: inner[9]!, payload: inner.subarray(innerHeader) },
+      });
+    }
+  }
+}

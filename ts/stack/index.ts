@@ -1,0 +1,191 @@
+/**
+ * `createStack`: composes Ethernet, ARP, IPv4, ICMP and UDP over one or more NET devices.
+ * TCP attaches to the same IPv4 layer through `ipv4.on(6, …)` and `ipv4.write`.
+ * @module
+ */
+import { randomBytes } from 'node:crypto';
+import { formatIpv4Address, parseIpv4Address } from '../address.js';
+import { type Clock, systemClock } from '../clock.js';
+import { MorganaError, OutOfRangeError } from '../errors.js';
+import type { NetDevice, NetStats } from '../net/device.js';
+import type { ReassemblerOptions } from '../reassembly.js';
+import { Arp, type ArpOptions, type ArpStats } from './arp.js';
+import { Ethernet, type EthernetStats } from './ethernet.js';
+import { Icmp, type IcmpOptions, type IcmpStats } from './icmp.js';
+import { type Ipv4Interface, Ipv4Layer, type Ipv4Stats, type Route } from './ipv4.js';
+import { Udp, type UdpStats } from './udp.js';
+
+/** A source of random 32-bit values; Morgana's random device satisfies it. */
+export interface StackRandom {
+  uint32(): number;
+}
+
+/** An address with its prefix length, as `'10.0.0.2/24'`. */
+export type Cidr = string;
+
+/** One interface of a multi-homed stack (a router). */
+export interface InterfaceConfig {
+  net: NetDevice;
+  /** Address and prefix, e.g. `'10.0.0.1/24'`. */
+  ipv4: Cidr;
+}
+
+/** Options of {@link createStack}. */
+export interface StackOptions {
+  /** The NET device of the stack's (first) interface. */
+  net?: NetDevice;
+  /** Its address and prefix, e.g. `'10.0.0.2/24'`. */
+  ipv4?: Cidr;
+  /** More interfaces (for routers). */
+  interfaces?: InterfaceConfig[];
+  /** Default gateway. */
+  gateway?: string;
+  /** Static routes, e.g. `{ destination: '10.2.0.0/16', gateway: '10.0.0.1' }`. */
+  routes?: Array<{ destination: Cidr; gateway?: string }>;
+  /** Forward packets between interfaces (default false). */
+  forwarding?: boolean;
+  /** Default TTL (default 64). */
+  ttl?: number;
+  /** Random device (default: one seeded from the operating system). */
+  random?: StackRandom;
+  /** Clock (default the system clock). */
+  clock?: Clock;
+  arp?: ArpOptions;
+  icmp?: IcmpOptions;
+  /** Reassembly limits (default 256 KiB / 16 fragments / 10 s, as MirageOS 3.5). */
+  reassembly?: ReassemblerOptions;
+}
+
+/** Counters of every layer. */
+export interface StackStats {
+  net: NetStats[];
+  ethernet: EthernetStats[];
+  arp: ArpStats[];
+  ipv4: ReturnType<Ipv4Layer['stats']>;
+  icmp: IcmpStats;
+  udp: UdpStats;
+}
+
+/** A composed network stack. */
+export interface Stack {
+  /** Ethernet of the first interface. */
+  readonly ethernet: Ethernet;
+  /** ARP of the first interface. */
+  readonly arp: Arp;
+  readonly ipv4: Ipv4Layer;
+  readonly icmp: Icmp;
+  readonly udp: Udp;
+  /** Every interface, first one first. */
+  readonly interfaces: Ipv4Interface[];
+  readonly clock: Clock;
+  readonly random: StackRandom;
+  /** The first interface's address, dotted quad. */
+  readonly address: string;
+  stats(): StackStats;
+  /** Stops timers and closes the NET devices. */
+  close(): Promise<void>;
+}
+
+/** Parses `'10.0.0.2/24'` into numbers; throws `ERR_INVALID_CIDR`. */
+export function parseCidr(text: string): { address: number; prefix: number } {
+  const slash = typeof text === 'string' ? text.indexOf('/') : -1;
+  const prefix = slash < 0 ? NaN : Number(text.slice(slash + 1));
+  if (slash < 0 || !Number.isInteger(prefix) || prefix < 0 || prefix > 32 || !/^\d+$/.test(text.slice(slash + 1))) {
+    throw new MorganaError('ERR_INVALID_CIDR', `expected ADDRESS/PREFIX such as 10.0.0.2/24, got ${JSON.stringify(text)}`);
+  }
+  return { address: parseIpv4Address(text.slice(0, slash)), prefix };
+}
+
+/** Random 32-bit values from the operating system, drawn 1 KiB at a time. */
+function osRandom(): StackRandom {
+  let pool = randomBytes(1024);
+  let at = 0;
+  return {
+    uint32() {
+      if (at + 4 > pool.length) {
+        pool = randomBytes(1024);
+        at = 0;
+      }
+      const v = pool.readUInt32BE(at);
+      at += 4;
+      return v;
+    },
+  };
+}
+
+/**
+ * Builds a stack: `await createStack({ net, ipv4: '10.0.0.2/24', gateway: '10.0.0.1' })`.
+ * Every layer takes the same clock and random device, so a test can run the whole stack on a
+ * {@link VirtualClock} with a seeded generator.
+ */
+export async function createStack(options: StackOptions): Promise<Stack> {
+  const clock = options.clock ?? systemClock;
+  const random = options.random ?? osRandom();
+  const randomUint32 = () => random.uint32();
+  const configs: InterfaceConfig[] = [];
+  if (options.net) {
+    if (!options.ipv4) throw new MorganaError('ERR_STACK_CONFIG', 'ipv4 (ADDRESS/PREFIX) is required with net');
+    configs.push({ net: options.net, ipv4: options.ipv4 });
+  }
+  configs.push(...(options.interfaces ?? []));
+  if (configs.length === 0) throw new MorganaError('ERR_STACK_CONFIG', 'a stack needs net (or interfaces)');
+  if (options.ttl !== undefined && (!Number.isInteger(options.ttl) || options.ttl < 1 || options.ttl > 255)) {
+    throw new OutOfRangeError(`ttl must be 1..255, got ${options.ttl}`);
+  }
+
+  const interfaces: Ipv4Interface[] = configs.map(({ net, ipv4 }) => {
+    const { address, prefix } = parseCidr(ipv4);
+    const eth = new Ethernet(net);
+    const arp = new Arp(eth, clock, options.arp);
+    return { eth, arp, address, prefix };
+  });
+  const routes: Route[] = (options.routes ?? []).map((r) => {
+    const { address, prefix } = parseCidr(r.destination);
+    return { network: address, prefix, gateway: r.gateway ? parseIpv4Address(r.gateway) : 0 };
+  });
+  const ipv4 = new Ipv4Layer({
+    interfaces,
+    gateway: options.gateway ? parseIpv4Address(options.gateway) : 0,
+    routes,
+    ttl: options.ttl,
+    forwarding: options.forwarding,
+    reassembly: options.reassembly,
+    clock,
+    randomUint32,
+  });
+  const icmp = new Icmp(ipv4, clock, randomUint32, options.icmp);
+  const udp = new Udp(ipv4, icmp, randomUint32);
+  let closed = false;
+
+  return {
+    ethernet: interfaces[0]!.eth,
+    arp: interfaces[0]!.arp,
+    ipv4,
+    icmp,
+    udp,
+    interfaces,
+    clock,
+    random,
+    get address() {
+      return formatIpv4Address(interfaces[0]!.address);
+    },
+    stats: () => ({
+      net: interfaces.map((i) => i.eth.net.stats()),
+      ethernet: interfaces.map((i) => i.eth.stats()),
+      arp: interfaces.map((i) => i.arp.stats()),
+      ipv4: ipv4.stats(),
+      icmp: icmp.stats(),
+      udp: udp.stats(),
+    }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      ipv4.close();
+      for (const i of interfaces) i.arp.close();
+      await Promise.all(interfaces.map((i) => i.eth.net.close()));
+    },
+  };
+}
+
+export { Arp, Ethernet, Icmp, Ipv4Layer, Udp };
+export type { ArpOptions, ArpStats, EthernetStats, IcmpStats, Ipv4Stats, UdpStats };

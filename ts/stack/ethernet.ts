@@ -2,7 +2,7 @@
  * Ethernet II: decapsulation, dispatch by EtherType, and in-place frame assembly.
  * @module
  */
-import { MorganaError, OutOfRangeError } from '../errors.js';
+import { OutOfRangeError } from '../errors.js';
 import type { NetDevice } from '../net/device.js';
 import { parseMac } from '../net/mac.js';
 
@@ -67,14 +67,15 @@ export class Ethernet {
     this.#handlers.set(ethertype, handler);
   }
 
-  /** Sends a frame to `dst`, its payload written in place by `request.fill`. */
-  write(dst: Buffer, ethertype: number, request: EthernetWrite): void {
+  /** Sends a frame to `dst` (6 bytes or `'aa:bb:…'`), its payload written in place by `request.fill`. */
+  write(dst: Buffer | string, ethertype: number, request: EthernetWrite): void {
+    const dstBytes = typeof dst === 'string' ? parseMac(dst) : dst;
     if (request.size > this.net.mtu) {
       throw new OutOfRangeError(`payload of ${request.size} bytes exceeds the MTU ${this.net.mtu}`);
     }
     const src = request.src ?? this.mac;
     this.net.write(ETHERNET_HEADER + request.size, (buffer) => {
-      dst.copy(buffer, 0, 0, 6);
+      dstBytes.copy(buffer, 0, 0, 6);
       src.copy(buffer, 6, 0, 6);
       buffer[12] = ethertype >>> 8;
       buffer[13] = ethertype & 0xff;
@@ -111,9 +112,4 @@ export class Ethernet {
     this.#stats.rxFrames++;
     handler(frame.subarray(ETHERNET_HEADER), frame.subarray(6, 12), frame);
   }
-}
-
-/** Throws `ERR_NET_CLOSED`-style errors from layers above a closed device. */
-export function closedError(what: string): MorganaError {
-  return new MorganaError('ERR_STACK_CLOSED', `${what}: the stack is closed`);
 }

@@ -4,7 +4,7 @@
  * ARP resolution) and, when enabled, forwarding between interfaces.
  * @module
  */
-import { formatIpv4Address } from '../address.js';
+import { type Ipv4AddressLike, formatIpv4Address, toIpv4Number } from '../address.js';
 import { checksumUpdate } from '../checksum.js';
 import type { Clock, Timer } from '../clock.js';
 import { FragmentationNeededError, MorganaError, OutOfRangeError, nativeFailure } from '../errors.js';
@@ -93,9 +93,6 @@ export interface Ipv4LayerOptions {
   /** A 32-bit random value, for the initial identification. */
   randomUint32: () => number;
 }
-
-/** Called by the ICMP layer for errors that quote a packet we sent. */
-export type Ipv4ErrorSink = (kind: 'time-exceeded' | 'unreachable' | 'fragmentation-needed', info: IcmpErrorReport) => void;
 
 /** An ICMP error as handed to the protocol it concerns. */
 export interface IcmpErrorReport {
@@ -224,8 +221,9 @@ export class Ipv4Layer {
    * Throws `ERR_NO_ROUTE`, or {@link FragmentationNeededError} when `fragment` is false and the
    * packet exceeds the MTU.
    */
-  write(dst: number, protocol: number, options: Ipv4WriteOptions = {}): void {
+  write(destination: Ipv4AddressLike, protocol: number, options: Ipv4WriteOptions = {}): void {
     if (this.#closed) throw new MorganaError('ERR_STACK_CLOSED', 'the stack is closed');
+    const dst = typeof destination === 'number' ? destination : toIpv4Number(destination, 'dst');
     const route = this.route(dst);
     if (!route) {
       this.#stats.sendFailures++;

@@ -34,3 +34,60 @@ export { type Cidr, type InterfaceConfig, type Stack, type StackOptions, type St
 export type { ArpEntry } from './stack/arp.js';
 export type { PingResult, TracerouteHop } from './stack/icmp.js';
 export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';
+export { type TapDevice, type TapOptions, openTap } from './net/tap.js';
+export { type PcapOptions, type PcapRecorder, pcapRecorder } from './net/pcap.js';
+export {
+  EntropyFeeder,
+  type EntropyFeederOptions,
+  type EntropySources,
+  Fortuna,
+  type FortunaMode,
+  type FortunaOptions,
+  type MonotonicClock,
+  entropySources,
+} from './fortuna.js';
+export {
+  BufferedRandom,
+  type BufferedRandomOptions,
+  type Random,
+  type RandomFiller,
+  defaultFortuna,
+  defaultRandom,
+  seededRandom,
+} from './random.js';
+export {
+  type CrunchedData,
+  CrunchKv,
+  type CrunchOptions,
+  type CrunchResult,
+  DIR_KV_META,
+  DirKv,
+  type DirKvOptions,
+  type EntryKind,
+  Key,
+  type KeyLike,
+  KvError,
+  type KvErrorCode,
+  type KvRo,
+  type KvRw,
+  MemKv,
+  type MemKvOptions,
+  TarKv,
+  type TarKvOptions,
+  type ValueLike,
+  crunchDirectory,
+  crunchedKv,
+  dirKv,
+  memKv,
+  tarKv,
+} from './kv/index.js';
+export {
+  DhcpClient,
+  type DhcpClientEvents,
+  type DhcpClientOptions,
+  type DhcpClientStats,
+  type DhcpLease,
+  type DhcpState,
+} from './stack/dhcp-client.js';
+export { type DhcpServer, type DhcpServerLease, type DhcpServerOptions, type DhcpServerStats, startDhcpServer } from './stack/dhcp-server.js';
+export * as dhcp from './stack/dhcp-wire.js';

@@ -3,6 +3,8 @@
 
 use morgana_net::fragment::FragmentError;
 use morgana_net::wire::ipv4::{EmitError, Ipv4Error};
+use morgana_random::entropy::NoStrongEntropy;
+use morgana_random::RngError;
 use napi_derive::napi;
 use std::sync::OnceLock;
 
@@ -45,6 +47,14 @@ fn table() -> &'static [(&'static str, String)] {
             // The MTU is filled in by TypeScript, which knows it.
             rows.push((e.code(), e.to_string().replace(" (0)", "").replace("MTU 0 ", "the MTU ")));
         }
+        for e in [RngError::Unseeded, RngError::RequestTooLarge] {
+            rows.push((e.code(), e.to_string()));
+        }
+        rows.push((
+            RngError::BadEventLength.code(),
+            "invalid random event: pool must be 0 to 31, data 1 to 32 bytes in book mode".to_owned(),
+        ));
+        rows.push(("ERR_RNG_NO_ENTROPY", NoStrongEntropy.to_string()));
         rows
     })
 }

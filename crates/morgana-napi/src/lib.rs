@@ -12,6 +12,7 @@
 mod checksum;
 mod errors;
 mod ipv4;
+mod random;
 mod reassembly;
 
 pub use errors::error_codes;

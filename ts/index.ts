@@ -55,39 +55,3 @@ export {
   defaultRandom,
   seededRandom,
 } from './random.js';
-export {
-  type CrunchedData,
-  CrunchKv,
-  type CrunchOptions,
-  type CrunchResult,
-  DIR_KV_META,
-  DirKv,
-  type DirKvOptions,
-  type EntryKind,
-  Key,
-  type KeyLike,
-  KvError,
-  type KvErrorCode,
-  type KvRo,
-  type KvRw,
-  MemKv,
-  type MemKvOptions,
-  TarKv,
-  type TarKvOptions,
-  type ValueLike,
-  crunchDirectory,
-  crunchedKv,
-  dirKv,
-  memKv,
-  tarKv,
-} from './kv/index.js';
-export {
-  DhcpClient,
-  type DhcpClientEvents,
-  type DhcpClientOptions,
-  type DhcpClientStats,
-  type DhcpLease,
-  type DhcpState,
-} from './stack/dhcp-client.js';
-export { type DhcpServer, type DhcpServerLease, type DhcpServerOptions, type DhcpServerStats, startDhcpServer } from './stack/dhcp-server.js';
-export * as dhcp from './stack/dhcp-wire.js';

@@ -3,7 +3,7 @@
  * `netConformance(test, 'name', makePair)` where `makePair` returns two devices on one medium:
  * a frame that one writes to the other's MAC (or to broadcast) reaches the other.
  */
-import type { TestFn } from 'ava';
+import type { ExecutionContext, TestFn } from 'ava';
 import type { NetDevice } from 'morgana';
 
 export type MakePair = () => Promise<{ a: NetDevice; b: NetDevice; cleanup?: () => Promise<void> }>;
@@ -44,7 +44,7 @@ function collect(device: NetDevice, count: number, timeoutMs = 5000): Promise<Bu
 }
 
 export function netConformance(test: TestFn, name: string, makePair: MakePair): void {
-  const withPair = (title: string, body: (a: NetDevice, b: NetDevice, t: Parameters<Parameters<TestFn>[1]>[0]) => Promise<void>) =>
+  const withPair = (title: string, body: (a: NetDevice, b: NetDevice, t: ExecutionContext) => Promise<void>) =>
     test.serial(`${name} conformance: ${title}`, async (t) => {
       const { a, b, cleanup } = await makePair();
       try {

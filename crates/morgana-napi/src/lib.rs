@@ -14,5 +14,6 @@ mod errors;
 mod ipv4;
 mod random;
 mod reassembly;
+mod tap;
 
 pub use errors::error_codes;

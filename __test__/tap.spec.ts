@@ -1,0 +1,286 @@
+import test from 'ava';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type NetDevice, checksum, ipv4, openTap, parseMac, pcapRecorder } from 'morgana';
+import { frame, netConformance } from './helpers/net-conformance.js';
+import { type Netns, kernelSuite, kernelTest, withNetns } from './helpers/netns.js';
+import { tapPair } from './helpers/tap-pair.js';
+
+const CHILD = fileURLToPath(new URL('./helpers/tap-child.mjs', import.meta.url));
+
+kernelSuite(test, 'TAP conformance', () =>
+  netConformance(test, 'TAP', async () => {
+    const { a, b, cleanup } = await tapPair();
+    return { a, b, cleanup };
+  }),
+);
+
+// --- option and error checks that need no kernel privileges -------------------------------
+
+test('invalid options are refused before anything is opened', async (t) => {
+  await t.throwsAsync(openTap({ name: 'mtap0', mtu: 20 }), { code: 'ERR_OUT_OF_RANGE' });
+  await t.throwsAsync(openTap({ name: 'mtap0', mtu: 70_000 }), { code: 'ERR_OUT_OF_RANGE' });
+  await t.throwsAsync(openTap({ name: 'mtap0', mac: 'nonsense' }), { code: 'ERR_INVALID_MAC' });
+  await t.throwsAsync(openTap({ name: 42 as unknown as string }), { code: 'ERR_INVALID_ARG_TYPE' });
+  // Names are checked in Rust before any system call.
+  for (const name of ['', 'a-name-longer-than-15', 'a/b', 'a b']) {
+    await t.throwsAsync(openTap({ name }), { code: 'ERR_TAP_OPEN' }, JSON.stringify(name));
+  }
+});
+
+test('a missing network namespace gives ERR_TAP_NETNS', async (t) => {
+  const error = await t.throwsAsync(openTap({ name: 'mtap0', netns: `morgana-missing-${process.pid}` }), {
+    code: 'ERR_TAP_NETNS',
+  });
+  t.regex(error!.message, /morgana-missing-\d+.*No such file or directory/);
+  t.regex(error!.message, /ip netns add/);
+});
+
+// --- kernel interop without the stack: a hand-built peer --------------------------------------
+
+const KERNEL_IP = Buffer.from([10, 77, 0, 1]);
+const OUR_IP = Buffer.from([10, 77, 0, 2]);
+
+function arpReply(ourMac: Buffer, request: Buffer): Buffer {
+  const out = Buffer.alloc(60); // padded to the Ethernet minimum, as a NIC would
+  request.copy(out, 0, 6, 12); // to the asker
+  ourMac.copy(out, 6);
+  out.writeUInt16BE(0x0806, 12);
+  out.writeUInt16BE(1, 14); // Ethernet
+  out.writeUInt16BE(0x0800, 16); // IPv4
+  out[18] = 6;
+  out[19] = 4;
+  out.writeUInt16BE(2, 20); // reply
+  ourMac.copy(out, 22);
+  request.copy(out, 28, 38, 42); // sender IP = the address asked for
+  request.copy(out, 32, 22, 28); // target = the asker's MAC and IP
+  request.copy(out, 38, 28, 32);
+  return out;
+}
+
+function echoReply(ourMac: Buffer, request: Buffer): Buffer | undefined {
+  const packet = ipv4.parse(request.subarray(14));
+  if (packet.protocol !== ipv4.PROTOCOL.ICMP || packet.payload[0] !== 8 || packet.dst !== '10.77.0.2') return undefined;
+  const icmp = Buffer.from(packet.payload);
+  icmp[0] = 0; // echo reply
+  icmp.writeUInt16BE(0, 2);
+  icmp.writeUInt16BE(checksum(icmp), 2);
+  const ip = ipv4.emit({ src: '10.77.0.2', dst: packet.src, protocol: ipv4.PROTOCOL.ICMP }, icmp);
+  const out = Buffer.alloc(Math.max(60, 14 + ip.length));
+  request.copy(out, 0, 6, 12);
+  ourMac.copy(out, 6);
+  out.writeUInt16BE(0x0800, 12);
+  ip.copy(out, 14);
+  return out;
+}
+
+function send(device: NetDevice, bytes: Buffer): void {
+  device.write(bytes.length, (buffer) => bytes.copy(buffer));
+}
+
+async function tshark(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn('tshark', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { code, stdout, stderr };
+}
+
+kernelTest(
+  test,
+  'the kernel ARPs for and pings a hand-built peer on a TAP; tshark decodes the capture cleanly',
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'morgana-tap-'));
+    const file = join(dir, 'ping.pcap');
+    try {
+      await withNetns(async (ns) => {
+        const tap = await openTap({ name: 'mtap0', netns: ns.name });
+        const device = pcapRecorder(tap, file);
+        const ourMac = parseMac(device.mac);
+        const arpRequests: Buffer[] = [];
+        let echoes = 0;
+        try {
+          device.listen((f) => {
+            const type = f.readUInt16BE(12);
+            if (type === 0x0806 && f.readUInt16BE(20) === 1 && f.subarray(38, 42).equals(OUR_IP)) {
+              arpRequests.push(Buffer.from(f));
+              send(device, arpReply(ourMac, f));
+            } else if (type === 0x0800) {
+              const reply = echoReply(ourMac, f);
+              if (reply) {
+                echoes++;
+                send(device, reply);
+              }
+            }
+          });
+          await ns.ip('addr', 'add', '10.77.0.1/24', 'dev', 'mtap0');
+          await ns.ip('link', 'set', 'mtap0', 'up');
+          const kernelMac = JSON.parse((await ns.ip('-j', 'link', 'show', 'mtap0')).stdout)[0].address as string;
+          const ping = await ns.exec('ping', ['-c', '1', '-W', '2', '10.77.0.2'], { allowFailure: true });
+
+          t.true(arpRequests.length >= 1, 'the kernel asked who has 10.77.0.2');
+          const request = arpRequests[0]!;
+          t.deepEqual(request.subarray(0, 6), Buffer.alloc(6, 0xff), 'broadcast');
+          t.deepEqual(request.subarray(6, 12), parseMac(kernelMac));
+          t.is(request.readUInt16BE(12), 0x0806);
+          t.deepEqual(request.subarray(28, 32), KERNEL_IP, 'sender IP');
+          t.deepEqual(request.subarray(38, 42), OUR_IP, 'target IP');
+          t.is(ping.code, 0, `ping accepted our hand-built replies:\n${ping.stdout}${ping.stderr}`);
+          t.regex(ping.stdout, /1 received/);
+          t.is(echoes, 1);
+          const neigh = await ns.ip('neigh', 'show', '10.77.0.2', 'dev', 'mtap0');
+          t.true(neigh.stdout.includes(device.mac), `kernel neighbour entry: ${neigh.stdout}`);
+        } finally {
+          await device.close();
+        }
+      });
+
+      // The capture: both directions, decodable, nothing malformed, checksums checked.
+      const checks = ['-o', 'ip.check_checksum:TRUE']; // ICMP checksums are always checked
+      const bad = await tshark(['-r', file, ...checks, '-Y', '_ws.malformed || _ws.expert.severity >= warning']);
+      t.is(bad.code, 0, bad.stderr);
+      t.is(bad.stdout, '', 'no malformed packets, no warnings');
+      const fields = await tshark(['-r', file, '-T', 'fields', '-e', 'arp.opcode', '-e', 'icmp.type', '-e', 'ip.src']);
+      t.is(fields.code, 0, fields.stderr);
+      const rows = fields.stdout.trim().split('\n');
+      t.true(rows.includes('1\t\t'), `ARP request in ${JSON.stringify(rows)}`);
+      t.true(rows.includes('2\t\t'), 'ARP reply');
+      t.true(rows.includes('\t8\t10.77.0.1'), 'ICMP echo request from the kernel');
+      t.true(rows.includes('\t0\t10.77.0.2'), 'ICMP echo reply from us');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  ['ping', 'tshark'],
+);
+
+// --- clear errors -------------------------------------------------------------------------
+
+kernelTest(
+  test,
+  'opening without permission gives ERR_TAP_PERMISSION (child as nobody)',
+  async (t) => {
+    await withNetns(async (ns) => {
+      // Inside the test namespace, so even a wrongly successful open could not touch the host.
+      const r = await ns.exec(
+        'setpriv',
+        ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CHILD, 'open'],
+        { allowFailure: true },
+      );
+      t.is(r.code, 0, r.stderr);
+      const result = JSON.parse(r.stdout.trim()) as { code?: string; message?: string };
+      t.is(result.code, 'ERR_TAP_PERMISSION', r.stdout);
+      t.regex(result.message!, /\/dev\/net\/tun.*(Permission denied|Operation not permitted)/);
+      t.regex(result.message!, /CAP_NET_ADMIN/);
+    });
+  },
+  ['setpriv'],
+);
+
+// --- life cycle ---------------------------------------------------------------------------
+
+kernelTest(test, 'close while frames are flowing: clean, and nothing is delivered afterwards', async (t) => {
+  const { a, b, cleanup } = await tapPair();
+  try {
+    let received = 0;
+    b.listen(() => received++);
+    let n = 0;
+    let pumping = true;
+    const pump = () => {
+      if (!pumping) return;
+      for (let i = 0; i < 64; i++) {
+        const bytes = frame(b.mac, a.mac, Buffer.alloc(46, n++ & 0xff));
+        send(a, bytes);
+      }
+      setImmediate(pump);
+    };
+    pump();
+    const deadline = Date.now() + 10_000;
+    while (received < 2000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    t.true(received >= 2000, `frames flowing before close (${received})`);
+    await b.close();
+    const atClose = received;
+    const statsAtClose = b.stats();
+    await new Promise((r) => setTimeout(r, 100)); // a keeps writing towards the closed device
+    pumping = false;
+    t.is(received, atClose, 'no frame delivered after close');
+    t.deepEqual(b.stats(), statsAtClose);
+    t.throws(() => send(b, frame(a.mac, b.mac, Buffer.alloc(46))), { code: 'ERR_NET_CLOSED' });
+    t.true(a.stats().txFrames > 2000);
+    await b.close(); // idempotent
+  } finally {
+    await cleanup();
+  }
+});
+
+kernelTest(test, 'the mtu option sets the kernel side and jumbo frames pass; longer ones are dropped', async (t) => {
+  const { a, b, ns, cleanup } = await tapPair({ mtu: 9000 });
+  try {
+    t.is(a.mtu, 9000);
+    const link = JSON.parse((await ns.ip('-j', 'link', 'show', a.name)).stdout)[0] as { mtu: number };
+    t.is(link.mtu, 9000);
+    const got = new Promise<Buffer>((resolve) => b.listen((f) => f.readUInt16BE(12) === 0x88b5 && resolve(f)));
+    const jumbo = frame(b.mac, a.mac, Buffer.alloc(9000, 0xab));
+    send(a, jumbo);
+    t.deepEqual(await got, jumbo);
+    send(a, frame(b.mac, a.mac, Buffer.alloc(9001)));
+    t.is(a.stats().txDropped, 1);
+    t.is(a.stats().txFrames, 1);
+  } finally {
+    await cleanup();
+  }
+});
+
+interface ChildResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runChild(ns: Netns, mode: string, timeoutMs = 20_000): { child: ChildProcess; done: Promise<ChildResult> } {
+  const child = spawn(process.execPath, [CHILD, mode, ns.name], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const done = new Promise<ChildResult>((resolve) =>
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    }),
+  );
+  return { child, done };
+}
+
+kernelTest(test, 'a process exiting with TAPs open and frames flowing exits 0, no crash', async (t) => {
+  await withNetns(async (ns) => {
+    const r = await runChild(ns, 'exit-flowing').done;
+    t.is(r.signal, null, r.stderr);
+    t.is(r.code, 0, r.stdout + r.stderr);
+    t.regex(r.stdout, /exiting with 2 TAPs open after 2000 frames/);
+    t.is(r.stderr, '');
+  });
+});
+
+kernelTest(test, 'an open TAP keeps the event loop alive; close releases it', async (t) => {
+  await withNetns(async (ns) => {
+    const closed = await runChild(ns, 'close', 10_000).done;
+    t.is(closed.code, 0, closed.stderr);
+    t.is(closed.stdout.trim(), 'closed');
+
+    const open = runChild(ns, 'keep-open');
+    const early = await Promise.race([open.done, new Promise<'alive'>((r) => setTimeout(() => r('alive'), 1500))]);
+    t.is(early, 'alive', 'still running 1.5 s after opening');
+    open.child.kill('SIGTERM');
+    const killed = await open.done;
+    t.is(killed.signal, 'SIGTERM');
+    t.is(killed.stdout.trim(), 'open');
+  });
+});

@@ -55,3 +55,13 @@ export {
   defaultRandom,
   seededRandom,
 } from './random.js';
+export {
+  DhcpClient,
+  type DhcpClientEvents,
+  type DhcpClientOptions,
+  type DhcpClientStats,
+  type DhcpLease,
+  type DhcpState,
+} from './stack/dhcp-client.js';
+export { type DhcpServer, type DhcpServerLease, type DhcpServerOptions, type DhcpServerStats, startDhcpServer } from './stack/dhcp-server.js';
+export * as dhcp from './stack/dhcp-wire.js';

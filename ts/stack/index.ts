@@ -10,6 +10,7 @@ import { MorganaError, OutOfRangeError } from '../errors.js';
 import type { NetDevice, NetStats } from '../net/device.js';
 import type { ReassemblerOptions } from '../reassembly.js';
 import { Arp, type ArpOptions, type ArpStats } from './arp.js';
+import { DhcpClient, type DhcpClientOptions, type DhcpLease } from './dhcp-client.js';
 import { Ethernet, type EthernetStats } from './ethernet.js';
 import { Icmp, type IcmpOptions, type IcmpStats } from './icmp.js';
 import { type Ipv4Interface, Ipv4Layer, type Ipv4Stats, type Route } from './ipv4.js';
@@ -34,8 +35,13 @@ export interface InterfaceConfig {
 export interface StackOptions {
   /** The NET device of the stack's (first) interface. */
   net?: NetDevice;
-  /** Its address and prefix, e.g. `'10.0.0.2/24'`. */
+  /** Its address and prefix, e.g. `'10.0.0.2/24'`. Required with `net` unless `dhcp` is set. */
   ipv4?: Cidr;
+  /**
+   * Configure the `net` interface with DHCP instead of `ipv4`: `createStack` then resolves once a
+   * lease is bound, or rejects with `ERR_DHCP_TIMEOUT` after `timeoutMs` (default 30 s).
+   */
+  dhcp?: boolean | DhcpClientOptions;
   /** More interfaces (for routers). */
   interfaces?: InterfaceConfig[];
   /** Default gateway. */
@@ -81,6 +87,10 @@ export interface Stack {
   readonly random: StackRandom;
   /** The first interface's address, dotted quad. */
   readonly address: string;
+  /** The DHCP client of the first interface, when the stack was created with `dhcp`. */
+  readonly dhcp: DhcpClient | undefined;
+  /** Name servers: those of the current DHCP lease (option 6), else empty. */
+  readonly dns: { readonly servers: string[] };
   stats(): StackStats;
   /** Stops timers and closes the NET devices. */
   close(): Promise<void>;
@@ -123,9 +133,12 @@ export async function createStack(options: StackOptions): Promise<Stack> {
   const random = options.random ?? osRandom();
   const randomUint32 = () => random.uint32();
   const configs: InterfaceConfig[] = [];
+  const dhcp = options.dhcp === true ? {} : options.dhcp || undefined;
+  if (dhcp && !options.net) throw new MorganaError('ERR_STACK_CONFIG', 'dhcp configures the net interface: net is required');
+  if (dhcp && options.ipv4) throw new MorganaError('ERR_STACK_CONFIG', 'give either ipv4 or dhcp, not both');
   if (options.net) {
-    if (!options.ipv4) throw new MorganaError('ERR_STACK_CONFIG', 'ipv4 (ADDRESS/PREFIX) is required with net');
-    configs.push({ net: options.net, ipv4: options.ipv4 });
+    if (!options.ipv4 && !dhcp) throw new MorganaError('ERR_STACK_CONFIG', 'ipv4 (ADDRESS/PREFIX) or dhcp is required with net');
+    configs.push({ net: options.net, ipv4: options.ipv4 ?? '0.0.0.0/0' });
   }
   configs.push(...(options.interfaces ?? []));
   if (configs.length === 0) throw new MorganaError('ERR_STACK_CONFIG', 'a stack needs net (or interfaces)');
@@ -156,8 +169,11 @@ export async function createStack(options: StackOptions): Promise<Stack> {
   const icmp = new Icmp(ipv4, clock, randomUint32, options.icmp);
   const udp = new Udp(ipv4, icmp, randomUint32);
   let closed = false;
+  const dhcpClient = dhcp
+    ? new DhcpClient({ udp, ipv4, iface: interfaces[0]!, arp: interfaces[0]!.arp, clock, random }, dhcp)
+    : undefined;
 
-  return {
+  const stack: Stack = {
     ethernet: interfaces[0]!.eth,
     arp: interfaces[0]!.arp,
     ipv4,
@@ -168,6 +184,12 @@ export async function createStack(options: StackOptions): Promise<Stack> {
     random,
     get address() {
       return formatIpv4Address(interfaces[0]!.address);
+    },
+    dhcp: dhcpClient,
+    dns: {
+      get servers() {
+        return dhcpClient?.lease?.dns ?? [];
+      },
     },
     stats: () => ({
       net: interfaces.map((i) => i.eth.net.stats()),
@@ -180,12 +202,34 @@ export async function createStack(options: StackOptions): Promise<Stack> {
     async close() {
       if (closed) return;
       closed = true;
+      await dhcpClient?.close();
       ipv4.close();
       for (const i of interfaces) i.arp.close();
       await Promise.all(interfaces.map((i) => i.eth.net.close()));
     },
   };
+  if (dhcpClient) await waitForFirstLease(stack, dhcpClient, clock, dhcp?.timeoutMs ?? 30_000);
+  return stack;
 }
 
-export { Arp, Ethernet, Icmp, Ipv4Layer, Udp };
+/** Starts the client and waits for its first lease; closes the stack on timeout. */
+async function waitForFirstLease(stack: Stack, client: DhcpClient, clock: Clock, timeoutMs: number): Promise<DhcpLease> {
+  let timer: { cancel(): void } | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = clock.setTimer(timeoutMs, () =>
+      reject(new MorganaError('ERR_DHCP_TIMEOUT', `no DHCP lease within ${timeoutMs} ms`)),
+    );
+  });
+  try {
+    client.start();
+    return await Promise.race([client.waitForLease(), timeout]);
+  } catch (error) {
+    await stack.close();
+    throw error;
+  } finally {
+    timer?.cancel();
+  }
+}
+
+export { Arp, DhcpClient, Ethernet, Icmp, Ipv4Layer, Udp };
 export type { ArpOptions, ArpStats, EthernetStats, IcmpStats, Ipv4Stats, UdpStats };

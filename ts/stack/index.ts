@@ -3,20 +3,25 @@
  * TCP attaches to the same IPv4 layer through `ipv4.on(6, …)` and `ipv4.write`.
  * @module
  */
-import { randomBytes } from 'node:crypto';
 import { formatIpv4Address, parseIpv4Address } from '../address.js';
 import { type Clock, systemClock } from '../clock.js';
 import { MorganaError, OutOfRangeError } from '../errors.js';
 import type { NetDevice, NetStats } from '../net/device.js';
 import type { ReassemblerOptions } from '../reassembly.js';
+import { defaultRandom } from '../random.js';
 import { Arp, type ArpOptions, type ArpStats } from './arp.js';
 import { DhcpClient, type DhcpClientOptions, type DhcpLease } from './dhcp-client.js';
 import { Ethernet, type EthernetStats } from './ethernet.js';
 import { Icmp, type IcmpOptions, type IcmpStats } from './icmp.js';
 import { type Ipv4Interface, Ipv4Layer, type Ipv4Stats, type Route } from './ipv4.js';
+import { Tcp, type TcpOptions, type TcpStats } from './tcp.js';
 import { Udp, type UdpStats } from './udp.js';
 
-/** A source of random 32-bit values; Morgana's random device satisfies it. */
+/**
+ * What the stack draws randomness from: 32-bit values for ISNs, IP identification, ephemeral
+ * ports, ARP/DHCP transaction ids. Morgana's `Random` device satisfies it, and so does a
+ * `seededRandom(seed)` for reproducible simulations.
+ */
 export interface StackRandom {
   uint32(): number;
 }
@@ -52,7 +57,7 @@ export interface StackOptions {
   forwarding?: boolean;
   /** Default TTL (default 64). */
   ttl?: number;
-  /** Random device (default: one seeded from the operating system). */
+  /** Random device (default `defaultRandom()`: the process-wide Fortuna seeded from entropy). */
   random?: StackRandom;
   /** Clock (default the system clock). */
   clock?: Clock;
@@ -60,6 +65,8 @@ export interface StackOptions {
   icmp?: IcmpOptions;
   /** Reassembly limits (default 256 KiB / 16 fragments / 10 s, as MirageOS 3.5). */
   reassembly?: ReassemblerOptions;
+  /** TCP settings (buffers, timers). */
+  tcp?: TcpOptions;
 }
 
 /** Counters of every layer. */
@@ -70,6 +77,7 @@ export interface StackStats {
   ipv4: ReturnType<Ipv4Layer['stats']>;
   icmp: IcmpStats;
   udp: UdpStats;
+  tcp: TcpStats;
 }
 
 /** A composed network stack. */
@@ -81,6 +89,8 @@ export interface Stack {
   readonly ipv4: Ipv4Layer;
   readonly icmp: Icmp;
   readonly udp: Udp;
+  /** TCP: `listen`, `connect`, `stats`. */
+  readonly tcp: Tcp;
   /** Every interface, first one first. */
   readonly interfaces: Ipv4Interface[];
   readonly clock: Clock;
@@ -106,23 +116,6 @@ export function parseCidr(text: string): { address: number; prefix: number } {
   return { address: parseIpv4Address(text.slice(0, slash)), prefix };
 }
 
-/** Random 32-bit values from the operating system, drawn 1 KiB at a time. */
-function osRandom(): StackRandom {
-  let pool = randomBytes(1024);
-  let at = 0;
-  return {
-    uint32() {
-      if (at + 4 > pool.length) {
-        pool = randomBytes(1024);
-        at = 0;
-      }
-      const v = pool.readUInt32BE(at);
-      at += 4;
-      return v;
-    },
-  };
-}
-
 /**
  * Builds a stack: `await createStack({ net, ipv4: '10.0.0.2/24', gateway: '10.0.0.1' })`.
  * Every layer takes the same clock and random device, so a test can run the whole stack on a
@@ -130,7 +123,7 @@ function osRandom(): StackRandom {
  */
 export async function createStack(options: StackOptions): Promise<Stack> {
   const clock = options.clock ?? systemClock;
-  const random = options.random ?? osRandom();
+  const random = options.random ?? defaultRandom();
   const randomUint32 = () => random.uint32();
   const configs: InterfaceConfig[] = [];
   const dhcp = options.dhcp === true ? {} : options.dhcp || undefined;
@@ -168,6 +161,7 @@ export async function createStack(options: StackOptions): Promise<Stack> {
   });
   const icmp = new Icmp(ipv4, clock, randomUint32, options.icmp);
   const udp = new Udp(ipv4, icmp, randomUint32);
+  const tcp = new Tcp(ipv4, clock, randomUint32, interfaces[0]!.eth.mtu, options.tcp);
   let closed = false;
   const dhcpClient = dhcp
     ? new DhcpClient({ udp, ipv4, iface: interfaces[0]!, arp: interfaces[0]!.arp, clock, random }, dhcp)
@@ -179,6 +173,7 @@ export async function createStack(options: StackOptions): Promise<Stack> {
     ipv4,
     icmp,
     udp,
+    tcp,
     interfaces,
     clock,
     random,
@@ -198,11 +193,13 @@ export async function createStack(options: StackOptions): Promise<Stack> {
       ipv4: ipv4.stats(),
       icmp: icmp.stats(),
       udp: udp.stats(),
+      tcp: tcp.stats(),
     }),
     async close() {
       if (closed) return;
       closed = true;
       await dhcpClient?.close();
+      tcp.close();
       ipv4.close();
       for (const i of interfaces) i.arp.close();
       await Promise.all(interfaces.map((i) => i.eth.net.close()));

@@ -6,6 +6,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { crunch } from './commands/crunch.js';
 import { demo } from './commands/demo.js';
 
 /** A CLI command: a one-line summary and a function from its arguments to an exit code. */
@@ -18,7 +19,7 @@ export interface Command {
 /** Exit code for bad usage (sysexits EX_USAGE, as MirageOS uses). */
 export const EXIT_USAGE = 64;
 
-const commands: Record<string, Command> = { demo };
+const commands: Record<string, Command> = { demo, crunch };
 
 function help(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));

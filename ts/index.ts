@@ -90,3 +90,4 @@ export {
 } from './stack/dhcp-client.js';
 export { type DhcpServer, type DhcpServerLease, type DhcpServerOptions, type DhcpServerStats, startDhcpServer } from './stack/dhcp-server.js';
 export * as dhcp from './stack/dhcp-wire.js';
+export * from './solo5/index.js';

@@ -1,0 +1,241 @@
+/**
+ * `morgana daemon`: a supervisor process with an owner-only control socket, driven through the
+ * CLI and `daemonRequest`, with stub tenders built here with gcc. Covers ps / console (with
+ * follow) / stats / restart / stop, state on disk (a restarted daemon adopts the unikernels that
+ * still run, and notices those that exited meanwhile), and, as root inside a namespace created
+ * for the test, TAP clean-up by a restarted daemon.
+ */
+import test from 'ava';
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { type DaemonUnikernelInfo, MorganaError, daemonRequest, encodeManifest } from 'morgana';
+import { kernelTest } from './helpers/netns.js';
+import { NT_ABI, NT_MFT, abiDesc, buildImage, buildStubTender, elfNote, gccUnavailable } from './helpers/solo5-fixtures.js';
+
+const skip = gccUnavailable();
+const withGcc = skip ? test.serial.skip : test.serial;
+const suffix = skip ? ` (skipped: ${skip})` : '';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'morgana-solo5-daemon-'));
+const cli = path.resolve('dist/cli.js');
+let sptStub: string;
+let hvtStub: string;
+let sptImage: string;
+let netImage: string;
+const daemons = new Set<ChildProcessWithoutNullStreams>();
+const stray = new Set<number>();
+
+test.before(() => {
+  if (skip) return;
+  spawnSync('mkdir', ['-p', path.join(dir, 'spt'), path.join(dir, 'hvt')]);
+  sptStub = buildStubTender(path.join(dir, 'spt'), 'solo5-spt', 2);
+  hvtStub = buildStubTender(path.join(dir, 'hvt'), 'solo5-hvt', 2);
+  sptImage = buildImage(dir, path.join(dir, 'svc.spt'), { abi: elfNote('Solo5', NT_ABI, abiDesc(2, 2)), manifest: elfNote('Solo5', NT_MFT, encodeManifest([])) });
+  netImage = buildImage(dir, path.join(dir, 'net.hvt'), {
+    abi: elfNote('Solo5', NT_ABI, abiDesc(1, 2)),
+    manifest: elfNote('Solo5', NT_MFT, encodeManifest([{ name: 'service0', type: 'NET_BASIC' }])),
+  });
+});
+
+test.after.always(() => {
+  for (const d of daemons) d.kill('SIGKILL');
+  for (const pid of stray) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Starts `morgana daemon --dir <d>` (optionally via a prefix such as `ip netns exec NS`); resolves once it listens. */
+async function startDaemon(d: string, env: Record<string, string>, prefix: string[] = []): Promise<ChildProcessWithoutNullStreams> {
+  const cmd = [...prefix, process.execPath, cli, 'daemon', '--dir', d];
+  const child = spawn(cmd[0]!, cmd.slice(1), { env: { ...process.env, ...env }, stdio: 'pipe' });
+  daemons.add(child);
+  child.once('exit', () => daemons.delete(child));
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`daemon did not start: ${err}`)), 15_000);
+    child.stderr.on('data', (c: Buffer) => {
+      err += c.toString();
+      if (err.includes('listening on')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`daemon exited ${code}: ${err}`)));
+  });
+  return child;
+}
+
+async function stopDaemon(child: ChildProcessWithoutNullStreams): Promise<number | null> {
+  if (child.exitCode !== null) return child.exitCode;
+  const done = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  return done;
+}
+
+function morgana(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Whether `pid` runs (a zombie waiting for init to reap it does not count). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+}
+
+async function ps(d: string): Promise<DaemonUnikernelInfo[]> {
+  return (await daemonRequest(d, { cmd: 'ps' })).unikernels as DaemonUnikernelInfo[];
+}
+
+async function until(what: string, f: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+withGcc(`daemon: owner-only socket, deploy, ps, console, follow, stats, restart, stop${suffix}`, async (t) => {
+  const d = path.join(dir, 'd1');
+  const daemon = await startDaemon(d, { STUB_SLEEP_MS: '-1', STUB_LINES: '3' });
+  t.is(statSync(d).mode & 0o777, 0o700);
+  t.is(statSync(path.join(d, 'control.sock')).mode & 0o777, 0o600);
+  const second = spawnSync(process.execPath, [cli, 'daemon', '--dir', d], { encoding: 'utf8', timeout: 10_000 });
+  t.is(second.status, 1);
+  t.regex(second.stderr, /ERR_DAEMON_RUNNING/);
+
+  const dep = morgana(['daemon', 'deploy', sptImage, '--dir', d, '--tender', sptStub, '--name', 'alpha', '--', 'hello world']);
+  t.is(dep.status, 0, dep.stderr);
+  t.regex(dep.stdout, /alpha started \(pid \d+\)/);
+  t.is(morgana(['daemon', 'deploy', sptImage, '--dir', d, '--tender', sptStub, '--name', 'beta']).status, 0);
+  const dup = morgana(['daemon', 'deploy', sptImage, '--dir', d, '--tender', sptStub, '--name', 'beta']);
+  t.is(dup.status, 1);
+  t.regex(dup.stderr, /ERR_DAEMON_EXISTS/);
+  const bad = morgana(['daemon', 'deploy', sptImage, '--dir', d, '--tender', sptStub, '--net', 'service0=tap0']);
+  t.regex(bad.stderr, /ERR_SOLO5_DEVICE_MISMATCH/);
+
+  let list = await ps(d);
+  t.deepEqual(list.map((u) => [u.name, u.state, u.target]), [
+    ['alpha', 'running', 'spt'],
+    ['beta', 'running', 'spt'],
+  ]);
+  const alphaPid = list[0]!.pid!;
+  for (const u of list) stray.add(u.pid!);
+  const table = morgana(['daemon', 'ps', '--dir', d]);
+  t.regex(table.stdout, /^NAME\s+STATE\s+PID/);
+  t.regex(table.stdout, new RegExp(`alpha\\s+running\\s+${alphaPid}\\s+spt`));
+
+  await until('console lines', async () => {
+    const r = morgana(['daemon', 'console', 'alpha', '--dir', d]);
+    return r.stdout.includes('console line 2');
+  });
+  const con = morgana(['daemon', 'console', 'alpha', '--count', '2', '--dir', d]);
+  t.is(con.stdout, 'console line 1\nconsole line 2\n');
+  t.regex(morgana(['daemon', 'console', 'alpha', '--dir', d]).stdout, /Command line is: 'hello\\ world'/);
+
+  const stats = JSON.parse(morgana(['daemon', 'stats', 'alpha', '--dir', d]).stdout) as { process: { pid: number; rssKiB: number } };
+  t.is(stats.process.pid, alphaPid);
+  t.true(stats.process.rssKiB > 0);
+
+  // console --follow streams until the unikernel is stopped.
+  const follow = spawn(process.execPath, [cli, 'daemon', 'console', 'beta', '--follow', '--count', '1', '--dir', d], { stdio: 'pipe' });
+  let followed = '';
+  let followErr = '';
+  follow.stdout.on('data', (c: Buffer) => (followed += c.toString()));
+  follow.stderr.on('data', (c: Buffer) => (followErr += c.toString()));
+  const followExit = new Promise<number | null>((resolve) => follow.once('exit', (code) => resolve(code)));
+  await until('follow output', () => followed.includes('console line'));
+  const restarted = morgana(['daemon', 'restart', 'beta', '--dir', d]);
+  t.is(restarted.status, 0, restarted.stderr);
+  const betaPid = Number(/pid (\d+)/.exec(restarted.stdout)![1]);
+  stray.add(betaPid);
+  await until('follow sees the restarted run', () => (followed.match(/Command line is/g) ?? []).length >= 1 && (followed.match(/console line 2/g) ?? []).length >= 1);
+  t.is(morgana(['daemon', 'stop', 'beta', '--dir', d]).status, 0);
+  t.is(await followExit, 0);
+  t.regex(followErr, /beta: stopped/);
+  t.false(alive(betaPid));
+
+  const unknown = morgana(['daemon', 'stop', 'nope', '--dir', d]);
+  t.is(unknown.status, 1);
+  t.regex(unknown.stderr, /ERR_DAEMON_UNKNOWN/);
+  t.is(morgana(['daemon', 'frob', '--dir', d]).status, 64);
+  t.is(morgana(['daemon', 'stop', '--dir', d]).status, 64);
+
+  // The daemon stops; alpha keeps running; a new daemon adopts it from the state file.
+  t.is(await stopDaemon(daemon), 0);
+  t.true(alive(alphaPid));
+  const unreachable = await t.throwsAsync(daemonRequest(d, { cmd: 'ps' }), { instanceOf: MorganaError });
+  t.is(unreachable.code, 'ERR_DAEMON_UNREACHABLE');
+  const again = await startDaemon(d, { STUB_SLEEP_MS: '-1' });
+  list = await ps(d);
+  t.deepEqual(list.map((u) => [u.name, u.state, u.pid, u.adopted]), [['alpha', 'running', alphaPid, true]]);
+  t.regex(morgana(['daemon', 'console', 'alpha', '--dir', d]).stdout, /console line 2/);
+  const stop = morgana(['daemon', 'stop', 'alpha', '--dir', d]);
+  t.is(stop.status, 0, stop.stderr);
+  t.false(alive(alphaPid));
+  t.deepEqual(await ps(d), []);
+  await stopDaemon(again);
+});
+
+withGcc(`daemon: a unikernel that exits while the daemon is down is reported, not adopted${suffix}`, async (t) => {
+  const d = path.join(dir, 'd2');
+  const daemon = await startDaemon(d, { STUB_SLEEP_MS: '-1' });
+  await daemonRequest(d, { cmd: 'deploy', options: { image: sptImage, tender: sptStub, name: 'gamma' } });
+  const [gamma] = await ps(d);
+  stray.add(gamma!.pid!);
+  await stopDaemon(daemon);
+  process.kill(gamma!.pid!, 'SIGKILL');
+  await until('gamma gone', () => !alive(gamma!.pid!));
+  const again = await startDaemon(d, {});
+  const [after] = await ps(d);
+  t.is(after!.state, 'exited');
+  t.regex(after!.lastExit!.description, /while the daemon was not running/);
+  // A crash observed by the daemon: exit status known, restart policy applied.
+  await daemonRequest(d, { cmd: 'stop', name: 'gamma' });
+  await stopDaemon(again);
+  const third = await startDaemon(d, { STUB_EXIT: '255' });
+  await daemonRequest(d, { cmd: 'deploy', options: { image: sptImage, tender: sptStub, name: 'delta', restart: { mode: 'on-failure', backoffMs: 10, maxRestarts: 2 } } });
+  await until('delta exited', async () => (await ps(d))[0]!.state === 'exited');
+  const [delta] = await ps(d);
+  t.is(delta!.restarts, 2);
+  t.is(delta!.lastExit!.kind, 'guest-abort');
+  await stopDaemon(third);
+});
+
+kernelTest(test, 'daemon in a namespace: TAPs it created are removed on stop, also by a restarted daemon', async (t) => {
+  const { withNetns } = await import('./helpers/netns.js');
+  await withNetns(async (ns) => {
+    const d = path.join(dir, 'd3');
+    const prefix = ['ip', 'netns', 'exec', ns.name];
+    const env = { STUB_SLEEP_MS: '-1', STUB_MANIFEST: 'net:service0' };
+    const daemon = await startDaemon(d, env, prefix);
+    // The client runs outside the namespace: the socket is a file.
+    await daemonRequest(d, { cmd: 'deploy', options: { image: netImage, tender: hvtStub, kvmDevice: '/dev/null', name: 'web', nets: [{ name: 'service0', tap: 'tapd0', bridge: 'brd0' }] } });
+    const [web] = await ps(d);
+    stray.add(web!.pid!);
+    await until('tap attached', () => morgana(['daemon', 'console', 'web', '--dir', d]).stdout.includes('attached to tapd0'));
+    t.true((await ns.ip('link', 'show')).stdout.includes('tapd0'));
+    await stopDaemon(daemon);
+    const again = await startDaemon(d, env, prefix);
+    t.is((await ps(d))[0]!.pid, web!.pid);
+    const stats = (await daemonRequest(d, { cmd: 'stats', name: 'web' })).stats as { nets: Record<string, { tap: string } | undefined> };
+    t.is(stats.nets.service0?.tap, 'tapd0');
+    await daemonRequest(d, { cmd: 'stop', name: 'web' });
+    t.false(alive(web!.pid!));
+    const links = (await ns.ip('link', 'show')).stdout;
+    t.false(links.includes('tapd0'));
+    t.false(links.includes('brd0'));
+    await stopDaemon(again);
+  });
+});

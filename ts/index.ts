@@ -81,6 +81,7 @@ export {
   memKv,
   tarKv,
 } from './kv/index.js';
+export {
   DhcpClient,
   type DhcpClientEvents,
   type DhcpClientOptions,

@@ -14,7 +14,6 @@ import { DhcpClient, type DhcpClientOptions, type DhcpLease } from './dhcp-clien
 import { Ethernet, type EthernetStats } from './ethernet.js';
 import { Icmp, type IcmpOptions, type IcmpStats } from './icmp.js';
 import { type Ipv4Interface, Ipv4Layer, type Ipv4Stats, type Route } from './ipv4.js';
-import { Tcp, type TcpOptions, type TcpStats } from './tcp.js';
 import { Udp, type UdpStats } from './udp.js';
 
 /**
@@ -65,8 +64,6 @@ export interface StackOptions {
   icmp?: IcmpOptions;
   /** Reassembly limits (default 256 KiB / 16 fragments / 10 s, as MirageOS 3.5). */
   reassembly?: ReassemblerOptions;
-  /** TCP settings (buffers, timers). */
-  tcp?: TcpOptions;
 }
 
 /** Counters of every layer. */
@@ -77,7 +74,6 @@ export interface StackStats {
   ipv4: ReturnType<Ipv4Layer['stats']>;
   icmp: IcmpStats;
   udp: UdpStats;
-  tcp: TcpStats;
 }
 
 /** A composed network stack. */
@@ -89,8 +85,6 @@ export interface Stack {
   readonly ipv4: Ipv4Layer;
   readonly icmp: Icmp;
   readonly udp: Udp;
-  /** TCP: `listen`, `connect`, `stats`. */
-  readonly tcp: Tcp;
   /** Every interface, first one first. */
   readonly interfaces: Ipv4Interface[];
   readonly clock: Clock;
@@ -161,7 +155,6 @@ export async function createStack(options: StackOptions): Promise<Stack> {
   });
   const icmp = new Icmp(ipv4, clock, randomUint32, options.icmp);
   const udp = new Udp(ipv4, icmp, randomUint32);
-  const tcp = new Tcp(ipv4, clock, randomUint32, interfaces[0]!.eth.mtu, options.tcp);
   let closed = false;
   const dhcpClient = dhcp
     ? new DhcpClient({ udp, ipv4, iface: interfaces[0]!, arp: interfaces[0]!.arp, clock, random }, dhcp)
@@ -173,7 +166,6 @@ export async function createStack(options: StackOptions): Promise<Stack> {
     ipv4,
     icmp,
     udp,
-    tcp,
     interfaces,
     clock,
     random,
@@ -193,13 +185,11 @@ export async function createStack(options: StackOptions): Promise<Stack> {
       ipv4: ipv4.stats(),
       icmp: icmp.stats(),
       udp: udp.stats(),
-      tcp: tcp.stats(),
     }),
     async close() {
       if (closed) return;
       closed = true;
       await dhcpClient?.close();
-      tcp.close();
       ipv4.close();
       for (const i of interfaces) i.arp.close();
       await Promise.all(interfaces.map((i) => i.eth.net.close()));

@@ -45,7 +45,9 @@ export interface ReassemblerStats {
   pendingDatagrams: number;
 }
 
+/** Native `push` results: 0 not a fragment, 1 held, 2 dropped, from 20 up a completed datagram's length. */
 const NOT_FRAGMENT = 0;
+const MIN_DATAGRAM = 20;
 
 /**
  * Reassembles IPv4 fragments, keyed by (source, destination, protocol, identification), in any
@@ -80,7 +82,12 @@ export class Reassembler {
   push(packet: Uint8Array, nowMs: number): Uint8Array | undefined {
     assertBytes(packet, 'packet');
     const result = this.#native.push(packet, nowMs);
-    if (typeof result !== 'number') return result;
+    if (result >= MIN_DATAGRAM) {
+      // Completed: the datagram is written straight into a buffer allocated here.
+      const whole = Buffer.allocUnsafe(result);
+      this.#native.take(whole);
+      return whole;
+    }
     return result === NOT_FRAGMENT ? packet : undefined;
   }
 

@@ -1,11 +1,14 @@
 //! Reassembly cache binding.
 
-use morgana_net::reassembly::{Pushed, Reassembler, ReassemblyConfig};
-use napi::bindgen_prelude::{Buffer, Either};
+use morgana_net::reassembly::{Outcome, Reassembler, ReassemblyConfig};
 use napi_derive::napi;
 
+// napi-derive reads a literal `&mut T` parameter as a class reference; through an alias the
+// typed-array conversion applies, borrowing the caller's bytes without a copy.
+type BytesMut<'a> = &'a mut [u8];
+
 /// What `push` returns when it has no datagram to hand back: not a fragment (the caller uses
-/// its packet as it is).
+/// its packet as it is). Values from 20 up are the length of a completed datagram.
 const NOT_FRAGMENT: u32 = 0;
 /// Held, waiting for more fragments (or an ignored duplicate).
 const PENDING: u32 = 1;
@@ -49,16 +52,25 @@ impl NativeReassembler {
         NativeReassembler { inner: Reassembler::new(config) }
     }
 
-    /// Takes a packet at `now_ms`: the reassembled datagram, or 0 (not a fragment), 1 (held)
-    /// or 2 (dropped).
+    /// Takes a packet at `now_ms`: 0 (not a fragment), 1 (held), 2 (dropped), or the length
+    /// (at least 20) of the datagram it completed, which `take` then writes into a buffer of
+    /// the caller's. (A Buffer created here would cost more than one allocated in JS, and its
+    /// memory would be freed only once napi finalizers run from the event loop.)
     #[napi]
-    pub fn push(&mut self, packet: &[u8], now_ms: f64) -> Either<Buffer, u32> {
-        match self.inner.push(packet, now_ms.max(0.0) as u64) {
-            Pushed::Complete(whole) => Either::A(whole.into()),
-            Pushed::NotFragment => Either::B(NOT_FRAGMENT),
-            Pushed::Pending => Either::B(PENDING),
-            Pushed::Dropped => Either::B(DROPPED),
+    pub fn push(&mut self, packet: &[u8], now_ms: f64) -> u32 {
+        match self.inner.push_ready(packet, now_ms.max(0.0) as u64) {
+            Outcome::Ready(len) => len as u32,
+            Outcome::NotFragment => NOT_FRAGMENT,
+            Outcome::Pending => PENDING,
+            Outcome::Dropped => DROPPED,
         }
+    }
+
+    /// Writes the datagram completed by the last `push` into `out`; returns its length, or 0 when
+    /// none is held or `out` is too short.
+    #[napi]
+    pub fn take(&mut self, #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>) -> u32 {
+        self.inner.take_ready(out).map_or(0, |len| len as u32)
     }
 
     /// Drops datagrams past their timeout; returns how many.

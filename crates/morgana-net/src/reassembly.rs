@@ -13,9 +13,12 @@
 //!   datagram is dropped, whether or not more of its fragments arrive ([`Reassembler::expire`]
 //!   runs at the start of every [`Reassembler::push`], and can be called from a timer).
 //!
-//! Bookkeeping per datagram is a small fixed overhead (about 150 bytes plus 32 per fragment) on
-//! top of the payload bytes counted against `max_bytes`. Since non-final fragments carry at
-//! least 8 bytes, the number of datagrams is bounded too.
+//! Bookkeeping per datagram is a small fixed overhead (about 150 bytes plus 32 per fragment,
+//! and at most two 24-byte entries of the expiry queue, plus 64 in all) on top of the payload
+//! bytes counted against `max_bytes`. Since non-final fragments carry at least 8 bytes, the
+//! number of datagrams is bounded too. Outside `max_bytes`: one completed datagram waiting for
+//! [`Reassembler::take_ready`], and up to 64 spare fragment buffers of at most 2 KiB each,
+//! reused so that a fragment costs no allocation.
 //!
 //! Defences: any overlap between two fragments drops the whole datagram (as RFC 5722 requires
 //! for IPv6, against overlap attacks); an exact duplicate (same offset, same bytes) is ignored;
@@ -90,6 +93,21 @@ pub enum Pushed {
     Dropped,
 }
 
+/// What [`Reassembler::push_ready`] did with a packet: as [`Pushed`], except that a completed
+/// datagram is not copied out but held until [`Reassembler::take_ready`] writes it into the
+/// caller's buffer (so a binding can hand out a buffer it allocated itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The packet is not a fragment; the caller uses it as it is.
+    NotFragment,
+    /// The fragment completed its datagram, which is held; the value is its total length.
+    Ready(usize),
+    /// Held until more fragments arrive (or ignored as a duplicate).
+    Pending,
+    /// The fragment, and possibly its datagram, was dropped; the reason is counted in the stats.
+    Dropped,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct DatagramKey {
     src: [u8; 4],
@@ -153,7 +171,16 @@ pub struct Reassembler {
     deadlines: VecDeque<(u64, usize, u64)>,
     next_serial: u64,
     buffered: usize,
+    /// The datagram completed by the last push, until [`Reassembler::take_ready`] takes it.
+    ready: Option<Datagram>,
+    /// Fragment buffers of finished datagrams, reused to spare an allocation per fragment.
+    spare: Vec<Vec<u8>>,
 }
+
+/// At most this many spare fragment buffers are kept, each of at most [`SPARE_CAPACITY`] bytes
+/// (so the pool holds at most 128 KiB).
+const SPARE_BUFFERS: usize = 64;
+const SPARE_CAPACITY: usize = 2048;
 
 impl Default for Reassembler {
     fn default() -> Self {
@@ -175,6 +202,8 @@ impl Reassembler {
             deadlines: VecDeque::new(),
             next_serial: 0,
             buffered: 0,
+            ready: None,
+            spare: Vec::new(),
         }
     }
 
@@ -211,23 +240,43 @@ impl Reassembler {
 
     /// Takes one IPv4 packet (checksum verified here) at time `now_ms`.
     pub fn push(&mut self, packet: &[u8], now_ms: u64) -> Pushed {
+        match self.push_ready(packet, now_ms) {
+            Outcome::NotFragment => Pushed::NotFragment,
+            Outcome::Pending => Pushed::Pending,
+            Outcome::Dropped => Pushed::Dropped,
+            Outcome::Ready(len) => {
+                let mut whole = vec![0; len];
+                self.take_ready(&mut whole);
+                Pushed::Complete(whole)
+            }
+        }
+    }
+
+    /// As [`push`](Self::push), but a datagram that completes is held rather than copied into a
+    /// new `Vec`: [`take_ready`](Self::take_ready) writes it into a buffer of the caller's. The
+    /// held datagram (at most 65,535 bytes, not counted in `max_bytes`) is discarded by the next
+    /// push if it was not taken.
+    pub fn push_ready(&mut self, packet: &[u8], now_ms: u64) -> Outcome {
+        if let Some(untaken) = self.ready.take() {
+            self.recycle(untaken);
+        }
         self.expire(now_ms);
         let packet = match Ipv4Packet::parse(packet) {
             Ok(p) => p,
             Err(_) => {
                 self.stats.dropped_malformed += 1;
-                return Pushed::Dropped;
+                return Outcome::Dropped;
             }
         };
         if !packet.is_fragment() {
-            return Pushed::NotFragment;
+            return Outcome::NotFragment;
         }
         let offset = packet.fragment_offset();
         let payload = packet.payload();
         let last = !packet.more_fragments();
         if !last && (payload.is_empty() || !payload.len().is_multiple_of(8)) {
             self.stats.dropped_bad_length += 1;
-            return Pushed::Dropped;
+            return Outcome::Dropped;
         }
         let key = DatagramKey {
             src: packet.src(),
@@ -243,13 +292,51 @@ impl Reassembler {
         match self.insert(slot, &packet, offset, payload, last) {
             Err(reason) => {
                 self.drop_datagram(slot, reason);
-                Pushed::Dropped
+                Outcome::Dropped
             }
-            Ok(false) => Pushed::Pending,
+            Ok(false) => Outcome::Pending,
             Ok(true) => match self.complete(slot) {
-                Some(whole) => Pushed::Complete(whole),
-                None => Pushed::Pending,
+                Some(len) => Outcome::Ready(len),
+                None => Outcome::Pending,
             },
+        }
+    }
+
+    /// Writes the datagram completed by the last [`push_ready`](Self::push_ready) into the start
+    /// of `out` and returns its length: the header from the offset-0 fragment with More
+    /// Fragments and the offset cleared, total length and checksum recomputed, then the payload.
+    /// `None` when no datagram is held or `out` is too short (it then stays held).
+    pub fn take_ready(&mut self, out: &mut [u8]) -> Option<usize> {
+        let datagram = self.ready.as_ref()?;
+        let header_len = datagram.header.len();
+        let total = header_len + datagram.bytes;
+        let out = out.get_mut(..total)?;
+        let datagram = self.ready.take()?;
+        out[..header_len].copy_from_slice(&datagram.header);
+        for fragment in &datagram.fragments {
+            let at = header_len + fragment.offset;
+            out[at..at + fragment.data.len()].copy_from_slice(&fragment.data);
+        }
+        out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        // Keep Don't Fragment and the reserved bit; clear More Fragments and the offset.
+        out[6] &= 0xc0;
+        out[7] = 0;
+        out[10..12].fill(0);
+        let sum = checksum::checksum(&out[..header_len], 0);
+        out[10..12].copy_from_slice(&sum.to_be_bytes());
+        self.recycle(datagram);
+        Some(total)
+    }
+
+    /// Keeps some of a finished datagram's fragment buffers for reuse.
+    fn recycle(&mut self, datagram: Datagram) {
+        for fragment in datagram.fragments {
+            if self.spare.len() >= SPARE_BUFFERS {
+                break;
+            }
+            if fragment.data.capacity() <= SPARE_CAPACITY {
+                self.spare.push(fragment.data);
+            }
         }
     }
 
@@ -302,6 +389,9 @@ impl Reassembler {
             return Err(DropReason::Memory);
         }
 
+        let mut data = self.spare.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(payload);
         let datagram = self.slots[slot].as_mut().expect("slot in index is occupied");
         if last {
             datagram.end = Some(end);
@@ -309,7 +399,7 @@ impl Reassembler {
         if offset == 0 {
             datagram.header = packet.header().to_vec();
         }
-        datagram.fragments.insert(at, Fragment { offset, data: payload.to_vec() });
+        datagram.fragments.insert(at, Fragment { offset, data });
         datagram.bytes += payload.len();
         self.buffered += payload.len();
         self.stats.fragments += 1;
@@ -329,8 +419,8 @@ impl Reassembler {
         self.buffered + extra <= self.config.max_bytes
     }
 
-    /// Returns the whole datagram if `slot` is complete, removing it from the cache.
-    fn complete(&mut self, slot: usize) -> Option<Vec<u8>> {
+    /// If `slot` is complete, moves it out of the cache into `ready` and returns its total length.
+    fn complete(&mut self, slot: usize) -> Option<usize> {
         let datagram = self.slots[slot].as_ref()?;
         let end = datagram.end?;
         if datagram.header.is_empty() || datagram.bytes != end {
@@ -343,21 +433,9 @@ impl Reassembler {
             return None;
         }
         let datagram = self.remove(slot);
-        let total = header_len + end;
-        let mut whole = Vec::with_capacity(total);
-        whole.extend_from_slice(&datagram.header);
-        for fragment in &datagram.fragments {
-            whole.extend_from_slice(&fragment.data);
-        }
-        whole[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        // Keep Don't Fragment and the reserved bit; clear More Fragments and the offset.
-        whole[6] &= 0xc0;
-        whole[7] = 0;
-        whole[10..12].fill(0);
-        let sum = checksum::checksum(&whole[..header_len], 0);
-        whole[10..12].copy_from_slice(&sum.to_be_bytes());
+        self.ready = Some(datagram);
         self.stats.reassembled += 1;
-        Some(whole)
+        Some(header_len + end)
     }
 
     fn create(&mut self, key: DatagramKey, now_ms: u64) -> usize {
@@ -385,12 +463,21 @@ impl Reassembler {
         };
         self.index.insert(key, slot);
         self.link_newest(slot);
+        // Completed, evicted and dropped datagrams leave their entry behind until its deadline,
+        // which under a steady clock (or a flood) would let the queue grow without bound: drop
+        // the stale entries once they outnumber the live ones (amortised O(1) per datagram).
+        if self.deadlines.len() >= 2 * self.index.len() + 64 {
+            let slots = &self.slots;
+            self.deadlines
+                .retain(|&(_, slot, serial)| slots[slot].as_ref().is_some_and(|d| d.serial == serial));
+        }
         self.deadlines.push_back((now_ms.saturating_add(self.config.timeout_ms), slot, serial));
         slot
     }
 
     fn drop_datagram(&mut self, slot: usize, reason: DropReason) {
-        self.remove(slot);
+        let datagram = self.remove(slot);
+        self.recycle(datagram);
         let counter = match reason {
             DropReason::Overlap => &mut self.stats.dropped_overlap,
             DropReason::Timeout => &mut self.stats.dropped_timeout,
@@ -615,6 +702,63 @@ mod tests {
         // A fragment that cannot fit even alone drops its datagram.
         assert_eq!(r.push(&piece(3, 0, &[1; 72], true), 4), Pushed::Dropped);
         assert_eq!(r.stats().dropped_memory, 2);
+    }
+
+    #[test]
+    fn ready_datagram_is_written_into_the_callers_buffer() {
+        let original = datagram(21, 3000, &[0x94, 4, 0, 0]);
+        let pieces = fragment(&original, 1000).unwrap();
+        let mut r = big();
+        let (last, rest) = pieces.split_last().unwrap();
+        for p in rest {
+            assert_eq!(r.push_ready(p, 0), Outcome::Pending);
+        }
+        assert_eq!(r.push_ready(last, 0), Outcome::Ready(original.len()));
+        assert_eq!(r.stats().buffered_bytes, 0);
+        let mut short = vec![0; original.len() - 1];
+        assert_eq!(r.take_ready(&mut short), None, "too short: nothing written, still held");
+        let mut out = vec![0xee; original.len() + 5];
+        assert_eq!(r.take_ready(&mut out), Some(original.len()));
+        assert_eq!(&out[..original.len()], &original[..]);
+        assert_eq!(&out[original.len()..], &[0xee; 5]);
+        assert_eq!(r.take_ready(&mut out), None, "taken once");
+
+        // An untaken datagram is discarded by the next push; fragment buffers are reused and
+        // reused buffers carry no stale bytes.
+        for p in &pieces {
+            r.push_ready(p, 0);
+        }
+        assert_eq!(r.push(&datagram(22, 10, &[]), 0), Pushed::NotFragment);
+        assert_eq!(r.take_ready(&mut out), None);
+        let other = datagram(23, 2000, &[]);
+        let mut completed = None;
+        for p in fragment(&other, 600).unwrap().iter().rev() {
+            if let Pushed::Complete(whole) = r.push(p, 0) {
+                completed = Some(whole);
+            }
+        }
+        assert_eq!(completed, Some(other));
+        assert!(!r.spare.is_empty() && r.spare.len() <= SPARE_BUFFERS);
+    }
+
+    #[test]
+    fn expiry_queue_stays_proportional_to_pending_datagrams() {
+        // Regression: every datagram used to leave an entry in the expiry queue until its
+        // deadline, so with a clock that does not move (or under a flood within one timeout)
+        // the queue grew by one entry per datagram, past every configured limit.
+        let mut r = Reassembler::default();
+        for id in 0..20_000u32 {
+            let id = id as u16;
+            r.push(&piece(id, 0, &[1; 8], true), 0);
+            assert!(matches!(r.push(&piece(id, 8, &[2; 3], false), 0), Pushed::Complete(_)));
+            // Every other datagram is left incomplete, then evicted by later ones.
+            r.push(&piece(id.wrapping_add(30_000), 0, &[3; 64], true), 0);
+        }
+        let live = r.stats().pending_datagrams as usize;
+        assert!(r.deadlines.len() <= 2 * live + 64, "{} queued for {live} datagrams", r.deadlines.len());
+        // Expiry still finds every live datagram.
+        assert_eq!(r.expire(10_000), live);
+        assert_eq!(r.stats().buffered_bytes, 0);
     }
 
     proptest! {

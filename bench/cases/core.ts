@@ -1,0 +1,236 @@
+/**
+ * The Rust packet core through the Node binding (issue 2 §7): the Internet checksum of 64 B,
+ * 1500 B and 64 KiB buffers, and IPv4 reassembly of 64 KiB datagrams cut into 1500-byte
+ * fragments; each against a pure-JS implementation written here and measured in the same run.
+ * @module
+ */
+import { randomBytes } from 'node:crypto';
+import { Reassembler, checksum, ipv4 } from '../../ts/index.js';
+import { JS_MAX_LENGTH } from '../../ts/checksum.js';
+import { native } from '../../ts/native.js';
+import { type BenchCase, blackhole } from '../harness.js';
+
+/**
+ * RFC 1071 in plain JavaScript, the way it is usually written: big-endian 16-bit words added
+ * into a number (no overflow below 2^53), the carries folded once at the end.
+ */
+export function checksumJs(data: Uint8Array, initial = 0): number {
+  let sum = initial;
+  const even = data.length & ~1;
+  for (let i = 0; i < even; i += 2) sum += (data[i]! << 8) | data[i + 1]!;
+  if (even !== data.length) sum += data[even]! << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+  return ~sum & 0xffff;
+}
+
+function checksumCases(size: number, label: string): BenchCase[] {
+  // An odd offset into a larger buffer, as a packet inside a frame would be.
+  const data = randomBytes(size + 3).subarray(1, size + 1);
+  const group = `checksum ${label}`;
+  const goal =
+    size === 1500
+      ? { minRatio: 4, source: 'issue 2' }
+      : size === 65536
+        ? { minBytesPerSec: 10e9, source: 'issue 2' }
+        : undefined;
+  return [
+    {
+      name: `${group} · pure JS`,
+      group,
+      baseline: true,
+      bytesPerOp: size,
+      description: `RFC 1071 in JavaScript over a ${label} Uint8Array`,
+      setup() {
+        if (checksumJs(data) !== checksum(data)) throw new Error('pure-JS checksum disagrees with the binding');
+      },
+      run(n) {
+        let acc = 0;
+        for (let i = 0; i < n; i++) acc ^= checksumJs(data);
+        blackhole(acc);
+      },
+    },
+    {
+      name: `${group} · morgana`,
+      group,
+      bytesPerOp: size,
+      description:
+        size <= JS_MAX_LENGTH
+          ? `checksum() from 'morgana', which sums up to ${JS_MAX_LENGTH} B in JS (the napi crossing costs more)`
+          : `checksum() from 'morgana': Rust through napi-rs, over the same ${label} buffer`,
+      ...(goal !== undefined && { goal }),
+      run(n) {
+        let acc = 0;
+        for (let i = 0; i < n; i++) acc ^= checksum(data);
+        blackhole(acc);
+      },
+    },
+    ...(size <= JS_MAX_LENGTH
+      ? [
+          {
+            name: `${group} · napi call`,
+            group,
+            bytesPerOp: size,
+            description: 'the Rust checksum called through the binding directly, for the cost of the crossing',
+            run(n: number) {
+              let acc = 0;
+              for (let i = 0; i < n; i++) acc ^= native.checksum(data, 0);
+              blackhole(acc);
+            },
+          },
+        ]
+      : []),
+  ];
+}
+
+// Reassembly: DATAGRAMS datagrams of 65,535 bytes (65,515 of UDP payload), each cut into 45
+// fragments at MTU 1500, each datagram's fragments shuffled; the stream is replayed in a loop.
+const DATAGRAMS = 32;
+const MTU = 1500;
+
+interface Stream {
+  originals: Buffer[];
+  fragments: Buffer[];
+}
+
+function shuffle<T>(items: T[], seed: number): T[] {
+  let s = seed;
+  for (let i = items.length - 1; i > 0; i--) {
+    s = (Math.imul(s, 1_103_515_245) + 12_345) >>> 0;
+    const j = s % (i + 1);
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items;
+}
+
+let stream: Stream | undefined;
+function fragmentStream(): Stream {
+  if (stream) return stream;
+  const originals: Buffer[] = [];
+  const fragments: Buffer[] = [];
+  for (let id = 0; id < DATAGRAMS; id++) {
+    const payload = randomBytes(65_535 - 20);
+    const packet = ipv4.emit({ src: '10.0.0.1', dst: '10.0.0.2', protocol: ipv4.PROTOCOL.UDP, identification: id }, payload);
+    originals.push(packet);
+    const pieces = ipv4.fragment(packet, MTU);
+    if (pieces.length !== 45) throw new Error(`expected 45 fragments, got ${pieces.length}`);
+    fragments.push(...shuffle([...pieces], id + 1));
+  }
+  stream = { originals, fragments };
+  return stream;
+}
+
+/** The interface both reassemblers share here. */
+interface Reassembling {
+  push(packet: Uint8Array, nowMs: number): Uint8Array | undefined;
+}
+
+interface JsDatagram {
+  pieces: { offset: number; data: Uint8Array }[];
+  header?: Uint8Array;
+  end: number;
+  bytes: number;
+}
+
+/**
+ * A straightforward JS reassembler for the baseline: a Map keyed by (source, destination,
+ * protocol, identification), header checksum verified, fragments kept as views (no copy), an
+ * overlap check against the neighbours, the datagram assembled once all bytes are there. It has
+ * no memory cap, LRU, fragment limit or timeout, so it does less than the Rust cache.
+ */
+class JsReassembler implements Reassembling {
+  readonly #pending = new Map<string, JsDatagram>();
+
+  push(packet: Uint8Array, _nowMs: number): Uint8Array | undefined {
+    if (packet.length < 20 || packet[0]! >> 4 !== 4) return undefined;
+    const headerLength = (packet[0]! & 0x0f) * 4;
+    const total = (packet[2]! << 8) | packet[3]!;
+    if (headerLength < 20 || total < headerLength || total > packet.length) return undefined;
+    if (checksumJs(packet.subarray(0, headerLength)) !== 0) return undefined;
+    const flags = (packet[6]! << 8) | packet[7]!;
+    const more = (flags & 0x2000) !== 0;
+    const offset = (flags & 0x1fff) * 8;
+    if (!more && offset === 0) return packet;
+    const key = `${packet[12]}.${packet[13]}.${packet[14]}.${packet[15]}>${packet[16]}.${packet[17]}.${packet[18]}.${packet[19]}/${packet[9]}#${(packet[4]! << 8) | packet[5]!}`;
+    let datagram = this.#pending.get(key);
+    if (datagram === undefined) {
+      datagram = { pieces: [], end: -1, bytes: 0 };
+      this.#pending.set(key, datagram);
+    }
+    const data = packet.subarray(headerLength, total);
+    const pieces = datagram.pieces;
+    let at = pieces.length;
+    while (at > 0 && pieces[at - 1]!.offset > offset) at--;
+    const before = pieces[at - 1];
+    const after = pieces[at];
+    if ((before && before.offset + before.data.length > offset) || (after && after.offset < offset + data.length)) {
+      this.#pending.delete(key);
+      return undefined;
+    }
+    pieces.splice(at, 0, { offset, data });
+    datagram.bytes += data.length;
+    if (offset === 0) datagram.header = packet.subarray(0, headerLength);
+    if (!more) datagram.end = offset + data.length;
+    if (datagram.header === undefined || datagram.bytes !== datagram.end) return undefined;
+    this.#pending.delete(key);
+    const header = datagram.header;
+    const whole = Buffer.allocUnsafe(header.length + datagram.end);
+    whole.set(header, 0);
+    for (const piece of pieces) whole.set(piece.data, header.length + piece.offset);
+    whole.writeUInt16BE(whole.length, 2);
+    whole[6]! &= 0xc0;
+    whole[7] = 0;
+    whole.writeUInt16BE(0, 10);
+    whole.writeUInt16BE(checksumJs(whole.subarray(0, header.length)), 10);
+    return whole;
+  }
+}
+
+function reassemblyCase(name: string, make: () => Reassembling, extra: Partial<BenchCase>): BenchCase {
+  let reassembler: Reassembling | undefined;
+  let cursor = 0;
+  return {
+    name,
+    group: 'reassembly 64 KiB / MTU 1500',
+    unit: 'fragments',
+    // Every datagram carries 65,515 payload bytes in 45 fragments.
+    bytesPerOp: 65_515 / 45,
+    ...extra,
+    setup() {
+      const { fragments, originals } = fragmentStream();
+      reassembler = make();
+      // One pass to check that every datagram comes back whole, which also warms up.
+      const done = fragments.map((f) => reassembler!.push(f, 0)).filter((x) => x !== undefined);
+      if (done.length !== originals.length || !Buffer.from(done[0]!).equals(originals[0]!)) {
+        throw new Error(`${name}: ${done.length} of ${originals.length} datagrams reassembled correctly`);
+      }
+      cursor = 0;
+    },
+    run(n) {
+      const fragments = stream!.fragments;
+      const r = reassembler!;
+      let completed = 0;
+      for (let i = 0; i < n; i++) {
+        if (r.push(fragments[cursor]!, 0) !== undefined) completed++;
+        if (++cursor === fragments.length) cursor = 0;
+      }
+      blackhole(completed);
+    },
+    teardown() {
+      reassembler = undefined;
+    },
+  };
+}
+
+export const cases: BenchCase[] = [
+  ...checksumCases(64, '64 B'),
+  ...checksumCases(1500, '1500 B'),
+  ...checksumCases(65536, '64 KiB'),
+  reassemblyCase('reassembly · pure JS', () => new JsReassembler(), {
+    baseline: true,
+    description: 'a Map-based JS reassembler without limits; 45 shuffled fragments per 64 KiB datagram',
+  }),
+  reassemblyCase('reassembly · napi', () => new Reassembler({ maxFragments: 64 }), {
+    description: "Reassembler from 'morgana' (Rust, 256 KiB / 64 fragments / 10 s limits); same stream",
+    goal: { minOpsPerSec: 1_000_000, source: 'issue 2' },
+  }),
+];

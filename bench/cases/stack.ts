@@ -1,0 +1,178 @@
+/**
+ * L2/L3 benchmarks: frames through the VirtualSwitch, UDP datagrams and ping round trips between
+ * two Morgana stacks, each next to Node's own `dgram` over loopback measured in the same run.
+ */
+import dgram from 'node:dgram';
+import type { AddressInfo } from 'node:net';
+import { type NetDevice, type Stack, VirtualSwitch, createStack } from '../../ts/index.js';
+import type { BenchCase } from '../harness.js';
+
+const WINDOW = 64;
+
+/**
+ * Sends `n` messages with at most `WINDOW` in flight: `send()` starts one, and the receiver calls
+ * the returned `arrived()` for each; resolves when all `n` arrived.
+ */
+function windowed(n: number, send: () => void): { done: Promise<void>; arrived: () => void } {
+  let sent = 0;
+  let received = 0;
+  let resolve!: () => void;
+  let reject!: (e: Error) => void;
+  const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+  const timer = setTimeout(() => reject(new Error(`only ${received} of ${n} arrived`)), 30_000);
+  const arrived = () => {
+    received++;
+    if (received === n) {
+      clearTimeout(timer);
+      resolve();
+    } else if (sent < n) {
+      sent++;
+      send();
+    }
+  };
+  queueMicrotask(() => {
+    for (; sent < Math.min(n, WINDOW); ) {
+      sent++;
+      send();
+    }
+  });
+  return { done, arrived };
+}
+
+// --- Node dgram over loopback (the baseline) -------------------------------------------------
+
+let dgramA: dgram.Socket | undefined;
+let dgramB: dgram.Socket | undefined;
+let onDgram: () => void = () => {};
+
+async function dgramSetup(echo: boolean): Promise<void> {
+  dgramA = dgram.createSocket('udp4');
+  dgramB = dgram.createSocket('udp4');
+  await Promise.all([new Promise<void>((r) => dgramA!.bind(0, '127.0.0.1', r)), new Promise<void>((r) => dgramB!.bind(0, '127.0.0.1', r))]);
+  dgramB.on('message', (msg, rinfo) => {
+    if (echo) dgramB!.send(msg, rinfo.port, rinfo.address);
+    else onDgram();
+  });
+  dgramA.on('message', () => onDgram());
+}
+
+async function dgramTeardown(): Promise<void> {
+  await Promise.all([dgramA, dgramB].map((s) => new Promise<void>((r) => (s ? s.close(() => r()) : r()))));
+  dgramA = dgramB = undefined;
+}
+
+const payload64 = Buffer.alloc(64, 0x5a);
+
+// --- Two Morgana stacks on a VirtualSwitch ------------------------------------------------------
+
+let stacks: { a: Stack; b: Stack } | undefined;
+let onUdp: () => void = () => {};
+
+async function stackSetup(echo: boolean): Promise<void> {
+  const sw = new VirtualSwitch();
+  const a = await createStack({ net: sw.connect(), ipv4: '10.0.0.1/24' });
+  const b = await createStack({ net: sw.connect(), ipv4: '10.0.0.2/24' });
+  const server = b.udp.bind(7, (data, from) => (echo ? server.send(from.address, from.port, data) : onUdp()));
+  a.udp.bind(9000, () => onUdp());
+  await a.arp.query('10.0.0.2');
+  stacks = { a, b };
+}
+
+async function stackTeardown(): Promise<void> {
+  await Promise.all([stacks?.a.close(), stacks?.b.close()]);
+  stacks = undefined;
+}
+
+// --- Raw frames through the switch --------------------------------------------------------------
+
+let ports: { a: NetDevice; b: NetDevice; frame: Buffer } | undefined;
+let onFrame: () => void = () => {};
+
+export const cases: BenchCase[] = [
+  {
+    name: 'UDP 64 B one-way · node:dgram loopback',
+    group: 'UDP datagrams 64 B',
+    baseline: true,
+    unit: 'datagrams',
+    bytesPerOp: 64,
+    description: 'kernel UDP sockets over 127.0.0.1, 64 in flight',
+    setup: () => dgramSetup(false),
+    async run(n) {
+      const w = windowed(n, () => dgramA!.send(payload64, (dgramB!.address() as AddressInfo).port, '127.0.0.1'));
+      onDgram = w.arrived;
+      await w.done;
+    },
+    teardown: dgramTeardown,
+  },
+  {
+    name: 'UDP 64 B one-way · Morgana stacks',
+    group: 'UDP datagrams 64 B',
+    unit: 'datagrams',
+    bytesPerOp: 64,
+    description: 'two stacks on a VirtualSwitch, 64 in flight, checksums computed and verified',
+    setup: () => stackSetup(false),
+    async run(n) {
+      const w = windowed(n, () => stacks!.a.udp.send('10.0.0.2', 7, payload64, { srcPort: 9000 }));
+      onUdp = w.arrived;
+      await w.done;
+    },
+    teardown: stackTeardown,
+  },
+  {
+    name: 'UDP echo round trip · node:dgram loopback',
+    group: 'UDP round trip',
+    baseline: true,
+    unit: 'round trips',
+    description: 'one 64-byte datagram out and back at a time',
+    setup: () => dgramSetup(true),
+    async run(n) {
+      for (let i = 0; i < n; i++) {
+        await new Promise<void>((resolve) => {
+          onDgram = resolve;
+          dgramA!.send(payload64, (dgramB!.address() as AddressInfo).port, '127.0.0.1');
+        });
+      }
+    },
+    teardown: dgramTeardown,
+  },
+  {
+    name: 'ping round trip · Morgana stacks',
+    group: 'UDP round trip',
+    unit: 'round trips',
+    description: 'ICMP echo of 56 bytes between two stacks, one at a time',
+    setup: () => stackSetup(true),
+    async run(n) {
+      for (let i = 0; i < n; i++) await stacks!.a.icmp.ping('10.0.0.2');
+    },
+    teardown: stackTeardown,
+  },
+  {
+    name: 'frames 64 B · VirtualSwitch',
+    group: 'UDP datagrams 64 B',
+    unit: 'frames',
+    bytesPerOp: 64,
+    description: 'raw Ethernet frames between two switch ports (learned unicast), 64 in flight',
+    setup() {
+      const sw = new VirtualSwitch();
+      const a = sw.connect();
+      const b = sw.connect();
+      const frame = Buffer.alloc(64);
+      Buffer.from(b.mac.replaceAll(':', ''), 'hex').copy(frame, 0);
+      Buffer.from(a.mac.replaceAll(':', ''), 'hex').copy(frame, 6);
+      frame.writeUInt16BE(0x88b5, 12);
+      b.listen(() => onFrame());
+      a.listen(() => {});
+      ports = { a, b, frame };
+    },
+    async run(n) {
+      const { a, frame } = ports!;
+      const w = windowed(n, () => a.write(64, (buf) => frame.copy(buf)));
+      onFrame = w.arrived;
+      await w.done;
+    },
+    async teardown() {
+      await ports?.a.close();
+      await ports?.b.close();
+    },
+  },
+];

@@ -1,0 +1,129 @@
+//! The seed corpus: a few small, meaningful inputs per target, written by `src/bin/seeds.rs`
+//! (and run by this crate's tests, so they stay valid).
+
+use crate::reassembly::Op;
+use crate::{fix_checksum, fragment, reassembly, PacketSpec};
+
+/// Router Alert (copied) then Record Route (not copied, 7 bytes).
+const OPTIONS: [u8; 11] = [0x94, 4, 0, 0, 0x07, 7, 4, 0, 0, 0, 0];
+
+fn spec(flags: u8, options: &[u8], offset_units: u16, payload_len: u16) -> PacketSpec {
+    PacketSpec {
+        flags,
+        options: options.to_vec(),
+        offset_units,
+        identification: 7,
+        protocol: 17,
+        payload_len,
+    }
+}
+
+/// Every seed as (target, file name, bytes).
+pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    let mut add =
+        |target: &'static str, name: &str, bytes: Vec<u8>| seeds.push((target, name.to_string(), bytes));
+
+    // ipv4_parse: valid packets of several shapes, then broken ones.
+    add("ipv4_parse", "plain", spec(1, &[], 0, 8).build());
+    add("ipv4_parse", "options", spec(0, &OPTIONS, 0, 4).build());
+    add("ipv4_parse", "fragment", spec(2, &[], 185, 16).build());
+    add("ipv4_parse", "reserved-bit", spec(4, &[1, 1, 1, 1], 0, 0).build());
+    let mut padded = spec(0, &[], 0, 6).build();
+    padded.extend_from_slice(&[0; 20]);
+    add("ipv4_parse", "ethernet-padding", padded);
+    let mut bad_ihl = spec(0, &[], 0, 4).build();
+    bad_ihl[0] = 0x44;
+    fix_checksum(&mut bad_ihl);
+    add("ipv4_parse", "bad-ihl", bad_ihl);
+    add("ipv4_parse", "truncated", spec(0, &[], 0, 4).build()[..12].to_vec());
+    add("ipv4_parse", "bad-options", spec(0, &[0x44, 40, 1, 1], 0, 0).build());
+
+    // fragment: MTU, shuffle seed, packet.
+    add("fragment", "4000-at-1500", fragment::encode(1500, 1, &spec(0, &[], 0, 4000)));
+    add("fragment", "options-at-576", fragment::encode(576, 2, &spec(0, &OPTIONS, 0, 3000)));
+    add("fragment", "minimum-mtu", fragment::encode(68, 3, &spec(0, &OPTIONS[..4], 0, 600)));
+    add("fragment", "dont-fragment", fragment::encode(1500, 4, &spec(1, &[], 0, 2000)));
+    add("fragment", "refragment", fragment::encode(1000, 5, &spec(2, &[], 100, 3000)));
+    add("fragment", "fits", fragment::encode(1500, 6, &spec(0, &[], 0, 100)));
+    add("fragment", "mtu-too-small", fragment::encode(40, 7, &spec(0, &OPTIONS, 0, 100)));
+
+    // reassembly: limits, then operations.
+    let split = |step, index| Op::Split { step, id: 1, len: 4999, mtu_step: 179, index };
+    add(
+        "reassembly",
+        "split-any-order",
+        reassembly::encode(65_535, 16, 10_000, &[split(1, 3), split(1, 1), split(0, 0), split(0, 2)]),
+    );
+    let piece = |id, offset_units, len_units, tail, more| Op::Piece {
+        step: 1,
+        id,
+        offset_units,
+        len_units,
+        tail,
+        more,
+    };
+    add(
+        "reassembly",
+        "pieces-duplicate-overlap",
+        reassembly::encode(
+            65_535,
+            16,
+            10_000,
+            &[
+                piece(1, 0, 2, 0, true),
+                piece(1, 0, 2, 0, true),
+                piece(1, 2, 1, 5, false),
+                piece(2, 0, 4, 0, true),
+                piece(2, 2, 4, 0, true),
+            ],
+        ),
+    );
+    add(
+        "reassembly",
+        "timeout",
+        reassembly::encode(
+            65_535,
+            16,
+            1000,
+            &[piece(3, 0, 2, 0, true), Op::Expire { step: 200 }, piece(3, 2, 1, 0, false)],
+        ),
+    );
+    add(
+        "reassembly",
+        "memory-pressure",
+        reassembly::encode(
+            16,
+            4,
+            10_000,
+            &[piece(0, 0, 4, 0, true), piece(1, 0, 4, 0, true), piece(0, 4, 1, 0, true), split(2, 0)],
+        ),
+    );
+    add(
+        "reassembly",
+        "flood",
+        reassembly::encode(
+            16,
+            16,
+            100,
+            &[Op::Flood { step: 0, count: 90 }, split(1, 0), Op::Flood { step: 7, count: 99 }],
+        ),
+    );
+    let raw = spec(2, &[], 1, 8).build();
+    add(
+        "reassembly",
+        "raw-and-clock-jumps",
+        reassembly::encode(
+            1024,
+            2,
+            50,
+            &[
+                Op::Raw { step: 3, bytes: raw, fix: true },
+                Op::Expire { step: 254 },
+                piece(0, 1, 1, 0, false),
+                Op::Expire { step: 255 },
+            ],
+        ),
+    );
+    seeds
+}

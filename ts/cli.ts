@@ -42,7 +42,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`morgana: unknown command '${name}'\n\n${help()}`);
     return EXIT_USAGE;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  // Only options before `--` are the CLI's: what follows belongs to the unikernel (`run -- --help`).
+  if (rest.slice(0, rest.includes('--') ? rest.indexOf('--') : undefined).some((a) => a === '--help' || a === '-h')) {
     process.stdout.write(`usage: ${command.usage}\n\n${command.summary}\n`);
     return 0;
   }

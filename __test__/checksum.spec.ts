@@ -74,3 +74,17 @@ test('bad arguments get typed errors', (t) => {
   t.throws(() => pseudoHeaderSum('10.0.0.256', '10.0.0.1', 6, 20), { code: 'ERR_INVALID_IP_ADDRESS' });
   t.throws(() => pseudoHeaderSum('10.0.0.1', '010.0.0.1', 6, 20), { code: 'ERR_INVALID_IP_ADDRESS' });
 });
+
+test('short buffers (summed in JS) and longer ones (in Rust) agree at the boundary', (t) => {
+  // checksum() sums up to 128 bytes in JavaScript and hands longer buffers to Rust.
+  for (const fill of [0x00, 0xff, -1]) {
+    for (const length of [0, 1, 2, 3, 126, 127, 128, 129, 130, 131]) {
+      const data = fill < 0 ? randomBytes(length) : Buffer.alloc(length, fill);
+      for (const initial of [0, 1, 0xfffe, 0xffff]) {
+        const sum = referenceSum(data, initial);
+        t.is(onesComplementSum(data, initial), sum, `length ${length}, fill ${fill}, initial ${initial}`);
+        t.is(checksum(data, initial), sum ^ 0xffff);
+      }
+    }
+  }
+});

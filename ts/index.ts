@@ -92,3 +92,4 @@ export {
 export { type DhcpServer, type DhcpServerLease, type DhcpServerOptions, type DhcpServerStats, startDhcpServer } from './stack/dhcp-server.js';
 export * as dhcp from './stack/dhcp-wire.js';
 export * from './solo5/index.js';
+export { Tcp, TcpConnection, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';

@@ -1,6 +1,6 @@
 /**
  * `createStack`: composes Ethernet, ARP, IPv4, ICMP and UDP over one or more NET devices.
- * TCP attaches to the same IPv4 layer through `ipv4.on(6, …)` and `ipv4.write`.
+ * TCP (the Rust engine in ts/stack/tcp.ts) attaches to the same IPv4 layer.
  * @module
  */
 import { formatIpv4Address, parseIpv4Address } from '../address.js';
@@ -14,6 +14,7 @@ import { DhcpClient, type DhcpClientOptions, type DhcpLease } from './dhcp-clien
 import { Ethernet, type EthernetStats } from './ethernet.js';
 import { Icmp, type IcmpOptions, type IcmpStats } from './icmp.js';
 import { type Ipv4Interface, Ipv4Layer, type Ipv4Stats, type Route } from './ipv4.js';
+import { Tcp, type TcpOptions, type TcpStats } from './tcp.js';
 import { Udp, type UdpStats } from './udp.js';
 
 /**
@@ -64,6 +65,8 @@ export interface StackOptions {
   icmp?: IcmpOptions;
   /** Reassembly limits (default 256 KiB / 16 fragments / 10 s, as MirageOS 3.5). */
   reassembly?: ReassemblerOptions;
+  /** TCP settings (buffers, timers). */
+  tcp?: TcpOptions;
 }
 
 /** Counters of every layer. */
@@ -74,6 +77,7 @@ export interface StackStats {
   ipv4: ReturnType<Ipv4Layer['stats']>;
   icmp: IcmpStats;
   udp: UdpStats;
+  tcp: TcpStats;
 }
 
 /** A composed network stack. */
@@ -85,6 +89,8 @@ export interface Stack {
   readonly ipv4: Ipv4Layer;
   readonly icmp: Icmp;
   readonly udp: Udp;
+  /** TCP: `listen`, `connect`, `stats`. */
+  readonly tcp: Tcp;
   /** Every interface, first one first. */
   readonly interfaces: Ipv4Interface[];
   readonly clock: Clock;
@@ -155,6 +161,7 @@ export async function createStack(options: StackOptions): Promise<Stack> {
   });
   const icmp = new Icmp(ipv4, clock, randomUint32, options.icmp);
   const udp = new Udp(ipv4, icmp, randomUint32);
+  const tcp = new Tcp(ipv4, clock, randomUint32, interfaces[0]!.eth.mtu, options.tcp);
   let closed = false;
   const dhcpClient = dhcp
     ? new DhcpClient({ udp, ipv4, iface: interfaces[0]!, arp: interfaces[0]!.arp, clock, random }, dhcp)
@@ -166,6 +173,7 @@ export async function createStack(options: StackOptions): Promise<Stack> {
     ipv4,
     icmp,
     udp,
+    tcp,
     interfaces,
     clock,
     random,
@@ -185,11 +193,13 @@ export async function createStack(options: StackOptions): Promise<Stack> {
       ipv4: ipv4.stats(),
       icmp: icmp.stats(),
       udp: udp.stats(),
+      tcp: tcp.stats(),
     }),
     async close() {
       if (closed) return;
       closed = true;
       await dhcpClient?.close();
+      tcp.close();
       ipv4.close();
       for (const i of interfaces) i.arp.close();
       await Promise.all(interfaces.map((i) => i.eth.net.close()));

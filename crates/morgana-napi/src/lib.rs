@@ -15,5 +15,6 @@ mod ipv4;
 mod random;
 mod reassembly;
 mod tap;
+mod tcp;
 
 pub use errors::error_codes;

@@ -1,0 +1,529 @@
+//! TCP engine binding: one `NativeTcpEngine` per stack holds every connection. Crossings are
+//! batched: `on_segment` takes one received segment, `poll` runs timers and output, and
+//! `drain_output` copies every produced segment into one caller buffer with a Uint32Array of
+//! `[length, src, dst]` triples; `take_events` fills `[kind, handle, arg]` triples.
+
+use morgana_net::wire::ipv4::Ipv4Header;
+use morgana_tcp::conn::State;
+use morgana_tcp::engine::{ConnInfo, EngineError};
+use morgana_tcp::{Config, Engine, Event, EventKind, KeepAlive};
+use napi_derive::napi;
+use std::collections::VecDeque;
+
+// napi-derive reads a literal `&mut T` parameter as a class reference; through an alias the
+// typed-array conversion applies, borrowing the caller's buffer without a copy.
+type BytesMut<'a> = &'a mut [u8];
+type U32sMut<'a> = &'a mut [u32];
+
+const IPV4_HEADER: usize = 20;
+
+const ERRORS: [EngineError; 6] = [
+    EngineError::NotFound,
+    EngineError::AddressInUse,
+    EngineError::NotConnected,
+    EngineError::BrokenPipe,
+    EngineError::TooManyConnections,
+    EngineError::InvalidArgument,
+];
+
+/// `-(index + 1)` into [`tcp_error_codes`].
+fn fail(e: EngineError) -> i32 {
+    -(ERRORS.iter().position(|x| *x == e).unwrap_or(0) as i32) - 1
+}
+
+/// The codes behind the negative results of `NativeTcpEngine` calls: result `-n` is entry n − 1.
+#[napi]
+pub fn tcp_error_codes() -> Vec<String> {
+    ERRORS.iter().map(|e| e.code().to_owned()).collect()
+}
+
+/// Engine settings; every field is optional (defaults in parentheses).
+#[napi(object)]
+#[derive(Default)]
+pub struct TcpEngineOptions {
+    /// IP MTU (1500).
+    pub mtu: Option<u32>,
+    /// Send buffer per connection in bytes (512 KiB).
+    pub send_buffer: Option<u32>,
+    /// Receive buffer per connection in bytes (512 KiB).
+    pub recv_buffer: Option<u32>,
+    /// Out-of-order segments held per connection (64).
+    pub max_out_of_order: Option<u32>,
+    /// Initial RTO (1000 ms).
+    pub rto_initial_ms: Option<f64>,
+    /// Minimum RTO (200 ms).
+    pub rto_min_ms: Option<f64>,
+    /// Maximum RTO (60 000 ms).
+    pub rto_max_ms: Option<f64>,
+    /// TIME_WAIT, 2·MSL (60 000 ms).
+    pub time_wait_ms: Option<f64>,
+    /// Delayed ACK (40 ms).
+    pub delayed_ack_ms: Option<f64>,
+    /// SYN retransmissions (6).
+    pub syn_retries: Option<u32>,
+    /// Data retransmissions (15).
+    pub data_retries: Option<u32>,
+    /// RFC 7323 timestamps (true).
+    pub timestamps: Option<bool>,
+    /// Most connections (2^20).
+    pub max_connections: Option<u32>,
+    /// Challenge ACKs per second, engine-wide (1000).
+    pub challenge_ack_limit: Option<u32>,
+    /// SYN cookies when a SYN queue is full (true).
+    pub syn_cookies: Option<bool>,
+}
+
+fn ms(v: Option<f64>, default: u64) -> u64 {
+    v.filter(|x| x.is_finite() && *x >= 0.0).map_or(default, |x| x as u64)
+}
+
+fn now_ms(now: f64) -> u64 {
+    if now > 0.0 {
+        now as u64
+    } else {
+        0
+    }
+}
+
+/// Facts about one connection.
+#[napi(object)]
+pub struct TcpConnInfo {
+    pub local_address: u32,
+    pub local_port: u32,
+    pub remote_address: u32,
+    pub remote_port: u32,
+    pub state: String,
+    pub readable: u32,
+    pub writable: u32,
+}
+
+/// Engine counters (numbers, exact below 2^53).
+#[napi(object)]
+pub struct TcpStats {
+    pub segments_in: f64,
+    pub segments_out: f64,
+    pub bad_checksum: f64,
+    pub malformed: f64,
+    pub bytes_in: f64,
+    pub bytes_out: f64,
+    pub retransmitted_bytes: f64,
+    pub retransmits: f64,
+    pub fast_retransmits: f64,
+    pub timeouts: f64,
+    pub duplicate_acks: f64,
+    pub out_of_order: f64,
+    pub out_of_order_dropped: f64,
+    pub resets_sent: f64,
+    pub resets_received: f64,
+    pub challenge_acks: f64,
+    pub challenge_acks_suppressed: f64,
+    pub window_probes: f64,
+    pub keepalive_probes: f64,
+    pub keepalive_timeouts: f64,
+    pub active_opens: f64,
+    pub passive_opens: f64,
+    pub syn_queue_drops: f64,
+    pub syn_cookies_sent: f64,
+    pub syn_cookies_accepted: f64,
+    pub syn_cookies_invalid: f64,
+    pub backlog_drops: f64,
+    pub closed_port: f64,
+    pub time_wait_entered: f64,
+    pub icmp_errors: f64,
+    pub icmp_ignored: f64,
+    pub path_mtu_updates: f64,
+    pub connections: f64,
+    pub time_wait: f64,
+    pub half_open: f64,
+}
+
+/// The TCP engine of one stack.
+#[napi]
+pub struct NativeTcpEngine {
+    inner: Engine,
+    /// Next segment of the output to hand out, and its byte offset.
+    seg_cursor: usize,
+    byte_cursor: usize,
+    events: VecDeque<Event>,
+    /// IPv4 identification of the next packet from `drain_packets`.
+    identification: u16,
+}
+
+fn state_name(s: State) -> &'static str {
+    match s {
+        State::SynSent => "SYN-SENT",
+        State::SynReceived => "SYN-RECEIVED",
+        State::Established => "ESTABLISHED",
+        State::FinWait1 => "FIN-WAIT-1",
+        State::FinWait2 => "FIN-WAIT-2",
+        State::CloseWait => "CLOSE-WAIT",
+        State::Closing => "CLOSING",
+        State::LastAck => "LAST-ACK",
+        State::TimeWait => "TIME-WAIT",
+        State::Closed => "CLOSED",
+    }
+}
+
+#[napi]
+impl NativeTcpEngine {
+    /// An engine; `key` (16 bytes from the random device) keys the RFC 6528 ISN hash.
+    #[napi(constructor)]
+    pub fn new(options: TcpEngineOptions, key: &[u8]) -> Self {
+        let d = Config::default();
+        let cfg = Config {
+            mtu: options.mtu.map_or(d.mtu, |v| v as usize),
+            send_buffer: options.send_buffer.map_or(d.send_buffer, |v| (v as usize).max(1)),
+            recv_buffer: options.recv_buffer.map_or(d.recv_buffer, |v| (v as usize).max(1)),
+            max_out_of_order: options.max_out_of_order.map_or(d.max_out_of_order, |v| v as usize),
+            rto_initial_ms: ms(options.rto_initial_ms, d.rto_initial_ms),
+            rto_min_ms: ms(options.rto_min_ms, d.rto_min_ms),
+            rto_max_ms: ms(options.rto_max_ms, d.rto_max_ms),
+            time_wait_ms: ms(options.time_wait_ms, d.time_wait_ms),
+            delayed_ack_ms: ms(options.delayed_ack_ms, d.delayed_ack_ms),
+            syn_retries: options.syn_retries.unwrap_or(d.syn_retries),
+            data_retries: options.data_retries.unwrap_or(d.data_retries),
+            initial_window_segments: d.initial_window_segments,
+            timestamps: options.timestamps.unwrap_or(d.timestamps),
+            max_connections: options.max_connections.map_or(d.max_connections, |v| v as usize),
+            challenge_ack_limit: options.challenge_ack_limit.unwrap_or(d.challenge_ack_limit),
+            syn_cookies: options.syn_cookies.unwrap_or(d.syn_cookies),
+        };
+        let mut k = [0u8; 16];
+        for (i, b) in key.iter().take(16).enumerate() {
+            k[i] = *b;
+        }
+        NativeTcpEngine {
+            identification: u16::from_be_bytes([k[0], k[1]]),
+            inner: Engine::new(cfg, k),
+            seg_cursor: 0,
+            byte_cursor: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Listens on `port`; 0 or a negative error.
+    #[napi]
+    pub fn listen(&mut self, port: u32, backlog: u32) -> i32 {
+        match self.inner.listen(port as u16, backlog) {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        }
+    }
+
+    /// Stops listening on `port`.
+    #[napi]
+    pub fn unlisten(&mut self, port: u32) {
+        self.inner.unlisten(port as u16);
+    }
+
+    /// Whether the 4-tuple is taken.
+    #[napi]
+    pub fn in_use(&self, local_ip: u32, local_port: u32, remote_ip: u32, remote_port: u32) -> bool {
+        self.inner.in_use((local_ip, local_port as u16), (remote_ip, remote_port as u16))
+    }
+
+    /// Opens a connection: its handle (> 0) or a negative error.
+    #[napi]
+    pub fn connect(
+        &mut self,
+        local_ip: u32,
+        local_port: u32,
+        remote_ip: u32,
+        remote_port: u32,
+        now: f64,
+    ) -> i64 {
+        match self.inner.connect((local_ip, local_port as u16), (remote_ip, remote_port as u16), now_ms(now))
+        {
+            Ok(h) => i64::from(h),
+            Err(e) => i64::from(fail(e)),
+        }
+    }
+
+    /// Hands in one received segment.
+    #[napi]
+    pub fn on_segment(&mut self, src: u32, dst: u32, segment: &[u8], now: f64) {
+        self.inner.on_segment(src, dst, segment, now_ms(now));
+    }
+
+    /// Runs due timers and the output of every touched connection.
+    #[napi]
+    pub fn poll(&mut self, now: f64) {
+        self.inner.poll(now_ms(now));
+    }
+
+    /// Copies produced segments into `out` (back to back) and `[length, src, dst]` triples into
+    /// `meta`, as many as fit; returns how many. Call until it returns 0.
+    #[napi]
+    pub fn drain_output(
+        &mut self,
+        #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
+        #[napi(ts_arg_type = "Uint32Array")] meta: U32sMut<'_>,
+    ) -> u32 {
+        let output = self.inner.output();
+        let mut n = 0usize;
+        let mut at = 0usize;
+        while self.seg_cursor < output.segments.len() && (n + 1) * 3 <= meta.len() {
+            let s = output.segments[self.seg_cursor];
+            let len = s.len as usize;
+            if at + len > out.len() {
+                break;
+            }
+            out[at..at + len].copy_from_slice(&output.bytes[self.byte_cursor..self.byte_cursor + len]);
+            meta[n * 3] = s.len;
+            meta[n * 3 + 1] = s.src;
+            meta[n * 3 + 2] = s.dst;
+            at += len;
+            self.byte_cursor += len;
+            self.seg_cursor += 1;
+            n += 1;
+        }
+        if self.seg_cursor >= output.segments.len() {
+            self.inner.clear_output();
+            self.seg_cursor = 0;
+            self.byte_cursor = 0;
+        }
+        n as u32
+    }
+
+    /// Like [`Self::drain_output`] but writes whole IPv4 packets (a 20-byte header with Don't
+    /// Fragment, `ttl` and the checksum, then the segment), so the caller hands them straight to
+    /// Ethernet; `meta` gets `[packet length, src, dst]` triples.
+    #[napi]
+    pub fn drain_packets(
+        &mut self,
+        #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
+        #[napi(ts_arg_type = "Uint32Array")] meta: U32sMut<'_>,
+        ttl: u32,
+    ) -> u32 {
+        let output = self.inner.output();
+        let mut n = 0usize;
+        let mut at = 0usize;
+        while self.seg_cursor < output.segments.len() && (n + 1) * 3 <= meta.len() {
+            let s = output.segments[self.seg_cursor];
+            let len = s.len as usize;
+            if at + IPV4_HEADER + len > out.len() {
+                break;
+            }
+            self.identification = self.identification.wrapping_add(1);
+            let header = Ipv4Header {
+                src: s.src.to_be_bytes(),
+                dst: s.dst.to_be_bytes(),
+                protocol: 6,
+                ttl: ttl.min(255) as u8,
+                tos: 0,
+                identification: self.identification,
+                dont_fragment: true,
+                more_fragments: false,
+                fragment_offset: 0,
+                options: &[],
+                payload_len: len,
+            };
+            if header.emit(&mut out[at..at + IPV4_HEADER]).is_err() {
+                break;
+            }
+            out[at + IPV4_HEADER..at + IPV4_HEADER + len]
+                .copy_from_slice(&output.bytes[self.byte_cursor..self.byte_cursor + len]);
+            meta[n * 3] = (IPV4_HEADER + len) as u32;
+            meta[n * 3 + 1] = s.src;
+            meta[n * 3 + 2] = s.dst;
+            at += IPV4_HEADER + len;
+            self.byte_cursor += len;
+            self.seg_cursor += 1;
+            n += 1;
+        }
+        if self.seg_cursor >= output.segments.len() {
+            self.inner.clear_output();
+            self.seg_cursor = 0;
+            self.byte_cursor = 0;
+        }
+        n as u32
+    }
+
+    /// Fills `meta` with `[kind, handle, arg]` triples of pending events; returns how many.
+    /// Kinds: 1 connected, 2 accepted (arg: listening port), 3 readable, 4 writable, 5 peer
+    /// closed, 6 closed, 7 error (arg: 1 ECONNREFUSED, 2 ECONNRESET, 3 ETIMEDOUT, 4 EHOSTUNREACH).
+    #[napi]
+    pub fn take_events(&mut self, #[napi(ts_arg_type = "Uint32Array")] meta: U32sMut<'_>) -> u32 {
+        self.events.extend(self.inner.take_events());
+        let mut n = 0;
+        while (n + 1) * 3 <= meta.len() {
+            let Some(e) = self.events.pop_front() else { break };
+            let (kind, arg) = match e.kind {
+                EventKind::Connected => (1, 0),
+                EventKind::Accepted(port) => (2, u32::from(port)),
+                EventKind::Readable => (3, 0),
+                EventKind::Writable => (4, 0),
+                EventKind::PeerClosed => (5, 0),
+                EventKind::Closed => (6, 0),
+                EventKind::Error(code) => (7, code.number()),
+            };
+            meta[n * 3] = kind;
+            meta[n * 3 + 1] = e.handle;
+            meta[n * 3 + 2] = arg;
+            n += 1;
+        }
+        n as u32
+    }
+
+    /// An ICMP error quoting one of our segments (`quoted`: its first bytes). `mtu` > 0 for
+    /// fragmentation needed; `hard` for port/protocol unreachable.
+    #[napi]
+    pub fn on_icmp_error(&mut self, local: u32, remote: u32, quoted: &[u8], hard: bool, mtu: u32, now: f64) {
+        let mtu = (mtu > 0).then_some(mtu as usize);
+        self.inner.on_icmp_error(local, remote, quoted, hard, mtu, now_ms(now));
+    }
+
+    /// When `poll` must run next (ms), or -1 when no timer is armed.
+    #[napi]
+    pub fn next_deadline(&self) -> f64 {
+        self.inner.next_deadline().map_or(-1.0, |d| d as f64)
+    }
+
+    /// Whether API calls since the last poll left output to produce.
+    #[napi]
+    pub fn has_pending(&self) -> bool {
+        self.inner.has_pending()
+    }
+
+    /// Queues data: bytes accepted, or a negative error.
+    #[napi]
+    pub fn send(&mut self, handle: u32, data: &[u8]) -> i32 {
+        match self.inner.send(handle, data) {
+            Ok(n) => n as i32,
+            Err(e) => fail(e),
+        }
+    }
+
+    /// Reads into `out`: bytes read, or a negative error.
+    #[napi]
+    pub fn recv(&mut self, handle: u32, #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>) -> i32 {
+        match self.inner.recv(handle, out) {
+            Ok(n) => n as i32,
+            Err(e) => fail(e),
+        }
+    }
+
+    /// Bytes readable (0 for an unknown handle).
+    #[napi]
+    pub fn readable(&self, handle: u32) -> u32 {
+        self.inner.info(handle).map_or(0, |i| i.readable as u32)
+    }
+
+    /// Takes an accepted connection.
+    #[napi]
+    pub fn accept(&mut self, handle: u32) -> i32 {
+        self.inner.accept(handle).map_or_else(fail, |()| 0)
+    }
+
+    /// Half-close.
+    #[napi]
+    pub fn shutdown(&mut self, handle: u32) -> i32 {
+        self.inner.shutdown(handle).map_or_else(fail, |()| 0)
+    }
+
+    /// Graceful close of the handle (RST instead when data is unread).
+    #[napi]
+    pub fn close(&mut self, handle: u32) -> i32 {
+        self.inner.close(handle).map_or_else(fail, |()| 0)
+    }
+
+    /// RST and forget.
+    #[napi]
+    pub fn abort(&mut self, handle: u32) -> i32 {
+        self.inner.abort(handle).map_or_else(fail, |()| 0)
+    }
+
+    /// Releases the handle of a closed or failed connection.
+    #[napi]
+    pub fn release(&mut self, handle: u32) {
+        self.inner.release(handle);
+    }
+
+    /// Nagle off (`true`) or on.
+    #[napi]
+    pub fn set_no_delay(&mut self, handle: u32, no_delay: bool) -> i32 {
+        self.inner.set_nodelay(handle, no_delay).map_or_else(fail, |()| 0)
+    }
+
+    /// Keep-alive on or off.
+    #[napi]
+    pub fn set_keep_alive(
+        &mut self,
+        handle: u32,
+        enable: bool,
+        idle_ms: f64,
+        interval_ms: f64,
+        count: u32,
+        now: f64,
+    ) -> i32 {
+        let ka = enable.then(|| KeepAlive {
+            idle_ms: ms(Some(idle_ms), 7_200_000),
+            interval_ms: ms(Some(interval_ms), 75_000),
+            count,
+        });
+        self.inner.set_keepalive(handle, ka, now_ms(now)).map_or_else(fail, |()| 0)
+    }
+
+    /// A one-line dump of a connection's sequence variables and timers (for debugging).
+    #[napi]
+    pub fn debug_summary(&self, handle: u32) -> Option<String> {
+        self.inner.debug_summary(handle)
+    }
+
+    /// Facts about a connection.
+    #[napi]
+    pub fn info(&self, handle: u32) -> Option<TcpConnInfo> {
+        self.inner.info(handle).map(|i: ConnInfo| TcpConnInfo {
+            local_address: i.local.0,
+            local_port: u32::from(i.local.1),
+            remote_address: i.remote.0,
+            remote_port: u32::from(i.remote.1),
+            state: state_name(i.state).to_owned(),
+            readable: i.readable as u32,
+            writable: i.writable as u32,
+        })
+    }
+
+    /// Counters.
+    #[napi]
+    pub fn stats(&self) -> TcpStats {
+        let s = self.inner.stats();
+        TcpStats {
+            segments_in: s.segments_in as f64,
+            segments_out: s.segments_out as f64,
+            bad_checksum: s.bad_checksum as f64,
+            malformed: s.malformed as f64,
+            bytes_in: s.bytes_in as f64,
+            bytes_out: s.bytes_out as f64,
+            retransmitted_bytes: s.retransmitted_bytes as f64,
+            retransmits: s.retransmits as f64,
+            fast_retransmits: s.fast_retransmits as f64,
+            timeouts: s.timeouts as f64,
+            duplicate_acks: s.duplicate_acks as f64,
+            out_of_order: s.out_of_order as f64,
+            out_of_order_dropped: s.out_of_order_dropped as f64,
+            resets_sent: s.resets_sent as f64,
+            resets_received: s.resets_received as f64,
+            challenge_acks: s.challenge_acks as f64,
+            challenge_acks_suppressed: s.challenge_acks_suppressed as f64,
+            window_probes: s.window_probes as f64,
+            keepalive_probes: s.keepalive_probes as f64,
+            keepalive_timeouts: s.keepalive_timeouts as f64,
+            active_opens: s.active_opens as f64,
+            passive_opens: s.passive_opens as f64,
+            syn_queue_drops: s.syn_queue_drops as f64,
+            syn_cookies_sent: s.syn_cookies_sent as f64,
+            syn_cookies_accepted: s.syn_cookies_accepted as f64,
+            syn_cookies_invalid: s.syn_cookies_invalid as f64,
+            backlog_drops: s.backlog_drops as f64,
+            closed_port: s.closed_port as f64,
+            time_wait_entered: s.time_wait_entered as f64,
+            icmp_errors: s.icmp_errors as f64,
+            icmp_ignored: s.icmp_ignored as f64,
+            path_mtu_updates: s.path_mtu_updates as f64,
+            connections: s.connections as f64,
+            time_wait: s.time_wait as f64,
+            half_open: s.half_open as f64,
+        }
+    }
+}

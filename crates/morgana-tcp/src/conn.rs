@@ -1,0 +1,1150 @@
+//! One connection's state machine (RFC 9293 §3.10) with RFC 5961 checks, RFC 6298 retransmission,
+//! NewReno loss recovery (RFC 5681, RFC 6582), delayed ACKs (RFC 1122 §4.2.3.2), Nagle, the persist
+//! timer and keep-alive. The [`crate::engine::Engine`] owns connections and routes segments to them.
+
+use crate::buffer::{RecvBuffer, SendBuffer};
+use crate::engine::{Config, ErrorCode, Event, EventKind, Handle, KeepAlive, Output, Stats};
+use crate::rtt::RttEstimator;
+use crate::seq;
+use crate::wire::{TcpHeader, TcpOptions, ACK, FIN, PSH, RST, SYN};
+
+/// RFC 9293 connection states (LISTEN lives in the engine's listener table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// SYN sent, waiting for SYN-ACK.
+    SynSent,
+    /// SYN received and SYN-ACK sent.
+    SynReceived,
+    /// Data flows both ways.
+    Established,
+    /// We sent FIN; the peer has not acknowledged it.
+    FinWait1,
+    /// Our FIN is acknowledged; waiting for the peer's.
+    FinWait2,
+    /// The peer sent FIN; we may still send.
+    CloseWait,
+    /// Both sent FIN at once; waiting for the ACK of ours.
+    Closing,
+    /// We sent FIN after the peer's; waiting for its ACK.
+    LastAck,
+    /// Both directions closed; waiting 2·MSL.
+    TimeWait,
+    /// Gone (reset, timed out, or finished).
+    Closed,
+}
+
+impl State {
+    /// Whether the handshake completed (RFC 9293 "synchronized states").
+    pub fn synchronized(self) -> bool {
+        !matches!(self, State::SynSent | State::SynReceived | State::Closed)
+    }
+}
+
+/// Shared context of one engine call.
+pub struct Ctx<'a> {
+    /// Current time (ms).
+    pub now: u64,
+    /// Engine configuration.
+    pub cfg: &'a Config,
+    /// Where segments go.
+    pub out: &'a mut Output,
+    /// Where events go.
+    pub events: &'a mut Vec<Event>,
+    /// Counters.
+    pub stats: &'a mut Stats,
+    /// Challenge ACKs sent in the current one-second window: (window start, count).
+    pub challenges: &'a mut (u64, u32),
+}
+
+impl Ctx<'_> {
+    /// Whether one more challenge ACK fits the engine-wide budget (RFC 5961 §7).
+    fn challenge_allowed(&mut self) -> bool {
+        if self.now >= self.challenges.0 + 1000 {
+            *self.challenges = (self.now, 0);
+        }
+        if self.challenges.1 >= self.cfg.challenge_ack_limit {
+            self.stats.challenge_acks_suppressed += 1;
+            return false;
+        }
+        self.challenges.1 += 1;
+        self.stats.challenge_acks += 1;
+        true
+    }
+}
+
+/// One TCP connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The engine's handle of this connection.
+    pub handle: Handle,
+    /// Current state.
+    pub state: State,
+    /// Local address and port.
+    pub local: (u32, u16),
+    /// Remote address and port.
+    pub remote: (u32, u16),
+    /// The listening port of a passive open.
+    pub listener: Option<u16>,
+    /// The application holds the handle (connect, or the accepted event was delivered).
+    pub owned: bool,
+    /// The application closed its handle; the connection finishes on its own.
+    pub detached: bool,
+    /// Why it failed, once it did.
+    pub error: Option<ErrorCode>,
+    iss: u32,
+    snd_una: u32,
+    snd_nxt: u32,
+    snd_max: u32,
+    snd_wnd: u32,
+    max_snd_wnd: u32,
+    snd_wl1: u32,
+    snd_wl2: u32,
+    snd_shift: u8,
+    rcv_shift: u8,
+    irs: u32,
+    rcv_nxt: u32,
+    /// Payload bytes per full segment.
+    smss: usize,
+    mtu_mss: usize,
+    ts_enabled: bool,
+    ts_recent: u32,
+    ts_offset: u32,
+    sndbuf: SendBuffer,
+    rcvbuf: RecvBuffer,
+    fin_queued: bool,
+    /// Sequence number of our FIN once it was first sent.
+    fin_seq_no: Option<u32>,
+    wscale_ok: bool,
+    fin_in: Option<u32>,
+    peer_fin: bool,
+    rtt: RttEstimator,
+    rtt_probe: Option<(u32, u64)>,
+    rto_at: Option<u64>,
+    retries: u32,
+    cwnd: usize,
+    ssthresh: usize,
+    dupacks: u32,
+    recover: u32,
+    in_recovery: bool,
+    ack_now: bool,
+    delack_at: Option<u64>,
+    unacked_segments: u32,
+    persist_at: Option<u64>,
+    persist_backoff: u32,
+    keepalive: Option<KeepAlive>,
+    keepalive_at: Option<u64>,
+    keepalive_probes: u32,
+    time_wait_at: Option<u64>,
+    nodelay: bool,
+    want_writable: bool,
+    readable_signalled: bool,
+    /// Set when `Closed` or `Error` was reported for this connection.
+    pub close_reported: bool,
+    syn_ack_needed: bool,
+    soft_error: Option<ErrorCode>,
+}
+
+impl Conn {
+    /// A connection in SYN-SENT (active open) or, with `listener`, one about to answer a SYN.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        handle: Handle,
+        local: (u32, u16),
+        remote: (u32, u16),
+        iss: u32,
+        listener: Option<u16>,
+        cfg: &Config,
+    ) -> Self {
+        let rcv_cap = cfg.recv_buffer;
+        let mut rcv_shift = 0u8;
+        while (rcv_cap >> rcv_shift) > 65_535 && rcv_shift < 14 {
+            rcv_shift += 1;
+        }
+        let mtu_mss = cfg.mtu.saturating_sub(40).max(64);
+        Conn {
+            handle,
+            state: if listener.is_some() { State::SynReceived } else { State::SynSent },
+            local,
+            remote,
+            listener,
+            owned: listener.is_none(),
+            detached: false,
+            error: None,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            max_snd_wnd: 0,
+            snd_wl1: 0,
+            snd_wl2: 0,
+            snd_shift: 0,
+            rcv_shift,
+            irs: 0,
+            rcv_nxt: 0,
+            smss: 536,
+            mtu_mss,
+            ts_enabled: false,
+            ts_recent: 0,
+            ts_offset: iss.rotate_left(13),
+            sndbuf: SendBuffer::new(cfg.send_buffer),
+            rcvbuf: RecvBuffer::new(rcv_cap, cfg.max_out_of_order),
+            fin_queued: false,
+            fin_seq_no: None,
+            wscale_ok: false,
+            fin_in: None,
+            peer_fin: false,
+            rtt: RttEstimator::new(cfg.rto_initial_ms, cfg.rto_min_ms, cfg.rto_max_ms),
+            rtt_probe: None,
+            rto_at: None,
+            retries: 0,
+            cwnd: 0,
+            ssthresh: usize::MAX / 2,
+            dupacks: 0,
+            recover: iss,
+            in_recovery: false,
+            ack_now: false,
+            delack_at: None,
+            unacked_segments: 0,
+            persist_at: None,
+            persist_backoff: 0,
+            keepalive: None,
+            keepalive_at: None,
+            keepalive_probes: 0,
+            time_wait_at: None,
+            nodelay: false,
+            want_writable: false,
+            readable_signalled: false,
+            close_reported: false,
+            syn_ack_needed: false,
+            soft_error: None,
+        }
+    }
+
+    /// Takes the options of the peer's SYN (either open).
+    fn take_syn(&mut self, h: &TcpHeader, cfg: &Config) {
+        self.irs = h.seq;
+        self.rcv_nxt = h.seq.wrapping_add(1);
+        match h.options.window_scale {
+            Some(s) => {
+                self.snd_shift = s.min(14);
+                self.wscale_ok = true;
+            }
+            None => {
+                self.snd_shift = 0;
+                self.rcv_shift = 0;
+            }
+        }
+        self.ts_enabled = cfg.timestamps && h.options.timestamps.is_some();
+        if let Some((val, _)) = h.options.timestamps {
+            self.ts_recent = val;
+        }
+        let peer_mss = usize::from(h.options.mss.unwrap_or(536)).max(64);
+        self.smss = peer_mss.min(self.mtu_mss) - if self.ts_enabled { 12 } else { 0 };
+        self.cwnd = (cfg.initial_window_segments * self.smss).max(2 * self.smss);
+        self.snd_wnd = u32::from(h.window);
+        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wl1 = h.seq;
+        self.snd_wl2 = h.ack;
+    }
+
+    /// A passive open: the SYN that created this connection.
+    pub fn accept_syn(&mut self, h: &TcpHeader, cfg: &Config) {
+        self.take_syn(h, cfg);
+        self.syn_ack_needed = true;
+    }
+
+    /// A passive open completed by a valid SYN cookie (RFC 4987 §3.6): `h` is the peer's ACK,
+    /// `mss` the one the cookie encoded. Window scaling and timestamps are off (the cookie
+    /// cannot carry them).
+    pub fn accept_cookie(&mut self, h: &TcpHeader, mss: usize, cfg: &Config) {
+        self.irs = h.seq.wrapping_sub(1);
+        self.rcv_nxt = h.seq;
+        self.snd_una = h.ack;
+        self.snd_nxt = h.ack;
+        self.snd_max = h.ack;
+        self.recover = h.ack;
+        self.snd_shift = 0;
+        self.rcv_shift = 0;
+        self.ts_enabled = false;
+        self.smss = mss.min(self.mtu_mss);
+        self.cwnd = (cfg.initial_window_segments * self.smss).max(2 * self.smss);
+        self.snd_wnd = u32::from(h.window);
+        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wl1 = h.seq;
+        self.snd_wl2 = h.ack;
+        self.state = State::Established;
+        self.owned = true;
+    }
+
+    /// An ICMP error about a segment we sent with sequence number `seq` (RFC 5927 §4.1: it
+    /// must lie in [SND.UNA, SND.MAX) to count). `mtu` is set for "fragmentation needed".
+    /// Returns whether it was accepted.
+    pub fn on_icmp(&mut self, ctx: &mut Ctx, hard: bool, mtu: Option<usize>, seq_no: u32) -> bool {
+        if !(seq::le(self.snd_una, seq_no) && seq::lt(seq_no, self.snd_max)) {
+            return false;
+        }
+        if let Some(mtu) = mtu {
+            // Path-MTU discovery (RFC 1191): shrink the segments and resend what was lost.
+            let mss = mtu.saturating_sub(40).max(536);
+            if mss < self.mtu_mss {
+                self.mtu_mss = mss;
+                let options = if self.ts_enabled { 12 } else { 0 };
+                self.smss = self.smss.min(mss - options);
+                self.snd_nxt = self.snd_una;
+                ctx.stats.path_mtu_updates += 1;
+            }
+            return true;
+        }
+        if hard && self.state == State::SynSent {
+            self.fail(ctx, ErrorCode::ConnectionRefused);
+        } else {
+            // A soft error (RFC 1122 §4.2.3.9): reported if the connection later times out.
+            self.soft_error = Some(ErrorCode::HostUnreachable);
+        }
+        true
+    }
+
+    /// The sequence-space variables and timers, for debugging.
+    pub fn summary(&self) -> String {
+        format!(
+            "{:?} una={} nxt={} max={} wnd={} cwnd={} ssth={} rec={} inrec={} dup={} rcv_nxt={} rcvwnd={} ooo={} sndbuf={} fin_q={} fin_seq={:?} fin_in={:?} peer_fin={} rto_at={:?} persist_at={:?} retries={} rto={}",
+            self.state,
+            self.snd_una.wrapping_sub(self.iss),
+            self.snd_nxt.wrapping_sub(self.iss),
+            self.snd_max.wrapping_sub(self.iss),
+            self.snd_wnd,
+            self.cwnd,
+            self.ssthresh,
+            self.recover.wrapping_sub(self.iss),
+            self.in_recovery,
+            self.dupacks,
+            self.rcv_nxt.wrapping_sub(self.irs),
+            self.rcvbuf.window(),
+            self.rcvbuf.out_of_order_blocks().map(|(l, r)| (l.wrapping_sub(self.irs), r.wrapping_sub(self.irs))).collect::<Vec<_>>().len(),
+            self.sndbuf.len(),
+            self.fin_queued,
+            self.fin_seq_no.map(|f| f.wrapping_sub(self.iss)),
+            self.fin_in.map(|f| f.wrapping_sub(self.irs)),
+            self.peer_fin,
+            self.rto_at,
+            self.persist_at,
+            self.retries,
+            self.rtt.rto(),
+        )
+    }
+
+    /// The earliest timer of this connection.
+    pub fn deadline(&self) -> Option<u64> {
+        [self.rto_at, self.persist_at, self.keepalive_at, self.delack_at, self.time_wait_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Bytes the application can read.
+    pub fn readable(&self) -> usize {
+        self.rcvbuf.readable()
+    }
+
+    /// Room in the send buffer.
+    pub fn writable(&self) -> usize {
+        self.sndbuf.free()
+    }
+
+    /// Whether the peer's FIN arrived.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_fin
+    }
+
+    /// Whether the application may still send.
+    pub fn can_send(&self) -> bool {
+        matches!(self.state, State::Established | State::CloseWait) && !self.fin_queued
+    }
+
+    /// Appends application data; returns how much fitted.
+    pub fn send(&mut self, data: &[u8]) -> usize {
+        let n = self.sndbuf.push(data);
+        if n < data.len() {
+            self.want_writable = true;
+        }
+        n
+    }
+
+    /// Copies readable data out; opens the window again when it grew enough.
+    pub fn recv(&mut self, out: &mut [u8]) -> usize {
+        let before = self.rcvbuf.window();
+        let n = self.rcvbuf.read(out);
+        self.readable_signalled = false;
+        if n > 0 && self.state.synchronized() {
+            let after = self.rcvbuf.window();
+            // Receiver SWS avoidance (RFC 1122 §4.2.3.3): announce once the window grew by a
+            // full segment or half the buffer, and always when it was (nearly) closed.
+            let threshold = self.smss.min(self.rcvbuf.capacity() / 2);
+            if before < threshold
+                || after - before >= threshold.max(1) * 2
+                || (before < after && before <= self.smss)
+            {
+                self.ack_now = true;
+            }
+        }
+        n
+    }
+
+    /// Half-close: FIN after the buffered data.
+    pub fn shutdown(&mut self) {
+        if self.fin_queued {
+            return;
+        }
+        match self.state {
+            State::Established => {
+                self.fin_queued = true;
+                self.state = State::FinWait1;
+            }
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.state = State::LastAck;
+            }
+            State::SynReceived => {
+                self.fin_queued = true;
+                self.state = State::FinWait1;
+            }
+            State::SynSent => self.state = State::Closed,
+            _ => {}
+        }
+    }
+
+    /// Sets Nagle off (`true`) or on.
+    pub fn set_nodelay(&mut self, nodelay: bool) {
+        self.nodelay = nodelay;
+    }
+
+    /// Configures keep-alive; `None` turns it off.
+    pub fn set_keepalive(&mut self, keepalive: Option<KeepAlive>, now: u64) {
+        self.keepalive = keepalive;
+        self.keepalive_probes = 0;
+        self.keepalive_at = keepalive.map(|k| now + k.idle_ms);
+    }
+
+    /// Sends a RST and closes (abort).
+    pub fn abort(&mut self, ctx: &mut Ctx) {
+        if (self.state.synchronized() || self.state == State::SynReceived) && self.state != State::TimeWait {
+            self.emit(ctx, RST | ACK, self.snd_max, 0, 0);
+            ctx.stats.resets_sent += 1;
+        }
+        self.close_now();
+    }
+
+    fn close_now(&mut self) {
+        self.state = State::Closed;
+        self.rto_at = None;
+        self.persist_at = None;
+        self.keepalive_at = None;
+        self.delack_at = None;
+        self.time_wait_at = None;
+    }
+
+    fn fail(&mut self, ctx: &mut Ctx, code: ErrorCode) {
+        self.close_now();
+        self.error = Some(code);
+        if self.owned && !self.detached && !self.close_reported {
+            self.close_reported = true;
+            ctx.events.push(Event { handle: self.handle, kind: EventKind::Error(code) });
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Ctx) {
+        if self.owned && !self.detached && !self.close_reported {
+            self.close_reported = true;
+            ctx.events.push(Event { handle: self.handle, kind: EventKind::Closed });
+        }
+    }
+
+    /// The sequence number of a segment without data (pure ACK): SND.MAX, not SND.NXT. After a
+    /// timeout SND.NXT goes back to SND.UNA to resend, while the peer may already hold everything
+    /// up to SND.MAX; an ACK numbered below its RCV.NXT would be dropped as old (and its
+    /// acknowledgment ignored), and two peers retransmitting at once would deadlock.
+    fn ack_seq(&self) -> u32 {
+        self.snd_max
+    }
+
+    fn fin_sent(&self) -> bool {
+        self.fin_seq_no.is_some_and(|f| seq::gt(self.snd_nxt, f))
+    }
+
+    fn fin_acked(&self) -> bool {
+        self.fin_seq_no.is_some_and(|f| seq::gt(self.snd_una, f))
+    }
+
+    fn advertised_window(&self) -> u16 {
+        let wnd = self.rcvbuf.window() >> self.rcv_shift;
+        wnd.min(65_535) as u16
+    }
+
+    fn tsval(&self, now: u64) -> u32 {
+        (now as u32).wrapping_add(self.ts_offset)
+    }
+
+    /// Writes one segment to the output. `data_len` bytes are copied from the send buffer at
+    /// `data_offset` after SND.UNA.
+    fn emit(&mut self, ctx: &mut Ctx, flags: u8, seq_no: u32, data_offset: usize, data_len: usize) {
+        let mut options = TcpOptions::default();
+        if flags & SYN != 0 {
+            options.mss = Some(self.mtu_mss.min(65_535) as u16);
+            if self.state == State::SynSent {
+                options.window_scale = Some(self.rcv_shift);
+                if ctx.cfg.timestamps {
+                    options.timestamps = Some((self.tsval(ctx.now), 0));
+                }
+            } else {
+                if self.wscale_ok {
+                    options.window_scale = Some(self.rcv_shift);
+                }
+                if self.ts_enabled {
+                    options.timestamps = Some((self.tsval(ctx.now), self.ts_recent));
+                }
+            }
+        } else if self.ts_enabled && flags & RST == 0 {
+            options.timestamps = Some((self.tsval(ctx.now), self.ts_recent));
+        }
+        let window =
+            if flags & SYN != 0 { self.rcvbuf.window().min(65_535) as u16 } else { self.advertised_window() };
+        let header = TcpHeader {
+            src_port: self.local.1,
+            dst_port: self.remote.1,
+            seq: seq_no,
+            ack: if flags & ACK != 0 { self.rcv_nxt } else { 0 },
+            flags,
+            window: if flags & RST != 0 { 0 } else { window },
+            urgent: 0,
+            options,
+        };
+        ctx.out.push(self.local.0, self.remote.0, &header, self.sndbuf.slices(data_offset, data_len));
+        ctx.stats.segments_out += 1;
+        if flags & ACK != 0 {
+            self.ack_now = false;
+            self.delack_at = None;
+            self.unacked_segments = 0;
+        }
+    }
+
+    fn arm_rto(&mut self, now: u64) {
+        if self.rto_at.is_none() {
+            self.rto_at = Some(now + self.rtt.rto());
+        }
+    }
+
+    /// Handles one segment addressed to this connection.
+    pub fn on_segment(&mut self, ctx: &mut Ctx, h: &TcpHeader, payload: &[u8]) {
+        let now = ctx.now;
+        if self.state == State::SynSent {
+            self.on_segment_syn_sent(ctx, h);
+            return;
+        }
+        if self.state == State::Closed {
+            return;
+        }
+        // A retransmitted SYN in SYN-RECEIVED: answer it again.
+        if self.state == State::SynReceived && h.has(SYN) && !h.has(ACK) && !h.has(RST) && h.seq == self.irs {
+            self.syn_ack_needed = true;
+            return;
+        }
+        if let Some(k) = self.keepalive {
+            self.keepalive_probes = 0;
+            self.keepalive_at = Some(now + k.idle_ms);
+        }
+
+        // RFC 5961 §4.2: a SYN in a synchronized state gets a challenge ACK whatever its
+        // sequence number (TIME_WAIT reuse by a new SYN is not implemented yet).
+        if h.has(SYN) && !h.has(RST) && self.state.synchronized() {
+            self.challenge_ack(ctx);
+            return;
+        }
+
+        // 1. Sequence number check.
+        let seg_len = payload.len() + usize::from(h.has(SYN)) + usize::from(h.has(FIN));
+        let wnd = self.rcvbuf.window() as u32;
+        let in_window = |s: u32| seq::le(self.rcv_nxt, s) && seq::lt(s, self.rcv_nxt.wrapping_add(wnd));
+        let acceptable = if seg_len == 0 {
+            if wnd == 0 {
+                h.seq == self.rcv_nxt
+            } else {
+                in_window(h.seq)
+            }
+        } else if wnd == 0 {
+            // RFC 9293: with a zero window still process ACKs and RSTs; the data is trimmed away.
+            h.seq == self.rcv_nxt
+        } else {
+            in_window(h.seq) || in_window(h.seq.wrapping_add(seg_len as u32 - 1))
+        };
+        if !acceptable {
+            if !h.has(RST) {
+                self.ack_now = true;
+                if self.state == State::TimeWait && h.has(FIN) {
+                    self.time_wait_at = Some(now + ctx.cfg.time_wait_ms);
+                }
+            }
+            return;
+        }
+
+        // 2. RST (RFC 5961 §3: only an exact match resets; in-window gets a challenge ACK).
+        if h.has(RST) {
+            ctx.stats.resets_received += 1;
+            if h.seq == self.rcv_nxt {
+                match self.state {
+                    State::SynReceived if self.listener.is_some() && !self.owned => self.close_now(),
+                    State::SynReceived => self.fail(ctx, ErrorCode::ConnectionRefused),
+                    State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait => {
+                        self.fail(ctx, ErrorCode::ConnectionReset)
+                    }
+                    _ => {
+                        self.close_now();
+                        self.finished(ctx);
+                    }
+                }
+            } else {
+                self.challenge_ack(ctx);
+            }
+            return;
+        }
+
+        // 4. SYN in a synchronized state (already answered above) or in SYN-RECEIVED.
+        if h.has(SYN) {
+            self.challenge_ack(ctx);
+            return;
+        }
+
+        // 5. ACK.
+        if !h.has(ACK) {
+            return;
+        }
+        if self.state == State::SynReceived {
+            if seq::gt(h.ack, self.snd_una) && seq::le(h.ack, self.snd_max) {
+                self.state = State::Established;
+                self.snd_wnd = u32::from(h.window) << self.snd_shift;
+                self.max_snd_wnd = self.snd_wnd;
+                self.snd_wl1 = h.seq;
+                self.snd_wl2 = h.ack;
+                if self.listener.is_some() && !self.owned {
+                    ctx.stats.passive_opens += 1;
+                    ctx.events.push(Event { handle: self.handle, kind: EventKind::Accepted(self.local.1) });
+                    self.owned = true;
+                } else {
+                    ctx.stats.active_opens += 1;
+                    ctx.events.push(Event { handle: self.handle, kind: EventKind::Connected });
+                }
+                if self.fin_queued {
+                    self.state = State::FinWait1;
+                }
+            } else {
+                // RFC 9293: an unacceptable ACK in SYN-RECEIVED gets a reset.
+                self.emit_reset_for(ctx, h);
+                return;
+            }
+        }
+        if seq::gt(h.ack, self.snd_max) {
+            self.ack_now = true;
+            return;
+        }
+        if seq::lt(h.ack, self.snd_una.wrapping_sub(self.max_snd_wnd.max(1))) {
+            // RFC 5961 §5.2: too old to be a real ACK.
+            self.challenge_ack(ctx);
+            return;
+        }
+        self.process_ack(ctx, h, payload.is_empty());
+
+        match self.state {
+            State::FinWait1 if self.fin_acked() => {
+                self.state = State::FinWait2;
+                self.orphan_timeout(now, ctx.cfg);
+            }
+            State::Closing if self.fin_acked() => {
+                self.enter_time_wait(ctx);
+                return;
+            }
+            State::LastAck if self.fin_acked() => {
+                self.close_now();
+                self.finished(ctx);
+                return;
+            }
+            _ => {}
+        }
+
+        // RFC 7323: remember the timestamp to echo.
+        if let Some((val, _)) = h.options.timestamps {
+            if self.ts_enabled && seq::le(h.seq, self.rcv_nxt) && seq::ge(val, self.ts_recent) {
+                self.ts_recent = val;
+            }
+        }
+
+        // 7. Text.
+        let mut fin = h.has(FIN);
+        let mut seq_no = h.seq;
+        let mut data = payload;
+        if seq::lt(seq_no, self.rcv_nxt) {
+            let skip = seq::diff(self.rcv_nxt, seq_no) as usize;
+            if skip > data.len() {
+                data = &[];
+                fin = false;
+            } else {
+                data = &data[skip..];
+            }
+            seq_no = self.rcv_nxt;
+        }
+        let right = self.rcv_nxt.wrapping_add(wnd);
+        if seq::gt(seq_no.wrapping_add(data.len() as u32), right) {
+            let keep = seq::diff(right, seq_no) as usize;
+            data = &data[..keep.min(data.len())];
+            fin = false;
+        }
+        if !data.is_empty() {
+            match self.state {
+                State::Established | State::FinWait1 | State::FinWait2 => {
+                    if self.detached {
+                        // Data for an application that closed: reset (RFC 9293 §3.10.7.4 note, as Linux).
+                        self.abort(ctx);
+                        return;
+                    }
+                    ctx.stats.bytes_in += data.len() as u64;
+                    if seq_no == self.rcv_nxt {
+                        let advanced = self.rcvbuf.insert(seq_no, data, self.rcv_nxt);
+                        self.rcv_nxt = self.rcv_nxt.wrapping_add(advanced as u32);
+                        if advanced > 0 && !self.readable_signalled {
+                            self.readable_signalled = true;
+                            ctx.events.push(Event { handle: self.handle, kind: EventKind::Readable });
+                        }
+                        if advanced < data.len() || self.rcvbuf.has_out_of_order() {
+                            // Filling a gap: acknowledge at once (RFC 5681 §4.2).
+                            let s = self.ack_seq();
+                            self.emit(ctx, ACK, s, 0, 0);
+                        } else {
+                            self.unacked_segments += 1;
+                            if self.unacked_segments >= 2 {
+                                self.ack_now = true;
+                            } else if self.delack_at.is_none() {
+                                self.delack_at = Some(now + ctx.cfg.delayed_ack_ms);
+                            }
+                        }
+                    } else {
+                        let dropped = self.rcvbuf.ooo_dropped;
+                        self.rcvbuf.insert(seq_no, data, self.rcv_nxt);
+                        ctx.stats.out_of_order_dropped += self.rcvbuf.ooo_dropped - dropped;
+                        ctx.stats.out_of_order += 1;
+                        // One duplicate ACK per out-of-order segment, not one per batch: the
+                        // sender counts them for fast retransmit.
+                        let s = self.ack_seq();
+                        self.emit(ctx, ACK, s, 0, 0);
+                    }
+                }
+                _ => {}
+            }
+        } else if wnd == 0 && !payload.is_empty() {
+            self.ack_now = true;
+        }
+
+        // 8. FIN (possibly ahead of missing data: remembered until RCV.NXT reaches it).
+        if fin {
+            self.fin_in = Some(seq_no.wrapping_add(data.len() as u32));
+        }
+        if let Some(f) = self.fin_in {
+            if f == self.rcv_nxt && !self.peer_fin {
+                self.peer_fin = true;
+                self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+                self.ack_now = true;
+                if self.owned && !self.detached {
+                    ctx.events.push(Event { handle: self.handle, kind: EventKind::PeerClosed });
+                }
+                match self.state {
+                    State::SynReceived | State::Established => self.state = State::CloseWait,
+                    State::FinWait1 => {
+                        if self.fin_acked() {
+                            self.enter_time_wait(ctx);
+                        } else {
+                            self.state = State::Closing;
+                        }
+                    }
+                    State::FinWait2 => self.enter_time_wait(ctx),
+                    _ => {}
+                }
+            } else if self.state == State::TimeWait && h.has(FIN) {
+                self.time_wait_at = Some(now + ctx.cfg.time_wait_ms);
+                self.ack_now = true;
+            }
+        }
+    }
+
+    /// A connection the application closed must not wait in FIN-WAIT-2 for ever (as Linux's
+    /// `tcp_fin_timeout`): it gets the TIME_WAIT duration, then goes.
+    pub fn orphan_timeout(&mut self, now: u64, cfg: &Config) {
+        if self.detached && self.state == State::FinWait2 && self.time_wait_at.is_none() {
+            self.time_wait_at = Some(now + cfg.time_wait_ms);
+        }
+    }
+
+    fn challenge_ack(&mut self, ctx: &mut Ctx) {
+        if ctx.challenge_allowed() {
+            self.ack_now = true;
+        }
+    }
+
+    fn enter_time_wait(&mut self, ctx: &mut Ctx) {
+        self.state = State::TimeWait;
+        self.rto_at = None;
+        self.persist_at = None;
+        self.keepalive_at = None;
+        self.time_wait_at = Some(ctx.now + ctx.cfg.time_wait_ms);
+        ctx.stats.time_wait_entered += 1;
+        self.finished(ctx);
+    }
+
+    fn emit_reset_for(&mut self, ctx: &mut Ctx, h: &TcpHeader) {
+        let header = TcpHeader {
+            src_port: self.local.1,
+            dst_port: self.remote.1,
+            seq: h.ack,
+            ack: 0,
+            flags: RST,
+            window: 0,
+            urgent: 0,
+            options: TcpOptions::default(),
+        };
+        ctx.out.push(self.local.0, self.remote.0, &header, (&[], &[]));
+        ctx.stats.segments_out += 1;
+        ctx.stats.resets_sent += 1;
+    }
+
+    fn on_segment_syn_sent(&mut self, ctx: &mut Ctx, h: &TcpHeader) {
+        if h.has(ACK) && (seq::le(h.ack, self.iss) || seq::gt(h.ack, self.snd_max)) {
+            if !h.has(RST) {
+                self.emit_reset_for(ctx, h);
+            }
+            return;
+        }
+        if h.has(RST) {
+            if h.has(ACK) {
+                ctx.stats.resets_received += 1;
+                self.fail(ctx, ErrorCode::ConnectionRefused);
+            }
+            return;
+        }
+        if !h.has(SYN) {
+            return;
+        }
+        self.take_syn(h, ctx.cfg);
+        if h.has(ACK) {
+            self.snd_una = h.ack;
+            self.rtt_probe.take().into_iter().for_each(|(_, t)| {
+                if self.retries == 0 {
+                    self.rtt.sample(ctx.now - t);
+                }
+            });
+            self.rto_at = None;
+            self.retries = 0;
+            self.rtt.reset_backoff();
+            self.state = State::Established;
+            self.ack_now = true;
+            ctx.stats.active_opens += 1;
+            ctx.events.push(Event { handle: self.handle, kind: EventKind::Connected });
+            if self.fin_queued {
+                self.state = State::FinWait1;
+            }
+        } else {
+            // Simultaneous open (RFC 9293 §3.5 figure 7): answer with SYN-ACK.
+            self.state = State::SynReceived;
+            self.syn_ack_needed = true;
+        }
+    }
+
+    fn process_ack(&mut self, ctx: &mut Ctx, h: &TcpHeader, no_payload: bool) {
+        let now = ctx.now;
+        let shift = self.snd_shift;
+        let new_wnd = u32::from(h.window) << shift;
+        let window_changed = new_wnd != self.snd_wnd;
+        if seq::gt(h.ack, self.snd_una) {
+            let acked = seq::diff(h.ack, self.snd_una) as usize;
+            // RTT sample: timestamps when on, else one timed segment (Karn: never a retransmission).
+            if self.ts_enabled {
+                if let Some((_, ecr)) = h.options.timestamps {
+                    let rtt = self.tsval(now).wrapping_sub(ecr);
+                    if ecr != 0 && rtt < 60_000 {
+                        self.rtt.sample(u64::from(rtt));
+                    }
+                }
+            } else if let Some((s, t)) = self.rtt_probe {
+                if seq::ge(h.ack, s) {
+                    self.rtt.sample(now.saturating_sub(t));
+                    self.rtt_probe = None;
+                }
+            }
+            self.rtt.reset_backoff();
+            self.retries = 0;
+            let data_acked = acked.min(self.sndbuf.len());
+            self.sndbuf.release(data_acked);
+            self.snd_una = h.ack;
+            if seq::lt(self.snd_nxt, self.snd_una) {
+                self.snd_nxt = self.snd_una;
+            }
+            if self.in_recovery {
+                if seq::ge(h.ack, self.recover) {
+                    // Full acknowledgment (RFC 6582 §3.2 step 3).
+                    let flight = seq::diff(self.snd_max, self.snd_una) as usize;
+                    self.cwnd = self.ssthresh.min(flight.max(self.smss) + self.smss);
+                    self.in_recovery = false;
+                    self.dupacks = 0;
+                } else {
+                    // Partial acknowledgment: retransmit the next hole, deflate.
+                    self.retransmit_first(ctx);
+                    self.cwnd = self.cwnd.saturating_sub(acked).max(self.smss) + self.smss;
+                    self.rto_at = Some(now + self.rtt.rto());
+                }
+            } else {
+                self.dupacks = 0;
+                if self.cwnd < self.ssthresh {
+                    self.cwnd += acked.min(self.smss);
+                } else {
+                    self.cwnd += (self.smss * self.smss / self.cwnd).max(1);
+                }
+            }
+            if self.snd_una == self.snd_max {
+                self.rto_at = None;
+            } else if !self.in_recovery {
+                self.rto_at = Some(now + self.rtt.rto());
+            }
+            if self.want_writable && self.sndbuf.free() > 0 && self.can_send() {
+                self.want_writable = false;
+                ctx.events.push(Event { handle: self.handle, kind: EventKind::Writable });
+            }
+        } else if h.ack == self.snd_una
+            && no_payload
+            && !h.has(FIN)
+            && !window_changed
+            && self.snd_una != self.snd_max
+        {
+            ctx.stats.duplicate_acks += 1;
+            self.dupacks += 1;
+            if self.dupacks == 3 && !self.in_recovery && seq::gt(h.ack, self.recover) {
+                let flight = seq::diff(self.snd_max, self.snd_una) as usize;
+                self.ssthresh = (flight / 2).max(2 * self.smss);
+                self.recover = self.snd_max;
+                self.in_recovery = true;
+                ctx.stats.fast_retransmits += 1;
+                self.retransmit_first(ctx);
+                self.cwnd = self.ssthresh + 3 * self.smss;
+                self.rto_at = Some(now + self.rtt.rto());
+            } else if self.dupacks > 3 && self.in_recovery {
+                self.cwnd += self.smss;
+            }
+        }
+        if seq::lt(self.snd_wl1, h.seq) || (self.snd_wl1 == h.seq && seq::le(self.snd_wl2, h.ack)) {
+            self.snd_wnd = new_wnd;
+            self.max_snd_wnd = self.max_snd_wnd.max(new_wnd);
+            self.snd_wl1 = h.seq;
+            self.snd_wl2 = h.ack;
+        }
+        if self.snd_wnd > 0 {
+            self.persist_at = None;
+            self.persist_backoff = 0;
+        }
+    }
+
+    /// Resends the first unacknowledged segment (fast retransmit, partial ACK).
+    fn retransmit_first(&mut self, ctx: &mut Ctx) {
+        let len = self.sndbuf.len().min(self.smss);
+        let fin = len == self.sndbuf.len() && self.fin_seq_no.is_some();
+        if len == 0 && !fin {
+            return;
+        }
+        ctx.stats.retransmits += 1;
+        self.rtt_probe = None;
+        let flags = ACK | if fin { FIN } else { 0 } | if len > 0 { PSH } else { 0 };
+        let s = self.snd_una;
+        self.emit(ctx, flags, s, 0, len);
+    }
+
+    /// Runs the timers that fell due.
+    pub fn on_timer(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now;
+        if self.time_wait_at.is_some_and(|t| t <= now) {
+            self.close_now();
+            return;
+        }
+        if self.rto_at.is_some_and(|t| t <= now) {
+            self.rto_at = None;
+            self.on_rto(ctx);
+            if self.state == State::Closed {
+                return;
+            }
+        }
+        if self.persist_at.is_some_and(|t| t <= now) {
+            // Zero-window probe: an old sequence number forces an ACK with the current window.
+            self.persist_at = None;
+            ctx.stats.window_probes += 1;
+            let s = self.snd_una.wrapping_sub(1);
+            self.emit(ctx, ACK, s, 0, 0);
+            self.persist_backoff = (self.persist_backoff + 1).min(10);
+            let delay = (self.rtt.rto() << self.persist_backoff).min(ctx.cfg.rto_max_ms);
+            self.persist_at = Some(now + delay);
+        }
+        if self.delack_at.is_some_and(|t| t <= now) {
+            self.delack_at = None;
+            self.ack_now = true;
+        }
+        if let (Some(t), Some(k)) = (self.keepalive_at, self.keepalive) {
+            if t <= now {
+                if !matches!(self.state, State::Established | State::CloseWait | State::FinWait2)
+                    || self.snd_una != self.snd_max
+                {
+                    self.keepalive_at = Some(now + k.idle_ms);
+                } else if self.keepalive_probes >= k.count {
+                    ctx.stats.keepalive_timeouts += 1;
+                    self.abort_silently_with(ctx, ErrorCode::TimedOut);
+                } else {
+                    self.keepalive_probes += 1;
+                    ctx.stats.keepalive_probes += 1;
+                    let s = self.snd_max.wrapping_sub(1);
+                    self.emit(ctx, ACK, s, 0, 0);
+                    self.keepalive_at = Some(now + k.interval_ms);
+                }
+            }
+        }
+    }
+
+    fn abort_silently_with(&mut self, ctx: &mut Ctx, code: ErrorCode) {
+        // The peer is presumed gone; a RST still tells it if it only lost state.
+        self.emit(ctx, RST | ACK, self.snd_max, 0, 0);
+        ctx.stats.resets_sent += 1;
+        self.fail(ctx, code);
+    }
+
+    fn on_rto(&mut self, ctx: &mut Ctx) {
+        self.retries += 1;
+        ctx.stats.timeouts += 1;
+        let handshake = matches!(self.state, State::SynSent | State::SynReceived);
+        let limit = if handshake { ctx.cfg.syn_retries } else { ctx.cfg.data_retries };
+        if self.retries > limit {
+            if self.state == State::SynReceived && !self.owned {
+                self.close_now();
+            } else {
+                self.fail(ctx, self.soft_error.unwrap_or(ErrorCode::TimedOut));
+            }
+            return;
+        }
+        self.rtt.back_off();
+        self.rtt_probe = None;
+        if handshake {
+            self.snd_nxt = self.iss;
+            self.syn_ack_needed = self.state == State::SynReceived;
+        } else {
+            let flight = seq::diff(self.snd_max, self.snd_una) as usize;
+            self.ssthresh = (flight / 2).max(2 * self.smss);
+            self.cwnd = self.smss;
+            self.in_recovery = false;
+            self.dupacks = 0;
+            self.recover = self.snd_max;
+            self.snd_nxt = self.snd_una;
+            ctx.stats.retransmits += 1;
+        }
+        self.rto_at = Some(ctx.now + self.rtt.rto());
+    }
+
+    /// Sends what the state, windows and timers allow.
+    pub fn output(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now;
+        match self.state {
+            State::Closed => return,
+            State::SynSent => {
+                if self.snd_nxt == self.iss {
+                    if self.retries == 0 {
+                        self.rtt_probe = Some((self.iss.wrapping_add(1), now));
+                    }
+                    self.emit(ctx, SYN, self.iss, 0, 0);
+                    self.snd_nxt = self.iss.wrapping_add(1);
+                    self.snd_max = self.snd_nxt;
+                    self.arm_rto(now);
+                }
+                return;
+            }
+            State::SynReceived => {
+                if self.syn_ack_needed {
+                    self.syn_ack_needed = false;
+                    self.emit(ctx, SYN | ACK, self.iss, 0, 0);
+                    self.snd_nxt = self.iss.wrapping_add(1);
+                    self.snd_max = self.snd_nxt;
+                    self.arm_rto(now);
+                } else if self.ack_now {
+                    // Simultaneous open: the peer's SYN-ACK is answered with an ACK.
+                    let s = self.ack_seq();
+                    self.emit(ctx, ACK, s, 0, 0);
+                }
+                return;
+            }
+            State::TimeWait => {
+                if self.ack_now {
+                    let s = self.ack_seq();
+                    self.emit(ctx, ACK, s, 0, 0);
+                }
+                return;
+            }
+            _ => {}
+        }
+        loop {
+            let in_flight = seq::diff(self.snd_nxt, self.snd_una) as usize;
+            let offset = in_flight.min(self.sndbuf.len());
+            let unsent = self.sndbuf.len() - offset;
+            let wnd = (self.snd_wnd as usize).min(self.cwnd);
+            let usable = wnd.saturating_sub(in_flight);
+            let len = unsent.min(usable).min(self.smss);
+            let fin_now = self.fin_queued && !self.fin_sent() && len == unsent;
+            if len == 0 && !fin_now {
+                if unsent > 0
+                    && self.snd_wnd == 0
+                    && self.snd_una == self.snd_max
+                    && self.persist_at.is_none()
+                {
+                    self.persist_at = Some(now + self.rtt.rto());
+                }
+                break;
+            }
+            if !fin_now && len < self.smss && in_flight > 0 {
+                // Nagle (RFC 896) and sender SWS avoidance: hold a small segment while data is
+                // in flight, unless the application turned Nagle off and this is all there is.
+                if !self.nodelay || len < unsent {
+                    break;
+                }
+            }
+            let mut flags = ACK;
+            if len > 0 && len == unsent {
+                flags |= PSH;
+            }
+            if fin_now {
+                flags |= FIN;
+            }
+            let s = self.snd_nxt;
+            let retransmission = seq::lt(s, self.snd_max);
+            if retransmission {
+                ctx.stats.retransmitted_bytes += len as u64;
+            } else {
+                ctx.stats.bytes_out += len as u64;
+            }
+            self.emit(ctx, flags, s, offset, len);
+            if fin_now && self.fin_seq_no.is_none() {
+                self.fin_seq_no = Some(s.wrapping_add(len as u32));
+            }
+            self.snd_nxt = self.snd_nxt.wrapping_add((len + usize::from(fin_now)) as u32);
+            if seq::gt(self.snd_nxt, self.snd_max) {
+                if self.rtt_probe.is_none() && !retransmission && !self.ts_enabled {
+                    self.rtt_probe = Some((self.snd_nxt, now));
+                }
+                self.snd_max = self.snd_nxt;
+            }
+            self.arm_rto(now);
+            if fin_now {
+                break;
+            }
+        }
+        if self.ack_now {
+            let s = self.ack_seq();
+            self.emit(ctx, ACK, s, 0, 0);
+        }
+    }
+}

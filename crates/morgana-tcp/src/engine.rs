@@ -1,0 +1,864 @@
+//! The engine: every connection of a stack, the listeners, and the segments and events they
+//! produce. See the crate documentation for the call protocol.
+
+use crate::conn::{Conn, Ctx, State};
+use crate::isn::{initial_sequence, siphash24};
+use crate::wire::{finish_checksum, TcpHeader, TcpOptions, ACK, FIN, RST, SYN};
+use std::collections::HashMap;
+
+/// MSS values a SYN cookie can encode (3 bits).
+const COOKIE_MSS: [usize; 8] = [536, 1220, 1360, 1440, 1460, 4312, 8960, 65_495];
+/// The SYN cookie counter ticks every 64 s.
+const COOKIE_PERIOD_MS: u64 = 64_000;
+
+/// A connection handle (never reused within an engine's first 2^32 connections).
+pub type Handle = u32;
+
+/// Engine-wide settings. Times are in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// IP MTU of the stack's interface; the advertised MSS is MTU − 40.
+    pub mtu: usize,
+    /// Send buffer per connection (bytes).
+    pub send_buffer: usize,
+    /// Receive buffer (and so the largest window) per connection (bytes).
+    pub recv_buffer: usize,
+    /// Most out-of-order segments held per connection.
+    pub max_out_of_order: usize,
+    /// Initial RTO (RFC 6298: 1 s).
+    pub rto_initial_ms: u64,
+    /// Smallest RTO (issue 5: 200 ms).
+    pub rto_min_ms: u64,
+    /// Largest RTO.
+    pub rto_max_ms: u64,
+    /// TIME_WAIT duration, 2·MSL.
+    pub time_wait_ms: u64,
+    /// Delayed-ACK timeout (RFC 1122: at most 500 ms).
+    pub delayed_ack_ms: u64,
+    /// SYN (or SYN-ACK) retransmissions before ETIMEDOUT.
+    pub syn_retries: u32,
+    /// Data retransmissions before ETIMEDOUT.
+    pub data_retries: u32,
+    /// Initial congestion window in segments (RFC 6928: 10).
+    pub initial_window_segments: usize,
+    /// Offer and use RFC 7323 timestamps.
+    pub timestamps: bool,
+    /// Upper bound on connections of all states.
+    pub max_connections: usize,
+    /// Challenge ACKs per second, engine-wide (RFC 5961 §7).
+    pub challenge_ack_limit: u32,
+    /// Answer SYNs with SYN cookies when a listener's SYN queue is full (RFC 4987).
+    pub syn_cookies: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mtu: 1500,
+            send_buffer: 512 * 1024,
+            recv_buffer: 512 * 1024,
+            max_out_of_order: 64,
+            rto_initial_ms: 1000,
+            rto_min_ms: 200,
+            rto_max_ms: 60_000,
+            time_wait_ms: 60_000,
+            delayed_ack_ms: 40,
+            syn_retries: 6,
+            data_retries: 15,
+            initial_window_segments: 10,
+            timestamps: true,
+            max_connections: 1 << 20,
+            challenge_ack_limit: 1000,
+            syn_cookies: true,
+        }
+    }
+}
+
+/// Keep-alive settings of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Idle time before the first probe.
+    pub idle_ms: u64,
+    /// Time between unanswered probes.
+    pub interval_ms: u64,
+    /// Unanswered probes before the connection fails with ETIMEDOUT.
+    pub count: u32,
+}
+
+/// Why a connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// RST in answer to our SYN.
+    ConnectionRefused,
+    /// RST on an established connection.
+    ConnectionReset,
+    /// Retransmissions or keep-alive probes went unanswered.
+    TimedOut,
+    /// Timed out after ICMP reported the destination unreachable.
+    HostUnreachable,
+}
+
+impl ErrorCode {
+    /// The errno-style code Node uses (`ECONNREFUSED`, `ECONNRESET`, `ETIMEDOUT`).
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorCode::ConnectionRefused => "ECONNREFUSED",
+            ErrorCode::ConnectionReset => "ECONNRESET",
+            ErrorCode::TimedOut => "ETIMEDOUT",
+            ErrorCode::HostUnreachable => "EHOSTUNREACH",
+        }
+    }
+
+    /// A small number for the bindings.
+    pub fn number(self) -> u32 {
+        match self {
+            ErrorCode::ConnectionRefused => 1,
+            ErrorCode::ConnectionReset => 2,
+            ErrorCode::TimedOut => 3,
+            ErrorCode::HostUnreachable => 4,
+        }
+    }
+}
+
+/// What happened to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// An active open completed.
+    Connected,
+    /// A passive open completed on the listening port; call [`Engine::accept`].
+    Accepted(u16),
+    /// Data can be read (reported once until [`Engine::recv`] is called).
+    Readable,
+    /// The send buffer has room again after a short [`Engine::send`].
+    Writable,
+    /// The peer sent FIN: no data beyond what is buffered.
+    PeerClosed,
+    /// Both directions finished; the handle stays readable until released.
+    Closed,
+    /// The connection failed and is gone.
+    Error(ErrorCode),
+}
+
+/// An event with its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// The connection.
+    pub handle: Handle,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// One segment in [`Engine::output`]'s buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutSegment {
+    /// Source IPv4 address.
+    pub src: u32,
+    /// Destination IPv4 address.
+    pub dst: u32,
+    /// Segment length in bytes.
+    pub len: u32,
+}
+
+/// Segments to transmit, back to back in one reused buffer.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// The segments' bytes.
+    pub bytes: Vec<u8>,
+    /// Where each segment goes and how long it is.
+    pub segments: Vec<OutSegment>,
+}
+
+impl Output {
+    /// Appends a segment: header, then the payload given as (up to) two slices, then the
+    /// checksum. Nothing is zero-filled first: the bytes are appended once.
+    pub fn push(&mut self, src: u32, dst: u32, header: &TcpHeader, payload: (&[u8], &[u8])) {
+        let mut hdr = [0u8; 60];
+        let Ok(hlen) = header.emit_header(&mut hdr) else { return };
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&hdr[..hlen]);
+        self.bytes.extend_from_slice(payload.0);
+        self.bytes.extend_from_slice(payload.1);
+        let seg = &mut self.bytes[start..];
+        finish_checksum(seg, src.to_be_bytes(), dst.to_be_bytes());
+        let len = seg.len() as u32;
+        self.segments.push(OutSegment { src, dst, len });
+    }
+
+    /// Forgets everything (keeps the allocations).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.segments.clear();
+    }
+}
+
+/// Engine counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Segments received (well-formed).
+    pub segments_in: u64,
+    /// Segments sent.
+    pub segments_out: u64,
+    /// Segments dropped for a bad checksum.
+    pub bad_checksum: u64,
+    /// Segments dropped as malformed.
+    pub malformed: u64,
+    /// Payload bytes received (before reassembly, duplicates included).
+    pub bytes_in: u64,
+    /// New payload bytes sent.
+    pub bytes_out: u64,
+    /// Payload bytes sent again.
+    pub retransmitted_bytes: u64,
+    /// Retransmission events (RTO, fast retransmit, partial ACK).
+    pub retransmits: u64,
+    /// Fast retransmits (third duplicate ACK).
+    pub fast_retransmits: u64,
+    /// RTO expiries.
+    pub timeouts: u64,
+    /// Duplicate ACKs received.
+    pub duplicate_acks: u64,
+    /// Out-of-order segments received.
+    pub out_of_order: u64,
+    /// Out-of-order segments dropped because the per-connection list was full.
+    pub out_of_order_dropped: u64,
+    /// RSTs sent.
+    pub resets_sent: u64,
+    /// RSTs received.
+    pub resets_received: u64,
+    /// Challenge ACKs sent (RFC 5961).
+    pub challenge_acks: u64,
+    /// Challenge ACKs not sent because of the rate limit.
+    pub challenge_acks_suppressed: u64,
+    /// Zero-window probes sent.
+    pub window_probes: u64,
+    /// Keep-alive probes sent.
+    pub keepalive_probes: u64,
+    /// Connections failed by keep-alive.
+    pub keepalive_timeouts: u64,
+    /// Active opens that completed.
+    pub active_opens: u64,
+    /// Passive opens that completed.
+    pub passive_opens: u64,
+    /// SYNs dropped because the listener's SYN queue was full and SYN cookies are off.
+    pub syn_queue_drops: u64,
+    /// SYN-ACKs with a SYN cookie sent (SYN queue full).
+    pub syn_cookies_sent: u64,
+    /// Connections opened by a valid SYN cookie.
+    pub syn_cookies_accepted: u64,
+    /// ACKs to a listening port that carried no valid cookie (answered with RST).
+    pub syn_cookies_invalid: u64,
+    /// SYNs dropped because the accept backlog was full.
+    pub backlog_drops: u64,
+    /// SYNs to ports nobody listens on (answered with RST).
+    pub closed_port: u64,
+    /// Connections that entered TIME_WAIT.
+    pub time_wait_entered: u64,
+    /// ICMP errors accepted for a connection.
+    pub icmp_errors: u64,
+    /// ICMP errors ignored (no connection, or sequence number out of range: RFC 5927).
+    pub icmp_ignored: u64,
+    /// Segment sizes lowered by ICMP "fragmentation needed" (path-MTU discovery).
+    pub path_mtu_updates: u64,
+    /// Connections now in the table.
+    pub connections: u64,
+    /// Of which in TIME_WAIT.
+    pub time_wait: u64,
+    /// Of which half-open (SYN-RECEIVED, passive).
+    pub half_open: u64,
+}
+
+/// Errors of the engine's API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineError {
+    /// No connection with that handle.
+    NotFound,
+    /// The 4-tuple (or listening port) is in use.
+    AddressInUse,
+    /// Not connected (yet, or any more).
+    NotConnected,
+    /// Sending after shutdown.
+    BrokenPipe,
+    /// Too many connections.
+    TooManyConnections,
+    /// A bad argument (port 0, backlog 0).
+    InvalidArgument,
+}
+
+impl EngineError {
+    /// Stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            EngineError::NotFound => "ERR_TCP_NO_SUCH_CONNECTION",
+            EngineError::AddressInUse => "EADDRINUSE",
+            EngineError::NotConnected => "ENOTCONN",
+            EngineError::BrokenPipe => "EPIPE",
+            EngineError::TooManyConnections => "ERR_TCP_TOO_MANY_CONNECTIONS",
+            EngineError::InvalidArgument => "ERR_INVALID_ARG_VALUE",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EngineError::NotFound => "no such TCP connection",
+            EngineError::AddressInUse => "address already in use",
+            EngineError::NotConnected => "socket is not connected",
+            EngineError::BrokenPipe => "write after end",
+            EngineError::TooManyConnections => "too many TCP connections",
+            EngineError::InvalidArgument => "invalid argument",
+        })
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+#[derive(Debug)]
+struct Listener {
+    backlog: u32,
+    half_open: u32,
+    unaccepted: u32,
+}
+
+type Tuple = (u32, u16, u32, u16);
+
+/// Public facts about one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Local address and port.
+    pub local: (u32, u16),
+    /// Remote address and port.
+    pub remote: (u32, u16),
+    /// Current state.
+    pub state: State,
+    /// Bytes readable.
+    pub readable: usize,
+    /// Room in the send buffer.
+    pub writable: usize,
+}
+
+/// The TCP engine of one stack.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: Config,
+    key: [u8; 16],
+    conns: HashMap<Handle, Conn>,
+    tuples: HashMap<Tuple, Handle>,
+    listeners: HashMap<u16, Listener>,
+    next_handle: Handle,
+    out: Output,
+    events: Vec<Event>,
+    stats: Stats,
+    dirty: Vec<Handle>,
+    next_deadline: Option<u64>,
+    /// The latest time seen (for calls that take none).
+    now: u64,
+    challenges: (u64, u32),
+}
+
+impl Engine {
+    /// An engine; `key` comes from the random device and keys the RFC 6528 ISN hash.
+    pub fn new(cfg: Config, key: [u8; 16]) -> Self {
+        Engine {
+            cfg,
+            key,
+            conns: HashMap::new(),
+            tuples: HashMap::new(),
+            listeners: HashMap::new(),
+            next_handle: 1,
+            out: Output::default(),
+            events: Vec::new(),
+            stats: Stats::default(),
+            dirty: Vec::new(),
+            next_deadline: None,
+            now: 0,
+            challenges: (0, 0),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Listens on `port` (every local address) with a SYN queue and accept backlog of `backlog`.
+    pub fn listen(&mut self, port: u16, backlog: u32) -> Result<(), EngineError> {
+        if port == 0 || backlog == 0 {
+            return Err(EngineError::InvalidArgument);
+        }
+        if self.listeners.contains_key(&port) {
+            return Err(EngineError::AddressInUse);
+        }
+        self.listeners.insert(port, Listener { backlog, half_open: 0, unaccepted: 0 });
+        Ok(())
+    }
+
+    /// Stops listening (established connections are unaffected).
+    pub fn unlisten(&mut self, port: u16) {
+        self.listeners.remove(&port);
+    }
+
+    /// Whether a connection uses this 4-tuple.
+    pub fn in_use(&self, local: (u32, u16), remote: (u32, u16)) -> bool {
+        self.tuples.contains_key(&(local.0, local.1, remote.0, remote.1))
+    }
+
+    /// Opens a connection; the SYN goes out at the next [`Engine::poll`].
+    pub fn connect(
+        &mut self,
+        local: (u32, u16),
+        remote: (u32, u16),
+        now: u64,
+    ) -> Result<Handle, EngineError> {
+        if local.1 == 0 || remote.1 == 0 {
+            return Err(EngineError::InvalidArgument);
+        }
+        let tuple = (local.0, local.1, remote.0, remote.1);
+        if self.tuples.contains_key(&tuple) {
+            return Err(EngineError::AddressInUse);
+        }
+        if self.conns.len() >= self.cfg.max_connections {
+            return Err(EngineError::TooManyConnections);
+        }
+        let iss = initial_sequence(&self.key, local, remote, now);
+        let h = self.alloc_handle();
+        let conn = Conn::new(h, local, remote, iss, None, &self.cfg);
+        self.conns.insert(h, conn);
+        self.tuples.insert(tuple, h);
+        self.mark(h);
+        Ok(h)
+    }
+
+    fn alloc_handle(&mut self) -> Handle {
+        loop {
+            let h = self.next_handle;
+            self.next_handle = self.next_handle.wrapping_add(1).max(1);
+            if !self.conns.contains_key(&h) {
+                return h;
+            }
+        }
+    }
+
+    fn mark(&mut self, h: Handle) {
+        self.dirty.push(h);
+    }
+
+    /// Hands one received segment in (`src`, `dst`: IPv4 addresses of its packet).
+    pub fn on_segment(&mut self, src: u32, dst: u32, segment: &[u8], now: u64) {
+        self.now = self.now.max(now);
+        let (h, offset) = match TcpHeader::parse(segment, Some((src.to_be_bytes(), dst.to_be_bytes()))) {
+            Ok(parsed) => parsed,
+            Err(crate::wire::WireError::BadChecksum) => {
+                self.stats.bad_checksum += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        self.stats.segments_in += 1;
+        let payload = &segment[offset..];
+        let tuple = (dst, h.dst_port, src, h.src_port);
+        if let Some(&handle) = self.tuples.get(&tuple) {
+            let Engine { cfg, out, events, stats, conns, challenges, .. } = self;
+            let Some(conn) = conns.get_mut(&handle) else { return };
+            let was_half_open = conn.state == State::SynReceived && conn.listener.is_some() && !conn.owned;
+            let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
+            conn.on_segment(&mut ctx, &h, payload);
+            if was_half_open && conn.state != State::SynReceived {
+                if let Some(l) = self.listeners.get_mut(&h.dst_port) {
+                    l.half_open = l.half_open.saturating_sub(1);
+                    if conn.owned {
+                        l.unaccepted += 1;
+                    }
+                }
+            }
+            self.mark(handle);
+            return;
+        }
+        if h.has(RST) {
+            return;
+        }
+        if h.has(SYN) && !h.has(ACK) {
+            if let Some(l) = self.listeners.get_mut(&h.dst_port) {
+                if l.unaccepted >= l.backlog {
+                    self.stats.backlog_drops += 1;
+                    return;
+                }
+                if l.half_open >= l.backlog {
+                    if self.cfg.syn_cookies {
+                        self.send_cookie(src, dst, &h, now);
+                    } else {
+                        self.stats.syn_queue_drops += 1;
+                    }
+                    return;
+                }
+                if self.conns.len() >= self.cfg.max_connections {
+                    self.stats.syn_queue_drops += 1;
+                    return;
+                }
+                l.half_open += 1;
+                let local = (dst, h.dst_port);
+                let remote = (src, h.src_port);
+                let iss = initial_sequence(&self.key, local, remote, now);
+                let handle = self.alloc_handle();
+                let mut conn = Conn::new(handle, local, remote, iss, Some(h.dst_port), &self.cfg);
+                conn.accept_syn(&h, &self.cfg);
+                self.conns.insert(handle, conn);
+                self.tuples.insert(tuple, handle);
+                self.mark(handle);
+                return;
+            }
+            self.stats.closed_port += 1;
+        } else if h.has(ACK)
+            && !h.has(SYN)
+            && self.cfg.syn_cookies
+            && self.listeners.contains_key(&h.dst_port)
+            && self.accept_cookie(src, dst, &h, payload, now)
+        {
+            return;
+        }
+        self.reset_for(src, dst, &h, payload.len());
+    }
+
+    /// The SYN cookie for a 4-tuple (RFC 4987 §3.6): 5 bits of a 64-second counter, 3 bits of
+    /// MSS index, 24 bits of SipHash over the tuple, the counter and the MSS index.
+    fn cookie(&self, local: (u32, u16), remote: (u32, u16), period: u32, mss_index: u32) -> u32 {
+        let mut data = [0u8; 17];
+        data[0..4].copy_from_slice(&local.0.to_be_bytes());
+        data[4..6].copy_from_slice(&local.1.to_be_bytes());
+        data[6..10].copy_from_slice(&remote.0.to_be_bytes());
+        data[10..12].copy_from_slice(&remote.1.to_be_bytes());
+        data[12..16].copy_from_slice(&period.to_be_bytes());
+        data[16] = mss_index as u8;
+        // A key distinct from the ISN key: the ISN key with its bits flipped.
+        let key = self.key.map(|b| !b);
+        let mac = siphash24(&key, &data) as u32 & 0x00ff_ffff;
+        ((period & 0x1f) << 27) | ((mss_index & 7) << 24) | mac
+    }
+
+    fn send_cookie(&mut self, src: u32, dst: u32, h: &TcpHeader, now: u64) {
+        let peer_mss = usize::from(h.options.mss.unwrap_or(536));
+        let mss_index = COOKIE_MSS.iter().rposition(|&m| m <= peer_mss).unwrap_or(0);
+        let period = (now / COOKIE_PERIOD_MS) as u32;
+        let iss = self.cookie((dst, h.dst_port), (src, h.src_port), period, mss_index as u32);
+        let header = TcpHeader {
+            src_port: h.dst_port,
+            dst_port: h.src_port,
+            seq: iss,
+            ack: h.seq.wrapping_add(1),
+            flags: SYN | ACK,
+            window: self.cfg.recv_buffer.min(65_535) as u16,
+            urgent: 0,
+            options: TcpOptions {
+                mss: Some(self.cfg.mtu.saturating_sub(40).clamp(64, 65_535) as u16),
+                ..TcpOptions::default()
+            },
+        };
+        self.out.push(dst, src, &header, (&[], &[]));
+        self.stats.segments_out += 1;
+        self.stats.syn_cookies_sent += 1;
+    }
+
+    /// Completes a passive open from the ACK of a cookie SYN-ACK; false when it is not one.
+    fn accept_cookie(&mut self, src: u32, dst: u32, h: &TcpHeader, payload: &[u8], now: u64) -> bool {
+        let cookie = h.ack.wrapping_sub(1);
+        let period = cookie >> 27;
+        let mss_index = (cookie >> 24) & 7;
+        let current = (now / COOKIE_PERIOD_MS) as u32;
+        // Valid for the current and the previous period (64 to 128 s).
+        let age = current.wrapping_sub(period) & 0x1f;
+        let local = (dst, h.dst_port);
+        let remote = (src, h.src_port);
+        if age > 1 || self.cookie(local, remote, current.wrapping_sub(age), mss_index) != cookie {
+            self.stats.syn_cookies_invalid += 1;
+            return false;
+        }
+        let Some(l) = self.listeners.get_mut(&h.dst_port) else { return false };
+        if l.unaccepted >= l.backlog || self.conns.len() >= self.cfg.max_connections {
+            self.stats.backlog_drops += 1;
+            return true;
+        }
+        l.unaccepted += 1;
+        self.stats.syn_cookies_accepted += 1;
+        let handle = self.alloc_handle();
+        let mut conn = Conn::new(handle, local, remote, cookie, Some(h.dst_port), &self.cfg);
+        conn.accept_cookie(h, COOKIE_MSS[mss_index as usize], &self.cfg);
+        self.stats.passive_opens += 1;
+        self.events.push(Event { handle, kind: EventKind::Accepted(h.dst_port) });
+        let Engine { cfg, out, events, stats, challenges, .. } = self;
+        let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
+        conn.on_segment(&mut ctx, h, payload);
+        self.conns.insert(handle, conn);
+        self.tuples.insert((dst, h.dst_port, src, h.src_port), handle);
+        self.mark(handle);
+        true
+    }
+
+    /// RST for a segment that matches no connection (RFC 9293 §3.10.7.1).
+    fn reset_for(&mut self, src: u32, dst: u32, h: &TcpHeader, payload_len: usize) {
+        let (seq, ack, flags) = if h.has(ACK) {
+            (h.ack, 0, RST)
+        } else {
+            let len = payload_len as u32 + u32::from(h.has(SYN)) + u32::from(h.has(FIN));
+            (0, h.seq.wrapping_add(len), RST | ACK)
+        };
+        let header = TcpHeader {
+            src_port: h.dst_port,
+            dst_port: h.src_port,
+            seq,
+            ack,
+            flags,
+            window: 0,
+            urgent: 0,
+            options: TcpOptions::default(),
+        };
+        self.out.push(dst, src, &header, (&[], &[]));
+        self.stats.segments_out += 1;
+        self.stats.resets_sent += 1;
+    }
+
+    /// Runs due timers and sends what every touched connection may send. Call after handing
+    /// segments in, after API calls, and at [`Engine::next_deadline`].
+    pub fn poll(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        let Engine { cfg, out, events, stats, conns, dirty, challenges, .. } = self;
+        if self.next_deadline.is_some_and(|d| d <= now) {
+            let mut next: Option<u64> = None;
+            for (h, conn) in conns.iter_mut() {
+                if conn.deadline().is_some_and(|d| d <= now) {
+                    let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
+                    conn.on_timer(&mut ctx);
+                    dirty.push(*h);
+                }
+                if let Some(d) = conn.deadline() {
+                    next = Some(next.map_or(d, |n: u64| n.min(d)));
+                }
+            }
+            self.next_deadline = next;
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &h in &dirty {
+            let Engine { cfg, out, events, stats, conns, challenges, .. } = self;
+            let Some(conn) = conns.get_mut(&h) else { continue };
+            let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
+            conn.output(&mut ctx);
+            if let Some(d) = conn.deadline() {
+                self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
+            }
+            self.reap(h);
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    /// Unlinks a closed connection's 4-tuple, and drops it when nobody holds its handle.
+    fn reap(&mut self, h: Handle) {
+        let Some(conn) = self.conns.get(&h) else { return };
+        if conn.state != State::Closed {
+            return;
+        }
+        let tuple = (conn.local.0, conn.local.1, conn.remote.0, conn.remote.1);
+        if self.tuples.get(&tuple) == Some(&h) {
+            self.tuples.remove(&tuple);
+            if let Some(port) = conn.listener {
+                if let Some(l) = self.listeners.get_mut(&port) {
+                    if !conn.owned {
+                        l.half_open = l.half_open.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        if !conn.owned || conn.detached {
+            self.conns.remove(&h);
+        }
+    }
+
+    /// An ICMP error quoting a segment we sent: `quoted` is the start of that TCP header (at
+    /// least 8 bytes). `hard` for port and protocol unreachable (ECONNREFUSED while connecting),
+    /// `mtu` for fragmentation needed.
+    pub fn on_icmp_error(
+        &mut self,
+        local: u32,
+        remote: u32,
+        quoted: &[u8],
+        hard: bool,
+        mtu: Option<usize>,
+        now: u64,
+    ) {
+        if quoted.len() < 8 {
+            self.stats.icmp_ignored += 1;
+            return;
+        }
+        let local_port = u16::from_be_bytes([quoted[0], quoted[1]]);
+        let remote_port = u16::from_be_bytes([quoted[2], quoted[3]]);
+        let seq_no = u32::from_be_bytes([quoted[4], quoted[5], quoted[6], quoted[7]]);
+        let Some(&handle) = self.tuples.get(&(local, local_port, remote, remote_port)) else {
+            self.stats.icmp_ignored += 1;
+            return;
+        };
+        let Engine { cfg, out, events, stats, conns, challenges, .. } = self;
+        let Some(conn) = conns.get_mut(&handle) else { return };
+        let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
+        if conn.on_icmp(&mut ctx, hard, mtu, seq_no) {
+            self.stats.icmp_errors += 1;
+            self.mark(handle);
+        } else {
+            self.stats.icmp_ignored += 1;
+        }
+    }
+
+    /// When [`Engine::poll`] must run next (a lower bound), if any timer is armed.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.next_deadline
+    }
+
+    /// Whether calls since the last poll left work for [`Engine::poll`].
+    pub fn has_pending(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// The segments produced so far (until [`Engine::clear_output`]).
+    pub fn output(&self) -> &Output {
+        &self.out
+    }
+
+    /// Forgets the produced segments.
+    pub fn clear_output(&mut self) {
+        self.out.clear();
+    }
+
+    /// Takes the events produced so far.
+    pub fn take_events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.events.drain(..)
+    }
+
+    /// The application took an accepted connection (frees its accept-backlog slot).
+    pub fn accept(&mut self, h: Handle) -> Result<(), EngineError> {
+        let conn = self.conns.get(&h).ok_or(EngineError::NotFound)?;
+        if let Some(l) = conn.listener.and_then(|p| self.listeners.get_mut(&p)) {
+            l.unaccepted = l.unaccepted.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    fn conn_mut(&mut self, h: Handle) -> Result<&mut Conn, EngineError> {
+        self.conns.get_mut(&h).ok_or(EngineError::NotFound)
+    }
+
+    /// Queues data; returns how much fitted the send buffer (a [`EventKind::Writable`] event
+    /// follows when room frees up after a short write).
+    pub fn send(&mut self, h: Handle, data: &[u8]) -> Result<usize, EngineError> {
+        let conn = self.conn_mut(h)?;
+        if !conn.can_send() {
+            return Err(match conn.state {
+                State::SynSent | State::SynReceived => EngineError::NotConnected,
+                State::Closed => EngineError::NotConnected,
+                _ => EngineError::BrokenPipe,
+            });
+        }
+        let n = conn.send(data);
+        if n > 0 {
+            self.mark(h);
+        }
+        Ok(n)
+    }
+
+    /// Reads buffered data into `out`; returns how much (0 with nothing to read).
+    pub fn recv(&mut self, h: Handle, out: &mut [u8]) -> Result<usize, EngineError> {
+        let conn = self.conn_mut(h)?;
+        let n = conn.recv(out);
+        self.mark(h);
+        Ok(n)
+    }
+
+    /// Half-close: FIN after the buffered data.
+    pub fn shutdown(&mut self, h: Handle) -> Result<(), EngineError> {
+        self.conn_mut(h)?.shutdown();
+        self.mark(h);
+        Ok(())
+    }
+
+    /// Graceful close of the handle: FIN after buffered data; the engine finishes the close on
+    /// its own and the handle becomes invalid. With unread data it aborts instead (RST).
+    pub fn close(&mut self, h: Handle) -> Result<(), EngineError> {
+        let now = self.now;
+        let Engine { conns, cfg, .. } = self;
+        let conn = conns.get_mut(&h).ok_or(EngineError::NotFound)?;
+        if conn.readable() > 0 {
+            return self.abort(h);
+        }
+        conn.shutdown();
+        conn.detached = true;
+        conn.orphan_timeout(now, cfg);
+        self.mark(h);
+        Ok(())
+    }
+
+    /// Sends RST and forgets the connection.
+    pub fn abort(&mut self, h: Handle) -> Result<(), EngineError> {
+        let Engine { cfg, out, events, stats, conns, challenges, .. } = self;
+        let conn = conns.get_mut(&h).ok_or(EngineError::NotFound)?;
+        let mut ctx = Ctx { now: self.now, cfg, out, events, stats, challenges };
+        conn.abort(&mut ctx);
+        conn.detached = true;
+        self.reap(h);
+        Ok(())
+    }
+
+    /// Drops the handle of a connection that already closed or failed.
+    pub fn release(&mut self, h: Handle) {
+        if let Some(conn) = self.conns.get_mut(&h) {
+            conn.detached = true;
+            if conn.state == State::Closed {
+                self.reap(h);
+            }
+        }
+    }
+
+    /// Nagle off (`true`) or on.
+    pub fn set_nodelay(&mut self, h: Handle, nodelay: bool) -> Result<(), EngineError> {
+        self.conn_mut(h)?.set_nodelay(nodelay);
+        self.mark(h);
+        Ok(())
+    }
+
+    /// Keep-alive on (`Some`) or off.
+    pub fn set_keepalive(
+        &mut self,
+        h: Handle,
+        keepalive: Option<KeepAlive>,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        self.conn_mut(h)?.set_keepalive(keepalive, now);
+        self.mark(h);
+        Ok(())
+    }
+
+    /// Facts about a connection.
+    pub fn info(&self, h: Handle) -> Option<ConnInfo> {
+        self.conns.get(&h).map(|c| ConnInfo {
+            local: c.local,
+            remote: c.remote,
+            state: c.state,
+            readable: c.readable(),
+            writable: if c.can_send() { c.writable() } else { 0 },
+        })
+    }
+
+    /// A one-line dump of a connection's sequence variables and timers (for debugging).
+    pub fn debug_summary(&self, h: Handle) -> Option<String> {
+        self.conns.get(&h).map(Conn::summary)
+    }
+
+    /// Counters, with the current occupancy.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.connections = self.conns.len() as u64;
+        s.time_wait = self.conns.values().filter(|c| c.state == State::TimeWait).count() as u64;
+        s.half_open = self.listeners.values().map(|l| u64::from(l.half_open)).sum();
+        s
+    }
+}

@@ -1,0 +1,680 @@
+//! Two engines wired together through a simulated link on a virtual clock: loss, duplication,
+//! reordering and delay are injected from a seeded generator, so every run is reproducible.
+
+use morgana_tcp::conn::State;
+use morgana_tcp::engine::ErrorCode;
+use morgana_tcp::{Config, Engine, Event, EventKind, Handle, KeepAlive};
+
+const A: u32 = 0x0a00_0001;
+const B: u32 = 0x0a00_0002;
+
+struct Packet {
+    at: u64,
+    to_b: bool,
+    src: u32,
+    dst: u32,
+    bytes: Vec<u8>,
+}
+
+#[derive(Default)]
+struct App {
+    to_send: Vec<u8>,
+    sent: usize,
+    shutdown_when_sent: bool,
+    shut: bool,
+    received: Vec<u8>,
+    reading: bool,
+    events: Vec<Event>,
+    times: Vec<u64>,
+    handle: Option<Handle>,
+}
+
+impl App {
+    fn new() -> Self {
+        App { reading: true, ..App::default() }
+    }
+}
+
+struct Net {
+    a: Engine,
+    b: Engine,
+    app_a: App,
+    app_b: App,
+    now: u64,
+    rng: u64,
+    loss: f64,
+    dup: f64,
+    reorder: f64,
+    latency: u64,
+    link_up: bool,
+    drop_pure_acks: bool,
+    queue: Vec<Packet>,
+    delivered: u64,
+}
+
+impl Net {
+    fn new(cfg: Config) -> Self {
+        Self::with_time(cfg, 0)
+    }
+
+    fn with_time(cfg: Config, now: u64) -> Self {
+        Net {
+            a: Engine::new(cfg.clone(), [1; 16]),
+            b: Engine::new(cfg, [2; 16]),
+            app_a: App::new(),
+            app_b: App::new(),
+            now,
+            rng: 0x2545_f491_4f6c_dd1d,
+            loss: 0.0,
+            dup: 0.0,
+            reorder: 0.0,
+            latency: 1,
+            link_up: true,
+            drop_pure_acks: false,
+            queue: Vec::new(),
+            delivered: 0,
+        }
+    }
+
+    fn random(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn drive_app(engine: &mut Engine, app: &mut App, now: u64) {
+        let events: Vec<Event> = engine.take_events().collect();
+        for e in &events {
+            match e.kind {
+                EventKind::Accepted(_) => {
+                    engine.accept(e.handle).unwrap();
+                    app.handle = Some(e.handle);
+                }
+                EventKind::Connected => app.handle = Some(e.handle),
+                _ => {}
+            }
+        }
+        app.times.extend(events.iter().map(|_| now));
+        app.events.extend(events);
+        let Some(h) = app.handle else { return };
+        if engine.info(h).is_none() {
+            return;
+        }
+        if app.reading {
+            let mut buf = [0u8; 8192];
+            loop {
+                match engine.recv(h, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => app.received.extend_from_slice(&buf[..n]),
+                }
+            }
+        }
+        while app.sent < app.to_send.len() {
+            match engine.send(h, &app.to_send[app.sent..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => app.sent += n,
+            }
+        }
+        if app.shutdown_when_sent && !app.shut && app.sent == app.to_send.len() {
+            app.shut = true;
+            engine.shutdown(h).unwrap();
+        }
+    }
+
+    fn collect(&mut self, from_a: bool) {
+        let engine = if from_a { &mut self.a } else { &mut self.b };
+        let out = engine.output();
+        let mut at = 0;
+        let mut packets = Vec::new();
+        for s in &out.segments {
+            packets.push((s.src, s.dst, out.bytes[at..at + s.len as usize].to_vec()));
+            at += s.len as usize;
+        }
+        engine.clear_output();
+        for (src, dst, bytes) in packets {
+            if !self.link_up || self.random() < self.loss {
+                continue;
+            }
+            let header_len = usize::from(bytes[12] >> 4) * 4;
+            if self.drop_pure_acks && bytes.len() == header_len && bytes[13] == 0x10 {
+                continue;
+            }
+            let mut delay = self.latency;
+            if self.random() < self.reorder {
+                delay += 1 + (self.random() * 5.0) as u64;
+            }
+            if self.random() < self.dup {
+                self.queue.push(Packet {
+                    at: self.now + delay + 1,
+                    to_b: from_a,
+                    src,
+                    dst,
+                    bytes: bytes.clone(),
+                });
+            }
+            self.queue.push(Packet { at: self.now + delay, to_b: from_a, src, dst, bytes });
+        }
+    }
+
+    /// One step: apps act, engines poll, segments move, time advances to the next thing to do.
+    fn step(&mut self) {
+        self.a.poll(self.now);
+        self.b.poll(self.now);
+        Self::drive_app(&mut self.a, &mut self.app_a, self.now);
+        Self::drive_app(&mut self.b, &mut self.app_b, self.now);
+        self.a.poll(self.now);
+        self.b.poll(self.now);
+        self.collect(true);
+        self.collect(false);
+        let now = self.now;
+        let (due, rest): (Vec<Packet>, Vec<Packet>) =
+            std::mem::take(&mut self.queue).into_iter().partition(|p| p.at <= now);
+        self.queue = rest;
+        for p in &due {
+            self.delivered += 1;
+            if p.to_b {
+                self.b.on_segment(p.src, p.dst, &p.bytes, now);
+            } else {
+                self.a.on_segment(p.src, p.dst, &p.bytes, now);
+            }
+        }
+        if due.is_empty() && !self.a.has_pending() && !self.b.has_pending() {
+            let next =
+                [self.queue.iter().map(|p| p.at).min(), self.a.next_deadline(), self.b.next_deadline()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+            match next {
+                Some(t) if t > self.now => self.now = t,
+                Some(_) => {}
+                None => self.now += 1000,
+            }
+        }
+    }
+
+    fn run_until(&mut self, limit_ms: u64, mut done: impl FnMut(&Net) -> bool) {
+        let end = self.now + limit_ms;
+        let mut steps = 0u64;
+        while !done(self) {
+            assert!(self.now < end, "timed out at {} ms", self.now);
+            steps += 1;
+            assert!(steps < 50_000_000, "livelock");
+            self.step();
+        }
+    }
+
+    fn connect(&mut self) -> Handle {
+        self.b.listen(80, 16).unwrap();
+        let h = self.a.connect((A, 40_000), (B, 80), self.now).unwrap();
+        self.run_until(10_000, |n| n.app_a.handle.is_some() && n.app_b.handle.is_some());
+        h
+    }
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn has(app: &App, kind: EventKind) -> bool {
+    app.events.iter().any(|e| e.kind == kind)
+}
+
+fn bulk(net: &mut Net, bytes: usize) {
+    bulk2(net, bytes, bytes)
+}
+
+fn bulk2(net: &mut Net, bytes: usize, back: usize) {
+    net.connect();
+    net.app_a.to_send = pattern(bytes, 1);
+    net.app_b.to_send = pattern(back, 2);
+    net.app_a.shutdown_when_sent = true;
+    net.app_b.shutdown_when_sent = true;
+    net.run_until(3_600_000, |n| {
+        n.app_b.received.len() == bytes
+            && n.app_a.received.len() == back
+            && has(&n.app_a, EventKind::Closed)
+            && has(&n.app_b, EventKind::Closed)
+    });
+    assert!(net.app_b.received == net.app_a.to_send);
+    assert!(net.app_a.received == net.app_b.to_send);
+    assert!(has(&net.app_a, EventKind::PeerClosed) && has(&net.app_b, EventKind::PeerClosed));
+}
+
+#[test]
+fn bulk_transfer_clean() {
+    let mut net = Net::new(Config::default());
+    bulk(&mut net, 4 << 20);
+    let s = net.a.stats();
+    assert_eq!(s.retransmits, 0);
+    assert_eq!(s.bad_checksum, 0);
+}
+
+#[test]
+fn bulk_transfer_with_loss_reordering_duplication() {
+    let mut net = Net::new(Config::default());
+    net.loss = 0.02;
+    net.dup = 0.01;
+    net.reorder = 0.02;
+    net.latency = 2;
+    bulk(&mut net, 2 << 20);
+    assert!(net.a.stats().retransmits > 0);
+    // One direction: ACKs are pure, so duplicate ACKs drive fast retransmit.
+    let mut net = Net::new(Config::default());
+    net.loss = 0.02;
+    net.dup = 0.01;
+    net.reorder = 0.02;
+    net.latency = 2;
+    bulk2(&mut net, 4 << 20, 0);
+    let s = net.a.stats();
+    assert!(s.fast_retransmits > 0, "{s:?}");
+}
+
+#[test]
+fn bulk_transfer_heavy_loss_small_buffers() {
+    let cfg =
+        Config { recv_buffer: 16 * 1024, send_buffer: 16 * 1024, max_out_of_order: 4, ..Config::default() };
+    let mut net = Net::new(cfg);
+    net.loss = 0.1;
+    net.reorder = 0.1;
+    net.dup = 0.05;
+    bulk(&mut net, 256 * 1024);
+}
+
+#[test]
+fn without_timestamps_and_window_scaling_peer() {
+    let cfg = Config { timestamps: false, recv_buffer: 60_000, ..Config::default() };
+    let mut net = Net::new(cfg);
+    net.loss = 0.01;
+    bulk(&mut net, 1 << 20);
+}
+
+#[test]
+fn sequence_numbers_wrap() {
+    // Choose the start time so that A's ISN lies just below 2^32.
+    let key = [1u8; 16];
+    let f = morgana_tcp::isn::initial_sequence(&key, (A, 40_000), (B, 80), 0);
+    let now = u64::from(0u32.wrapping_sub(100_000).wrapping_sub(f)) / 250;
+    let mut net = Net::with_time(Config::default(), now);
+    let isn = morgana_tcp::isn::initial_sequence(&key, (A, 40_000), (B, 80), now);
+    assert!(isn > u32::MAX - 200_000, "isn {isn:#x}");
+    net.loss = 0.01;
+    bulk(&mut net, 1 << 20);
+}
+
+#[test]
+fn closed_port_refuses() {
+    let mut net = Net::new(Config::default());
+    let h = net.a.connect((A, 40_001), (B, 81), 0).unwrap();
+    net.app_a.handle = Some(h);
+    net.run_until(5_000, |n| !n.app_a.events.is_empty());
+    assert_eq!(net.app_a.events[0].kind, EventKind::Error(ErrorCode::ConnectionRefused));
+    assert_eq!(net.b.stats().closed_port, 1);
+}
+
+#[test]
+fn connect_times_out() {
+    let mut net = Net::new(Config { syn_retries: 3, ..Config::default() });
+    net.link_up = false;
+    let h = net.a.connect((A, 40_001), (B, 80), 0).unwrap();
+    net.app_a.handle = Some(h);
+    net.run_until(600_000, |n| !n.app_a.events.is_empty());
+    assert_eq!(net.app_a.events[0].kind, EventKind::Error(ErrorCode::TimedOut));
+    // 1 + 2 + 4 + 8 s of RTO.
+    assert_eq!(net.app_a.times[0], 15_000);
+}
+
+#[test]
+fn half_close_both_directions_and_time_wait() {
+    let mut net = Net::new(Config { time_wait_ms: 4_000, ..Config::default() });
+    let h = net.connect();
+    net.app_a.to_send = b"request".to_vec();
+    net.app_a.shutdown_when_sent = true;
+    net.run_until(5_000, |n| has(&n.app_b, EventKind::PeerClosed));
+    assert_eq!(net.app_b.received, b"request");
+    // B can still send after A's FIN.
+    net.app_b.to_send = b"response after half-close".to_vec();
+    net.run_until(5_000, |n| n.app_a.received.len() == 25);
+    assert!(!has(&net.app_a, EventKind::Closed));
+    net.app_b.shutdown_when_sent = true;
+    net.run_until(5_000, |n| has(&n.app_a, EventKind::Closed) && has(&n.app_b, EventKind::Closed));
+    assert_eq!(net.a.info(h).unwrap().state, State::TimeWait);
+    assert_eq!(net.a.stats().time_wait, 1);
+    let entered = net.app_a.times[net.app_a.events.iter().position(|e| e.kind == EventKind::Closed).unwrap()];
+    net.a.poll(entered + 3_999);
+    assert_eq!(net.a.info(h).unwrap().state, State::TimeWait);
+    net.a.poll(entered + 4_000);
+    assert_eq!(net.a.info(h).unwrap().state, State::Closed);
+    net.a.release(h);
+    assert_eq!(net.a.stats().connections, 0);
+}
+
+#[test]
+fn zero_window_then_resume() {
+    let mut net = Net::new(Config { recv_buffer: 32 * 1024, ..Config::default() });
+    net.connect();
+    net.app_b.reading = false;
+    net.app_a.to_send = pattern(2_000_000, 3);
+    let start = net.now;
+    net.run_until(120_000, |n| n.now > start + 20_000);
+    assert!(net.a.stats().window_probes >= 2, "{:?}", net.a.stats());
+    assert!(net.app_a.sent < 2_000_000);
+    net.app_b.reading = true;
+    net.run_until(120_000, |n| n.app_b.received.len() == 2_000_000);
+    assert!(net.app_b.received == net.app_a.to_send);
+}
+
+#[test]
+fn zero_window_update_lost() {
+    // Window updates can be lost; the persist timer must recover.
+    let mut net = Net::new(Config { recv_buffer: 16 * 1024, ..Config::default() });
+    net.connect();
+    net.app_b.reading = false;
+    net.app_a.to_send = pattern(100_000, 4);
+    let start = net.now;
+    net.run_until(60_000, |n| n.now > start + 2_000);
+    net.link_up = false;
+    net.app_b.reading = true;
+    net.step();
+    net.step();
+    net.link_up = true;
+    net.run_until(300_000, |n| n.app_b.received.len() == 100_000);
+}
+
+#[test]
+fn keepalive_detects_vanished_peer() {
+    let mut net = Net::new(Config::default());
+    let h = net.connect();
+    net.a
+        .set_keepalive(h, Some(KeepAlive { idle_ms: 10_000, interval_ms: 1_000, count: 3 }), net.now)
+        .unwrap();
+    // Probes are answered while the peer is there.
+    let start = net.now;
+    net.run_until(60_000, |n| n.now >= start + 30_000);
+    assert!(net.a.stats().keepalive_probes >= 2);
+    assert!(net.app_a.events.iter().all(|e| !matches!(e.kind, EventKind::Error(_))));
+    net.link_up = false;
+    let gone = net.now;
+    net.run_until(60_000, |n| has(&n.app_a, EventKind::Error(ErrorCode::TimedOut)));
+    assert!(net.now - gone <= 10_000 + 3_000 + 1_000);
+}
+
+#[test]
+fn simultaneous_open() {
+    let mut net = Net::new(Config::default());
+    let ha = net.a.connect((A, 5000), (B, 6000), 0).unwrap();
+    let hb = net.b.connect((B, 6000), (A, 5000), 0).unwrap();
+    net.run_until(10_000, |n| has(&n.app_a, EventKind::Connected) && has(&n.app_b, EventKind::Connected));
+    assert_eq!(net.app_a.handle, Some(ha));
+    assert_eq!(net.app_b.handle, Some(hb));
+    net.app_a.to_send = b"hello".to_vec();
+    net.run_until(5_000, |n| n.app_b.received == b"hello");
+}
+
+#[test]
+fn blind_reset_gets_challenge_ack() {
+    use morgana_tcp::wire::{TcpHeader, RST};
+    let mut net = Net::new(Config::default());
+    let h = net.connect();
+    let info = net.a.info(h).unwrap();
+    // An RST with a sequence number that is in the window but not exactly RCV.NXT.
+    let forged = TcpHeader {
+        src_port: info.remote.1,
+        dst_port: info.local.1,
+        seq: 12345,
+        flags: RST,
+        ..TcpHeader::default()
+    };
+    let mut buf = [0u8; 60];
+    let n = forged.emit(&mut buf, &[], B.to_be_bytes(), A.to_be_bytes()).unwrap();
+    net.a.on_segment(B, A, &buf[..n], net.now);
+    net.a.poll(net.now);
+    assert_eq!(net.a.info(h).unwrap().state, State::Established);
+    net.app_a.to_send = b"still alive".to_vec();
+    net.run_until(5_000, |n| n.app_b.received == b"still alive");
+}
+
+#[test]
+fn abort_resets_peer() {
+    let mut net = Net::new(Config::default());
+    let h = net.connect();
+    net.a.abort(h).unwrap();
+    net.run_until(5_000, |n| has(&n.app_b, EventKind::Error(ErrorCode::ConnectionReset)));
+}
+
+#[test]
+fn syn_queue_is_bounded() {
+    use morgana_tcp::wire::{TcpHeader, SYN};
+    let mut b = Engine::new(Config { syn_cookies: false, ..Config::default() }, [3; 16]);
+    b.listen(80, 8).unwrap();
+    for port in 1000..1100u16 {
+        let syn = TcpHeader {
+            src_port: port,
+            dst_port: 80,
+            seq: 1,
+            flags: SYN,
+            window: 1000,
+            ..TcpHeader::default()
+        };
+        let mut buf = [0u8; 60];
+        let n = syn.emit(&mut buf, &[], A.to_be_bytes(), B.to_be_bytes()).unwrap();
+        b.on_segment(A, B, &buf[..n], 0);
+    }
+    b.poll(0);
+    let s = b.stats();
+    assert_eq!(s.half_open, 8);
+    assert_eq!(s.syn_queue_drops, 92);
+    // Half-open connections give up after their SYN-ACK retransmissions.
+    for t in 1..200 {
+        b.poll(t * 1000);
+    }
+    assert_eq!(b.stats().half_open, 0);
+    assert_eq!(b.stats().connections, 0);
+}
+
+#[test]
+fn many_connections() {
+    let mut net = Net::new(Config::default());
+    net.b.listen(80, 256).unwrap();
+    let mut handles = Vec::new();
+    for i in 0..200u16 {
+        handles.push(net.a.connect((A, 10_000 + i), (B, 80), 0).unwrap());
+    }
+    net.run_until(10_000, |n| {
+        n.app_a.events.iter().filter(|e| e.kind == EventKind::Connected).count() == 200
+    });
+    net.run_until(10_000, |n| n.b.stats().passive_opens == 200);
+    assert_eq!(net.b.stats().connections, 200);
+}
+
+#[test]
+fn orphaned_fin_wait_2_times_out() {
+    let mut net = Net::new(Config { time_wait_ms: 5_000, ..Config::default() });
+    let h = net.connect();
+    // A closes its handle; B never closes its side.
+    net.app_a.handle = None;
+    net.a.close(h).unwrap();
+    let start = net.now;
+    net.run_until(20_000, |n| n.a.stats().connections == 0);
+    assert!((5_000..=7_000).contains(&(net.now - start)), "{}", net.now - start);
+    assert!(has(&net.app_b, EventKind::PeerClosed));
+}
+
+#[test]
+fn idle_connection_footprint() {
+    let size = std::mem::size_of::<morgana_tcp::conn::Conn>();
+    eprintln!("Conn is {size} bytes");
+    assert!(size < 1024);
+}
+
+#[test]
+fn challenge_acks_are_rate_limited() {
+    use morgana_tcp::wire::{TcpHeader, SYN};
+    let mut net = Net::new(Config { challenge_ack_limit: 10, ..Config::default() });
+    let h = net.connect();
+    let info = net.a.info(h).unwrap();
+    let now = net.now;
+    for i in 0..50 {
+        let forged = TcpHeader {
+            src_port: info.remote.1,
+            dst_port: info.local.1,
+            seq: i,
+            flags: SYN,
+            ..TcpHeader::default()
+        };
+        let mut buf = [0u8; 60];
+        let n = forged.emit(&mut buf, &[], B.to_be_bytes(), A.to_be_bytes()).unwrap();
+        net.a.on_segment(B, A, &buf[..n], now);
+    }
+    let s = net.a.stats();
+    assert_eq!(s.challenge_acks, 10);
+    assert_eq!(s.challenge_acks_suppressed, 40);
+    assert_eq!(net.a.info(h).unwrap().state, State::Established);
+}
+
+#[test]
+fn syn_flood_does_not_stop_a_legitimate_client() {
+    use morgana_tcp::wire::{TcpHeader, SYN};
+    let mut net = Net::new(Config::default());
+    net.b.listen(80, 16).unwrap();
+    // Thousands of SYNs from spoofed addresses and random ports: nobody will answer them.
+    let mut x = 12345u32;
+    for _ in 0..5000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let spoofed = 0x0b00_0000 | (x & 0xffff);
+        let syn = TcpHeader {
+            src_port: (x >> 16) as u16 | 1,
+            dst_port: 80,
+            seq: x,
+            flags: SYN,
+            window: 1000,
+            ..TcpHeader::default()
+        };
+        let mut buf = [0u8; 60];
+        let n = syn.emit(&mut buf, &[], spoofed.to_be_bytes(), B.to_be_bytes()).unwrap();
+        net.b.on_segment(spoofed, B, &buf[..n], 0);
+    }
+    net.b.poll(0);
+    net.b.clear_output();
+    let s = net.b.stats();
+    assert_eq!(s.half_open, 16);
+    assert!(s.syn_cookies_sent > 4900, "{s:?}");
+    // The queue is still full, yet a real client gets through (via a cookie) and moves data.
+    let h = net.a.connect((A, 40_000), (B, 80), 0).unwrap();
+    net.app_a.handle = Some(h);
+    net.run_until(10_000, |n| has(&n.app_a, EventKind::Connected) && n.app_b.handle.is_some());
+    assert_eq!(net.b.stats().syn_cookies_accepted, 1);
+    net.app_a.to_send = pattern(300_000, 9);
+    net.app_a.shutdown_when_sent = true;
+    net.run_until(60_000, |n| n.app_b.received.len() == 300_000);
+    assert!(net.app_b.received == net.app_a.to_send);
+}
+
+#[test]
+fn forged_cookie_ack_is_reset() {
+    use morgana_tcp::wire::{TcpHeader, ACK};
+    let mut b = Engine::new(Config::default(), [3; 16]);
+    b.listen(80, 8).unwrap();
+    let ack = TcpHeader {
+        src_port: 999,
+        dst_port: 80,
+        seq: 5,
+        ack: 0xdead_beef,
+        flags: ACK,
+        window: 100,
+        ..TcpHeader::default()
+    };
+    let mut buf = [0u8; 60];
+    let n = ack.emit(&mut buf, &[], A.to_be_bytes(), B.to_be_bytes()).unwrap();
+    b.on_segment(A, B, &buf[..n], 0);
+    let s = b.stats();
+    assert_eq!(s.syn_cookies_invalid, 1);
+    assert_eq!(s.resets_sent, 1);
+    assert_eq!(s.connections, 0);
+}
+
+#[test]
+fn icmp_errors() {
+    let mut net = Net::new(Config { syn_retries: 2, ..Config::default() });
+    net.link_up = false;
+    let h = net.a.connect((A, 40_002), (B, 80), 0).unwrap();
+    net.app_a.handle = Some(h);
+    net.step();
+    // A quote with a wrong sequence number is ignored (RFC 5927).
+    let mut quoted = [0u8; 8];
+    quoted[0..2].copy_from_slice(&40_002u16.to_be_bytes());
+    quoted[2..4].copy_from_slice(&80u16.to_be_bytes());
+    net.a.on_icmp_error(A, B, &quoted, true, None, 0);
+    assert_eq!(net.a.stats().icmp_ignored, 1);
+    // Soft error, then the timeout reports EHOSTUNREACH.
+    net.run_until(60_000, |n| !n.app_a.events.is_empty() || n.now > 100);
+    // The SYN's sequence number: the ISN an identical engine picks.
+    let info_seq = morgana_tcp::isn::initial_sequence(&[1; 16], (A, 40_002), (B, 80), 0);
+    quoted[4..8].copy_from_slice(&info_seq.to_be_bytes());
+    net.a.on_icmp_error(A, B, &quoted, false, None, net.now);
+    assert_eq!(net.a.stats().icmp_errors, 1);
+    net.run_until(60_000, |n| !n.app_a.events.is_empty());
+    assert_eq!(net.app_a.events[0].kind, EventKind::Error(ErrorCode::HostUnreachable));
+}
+
+#[test]
+fn path_mtu_discovery_shrinks_segments() {
+    let mut net = Net::new(Config::default());
+    let h = net.connect();
+    net.app_a.to_send = pattern(100_000, 5);
+    // Pretend a router on the way has MTU 1000: drop big segments and report each one.
+    let mut reported = 0;
+    let start = net.now;
+    while net.app_b.received.len() < 100_000 {
+        assert!(net.now < start + 60_000, "stalled");
+        net.step();
+        let mut big = Vec::new();
+        net.queue.retain(|p| {
+            if p.to_b && p.bytes.len() > 980 {
+                big.push(p.bytes[..8].to_vec());
+                false
+            } else {
+                true
+            }
+        });
+        for quoted in big {
+            reported += 1;
+            net.a.on_icmp_error(A, B, &quoted, false, Some(1000), net.now);
+        }
+    }
+    assert!(reported > 0);
+    assert!(net.app_b.received == net.app_a.to_send);
+    assert_eq!(net.a.stats().path_mtu_updates, 1);
+    assert!(net.a.info(h).is_some());
+}
+
+#[test]
+fn both_sides_retransmitting_after_lost_acks_do_not_deadlock() {
+    // Each side receives all the other's data but every pure ACK is lost, so both time out and
+    // go back to SND.UNA at once. Their ACKs must still be numbered so the peer accepts them.
+    let mut net = Net::new(Config::default());
+    net.connect();
+    net.app_a.to_send = pattern(10_000, 11);
+    net.app_b.to_send = pattern(10_000, 12);
+    net.drop_pure_acks = true;
+    net.run_until(30_000, |n| n.a.stats().timeouts >= 1 && n.b.stats().timeouts >= 1);
+    net.drop_pure_acks = false;
+    net.run_until(10_000, |n| {
+        n.a.info(1).is_some_and(|i| i.writable == Config::default().send_buffer)
+            && n.b.stats().connections == 1
+            && n.app_a.received.len() == 10_000
+            && n.app_b.received.len() == 10_000
+    });
+    let a = net.a.debug_summary(1).unwrap();
+    assert!(a.contains("inrec=false"), "{a}");
+}

@@ -7,10 +7,11 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { crunch } from './commands/crunch.js';
-import { daemon } from './commands/daemon.js';
 import { demo } from './commands/demo.js';
+import { daemon } from './commands/daemon.js';
 import { deploy } from './commands/deploy.js';
 import { solo5 } from './commands/solo5.js';
+import { build, clean, configure, describe, query, run } from './commands/unikernel.js';
 
 /** A CLI command: a one-line summary and a function from its arguments to an exit code. */
 export interface Command {
@@ -22,7 +23,7 @@ export interface Command {
 /** Exit code for bad usage (sysexits EX_USAGE, as MirageOS uses). */
 export const EXIT_USAGE = 64;
 
-const commands: Record<string, Command> = { demo, crunch, solo5, deploy, daemon };
+const commands: Record<string, Command> = { demo, solo5, deploy, daemon, crunch, configure, build, run, clean, describe, query };
 
 function help(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));

@@ -91,5 +91,7 @@ export {
 } from './stack/dhcp-client.js';
 export { type DhcpServer, type DhcpServerLease, type DhcpServerOptions, type DhcpServerStats, startDhcpServer } from './stack/dhcp-server.js';
 export * as dhcp from './stack/dhcp-wire.js';
+export { parseArgv, quoteArgv } from './config/argv.js';
+export * as config from './config/index.js';
 export * from './solo5/index.js';
 export { Tcp, TcpConnection, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';

@@ -1,0 +1,40 @@
+/**
+ * `morgana build`: compiles the unikernel's TypeScript into the build folder, runs the devices'
+ * build steps (crunch), and links or checks its npm dependencies.
+ * @module
+ */
+import { spawnSync } from 'node:child_process';
+import { relative } from 'node:path';
+import type { Command } from '../cli.js';
+import { MorganaError } from '../errors.js';
+import { build as buildProject } from '../config/project.js';
+import { PROJECT_OPTIONS, guarded, parseCommandArgs, pathsFrom } from './project-args.js';
+
+/** The build command. */
+export const build: Command = {
+  summary: 'Build a configured unikernel: compile its sources and gather its dependencies',
+  usage: `morgana build [--install]
+
+${PROJECT_OPTIONS}
+  --install             run npm install in the build folder for dependencies that are missing
+                        (registry packages and git pins; local folder pins are linked without it)`,
+  run: (args) =>
+    guarded('build', async () => {
+      const parsed = parseCommandArgs(args, { install: { value: false } }, false);
+      if (parsed.positional.length) throw new MorganaError('ERR_USAGE', `unexpected argument ${JSON.stringify(parsed.positional[0])}`);
+      const paths = pathsFrom(parsed);
+      let { project, missing } = await buildProject(paths);
+      if (missing.length && parsed.flags.has('install')) {
+        const npm = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--omit=dev'], { cwd: paths.buildDir, stdio: 'inherit' });
+        if (npm.status !== 0) throw new MorganaError('ERR_BUILD', `npm install failed in ${paths.buildDir}`);
+        ({ project, missing } = await buildProject(paths));
+      }
+      const where = relative(process.cwd(), paths.buildDir) || '.';
+      if (missing.length) {
+        process.stderr.write(`morgana build: missing dependencies ${missing.join(', ')}: run morgana build --install (or npm install in ${where})\n`);
+        return 1;
+      }
+      process.stdout.write(`built ${project.name} in ${where}/; run it with morgana run (or node ${where}/main.mjs)\n`);
+      return 0;
+    }),
+};

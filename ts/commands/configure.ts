@@ -1,0 +1,45 @@
+/**
+ * `morgana configure -t TARGET [--key=value …]`: checks config.ts against the target and writes
+ * the build folder (generated entry point, package.json, saved configuration).
+ * @module
+ */
+import { relative } from 'node:path';
+import type { Command } from '../cli.js';
+import { configure as configureProject } from '../config/project.js';
+import { TARGETS, describeTarget, targetConfig } from '../config/targets.js';
+import { PROJECT_OPTIONS, guarded, optionValue, parseCommandArgs, pathsFrom } from './project-args.js';
+
+const targets = Object.entries(TARGETS)
+  .map(([name, t]) => `  ${name.padEnd(6)} ${t.summary}\n         ${t.options}`)
+  .join('\n');
+
+/** The configure command. */
+export const configure: Command = {
+  summary: 'Configure a unikernel for a target: write the build folder with its entry point and package.json',
+  usage: `morgana configure [-t TARGET] [TARGET OPTIONS] [--KEY=VALUE …]
+
+  -t, --target TARGET   unix (default, or $MORGANA_DEFAULT_TARGET) or vnet
+${PROJECT_OPTIONS}
+  --KEY=VALUE           a configure-time value of a key of config.ts (see morgana query keys);
+                        for a key used at run time it becomes the default
+
+targets:
+${targets}`,
+  run: (args) =>
+    guarded('configure', async () => {
+      const parsed = parseCommandArgs(args, { target: { short: 't', value: true }, net: { value: true }, bind: { value: true }, forward: { value: true } }, true);
+      if (parsed.positional.length || parsed.rest.length) throw Object.assign(new Error(`unexpected argument ${JSON.stringify([...parsed.positional, ...parsed.rest][0])}`), { code: 'ERR_USAGE' });
+      const target = targetConfig(optionValue(parsed, 'target') ?? process.env.MORGANA_DEFAULT_TARGET ?? 'unix', {
+        net: optionValue(parsed, 'net'),
+        bind: optionValue(parsed, 'bind'),
+        forward: parsed.values.get('forward'),
+      });
+      const paths = pathsFrom(parsed);
+      const result = await configureProject(paths, target, parsed.extra, ['configure', ...args]);
+      const where = relative(process.cwd(), paths.buildDir) || '.';
+      process.stdout.write(
+        `configured ${result.project.name} for ${describeTarget(target)} in ${where}/ (${result.files.join(', ')}); next: morgana build\n`,
+      );
+      return 0;
+    }),
+};

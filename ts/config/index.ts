@@ -1,0 +1,57 @@
+/**
+ * The `config.ts` DSL: `main`, device constructors, keys, npm packages, boot-argument splitting,
+ * and the boot sequence the generated entry point runs.
+ * @module
+ */
+export { bootArguments, parseArgv, quoteArgv } from './argv.js';
+export {
+  type BlockDevice,
+  type BuildContext,
+  type ConsoleDevice,
+  type Device,
+  type DeviceContext,
+  type DeviceSpec,
+  type DeviceValue,
+  type PClock,
+  type StackDeviceOptions,
+  block,
+  console,
+  crunch,
+  defaultKeys,
+  defaultNet,
+  device,
+  dirKv,
+  http,
+  https,
+  mclock,
+  memKv,
+  pcap,
+  pclock,
+  random,
+  stack,
+  tap,
+  tarKv,
+  vnet,
+} from './devices.js';
+export {
+  type Config,
+  type DeviceGraph,
+  type DevicesOf,
+  type GraphNode,
+  type KeysOf,
+  type MainOptions,
+  type Start,
+  type StartContext,
+  checkTarget,
+  deviceGraph,
+  describeDot,
+  describeText,
+  main,
+} from './dsl.js';
+export { type HttpDevice, type HttpListener, type TlsCredentials, httpOver } from './http.js';
+export { type Key, type KeyOptions, type KeyStage, type KeyType, type KeyValue, type Param, formatDuration, key, parseDuration, parseKeyArguments } from './keys.js';
+export { type PackagePin, type PackageSpec, dependencyValue, mergePackages, morganaRange, npmPackage } from './packages.js';
+export { type BootManifest, EXIT, boot } from './runtime.js';
+export { type SocketStack, type SocketStackOptions, socketStack } from './socket-stack.js';
+export type { StackV4, TcpListenerV4, TcpV4, UdpSocketV4 } from './stackv4.js';
+export { type Forward, type TargetConfig, type TargetName, parseForward, targetConfig } from './targets.js';

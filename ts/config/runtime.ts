@@ -1,0 +1,298 @@
+/**
+ * The boot sequence of a configured unikernel, called by the generated `main.mjs`: boot
+ * arguments are joined and split again with parse-argv, runtime keys parsed (`--help` lists
+ * them), the target's environment set up, devices connected in dependency order, the unikernel's
+ * `start` run, and everything stopped in reverse order when it returns or a signal arrives.
+ * @module
+ */
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { parseIpv4Address, formatIpv4Address } from '../address.js';
+import { MorganaError } from '../errors.js';
+import { VirtualSwitch } from '../net/vswitch.js';
+import { startDhcpServer } from '../stack/dhcp-server.js';
+import { type Stack, createStack } from '../stack/index.js';
+import { bootArguments } from './argv.js';
+import { type DeviceContext, defaultKeys } from './devices.js';
+import { type Config, type DeviceGraph, deviceGraph } from './dsl.js';
+import { type Key, isKey, keysHelp, parseKeyArguments } from './keys.js';
+import type { StackV4, TcpV4 } from './stackv4.js';
+import { type TargetConfig, formatForward } from './targets.js';
+
+/** Exit codes of a unikernel, as MirageOS's (functoria-runtime ≥ 3.0.1). */
+export const EXIT = { ok: 0, failure: 1, help: 63, usage: 64 } as const;
+
+/** What `morgana configure` fixed, embedded in the generated entry point. */
+export interface BootManifest {
+  name: string;
+  target: TargetConfig;
+  /** Configure-time values as text, by key name. */
+  configured: Record<string, string>;
+  /** Absolute folder of config.ts. */
+  projectDir: string;
+  /** Absolute build folder. */
+  buildDir: string;
+  /** Device ids in start order, to detect a config.ts changed since configure. */
+  devices: string[];
+  /** The Morgana version that configured it. */
+  morgana: string;
+}
+
+const log = (message: string) => void process.stderr.write(`[morgana] ${message}\n`);
+
+/** Key values: runtime value, else configure-time value, else the default. */
+export function resolveKeys(graph: DeviceGraph, configured: Record<string, string>, runtime: Map<string, unknown>): Map<string, unknown> {
+  const values = new Map<string, unknown>();
+  for (const [name, k] of graph.keys) {
+    const fixed = configured[name] !== undefined ? k.parse(configured[name]!) : undefined;
+    if (k.stage !== 'configure' && runtime.has(name)) values.set(name, runtime.get(name));
+    else if (fixed !== undefined) values.set(name, fixed);
+    else values.set(name, k.default);
+  }
+  return values;
+}
+
+/** The runtime keys (stage `runtime` or `both`). */
+export function runtimeKeys(graph: DeviceGraph): Map<string, Key<unknown>> {
+  return new Map([...graph.keys].filter(([, k]) => k.stage !== 'configure'));
+}
+
+interface Running {
+  stop(): Promise<void>;
+}
+
+/** How the unikernel's first stack is addressed, as its device's arguments say. */
+interface GuestAddressing {
+  dhcp: boolean;
+  ipv4: string;
+  gateway: string | undefined;
+}
+
+/** The vnet gateway: a stack on the switch (with a DHCP server when the unikernel uses DHCP). */
+async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{ stack: Stack; stop(): Promise<void> }> {
+  const [address, prefixText] = guest.ipv4.split('/') as [string, string];
+  const prefix = Number(prefixText);
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  const network = (parseIpv4Address(address) & mask) >>> 0;
+  let gw = guest.gateway ?? formatIpv4Address(network + 1);
+  if (!guest.dhcp && gw === address) gw = formatIpv4Address(network + 2);
+  const stack = await createStack({ net: sw.connect(), ipv4: `${gw}/${prefix}` });
+  let dhcp: { close(): void } | undefined;
+  if (guest.dhcp) {
+    const broadcast = (network | (~mask >>> 0)) >>> 0;
+    dhcp = startDhcpServer(stack, { range: [formatIpv4Address(network + 2), formatIpv4Address(broadcast - 1)], router: gw });
+    log(`vnet: gateway ${gw}/${prefix}, DHCP server for the unikernel`);
+  } else log(`vnet: gateway ${gw}/${prefix}, unikernel ${address}`);
+  return {
+    stack,
+    async stop() {
+      dhcp?.close();
+      await stack.close();
+    },
+  };
+}
+
+/** Relays forwarded host ports into the virtual network through the gateway stack. */
+async function vnetForwards(gateway: Stack, target: TargetConfig, address: string): Promise<Running> {
+  const closers: Array<() => Promise<void> | void> = [];
+  for (const f of target.forward) {
+    const guestAddress = f.guestAddress ?? address;
+    if (f.protocol === 'tcp') {
+      const tcp = (gateway as unknown as { tcp?: TcpV4 }).tcp;
+      // Half-open: the client's FIN is relayed as a FIN, and the reply still flows back.
+      const server = net.createServer({ allowHalfOpen: true }, (host) => {
+        if (!tcp) {
+          log(`vnet: cannot forward a TCP connection: this build of Morgana has no TCP (stack.tcp)`);
+          host.destroy();
+          return;
+        }
+        host.pause();
+        tcp.connect(guestAddress, f.guestPort).then(
+          (inner) => {
+            host.pipe(inner);
+            inner.pipe(host);
+            host.resume();
+            const end = () => {
+              host.destroy();
+              inner.destroy();
+            };
+            host.on('error', end).on('close', end);
+            inner.on('error', end).on('close', end);
+          },
+          (error: Error) => {
+            log(`vnet: ${guestAddress}:${f.guestPort} refused a forwarded connection: ${error.message}`);
+            host.destroy();
+          },
+        );
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (e) => reject(new MorganaError('ERR_FORWARD', `--forward ${formatForward(f)}: ${e.message}`)));
+        server.listen(f.hostPort, f.hostAddress, () => resolve());
+      });
+      const port = (server.address() as net.AddressInfo).port;
+      log(`vnet: forwarding tcp ${f.hostAddress}:${port} -> ${guestAddress}:${f.guestPort}`);
+      closers.push(() => new Promise<void>((r) => server.close(() => r())));
+    } else {
+      const socket = dgram.createSocket('udp4');
+      const peers = new Map<string, { send(d: string, p: number, data: Uint8Array): void; close(): void }>();
+      socket.on('message', (data, rinfo) => {
+        const id = `${rinfo.address}:${rinfo.port}`;
+        let binding = peers.get(id);
+        if (!binding) {
+          binding = gateway.udp.bind(0, (reply) => socket.send(reply, rinfo.port, rinfo.address));
+          peers.set(id, binding);
+        }
+        binding.send(guestAddress, f.guestPort, data);
+      });
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', (e) => reject(new MorganaError('ERR_FORWARD', `--forward ${formatForward(f)}: ${e.message}`)));
+        socket.bind(f.hostPort, f.hostAddress, () => resolve());
+      });
+      log(`vnet: forwarding udp ${f.hostAddress}:${socket.address().port} -> ${guestAddress}:${f.guestPort}`);
+      closers.push(() => {
+        for (const b of peers.values()) b.close();
+        socket.close();
+      });
+    }
+  }
+  return {
+    async stop() {
+      for (const c of closers.reverse()) await c();
+    },
+  };
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Boots a unikernel: what the generated entry point calls. Resolves to the exit code: 0 when
+ * `start` resolved (or the integer it resolved to), 1 when it failed, 63 after `--help`, 64 for
+ * bad boot arguments.
+ */
+export async function boot(config: Config, manifest: BootManifest, args: readonly string[], loadUnikernel: () => Promise<Record<string, unknown>>): Promise<number> {
+  let graph: DeviceGraph;
+  try {
+    graph = deviceGraph(config);
+  } catch (error) {
+    log(errorMessage(error));
+    return EXIT.failure;
+  }
+  const ids = graph.nodes.map((n) => n.id);
+  if (ids.join(' ') !== manifest.devices.join(' ')) {
+    log(`config.ts changed since morgana configure (devices ${ids.join(', ')} instead of ${manifest.devices.join(', ')}); run morgana configure again`);
+    return EXIT.failure;
+  }
+
+  const keys = runtimeKeys(graph);
+  let parsed;
+  try {
+    parsed = parseKeyArguments(bootArguments(args), keys);
+  } catch (error) {
+    process.stderr.write(`${manifest.name}: ${errorMessage(error)}\nTry '--help' for the runtime options.\n`);
+    return EXIT.usage;
+  }
+  if (parsed.help) {
+    const defaults = resolveKeys(graph, manifest.configured, new Map());
+    const shown = [...keys.values()].map((k) => ({ ...k, default: defaults.get(k.name) ?? k.default }));
+    process.stdout.write(`usage: ${manifest.name} [OPTION…] [ARGUMENT…]\n\n${manifest.name}: a Morgana unikernel for ${manifest.target.name}.\n\nruntime options:\n${keysHelp(shown as Key<unknown>[], [{ left: '  --help', right: 'Show this help (exit code 63).' }])}\n`);
+    return EXIT.help;
+  }
+  const values = resolveKeys(graph, manifest.configured, parsed.values);
+
+  const controller = new AbortController();
+  const keepAlive = setInterval(() => {}, 1 << 30);
+  const connected: Array<{ id: string; value: unknown; disconnect: (v: unknown) => Promise<void> }> = [];
+  const byId = new Map<string, unknown>();
+  let forwards: Running | undefined;
+  let gateway: { stack: Stack; stop(): Promise<void> } | undefined;
+  const sw = manifest.target.name === 'vnet' ? new VirtualSwitch() : undefined;
+  let signalled: string | undefined;
+  let onSignal!: (name: string) => void;
+  const signalPromise = new Promise<'signal'>((resolve) => {
+    onSignal = (name) => {
+      signalled = name;
+      controller.abort();
+      resolve('signal');
+    };
+  });
+  const sigint = () => onSignal('SIGINT');
+  const sigterm = () => onSignal('SIGTERM');
+  process.once('SIGINT', sigint);
+  process.once('SIGTERM', sigterm);
+
+  const shutdown = async () => {
+    process.off('SIGINT', sigint);
+    process.off('SIGTERM', sigterm);
+    controller.abort();
+    if (forwards) await forwards.stop().catch((e) => log(`vnet: ${errorMessage(e)}`));
+    if (gateway) await gateway.stop().catch((e) => log(`vnet: ${errorMessage(e)}`));
+    for (const d of connected.reverse()) {
+      try {
+        await d.disconnect(d.value);
+      } catch (error) {
+        log(`stopping ${d.id}: ${errorMessage(error)}`);
+      }
+    }
+    if (sw) await sw.close();
+    clearInterval(keepAlive);
+  };
+
+  const valueOf = <T>(p: unknown) => (isKey(p) ? (values.get(p.name) as T) : (p as T));
+  const firstStack = graph.nodes.find((n) => n.device.provides === 'stack');
+  try {
+    if (sw) {
+      // The gateway comes first: a unikernel configured by DHCP needs its server while it connects.
+      const args = firstStack?.device.args ?? {};
+      gateway = await vnetGateway(sw, {
+        dhcp: args.dhcp === true,
+        ipv4: valueOf<string | undefined>(args.ipv4) ?? (defaultKeys.ipv4.default as string),
+        gateway: valueOf<string | undefined>(args.gateway) || undefined,
+      });
+    }
+    for (const node of graph.nodes) {
+      const ctx: DeviceContext = {
+        target: manifest.target,
+        projectDir: manifest.projectDir,
+        buildDir: manifest.buildDir,
+        vswitch: sw,
+        value: valueOf,
+        log: (m) => log(`${node.id}: ${m}`),
+      };
+      const deps = Object.fromEntries(Object.entries(node.deps).map(([role, id]) => [role, byId.get(id)]));
+      const value = await node.device.connect(ctx, deps);
+      byId.set(node.id, value);
+      connected.push({ id: node.id, value, disconnect: node.device.disconnect as (v: unknown) => Promise<void> });
+    }
+    if (gateway) {
+      const guest = firstStack ? (byId.get(firstStack.id) as StackV4).address : '10.0.0.2';
+      forwards = await vnetForwards(gateway.stack, manifest.target, guest);
+    }
+  } catch (error) {
+    log(`boot failed: ${errorMessage(error)}`);
+    await shutdown();
+    return EXIT.failure;
+  }
+
+  const devices: Record<string, unknown> = {};
+  for (const node of graph.nodes) for (const role of node.roles) devices[role] = byId.get(node.id);
+  const keyValues: Record<string, unknown> = {};
+  for (const [role, k] of Object.entries(graph.unikernelKeys)) keyValues[role] = values.get(k.name);
+
+  let code: number = EXIT.ok;
+  try {
+    const mod = await loadUnikernel();
+    const start = mod.start ?? (mod.default as { start?: unknown } | undefined)?.start;
+    if (typeof start !== 'function') throw new MorganaError('ERR_CONFIG_NO_START', `${config.unikernel} does not export a start function`);
+    const running = Promise.resolve((start as (...a: unknown[]) => unknown)(devices, { keys: keyValues, argv: parsed.positional, signal: controller.signal }));
+    const outcome = await Promise.race([running.then((v) => ({ v })), signalPromise]);
+    if (outcome === 'signal') log(`${signalled}: stopping`);
+    else if (Number.isInteger(outcome.v) && (outcome.v as number) >= 0 && (outcome.v as number) < 256) code = outcome.v as number;
+  } catch (error) {
+    log(`${manifest.name}: ${error instanceof Error && error.stack ? error.stack : errorMessage(error)}`);
+    code = EXIT.failure;
+  }
+  await shutdown();
+  return code;
+}

@@ -1,0 +1,133 @@
+/**
+ * The targets a TypeScript unikernel can be configured for, and their options:
+ *
+ * - `unix`: a Node process. `--net direct` (the default) runs Morgana's userspace stack on a TAP
+ *   device; `--net socket` gives the unikernel the same stack interface on host sockets.
+ * - `vnet`: the userspace stack on an in-process VirtualSwitch, with a gateway stack that forwards
+ *   host ports into the virtual network (`--forward 8080:80`, as QEMU's user-mode networking).
+ * @module
+ */
+import { formatIpv4Address, parseIpv4Address } from '../address.js';
+import { MorganaError } from '../errors.js';
+
+/** The names of the targets. */
+export type TargetName = 'unix' | 'vnet';
+
+/** A host port forwarded into the virtual network (`vnet`). */
+export interface Forward {
+  protocol: 'tcp' | 'udp';
+  /** Host address to listen on (default 127.0.0.1). */
+  hostAddress: string;
+  /** Host port (0 picks a free one; the chosen port is logged). */
+  hostPort: number;
+  /** Guest address (default: the unikernel's first stack). */
+  guestAddress: string | undefined;
+  guestPort: number;
+}
+
+/** A target with its options, as configured. */
+export interface TargetConfig {
+  name: TargetName;
+  /** `unix`: how the network is provided. */
+  net: 'direct' | 'socket';
+  /** `unix --net socket`: the host address listening sockets bind to. */
+  bind: string;
+  /** `vnet`: forwarded host ports. */
+  forward: Forward[];
+}
+
+/** Description of a target for help and errors. */
+export const TARGETS: Record<TargetName, { summary: string; options: string }> = {
+  unix: {
+    summary: 'a Node process; --net direct: userspace stack on a TAP device, --net socket: host sockets',
+    options: '--net direct|socket (default direct), --bind ADDRESS (socket: listen address, default 0.0.0.0)',
+  },
+  vnet: {
+    summary: 'userspace stack on an in-process virtual switch; host ports forwarded into it',
+    options: '--forward [tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT (repeatable)',
+  },
+};
+
+/** Targets known by name but provided elsewhere (Solo5 images). */
+const ELSEWHERE = ['hvt', 'spt', 'virtio', 'muen', 'xen'];
+
+function usage(message: string): MorganaError {
+  return new MorganaError('ERR_USAGE', message);
+}
+
+/** Checks a target name; `ERR_UNKNOWN_TARGET` lists the known ones. */
+export function checkTargetName(name: string): TargetName {
+  if (name === 'unix' || name === 'vnet') return name;
+  const hint = ELSEWHERE.includes(name) ? ` (the Solo5 target ${name} is not available for TypeScript unikernels in this build)` : '';
+  throw new MorganaError('ERR_UNKNOWN_TARGET', `unknown target ${JSON.stringify(name)}${hint}; targets: ${Object.keys(TARGETS).join(', ')}`);
+}
+
+function port(text: string, what: string, allowZero: boolean): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n > 65_535 || (!allowZero && n === 0)) throw usage(`bad ${what} ${JSON.stringify(text)} in --forward`);
+  return n;
+}
+
+function address(text: string, what: string): string {
+  try {
+    return formatIpv4Address(parseIpv4Address(text));
+  } catch {
+    throw usage(`bad ${what} ${JSON.stringify(text)} in --forward`);
+  }
+}
+
+/** Parses `[tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT`. */
+export function parseForward(text: string): Forward {
+  let rest = text;
+  let protocol: 'tcp' | 'udp' = 'tcp';
+  const m = /^(tcp|udp):(.*)$/.exec(rest);
+  if (m) {
+    protocol = m[1] as 'tcp' | 'udp';
+    rest = m[2]!;
+  }
+  const parts = rest.split(':');
+  let hostAddress = '127.0.0.1';
+  let guestAddress: string | undefined;
+  let hostPort: string;
+  let guestPort: string;
+  if (parts.length === 2) [hostPort, guestPort] = parts as [string, string];
+  else if (parts.length === 3 && parts[0]!.includes('.')) {
+    hostAddress = address(parts[0]!, 'host address');
+    [, hostPort, guestPort] = parts as [string, string, string];
+  } else if (parts.length === 3) {
+    guestAddress = address(parts[1]!, 'guest address');
+    [hostPort, , guestPort] = parts as [string, string, string];
+  } else if (parts.length === 4) {
+    hostAddress = address(parts[0]!, 'host address');
+    guestAddress = address(parts[2]!, 'guest address');
+    [, hostPort, , guestPort] = parts as [string, string, string, string];
+  } else throw usage(`bad --forward ${JSON.stringify(text)}: expected [tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT such as 8080:80`);
+  return { protocol, hostAddress, hostPort: port(hostPort, 'host port', true), guestAddress, guestPort: port(guestPort, 'guest port', false) };
+}
+
+/** Formats a forward back into `--forward` syntax. */
+export function formatForward(f: Forward): string {
+  return `${f.protocol}:${f.hostAddress}:${f.hostPort}:${f.guestAddress ? `${f.guestAddress}:` : ''}${f.guestPort}`;
+}
+
+/** Builds a target configuration from its name and options, checking them. */
+export function targetConfig(name: string, options: { net?: string; bind?: string; forward?: string[] } = {}): TargetConfig {
+  const target = checkTargetName(name);
+  if (options.net !== undefined && target !== 'unix') throw usage(`--net applies to the unix target only`);
+  if (options.net !== undefined && options.net !== 'direct' && options.net !== 'socket') throw usage(`--net is direct or socket, got ${JSON.stringify(options.net)}`);
+  if (options.bind !== undefined && (target !== 'unix' || options.net !== 'socket')) throw usage(`--bind applies to unix --net socket only`);
+  if (options.forward?.length && target !== 'vnet') throw usage(`--forward applies to the vnet target only`);
+  const bind = options.bind === undefined ? '0.0.0.0' : address(options.bind, 'bind address');
+  return {
+    name: target,
+    net: (options.net as 'direct' | 'socket' | undefined) ?? 'direct',
+    bind,
+    forward: (options.forward ?? []).map(parseForward),
+  };
+}
+
+/** One-line description: `unix (--net socket)`. */
+export function describeTarget(t: TargetConfig): string {
+  if (t.name === 'unix') return t.net === 'socket' ? `unix --net socket (bind ${t.bind})` : 'unix --net direct';
+  return `vnet${t.forward.map((f) => ` --forward ${formatForward(f)}`).join('')}`;
+}

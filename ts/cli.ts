@@ -11,6 +11,7 @@ import { demo } from './commands/demo.js';
 import { daemon } from './commands/daemon.js';
 import { deploy } from './commands/deploy.js';
 import { solo5 } from './commands/solo5.js';
+import { start } from './commands/start.js';
 import { build, clean, configure, describe, query, run } from './commands/unikernel.js';
 
 /** A CLI command: a one-line summary and a function from its arguments to an exit code. */
@@ -23,7 +24,7 @@ export interface Command {
 /** Exit code for bad usage (sysexits EX_USAGE, as MirageOS uses). */
 export const EXIT_USAGE = 64;
 
-const commands: Record<string, Command> = { demo, solo5, deploy, daemon, crunch, configure, build, run, clean, describe, query };
+const commands: Record<string, Command> = { start, demo, solo5, deploy, daemon, crunch, configure, build, run, clean, describe, query };
 
 function help(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));

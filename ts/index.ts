@@ -94,4 +94,5 @@ export * as dhcp from './stack/dhcp-wire.js';
 export { parseArgv, quoteArgv } from './config/argv.js';
 export * as config from './config/index.js';
 export * from './solo5/index.js';
+export { formatStackSummary } from './stack/summary.js';
 export { Tcp, TcpConnection, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';

@@ -12,6 +12,7 @@ import { MorganaError } from '../errors.js';
 import { VirtualSwitch } from '../net/vswitch.js';
 import { startDhcpServer } from '../stack/dhcp-server.js';
 import { type Stack, createStack } from '../stack/index.js';
+import { formatStackSummary } from '../stack/summary.js';
 import { bootArguments } from './argv.js';
 import { type DeviceContext, defaultKeys } from './devices.js';
 import { type Config, type DeviceGraph, deviceGraph } from './dsl.js';
@@ -39,6 +40,12 @@ export interface BootManifest {
 }
 
 const log = (message: string) => void process.stderr.write(`[morgana] ${message}\n`);
+
+/** Whether a device value is a stack made by createStack (the socket stack has no counters). */
+function isMorganaStack(value: unknown): value is Stack {
+  const v = value as Partial<Stack> | undefined;
+  return typeof v?.stats === 'function' && Array.isArray(v.interfaces) && v.arp !== undefined;
+}
 
 /** Key values: runtime value, else configure-time value, else the default. */
 export function resolveKeys(graph: DeviceGraph, configured: Record<string, string>, runtime: Map<string, unknown>): Map<string, unknown> {
@@ -221,10 +228,20 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
   const sigterm = () => onSignal('SIGTERM');
   process.once('SIGINT', sigint);
   process.once('SIGTERM', sigterm);
+  // SIGUSR2 prints a summary of every Morgana stack (addresses, ARP, connections, counters).
+  const summary = () => {
+    const stacks: Array<[string, unknown]> = [...byId];
+    if (gateway) stacks.push(['vnet gateway', gateway.stack]);
+    for (const [id, value] of stacks) {
+      if (isMorganaStack(value)) log(`${id}:\n${formatStackSummary(value).replace(/^/gm, '    ')}`);
+    }
+  };
+  process.on('SIGUSR2', summary);
 
   const shutdown = async () => {
     process.off('SIGINT', sigint);
     process.off('SIGTERM', sigterm);
+    process.off('SIGUSR2', summary);
     controller.abort();
     if (forwards) await forwards.stop().catch((e) => log(`vnet: ${errorMessage(e)}`));
     if (gateway) await gateway.stop().catch((e) => log(`vnet: ${errorMessage(e)}`));

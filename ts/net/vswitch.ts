@@ -9,6 +9,7 @@
  * @module
  */
 import { type Clock, systemClock } from '../clock.js';
+import { defaultRandom } from '../random.js';
 import { MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
 import { type FrameFill, type FrameHandler, type NetDevice, type NetStats, emptyNetStats } from './device.js';
 import { formatMac, parseMac } from './mac.js';
@@ -38,7 +39,10 @@ export interface VirtualSwitchOptions {
   mtu?: number;
   /** Faults to inject (default none). */
   faults?: SwitchFaults;
-  /** Random source for faults and generated MACs (default: a fixed-seed generator). */
+  /**
+   * Random source for faults and generated MACs (default `defaultRandom()`; pass
+   * `seededRandom(seed)` for a reproducible lossy run).
+   */
   random?: Uint32Source;
   /** Clock for delays (default the system clock). */
   clock?: Clock;
@@ -60,22 +64,6 @@ export interface VirtualSwitchStats {
   reordered: number;
   /** Frames dropped because a port's queue was full. */
   queueDrops: number;
-}
-
-/** A small deterministic generator (xorshift32) for when no random device is supplied. */
-class XorShift32 implements Uint32Source {
-  #state: number;
-  constructor(seed: number) {
-    this.#state = seed >>> 0 || 0x9e3779b9;
-  }
-  uint32(): number {
-    let x = this.#state;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.#state = x >>> 0;
-    return this.#state;
-  }
 }
 
 class SwitchPort implements NetDevice {
@@ -173,7 +161,7 @@ export class VirtualSwitch {
     assertInteger(queueLimit, 'queueLimit', 1, 0x7fffffff);
     this.mtu = mtu;
     this.#queueLimit = queueLimit;
-    this.#random = options.random ?? new XorShift32(0x6d6f7267);
+    this.#random = options.random ?? defaultRandom();
     this.#clock = options.clock ?? systemClock;
     this.#faults = VirtualSwitch.#checkFaults(options.faults ?? {});
   }

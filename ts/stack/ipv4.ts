@@ -310,6 +310,11 @@ export class Ipv4Layer {
     if (!iface.arp.resolve(nextHop, transmit)) this.#stats.sendFailures++;
   }
 
+  /** @internal Counts a packet that a transport built whole and handed to Ethernet itself. */
+  countSent(): void {
+    this.#stats.sent++;
+  }
+
   #nextIdentification(): number {
     this.#identification = (this.#identification + 1) & 0xffff;
     return this.#identification;

@@ -220,6 +220,7 @@ export class Tcp {
             this.#fillLength = len;
             this.#fillRequest.size = len;
             route.iface.eth.write(mac, ETHERTYPE.IPV4, this.#fillRequest);
+            this.#ip.countSent(); // built in Rust, so IPv4's counters learn of it here
           } else {
             const src = this.#outMeta[i * 3 + 1]!;
             this.#ip.write(dst, PROTO_TCP, { payloads: [this.#out.subarray(at + IPV4_HEADER, at + len)], fragment: false, src });

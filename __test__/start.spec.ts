@@ -1,0 +1,43 @@
+/**
+ * The README's main job: `npm start` (morgana start) serves the static-website example on the
+ * vnet target through a forwarded host port. Started, fetched from outside, and stopped.
+ */
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+
+test('morgana start serves the front page through the forwarded port until Ctrl-C', async (t) => {
+  const child = spawn(process.execPath, [cli, 'start', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const lines: string[] = [];
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no URL within 60 s; stderr:\n${stderr}`)), 60_000);
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      lines.push(line);
+      const m = /^Serving (http:\/\/127\.0\.0\.1:\d+\/)/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    void exited.then((code) => reject(new Error(`exited with ${code} before serving; stderr:\n${stderr}`)));
+  });
+  t.true(lines.some((l) => /^Self-check: GET .* -> 200 OK/.test(l)), lines.join('\n'));
+  t.regex(stderr, /TCP +\d+ connection/, 'the stack summary was printed');
+
+  const page = await fetch(url);
+  t.is(page.status, 200);
+  t.regex(await page.text(), /<title>Morgana<\/title>/);
+  const css = await fetch(new URL('css/site.css', url));
+  t.is(css.headers.get('content-type'), 'text/css; charset=utf-8');
+  const etag = page.headers.get('etag')!;
+  t.is((await fetch(url, { headers: { 'if-none-match': etag } })).status, 304);
+
+  child.kill('SIGINT');
+  t.is(await exited, 0);
+});

@@ -1,0 +1,47 @@
+/**
+ * A one-screen, human-readable summary of a stack: addresses, the ARP cache, connections and
+ * the counters of every layer. Used by `morgana start` and by a running unikernel on SIGUSR2.
+ * @module
+ */
+import { formatIpv4Address } from '../address.js';
+import type { Stack } from './index.js';
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+function dropped(counts: Record<string, number>): string {
+  const entries = Object.entries(counts).filter(([, n]) => n > 0);
+  return entries.length ? entries.map(([why, n]) => `${why} ${n}`).join(', ') : 'none';
+}
+
+/** Formats `stack`'s state as a few labelled lines (no trailing newline). */
+export function formatStackSummary(stack: Stack): string {
+  const lines: string[] = [];
+  const stats = stack.stats();
+  stack.interfaces.forEach((iface, i) => {
+    const gateway = stack.ipv4.gateway ? ` · gateway ${formatIpv4Address(stack.ipv4.gateway)}` : '';
+    lines.push(`interface ${i}  ${formatIpv4Address(iface.address)}/${iface.prefix} · MAC ${iface.eth.net.mac} · MTU ${iface.eth.mtu}${i === 0 ? gateway : ''}`);
+    const arp = iface.arp.entries();
+    const shown = arp.slice(0, 4).map((e) => `${e.address} ${e.mac}${e.static ? ' (static)' : ` (${Math.round(e.expiresInMs / 1000)} s)`}`);
+    lines.push(`  ARP        ${shown.length ? shown.join(' · ') : 'empty'}${arp.length > 4 ? ` · and ${arp.length - 4} more` : ''}`);
+    const net = stats.net[i]!;
+    lines.push(
+      `  NET        rx ${net.rxFrames} frames (${bytes(net.rxBytes)}), tx ${net.txFrames} frames (${bytes(net.txBytes)}), dropped rx ${net.rxDropped} / tx ${net.txDropped}`,
+    );
+  });
+  const ip = stats.ipv4;
+  lines.push(
+    `IPv4         received ${ip.received}, delivered ${ip.delivered}, sent ${ip.sent}, forwarded ${ip.forwarded}, fragments sent ${ip.fragmentsSent}, reassembled ${ip.reassembly.reassembled}; dropped: ${dropped(ip.dropped)}`,
+  );
+  const tcp = stats.tcp;
+  lines.push(
+    `TCP          ${tcp.connections} connection${tcp.connections === 1 ? '' : 's'} (${tcp.halfOpen} half-open, ${tcp.timeWait} in TIME_WAIT) · segments in ${tcp.segmentsIn}, out ${tcp.segmentsOut}, retransmits ${tcp.retransmits} · bytes in ${bytes(tcp.bytesIn)}, out ${bytes(tcp.bytesOut)}`,
+  );
+  lines.push(
+    `UDP · ICMP   udp received ${stats.udp.received}, sent ${stats.udp.sent}, no port ${stats.udp.noPort} · echo requests ${stats.icmp.echoRequestsReceived}, ICMP errors sent ${stats.icmp.errorsSent}`,
+  );
+  return lines.join('\n');
+}

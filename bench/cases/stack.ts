@@ -6,38 +6,7 @@ import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import { type NetDevice, type Stack, VirtualSwitch, createStack } from '../../ts/index.js';
 import type { BenchCase } from '../harness.js';
-
-const WINDOW = 64;
-
-/**
- * Sends `n` messages with at most `WINDOW` in flight: `send()` starts one, and the receiver calls
- * the returned `arrived()` for each; resolves when all `n` arrived.
- */
-function windowed(n: number, send: () => void): { done: Promise<void>; arrived: () => void } {
-  let sent = 0;
-  let received = 0;
-  let resolve!: () => void;
-  let reject!: (e: Error) => void;
-  const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
-  const timer = setTimeout(() => reject(new Error(`only ${received} of ${n} arrived`)), 30_000);
-  const arrived = () => {
-    received++;
-    if (received === n) {
-      clearTimeout(timer);
-      resolve();
-    } else if (sent < n) {
-      sent++;
-      send();
-    }
-  };
-  queueMicrotask(() => {
-    for (; sent < Math.min(n, WINDOW); ) {
-      sent++;
-      send();
-    }
-  });
-  return { done, arrived };
-}
+import { windowed } from '../windowed.js';
 
 // --- Node dgram over loopback (the baseline) -------------------------------------------------
 

@@ -10,39 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { type TapDevice, openTap } from '../../ts/index.js';
 import { type Netns, createNetns, kernelTestsUnavailable, waitForwarding } from '../../__test__/helpers/netns.js';
 import type { BenchCase } from '../harness.js';
-
-/** Frames (or datagrams) in flight in the windowed cases. */
-const WINDOW = 64;
-
-/**
- * Sends `n` messages with at most `WINDOW` in flight; the receiver calls `arrived()` for each.
- * Resolves when all arrived; rejects when the medium lost some (after 10 s).
- */
-function windowed(n: number, send: () => void): { done: Promise<void>; arrived: () => void } {
-  let sent = 0;
-  let received = 0;
-  let resolve!: () => void;
-  let reject!: (e: Error) => void;
-  const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
-  const timer = setTimeout(() => reject(new Error(`only ${received} of ${n} arrived`)), 10_000);
-  const arrived = () => {
-    received++;
-    if (received === n) {
-      clearTimeout(timer);
-      resolve();
-    } else if (sent < n) {
-      sent++;
-      send();
-    }
-  };
-  queueMicrotask(() => {
-    for (; sent < Math.min(n, WINDOW); ) {
-      sent++;
-      send();
-    }
-  });
-  return { done, arrived };
-}
+import { WINDOW, windowed } from '../windowed.js';
 
 // --- Node dgram over loopback (the baseline) -----------------------------------------------
 

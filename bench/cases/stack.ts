@@ -4,7 +4,9 @@
  */
 import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
-import { type NetDevice, type Stack, VirtualSwitch, createStack } from '../../ts/index.js';
+import type { ChildProcess } from 'node:child_process';
+import { type NetDevice, type Stack, VirtualSwitch, createStack, openTap } from '../../ts/index.js';
+import { type Netns, createNetns, kernelTestsUnavailable } from '../../__test__/helpers/netns.js';
 import type { BenchCase } from '../harness.js';
 import { windowed } from '../windowed.js';
 
@@ -57,7 +59,71 @@ async function stackTeardown(): Promise<void> {
 let ports: { a: NetDevice; b: NetDevice; frame: Buffer } | undefined;
 let onFrame: () => void = () => {};
 
+// --- A stack on TAP against the kernel's UDP in a namespace -------------------------------------
+
+let tapRig: { ns: Netns; stack: Stack; echo: ChildProcess } | undefined;
+let onTapEcho: () => void = () => {};
+
+/** A UDP echo server on Node's dgram, run inside the namespace so it binds the kernel side. */
+const KERNEL_ECHO = `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(7,'10.89.0.1',()=>console.log('ready'));`;
+
+async function tapSetup(): Promise<void> {
+  const ns = await createNetns();
+  try {
+    const tap = await openTap({ name: 'mtap9', netns: ns.name });
+    await ns.ip('addr', 'add', '10.89.0.1/24', 'dev', 'mtap9');
+    await ns.ip('link', 'set', 'mtap9', 'up');
+    const stack = await createStack({ net: tap, ipv4: '10.89.0.2/24' });
+    const echo = ns.spawn(process.execPath, ['-e', KERNEL_ECHO], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => echo.stdout!.once('data', () => resolve()));
+    stack.udp.bind(9000, () => onTapEcho());
+    await stack.arp.query('10.89.0.1');
+    tapRig = { ns, stack, echo };
+  } catch (error) {
+    await ns.destroy();
+    throw error;
+  }
+}
+
+async function tapTeardown(): Promise<void> {
+  if (!tapRig) return;
+  const { ns, stack } = tapRig;
+  tapRig = undefined;
+  await stack.close();
+  await ns.destroy();
+}
+
 export const cases: BenchCase[] = [
+  {
+    name: 'UDP echo 64 B windowed · node:dgram loopback',
+    group: 'UDP echo 64 B, 64 in flight',
+    baseline: true,
+    unit: 'round trips',
+    bytesPerOp: 64,
+    description: 'two kernel UDP sockets over 127.0.0.1, one echoing, 64 datagrams in flight',
+    setup: () => dgramSetup(true),
+    async run(n) {
+      const w = windowed(n, () => dgramA!.send(payload64, (dgramB!.address() as AddressInfo).port, '127.0.0.1'));
+      onDgram = w.arrived;
+      await w.done;
+    },
+    teardown: dgramTeardown,
+  },
+  {
+    name: 'UDP echo 64 B windowed · Morgana on TAP ↔ kernel',
+    group: 'UDP echo 64 B, 64 in flight',
+    unit: 'round trips',
+    bytesPerOp: 64,
+    description: 'a Morgana stack on a TAP device in a namespace, echoed by a kernel UDP socket there',
+    skip: () => kernelTestsUnavailable(),
+    setup: tapSetup,
+    async run(n) {
+      const w = windowed(n, () => tapRig!.stack.udp.send('10.89.0.1', 7, payload64, { srcPort: 9000 }));
+      onTapEcho = w.arrived;
+      await w.done;
+    },
+    teardown: tapTeardown,
+  },
   {
     name: 'UDP 64 B one-way · node:dgram loopback',
     group: 'UDP datagrams 64 B',

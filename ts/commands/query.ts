@@ -19,7 +19,7 @@ ${PROJECT_OPTIONS}
   packages              the dependencies of the generated package.json, with their ranges or pins
   devices               every device in start order, with what it provides and depends on
   keys                  every key: type, stage (configure, runtime, both), default, doc
-  manifest, libvirt     Solo5 targets only (hvt, spt, virtio)`,
+  manifest, libvirt     Solo5 targets only (hvt, spt, virtio): see morgana solo5 query`,
   run: (args) =>
     guarded('query', async () => {
       const parsed = parseCommandArgs(args, { json: { value: false } }, false);
@@ -28,7 +28,10 @@ ${PROJECT_OPTIONS}
         throw new MorganaError('ERR_USAGE', `query what? one of ${TOPICS.join(', ')}${topic && !TOPICS.includes(topic) ? ` (not ${JSON.stringify(topic)})` : ''}`);
       }
       if (topic === 'manifest' || topic === 'libvirt') {
-        throw new MorganaError('ERR_USAGE', `query ${topic} is for Solo5 targets (hvt, spt, virtio), which this build of Morgana cannot configure TypeScript unikernels for`);
+        throw new MorganaError(
+          'ERR_USAGE',
+          `query ${topic} is for Solo5 targets (hvt, spt, virtio), which TypeScript unikernels cannot be configured for; for a Solo5 image or device list use: morgana solo5 query ${topic} --help`,
+        );
       }
       const json = parsed.flags.has('json');
       const project = await loadProject(pathsFrom(parsed));

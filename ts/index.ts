@@ -96,3 +96,17 @@ export * as config from './config/index.js';
 export * from './solo5/index.js';
 export { formatStackSummary } from './stack/summary.js';
 export { Tcp, TcpConnection, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';
+export * as dnsWire from './dns/wire.js';
+export { DnsMalformedError, type DnsMessage, type DnsQuestion, type DnsRecord } from './dns/wire.js';
+export {
+  DnsError,
+  type DnsServerAddress,
+  Resolver,
+  type ResolverCacheOptions,
+  type ResolverOptions,
+  type ResolverStack,
+  type ResolverStats,
+  type ResolveResult,
+  createResolver,
+} from './dns/resolver.js';
+export { type DnsServer, type DnsServerOptions, type DnsServerStack, type DnsServerStats, startDnsServer } from './dns/server.js';

@@ -8,6 +8,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { crunch } from './commands/crunch.js';
 import { demo } from './commands/demo.js';
+import { iperf3 } from './commands/iperf3.js';
 import { daemon } from './commands/daemon.js';
 import { deploy } from './commands/deploy.js';
 import { solo5 } from './commands/solo5.js';
@@ -24,7 +25,7 @@ export interface Command {
 /** Exit code for bad usage (sysexits EX_USAGE, as MirageOS uses). */
 export const EXIT_USAGE = 64;
 
-const commands: Record<string, Command> = { start, demo, solo5, deploy, daemon, crunch, configure, build, run, clean, describe, query };
+const commands: Record<string, Command> = { start, demo, solo5, deploy, daemon, crunch, configure, build, run, clean, describe, query, iperf3 };
 
 function help(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));

@@ -96,6 +96,7 @@ export * as config from './config/index.js';
 export * from './solo5/index.js';
 export { formatStackSummary } from './stack/summary.js';
 export { Tcp, TcpConnection, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';
+export { type Iperf3ClientOptions, type Iperf3Result, type Iperf3Server, type Iperf3ServerOptions, type Iperf3Sum, IPERF3_STATE, runIperf3Client, startIperf3Server } from './apps/iperf3.js';
 export * as dnsWire from './dns/wire.js';
 export { DnsMalformedError, type DnsMessage, type DnsQuestion, type DnsRecord } from './dns/wire.js';
 export {

@@ -1,0 +1,176 @@
+/**
+ * iperf3 in the suite (issue 9): TCP throughput driven by iperf3, in a network namespace the
+ * benchmark creates (and deletes). The baseline is Debian's `iperf3 -c` against `iperf3 -s` over
+ * the namespace's loopback, measured in the same run; next to it, Morgana's iperf3 client (on a
+ * stack on a TAP device in the namespace) against the kernel's `iperf3 -s`, and the kernel's
+ * `iperf3 -c` against Morgana's iperf3 server.
+ *
+ * iperf3 runs whole tests and Morgana's iperf3 only bounds them by time, so each case starts one
+ * long test in `setup` (`-t 3600`, stopped at teardown) and `run(n)` waits until `n` more MiB of
+ * payload have been transferred: for Morgana, its TCP engine's payload counters (received bytes;
+ * sent bytes minus retransmitted ones); for the loopback baseline, the namespace's `lo` receive
+ * counter (headers included, about 0.1 % at lo's 64 KiB MTU), polled every millisecond. Needs root
+ * and `iperf3`; skipped with the reason otherwise.
+ * @module
+ */
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Iperf3Server, runIperf3Client, startIperf3Server } from '../../ts/index.js';
+import { commandUnavailable, kernelTestsUnavailable, type Netns, createNetns } from '../../__test__/helpers/netns.js';
+import type { BenchCase } from '../harness.js';
+import { type TapStack, tapStack } from '../tap-stack.js';
+
+const MIB = 1 << 20;
+const GROUP = 'iperf3 TCP, 1 stream';
+const skip = () => kernelTestsUnavailable() ?? commandUnavailable('iperf3');
+
+/** Waits until `read()` has grown by `bytes`, polling every millisecond. */
+async function transferred(read: () => number, bytes: number, timeoutMs = 60_000): Promise<void> {
+  const target = read() + bytes;
+  const deadline = Date.now() + timeoutMs;
+  while (read() < target) {
+    if (Date.now() > deadline) throw new Error(`iperf3 moved ${read() - target + bytes} of ${bytes} bytes within ${timeoutMs} ms`);
+    await sleep(1);
+  }
+}
+
+/** Starts `iperf3 -s` in the namespace and waits until it listens. */
+async function kernelServer(ns: Netns): Promise<ChildProcess> {
+  const server = ns.spawn('iperf3', ['-s', '-p', '5201'], { stdio: ['ignore', 'ignore', 'ignore'] });
+  for (let i = 0; i < 200; i++) {
+    const { stdout } = await ns.exec('ss', ['-Htln', 'sport = :5201']);
+    if (stdout.trim() !== '') return server;
+    await sleep(10);
+  }
+  throw new Error('iperf3 -s did not start listening');
+}
+
+/** Bytes received on `dev`, from the network namespace of process `pid`. */
+function rxBytes(pid: number, dev: string): number {
+  const line = readFileSync(`/proc/${pid}/net/dev`, 'utf8')
+    .split('\n')
+    .find((l) => l.trimStart().startsWith(`${dev}:`));
+  if (!line) throw new Error(`no ${dev} in /proc/${pid}/net/dev`);
+  return Number(line.slice(line.indexOf(':') + 1).trim().split(/\s+/)[0]);
+}
+
+// --- Kernel iperf3 over the namespace's loopback (the baseline) ----------------------------------
+
+let loop: { ns: Netns; server: ChildProcess } | undefined;
+
+// --- Morgana on TAP --------------------------------------------------------------------------
+
+let tap: { rig: TapStack; test: Promise<unknown>; server?: Iperf3Server } | undefined;
+
+async function tapDown(): Promise<void> {
+  if (!tap) return;
+  const { rig, test, server } = tap;
+  tap = undefined;
+  server?.close();
+  await rig.close();
+  await test.catch(() => {});
+}
+
+/** The receiving side has started counting: a first MiB has gone through. */
+async function started(read: () => number): Promise<void> {
+  await transferred(read, MIB, 15_000);
+}
+
+export const cases: BenchCase[] = [
+  {
+    name: 'iperf3 · kernel client → kernel server, namespace loopback',
+    group: GROUP,
+    baseline: true,
+    unit: 'MiB',
+    bytesPerOp: MIB,
+    description: 'Debian iperf3 -c 127.0.0.1 -t 3600 against iperf3 -s in a namespace; bytes counted on its lo',
+    skip,
+    sampleMs: 500,
+    async setup() {
+      const ns = await createNetns();
+      try {
+        const server = await kernelServer(ns);
+        ns.spawn('iperf3', ['-c', '127.0.0.1', '-p', '5201', '-t', '3600'], { stdio: 'ignore' });
+        loop = { ns, server };
+        await started(() => rxBytes(server.pid!, 'lo'));
+      } catch (error) {
+        loop = undefined;
+        await ns.destroy();
+        throw error;
+      }
+    },
+    async run(n) {
+      const pid = loop!.server.pid!;
+      await transferred(() => rxBytes(pid, 'lo'), n * MIB);
+    },
+    async teardown() {
+      const ns = loop?.ns;
+      loop = undefined;
+      await ns?.destroy();
+    },
+  },
+  {
+    name: 'iperf3 · Morgana client → kernel iperf3 -s over TAP',
+    group: GROUP,
+    unit: 'MiB',
+    bytesPerOp: MIB,
+    description: "Morgana's runIperf3Client on a TAP stack in the namespace against Debian's iperf3 -s there; sent payload minus retransmissions",
+    skip,
+    sampleMs: 500,
+    async setup() {
+      const rig = await tapStack(22);
+      try {
+        await kernelServer(rig.ns);
+        const test = runIperf3Client(rig.stack, rig.kernelAddress, { duration: 3600 });
+        tap = { rig, test };
+        test.catch(() => {});
+        await started(() => sent(rig));
+      } catch (error) {
+        await (tap ? tapDown() : rig.close());
+        throw error;
+      }
+    },
+    async run(n) {
+      const rig = tap!.rig;
+      await transferred(() => sent(rig), n * MIB);
+    },
+    teardown: tapDown,
+  },
+  {
+    name: "iperf3 · kernel iperf3 -c → Morgana's iperf3 server over TAP",
+    group: GROUP,
+    unit: 'MiB',
+    bytesPerOp: MIB,
+    description: "Debian's iperf3 -c -t 3600 in the namespace against startIperf3Server on a TAP stack; payload received by Morgana's TCP",
+    skip,
+    sampleMs: 500,
+    async setup() {
+      const rig = await tapStack(23);
+      try {
+        const server = startIperf3Server(rig.stack, { onError: () => {} });
+        const client = rig.ns.spawn('iperf3', ['-c', rig.stackAddress, '-p', '5201', '-t', '3600'], { stdio: 'ignore' });
+        const test = new Promise((resolve) => client.once('exit', resolve));
+        tap = { rig, test, server };
+        await started(() => received(rig));
+      } catch (error) {
+        await (tap ? tapDown() : rig.close());
+        throw error;
+      }
+    },
+    async run(n) {
+      const rig = tap!.rig;
+      await transferred(() => received(rig), n * MIB);
+    },
+    teardown: tapDown,
+  },
+];
+
+function sent(rig: TapStack): number {
+  const s = rig.stack.stats().tcp;
+  return s.bytesOut - s.retransmittedBytes;
+}
+
+function received(rig: TapStack): number {
+  return rig.stack.stats().tcp.bytesIn;
+}

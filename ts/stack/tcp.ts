@@ -53,7 +53,7 @@ export interface TcpOptions {
   sendBuffer?: number;
   /** Receive buffer per connection, the largest window, in bytes (default 512 KiB). */
   recvBuffer?: number;
-  /** Out-of-order segments held per connection (default 64). */
+  /** Out-of-order ranges (runs of contiguous segments past a hole) held per connection (default 64); their bytes are bounded by the receive buffer. */
   maxOutOfOrder?: number;
   /** Initial retransmission timeout (default 1000, RFC 6298). */
   rtoInitialMs?: number;

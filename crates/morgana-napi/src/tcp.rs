@@ -47,7 +47,7 @@ pub struct TcpEngineOptions {
     pub send_buffer: Option<u32>,
     /// Receive buffer per connection in bytes (512 KiB).
     pub recv_buffer: Option<u32>,
-    /// Out-of-order segments held per connection (64).
+    /// Out-of-order ranges (runs of contiguous segments past a hole) held per connection (64).
     pub max_out_of_order: Option<u32>,
     /// Initial RTO (1000 ms).
     pub rto_initial_ms: Option<f64>,
@@ -118,6 +118,8 @@ pub struct TcpStats {
     pub challenge_acks: f64,
     pub challenge_acks_suppressed: f64,
     pub window_probes: f64,
+    /// Tail-loss probes sent (also counted in `retransmits`).
+    pub tail_loss_probes: f64,
     pub keepalive_probes: f64,
     pub keepalive_timeouts: f64,
     pub active_opens: f64,
@@ -507,6 +509,7 @@ impl NativeTcpEngine {
             challenge_acks: s.challenge_acks as f64,
             challenge_acks_suppressed: s.challenge_acks_suppressed as f64,
             window_probes: s.window_probes as f64,
+            tail_loss_probes: s.tail_loss_probes as f64,
             keepalive_probes: s.keepalive_probes as f64,
             keepalive_timeouts: s.keepalive_timeouts as f64,
             active_opens: s.active_opens as f64,

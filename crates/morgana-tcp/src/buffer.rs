@@ -93,21 +93,35 @@ impl SendBuffer {
 }
 
 /// The receive buffer with bounded out-of-order reassembly.
+///
+/// Out-of-order data is kept as merged, disjoint ranges: contiguous segments that arrive after a
+/// hole join one range, so a single loss costs one range however many segments follow it. The
+/// bytes held are bounded by the window (the caller trims every segment to it), the number of
+/// ranges by `max_ooo`.
 #[derive(Debug)]
 pub struct RecvBuffer {
     ready: VecDeque<u8>,
     capacity: usize,
-    /// Out-of-order segments (sequence number, bytes), sorted by sequence number.
+    /// Out-of-order ranges (sequence number, bytes), sorted, disjoint and not adjacent.
     ooo: Vec<(u32, Vec<u8>)>,
     max_ooo: usize,
-    /// Out-of-order segments dropped because the list was full.
+    /// Start of the range the latest out-of-order segment went into (the first SACK block).
+    latest: Option<u32>,
+    /// Out-of-order segments dropped because `max_ooo` ranges were already held.
     pub ooo_dropped: u64,
 }
 
 impl RecvBuffer {
-    /// An empty buffer: `capacity` bytes of window, at most `max_ooo` out-of-order segments.
+    /// An empty buffer: `capacity` bytes of window, at most `max_ooo` out-of-order ranges.
     pub fn new(capacity: usize, max_ooo: usize) -> Self {
-        RecvBuffer { ready: VecDeque::new(), capacity, ooo: Vec::new(), max_ooo, ooo_dropped: 0 }
+        RecvBuffer {
+            ready: VecDeque::new(),
+            capacity,
+            ooo: Vec::new(),
+            max_ooo,
+            latest: None,
+            ooo_dropped: 0,
+        }
     }
 
     /// In-order bytes waiting for the application.
@@ -125,15 +139,42 @@ impl RecvBuffer {
         self.capacity
     }
 
-    /// Whether out-of-order segments are held.
+    /// Whether out-of-order data is held.
     pub fn has_out_of_order(&self) -> bool {
         !self.ooo.is_empty()
     }
 
-    /// Up to `max` SACK blocks describing the out-of-order data (RFC 2018), first the most
-    /// recently changed is not tracked: they are listed in sequence order.
+    /// Bytes held out of order.
+    pub fn out_of_order_bytes(&self) -> usize {
+        self.ooo.iter().map(|(_, d)| d.len()).sum()
+    }
+
+    /// The out-of-order ranges `[left, right)` in sequence order.
     pub fn out_of_order_blocks(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
         self.ooo.iter().map(|(s, d)| (*s, s.wrapping_add(d.len() as u32)))
+    }
+
+    /// Fills `out` with SACK blocks (RFC 2018 §4): first the range holding the latest
+    /// out-of-order segment, then the others in sequence order. Returns how many.
+    pub fn sack_blocks(&self, out: &mut [(u32, u32)]) -> usize {
+        let mut n = 0;
+        let latest = self.latest.and_then(|l| self.out_of_order_blocks().find(|&(s, _)| s == l));
+        if let Some(b) = latest {
+            if n < out.len() {
+                out[n] = b;
+                n += 1;
+            }
+        }
+        for b in self.out_of_order_blocks() {
+            if n == out.len() {
+                break;
+            }
+            if Some(b) != latest {
+                out[n] = b;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Takes `data` at `seq`, already trimmed by the caller to start at or after `rcv_nxt` and to
@@ -151,7 +192,7 @@ impl RecvBuffer {
         self.ready.extend(data);
         let mut advanced = data.len();
         let mut next = rcv_nxt.wrapping_add(advanced as u32);
-        // Pull in every held segment the new bytes reached.
+        // Pull in every held range the new bytes reached.
         while let Some((s, bytes)) = self.ooo.first() {
             if seq::gt(*s, next) {
                 break;
@@ -168,23 +209,51 @@ impl RecvBuffer {
             }
             self.ooo.remove(0);
         }
+        if self.ooo.is_empty() {
+            self.latest = None;
+        }
         advanced
     }
 
     fn insert_out_of_order(&mut self, seq_no: u32, data: &[u8]) {
         let end = seq_no.wrapping_add(data.len() as u32);
-        // Already covered by a held segment?
-        if self.ooo.iter().any(|(s, d)| seq::le(*s, seq_no) && seq::ge(s.wrapping_add(d.len() as u32), end)) {
+        let range_end = |(s, d): &(u32, Vec<u8>)| s.wrapping_add(d.len() as u32);
+        // The ranges this segment overlaps or touches: `first..last`.
+        let first = self.ooo.iter().position(|r| seq::ge(range_end(r), seq_no)).unwrap_or(self.ooo.len());
+        let mut last = first;
+        while last < self.ooo.len() && seq::le(self.ooo[last].0, end) {
+            last += 1;
+        }
+        if first == last {
+            if self.ooo.len() >= self.max_ooo {
+                self.ooo_dropped += 1;
+                return;
+            }
+            self.ooo.insert(first, (seq_no, data.to_vec()));
+            self.latest = Some(seq_no);
             return;
         }
-        // Drop held segments this one covers entirely.
-        self.ooo.retain(|(s, d)| !(seq::ge(*s, seq_no) && seq::le(s.wrapping_add(d.len() as u32), end)));
-        if self.ooo.len() >= self.max_ooo {
-            self.ooo_dropped += 1;
-            return;
+        let (mut start, mut bytes) = std::mem::take(&mut self.ooo[first]);
+        if seq::lt(seq_no, start) {
+            let mut joined = Vec::with_capacity(bytes.len() + seq::diff(start, seq_no) as usize);
+            joined.extend_from_slice(&data[..seq::diff(start, seq_no) as usize]);
+            joined.extend_from_slice(&bytes);
+            bytes = joined;
+            start = seq_no;
         }
-        let at = self.ooo.iter().position(|(s, _)| seq::gt(*s, seq_no)).unwrap_or(self.ooo.len());
-        self.ooo.insert(at, (seq_no, data.to_vec()));
+        let held_end = start.wrapping_add(bytes.len() as u32);
+        if seq::gt(end, held_end) {
+            bytes.extend_from_slice(&data[seq::diff(held_end, seq_no) as usize..]);
+        }
+        for (s, d) in self.ooo.drain(first + 1..last) {
+            let held_end = start.wrapping_add(bytes.len() as u32);
+            let d_end = s.wrapping_add(d.len() as u32);
+            if seq::gt(d_end, held_end) {
+                bytes.extend_from_slice(&d[seq::diff(held_end, s) as usize..]);
+            }
+        }
+        self.ooo[first] = (start, bytes);
+        self.latest = Some(start);
     }
 
     /// Copies readable bytes into `out`; returns how many.
@@ -239,5 +308,53 @@ mod tests {
         r.insert(20, b"b", 0);
         r.insert(30, b"c", 0);
         assert_eq!(r.ooo_dropped, 1);
+    }
+
+    /// Regression (kernel interop over TAP, issue 5): one lost segment followed by a full window
+    /// of contiguous segments used to fill the 64-entry out-of-order list after 64 segments and
+    /// drop the rest, so Linux had to resend most of every window (20 MiB uploaded as 48 MB).
+    /// Contiguous segments now merge into one range.
+    #[test]
+    fn contiguous_out_of_order_segments_merge_into_one_range() {
+        let mss = 1448;
+        let mut r = RecvBuffer::new(512 * 1024, 4);
+        let segment = |i: usize| -> Vec<u8> { (0..mss).map(|j| (i * 7 + j) as u8).collect() };
+        let base = u32::MAX - 5000; // wraps inside
+        for i in 1..300 {
+            assert_eq!(r.insert(base.wrapping_add((i * mss) as u32), &segment(i), base), 0);
+        }
+        assert_eq!(r.ooo_dropped, 0);
+        assert_eq!(r.out_of_order_blocks().count(), 1);
+        assert_eq!(r.out_of_order_bytes(), 299 * mss);
+        assert_eq!(r.insert(base, &segment(0), base), 300 * mss);
+        let mut out = vec![0u8; 300 * mss];
+        assert_eq!(r.read(&mut out), 300 * mss);
+        for i in 0..300 {
+            assert_eq!(&out[i * mss..(i + 1) * mss], &segment(i)[..], "segment {i}");
+        }
+    }
+
+    #[test]
+    fn ranges_merge_across_gaps_and_report_the_latest_first() {
+        let mut r = RecvBuffer::new(100, 3);
+        r.insert(10, b"kl", 0);
+        r.insert(20, b"uv", 0);
+        r.insert(30, b"EF", 0);
+        let mut sack = [(0, 0); 4];
+        assert_eq!(r.sack_blocks(&mut sack), 3);
+        assert_eq!(&sack[..3], &[(30, 32), (10, 12), (20, 22)]);
+        // Prepend, bridge two ranges, overlap both ends.
+        r.insert(8, b"ij", 0);
+        r.insert(11, b"lmnopqrstu", 0);
+        assert_eq!(r.out_of_order_blocks().collect::<Vec<_>>(), vec![(8, 22), (30, 32)]);
+        assert_eq!(r.sack_blocks(&mut sack), 2);
+        assert_eq!(&sack[..2], &[(8, 22), (30, 32)]);
+        r.insert(21, b"vwxyzABCDEFG", 0);
+        assert_eq!(r.out_of_order_blocks().collect::<Vec<_>>(), vec![(8, 33)]);
+        assert_eq!(r.insert(0, b"abcdefgh", 0), 33);
+        let mut out = [0u8; 40];
+        let n = r.read(&mut out);
+        assert_eq!(&out[..n], b"abcdefghijklmnopqrstuvwxyzABCDEFG");
+        assert_eq!(r.sack_blocks(&mut sack), 0);
     }
 }

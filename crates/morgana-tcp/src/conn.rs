@@ -6,7 +6,7 @@ use crate::buffer::{RecvBuffer, SendBuffer};
 use crate::engine::{Config, ErrorCode, Event, EventKind, Handle, KeepAlive, Output, Stats};
 use crate::rtt::RttEstimator;
 use crate::seq;
-use crate::wire::{TcpHeader, TcpOptions, ACK, FIN, PSH, RST, SYN};
+use crate::wire::{TcpHeader, TcpOptions, ACK, FIN, MAX_SACK_BLOCKS, PSH, RST, SYN};
 
 /// RFC 9293 connection states (LISTEN lives in the engine's listener table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,9 @@ impl State {
         !matches!(self, State::SynSent | State::SynReceived | State::Closed)
     }
 }
+
+/// Smallest tail-loss probe timeout (ms).
+const TLP_MIN_MS: u64 = 10;
 
 /// Shared context of one engine call.
 pub struct Ctx<'a> {
@@ -115,6 +118,8 @@ pub struct Conn {
     /// Sequence number of our FIN once it was first sent.
     fin_seq_no: Option<u32>,
     wscale_ok: bool,
+    /// The peer sent SACK-permitted: our ACKs carry SACK blocks (RFC 2018) for out-of-order data.
+    sack_ok: bool,
     fin_in: Option<u32>,
     peer_fin: bool,
     rtt: RttEstimator,
@@ -125,6 +130,12 @@ pub struct Conn {
     ssthresh: usize,
     dupacks: u32,
     recover: u32,
+    /// Highest right edge of a SACK block the peer sent (sequence space).
+    sack_high: u32,
+    /// `rto_at` is a tail-loss probe timeout (RFC 8985 §7), not the RTO.
+    tlp_armed: bool,
+    /// A probe went out and no ACK advanced SND.UNA since.
+    tlp_sent: bool,
     in_recovery: bool,
     ack_now: bool,
     delack_at: Option<u64>,
@@ -192,6 +203,7 @@ impl Conn {
             fin_queued: false,
             fin_seq_no: None,
             wscale_ok: false,
+            sack_ok: false,
             fin_in: None,
             peer_fin: false,
             rtt: RttEstimator::new(cfg.rto_initial_ms, cfg.rto_min_ms, cfg.rto_max_ms),
@@ -202,6 +214,9 @@ impl Conn {
             ssthresh: usize::MAX / 2,
             dupacks: 0,
             recover: iss,
+            sack_high: iss,
+            tlp_armed: false,
+            tlp_sent: false,
             in_recovery: false,
             ack_now: false,
             delack_at: None,
@@ -236,6 +251,7 @@ impl Conn {
             }
         }
         self.ts_enabled = cfg.timestamps && h.options.timestamps.is_some();
+        self.sack_ok = h.options.sack_permitted;
         if let Some((val, _)) = h.options.timestamps {
             self.ts_recent = val;
         }
@@ -493,6 +509,7 @@ impl Conn {
             options.mss = Some(self.mtu_mss.min(65_535) as u16);
             if self.state == State::SynSent {
                 options.window_scale = Some(self.rcv_shift);
+                options.sack_permitted = true;
                 if ctx.cfg.timestamps {
                     options.timestamps = Some((self.tsval(ctx.now), 0));
                 }
@@ -500,12 +517,18 @@ impl Conn {
                 if self.wscale_ok {
                     options.window_scale = Some(self.rcv_shift);
                 }
+                options.sack_permitted = self.sack_ok;
                 if self.ts_enabled {
                     options.timestamps = Some((self.tsval(ctx.now), self.ts_recent));
                 }
             }
         } else if self.ts_enabled && flags & RST == 0 {
             options.timestamps = Some((self.tsval(ctx.now), self.ts_recent));
+        }
+        // SACK blocks on pure ACKs only: a full data segment has no room for them.
+        if self.sack_ok && flags & (SYN | RST) == 0 && flags & ACK != 0 && data_len == 0 {
+            let room = if options.timestamps.is_some() { 3 } else { MAX_SACK_BLOCKS };
+            options.sack_count = self.rcvbuf.sack_blocks(&mut options.sack[..room]) as u8;
         }
         let window =
             if flags & SYN != 0 { self.rcvbuf.window().min(65_535) as u16 } else { self.advertised_window() };
@@ -530,8 +553,42 @@ impl Conn {
 
     fn arm_rto(&mut self, now: u64) {
         if self.rto_at.is_none() {
-            self.rto_at = Some(now + self.rtt.rto());
+            let rto = self.rtt.rto();
+            self.tlp_armed = false;
+            self.rto_at = Some(now + rto);
+            // Tail-loss probe (RFC 8985 §7): when a flight of data goes unacknowledged for two
+            // round trips, resend its last segment once instead of waiting for the RTO. A lost
+            // tail segment or a lost last ACK then costs 2·SRTT, not the 200 ms minimum RTO.
+            let flight = seq::diff(self.snd_max, self.snd_una) as usize;
+            if let Some(srtt) = self.rtt.srtt() {
+                let pto = ((2.0 * srtt).ceil() as u64).max(TLP_MIN_MS);
+                if self.state.synchronized()
+                    && !self.in_recovery
+                    && !self.tlp_sent
+                    && self.retries == 0
+                    && flight > self.smss
+                    && flight <= self.sndbuf.len()
+                    && pto < rto
+                {
+                    self.rto_at = Some(now + pto);
+                    self.tlp_armed = true;
+                }
+            }
         }
+    }
+
+    /// Sends the tail-loss probe: the last segment of the flight again.
+    fn send_probe(&mut self, ctx: &mut Ctx) {
+        let flight = seq::diff(self.snd_max, self.snd_una) as usize;
+        if flight == 0 || flight > self.sndbuf.len() {
+            return;
+        }
+        let len = flight.min(self.smss);
+        ctx.stats.retransmits += 1;
+        ctx.stats.tail_loss_probes += 1;
+        self.rtt_probe = None;
+        let s = self.snd_max.wrapping_sub(len as u32);
+        self.emit(ctx, ACK | PSH, s, flight - len, len);
     }
 
     /// Handles one segment addressed to this connection.
@@ -860,6 +917,22 @@ impl Conn {
         let shift = self.snd_shift;
         let new_wnd = u32::from(h.window) << shift;
         let window_changed = new_wnd != self.snd_wnd;
+        // An ACK whose SACK blocks report data beyond any reported before is a duplicate ACK
+        // even when the window moved (RFC 6675 §2): Linux grows its window while it holds
+        // out-of-order data, and strict RFC 5681 counting then misses fast retransmit.
+        let mut sack_news = false;
+        if self.sack_ok {
+            let blocks = &h.options.sack[..usize::from(h.options.sack_count).min(MAX_SACK_BLOCKS)];
+            for &(left, right) in blocks {
+                // Blocks at or below SND.UNA are D-SACKs (RFC 2883): old news.
+                let valid =
+                    seq::gt(right, left) && seq::gt(right, self.snd_una) && seq::le(right, self.snd_max);
+                if valid && seq::gt(right, self.sack_high) {
+                    self.sack_high = right;
+                    sack_news = true;
+                }
+            }
+        }
         if seq::gt(h.ack, self.snd_una) {
             let acked = seq::diff(h.ack, self.snd_una) as usize;
             // RTT sample: timestamps when on, else one timed segment (Karn: never a retransmission).
@@ -905,10 +978,13 @@ impl Conn {
                     self.cwnd += (self.smss * self.smss / self.cwnd).max(1);
                 }
             }
+            self.tlp_sent = false;
             if self.snd_una == self.snd_max {
                 self.rto_at = None;
+                self.tlp_armed = false;
             } else if !self.in_recovery {
-                self.rto_at = Some(now + self.rtt.rto());
+                self.rto_at = None;
+                self.arm_rto(now);
             }
             if self.want_writable && self.sndbuf.free() > 0 && self.can_send() {
                 self.want_writable = false;
@@ -917,16 +993,21 @@ impl Conn {
         } else if h.ack == self.snd_una
             && no_payload
             && !h.has(FIN)
-            && !window_changed
+            && (!window_changed || sack_news)
             && self.snd_una != self.snd_max
         {
             ctx.stats.duplicate_acks += 1;
             self.dupacks += 1;
-            if self.dupacks == 3 && !self.in_recovery && seq::gt(h.ack, self.recover) {
+            // RFC 6582 §3.2 step 2 refuses a new recovery until the ACK covers `recover`; SACK
+            // blocks beyond `recover` prove the hole is a new loss, not an old duplicate.
+            let new_episode =
+                seq::gt(h.ack, self.recover) || (self.sack_ok && seq::gt(self.sack_high, self.recover));
+            if self.dupacks == 3 && !self.in_recovery && new_episode {
                 let flight = seq::diff(self.snd_max, self.snd_una) as usize;
                 self.ssthresh = (flight / 2).max(2 * self.smss);
                 self.recover = self.snd_max;
                 self.in_recovery = true;
+                self.tlp_armed = false;
                 ctx.stats.fast_retransmits += 1;
                 self.retransmit_first(ctx);
                 self.cwnd = self.ssthresh + 3 * self.smss;
@@ -968,8 +1049,15 @@ impl Conn {
             self.close_now();
             return;
         }
-        if self.rto_at.is_some_and(|t| t <= now) {
+        if self.rto_at.is_some_and(|t| t <= now) && self.tlp_armed && !self.in_recovery {
+            self.tlp_armed = false;
+            self.tlp_sent = true;
+            self.send_probe(ctx);
+            let rto = self.rtt.rto();
+            self.rto_at = Some(now + rto);
+        } else if self.rto_at.is_some_and(|t| t <= now) {
             self.rto_at = None;
+            self.tlp_armed = false;
             self.on_rto(ctx);
             if self.state == State::Closed {
                 return;
@@ -1091,7 +1179,10 @@ impl Conn {
             let in_flight = seq::diff(self.snd_nxt, self.snd_una) as usize;
             let offset = in_flight.min(self.sndbuf.len());
             let unsent = self.sndbuf.len() - offset;
-            let wnd = (self.snd_wnd as usize).min(self.cwnd);
+            // Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one new
+            // segment out beyond cwnd, so a small window still produces the third.
+            let limited = if self.in_recovery { 0 } else { self.dupacks.min(2) as usize * self.smss };
+            let wnd = (self.snd_wnd as usize).min(self.cwnd + limited);
             let usable = wnd.saturating_sub(in_flight);
             let len = unsent.min(usable).min(self.smss);
             let fin_now = self.fin_queued && !self.fin_sent() && len == unsent;

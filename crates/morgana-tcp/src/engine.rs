@@ -23,7 +23,8 @@ pub struct Config {
     pub send_buffer: usize,
     /// Receive buffer (and so the largest window) per connection (bytes).
     pub recv_buffer: usize,
-    /// Most out-of-order segments held per connection.
+    /// Most out-of-order ranges (runs of contiguous segments past a hole) held per connection;
+    /// their bytes are bounded by the receive window.
     pub max_out_of_order: usize,
     /// Initial RTO (RFC 6298: 1 s).
     pub rto_initial_ms: u64,
@@ -230,6 +231,8 @@ pub struct Stats {
     pub challenge_acks_suppressed: u64,
     /// Zero-window probes sent.
     pub window_probes: u64,
+    /// Tail-loss probes sent (RFC 8985 §7; also counted in `retransmits`).
+    pub tail_loss_probes: u64,
     /// Keep-alive probes sent.
     pub keepalive_probes: u64,
     /// Connections failed by keep-alive.

@@ -19,8 +19,11 @@
 //! - [`engine`]: the connection table, listeners with bounded SYN queue and accept backlog,
 //!   RST generation for segments that match nothing, output and events.
 //!
-//! Not yet implemented (see issue 5): SACK-based loss recovery (SACK options are parsed, never
-//! offered), PAWS, TIME_WAIT reuse by a new SYN, CUBIC, ICMP-driven soft errors and path-MTU
+//! SACK (RFC 2018) is offered and sent on receive (ACKs describe the out-of-order ranges held).
+//! As a sender the engine runs NewReno with limited transmit (RFC 3042) and tail-loss probes
+//! (RFC 8985 §7), and uses the peer's SACK blocks only to recognise duplicate ACKs and new loss
+//! episodes. Not yet implemented (see issue 5): a SACK scoreboard for loss recovery (RFC 6675),
+//! PAWS, TIME_WAIT reuse by a new SYN, CUBIC, ICMP-driven soft errors and path-MTU
 //! discovery. Connections opened by a SYN cookie run without window scaling and timestamps.
 #![deny(missing_docs)]
 

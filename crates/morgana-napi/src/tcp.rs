@@ -253,43 +253,10 @@ impl NativeTcpEngine {
         self.inner.poll(now_ms(now));
     }
 
-    /// Copies produced segments into `out` (back to back) and `[length, src, dst]` triples into
-    /// `meta`, as many as fit; returns how many. Call until it returns 0.
-    #[napi]
-    pub fn drain_output(
-        &mut self,
-        #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
-        #[napi(ts_arg_type = "Uint32Array")] meta: U32sMut<'_>,
-    ) -> u32 {
-        let output = self.inner.output();
-        let mut n = 0usize;
-        let mut at = 0usize;
-        while self.seg_cursor < output.segments.len() && (n + 1) * 3 <= meta.len() {
-            let s = output.segments[self.seg_cursor];
-            let len = s.len as usize;
-            if at + len > out.len() {
-                break;
-            }
-            out[at..at + len].copy_from_slice(&output.bytes[self.byte_cursor..self.byte_cursor + len]);
-            meta[n * 3] = s.len;
-            meta[n * 3 + 1] = s.src;
-            meta[n * 3 + 2] = s.dst;
-            at += len;
-            self.byte_cursor += len;
-            self.seg_cursor += 1;
-            n += 1;
-        }
-        if self.seg_cursor >= output.segments.len() {
-            self.inner.clear_output();
-            self.seg_cursor = 0;
-            self.byte_cursor = 0;
-        }
-        n as u32
-    }
-
-    /// Like [`Self::drain_output`] but writes whole IPv4 packets (a 20-byte header with Don't
-    /// Fragment, `ttl` and the checksum, then the segment), so the caller hands them straight to
-    /// Ethernet; `meta` gets `[packet length, src, dst]` triples.
+    /// Copies produced segments into `out` as whole IPv4 packets, back to back (a 20-byte header
+    /// with Don't Fragment, `ttl` and the checksum, then the segment), so the caller hands them
+    /// straight to Ethernet; `meta` gets `[packet length, src, dst]` triples, as many as fit.
+    /// Returns how many; call until it returns 0.
     #[napi]
     pub fn drain_packets(
         &mut self,

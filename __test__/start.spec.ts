@@ -3,9 +3,10 @@
  * vnet target through a forwarded host port. Started, fetched from outside, and stopped.
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { kernelTest } from './helpers/netns.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 
@@ -41,3 +42,11 @@ test('morgana start serves the front page through the forwarded port until Ctrl-
   child.kill('SIGINT');
   t.is(await exited, 0);
 });
+
+kernelTest(test, 'morgana start --tap serves the page on a TAP device in a namespace, checked with curl from the kernel side', async (t) => {
+  const result = spawnSync(process.execPath, [cli, 'start', '--tap', '--self-check-only'], { encoding: 'utf8', timeout: 120_000 });
+  t.is(result.status, 0, result.stderr);
+  t.regex(result.stdout, /Self-check: curl http:\/\/10\.0\.0\.2\/ .* -> 200 \d+ bytes/);
+  t.regex(result.stderr, /TCP +\d+ connection/, 'the stack summary was printed');
+  t.false(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.includes(`morgana-start-${result.pid}`), 'the namespace is gone');
+}, ['curl']);

@@ -3,9 +3,14 @@
  * `static-website` example for the `vnet` target with a host port forwarded, boots it, fetches
  * its front page once through the forwarded port as a self-check, prints the URL and a
  * one-screen summary of the unikernel's stack, and keeps serving until Ctrl-C. No root needed.
+ *
+ * With `--tap` (root) it does the same on the `unix --net direct` target: the unikernel's stack
+ * runs on a TAP device inside a network namespace this command creates (kernel side 10.0.0.1,
+ * unikernel 10.0.0.2), the self-check is curl from the kernel side, and the namespace is deleted
+ * when it stops.
  * @module
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -29,14 +34,18 @@ function watchLines(stream: NodeJS.ReadableStream, onLine: (line: string) => voi
 /** The start command. */
 export const start: Command = {
   summary: "Run the static-website example on the in-process virtual network, self-check it and keep serving (the README's main job)",
-  usage: `morgana start [--port PORT] [--self-check-only]
+  usage: `morgana start [--port PORT] [--tap] [--self-check-only]
 
   --port PORT          host port forwarded to the unikernel's port 80 (default 8080; 0 picks a free one)
+  --tap                run on a TAP device in a network namespace instead (root; unix --net direct)
   --self-check-only    stop after the self-check and the summary (exit 0 when the page was served)`,
   async run(args) {
-    let values: { port?: string; 'self-check-only'?: boolean };
+    let values: { port?: string; tap?: boolean; 'self-check-only'?: boolean };
     try {
-      ({ values } = parseArgs({ args, options: { port: { type: 'string', default: '8080' }, 'self-check-only': { type: 'boolean' } } }));
+      ({ values } = parseArgs({
+        args,
+        options: { port: { type: 'string', default: '8080' }, tap: { type: 'boolean' }, 'self-check-only': { type: 'boolean' } },
+      }));
     } catch (error) {
       process.stderr.write(`morgana start: ${(error as Error).message}\n`);
       return EXIT_USAGE;
@@ -49,6 +58,7 @@ export const start: Command = {
     const example = path.join(packageRoot, 'examples', 'static-website');
     const buildDir = mkdtempSync(path.join(tmpdir(), 'morgana-start-'));
     const project = ['-f', path.join(example, 'config.ts'), '-b', buildDir];
+    if (values.tap) return runOnTap(buildDir, project, values['self-check-only'] === true);
     try {
       process.stderr.write(`Building the static-website example for the vnet target in ${buildDir}\n`);
       const configured = await configure.run(['-t', 'vnet', '--forward', `127.0.0.1:${port}:80`, ...project]);
@@ -103,3 +113,69 @@ export const start: Command = {
     }
   },
 };
+
+const NETNS = `morgana-start-${process.pid}`;
+const TAP = 'mtap0';
+
+/** Runs `ip ARGS…`, throwing with its stderr when it fails. */
+function ip(...args: string[]): void {
+  const result = spawnSync('ip', args, { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`ip ${args.join(' ')}: ${result.stderr.trim() || result.error?.message}`);
+}
+
+/** `morgana start --tap`: the main job on a TAP device inside a network namespace. */
+async function runOnTap(buildDir: string, project: string[], selfCheckOnly: boolean): Promise<number> {
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('morgana start --tap needs root (a network namespace and /dev/net/tun); run it with sudo\n');
+    return 1;
+  }
+  try {
+    process.stderr.write(`Building the static-website example for unix --net direct in ${buildDir}\n`);
+    const configured = await configure.run(['-t', 'unix', '--net', 'direct', `--interface=${TAP}`, ...project]);
+    if (configured !== 0) return configured;
+    const built = await build.run(project);
+    if (built !== 0) return built;
+    // Everything lives in a namespace of our own: the TAP, its kernel-side address, curl.
+    ip('netns', 'add', NETNS);
+    ip('-n', NETNS, 'link', 'set', 'lo', 'up');
+    ip('-n', NETNS, 'tuntap', 'add', 'mode', 'tap', 'name', TAP);
+    ip('-n', NETNS, 'addr', 'add', '10.0.0.1/24', 'dev', TAP);
+    ip('-n', NETNS, 'link', 'set', TAP, 'up');
+    const child = spawn('ip', ['netns', 'exec', NETNS, process.execPath, path.join(buildDir, 'main.mjs')], {
+      stdio: ['ignore', 'inherit', 'pipe'],
+    });
+    const exited = new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + 2 : 1))));
+    watchLines(child.stderr!, () => {});
+    // Ready when the kernel side can fetch the page: poll with curl from inside the namespace.
+    let check = '';
+    let ok = false;
+    for (let i = 0; i < 50 && !ok; i++) {
+      const curl = spawnSync('ip', ['netns', 'exec', NETNS, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download} bytes', '--max-time', '2', 'http://10.0.0.2/'], { encoding: 'utf8' });
+      check = curl.stdout || curl.stderr || String(curl.error?.message);
+      ok = curl.status === 0 && check.startsWith('200 ');
+      if (!ok) await new Promise((r) => setTimeout(r, 200));
+    }
+    process.stdout.write(`\nSelf-check: curl http://10.0.0.2/ from the kernel side of ${TAP} in namespace ${NETNS} -> ${ok ? check : `FAILED (${check})`}\n`);
+    child.kill('SIGUSR2');
+    await new Promise((r) => setTimeout(r, 300));
+    const stop = () => child.kill('SIGINT');
+    if (!ok || selfCheckOnly) {
+      stop();
+      await exited;
+      return ok ? 0 : 1;
+    }
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    process.stdout.write(`\nServing http://10.0.0.2/ on ${TAP} in network namespace ${NETNS} (try: ip netns exec ${NETNS} curl http://10.0.0.2/). Ctrl-C stops it.\n`);
+    const code = await exited;
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    return code === 130 || code === 0 ? 0 : code;
+  } catch (error) {
+    process.stderr.write(`morgana start --tap: ${(error as Error).message}\n`);
+    return 1;
+  } finally {
+    spawnSync('ip', ['netns', 'del', NETNS]);
+    rmSync(buildDir, { recursive: true, force: true });
+  }
+}

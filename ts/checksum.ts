@@ -1,12 +1,12 @@
 /**
- * The Internet checksum (RFC 1071), its incremental update (RFC 1624) and the IPv4
- * pseudo-header sum, computed in Rust over the caller's bytes without copying them.
+ * The Internet checksum (RFC 1071), its incremental update (RFC 1624) and the IPv4 and IPv6
+ * pseudo-header sums, computed in Rust over the caller's bytes without copying them.
  *
  * Values are the 16-bit numbers as stored big-endian in headers.
  * @module
  */
-import { assertBytes, assertInteger } from './errors.js';
-import { type Ipv4AddressLike, toIpv4Number } from './address.js';
+import { assertBytes, assertInteger, nativeFailure } from './errors.js';
+import { type Ipv4AddressLike, type Ipv6AddressLike, toIpv4Number, toIpv6Bytes } from './address.js';
 import { native } from './native.js';
 
 /**
@@ -69,4 +69,17 @@ export function pseudoHeaderSum(src: Ipv4AddressLike, dst: Ipv4AddressLike, prot
   assertInteger(protocol, 'protocol', 0, 0xff);
   assertInteger(length, 'length', 0, 0xffff);
   return native.pseudoHeaderSum(toIpv4Number(src, 'src'), toIpv4Number(dst, 'dst'), protocol, length);
+}
+
+/**
+ * The one's-complement sum of the IPv6 pseudo-header (RFC 8200 §8.1) for an ICMPv6, UDP or TCP
+ * message of `length` bytes (upper-layer header and data, not extension headers) to the final
+ * destination `dst`; pass it as `initial` to {@link checksum}.
+ */
+export function pseudoHeaderSum6(src: Ipv6AddressLike, dst: Ipv6AddressLike, nextHeader: number, length: number): number {
+  assertInteger(nextHeader, 'nextHeader', 0, 0xff);
+  assertInteger(length, 'length', 0, 0xffffffff);
+  const sum = native.pseudoHeaderSum6(toIpv6Bytes(src, 'src'), toIpv6Bytes(dst, 'dst'), nextHeader, length);
+  if (sum < 0) throw nativeFailure(sum);
+  return sum;
 }

@@ -1,13 +1,16 @@
 /**
  * Morgana: a library operating system toolkit for Node.js in the spirit of MirageOS.
  *
- * This entry point exports the packet core (checksums, IPv4 wire format, fragmentation and
- * reassembly) and the typed errors.
+ * This entry point exports the packet core (checksums, IPv4 and IPv6 wire formats, fragmentation
+ * and reassembly) and the typed errors.
  * @module
  */
-export { checksum, checksumUpdate, onesComplementSum, pseudoHeaderSum } from './checksum.js';
+export { checksum, checksumUpdate, onesComplementSum, pseudoHeaderSum, pseudoHeaderSum6 } from './checksum.js';
 export { type Ipv4AddressLike, formatIpv4Address, parseIpv4Address, toIpv4Number } from './address.js';
 export * as ipv4 from './ipv4.js';
+export { type Ipv6AddressLike, formatIpv6Address, parseIpv6Address, toIpv6Bytes } from './address.js';
+export * as ipv6 from './ipv6.js';
+export { Ipv6ParseError } from './ipv6.js';
 export { Reassembler, type ReassemblerOptions, type ReassemblerStats } from './reassembly.js';
 export {
   FragmentationNeededError,

@@ -1,5 +1,6 @@
 //! Internet checksum bindings.
 
+use crate::errors::failure;
 use morgana_net::checksum;
 use napi_derive::napi;
 
@@ -30,4 +31,14 @@ pub fn pseudo_header_sum(src: u32, dst: u32, protocol: u32, length: u32) -> u32 
         protocol as u8,
         length as u16,
     ))
+}
+
+/// The IPv6 pseudo-header sum (RFC 8200 §8.1); addresses are 16-byte arrays. Returns the sum or
+/// a negative error when an address is not 16 bytes.
+#[napi]
+pub fn pseudo_header_sum6(src: &[u8], dst: &[u8], next_header: u32, length: u32) -> i32 {
+    let (Ok(src), Ok(dst)) = (<[u8; 16]>::try_from(src), <[u8; 16]>::try_from(dst)) else {
+        return failure("ERR_IPV6_BAD_ADDRESS_LENGTH");
+    };
+    i32::from(checksum::ipv6_pseudo_header_sum(src, dst, next_header as u8, length))
 }

@@ -3,6 +3,7 @@
 
 use morgana_net::fragment::FragmentError;
 use morgana_net::wire::ipv4::{EmitError, Ipv4Error};
+use morgana_net::wire::ipv6::{Ipv6EmitError, Ipv6Error};
 use morgana_random::entropy::NoStrongEntropy;
 use morgana_random::RngError;
 use napi_derive::napi;
@@ -47,6 +48,22 @@ fn table() -> &'static [(&'static str, String)] {
             // The MTU is filled in by TypeScript, which knows it.
             rows.push((e.code(), e.to_string().replace(" (0)", "").replace("MTU 0 ", "the MTU ")));
         }
+        for e in [
+            Ipv6Error::Truncated,
+            Ipv6Error::BadVersion,
+            Ipv6Error::BadExtension { pointer: 0 },
+            Ipv6Error::MisplacedHopByHop { pointer: 0 },
+            Ipv6Error::TooManyExtensions { pointer: 0 },
+        ] {
+            rows.push((e.code(), e.to_string()));
+        }
+        // ERR_BUFFER_TOO_SMALL is already in the table (from the IPv4 emitter).
+        for e in
+            [Ipv6EmitError::PayloadTooLong, Ipv6EmitError::BadFlowLabel, Ipv6EmitError::BadFragmentOffset]
+        {
+            rows.push((e.code(), e.to_string()));
+        }
+        rows.push(("ERR_IPV6_BAD_ADDRESS_LENGTH", "an IPv6 address must be 16 bytes".to_owned()));
         for e in [RngError::Unseeded, RngError::RequestTooLarge] {
             rows.push((e.code(), e.to_string()));
         }

@@ -12,6 +12,7 @@
 mod checksum;
 mod errors;
 mod ipv4;
+mod ipv6;
 mod random;
 mod reassembly;
 mod tap;

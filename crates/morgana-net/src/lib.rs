@@ -1,8 +1,8 @@
 //! Morgana's sans-IO packet core.
 //!
 //! - [`checksum`]: the Internet checksum (RFC 1071), incremental update (RFC 1624) and the IPv4
-//!   pseudo-header sum.
-//! - [`wire`]: wire formats, zero-copy parse and emit (IPv4 so far).
+//!   IPv4 and IPv6 pseudo-header sums.
+//! - [`wire`]: wire formats, zero-copy parse and emit (IPv4, IPv6 and its extension headers).
 //! - [`fragment`]: IPv4 fragmentation on send.
 //! - [`reassembly`]: the bounded IPv4 reassembly cache (MirageOS 3.5 limits by default).
 //!

@@ -1,5 +1,5 @@
 //! One connection's state machine (RFC 9293 §3.10) with RFC 5961 checks, RFC 6298 retransmission,
-//! NewReno loss recovery (RFC 5681, RFC 6582), delayed ACKs (RFC 1122 §4.2.3.2), Nagle, the persist
+//! SACK-based loss recovery (RFC 6675) or NewReno (RFC 5681, RFC 6582), delayed ACKs (RFC 1122 §4.2.3.2), Nagle, the persist
 //! timer and keep-alive. The [`crate::engine::Engine`] owns connections and routes segments to them.
 
 use crate::buffer::{RecvBuffer, SendBuffer};
@@ -42,6 +42,14 @@ impl State {
 
 /// Smallest tail-loss probe timeout (ms).
 const TLP_MIN_MS: u64 = 10;
+
+/// Most SACKed ranges the sender's scoreboard keeps (RFC 6675 §3 allows forgetting: SACK
+/// information is advisory). Beyond this the highest ranges are dropped, which only makes the
+/// sender more conservative.
+pub const MAX_SCOREBOARD: usize = 16;
+
+/// RFC 6675 DupThresh.
+const DUP_THRESH: usize = 3;
 
 /// Shared context of one engine call.
 pub struct Ctx<'a> {
@@ -137,6 +145,23 @@ pub struct Conn {
     /// A probe went out and no ACK advanced SND.UNA since.
     tlp_sent: bool,
     in_recovery: bool,
+    /// The current recovery is SACK-based (RFC 6675) rather than NewReno.
+    sack_recovery: bool,
+    /// SACK scoreboard: SACKed ranges above SND.UNA, ascending and disjoint, at most
+    /// [`MAX_SCOREBOARD`] of them.
+    sacked: Vec<(u32, u32)>,
+    /// RFC 6675 HighRxt: the highest sequence number retransmitted in this recovery.
+    high_rxt: u32,
+    /// RFC 6675 RescueRxt, once the rescue retransmission of this recovery went out.
+    rescue_rxt: Option<u32>,
+    /// SND.MAX when the hole at SND.UNA was (at the latest) retransmitted: SACKs for data sent
+    /// after that, while the hole stays, mean the retransmission was lost.
+    rxt_mark: Option<u32>,
+    /// The retransmission of the hole at SND.UNA was found lost: resend it.
+    rxt_lost: bool,
+    /// SND.UNA when a recovery probe timer was last armed (one per SND.UNA, so a dead peer still
+    /// meets the RTO).
+    rxt_probe_una: Option<u32>,
     ack_now: bool,
     delack_at: Option<u64>,
     unacked_segments: u32,
@@ -218,6 +243,13 @@ impl Conn {
             tlp_armed: false,
             tlp_sent: false,
             in_recovery: false,
+            sack_recovery: false,
+            sacked: Vec::new(),
+            high_rxt: iss,
+            rescue_rxt: None,
+            rxt_mark: None,
+            rxt_lost: false,
+            rxt_probe_una: None,
             ack_now: false,
             delack_at: None,
             unacked_segments: 0,
@@ -577,6 +609,24 @@ impl Conn {
         }
     }
 
+    /// In SACK recovery, when SND.UNA does not move for 2·SRTT + [`TLP_MIN_MS`], the
+    /// retransmission of its hole (or the ACK for it) is presumed lost and the hole is sent again
+    /// (RFC 8985's time-based detection, simplified). Once per SND.UNA, so the RTO still follows
+    /// when nothing comes back.
+    fn arm_recovery_probe(&mut self, now: u64) {
+        if !self.sack_recovery || self.rxt_probe_una == Some(self.snd_una) {
+            return;
+        }
+        if let Some(srtt) = self.rtt.srtt() {
+            let pto = (2.0 * srtt).ceil() as u64 + TLP_MIN_MS;
+            if pto < self.rtt.rto() {
+                self.rto_at = Some(now + pto);
+                self.tlp_armed = true;
+                self.rxt_probe_una = Some(self.snd_una);
+            }
+        }
+    }
+
     /// Sends the tail-loss probe: the last segment of the flight again.
     fn send_probe(&mut self, ctx: &mut Ctx) {
         let flight = seq::diff(self.snd_max, self.snd_una) as usize;
@@ -931,6 +981,10 @@ impl Conn {
                     self.sack_high = right;
                     sack_news = true;
                 }
+                if valid {
+                    let left = if seq::lt(left, self.snd_una) { self.snd_una } else { left };
+                    self.scoreboard_insert(left, right);
+                }
             }
         }
         if seq::gt(h.ack, self.snd_una) {
@@ -957,13 +1011,30 @@ impl Conn {
             if seq::lt(self.snd_nxt, self.snd_una) {
                 self.snd_nxt = self.snd_una;
             }
+            self.scoreboard_prune();
             if self.in_recovery {
                 if seq::ge(h.ack, self.recover) {
-                    // Full acknowledgment (RFC 6582 §3.2 step 3).
+                    // Full acknowledgment (RFC 6582 §3.2 step 3, RFC 6675 §5 step C).
                     let flight = seq::diff(self.snd_max, self.snd_una) as usize;
                     self.cwnd = self.ssthresh.min(flight.max(self.smss) + self.smss);
                     self.in_recovery = false;
+                    self.sack_recovery = false;
+                    self.rxt_mark = None;
+                    self.rxt_lost = false;
                     self.dupacks = 0;
+                } else if self.sack_recovery {
+                    // Partial acknowledgment under RFC 6675: `output` repairs the next holes as
+                    // pipe allows. The new hole at SND.UNA, if already retransmitted, is watched
+                    // for a lost retransmission from now on (a late, never spurious, mark).
+                    if seq::lt(self.high_rxt, self.snd_una) {
+                        self.high_rxt = self.snd_una;
+                    }
+                    self.rxt_lost = false;
+                    self.rxt_mark =
+                        if seq::gt(self.high_rxt, self.snd_una) { Some(self.snd_max) } else { None };
+                    self.rto_at = Some(now + self.rtt.rto());
+                    self.tlp_armed = false;
+                    self.arm_recovery_probe(now);
                 } else {
                     // Partial acknowledgment: retransmit the next hole, deflate.
                     self.retransmit_first(ctx);
@@ -1002,18 +1073,51 @@ impl Conn {
             // blocks beyond `recover` prove the hole is a new loss, not an old duplicate.
             let new_episode =
                 seq::gt(h.ack, self.recover) || (self.sack_ok && seq::gt(self.sack_high, self.recover));
-            if self.dupacks == 3 && !self.in_recovery && new_episode {
+            // RFC 6675 §5: three duplicate ACKs, or SACKs that already make SND.UNA lost.
+            let sack_lost = self.sack_ok && seq::gt(self.lost_edge(), self.snd_una);
+            if (self.dupacks == 3 || sack_lost) && !self.in_recovery && new_episode {
                 let flight = seq::diff(self.snd_max, self.snd_una) as usize;
                 self.ssthresh = (flight / 2).max(2 * self.smss);
                 self.recover = self.snd_max;
                 self.in_recovery = true;
                 self.tlp_armed = false;
                 ctx.stats.fast_retransmits += 1;
-                self.retransmit_first(ctx);
-                self.cwnd = self.ssthresh + 3 * self.smss;
+                if self.sack_ok && !self.sacked.is_empty() {
+                    // RFC 6675 §5 steps 4.1–4.3: no window inflation; pipe governs.
+                    self.sack_recovery = true;
+                    self.rescue_rxt = None;
+                    self.rxt_lost = false;
+                    // After a timeout's go-back, what lies below SND.NXT was resent already.
+                    self.high_rxt = if self.snd_nxt == self.snd_max { self.snd_una } else { self.snd_nxt };
+                    self.snd_nxt = self.snd_max;
+                    self.cwnd = self.ssthresh;
+                    let una = self.snd_una;
+                    let end = self.next_hole(una, self.snd_max).map_or(self.snd_max, |h| h.1);
+                    let n = self.retransmit_range(ctx, una, end);
+                    if seq::lt(self.high_rxt, una.wrapping_add(n)) {
+                        self.high_rxt = una.wrapping_add(n);
+                    }
+                    self.rxt_mark = Some(self.snd_max);
+                } else {
+                    self.sack_recovery = false;
+                    self.retransmit_first(ctx);
+                    self.cwnd = self.ssthresh + 3 * self.smss;
+                }
                 self.rto_at = Some(now + self.rtt.rto());
-            } else if self.dupacks > 3 && self.in_recovery {
+                self.arm_recovery_probe(now);
+            } else if self.dupacks > 3 && self.in_recovery && !self.sack_recovery {
                 self.cwnd += self.smss;
+            }
+        }
+        // A lost retransmission (the idea of RFC 8985's time-ordered detection, by sequence):
+        // data first sent after the hole at SND.UNA was resent is SACKed while the hole stays.
+        // Reordering can make this spurious; it costs one segment per round trip at most.
+        if self.sack_recovery && !self.rxt_lost {
+            if let Some(mark) = self.rxt_mark {
+                if self.sacked_above(mark) > 0 {
+                    self.rxt_lost = true;
+                    self.rxt_mark = None;
+                }
             }
         }
         if seq::lt(self.snd_wl1, h.seq) || (self.snd_wl1 == h.seq && seq::le(self.snd_wl2, h.ack)) {
@@ -1026,6 +1130,220 @@ impl Conn {
             self.persist_at = None;
             self.persist_backoff = 0;
         }
+    }
+
+    /// Adds the SACKed range `[left, right)` to the scoreboard, merging what overlaps or
+    /// touches, and drops the highest ranges past [`MAX_SCOREBOARD`].
+    fn scoreboard_insert(&mut self, mut left: u32, mut right: u32) {
+        let v = &mut self.sacked;
+        let mut i = 0;
+        while i < v.len() && seq::lt(v[i].1, left) {
+            i += 1;
+        }
+        let mut j = i;
+        while j < v.len() && seq::le(v[j].0, right) {
+            if seq::lt(v[j].0, left) {
+                left = v[j].0;
+            }
+            if seq::gt(v[j].1, right) {
+                right = v[j].1;
+            }
+            j += 1;
+        }
+        v.splice(i..j, [(left, right)]);
+        v.truncate(MAX_SCOREBOARD);
+    }
+
+    /// Forgets what SND.UNA covers.
+    fn scoreboard_prune(&mut self) {
+        let una = self.snd_una;
+        self.sacked.retain_mut(|r| {
+            if seq::le(r.1, una) {
+                return false;
+            }
+            if seq::lt(r.0, una) {
+                r.0 = una;
+            }
+            true
+        });
+    }
+
+    /// Number of ranges on the SACK scoreboard.
+    pub fn scoreboard_len(&self) -> usize {
+        self.sacked.len()
+    }
+
+    /// SACKed bytes below `point`.
+    fn sacked_below(&self, point: u32) -> usize {
+        let mut n = 0;
+        for &(l, r) in &self.sacked {
+            if seq::ge(l, point) {
+                break;
+            }
+            let r = if seq::lt(r, point) { r } else { point };
+            n += seq::diff(r, l) as usize;
+        }
+        n
+    }
+
+    /// SACKed bytes above `point`.
+    fn sacked_above(&self, point: u32) -> usize {
+        let total: usize = self.sacked.iter().map(|&(l, r)| seq::diff(r, l) as usize).sum();
+        let point = if seq::lt(point, self.snd_una) { self.snd_una } else { point };
+        total - self.sacked_below(point)
+    }
+
+    /// RFC 6675 IsLost as one edge: every unSACKed byte below it has more than
+    /// (DupThresh − 1)·SMSS SACKed bytes, or DupThresh SACKed ranges, above it. SND.UNA when
+    /// nothing is lost.
+    fn lost_edge(&self) -> u32 {
+        let need = (DUP_THRESH - 1) * self.smss + 1;
+        let mut edge = self.snd_una;
+        let mut acc = 0usize;
+        for (k, &(l, r)) in self.sacked.iter().rev().enumerate() {
+            let len = seq::diff(r, l) as usize;
+            if acc + len >= need {
+                let e = r.wrapping_sub((need - acc) as u32);
+                if seq::gt(e, edge) {
+                    edge = e;
+                }
+                break;
+            }
+            acc += len;
+            if k + 1 == DUP_THRESH && seq::gt(l, edge) {
+                edge = l;
+                break;
+            }
+        }
+        edge
+    }
+
+    /// RFC 6675 pipe: bytes believed in the network.
+    fn pipe(&self) -> usize {
+        let flight = seq::diff(self.snd_max, self.snd_una) as usize;
+        let sacked = self.sacked_below(self.snd_max);
+        let edge = self.lost_edge();
+        let lost = seq::diff(edge, self.snd_una) as usize - self.sacked_below(edge);
+        let retransmitted = if seq::gt(self.high_rxt, self.snd_una) {
+            seq::diff(self.high_rxt, self.snd_una) as usize - self.sacked_below(self.high_rxt)
+        } else {
+            0
+        };
+        (flight - sacked).saturating_sub(lost) + retransmitted
+    }
+
+    /// The first unSACKed range starting at or after `from` and below `limit`.
+    fn next_hole(&self, from: u32, limit: u32) -> Option<(u32, u32)> {
+        let mut s = if seq::lt(from, self.snd_una) { self.snd_una } else { from };
+        let mut end = limit;
+        for &(l, r) in &self.sacked {
+            if seq::le(r, s) {
+                continue;
+            }
+            if seq::le(l, s) {
+                s = r;
+                continue;
+            }
+            end = if seq::lt(l, limit) { l } else { limit };
+            break;
+        }
+        if seq::lt(s, end) {
+            Some((s, end))
+        } else {
+            None
+        }
+    }
+
+    /// Resends up to one segment of `[s, e)` (with our FIN when it falls inside); returns the
+    /// sequence space it covered.
+    fn retransmit_range(&mut self, ctx: &mut Ctx, s: u32, e: u32) -> u32 {
+        let data_end = self.snd_una.wrapping_add(self.sndbuf.len() as u32);
+        let offset = seq::diff(s, self.snd_una) as usize;
+        let want = (seq::diff(e, s) as usize).min(self.smss);
+        let data_len = if seq::lt(s, data_end) { want.min(seq::diff(data_end, s) as usize) } else { 0 };
+        let fin = self.fin_sent()
+            && s.wrapping_add(data_len as u32) == data_end
+            && seq::gt(e, data_end)
+            && data_len < self.smss;
+        if data_len == 0 && !fin {
+            return 0;
+        }
+        ctx.stats.retransmits += 1;
+        ctx.stats.retransmitted_bytes += data_len as u64;
+        self.rtt_probe = None;
+        let flags = ACK | if fin { FIN } else { 0 } | if data_len > 0 { PSH } else { 0 };
+        self.emit(ctx, flags, s, offset, data_len);
+        (data_len + usize::from(fin)) as u32
+    }
+
+    /// RFC 6675 §5 step (C): while cwnd − pipe allows a segment, retransmit lost holes in
+    /// order (NextSeg rule 1), leave room for new data (rule 2), then holes below SACKed data
+    /// (rule 3) and one rescue retransmission of the tail (rule 4). Returns pipe, for the new
+    /// data `output` sends next.
+    fn sack_retransmit(&mut self, ctx: &mut Ctx) -> usize {
+        let mut pipe = self.pipe();
+        if self.rxt_lost {
+            // The retransmission of the hole at SND.UNA was lost: once more, window or not.
+            self.rxt_lost = false;
+            let una = self.snd_una;
+            if let Some((s, e)) = self.next_hole(una, self.snd_max) {
+                if s == una {
+                    pipe += self.retransmit_range(ctx, s, e) as usize;
+                    self.rxt_mark = Some(self.snd_max);
+                }
+            }
+        }
+        let edge = self.lost_edge();
+        let top = self.sacked.last().map_or(self.snd_una, |r| r.1);
+        // Bounded: every pass sends a segment or stops.
+        while self.cwnd >= pipe + self.smss {
+            let from = if seq::gt(self.high_rxt, self.snd_una) { self.high_rxt } else { self.snd_una };
+            if let Some((s, e)) = self.next_hole(from, edge) {
+                let n = self.retransmit_range(ctx, s, e);
+                if n == 0 {
+                    break;
+                }
+                if s == self.snd_una {
+                    self.rxt_mark = Some(self.snd_max);
+                }
+                self.high_rxt = s.wrapping_add(n);
+                pipe += n as usize;
+                continue;
+            }
+            let in_flight = seq::diff(self.snd_nxt, self.snd_una) as usize;
+            let unsent = self.sndbuf.len().saturating_sub(in_flight);
+            if unsent > 0 && self.snd_wnd as usize >= in_flight + unsent.min(self.smss) {
+                break;
+            }
+            if let Some((s, e)) = self.next_hole(from, top) {
+                let n = self.retransmit_range(ctx, s, e);
+                if n == 0 {
+                    break;
+                }
+                self.high_rxt = s.wrapping_add(n);
+                pipe += n as usize;
+                continue;
+            }
+            if self.rescue_rxt.is_none() && unsent == 0 {
+                // The highest unSACKed data: below the top range when it reaches SND.MAX.
+                let (hole_lo, end) = match self.sacked.last() {
+                    Some(&(l, r)) if r == self.snd_max => {
+                        let lo = self.sacked.iter().rev().nth(1).map_or(self.snd_una, |p| p.1);
+                        (lo, l)
+                    }
+                    Some(&(_, r)) => (r, self.snd_max),
+                    None => (self.snd_una, self.snd_max),
+                };
+                let span = (seq::diff(end, hole_lo) as usize).min(self.smss) as u32;
+                self.rescue_rxt = Some(self.recover);
+                if span > 0 {
+                    let s = end.wrapping_sub(span);
+                    pipe += self.retransmit_range(ctx, s, end) as usize;
+                }
+            }
+            break;
+        }
+        pipe
     }
 
     /// Resends the first unacknowledged segment (fast retransmit, partial ACK).
@@ -1049,7 +1367,12 @@ impl Conn {
             self.close_now();
             return;
         }
-        if self.rto_at.is_some_and(|t| t <= now) && self.tlp_armed && !self.in_recovery {
+        if self.rto_at.is_some_and(|t| t <= now) && self.tlp_armed && self.sack_recovery {
+            // Recovery probe: `output` resends the hole at SND.UNA; the RTO is next.
+            self.tlp_armed = false;
+            self.rxt_lost = true;
+            self.rto_at = Some(now + self.rtt.rto());
+        } else if self.rto_at.is_some_and(|t| t <= now) && self.tlp_armed && !self.in_recovery {
             self.tlp_armed = false;
             self.tlp_sent = true;
             self.send_probe(ctx);
@@ -1127,6 +1450,11 @@ impl Conn {
             self.ssthresh = (flight / 2).max(2 * self.smss);
             self.cwnd = self.smss;
             self.in_recovery = false;
+            self.sack_recovery = false;
+            self.rxt_mark = None;
+            self.rxt_lost = false;
+            // RFC 2018 §8: after a timeout, SACK information is not trusted.
+            self.sacked.clear();
             self.dupacks = 0;
             self.recover = self.snd_max;
             self.snd_nxt = self.snd_una;
@@ -1175,6 +1503,8 @@ impl Conn {
             }
             _ => {}
         }
+        let mut sack_pipe =
+            if self.in_recovery && self.sack_recovery { Some(self.sack_retransmit(ctx)) } else { None };
         loop {
             let in_flight = seq::diff(self.snd_nxt, self.snd_una) as usize;
             let offset = in_flight.min(self.sndbuf.len());
@@ -1182,8 +1512,13 @@ impl Conn {
             // Limited transmit (RFC 3042): each of the first two duplicate ACKs lets one new
             // segment out beyond cwnd, so a small window still produces the third.
             let limited = if self.in_recovery { 0 } else { self.dupacks.min(2) as usize * self.smss };
-            let wnd = (self.snd_wnd as usize).min(self.cwnd + limited);
-            let usable = wnd.saturating_sub(in_flight);
+            let usable = match sack_pipe {
+                // RFC 6675: new data as cwnd − pipe allows, within the peer's window.
+                Some(pipe) => {
+                    (self.snd_wnd as usize).saturating_sub(in_flight).min(self.cwnd.saturating_sub(pipe))
+                }
+                None => (self.snd_wnd as usize).min(self.cwnd + limited).saturating_sub(in_flight),
+            };
             let len = unsent.min(usable).min(self.smss);
             let fin_now = self.fin_queued && !self.fin_sent() && len == unsent;
             if len == 0 && !fin_now {
@@ -1222,6 +1557,9 @@ impl Conn {
                 self.fin_seq_no = Some(s.wrapping_add(len as u32));
             }
             self.snd_nxt = self.snd_nxt.wrapping_add((len + usize::from(fin_now)) as u32);
+            if let Some(pipe) = sack_pipe.as_mut() {
+                *pipe += len + usize::from(fin_now);
+            }
             if seq::gt(self.snd_nxt, self.snd_max) {
                 if self.rtt_probe.is_none() && !retransmission && !self.ts_enabled {
                     self.rtt_probe = Some((self.snd_nxt, now));

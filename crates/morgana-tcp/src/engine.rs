@@ -851,6 +851,12 @@ impl Engine {
         })
     }
 
+    /// Ranges held on a connection's SACK scoreboard (RFC 6675), at most
+    /// [`crate::conn::MAX_SCOREBOARD`].
+    pub fn scoreboard_len(&self, h: Handle) -> Option<usize> {
+        self.conns.get(&h).map(Conn::scoreboard_len)
+    }
+
     /// A one-line dump of a connection's sequence variables and timers (for debugging).
     pub fn debug_summary(&self, h: Handle) -> Option<String> {
         self.conns.get(&h).map(Conn::summary)

@@ -14,17 +14,29 @@
 //! - [`rtt`]: the RFC 6298 retransmission timer estimator.
 //! - [`buffer`]: the bounded send buffer and the receive buffer with bounded out-of-order
 //!   reassembly.
-//! - [`conn`]: one connection's RFC 9293 state machine, NewReno (RFC 6582), delayed ACK, Nagle,
-//!   persist and keep-alive timers.
+//! - [`conn`]: one connection's RFC 9293 state machine, SACK-based loss recovery (RFC 6675) with
+//!   NewReno (RFC 6582) when the peer has no SACK, delayed ACK, Nagle, persist and keep-alive
+//!   timers.
 //! - [`engine`]: the connection table, listeners with bounded SYN queue and accept backlog,
 //!   RST generation for segments that match nothing, output and events.
 //!
 //! SACK (RFC 2018) is offered and sent on receive (ACKs describe the out-of-order ranges held).
-//! As a sender the engine runs NewReno with limited transmit (RFC 3042) and tail-loss probes
-//! (RFC 8985 §7), and uses the peer's SACK blocks only to recognise duplicate ACKs and new loss
-//! episodes. Not yet implemented (see issue 5): a SACK scoreboard for loss recovery (RFC 6675),
-//! PAWS, TIME_WAIT reuse by a new SYN, CUBIC, ICMP-driven soft errors and path-MTU
-//! discovery. Connections opened by a SYN cookie run without window scaling and timestamps.
+//! As a sender the engine keeps a scoreboard of the ranges the peer SACKed (merged, clipped to
+//! SND.UNA..SND.MAX, at most [`conn::MAX_SCOREBOARD`] ranges; blocks outside the window are
+//! ignored and nothing survives a timeout) and recovers per RFC 6675: recovery starts on three
+//! duplicate ACKs or as soon as IsLost(SND.UNA) holds, cwnd = ssthresh = FlightSize/2 without
+//! inflation, and while cwnd − pipe allows a segment it retransmits the lost holes in order
+//! (NextSeg rule 1), sends new data (rule 2), holes below SACKed data (rule 3) and one rescue
+//! retransmission of the tail (rule 4). A lost retransmission of the hole at SND.UNA is detected
+//! when data sent after it is SACKed (a sequence-ordered form of RFC 8985's idea), or when
+//! SND.UNA does not move for 2·SRTT + 10 ms (a recovery probe, once per SND.UNA), and resent
+//! without waiting for the RTO; a lost retransmission of a later hole is watched from the moment
+//! it reaches SND.UNA. Without SACK the sender runs NewReno. Limited transmit (RFC 3042) and
+//! tail-loss probes (RFC 8985 §7) apply to both. Not yet implemented (see issue 5): full RACK
+//! (time-ordered loss detection outside recovery, so a small flight whose tail and probe are
+//! both lost still ends in the RTO), PAWS, TIME_WAIT reuse by a new SYN, CUBIC, ICMP-driven soft
+//! errors and path-MTU discovery. Connections opened by a SYN cookie run without window scaling
+//! and timestamps.
 #![deny(missing_docs)]
 
 pub mod buffer;

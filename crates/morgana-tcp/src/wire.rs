@@ -101,7 +101,8 @@ impl TcpOptions {
             n += 12; // (SACK-permitted or NOP NOP) + 10
         }
         if self.sack_count > 0 {
-            n += 4 + 8 * self.sack_count as usize; // NOP NOP + 2 + 8n
+            // NOP NOP + 2 + 8n, with n clamped as `emit` clamps it.
+            n += 4 + 8 * usize::from(self.sack_count).min(MAX_SACK_BLOCKS);
         }
         n
     }

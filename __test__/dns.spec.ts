@@ -90,7 +90,7 @@ test('codec: IPv6 text is canonical (RFC 5952)', (t) => {
   for (const [input, output] of [
     ['2001:DB8:0:0:0:0:0:1', '2001:db8::1'],
     ['::', '::'],
-    ['::ffff:10.0.0.1', '::ffff:a00:1'],
+    ['::ffff:10.0.0.1', '::ffff:10.0.0.1'], // IPv4-mapped: mixed notation (RFC 5952 §5)
     ['2001:db8:0:1:0:0:1:1', '2001:db8:0:1::1:1'],
     ['1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7:8'],
   ] as const) {

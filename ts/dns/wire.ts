@@ -10,7 +10,8 @@
  * files, so every wire name has one text form. Emitting compresses names (RFC 1035 §4.1.4).
  * @module
  */
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv4 } from 'node:net';
+import { formatIpv6Address, parseIpv6Address } from '../address.js';
 import { MorganaError } from '../errors.js';
 
 /** Record and query types by name. */
@@ -590,49 +591,16 @@ export function emitMessage(message: DnsMessageInit): Buffer {
 
 // ── IPv6 text ────────────────────────────────────────────────────────────────────────────────
 
-/** Formats 16 bytes as RFC 5952 text (`2001:db8::1`). */
+/** Formats 16 bytes as RFC 5952 text (`2001:db8::1`, `::ffff:10.0.0.1`); see ts/address.ts. */
 export function formatIpv6(bytes: Uint8Array): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
-  // The longest run of two or more zero groups becomes '::' (the first such run on ties).
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) {
-      bestStart = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
+  return formatIpv6Address(bytes);
 }
 
-/** Parses IPv6 text (with `::` and an optional dotted-quad tail) into 16 bytes. */
+/** Parses IPv6 text into 16 bytes; malformed text is an `ERR_DNS_MALFORMED` here. */
 export function parseIpv6(text: string): Buffer {
-  if (typeof text !== 'string' || !isIPv6(text)) fail(`not an IPv6 address: ${JSON.stringify(text)}`);
-  let body = text;
-  const lastColon = body.lastIndexOf(':');
-  if (body.includes('.', lastColon)) {
-    // A dotted-quad tail becomes the last two groups.
-    const v4 = body.slice(lastColon + 1).split('.').map(Number);
-    body = `${body.slice(0, lastColon + 1)}${((v4[0]! << 8) | v4[1]!).toString(16)}:${((v4[2]! << 8) | v4[3]!).toString(16)}`;
+  try {
+    return parseIpv6Address(text);
+  } catch {
+    fail(`not an IPv6 address: ${JSON.stringify(text)}`);
   }
-  const [head, rest] = body.includes('::') ? body.split('::') : [body, undefined];
-  const parse = (s: string | undefined) => (s ? s.split(':').filter((g) => g !== '').map((g) => parseInt(g, 16)) : []);
-  const left = parse(head);
-  const right = parse(rest);
-  const zeros = rest === undefined ? 0 : 8 - left.length - right.length;
-  const groups = rest === undefined ? [...left, ...right] : [...left, ...new Array<number>(zeros).fill(0), ...right];
-  if (groups.length !== 8) fail(`not an IPv6 address: ${JSON.stringify(text)}`);
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(g, i * 2));
-  return out;
 }

@@ -658,7 +658,9 @@ export class DirKv implements KvRw {
     }
     for (const k of emptied) await this.#prune(k, sync);
     await this.#syncAll(sync);
-    await fsp.rm(journal, { recursive: true, force: true });
+    // One rename retires the journal: a recursive rm could be killed half-way and leave a
+    // journal without its manifest, which recovery would then refuse as corrupt.
+    await this.#toTrash(journal);
     await syncDir(this.#tx);
     await this.#emptyTrash();
   }

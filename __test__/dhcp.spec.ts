@@ -13,6 +13,7 @@ import {
   openTap,
   parseIpv4Address,
   startDhcpServer,
+  seededRandom,
 } from 'morgana';
 import { kernelTest, withNetns } from './helpers/netns.js';
 
@@ -29,19 +30,6 @@ async function advance(clock: VirtualClock, ms: number, stepMs = 1_000) {
   }
 }
 
-/** A seeded xorshift32, so backoff jitter and transaction ids are reproducible. */
-function seeded(seed: number) {
-  let x = seed >>> 0 || 1;
-  return {
-    uint32() {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      return (x >>>= 0);
-    },
-  };
-}
-
 async function network(options: { clock?: VirtualClock; leaseTimeMs?: number } = {}) {
   const sw = new VirtualSwitch();
   const server = await createStack({ net: sw.connect(), ipv4: '10.0.0.1/24', clock: options.clock });
@@ -54,7 +42,7 @@ async function network(options: { clock?: VirtualClock; leaseTimeMs?: number } =
   });
   const stacks: Stack[] = [server];
   const client = async (dhcpOptions: Parameters<typeof createStack>[0]['dhcp'] = true, seed?: number) => {
-    const s = await createStack({ net: sw.connect(), dhcp: dhcpOptions, clock: options.clock, random: seed ? seeded(seed) : undefined });
+    const s = await createStack({ net: sw.connect(), dhcp: dhcpOptions, clock: options.clock, random: seed ? seededRandom(seed) : undefined });
     stacks.push(s);
     return s;
   };
@@ -163,7 +151,7 @@ test('wire: every truncation and corruption fails with ERR_DHCP_MALFORMED, nothi
   const badDns = dhcp.emitDhcp({ op: 2, type: 2, xid: 1, chaddr: Buffer.alloc(6), options: [[6, Uint8Array.of(1, 2, 3, 4, 5)]] });
   t.throws(() => dhcp.parseDhcp(badDns), { code: 'ERR_DHCP_MALFORMED' });
   // Random bytes behind a valid header never throw anything but ERR_DHCP_MALFORMED.
-  const random = seeded(42);
+  const random = seededRandom(42);
   for (let i = 0; i < 2000; i++) {
     const b = Buffer.from(good.subarray(0, 240 + (random.uint32() % 80)));
     for (let j = 240; j < b.length; j++) b[j] = random.uint32() & 0xff;
@@ -310,7 +298,7 @@ test('DISCOVER is retransmitted after 4, 8, 16, 32, 64, 64 s (±1 s); createStac
       if (m.type === dhcp.DHCP_MESSAGE.DISCOVER) discovers.push(m.secs);
     }
   });
-  const pending = createStack({ net: sw.connect(), dhcp: { timeoutMs: 200_000 }, clock, random: seeded(99) });
+  const pending = createStack({ net: sw.connect(), dhcp: { timeoutMs: 200_000 }, clock, random: seededRandom(99) });
   let settled: unknown;
   pending.then(
     () => (settled = 'resolved'),

@@ -14,6 +14,7 @@ import {
   memKv,
   openTap,
   startDnsServer,
+  seededRandom,
 } from 'morgana';
 import { kernelTest, withNetns } from './helpers/netns.js';
 
@@ -21,18 +22,6 @@ const { emitMessage, parseMessage, TYPE, CLASS_IN, RCODE } = dnsWire;
 const ticks = async (n = 20) => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };
-
-function seeded(seed: number) {
-  let x = seed >>> 0 || 1;
-  return {
-    uint32() {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      return (x >>>= 0);
-    },
-  };
-}
 
 // ── codec ────────────────────────────────────────────────────────────────────────────────────
 
@@ -132,7 +121,7 @@ test('codec: malformed messages are ERR_DNS_MALFORMED', (t) => {
 });
 
 test('codec: random and mutated input never crashes', (t) => {
-  const rng = seeded(42);
+  const rng = seededRandom(42);
   const good = emitMessage(sample());
   let parsed = 0;
   for (let i = 0; i < 20_000; i++) {
@@ -186,7 +175,7 @@ async function zoneKv() {
 async function network(options: { clock?: VirtualClock; servers?: number } = {}) {
   const sw = new VirtualSwitch();
   const common = { clock: options.clock };
-  const client = await createStack({ net: sw.connect(), ipv4: '10.0.0.2/24', random: seeded(7), ...common });
+  const client = await createStack({ net: sw.connect(), ipv4: '10.0.0.2/24', random: seededRandom(7), ...common });
   const ns = await createStack({ net: sw.connect(), ipv4: '10.0.0.53/24', ...common });
   const kv = await zoneKv();
   const server = await startDnsServer(ns, { origin: 'example.test', kv, prefix: '/zone' });

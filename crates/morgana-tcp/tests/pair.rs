@@ -1,6 +1,8 @@
 //! Two engines wired together through a simulated link on a virtual clock: loss, duplication,
 //! reordering and delay are injected from a seeded generator, so every run is reproducible.
 
+mod common;
+
 use morgana_tcp::conn::State;
 use morgana_tcp::engine::ErrorCode;
 use morgana_tcp::{Config, Engine, Event, EventKind, Handle, KeepAlive};
@@ -124,15 +126,7 @@ impl Net {
 
     fn collect(&mut self, from_a: bool) {
         let engine = if from_a { &mut self.a } else { &mut self.b };
-        let out = engine.output();
-        let mut at = 0;
-        let mut packets = Vec::new();
-        for s in &out.segments {
-            packets.push((s.src, s.dst, out.bytes[at..at + s.len as usize].to_vec()));
-            at += s.len as usize;
-        }
-        engine.clear_output();
-        for (src, dst, bytes) in packets {
+        for (src, dst, bytes) in common::drain(engine) {
             if !self.link_up || self.random() < self.loss {
                 continue;
             }

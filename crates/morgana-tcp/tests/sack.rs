@@ -6,6 +6,8 @@
 //! out-of-order store, so 20 MiB took 40 s and 48 MB on the wire; Morgana sending to Linux
 //! waited out 200 ms RTOs for losses fast retransmit or a probe should have repaired.
 
+mod common;
+
 use morgana_tcp::wire::{TcpHeader, TcpOptions, ACK, SYN};
 use morgana_tcp::{Config, Engine};
 
@@ -23,16 +25,10 @@ fn send(engine: &mut Engine, h: &TcpHeader, payload: &[u8], now: u64) {
 /// The engine's output since the last call, parsed.
 fn replies(engine: &mut Engine, now: u64) -> Vec<TcpHeader> {
     engine.poll(now);
-    let out = engine.output();
-    let mut at = 0;
-    let mut headers = Vec::new();
-    for s in &out.segments {
-        let bytes = &out.bytes[at..at + s.len as usize];
-        headers.push(TcpHeader::parse(bytes, Some((US.to_be_bytes(), PEER.to_be_bytes()))).unwrap().0);
-        at += s.len as usize;
-    }
-    engine.clear_output();
-    headers
+    common::drain(engine)
+        .iter()
+        .map(|(_, _, bytes)| TcpHeader::parse(bytes, Some((US.to_be_bytes(), PEER.to_be_bytes()))).unwrap().0)
+        .collect()
 }
 
 /// Opens a connection from the peer (offering SACK or not); returns the engine and the

@@ -3,6 +3,8 @@
 //! Before the scoreboard, NewReno repaired one hole per round trip and a lost retransmission
 //! cost the 200 ms minimum RTO.
 
+mod common;
+
 use morgana_tcp::wire::{TcpHeader, SYN};
 use morgana_tcp::{Config, Engine, EventKind, Handle};
 use std::collections::HashMap;
@@ -25,15 +27,7 @@ struct Link {
 impl Link {
     fn collect(&mut self, from_a: bool, drop: &dyn Fn(u32, u32) -> bool) {
         let engine = if from_a { &mut self.a } else { &mut self.b };
-        let out = engine.output();
-        let mut at = 0;
-        let mut packets = Vec::new();
-        for s in &out.segments {
-            packets.push((s.src, s.dst, out.bytes[at..at + s.len as usize].to_vec()));
-            at += s.len as usize;
-        }
-        engine.clear_output();
-        for (src, dst, bytes) in packets {
+        for (src, dst, bytes) in common::drain(engine) {
             if from_a {
                 let (h, len) =
                     TcpHeader::parse(&bytes, Some((src.to_be_bytes(), dst.to_be_bytes()))).unwrap();

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +10,21 @@ import { type Netns, kernelSuite, kernelTest, withNetns } from './helpers/netns.
 import { tapPair } from './helpers/tap-pair.js';
 
 const CHILD = fileURLToPath(new URL('./helpers/tap-child.mjs', import.meta.url));
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * A copy of what the child needs (package.json, dist/, native/, the child script) in a fresh
+ * world-readable directory, so an unprivileged user can run it wherever the checkout lives (a
+ * clone inside a 0700 directory is not readable by `nobody`).
+ */
+function readableChildCopy(): { child: string; dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'morgana-tap-child-'));
+  for (const part of ['package.json', 'dist', 'native', '__test__/helpers/tap-child.mjs']) {
+    cpSync(join(ROOT, part), join(dir, part), { recursive: true });
+  }
+  chmodSync(dir, 0o755);
+  return { child: join(dir, '__test__/helpers/tap-child.mjs'), dir };
+}
 
 kernelSuite(test, 'TAP conformance', () =>
   netConformance(test, 'TAP', async () => {
@@ -165,11 +180,13 @@ kernelTest(
   test,
   'opening without permission gives ERR_TAP_PERMISSION (child as nobody)',
   async (t) => {
+    const copy = readableChildCopy();
+    t.teardown(() => rmSync(copy.dir, { recursive: true, force: true }));
     await withNetns(async (ns) => {
       // Inside the test namespace, so even a wrongly successful open could not touch the host.
       const r = await ns.exec(
         'setpriv',
-        ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CHILD, 'open'],
+        ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, copy.child, 'open'],
         { allowFailure: true },
       );
       t.is(r.code, 0, r.stderr);

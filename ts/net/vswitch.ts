@@ -147,8 +147,8 @@ export class VirtualSwitch {
   readonly #clock: Clock;
   readonly #queueLimit: number;
   readonly #ports = new Set<SwitchPort>();
-  /** MAC (as 12 hex digits) → port that last sent from it. */
-  readonly #table = new Map<string, SwitchPort>();
+  /** MAC (as a 48-bit number: no string per frame) → port that last sent from it. */
+  readonly #table = new Map<number, SwitchPort>();
   #nextPortId = 0;
   #deliveryScheduled = false;
   /** Frames held back for reordering, released after the next frame to the same port. */
@@ -220,11 +220,10 @@ export class VirtualSwitch {
 
   /** @internal Forwards a frame written by `from`. */
   forward(from: SwitchPort, frame: Buffer): void {
-    const srcKey = frame.toString('hex', 6, 12);
     // Learn the source unless it is a group address (a forged multicast source must not stick).
-    if ((frame[6]! & 1) === 0) this.#table.set(srcKey, from);
+    if ((frame[6]! & 1) === 0) this.#table.set(frame.readUIntBE(6, 6), from);
     const multicast = (frame[0]! & 1) === 1;
-    const target = multicast ? undefined : this.#table.get(frame.toString('hex', 0, 6));
+    const target = multicast ? undefined : this.#table.get(frame.readUIntBE(0, 6));
     if (target && target !== from && !target.closed) {
       this.#stats.forwarded++;
       this.#emit(target, frame);

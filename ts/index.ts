@@ -10,8 +10,16 @@ export { type Ipv4AddressLike, formatIpv4Address, parseIpv4Address, toIpv4Number
 export * as ipv4 from './ipv4.js';
 export { type Ipv6AddressLike, formatIpv6Address, parseIpv6Address, toIpv6Bytes } from './address.js';
 export * as ipv6 from './ipv6.js';
-export { Ipv6ParseError } from './ipv6.js';
-export { Reassembler, type ReassemblerOptions, type ReassemblerStats } from './reassembly.js';
+export { Ipv6ParseError, fragment as fragmentIpv6 } from './ipv6.js';
+export {
+  Ipv6Reassembler,
+  type Ipv6ReassemblerOptions,
+  type Ipv6ReassemblerStats,
+  type Ipv6ReassemblyReport,
+  Reassembler,
+  type ReassemblerOptions,
+  type ReassemblerStats,
+} from './reassembly.js';
 export {
   FragmentationNeededError,
   InvalidArgumentError,

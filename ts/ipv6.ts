@@ -1,6 +1,6 @@
 /**
  * The IPv6 wire format (RFC 8200): zero-copy parsing with a bounded walk of the extension
- * headers, and header emission. Validation and the walk run in Rust; fields are read here straight
+ * headers, header emission, and fragmentation at the source ({@link fragment}). Validation and the walk run in Rust; fields are read here straight
  * from the caller's bytes.
  * @module
  */
@@ -182,4 +182,57 @@ export function emit(fields: HeaderFields, payload: Uint8Array = new Uint8Array(
   emitHeader(out, 0, fields, payload.length);
   out.set(payload, HEADER_LENGTH);
   return out;
+}
+
+const fragmentPlan = new Uint32Array(2);
+
+/**
+ * Fragments a complete IPv6 packet at the source (RFC 8200 §4.5) into packets of at most `mtu`
+ * bytes whose Fragment headers carry `identification` (32 bits; the caller picks it, unique per
+ * source and destination for the lifetime of a packet). The unfragmentable part (the fixed
+ * header, and the extension headers through the last Routing header, else the Hop-by-Hop Options
+ * header) is copied into each fragment with its last Next Header set to 44 and the Payload Length
+ * fixed; the rest is cut into 8-byte-aligned pieces. A packet that fits is returned as it is (a
+ * view, without a Fragment header). The fragments are views into one buffer.
+ *
+ * IPv6 links carry at least 1280 bytes, but any MTU that holds the unfragmentable part, a
+ * Fragment header and 8 bytes of data works. Throws `ERR_MTU_TOO_SMALL` when it does not,
+ * `ERR_IPV6_HEADER_CHAIN_TOO_LONG` when the first fragment could not hold the whole header chain
+ * through the upper-layer header (RFC 7112), `ERR_IPV6_ALREADY_FRAGMENT` for a packet with a
+ * Fragment header, and the {@link parse} errors for malformed packets.
+ */
+export function fragment(packet: Uint8Array, mtu: number, identification: number): Buffer[] {
+  assertBytes(packet, 'packet');
+  assertInteger(mtu, 'mtu', 0, 0xffffffff);
+  assertInteger(identification, 'identification', 0, 0xffffffff);
+  const planned = native.ipv6FragmentSize(packet, mtu, fragmentPlan);
+  if (planned < 0) throw fragmentFailure(planned, mtu);
+  const bytes = asBuffer(packet);
+  const [count, size] = fragmentPlan as unknown as [number, number];
+  if (count === 1 && size <= mtu) return [bytes.subarray(0, size)];
+  const out = Buffer.allocUnsafe(size);
+  const lengths = new Uint32Array(count);
+  const n = native.ipv6Fragment(bytes, mtu, identification, out, lengths);
+  if (n < 0) throw fragmentFailure(n, mtu);
+  const fragments: Buffer[] = [];
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    fragments.push(out.subarray(at, at + lengths[i]!));
+    at += lengths[i]!;
+  }
+  return fragments;
+}
+
+function fragmentFailure(result: number, mtu: number): MorganaError {
+  const error = nativeFailure(result);
+  if (error.code === 'ERR_MTU_TOO_SMALL') {
+    return new MorganaError(
+      error.code,
+      `MTU ${mtu} cannot carry the unfragmentable part, a fragment header and 8 bytes of data`,
+    );
+  }
+  if (error.code === 'ERR_IPV6_HEADER_CHAIN_TOO_LONG') {
+    return new MorganaError(error.code, `MTU ${mtu} cannot carry the whole IPv6 header chain in the first fragment (RFC 7112)`);
+  }
+  return error;
 }

@@ -1,5 +1,5 @@
 /**
- * The bounded IPv4 reassembly cache, in Rust (the MirageOS 3.5 design).
+ * The bounded IPv4 and IPv6 reassembly caches, in Rust (the MirageOS 3.5 design).
  * @module
  */
 import { assertBytes, assertInteger } from './errors.js';
@@ -101,3 +101,152 @@ export class Reassembler {
     return this.#native.stats();
   }
 }
+
+/** Limits of an {@link Ipv6Reassembler}: those of {@link ReassemblerOptions} plus the report queue. */
+export interface Ipv6ReassemblerOptions extends ReassemblerOptions {
+  /** ICMPv6 error reports queued before further ones are dropped (default 16). */
+  maxReports?: number;
+}
+
+/**
+ * Counters of an {@link Ipv6Reassembler}: the {@link ReassemblerStats} fields (with
+ * `droppedBadLength` counting fragments with M set whose data is empty or not a multiple of 8
+ * bytes, `droppedTooBig` fragments or datagrams past 65,535 bytes of payload, `droppedMalformed`
+ * packets that are not valid IPv6, and `bufferedBytes` including stored headers and remembered
+ * discarded datagrams) plus the IPv6 rules' own.
+ */
+export interface Ipv6ReassemblerStats extends ReassemblerStats {
+  /** Atomic fragments (offset 0, M clear; RFC 6946) handed back without reassembly. */
+  atomic: number;
+  /** Fragments dropped because their datagram had been discarded for an overlap (RFC 5722). */
+  droppedDiscarded: number;
+  /** Offset-0 fragments dropped for not holding the whole header chain (RFC 7112). */
+  droppedIncompleteChain: number;
+  /** ICMPv6 error reports queued. */
+  reports: number;
+  /** ICMPv6 error reports dropped because the queue was full. */
+  droppedReports: number;
+}
+
+/**
+ * An ICMPv6 error that the IPv6 layer should send to the source of `packet`, produced by an
+ * {@link Ipv6Reassembler}:
+ * - type 4 (Parameter Problem) code 0, pointer 4: a fragment with M set whose data is not a
+ *   multiple of 8 bytes (the Payload Length field is at fault);
+ * - type 4 code 0, pointer at the fragment's Fragment Offset field: reassembly would exceed
+ *   65,535 bytes of payload;
+ * - type 4 code 3, pointer 0: the first fragment does not hold the whole header chain (RFC 7112);
+ * - type 3 (Time Exceeded) code 1, pointer 0: reassembly timed out after the first fragment
+ *   arrived; `packet` is that first fragment.
+ *
+ * Reports are never made for packets sent to a multicast address or from a multicast or
+ * unspecified one (RFC 4443 §2.4); rate limiting is the sender's job.
+ */
+export interface Ipv6ReassemblyReport {
+  /** ICMPv6 type: 4 (Parameter Problem) or 3 (Time Exceeded). */
+  type: number;
+  /** ICMPv6 code. */
+  code: number;
+  /** Parameter Problem's pointer into `packet` (0 for Time Exceeded). */
+  pointer: number;
+  /** The start of the offending packet (at most 1232 bytes, what an ICMPv6 error can quote). */
+  packet: Buffer;
+}
+
+/** Native IPv6 `push` results below {@link MIN_IPV6_PACKET}. */
+const IPV6_NOT_FRAGMENT = 0;
+const IPV6_ATOMIC = 3;
+const MIN_IPV6_PACKET = 40;
+
+/**
+ * Reassembles IPv6 fragments (RFC 8200 §4.5), keyed by (source, destination, identification),
+ * in any arrival order, on the same bounded cache as {@link Reassembler}: at most `maxBytes` held
+ * (fragment data plus the stored unfragmentable parts; least recently used datagrams are evicted
+ * first), `maxFragments` per datagram, `timeoutMs` from a datagram's first fragment.
+ *
+ * The rules: atomic fragments (offset 0, M clear) are returned at once and never touch the cache
+ * (RFC 6946); any overlap drops the whole datagram, and its later fragments are dropped until its
+ * timeout (RFC 5722), while exact duplicates are ignored; a fragment with M set whose data is not
+ * a multiple of 8 bytes, a fragment that would make the payload exceed 65,535 bytes, and a first
+ * fragment without the whole header chain (RFC 7112) are dropped with an ICMPv6 Parameter
+ * Problem report; a datagram that times out after its first fragment arrived yields a Time
+ * Exceeded report. Reports wait in a bounded queue (`maxReports`) for {@link takeReports}.
+ * Time is an argument, so a virtual clock drives it in tests.
+ */
+export class Ipv6Reassembler {
+  readonly maxBytes: number;
+  readonly maxFragments: number;
+  readonly timeoutMs: number;
+  readonly maxReports: number;
+  readonly #native: InstanceType<typeof native.NativeIpv6Reassembler>;
+
+  constructor(options: Ipv6ReassemblerOptions = {}) {
+    const { maxBytes = 256 * 1024, maxFragments = 16, timeoutMs = 10_000, maxReports = 16 } = options;
+    assertInteger(maxBytes, 'maxBytes', 0, 0xffffffff);
+    assertInteger(maxFragments, 'maxFragments', 1, 0xffff);
+    assertInteger(timeoutMs, 'timeoutMs', 0, Number.MAX_SAFE_INTEGER);
+    assertInteger(maxReports, 'maxReports', 0, 0xffff);
+    this.maxBytes = maxBytes;
+    this.maxFragments = maxFragments;
+    this.timeoutMs = timeoutMs;
+    this.maxReports = maxReports;
+    this.#native = new native.NativeIpv6Reassembler(maxBytes, maxFragments, timeoutMs, maxReports);
+  }
+
+  /**
+   * Takes one IPv6 packet received at `nowMs`. Returns the packet itself when it is not a
+   * fragment or is an atomic fragment; a new Buffer holding the reassembled packet when this
+   * fragment completed one (the first fragment's unfragmentable part with the Fragment header
+   * removed, the Next Header that named it set to the Fragment header's, Payload Length fixed,
+   * then the data); and `undefined` when the fragment is held or was dropped. Malformed packets
+   * are counted and dropped, not thrown. After `undefined`, {@link pendingReports} says whether
+   * an ICMPv6 error is due (a push also expires old datagrams, which can queue Time Exceeded).
+   */
+  push(packet: Uint8Array, nowMs: number): Uint8Array | undefined {
+    assertBytes(packet, 'packet');
+    const result = this.#native.push(packet, nowMs);
+    if (result >= MIN_IPV6_PACKET) {
+      const whole = Buffer.allocUnsafe(result);
+      this.#native.take(whole);
+      return whole;
+    }
+    return result === IPV6_NOT_FRAGMENT || result === IPV6_ATOMIC ? packet : undefined;
+  }
+
+  /**
+   * Drops incomplete datagrams whose timeout has passed at `nowMs`, queueing a Time Exceeded
+   * report for each whose first fragment had arrived; returns how many were dropped.
+   */
+  expire(nowMs: number): number {
+    return this.#native.expire(nowMs);
+  }
+
+  /** ICMPv6 error reports waiting in the queue. */
+  get pendingReports(): number {
+    return this.#native.pendingReports();
+  }
+
+  /** Takes every queued ICMPv6 error report, oldest first (see {@link Ipv6ReassemblyReport}). */
+  takeReports(): Ipv6ReassemblyReport[] {
+    const reports: Ipv6ReassemblyReport[] = [];
+    for (;;) {
+      const length = this.#native.takeReport(reportQuote, reportInfo);
+      if (length < 0) return reports;
+      reports.push({
+        type: reportInfo[0]!,
+        code: reportInfo[1]!,
+        pointer: reportInfo[2]!,
+        packet: Buffer.from(reportQuote.subarray(0, length)),
+      });
+    }
+  }
+
+  /** Counters and current occupancy. */
+  stats(): Ipv6ReassemblerStats {
+    return this.#native.stats();
+  }
+}
+
+/** Scratch for {@link Ipv6Reassembler.takeReports}: the quote and [type, code, pointer]. */
+const reportQuote = Buffer.allocUnsafe(native.IPV6_REPORT_MAX_QUOTE);
+const reportInfo = new Uint32Array(3);

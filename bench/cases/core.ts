@@ -2,10 +2,12 @@
  * The Rust packet core through the Node binding (issue 2 §7): the Internet checksum of 64 B,
  * 1500 B and 64 KiB buffers, and IPv4 reassembly of 64 KiB datagrams cut into 1500-byte
  * fragments; each against a pure-JS implementation written here and measured in the same run.
+ * IPv6 fragmentation and reassembly of 64 KiB packets at MTU 1500 are measured too (no JS
+ * baseline: the IPv4 one shows what a JS cache costs).
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { Reassembler, checksum, ipv4 } from '../../ts/index.js';
+import { Ipv6Reassembler, Reassembler, checksum, fragmentIpv6, ipv4, ipv6 } from '../../ts/index.js';
 import { JS_MAX_LENGTH } from '../../ts/checksum.js';
 import { native } from '../../ts/native.js';
 import { type BenchCase, blackhole } from '../harness.js';
@@ -102,6 +104,23 @@ function shuffle<T>(items: T[], seed: number): T[] {
   return items;
 }
 
+let stream6: Stream | undefined;
+/** IPv6: DATAGRAMS packets with 65,535 bytes of payload (8 of UDP header, then data), 46 fragments each. */
+function fragmentStream6(): Stream {
+  if (stream6) return stream6;
+  const originals: Buffer[] = [];
+  const fragments: Buffer[] = [];
+  for (let id = 0; id < DATAGRAMS; id++) {
+    const packet = ipv6.emit({ src: '2001:db8::1', dst: '2001:db8::2', nextHeader: ipv6.NEXT_HEADER.UDP }, randomBytes(65_535));
+    originals.push(packet);
+    const pieces = fragmentIpv6(packet, MTU, id);
+    if (pieces.length !== 46) throw new Error(`expected 46 fragments, got ${pieces.length}`);
+    fragments.push(...shuffle([...pieces], id + 1));
+  }
+  stream6 = { originals, fragments };
+  return stream6;
+}
+
 let stream: Stream | undefined;
 function fragmentStream(): Stream {
   if (stream) return stream;
@@ -185,8 +204,14 @@ class JsReassembler implements Reassembling {
   }
 }
 
-function reassemblyCase(name: string, make: () => Reassembling, extra: Partial<BenchCase>): BenchCase {
+function reassemblyCase(
+  name: string,
+  make: () => Reassembling,
+  extra: Partial<BenchCase>,
+  streamOf: () => Stream = fragmentStream,
+): BenchCase {
   let reassembler: Reassembling | undefined;
+  let fragments: Buffer[] = [];
   let cursor = 0;
   return {
     name,
@@ -196,7 +221,9 @@ function reassemblyCase(name: string, make: () => Reassembling, extra: Partial<B
     bytesPerOp: 65_515 / 45,
     ...extra,
     setup() {
-      const { fragments, originals } = fragmentStream();
+      const current = streamOf();
+      const originals = current.originals;
+      fragments = current.fragments;
       reassembler = make();
       // One pass to check that every datagram comes back whole, which also warms up.
       const done = fragments.map((f) => reassembler!.push(f, 0)).filter((x) => x !== undefined);
@@ -206,7 +233,6 @@ function reassemblyCase(name: string, make: () => Reassembling, extra: Partial<B
       cursor = 0;
     },
     run(n) {
-      const fragments = stream!.fragments;
       const r = reassembler!;
       let completed = 0;
       for (let i = 0; i < n; i++) {
@@ -233,4 +259,39 @@ export const cases: BenchCase[] = [
     description: "Reassembler from 'morgana' (Rust, 256 KiB / 64 fragments / 10 s limits); same stream",
     goal: { minOpsPerSec: 1_000_000, source: 'issue 2' },
   }),
+  reassemblyCase(
+    'IPv6 reassembly · napi',
+    () => new Ipv6Reassembler({ maxFragments: 64 }),
+    {
+      group: 'IPv6 reassembly 64 KiB / MTU 1500',
+      bytesPerOp: 65_535 / 46,
+      description: "Ipv6Reassembler from 'morgana' (Rust, 256 KiB / 64 fragments / 10 s); 46 shuffled fragments per 64 KiB packet",
+    },
+    fragmentStream6,
+  ),
+  fragmentCase(),
 ];
+
+/** IPv6 fragmentation of a 64 KiB packet at MTU 1500 (46 fragments, one output buffer). */
+function fragmentCase(): BenchCase {
+  let packet: Buffer | undefined;
+  return {
+    name: 'IPv6 fragmentation · napi',
+    group: 'IPv6 reassembly 64 KiB / MTU 1500',
+    unit: 'packets',
+    bytesPerOp: 65_535,
+    description: "fragmentIpv6 from 'morgana': a 64 KiB UDP packet into 46 fragments at MTU 1500",
+    setup() {
+      packet = fragmentStream6().originals[0]!;
+      if (fragmentIpv6(packet, MTU, 1).length !== 46) throw new Error('expected 46 fragments');
+    },
+    run(n) {
+      let count = 0;
+      for (let i = 0; i < n; i++) count += fragmentIpv6(packet!, MTU, i).length;
+      blackhole(count);
+    },
+    teardown() {
+      packet = undefined;
+    },
+  };
+}

@@ -668,6 +668,7 @@ mod tests {
                 "ipv4_parse" => ipv4_parse::check(&bytes),
                 "fragment" => fragment::check(&bytes),
                 "reassembly" => reassembly::check(&bytes),
+                "ipv6_reassembly" => ipv6_reassembly::check(&bytes),
                 other => panic!("unknown target {other}"),
             }
         }
@@ -682,16 +683,18 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for round in 0..3000 {
+        for round in 0..4000 {
             let len = (next() % 300) as usize;
             let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-            match round % 3 {
+            match round % 4 {
                 0 => ipv4_parse::check(&bytes),
                 1 => fragment::check(&bytes),
-                _ => reassembly::check(&bytes),
+                2 => reassembly::check(&bytes),
+                _ => ipv6_reassembly::check(&bytes),
             }
         }
     }
 }
 
+pub mod ipv6_reassembly;
 pub mod seeds;

@@ -2,7 +2,7 @@
 //! (and run by this crate's tests, so they stay valid).
 
 use crate::reassembly::Op;
-use crate::{fix_checksum, fragment, reassembly, PacketSpec};
+use crate::{fix_checksum, fragment, ipv6_reassembly, reassembly, PacketSpec};
 
 /// Router Alert (copied) then Record Route (not copied, 7 bytes).
 const OPTIONS: [u8; 11] = [0x94, 4, 0, 0, 0x07, 7, 4, 0, 0, 0, 0];
@@ -122,6 +122,104 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
                 Op::Expire { step: 254 },
                 piece(0, 1, 1, 0, false),
                 Op::Expire { step: 255 },
+            ],
+        ),
+    );
+
+    // ipv6_reassembly: limits, report queue, then operations.
+    use ipv6_reassembly::Op as Op6;
+    let split6 = |step, index, routing| Op6::Split { step, id: 1, len: 4999, mtu_step: 153, index, routing };
+    add(
+        "ipv6_reassembly",
+        "split-any-order",
+        ipv6_reassembly::encode(
+            65_535,
+            16,
+            10_000,
+            16,
+            &[split6(1, 3, true), split6(1, 1, true), split6(0, 0, true), split6(0, 2, true)],
+        ),
+    );
+    let piece6 = |id, offset_units, len_units, tail, flags| Op6::Piece {
+        step: 1,
+        id,
+        offset_units,
+        len_units,
+        tail,
+        flags,
+    };
+    add(
+        "ipv6_reassembly",
+        "duplicate-overlap-discard",
+        ipv6_reassembly::encode(
+            65_535,
+            16,
+            10_000,
+            16,
+            &[
+                piece6(1, 0, 2, 0, 1),
+                piece6(1, 0, 2, 0, 1),
+                piece6(1, 2, 1, 5, 2),
+                piece6(2, 0, 4, 0, 1),
+                piece6(2, 2, 4, 0, 1),
+                piece6(2, 6, 1, 3, 0),
+            ],
+        ),
+    );
+    add(
+        "ipv6_reassembly",
+        "parameter-problems",
+        ipv6_reassembly::encode(
+            65_535,
+            16,
+            10_000,
+            4,
+            &[
+                piece6(0, 0, 2, 5, 1 | 4),
+                piece6(0, 0, 2, 5, 1 | 4 | 8),
+                piece6(3, 0, 0, 4, 1 | 4 | 16),
+                piece6(1, 0, 0, 4, 0),
+                Op6::Split { step: 0, id: 2, len: 3000, mtu_step: 0, index: 0, routing: false },
+            ],
+        ),
+    );
+    add(
+        "ipv6_reassembly",
+        "timeout-time-exceeded",
+        ipv6_reassembly::encode(
+            65_535,
+            16,
+            1000,
+            16,
+            &[piece6(3, 0, 2, 0, 1 | 2), Op6::Expire { step: 200 }, piece6(3, 2, 1, 0, 0)],
+        ),
+    );
+    add(
+        "ipv6_reassembly",
+        "flood-and-memory",
+        ipv6_reassembly::encode(
+            64,
+            4,
+            100,
+            2,
+            &[Op6::Flood { step: 0, count: 90 }, split6(1, 0, false), Op6::Flood { step: 7, count: 99 }],
+        ),
+    );
+    let mut raw = vec![0x60; 48];
+    raw.extend_from_slice(&[17, 0, 0, 8, 0, 0, 0, 9]);
+    add(
+        "ipv6_reassembly",
+        "raw-and-clock-jumps",
+        ipv6_reassembly::encode(
+            1024,
+            2,
+            50,
+            16,
+            &[
+                Op6::Raw { step: 3, bytes: raw, fix: true },
+                Op6::Expire { step: 254 },
+                piece6(0, 1, 1, 0, 0),
+                Op6::Expire { step: 255 },
             ],
         ),
     );

@@ -1,6 +1,7 @@
 //! Stable error codes shared with TypeScript: a failing call returns `-(index + 1)` into the
 //! table that [`error_codes`] hands out once.
 
+use morgana_net::fragment::ipv6::Ipv6FragmentError;
 use morgana_net::fragment::FragmentError;
 use morgana_net::wire::ipv4::{EmitError, Ipv4Error};
 use morgana_net::wire::ipv6::{Ipv6EmitError, Ipv6Error};
@@ -64,6 +65,11 @@ fn table() -> &'static [(&'static str, String)] {
             rows.push((e.code(), e.to_string()));
         }
         rows.push(("ERR_IPV6_BAD_ADDRESS_LENGTH", "an IPv6 address must be 16 bytes".to_owned()));
+        // ERR_MTU_TOO_SMALL is already in the table (from IPv4 fragmentation); the MTU is
+        // filled in by TypeScript.
+        for e in [Ipv6FragmentError::AlreadyFragment, Ipv6FragmentError::HeaderChainTooLong { mtu: 0 }] {
+            rows.push((e.code(), e.to_string().replace("MTU 0 ", "the MTU ")));
+        }
         for e in [RngError::Unseeded, RngError::RequestTooLarge] {
             rows.push((e.code(), e.to_string()));
         }

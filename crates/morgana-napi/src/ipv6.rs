@@ -1,8 +1,10 @@
-//! IPv6 wire format bindings.
+//! IPv6 wire format and fragmentation bindings.
 
 use crate::errors::failure;
+use morgana_net::fragment::ipv6::{fragment_into, fragment_size};
 use morgana_net::wire::ipv6::{Ipv6Header, Ipv6Packet, MAX_EXTENSION_HEADERS};
 use napi_derive::napi;
+use std::cell::RefCell;
 
 // napi-derive reads a literal `&mut T` parameter as a class reference; through an alias the
 // typed-array conversion applies, borrowing the caller's memory without a copy.
@@ -91,4 +93,59 @@ pub fn ipv6_emit_header(
         Ok(len) => len as i32,
         Err(e) => failure(e.code()),
     }
+}
+
+/// Writes into `out[0..2]` the number of packets and bytes `ipv6_fragment` produces for `packet`
+/// at `mtu`. Returns 0 or a negative error (the errors `ipv6_fragment` would return).
+#[napi]
+pub fn ipv6_fragment_size(
+    packet: &[u8],
+    mtu: u32,
+    #[napi(ts_arg_type = "Uint32Array")] out: U32sMut<'_>,
+) -> i32 {
+    if out.len() < 2 {
+        return failure("ERR_BUFFER_TOO_SMALL");
+    }
+    match fragment_size(packet, mtu as usize) {
+        Ok((count, bytes)) => {
+            out[0] = count as u32;
+            out[1] = bytes as u32;
+            0
+        }
+        Err(e) => failure(e.code()),
+    }
+}
+
+thread_local! {
+    /// Reused between calls so fragmenting allocates nothing once warm.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<usize>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Fragments `packet` for `mtu` with Fragment headers carrying `identification`, writing the
+/// packets back to back into `out` and their lengths into `lengths`. Returns the number of
+/// packets or a negative error (`ERR_BUFFER_TOO_SMALL` when `out` or `lengths` cannot hold the
+/// result).
+#[napi]
+pub fn ipv6_fragment(
+    packet: &[u8],
+    mtu: u32,
+    identification: u32,
+    #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
+    #[napi(ts_arg_type = "Uint32Array")] lengths: U32sMut<'_>,
+) -> i32 {
+    SCRATCH.with_borrow_mut(|(bytes, lens)| {
+        bytes.clear();
+        lens.clear();
+        if let Err(e) = fragment_into(packet, mtu as usize, identification, bytes, lens) {
+            return failure(e.code());
+        }
+        if bytes.len() > out.len() || lens.len() > lengths.len() {
+            return failure("ERR_BUFFER_TOO_SMALL");
+        }
+        out[..bytes.len()].copy_from_slice(bytes);
+        for (slot, len) in lengths.iter_mut().zip(lens.iter()) {
+            *slot = *len as u32;
+        }
+        lens.len() as i32
+    })
 }

@@ -1,11 +1,13 @@
-//! Reassembly cache binding.
+//! Reassembly cache bindings (IPv4 and IPv6).
 
+use morgana_net::reassembly::ipv6::{Ipv6Outcome, Ipv6Reassembler, MAX_QUOTE};
 use morgana_net::reassembly::{Outcome, Reassembler, ReassemblyConfig};
 use napi_derive::napi;
 
 // napi-derive reads a literal `&mut T` parameter as a class reference; through an alias the
 // typed-array conversion applies, borrowing the caller's bytes without a copy.
 type BytesMut<'a> = &'a mut [u8];
+type U32sMut<'a> = &'a mut [u32];
 
 /// What `push` returns when it has no datagram to hand back: not a fragment (the caller uses
 /// its packet as it is). Values from 20 up are the length of a completed datagram.
@@ -14,6 +16,19 @@ const NOT_FRAGMENT: u32 = 0;
 const PENDING: u32 = 1;
 /// Dropped; the stats say why.
 const DROPPED: u32 = 2;
+
+/// What `NativeIpv6Reassembler.push` returns for an atomic fragment (used as it is).
+const ATOMIC: u32 = 3;
+/// Dropped, with an ICMPv6 Parameter Problem due (queued as a report unless not allowed).
+const PARAMETER_PROBLEM: u32 = 4;
+
+fn config(max_bytes: u32, max_fragments: u32, timeout_ms: f64) -> ReassemblyConfig {
+    ReassemblyConfig {
+        max_bytes: max_bytes as usize,
+        max_fragments: max_fragments as usize,
+        timeout_ms: timeout_ms.max(0.0) as u64,
+    }
+}
 
 /// Counters of a reassembly cache (numbers, exact below 2^53).
 #[napi(object)]
@@ -44,12 +59,7 @@ impl NativeReassembler {
     /// A cache with the given limits.
     #[napi(constructor)]
     pub fn new(max_bytes: u32, max_fragments: u32, timeout_ms: f64) -> Self {
-        let config = ReassemblyConfig {
-            max_bytes: max_bytes as usize,
-            max_fragments: max_fragments as usize,
-            timeout_ms: timeout_ms.max(0.0) as u64,
-        };
-        NativeReassembler { inner: Reassembler::new(config) }
+        NativeReassembler { inner: Reassembler::new(config(max_bytes, max_fragments, timeout_ms)) }
     }
 
     /// Takes a packet at `now_ms`: 0 (not a fragment), 1 (held), 2 (dropped), or the length
@@ -97,6 +107,130 @@ impl NativeReassembler {
             dropped_malformed: s.dropped_malformed as f64,
             buffered_bytes: s.buffered_bytes as f64,
             pending_datagrams: s.pending_datagrams as f64,
+        }
+    }
+}
+
+/// Counters of an IPv6 reassembly cache: those of IPv4 plus the IPv6 rules' own.
+#[napi(object)]
+pub struct Ipv6ReassemblyStats {
+    pub fragments: f64,
+    pub reassembled: f64,
+    pub duplicates: f64,
+    pub dropped_overlap: f64,
+    pub dropped_timeout: f64,
+    pub dropped_memory: f64,
+    pub dropped_too_many_fragments: f64,
+    pub dropped_too_big: f64,
+    pub dropped_bad_length: f64,
+    pub dropped_inconsistent: f64,
+    pub dropped_malformed: f64,
+    pub buffered_bytes: f64,
+    pub pending_datagrams: f64,
+    pub atomic: f64,
+    pub dropped_discarded: f64,
+    pub dropped_incomplete_chain: f64,
+    pub reports: f64,
+    pub dropped_reports: f64,
+}
+
+/// Longest packet quote of an ICMPv6 report (`take_report`'s `out` must hold it).
+#[napi]
+pub const IPV6_REPORT_MAX_QUOTE: u32 = MAX_QUOTE as u32;
+
+/// The bounded IPv6 reassembly cache with its queue of ICMPv6 error reports.
+#[napi]
+pub struct NativeIpv6Reassembler {
+    inner: Ipv6Reassembler,
+}
+
+#[napi]
+impl NativeIpv6Reassembler {
+    /// A cache with the given limits, queueing at most `max_reports` reports.
+    #[napi(constructor)]
+    pub fn new(max_bytes: u32, max_fragments: u32, timeout_ms: f64, max_reports: u32) -> Self {
+        let config = config(max_bytes, max_fragments, timeout_ms);
+        NativeIpv6Reassembler { inner: Ipv6Reassembler::with_max_reports(config, max_reports as usize) }
+    }
+
+    /// Takes a packet at `now_ms`: 0 (not a fragment), 1 (held), 2 (dropped), 3 (atomic
+    /// fragment), 4 (dropped, Parameter Problem due), or the length (at least 40) of the packet
+    /// it completed, which `take` then writes into a buffer of the caller's.
+    #[napi]
+    pub fn push(&mut self, packet: &[u8], now_ms: f64) -> u32 {
+        match self.inner.push_ready(packet, now_ms.max(0.0) as u64) {
+            Ipv6Outcome::Ready(len) => len as u32,
+            Ipv6Outcome::NotFragment => NOT_FRAGMENT,
+            Ipv6Outcome::Pending => PENDING,
+            Ipv6Outcome::Dropped => DROPPED,
+            Ipv6Outcome::Atomic => ATOMIC,
+            Ipv6Outcome::ParameterProblem { .. } => PARAMETER_PROBLEM,
+        }
+    }
+
+    /// Writes the packet completed by the last `push` into `out`; returns its length, or 0 when
+    /// none is held or `out` is too short.
+    #[napi]
+    pub fn take(&mut self, #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>) -> u32 {
+        self.inner.take_ready(out).map_or(0, |len| len as u32)
+    }
+
+    /// Drops datagrams past their timeout (queueing Time Exceeded reports); returns how many.
+    #[napi]
+    pub fn expire(&mut self, now_ms: f64) -> u32 {
+        self.inner.expire(now_ms.max(0.0) as u64) as u32
+    }
+
+    /// Reports queued.
+    #[napi]
+    pub fn pending_reports(&self) -> u32 {
+        self.inner.pending_reports() as u32
+    }
+
+    /// Takes the oldest report: writes `[type, code, pointer]` into `info` and the quoted packet
+    /// into `out` (which must hold `IPV6_REPORT_MAX_QUOTE` bytes), and returns the quote's length;
+    /// -1 when no report is queued (or the arrays are too short; the report is then kept).
+    #[napi]
+    pub fn take_report(
+        &mut self,
+        #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
+        #[napi(ts_arg_type = "Uint32Array")] info: U32sMut<'_>,
+    ) -> i32 {
+        if out.len() < MAX_QUOTE || info.len() < 3 {
+            return -1;
+        }
+        let Some(report) = self.inner.take_report() else { return -1 };
+        info[0] = u32::from(report.icmp_type);
+        info[1] = u32::from(report.code);
+        info[2] = report.pointer;
+        out[..report.packet.len()].copy_from_slice(&report.packet);
+        report.packet.len() as i32
+    }
+
+    /// Counters and occupancy.
+    #[napi]
+    pub fn stats(&self) -> Ipv6ReassemblyStats {
+        let all = self.inner.stats();
+        let s = all.common;
+        Ipv6ReassemblyStats {
+            fragments: s.fragments as f64,
+            reassembled: s.reassembled as f64,
+            duplicates: s.duplicates as f64,
+            dropped_overlap: s.dropped_overlap as f64,
+            dropped_timeout: s.dropped_timeout as f64,
+            dropped_memory: s.dropped_memory as f64,
+            dropped_too_many_fragments: s.dropped_too_many_fragments as f64,
+            dropped_too_big: s.dropped_too_big as f64,
+            dropped_bad_length: s.dropped_bad_length as f64,
+            dropped_inconsistent: s.dropped_inconsistent as f64,
+            dropped_malformed: s.dropped_malformed as f64,
+            buffered_bytes: s.buffered_bytes as f64,
+            pending_datagrams: s.pending_datagrams as f64,
+            atomic: all.atomic as f64,
+            dropped_discarded: all.dropped_discarded as f64,
+            dropped_incomplete_chain: all.dropped_incomplete_chain as f64,
+            reports: all.reports as f64,
+            dropped_reports: all.dropped_reports as f64,
         }
     }
 }

@@ -1,10 +1,13 @@
-//! IPv4 fragmentation on send (RFC 791 §3.2, "An Example Fragmentation Procedure").
+//! IPv4 fragmentation on send (RFC 791 §3.2, "An Example Fragmentation Procedure"); IPv6
+//! fragmentation is in [`ipv6`].
 //!
 //! A packet that is itself a fragment may be fragmented again (as a router does): offsets are
 //! relative to the original datagram and the last piece keeps the packet's own More Fragments bit.
 
 use crate::wire::ipv4::{self, Ipv4Error, Ipv4Header, Ipv4Packet};
 use std::fmt;
+
+pub mod ipv6;
 
 /// Why a packet cannot be fragmented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

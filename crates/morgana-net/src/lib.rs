@@ -3,8 +3,10 @@
 //! - [`checksum`]: the Internet checksum (RFC 1071), incremental update (RFC 1624) and the IPv4
 //!   IPv4 and IPv6 pseudo-header sums.
 //! - [`wire`]: wire formats, zero-copy parse and emit (IPv4, IPv6 and its extension headers).
-//! - [`fragment`]: IPv4 fragmentation on send.
-//! - [`reassembly`]: the bounded IPv4 reassembly cache (MirageOS 3.5 limits by default).
+//! - [`fragment`]: IPv4 fragmentation on send, and IPv6 fragmentation at the source
+//!   ([`fragment::ipv6`]).
+//! - [`reassembly`]: the bounded IPv4 reassembly cache (MirageOS 3.5 limits by default), and the
+//!   IPv6 one on the same core ([`reassembly::ipv6`]).
 //!
 //! Nothing here owns sockets, threads or timers: time is an argument, so every timeout is
 //! testable with a virtual clock.

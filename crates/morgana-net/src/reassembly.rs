@@ -25,10 +25,17 @@
 //! a non-final fragment whose payload is not a multiple of 8 bytes is dropped; conflicting
 //! final fragments, data past the final fragment and datagrams over 65,535 bytes are dropped.
 //! Every drop has its counter in [`ReassemblyStats`].
+//!
+//! The cache itself (fragment lists, LRU, expiry queue, memory accounting) is family
+//! independent and shared with the IPv6 reassembler in [`ipv6`]; this module holds the IPv4
+//! key, header checks and header rewriting.
 
 use crate::checksum;
 use crate::wire::ipv4::{Ipv4Packet, MAX_PACKET_LEN, MIN_HEADER_LEN};
-use std::collections::{HashMap, VecDeque};
+use cache::{Cache, Family, Inserted, Piece};
+
+mod cache;
+pub mod ipv6;
 
 /// Limits of a [`Reassembler`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,71 +123,14 @@ struct DatagramKey {
     identification: u16,
 }
 
-#[derive(Debug)]
-struct Fragment {
-    offset: usize,
-    data: Vec<u8>,
-}
-
-impl Fragment {
-    fn end(&self) -> usize {
-        self.offset + self.data.len()
-    }
-}
-
-#[derive(Debug)]
-struct Datagram {
-    key: DatagramKey,
-    /// Distinguishes this datagram from earlier ones in the same slot (for the expiry queue).
-    serial: u64,
-    /// Header of the offset-0 fragment, empty until it arrives.
-    header: Vec<u8>,
-    /// Non-overlapping, sorted by offset.
-    fragments: Vec<Fragment>,
-    /// Payload length, known once the final fragment (More Fragments clear) arrived.
-    end: Option<usize>,
-    bytes: usize,
-    /// Neighbours in the recency list: `newer` towards the head, `older` towards the tail.
-    newer: Option<usize>,
-    older: Option<usize>,
-}
-
-/// Why a datagram is being dropped; selects the counter.
-#[derive(Debug, Clone, Copy)]
-enum DropReason {
-    Overlap,
-    Timeout,
-    Memory,
-    TooManyFragments,
-    TooBig,
-    Inconsistent,
-}
+const IPV4: Family =
+    Family { max_total: MAX_PACKET_LEN, strip: 0, charge_header: false, discard_after_overlap: false };
 
 /// The bounded reassembly cache. See the module documentation for its limits and defences.
 #[derive(Debug)]
 pub struct Reassembler {
-    config: ReassemblyConfig,
-    stats: ReassemblyStats,
-    index: HashMap<DatagramKey, usize>,
-    slots: Vec<Option<Datagram>>,
-    free_slots: Vec<usize>,
-    /// Most and least recently used datagrams.
-    newest: Option<usize>,
-    oldest: Option<usize>,
-    /// (deadline, slot, serial) in order of creation; stale entries are skipped.
-    deadlines: VecDeque<(u64, usize, u64)>,
-    next_serial: u64,
-    buffered: usize,
-    /// The datagram completed by the last push, until [`Reassembler::take_ready`] takes it.
-    ready: Option<Datagram>,
-    /// Fragment buffers of finished datagrams, reused to spare an allocation per fragment.
-    spare: Vec<Vec<u8>>,
+    core: Cache<DatagramKey>,
 }
-
-/// At most this many spare fragment buffers are kept, each of at most [`SPARE_CAPACITY`] bytes
-/// (so the pool holds at most 128 KiB).
-const SPARE_BUFFERS: usize = 64;
-const SPARE_CAPACITY: usize = 2048;
 
 impl Default for Reassembler {
     fn default() -> Self {
@@ -191,51 +141,23 @@ impl Default for Reassembler {
 impl Reassembler {
     /// An empty cache with the given limits.
     pub fn new(config: ReassemblyConfig) -> Self {
-        Reassembler {
-            config,
-            stats: ReassemblyStats::default(),
-            index: HashMap::new(),
-            slots: Vec::new(),
-            free_slots: Vec::new(),
-            newest: None,
-            oldest: None,
-            deadlines: VecDeque::new(),
-            next_serial: 0,
-            buffered: 0,
-            ready: None,
-            spare: Vec::new(),
-        }
+        Reassembler { core: Cache::new(config, IPV4) }
     }
 
     /// The limits this cache was created with.
     pub fn config(&self) -> ReassemblyConfig {
-        self.config
+        self.core.config()
     }
 
     /// Counters and current occupancy.
     pub fn stats(&self) -> ReassemblyStats {
-        ReassemblyStats {
-            buffered_bytes: self.buffered as u64,
-            pending_datagrams: self.index.len() as u64,
-            ..self.stats
-        }
+        self.core.stats()
     }
 
     /// Drops every incomplete datagram whose first fragment arrived `timeout_ms` or more before
     /// `now_ms`. Returns how many were dropped.
     pub fn expire(&mut self, now_ms: u64) -> usize {
-        let mut dropped = 0;
-        while let Some(&(deadline, slot, serial)) = self.deadlines.front() {
-            if deadline > now_ms {
-                break;
-            }
-            self.deadlines.pop_front();
-            if self.slots[slot].as_ref().is_some_and(|d| d.serial == serial) {
-                self.drop_datagram(slot, DropReason::Timeout);
-                dropped += 1;
-            }
-        }
-        dropped
+        self.core.expire(now_ms, |_, _| {})
     }
 
     /// Takes one IPv4 packet (checksum verified here) at time `now_ms`.
@@ -257,14 +179,12 @@ impl Reassembler {
     /// held datagram (at most 65,535 bytes, not counted in `max_bytes`) is discarded by the next
     /// push if it was not taken.
     pub fn push_ready(&mut self, packet: &[u8], now_ms: u64) -> Outcome {
-        if let Some(untaken) = self.ready.take() {
-            self.recycle(untaken);
-        }
+        self.core.discard_untaken();
         self.expire(now_ms);
         let packet = match Ipv4Packet::parse(packet) {
             Ok(p) => p,
             Err(_) => {
-                self.stats.dropped_malformed += 1;
+                self.core.stats.dropped_malformed += 1;
                 return Outcome::Dropped;
             }
         };
@@ -275,7 +195,7 @@ impl Reassembler {
         let payload = packet.payload();
         let last = !packet.more_fragments();
         if !last && (payload.is_empty() || !payload.len().is_multiple_of(8)) {
-            self.stats.dropped_bad_length += 1;
+            self.core.stats.dropped_bad_length += 1;
             return Outcome::Dropped;
         }
         let key = DatagramKey {
@@ -284,21 +204,11 @@ impl Reassembler {
             protocol: packet.protocol(),
             identification: packet.identification(),
         };
-        let slot = match self.index.get(&key) {
-            Some(&slot) => slot,
-            None => self.create(key, now_ms),
-        };
-        self.touch(slot);
-        match self.insert(slot, &packet, offset, payload, last) {
-            Err(reason) => {
-                self.drop_datagram(slot, reason);
-                Outcome::Dropped
-            }
-            Ok(false) => Outcome::Pending,
-            Ok(true) => match self.complete(slot) {
-                Some(len) => Outcome::Ready(len),
-                None => Outcome::Pending,
-            },
+        let piece = Piece { header: packet.header(), floor: MIN_HEADER_LEN, offset, payload, last };
+        match self.core.insert(key, now_ms, piece) {
+            Inserted::Pending => Outcome::Pending,
+            Inserted::Ready(len) => Outcome::Ready(len),
+            Inserted::Dropped(_) | Inserted::Discarded => Outcome::Dropped,
         }
     }
 
@@ -307,16 +217,9 @@ impl Reassembler {
     /// Fragments and the offset cleared, total length and checksum recomputed, then the payload.
     /// `None` when no datagram is held or `out` is too short (it then stays held).
     pub fn take_ready(&mut self, out: &mut [u8]) -> Option<usize> {
-        let datagram = self.ready.as_ref()?;
-        let header_len = datagram.header.len();
-        let total = header_len + datagram.bytes;
-        let out = out.get_mut(..total)?;
-        let datagram = self.ready.take()?;
-        out[..header_len].copy_from_slice(&datagram.header);
-        for fragment in &datagram.fragments {
-            let at = header_len + fragment.offset;
-            out[at..at + fragment.data.len()].copy_from_slice(&fragment.data);
-        }
+        let header_len = self.core.ready_header()?.len();
+        let total = self.core.take_ready(out)?;
+        let out = &mut out[..total];
         out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
         // Keep Don't Fragment and the reserved bit; clear More Fragments and the offset.
         out[6] &= 0xc0;
@@ -324,219 +227,7 @@ impl Reassembler {
         out[10..12].fill(0);
         let sum = checksum::checksum(&out[..header_len], 0);
         out[10..12].copy_from_slice(&sum.to_be_bytes());
-        self.recycle(datagram);
         Some(total)
-    }
-
-    /// Keeps some of a finished datagram's fragment buffers for reuse.
-    fn recycle(&mut self, datagram: Datagram) {
-        for fragment in datagram.fragments {
-            if self.spare.len() >= SPARE_BUFFERS {
-                break;
-            }
-            if fragment.data.capacity() <= SPARE_CAPACITY {
-                self.spare.push(fragment.data);
-            }
-        }
-    }
-
-    /// Adds a fragment to the datagram in `slot`. `Ok(true)` when it was new, `Ok(false)` for
-    /// an exact duplicate, `Err` when the datagram must be dropped.
-    fn insert(
-        &mut self,
-        slot: usize,
-        packet: &Ipv4Packet<'_>,
-        offset: usize,
-        payload: &[u8],
-        last: bool,
-    ) -> Result<bool, DropReason> {
-        let end = offset + payload.len();
-        let max_fragments = self.config.max_fragments;
-        let datagram = self.slots[slot].as_mut().expect("slot in index is occupied");
-
-        // Where the fragment goes, and whether it collides with its neighbours.
-        let at = datagram.fragments.partition_point(|f| f.offset < offset);
-        if let Some(same) = datagram.fragments.get(at).filter(|f| f.offset == offset) {
-            if same.data == payload && (!last || datagram.end == Some(end)) {
-                self.stats.duplicates += 1;
-                return Ok(false);
-            }
-        }
-        let overlaps_before = at > 0 && datagram.fragments[at - 1].end() > offset;
-        let overlaps_after = datagram.fragments.get(at).is_some_and(|f| f.offset < end)
-            || (payload.is_empty() && datagram.fragments.get(at).is_some_and(|f| f.offset == offset));
-        if overlaps_before || overlaps_after {
-            return Err(DropReason::Overlap);
-        }
-
-        let header_len =
-            if offset == 0 { packet.header_len() } else { datagram.header.len().max(MIN_HEADER_LEN) };
-        if header_len + end > MAX_PACKET_LEN {
-            return Err(DropReason::TooBig);
-        }
-        if last {
-            let beyond = datagram.fragments.last().is_some_and(|f| f.end() > end);
-            if datagram.end.is_some_and(|e| e != end) || beyond {
-                return Err(DropReason::Inconsistent);
-            }
-        } else if datagram.end.is_some_and(|e| end > e) {
-            return Err(DropReason::Inconsistent);
-        }
-        if datagram.fragments.len() >= max_fragments {
-            return Err(DropReason::TooManyFragments);
-        }
-        if !self.make_room(slot, payload.len()) {
-            return Err(DropReason::Memory);
-        }
-
-        let mut data = self.spare.pop().unwrap_or_default();
-        data.clear();
-        data.extend_from_slice(payload);
-        let datagram = self.slots[slot].as_mut().expect("slot in index is occupied");
-        if last {
-            datagram.end = Some(end);
-        }
-        if offset == 0 {
-            datagram.header = packet.header().to_vec();
-        }
-        datagram.fragments.insert(at, Fragment { offset, data });
-        datagram.bytes += payload.len();
-        self.buffered += payload.len();
-        self.stats.fragments += 1;
-        Ok(true)
-    }
-
-    /// Evicts least recently used datagrams other than `slot` until `extra` more bytes fit.
-    /// False when even that is not enough.
-    fn make_room(&mut self, slot: usize, extra: usize) -> bool {
-        while self.buffered + extra > self.config.max_bytes {
-            match self.oldest {
-                Some(victim) if victim != slot => self.drop_datagram(victim, DropReason::Memory),
-                _ => break,
-            }
-            // The datagram being filled is the newest, so it is reached only when it is alone.
-        }
-        self.buffered + extra <= self.config.max_bytes
-    }
-
-    /// If `slot` is complete, moves it out of the cache into `ready` and returns its total length.
-    fn complete(&mut self, slot: usize) -> Option<usize> {
-        let datagram = self.slots[slot].as_ref()?;
-        let end = datagram.end?;
-        if datagram.header.is_empty() || datagram.bytes != end {
-            return None;
-        }
-        // Non-overlapping fragments inside [0, end) whose lengths add up to `end` cover it.
-        let header_len = datagram.header.len();
-        if header_len + end > MAX_PACKET_LEN {
-            self.drop_datagram(slot, DropReason::TooBig);
-            return None;
-        }
-        let datagram = self.remove(slot);
-        self.ready = Some(datagram);
-        self.stats.reassembled += 1;
-        Some(header_len + end)
-    }
-
-    fn create(&mut self, key: DatagramKey, now_ms: u64) -> usize {
-        let serial = self.next_serial;
-        self.next_serial += 1;
-        let datagram = Datagram {
-            key,
-            serial,
-            header: Vec::new(),
-            fragments: Vec::new(),
-            end: None,
-            bytes: 0,
-            newer: None,
-            older: None,
-        };
-        let slot = match self.free_slots.pop() {
-            Some(slot) => {
-                self.slots[slot] = Some(datagram);
-                slot
-            }
-            None => {
-                self.slots.push(Some(datagram));
-                self.slots.len() - 1
-            }
-        };
-        self.index.insert(key, slot);
-        self.link_newest(slot);
-        // Completed, evicted and dropped datagrams leave their entry behind until its deadline,
-        // which under a steady clock (or a flood) would let the queue grow without bound: drop
-        // the stale entries once they outnumber the live ones (amortised O(1) per datagram).
-        if self.deadlines.len() >= 2 * self.index.len() + 64 {
-            let slots = &self.slots;
-            self.deadlines
-                .retain(|&(_, slot, serial)| slots[slot].as_ref().is_some_and(|d| d.serial == serial));
-        }
-        self.deadlines.push_back((now_ms.saturating_add(self.config.timeout_ms), slot, serial));
-        slot
-    }
-
-    fn drop_datagram(&mut self, slot: usize, reason: DropReason) {
-        let datagram = self.remove(slot);
-        self.recycle(datagram);
-        let counter = match reason {
-            DropReason::Overlap => &mut self.stats.dropped_overlap,
-            DropReason::Timeout => &mut self.stats.dropped_timeout,
-            DropReason::Memory => &mut self.stats.dropped_memory,
-            DropReason::TooManyFragments => &mut self.stats.dropped_too_many_fragments,
-            DropReason::TooBig => &mut self.stats.dropped_too_big,
-            DropReason::Inconsistent => &mut self.stats.dropped_inconsistent,
-        };
-        *counter += 1;
-    }
-
-    fn remove(&mut self, slot: usize) -> Datagram {
-        self.unlink(slot);
-        let datagram = self.slots[slot].take().expect("removing an occupied slot");
-        self.index.remove(&datagram.key);
-        self.free_slots.push(slot);
-        self.buffered -= datagram.bytes;
-        datagram
-    }
-
-    fn node(&mut self, slot: usize) -> &mut Datagram {
-        self.slots[slot].as_mut().expect("linked slot is occupied")
-    }
-
-    fn link_newest(&mut self, slot: usize) {
-        let previous_newest = self.newest;
-        {
-            let node = self.node(slot);
-            node.newer = None;
-            node.older = previous_newest;
-        }
-        match previous_newest {
-            Some(old) => self.node(old).newer = Some(slot),
-            None => self.oldest = Some(slot),
-        }
-        self.newest = Some(slot);
-    }
-
-    fn unlink(&mut self, slot: usize) {
-        let (newer, older) = {
-            let node = self.node(slot);
-            (node.newer.take(), node.older.take())
-        };
-        match newer {
-            Some(n) => self.node(n).older = older,
-            None => self.newest = older,
-        }
-        match older {
-            Some(o) => self.node(o).newer = newer,
-            None => self.oldest = newer,
-        }
-    }
-
-    /// Marks `slot` as the most recently used datagram.
-    fn touch(&mut self, slot: usize) {
-        if self.newest != Some(slot) {
-            self.unlink(slot);
-            self.link_newest(slot);
-        }
     }
 }
 
@@ -738,7 +429,7 @@ mod tests {
             }
         }
         assert_eq!(completed, Some(other));
-        assert!(!r.spare.is_empty() && r.spare.len() <= SPARE_BUFFERS);
+        assert!(!r.core.spare.is_empty() && r.core.spare.len() <= cache::SPARE_BUFFERS);
     }
 
     #[test]
@@ -755,7 +446,11 @@ mod tests {
             r.push(&piece(id.wrapping_add(30_000), 0, &[3; 64], true), 0);
         }
         let live = r.stats().pending_datagrams as usize;
-        assert!(r.deadlines.len() <= 2 * live + 64, "{} queued for {live} datagrams", r.deadlines.len());
+        assert!(
+            r.core.deadlines.len() <= 2 * live + 64,
+            "{} queued for {live} datagrams",
+            r.core.deadlines.len()
+        );
         // Expiry still finds every live datagram.
         assert_eq!(r.expire(10_000), live);
         assert_eq!(r.stats().buffered_bytes, 0);

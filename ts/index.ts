@@ -44,6 +44,40 @@ export {
 export { type Cidr, type InterfaceConfig, type Stack, type StackOptions, type StackStats, createStack, parseCidr } from './stack/index.js';
 export type { ArpEntry } from './stack/arp.js';
 export type { PingResult, TracerouteHop } from './stack/icmp.js';
+export { type Ipv6Options, parseCidr6 } from './stack/index.js';
+export {
+  type DefaultRouter,
+  type Icmpv6ErrorListener,
+  type Icmpv6ErrorReport,
+  type Ipv6AddressEntry,
+  type Ipv6AddressOrigin,
+  type Ipv6AddressState,
+  type Ipv6Datagram,
+  type Ipv6Handler,
+  type Ipv6Interface,
+  Ipv6Layer,
+  type Ipv6LayerOptions,
+  type Ipv6Stats,
+  type Ipv6WriteOptions,
+  type NeighbourResolver,
+  type OnLinkPrefix,
+  PacketTooBigError,
+} from './stack/ipv6.js';
+export { Icmpv6, type Icmpv6Options, type Icmpv6SendOptions, type Icmpv6Stats, type Ping6Result } from './stack/icmpv6.js';
+export * as icmpv6Wire from './stack/icmpv6-wire.js';
+export { Icmpv6MalformedError } from './stack/icmpv6-wire.js';
+export {
+  type AdvertisedPrefix,
+  NeighbourCache,
+  type NeighbourEntry,
+  Ndp,
+  type NdpOptions,
+  type NdStats,
+  type NudState,
+  type RouterAdvertisementOptions,
+} from './stack/ndp.js';
+export { type Ipv6AddressEvent, type Ipv6AddressInfo, Slaac, type SlaacOptions, type SlaacStats, eui64Iid, stableIid } from './stack/slaac.js';
+export { Mld, type MldOptions, type MldStats } from './stack/mld.js';
 export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';
 export { type TapDevice, type TapOptions, openTap } from './net/tap.js';
 export { type PcapOptions, type PcapRecorder, pcapRecorder } from './net/pcap.js';

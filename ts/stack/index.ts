@@ -14,6 +14,11 @@ import { DhcpClient, type DhcpClientOptions, type DhcpLease } from './dhcp-clien
 import { Ethernet, type EthernetStats } from './ethernet.js';
 import { Icmp, type IcmpOptions, type IcmpStats } from './icmp.js';
 import { type Ipv4Interface, Ipv4Layer, type Ipv4Stats, type Route } from './ipv4.js';
+import { Icmpv6, type Icmpv6Options, type Icmpv6Stats } from './icmpv6.js';
+import { Ipv6Layer, type Ipv6Stats, ipv6Bytes, isMulticast, isUnspecified } from './ipv6.js';
+import { Mld, type MldOptions, type MldStats } from './mld.js';
+import { Ndp, type NdpOptions, type NdStats, type RouterAdvertisementOptions } from './ndp.js';
+import { Slaac, type SlaacOptions, type SlaacStats } from './slaac.js';
 import { Tcp, type TcpOptions, type TcpStats } from './tcp.js';
 import { Udp, type UdpStats } from './udp.js';
 
@@ -34,6 +39,35 @@ export interface InterfaceConfig {
   net: NetDevice;
   /** Address and prefix, e.g. `'10.0.0.1/24'`. */
   ipv4: Cidr;
+  /**
+   * IPv6 on this interface when the stack has `ipv6`: static address(es) such as
+   * `'2001:db8:2::1/64'`, and optionally the router role. It always gets a link-local address.
+   */
+  ipv6?: Cidr | { address?: Cidr | Cidr[]; routerAdvertisements?: RouterAdvertisementOptions };
+}
+
+/**
+ * IPv6 settings of a stack (see {@link StackOptions.ipv6}). Address autoconfiguration options
+ * (`iid`, `temporary`, `dadTransmits`, `secretKey`, …) are those of {@link SlaacOptions}.
+ */
+export interface Ipv6Options extends SlaacOptions {
+  /** Static address(es) of the first interface with their prefix, e.g. `'2001:db8::2/64'`. */
+  address?: Cidr | Cidr[];
+  /**
+   * Accept router advertisements: default routers, on-link prefixes, SLAAC addresses, MTU, hop
+   * limit and RDNSS servers (default true without `address`, false with one).
+   */
+  auto?: boolean;
+  /** Make the first interface a router that advertises prefixes (for appliances and tests). */
+  routerAdvertisements?: RouterAdvertisementOptions;
+  /** Default hop limit (default 64; an accepted RA's Cur Hop Limit replaces it). */
+  hopLimit?: number;
+  /** Neighbour discovery limits and timings. */
+  nd?: NdpOptions;
+  mld?: MldOptions;
+  icmp?: Icmpv6Options;
+  /** How long a path MTU learned from Packet Too Big holds (default 10 min, RFC 8201). */
+  pathMtuTimeoutMs?: number;
 }
 
 /** Options of {@link createStack}. */
@@ -51,6 +85,16 @@ export interface StackOptions {
   interfaces?: InterfaceConfig[];
   /** Default gateway. */
   gateway?: string;
+  /**
+   * IPv6: `'auto'` (a link-local address, then SLAAC, default routers and RDNSS from router
+   * advertisements), `'ADDR/PREFIX'` (a static address plus the link-local one; router
+   * advertisements ignored) or {@link Ipv6Options}. Every address goes through duplicate address
+   * detection first (about 1 s; `await stack.slaac.settled()`, or `dadTransmits: 0` to skip it).
+   * With `ipv6`, `ipv4` becomes optional (an IPv6-only stack).
+   */
+  ipv6?: 'auto' | Cidr | Ipv6Options;
+  /** Static IPv6 default router, e.g. `'fe80::1'` (reached over the first interface) or `'2001:db8::1'`. */
+  gateway6?: string;
   /** Static routes, e.g. `{ destination: '10.2.0.0/16', gateway: '10.0.0.1' }`. */
   routes?: Array<{ destination: Cidr; gateway?: string }>;
   /** Forward packets between interfaces (default false). */
@@ -76,6 +120,13 @@ export interface StackStats {
   arp: ArpStats[];
   ipv4: ReturnType<Ipv4Layer['stats']>;
   icmp: IcmpStats;
+  /** IPv6 counters, when the stack has IPv6. */
+  ipv6?: ReturnType<Ipv6Layer['stats']>;
+  icmpv6?: Icmpv6Stats;
+  /** Neighbour discovery. */
+  nd?: NdStats;
+  mld?: MldStats;
+  slaac?: SlaacStats;
   udp: UdpStats;
   tcp: TcpStats;
 }
@@ -99,8 +150,17 @@ export interface Stack {
   readonly address: string;
   /** The DHCP client of the first interface, when the stack was created with `dhcp`. */
   readonly dhcp: DhcpClient | undefined;
-  /** Name servers: those of the current DHCP lease (option 6), else empty. */
+  /** Name servers: those of the current DHCP lease (option 6), then RDNSS servers from router advertisements. */
   readonly dns: { readonly servers: string[] };
+  /** The IPv6 layer (`on`, `write`, `route`, `addresses()`…), undefined without `ipv6`. */
+  readonly ipv6: Ipv6Layer | undefined;
+  /** ICMPv6: `ping` (`stack.icmpv6.ping('fe80::1')`), counters. */
+  readonly icmpv6: Icmpv6 | undefined;
+  /** Neighbour discovery: the neighbour cache, routers, RDNSS. */
+  readonly ndp: Ndp | undefined;
+  /** Address autoconfiguration and DAD: `addresses()`, `onEvent`, `settled()`. */
+  readonly slaac: Slaac | undefined;
+  readonly mld: Mld | undefined;
   stats(): StackStats;
   /** Stops timers and closes the NET devices. */
   close(): Promise<void>;
@@ -130,7 +190,7 @@ export async function createStack(options: StackOptions): Promise<Stack> {
   if (dhcp && !options.net) throw new MorganaError('ERR_STACK_CONFIG', 'dhcp configures the net interface: net is required');
   if (dhcp && options.ipv4) throw new MorganaError('ERR_STACK_CONFIG', 'give either ipv4 or dhcp, not both');
   if (options.net) {
-    if (!options.ipv4 && !dhcp) throw new MorganaError('ERR_STACK_CONFIG', 'ipv4 (ADDRESS/PREFIX) or dhcp is required with net');
+    if (!options.ipv4 && !dhcp && !options.ipv6) throw new MorganaError('ERR_STACK_CONFIG', 'ipv4 (ADDRESS/PREFIX), dhcp or ipv6 is required with net');
     configs.push({ net: options.net, ipv4: options.ipv4 ?? '0.0.0.0/0' });
   }
   configs.push(...(options.interfaces ?? []));
@@ -160,6 +220,7 @@ export async function createStack(options: StackOptions): Promise<Stack> {
     randomUint32,
   });
   const icmp = new Icmp(ipv4, clock, randomUint32, options.icmp);
+  const v6 = options.ipv6 === undefined ? undefined : setUpIpv6(options, configs, interfaces.map((i) => i.eth), clock, randomUint32);
   const udp = new Udp(ipv4, icmp, randomUint32);
   const tcp = new Tcp(ipv4, clock, randomUint32, interfaces[0]!.eth.mtu, options.tcp);
   let closed = false;
@@ -183,9 +244,16 @@ export async function createStack(options: StackOptions): Promise<Stack> {
     dhcp: dhcpClient,
     dns: {
       get servers() {
-        return dhcpClient?.lease?.dns ?? [];
+        const servers = [...(dhcpClient?.lease?.dns ?? [])];
+        for (const s of v6?.ndp.dnsServers() ?? []) if (!servers.includes(s)) servers.push(s);
+        return servers;
       },
     },
+    ipv6: v6?.ipv6,
+    icmpv6: v6?.icmpv6,
+    ndp: v6?.ndp,
+    slaac: v6?.slaac,
+    mld: v6?.mld,
     stats: () => ({
       net: interfaces.map((i) => i.eth.net.stats()),
       ethernet: interfaces.map((i) => i.eth.stats()),
@@ -194,6 +262,13 @@ export async function createStack(options: StackOptions): Promise<Stack> {
       icmp: icmp.stats(),
       udp: udp.stats(),
       tcp: tcp.stats(),
+      ...(v6 && {
+        ipv6: v6.ipv6.stats(),
+        icmpv6: v6.icmpv6.stats(),
+        nd: v6.ndp.stats(),
+        mld: v6.mld.stats(),
+        slaac: v6.slaac.stats(),
+      }),
     }),
     async close() {
       if (closed) return;
@@ -201,12 +276,69 @@ export async function createStack(options: StackOptions): Promise<Stack> {
       await dhcpClient?.close();
       tcp.close();
       ipv4.close();
+      // Neighbour discovery first: a router says goodbye (router lifetime 0) while the device is open.
+      v6?.ndp.close();
+      v6?.mld.close();
+      v6?.slaac.close();
+      v6?.ipv6.close();
       for (const i of interfaces) i.arp.close();
       await Promise.all(interfaces.map((i) => i.eth.net.close()));
     },
   };
   if (dhcpClient) await waitForFirstLease(stack, dhcpClient, clock, dhcp?.timeoutMs ?? 30_000);
   return stack;
+}
+
+/** Parses `'2001:db8::2/64'`; throws `ERR_INVALID_CIDR`. */
+export function parseCidr6(text: string): { address: Buffer; prefix: number } {
+  const slash = typeof text === 'string' ? text.indexOf('/') : -1;
+  const prefix = slash < 0 ? NaN : Number(text.slice(slash + 1));
+  if (slash < 0 || !Number.isInteger(prefix) || prefix < 0 || prefix > 128 || !/^\d+$/.test(text.slice(slash + 1))) {
+    throw new MorganaError('ERR_INVALID_CIDR', `expected IPV6ADDRESS/PREFIX such as 2001:db8::2/64, got ${JSON.stringify(text)}`);
+  }
+  return { address: ipv6Bytes(text.slice(0, slash)), prefix };
+}
+
+/** Builds the IPv6 side of a stack: layer, ICMPv6, ND, MLD, then addresses (DAD starts here). */
+function setUpIpv6(options: StackOptions, configs: InterfaceConfig[], eths: Ethernet[], clock: Clock, randomUint32: () => number) {
+  const given = options.ipv6!;
+  const o: Ipv6Options = given === 'auto' ? { auto: true } : typeof given === 'string' ? { address: given } : given;
+  const list = (a: Cidr | Cidr[] | undefined) => (a === undefined ? [] : Array.isArray(a) ? a : [a]).map(parseCidr6);
+  const perInterface = configs.map((c, i) => {
+    if (i === 0 && options.net) return { addresses: list(o.address), ra: o.routerAdvertisements };
+    const v = c.ipv6;
+    return typeof v === 'string' || v === undefined ? { addresses: list(v), ra: undefined } : { addresses: list(v.address), ra: v.routerAdvertisements };
+  });
+  const auto = o.auto ?? o.address === undefined;
+  let gateway: Buffer | undefined;
+  if (options.gateway6 !== undefined) {
+    gateway = ipv6Bytes(options.gateway6, 'gateway6');
+    if (isMulticast(gateway) || isUnspecified(gateway)) throw new MorganaError('ERR_STACK_CONFIG', `gateway6 must be a unicast address, got ${options.gateway6}`);
+  }
+  if (o.hopLimit !== undefined && (!Number.isInteger(o.hopLimit) || o.hopLimit < 1 || o.hopLimit > 255)) {
+    throw new OutOfRangeError(`ipv6.hopLimit must be 1..255, got ${o.hopLimit}`);
+  }
+  const ipv6 = new Ipv6Layer({
+    interfaces: eths.map((eth, i) => ({ eth, name: `net${i}` })),
+    clock,
+    hopLimit: o.hopLimit ?? options.ttl,
+    gateway,
+    pathMtuTimeoutMs: o.pathMtuTimeoutMs,
+    preferTemporary: o.temporary,
+    reassembly: options.reassembly,
+    randomUint32,
+  });
+  const icmpv6 = new Icmpv6(ipv6, clock, randomUint32, o.icmp);
+  const ndp = new Ndp(ipv6, icmpv6, clock, randomUint32, { ...o.nd, acceptRouterAdvertisements: o.nd?.acceptRouterAdvertisements ?? auto });
+  const mld = new Mld(ipv6, icmpv6, clock, randomUint32, o.mld);
+  const slaac = new Slaac(ipv6, ndp, clock, randomUint32, { ...o, autoconf: o.autoconf ?? auto });
+  ipv6.interfaces.forEach((iface, i) => {
+    const config = perInterface[i]!;
+    if (config.ra) ndp.enableRouter(iface, config.ra);
+    slaac.addLinkLocal(iface);
+    for (const a of config.addresses) slaac.addStatic(iface, a.address, a.prefix);
+  });
+  return { ipv6, icmpv6, ndp, mld, slaac };
 }
 
 /** Starts the client and waits for its first lease; closes the stack on timeout. */
@@ -230,3 +362,5 @@ async function waitForFirstLease(stack: Stack, client: DhcpClient, clock: Clock,
 
 export { Arp, DhcpClient, Ethernet, Icmp, Ipv4Layer, Udp };
 export type { ArpOptions, ArpStats, EthernetStats, IcmpStats, Ipv4Stats, UdpStats };
+export { Icmpv6, Ipv6Layer, Mld, Ndp, Slaac };
+export type { Icmpv6Options, Icmpv6Stats, Ipv6Stats, MldOptions, MldStats, NdpOptions, NdStats, RouterAdvertisementOptions, SlaacOptions, SlaacStats };

@@ -20,6 +20,10 @@
  * the median operations per second with its spread, the bytes per second when
  * {@link BenchCase.bytesPerOp} is given, and the ratio to the case's baseline measured in the
  * same run.
+ *
+ * Figures that are not rates (memory per connection, a latency percentile) are
+ * {@link BenchMetric}s: a case returns them from {@link BenchCase.metrics}, and they are written,
+ * tabulated, checked against their goal and compared with the previous run like the rates.
  * @module
  */
 
@@ -36,6 +40,44 @@ export interface BenchGoal {
   minBytesPerSec?: number;
   /** Where the goal comes from, e.g. 'issue 2'. */
   source?: string;
+}
+
+/** A goal for a {@link BenchMetric}: a bound on its value. */
+export interface MetricGoal {
+  /** The value must be at most this (e.g. bytes per connection). */
+  max?: number;
+  /** The value must be at least this. */
+  min?: number;
+  /** Where the goal comes from, e.g. 'issue 5'. */
+  source?: string;
+  /**
+   * How the measured value relates to what the goal speaks of, when they differ (e.g. the goal
+   * is about engine memory and the value is an estimate from process memory). Shown with the
+   * verdict so that the goal column stays honest.
+   */
+  note?: string;
+}
+
+/**
+ * A measured figure that is not a rate: one value with its unit, e.g. the memory each idle
+ * connection costs. Reported beside the case's rate, written into the results file, checked
+ * against its goal and compared with the previous run (a change over 10 % in the worse
+ * direction is a regression).
+ */
+export interface BenchMetric {
+  /** Stable within its case (runs are compared by case name and metric name). */
+  name: string;
+  value: number;
+  /**
+   * Unit of `value`. `B` is shown in binary multiples (KiB, MiB); anything else (`ms`, `µs`) is
+   * shown as is after an SI prefix.
+   */
+  unit: string;
+  /** Which direction is an improvement: `lower` for memory and latency. */
+  better: 'lower' | 'higher';
+  /** Exactly what was measured and how (shown under the Markdown table and kept in the JSON). */
+  description?: string;
+  goal?: MetricGoal;
 }
 
 /**
@@ -91,6 +133,11 @@ export interface BenchCase {
    * state across calls if an operation depends on the previous one.
    */
   run(iterations: number): void | Promise<void>;
+  /**
+   * Figures other than the rate, returned once after the samples and before `teardown` (a case
+   * usually measures them in `setup` and returns them here). See {@link BenchMetric}.
+   */
+  metrics?(): BenchMetric[] | Promise<BenchMetric[]>;
   /** Releases what `setup` created. */
   teardown?(): void | Promise<void>;
   /** Overrides the harness's samples per case (at least 1). */
@@ -272,7 +319,7 @@ export function validateCase(value: unknown): string[] {
   if (typeof c.name !== 'string' || c.name === '') problems.push('name must be a non-empty string');
   if (typeof c.group !== 'string' || c.group === '') problems.push('group must be a non-empty string');
   if (typeof c.run !== 'function') problems.push('run must be a function');
-  for (const hook of ['setup', 'teardown', 'skip'] as const) {
+  for (const hook of ['setup', 'teardown', 'skip', 'metrics'] as const) {
     if (c[hook] !== undefined && typeof c[hook] !== 'function') problems.push(`${hook} must be a function`);
   }
   if (c.baseline !== undefined && typeof c.baseline !== 'boolean' && typeof c.baseline !== 'string') {
@@ -283,5 +330,24 @@ export function validateCase(value: unknown): string[] {
       problems.push(`${key} must be a positive number`);
     }
   }
+  return problems;
+}
+
+/** Checks the metrics a case returned; returns the problems found. */
+export function validateMetrics(value: unknown): string[] {
+  if (!Array.isArray(value)) return ['metrics() must return an array'];
+  const problems: string[] = [];
+  const names = new Set<string>();
+  value.forEach((m: unknown, i) => {
+    const where = `metric #${i}`;
+    if (typeof m !== 'object' || m === null) return void problems.push(`${where} must be an object`);
+    const r = m as Record<string, unknown>;
+    if (typeof r.name !== 'string' || r.name === '') problems.push(`${where}: name must be a non-empty string`);
+    else if (names.has(r.name)) problems.push(`${where}: name '${r.name}' is used twice`);
+    else names.add(r.name);
+    if (typeof r.value !== 'number' || !Number.isFinite(r.value)) problems.push(`${where}: value must be a finite number`);
+    if (typeof r.unit !== 'string' || r.unit === '') problems.push(`${where}: unit must be a non-empty string`);
+    if (r.better !== 'lower' && r.better !== 'higher') problems.push(`${where}: better must be 'lower' or 'higher'`);
+  });
   return problems;
 }

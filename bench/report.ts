@@ -3,10 +3,21 @@
  * comparison with an earlier run, the SVG chart of ratios and the Markdown table.
  * @module
  */
-import type { BenchGoal, Sample, Summary } from './harness.js';
+import type { BenchGoal, BenchMetric, MetricGoal, Sample, Summary } from './harness.js';
 
-/** Bumped when the results file changes incompatibly. */
-export const RESULTS_SCHEMA = 1;
+/**
+ * Bumped when the results file changes incompatibly. 2: cases may carry `metrics`, and
+ * regressions name what regressed (`measure`) with generic `previous`/`current` values.
+ * Files of schema 1 have the same case shape and are still read for comparison.
+ */
+export const RESULTS_SCHEMA = 2;
+/** Schemas whose files can serve as the previous run to compare with. */
+export const COMPARABLE_SCHEMAS: readonly number[] = [1, 2];
+
+/** A {@link BenchMetric} as written into a results file, its goal evaluated. */
+export interface MetricResult extends Omit<BenchMetric, 'goal'> {
+  goal?: MetricGoal & { met: boolean; detail: string };
+}
 
 /** The result of one case in a results file. */
 export interface CaseResult {
@@ -31,14 +42,25 @@ export interface CaseResult {
   /** Median ops/s divided by the baseline's median ops/s (> 1: faster than the baseline). */
   ratio?: number;
   goal?: BenchGoal & { met: boolean; detail: string };
+  /** Figures other than the rate (memory per connection, …), see {@link BenchMetric}. */
+  metrics?: MetricResult[];
 }
 
-/** A case whose median fell by more than the threshold since the previous results file. */
+/**
+ * A figure that got worse by more than the threshold since the previous results file: a case's
+ * median rate that fell, or one of its metrics that moved the wrong way.
+ */
 export interface Regression {
+  /** The case. */
   name: string;
-  previousOpsPerSec: number;
-  opsPerSec: number;
-  /** Relative change, e.g. -0.23 for 23 % slower. */
+  /** `ops/s` for the case's median rate, else the metric's name. */
+  measure: string;
+  /** Unit of `previous` and `current` (the case's unit per second, or the metric's unit). */
+  unit: string;
+  better: 'lower' | 'higher';
+  previous: number;
+  current: number;
+  /** Relative change, e.g. -0.23 for a rate 23 % lower, 0.3 for memory 30 % higher. */
   change: number;
 }
 
@@ -86,6 +108,42 @@ export function spread(s: Summary): string {
   return `±${((s.mad / s.median) * 100).toFixed(1)}%`;
 }
 
+/**
+ * A metric's value with its unit: bytes in binary multiples (`3.41 KiB`), anything else with an
+ * SI prefix (`1.25 ms` stays `1.25 ms`, 1500 µs becomes `1.50 kµs`, so pick the unit to fit).
+ */
+export function formatMetric(value: number, unit: string): string {
+  if (unit === 'B') {
+    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    let v = value;
+    let u = 0;
+    while (Math.abs(v) >= 1024 && u < units.length - 1) {
+      v /= 1024;
+      u++;
+    }
+    return u === 0 ? `${Math.round(v)} B` : `${v.toPrecision(3)} ${units[u]}`;
+  }
+  return `${si(value)}${unit}`;
+}
+
+/** Evaluates a metric's goal. */
+export function checkMetricGoal(metric: BenchMetric): MetricResult['goal'] {
+  const goal = metric.goal;
+  if (!goal) return undefined;
+  const parts: string[] = [];
+  let met = true;
+  if (goal.max !== undefined) {
+    met &&= metric.value <= goal.max;
+    parts.push(`≤ ${formatMetric(goal.max, metric.unit)}`);
+  }
+  if (goal.min !== undefined) {
+    met &&= metric.value >= goal.min;
+    parts.push(`≥ ${formatMetric(goal.min, metric.unit)}`);
+  }
+  const why = [goal.source, goal.note].filter((x) => x !== undefined && x !== '').join('; ');
+  return { ...goal, met, detail: `${parts.join(', ')}${why ? ` (${why})` : ''}` };
+}
+
 /** Evaluates a goal against a measured case. */
 export function checkGoal(goal: BenchGoal, c: CaseResult): CaseResult['goal'] {
   const parts: string[] = [];
@@ -109,18 +167,37 @@ export function checkGoal(goal: BenchGoal, c: CaseResult): CaseResult['goal'] {
   return { ...goal, met, detail };
 }
 
-/** Cases whose median ops/s fell by more than `threshold` relative to `previous`. */
+/**
+ * Figures that got worse by more than `threshold` relative to `previous`: median ops/s that fell,
+ * and metrics that moved against their `better` direction (memory that grew, say).
+ */
 export function compare(previous: ResultsFile, current: readonly CaseResult[], threshold = 0.1): Regression[] {
-  const before = new Map(previous.cases.map((c) => [c.name, c.opsPerSec?.median]));
+  const before = new Map(previous.cases.map((c) => [c.name, c]));
   const regressions: Regression[] = [];
+  const check = (name: string, measure: string, unit: string, better: 'lower' | 'higher', old: number | undefined, now: number | undefined) => {
+    if (old === undefined || now === undefined || !(old > 0)) return;
+    const change = now / old - 1;
+    if (better === 'higher' ? change < -threshold : change > threshold) {
+      regressions.push({ name, measure, unit, better, previous: old, current: now, change });
+    }
+  };
   for (const c of current) {
     const old = before.get(c.name);
-    const now = c.opsPerSec?.median;
-    if (old === undefined || now === undefined || old <= 0) continue;
-    const change = now / old - 1;
-    if (change < -threshold) regressions.push({ name: c.name, previousOpsPerSec: old, opsPerSec: now, change });
+    if (!old) continue;
+    check(c.name, 'ops/s', `${c.unit}/s`, 'higher', old.opsPerSec?.median, c.opsPerSec?.median);
+    for (const m of c.metrics ?? []) {
+      const was = old.metrics?.find((p) => p.name === m.name && p.unit === m.unit);
+      check(c.name, m.name, m.unit, m.better, was?.value, m.value);
+    }
   }
   return regressions;
+}
+
+/** One line describing a regression, e.g. `kv get · memKv: 1.00 M→ 800 kgets/s (-20.0 %)`. */
+export function describeRegression(r: Regression): string {
+  const value = (v: number) => (r.measure === 'ops/s' ? `${si(v)}${r.unit}` : formatMetric(v, r.unit));
+  const what = r.measure === 'ops/s' ? r.name : `${r.name} — ${r.measure}`;
+  return `${what}: ${value(r.previous)} → ${value(r.current)} (${r.change >= 0 ? '+' : ''}${(r.change * 100).toFixed(1)} %)`;
 }
 
 function pad(text: string, width: number, right = false): string {
@@ -153,6 +230,17 @@ export function table(results: readonly CaseResult[]): string {
       c.isBaseline ? 'baseline' : c.ratio !== undefined ? `${c.ratio.toFixed(2)}×` : '',
       c.goal ? `${c.goal.met ? 'met' : 'MISSED'}: ${c.goal.detail}` : '',
     ]);
+    for (const m of c.metrics ?? []) {
+      rows.push([
+        `    ↳ ${m.name}`,
+        formatMetric(m.value, m.unit),
+        '',
+        '',
+        '',
+        `${m.better} is better`,
+        m.goal ? `${m.goal.met ? 'met' : 'MISSED'}: ${m.goal.detail}` : '',
+      ]);
+    }
   }
   const widths: number[] = [];
   rows.forEach((row, i) => {
@@ -254,6 +342,17 @@ export function markdownTable(file: ResultsFile, chartPath?: string): string {
         `${c.isBaseline ? 'baseline' : c.ratio !== undefined ? `**${c.ratio.toFixed(2)}×**` : ''} | ` +
         `${c.goal ? `${c.goal.met ? '✅' : '❌'} ${cell(c.goal.detail)}` : ''} |`,
     );
+    for (const m of c.metrics ?? []) {
+      lines.push(
+        `| ${cell(c.group)} | ↳ ${cell(m.name)} | ${formatMetric(m.value, m.unit)} | | | ${m.better} is better | ` +
+          `${m.goal ? `${m.goal.met ? '✅' : '❌'} ${cell(m.goal.detail)}` : ''} |`,
+      );
+    }
+  }
+  const described = file.cases.flatMap((c) => (c.metrics ?? []).filter((m) => m.description).map((m) => ({ c, m })));
+  if (described.length > 0) {
+    lines.push('', 'Rows marked ↳ are figures other than rates, measured during the case above them:', '');
+    for (const { c, m } of described) lines.push(`- **${c.name} ↳ ${m.name}**: ${m.description}`);
   }
   if (chartPath) lines.push('', `![Ratios to the baselines](${chartPath})`);
   return lines.join('\n');

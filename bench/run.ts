@@ -31,14 +31,19 @@ import {
   resolveBaselines,
   summarize,
   validateCase,
+  validateMetrics,
 } from './harness.js';
 import {
+  COMPARABLE_SCHEMAS,
   type CaseResult,
   RESULTS_SCHEMA,
   type ResultsFile,
   bytesRate,
   checkGoal,
+  checkMetricGoal,
   compare,
+  describeRegression,
+  formatMetric,
   markdownTable,
   refreshMarkdown,
   si,
@@ -150,6 +155,9 @@ class ProgressView {
       summary = `${si(o.median)}${result.unit}/s ${spread(o)}`;
       if (result.bytesPerSec) summary += `, ${bytesRate(result.bytesPerSec.median)}`;
       if (result.ratio !== undefined) summary += `, ${result.ratio.toFixed(2)}× baseline`;
+      for (const m of result.metrics ?? []) {
+        summary += `; ${m.name}: ${formatMetric(m.value, m.unit)}${m.goal ? ` (goal ${m.goal.met ? 'met' : 'MISSED'})` : ''}`;
+      }
     }
     if (this.#tty) process.stderr.write(`\r\x1b[K${this.#label}  ${summary}\n`);
     else process.stderr.write(`    ${summary}\n`);
@@ -190,6 +198,16 @@ async function runCase(
     if (bench.bytesPerOp !== undefined) {
       result.bytesPerSec = summarize(rates(m.samples).map((r) => r * bench.bytesPerOp!));
     }
+    if (bench.metrics) {
+      const metrics = await bench.metrics();
+      const problems = validateMetrics(metrics);
+      if (problems.length > 0) throw new Error(`invalid metrics: ${problems.join('; ')}`);
+      result.metrics = metrics.map((metric) => {
+        const { goal: _goal, ...rest } = metric;
+        const goal = checkMetricGoal(metric);
+        return { ...rest, ...(goal && { goal }) };
+      });
+    }
   } catch (error) {
     result.error = error instanceof Error ? error.message : String(error);
   } finally {
@@ -212,8 +230,8 @@ async function previousResults(dir: string, quick: boolean, names: Set<string>) 
   for (const name of files) {
     try {
       const file = JSON.parse(await readFile(path.join(dir, name), 'utf8')) as ResultsFile;
-      if (file.schema !== RESULTS_SCHEMA || file.options.quick !== quick) continue;
-      if (file.cases.some((c) => names.has(c.name) && c.opsPerSec)) return { name, file };
+      if (!COMPARABLE_SCHEMAS.includes(file.schema) || file.options.quick !== quick) continue;
+      if (file.cases.some((c) => names.has(c.name) && (c.opsPerSec || c.metrics))) return { name, file };
     } catch {
       // An unreadable file is not a baseline; try an older one.
     }
@@ -347,14 +365,10 @@ async function main(): Promise<number> {
   out.write(`\n${table(results)}\n\n`);
   if (file.comparison) {
     const { regressions, previousFile } = file.comparison;
-    if (regressions.length === 0) out.write(`No case is more than 10 % slower than in ${previousFile}.\n`);
+    if (regressions.length === 0) out.write(`No figure is more than 10 % worse than in ${previousFile}.\n`);
     else {
-      out.write(`REGRESSIONS (median more than 10 % below ${previousFile}):\n`);
-      for (const r of regressions) {
-        out.write(
-          `  ${r.name}: ${si(r.previousOpsPerSec)}→ ${si(r.opsPerSec)}ops/s (${(r.change * 100).toFixed(1)} %)\n`,
-        );
-      }
+      out.write(`REGRESSIONS (more than 10 % worse than in ${previousFile}):\n`);
+      for (const r of regressions) out.write(`  ${describeRegression(r)}\n`);
     }
   } else out.write('No earlier results file to compare with.\n');
   const relative = (p: string) => path.relative(process.cwd(), p) || p;

@@ -141,7 +141,24 @@ export * as config from './config/index.js';
 export * from './solo5/index.js';
 export { formatStackSummary } from './stack/summary.js';
 export { Tcp, TcpConnection, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';
-export { type Iperf3ClientOptions, type Iperf3Result, type Iperf3Server, type Iperf3ServerOptions, type Iperf3Sum, IPERF3_STATE, runIperf3Client, startIperf3Server } from './apps/iperf3.js';
+export {
+  type Iperf3ClientOptions,
+  type Iperf3Interval,
+  type Iperf3IntervalStream,
+  type Iperf3IntervalSum,
+  type Iperf3Protocol,
+  type Iperf3Result,
+  type Iperf3Server,
+  type Iperf3ServerOptions,
+  type Iperf3Sum,
+  type Iperf3TcpStreamEnd,
+  type Iperf3TestStart,
+  type Iperf3UdpStreamEnd,
+  IPERF3_STATE,
+  runIperf3Client,
+  startIperf3Server,
+} from './apps/iperf3.js';
+export { UdpReceiveStats as Iperf3UdpReceiveStats, readUdpHeader as readIperf3UdpHeader, writeUdpHeader as writeIperf3UdpHeader } from './apps/iperf3-udp.js';
 export * as dnsWire from './dns/wire.js';
 export { DnsMalformedError, type DnsMessage, type DnsQuestion, type DnsRecord } from './dns/wire.js';
 export {

@@ -11,6 +11,13 @@
  * sent bytes minus retransmitted ones); for the loopback baseline, the namespace's `lo` receive
  * counter (headers included, about 0.1 % at lo's 64 KiB MTU), polled every millisecond. Needs root
  * and `iperf3`; skipped with the reason otherwise.
+ *
+ * UDP (`-u -b 1G -l 1460`, one stream): the same three pairings at a target of 1 Gbit/s; a MiB is
+ * counted when that many 1460-byte datagrams arrived (the kernel's `Udp: InDatagrams` in the
+ * namespace, or Morgana's UDP receive counter), so the rate is what the receiver got of the
+ * target. The Morgana cases also report the datagram loss over the samples as a metric: the
+ * share of the datagrams the sender handed to its stack (the kernel's `OutDatagrams`, or
+ * Morgana's UDP send counter) that did not arrive.
  * @module
  */
 import type { ChildProcess } from 'node:child_process';
@@ -18,7 +25,7 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Iperf3Server, runIperf3Client, startIperf3Server } from '../../ts/index.js';
 import { commandUnavailable, kernelTestsUnavailable, type Netns, createNetns } from '../../__test__/helpers/netns.js';
-import type { BenchCase } from '../harness.js';
+import type { BenchCase, BenchMetric } from '../harness.js';
 import { type TapStack, tapStack } from '../tap-stack.js';
 
 const MIB = 1 << 20;
@@ -44,6 +51,15 @@ async function kernelServer(ns: Netns): Promise<ChildProcess> {
     await sleep(10);
   }
   throw new Error('iperf3 -s did not start listening');
+}
+
+/** The kernel's UDP counters (`/proc/net/snmp`) in the network namespace of process `pid`. */
+function udpCounters(pid: number): { inDatagrams: number; outDatagrams: number } {
+  const lines = readFileSync(`/proc/${pid}/net/snmp`, 'utf8').split('\n').filter((l) => l.startsWith('Udp:'));
+  const names = lines[0]?.split(/\s+/) ?? [];
+  const values = lines[1]?.split(/\s+/) ?? [];
+  const get = (name: string) => Number(values[names.indexOf(name)]);
+  return { inDatagrams: get('InDatagrams'), outDatagrams: get('OutDatagrams') };
 }
 
 /** Bytes received on `dev`, from the network namespace of process `pid`. */
@@ -165,6 +181,145 @@ export const cases: BenchCase[] = [
     teardown: tapDown,
   },
 ];
+
+// --- UDP -------------------------------------------------------------------------------------
+
+const UDP_GROUP = 'iperf3 UDP -b 1G, 1 stream';
+const UDP_BLOCK = 1460;
+const UDP_ARGS = ['-u', '-b', '1G', '-l', String(UDP_BLOCK), '-t', '3600'];
+
+/** Loss between two datagram counters over the samples: set at the end of setup, read in `metrics`. */
+let udpLoss: { sent: () => number; received: () => number; sent0: number; received0: number } | undefined;
+
+function lossMetric(what: string): BenchMetric[] {
+  const l = udpLoss!;
+  const sentDelta = l.sent() - l.sent0;
+  const receivedDelta = l.received() - l.received0;
+  return [
+    {
+      name: 'datagram loss',
+      value: sentDelta > 0 ? (100 * Math.max(0, sentDelta - receivedDelta)) / sentDelta : 0,
+      unit: '%',
+      better: 'lower',
+      description: `${what}, over the calibration and samples (${sentDelta.toLocaleString('en')} datagrams sent)`,
+    },
+  ];
+}
+
+function udpReceived(rig: TapStack): number {
+  return rig.stack.stats().udp.received;
+}
+
+/** The kernel's `iperf3 -s` (spawned in the rig's namespace) as a process to read counters through. */
+let udpKernelPid: number | undefined;
+
+const udpCases: BenchCase[] = [
+  {
+    name: 'iperf3 UDP · kernel client → kernel server, namespace loopback',
+    group: UDP_GROUP,
+    baseline: true,
+    unit: 'MiB',
+    bytesPerOp: MIB,
+    description: `Debian iperf3 -c 127.0.0.1 ${UDP_ARGS.join(' ')} against iperf3 -s in a namespace; MiB of ${UDP_BLOCK}-byte datagrams received (Udp InDatagrams)`,
+    skip,
+    sampleMs: 500,
+    async setup() {
+      const ns = await createNetns();
+      try {
+        const server = await kernelServer(ns);
+        ns.spawn('iperf3', ['-c', '127.0.0.1', '-p', '5201', ...UDP_ARGS], { stdio: 'ignore' });
+        loop = { ns, server };
+        await started(() => udpCounters(server.pid!).inDatagrams * UDP_BLOCK);
+      } catch (error) {
+        loop = undefined;
+        await ns.destroy();
+        throw error;
+      }
+    },
+    async run(n) {
+      const pid = loop!.server.pid!;
+      await transferred(() => udpCounters(pid).inDatagrams * UDP_BLOCK, n * MIB);
+    },
+    async teardown() {
+      const ns = loop?.ns;
+      loop = undefined;
+      await ns?.destroy();
+    },
+  },
+  {
+    name: "iperf3 UDP · kernel iperf3 -c -u → Morgana's iperf3 server over TAP",
+    group: UDP_GROUP,
+    unit: 'MiB',
+    bytesPerOp: MIB,
+    description: `Debian's iperf3 -c ${UDP_ARGS.join(' ')} in the namespace against startIperf3Server on a TAP stack; MiB of datagrams Morgana's UDP received`,
+    skip,
+    sampleMs: 500,
+    async setup() {
+      const rig = await tapStack(24);
+      try {
+        const server = startIperf3Server(rig.stack, { onError: () => {} });
+        const client = rig.ns.spawn('iperf3', ['-c', rig.stackAddress, '-p', '5201', ...UDP_ARGS], { stdio: 'ignore' });
+        const test = new Promise((resolve) => client.once('exit', resolve));
+        tap = { rig, test, server };
+        await started(() => udpReceived(rig) * UDP_BLOCK);
+        const pid = client.pid!;
+        udpLoss = { sent: () => udpCounters(pid).outDatagrams, received: () => udpReceived(rig), sent0: 0, received0: 0 };
+        udpLoss.sent0 = udpLoss.sent();
+        udpLoss.received0 = udpLoss.received();
+      } catch (error) {
+        await (tap ? tapDown() : rig.close());
+        throw error;
+      }
+    },
+    async run(n) {
+      const rig = tap!.rig;
+      await transferred(() => udpReceived(rig) * UDP_BLOCK, n * MIB);
+    },
+    metrics: () => lossMetric("share of the kernel client's UDP OutDatagrams that Morgana's UDP layer did not receive"),
+    async teardown() {
+      udpLoss = undefined;
+      await tapDown();
+    },
+  },
+  {
+    name: 'iperf3 UDP · Morgana client -u → kernel iperf3 -s over TAP',
+    group: UDP_GROUP,
+    unit: 'MiB',
+    bytesPerOp: MIB,
+    description: `Morgana's runIperf3Client (UDP, 1 Gbit/s, ${UDP_BLOCK}-byte datagrams) on a TAP stack against Debian's iperf3 -s; MiB of datagrams the kernel received (Udp InDatagrams)`,
+    skip,
+    sampleMs: 500,
+    async setup() {
+      const rig = await tapStack(25);
+      try {
+        const server = await kernelServer(rig.ns);
+        const pid = server.pid!;
+        udpKernelPid = pid;
+        const test = runIperf3Client(rig.stack, rig.kernelAddress, { protocol: 'UDP', bitrate: 1e9, blockSize: UDP_BLOCK, duration: 3600 });
+        tap = { rig, test };
+        test.catch(() => {});
+        await started(() => udpCounters(pid).inDatagrams * UDP_BLOCK);
+        udpLoss = { sent: () => rig.stack.stats().udp.sent, received: () => udpCounters(pid).inDatagrams, sent0: 0, received0: 0 };
+        udpLoss.sent0 = udpLoss.sent();
+        udpLoss.received0 = udpLoss.received();
+      } catch (error) {
+        await (tap ? tapDown() : rig.close());
+        throw error;
+      }
+    },
+    async run(n) {
+      const pid = udpKernelPid!;
+      await transferred(() => udpCounters(pid).inDatagrams * UDP_BLOCK, n * MIB);
+    },
+    metrics: () => lossMetric("share of the datagrams Morgana's UDP layer sent that were not delivered to iperf3's socket (the kernel's Udp InDatagrams; drops at a full socket buffer count as lost)"),
+    async teardown() {
+      udpLoss = undefined;
+      udpKernelPid = undefined;
+      await tapDown();
+    },
+  },
+];
+cases.push(...udpCases);
 
 function sent(rig: TapStack): number {
   const s = rig.stack.stats().tcp;

@@ -1,10 +1,18 @@
 /**
  * `morgana iperf3`: an iperf3-protocol server (`-s`) or client (`-c HOST`) on a Morgana stack
- * over a TAP device, so that Debian's `iperf3` and Morgana can measure each other.
+ * over a TAP device, so that Debian's `iperf3` and Morgana can measure each other. The options
+ * and the text report follow iperf3's.
  * @module
  */
 import { parseArgs } from 'node:util';
-import { type Iperf3Result, runIperf3Client, startIperf3Server } from '../apps/iperf3.js';
+import {
+  type Iperf3Interval,
+  type Iperf3IntervalSum,
+  type Iperf3Result,
+  type Iperf3Sum,
+  runIperf3Client,
+  startIperf3Server,
+} from '../apps/iperf3.js';
 import type { Command } from '../cli.js';
 import { EXIT_USAGE } from '../cli.js';
 import { openTap } from '../net/tap.js';
@@ -20,49 +28,149 @@ const USAGE = `morgana iperf3 (-s | -c HOST) --tap NAME --ipv4 ADDR/PREFIX [opti
   --ipv4 ADDR/PREFIX    the stack's address, e.g. 10.0.0.2/24
   --gateway ADDR        default gateway
   -p, --port PORT       server port (default 5201)
+  -i, --interval SECS   seconds between interval reports (default 1; 0 for none)
+  -J, --json            print the result as JSON (iperf3 -J shape)
+ client only:
+  -u, --udp             UDP streams instead of TCP
+  -b, --bitrate N[KMG]  target bits/sec per stream (UDP default 1M; TCP default unlimited; 0 = unlimited)
   -t, --time SECONDS    test duration (default 10)
+  -n, --bytes N[KMG]    transfer N bytes instead of running for a time
+  -k, --blockcount N[KMG] transfer N blocks instead of running for a time
+  -O, --omit SECONDS    leave the first SECONDS out of the results
   -P, --parallel N      parallel streams (default 1)
   -R, --reverse         reverse mode: the server sends
-  -l, --length BYTES    block size (default 131072)
-  -J, --json            print the result as JSON`;
+  --bidir               bidirectional mode: both ends send
+  -l, --length N[KMG]   bytes per write, or per datagram with -u (default 128K, or 1460 with -u)
+  --udp-counters-64bit  64-bit datagram counters`;
 
-function formatBits(bps: number): string {
-  const units = ['bits/sec', 'Kbits/sec', 'Mbits/sec', 'Gbits/sec'];
-  let v = bps;
-  let u = 0;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${v.toFixed(2)} ${units[u]}`;
+/** iperf3's sizes: K, M, G, T are powers of 1024. */
+function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)([kmgt]?)$/i.exec(text);
+  if (!m) return Number.NaN;
+  const scale = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.floor(Number(m[1]) * scale);
 }
 
-function formatBytes(n: number): string {
-  const units = ['Bytes', 'KBytes', 'MBytes', 'GBytes'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${v.toFixed(u === 0 ? 0 : 2)} ${units[u]}`;
+/** iperf3's rates: K, M, G, T are powers of 1000; a `/burst` suffix is accepted and ignored. */
+function parseRate(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)([kmgt]?)(?:\/\d+)?$/i.exec(text);
+  if (!m) return Number.NaN;
+  const scale = { '': 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.round(Number(m[1]) * scale);
 }
 
-/** A short iperf3-like text report. */
-export function formatIperf3Result(result: Iperf3Result): string {
-  const line = (label: string, s: Iperf3Result['end']['sum_sent']) =>
-    `[SUM]   0.00-${s.seconds.toFixed(2)} sec  ${formatBytes(s.bytes).padStart(12)}  ${formatBits(s.bits_per_second).padStart(16)}  ${label}`;
-  const lines = result.intervals.map(
-    (i) => `[SUM]   ${i.sum.start.toFixed(2)}-${i.sum.end.toFixed(2)} sec  ${formatBytes(i.sum.bytes).padStart(12)}  ${formatBits(i.sum.bits_per_second).padStart(16)}`,
+/** A figure with three significant digits and an adaptive unit, as iperf3 prints them. */
+function adaptive(value: number, base: number, units: readonly string[]): string {
+  let v = value;
+  let u = 0;
+  while (Math.abs(v) >= base && u < units.length - 1) {
+    v /= base;
+    u++;
+  }
+  const digits = Math.abs(v) < 9.995 ? 2 : Math.abs(v) < 99.95 ? 1 : 0;
+  return `${v.toFixed(digits).padStart(4)} ${units[u]}`;
+}
+
+/** Bytes in iperf3's units (powers of 1024). */
+export function formatBytes(n: number): string {
+  return adaptive(n, 1024, ['Bytes', 'KBytes', 'MBytes', 'GBytes', 'TBytes']);
+}
+
+/** Bits per second in iperf3's units (powers of 1000). */
+export function formatBits(bps: number): string {
+  return adaptive(bps, 1000, ['bits/sec', 'Kbits/sec', 'Mbits/sec', 'Gbits/sec', 'Tbits/sec']);
+}
+
+type Span = Pick<Iperf3Sum, 'start' | 'end' | 'bytes' | 'bits_per_second'> &
+  Partial<Pick<Iperf3Sum, 'jitter_ms' | 'lost_packets' | 'packets' | 'lost_percent'>>;
+
+/** `[  1][TX-C]   0.00-1.00   sec  1.22 MBytes  10.2 Mbits/sec` and, for UDP, the datagram columns. */
+function line(id: string, role: string, s: Span, udp: 'sender' | 'receiver' | undefined, label: string): string {
+  const head = `[${id.padStart(3)}]${role} ${s.start.toFixed(2).padStart(6)}-${s.end.toFixed(2).padEnd(6)} sec  ${formatBytes(s.bytes)}  ${formatBits(s.bits_per_second)}`;
+  let tail = '';
+  if (udp === 'sender') tail = `  ${s.packets ?? 0}`;
+  else if (udp === 'receiver') {
+    tail = `  ${(s.jitter_ms ?? 0).toFixed(3)} ms  ${s.lost_packets ?? 0}/${s.packets ?? 0} (${Number((s.lost_percent ?? 0).toPrecision(2))}%)`;
+  }
+  return `${head}${tail}${label ? `  ${label}` : ''}`;
+}
+
+/** Role tag of bidirectional tests, `[TX-C]` and so on. */
+function roleTag(bidir: boolean, sender: boolean, server: boolean): string {
+  return bidir ? `[${sender ? 'TX' : 'RX'}-${server ? 'S' : 'C'}]` : '';
+}
+
+/** The lines printed when a test starts. */
+export function formatIperf3Start(start: Iperf3Result['start'], server: boolean): string {
+  const t = start.test_start;
+  const lines = start.connected.map(
+    (c) => `[${String(c.id).padStart(3)}] local ${c.local_host} port ${c.local_port} connected to ${c.remote_host} port ${c.remote_port}`,
   );
-  return [
-    `Connected ${result.start.test_start.num_streams} stream(s), ${result.start.test_start.reverse ? 'reverse mode' : 'normal mode'}`,
-    ...lines,
-    '- - - - - - - - - - - - - - - - - - - - - - - - -',
-    line('sender', result.end.sum_sent),
-    line('receiver', result.end.sum_received),
-    '',
-  ].join('\n');
+  if (!server && t.reverse) lines.push(`Reverse mode, remote host ${start.connected[0]?.remote_host ?? '?'} is sending`);
+  const what = t.bytes > 0 ? `${t.bytes} bytes to send` : t.blocks > 0 ? `${t.blocks} blocks to send` : `${t.duration} second test`;
+  lines.push(`Starting Test: protocol: ${t.protocol}, ${t.num_streams} streams, ${t.blksize} byte blocks, omitting ${t.omit} seconds, ${what}`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** The header of interval reports. */
+export function formatIperf3IntervalHeader(start: Iperf3Result['start'], server: boolean): string {
+  const t = start.test_start;
+  const id = t.bidir ? '[ ID][Role]' : '[ ID]';
+  if (t.protocol !== 'UDP') return `${id} Interval           Transfer     Bitrate\n`;
+  const receives = server ? !t.reverse || t.bidir : t.reverse || t.bidir;
+  return `${id} Interval           Transfer     Bitrate         ${receives ? 'Jitter    Lost/Total Datagrams' : 'Total Datagrams'}\n`;
+}
+
+/**
+ * One interval report: a line per stream, and `[SUM]` lines when a direction has several
+ * streams; with several streams or directions, reports after the first are set apart by a
+ * separator line.
+ */
+export function formatIperf3Interval(interval: Iperf3Interval, start: Iperf3Result['start'], server: boolean, first: boolean): string {
+  const t = start.test_start;
+  const udp = t.protocol === 'UDP';
+  const mark = (omitted: boolean) => (omitted ? '(omitted)' : '');
+  const lines = !first && (t.num_streams > 1 || t.bidir) ? ['- - - - - - - - - - - - - - - - - - - - - - - - -'] : [];
+  lines.push(...interval.streams.map((s) =>
+    line(String(s.id), roleTag(t.bidir === 1, s.sender, server), s, udp ? (s.sender ? 'sender' : 'receiver') : undefined, mark(s.omitted)),
+  ));
+  if (t.num_streams > 1) {
+    for (const sum of [interval.sum, interval.sum_bidir_reverse].filter((x): x is Iperf3IntervalSum => x !== undefined)) {
+      lines.push(line('SUM', roleTag(t.bidir === 1, sum.sender, server), sum, udp ? (sum.sender ? 'sender' : 'receiver') : undefined, mark(sum.omitted)));
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** The summary at the end of a test, iperf3-like. */
+export function formatIperf3Result(result: Iperf3Result, server = false): string {
+  const t = result.start.test_start;
+  const udp = t.protocol === 'UDP';
+  const bidir = t.bidir === 1;
+  const e = result.end;
+  const lines = ['- - - - - - - - - - - - - - - - - - - - - - - - -'];
+  lines.push(`${bidir ? '[ ID][Role]' : '[ ID]'} Interval           Transfer     Bitrate${udp ? '         Jitter    Lost/Total Datagrams' : ''}`);
+  for (const stream of e.streams) {
+    if ('udp' in stream) {
+      const u = stream.udp;
+      lines.push(line(String(u.id), roleTag(bidir, u.sender, server), u, 'receiver', ''));
+    } else {
+      const tag = roleTag(bidir, stream.sender.sender, server);
+      lines.push(line(String(stream.sender.id), tag, stream.sender, undefined, 'sender'));
+      lines.push(line(String(stream.receiver.id), tag, stream.receiver, undefined, 'receiver'));
+    }
+  }
+  const sums: Array<[Iperf3Sum | undefined, Iperf3Sum | undefined]> = [
+    [e.sum_sent, e.sum_received],
+    [e.sum_sent_bidir_reverse, e.sum_received_bidir_reverse],
+  ];
+  if (udp || t.num_streams > 1) {
+    for (const [sent, received] of sums) {
+      if (sent) lines.push(line('SUM', roleTag(bidir, udp ? !received?.sender : sent.sender, server), sent, udp ? 'receiver' : undefined, 'sender'));
+      if (received) lines.push(line('SUM', roleTag(bidir, udp ? !received.sender : received.sender, server), received, udp ? 'receiver' : undefined, 'receiver'));
+    }
+  }
+  return `${lines.join('\n')}\n`;
 }
 
 /** The iperf3 command. */
@@ -83,11 +191,19 @@ export const iperf3: Command = {
           ipv4: { type: 'string' },
           gateway: { type: 'string' },
           port: { type: 'string', short: 'p', default: '5201' },
-          time: { type: 'string', short: 't', default: '10' },
+          interval: { type: 'string', short: 'i', default: '1' },
+          json: { type: 'boolean', short: 'J' },
+          udp: { type: 'boolean', short: 'u' },
+          bitrate: { type: 'string', short: 'b' },
+          time: { type: 'string', short: 't' },
+          bytes: { type: 'string', short: 'n' },
+          blockcount: { type: 'string', short: 'k' },
+          omit: { type: 'string', short: 'O', default: '0' },
           parallel: { type: 'string', short: 'P', default: '1' },
           reverse: { type: 'boolean', short: 'R' },
-          length: { type: 'string', short: 'l', default: '131072' },
-          json: { type: 'boolean', short: 'J' },
+          bidir: { type: 'boolean' },
+          length: { type: 'string', short: 'l' },
+          'udp-counters-64bit': { type: 'boolean' },
         },
       }));
     } catch (error) {
@@ -102,14 +218,29 @@ export const iperf3: Command = {
     const host = typeof values.client === 'string' ? values.client : undefined;
     if (server === (host !== undefined)) return usage('give exactly one of -s or -c HOST');
     if (typeof values.tap !== 'string' || typeof values.ipv4 !== 'string') return usage('--tap NAME and --ipv4 ADDR/PREFIX are required');
+    const text = (name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
     const port = Number(values.port);
-    const duration = Number(values.time);
+    const interval = Number(values.interval);
+    const udp = values.udp === true;
+    const duration = text('time') === undefined ? 10 : Number(text('time'));
+    const bytes = text('bytes') === undefined ? 0 : parseSize(text('bytes')!);
+    const blocks = text('blockcount') === undefined ? 0 : parseSize(text('blockcount')!);
+    const omit = Number(values.omit);
     const parallel = Number(values.parallel);
-    const blockSize = Number(values.length);
+    const blockSize = text('length') === undefined ? undefined : parseSize(text('length')!);
+    const bitrate = text('bitrate') === undefined ? undefined : parseRate(text('bitrate')!);
     if (!Number.isInteger(port) || port < 1 || port > 65_535) return usage(`bad port ${String(values.port)}`);
-    if (!(duration > 0)) return usage(`bad duration ${String(values.time)}`);
+    if (!(interval === 0 || (interval >= 0.1 && interval <= 60))) return usage(`bad interval ${String(values.interval)} (0, or 0.1 to 60 seconds)`);
+    if (!(duration > 0 && duration <= 86_400)) return usage(`bad duration ${String(values.time)}`);
+    if (!Number.isSafeInteger(bytes) || bytes < 0) return usage(`bad byte count ${String(values.bytes)}`);
+    if (!Number.isSafeInteger(blocks) || blocks < 0) return usage(`bad block count ${String(values.blockcount)}`);
+    if (!Number.isInteger(omit) || omit < 0 || omit > 600) return usage(`bad omit ${String(values.omit)}`);
     if (!Number.isInteger(parallel) || parallel < 1 || parallel > 128) return usage(`bad stream count ${String(values.parallel)}`);
-    if (!Number.isInteger(blockSize) || blockSize < 1 || blockSize > 1 << 20) return usage(`bad block size ${String(values.length)}`);
+    if (blockSize !== undefined && (!Number.isInteger(blockSize) || blockSize < (udp ? 16 : 1) || blockSize > (udp ? 65_507 : 1 << 20))) {
+      return usage(`bad block size ${String(values.length)}`);
+    }
+    if (bitrate !== undefined && !Number.isSafeInteger(bitrate)) return usage(`bad bitrate ${String(values.bitrate)}`);
+    if (values.reverse === true && values.bidir === true) return usage('-R and --bidir exclude each other');
 
     const tap = await openTap({ name: values.tap, ...(typeof values.netns === 'string' ? { netns: values.netns } : {}) });
     const stack = await createStack({
@@ -117,19 +248,55 @@ export const iperf3: Command = {
       ipv4: values.ipv4,
       ...(typeof values.gateway === 'string' ? { gateway: values.gateway } : {}),
     });
+    const json = values.json === true;
+    const out = (s: string): void => void process.stdout.write(s);
+    // Live reports in text mode: the streams when the test starts, then each interval.
+    let started: Iperf3Result['start'] | undefined;
+    let reports = 0;
+    const onStart = (start: Iperf3Result['start']): void => {
+      started = start;
+      reports = 0;
+      if (json) return;
+      out(formatIperf3Start(start, server));
+      if (interval > 0) out(formatIperf3IntervalHeader(start, server));
+    };
+    const onInterval = (i: Iperf3Interval): void => {
+      if (!json && started) out(formatIperf3Interval(i, started, server, reports++ === 0));
+    };
     const print = (result: Iperf3Result): void => {
-      process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatIperf3Result(result));
+      out(json ? `${JSON.stringify(result, null, 2)}\n` : formatIperf3Result(result, server));
     };
     try {
       if (host !== undefined) {
-        const result = await runIperf3Client(stack, host, { port, duration, parallel, reverse: values.reverse === true, blockSize });
+        if (!json) out(`Connecting to host ${host}, port ${port}\n`);
+        const result = await runIperf3Client(stack, host, {
+          port,
+          protocol: udp ? 'UDP' : 'TCP',
+          duration,
+          bytes,
+          blocks,
+          omit,
+          interval,
+          parallel,
+          reverse: values.reverse === true,
+          bidir: values.bidir === true,
+          ...(blockSize !== undefined && { blockSize }),
+          ...(bitrate !== undefined && { bitrate }),
+          udpCounters64: values['udp-counters-64bit'] === true,
+          onStart,
+          onInterval,
+        });
         print(result);
+        if (!json) out('\niperf Done.\n');
         return 0;
       }
       const oneOff = values['one-off'] === true;
       const srv = startIperf3Server(stack, {
         port,
         oneOff,
+        interval,
+        onStart,
+        onInterval,
         onResult: print,
         onError: (error) => process.stderr.write(`morgana iperf3: test failed: ${error.message}\n`),
       });

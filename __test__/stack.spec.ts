@@ -98,7 +98,7 @@ test('UDP echo, with checksums verified end to end', async (t) => {
   a.udp.send('10.0.0.2', 7, Buffer.from('hello morgana'), { srcPort: port });
   const { data, from } = await next;
   t.is(data.toString(), 'hello morgana');
-  t.deepEqual(from, { address: '10.0.0.2', port: 7 });
+  t.deepEqual(from, { address: '10.0.0.2', family: 'IPv4', port: 7 });
   t.is(b.udp.stats().badChecksum, 0);
   await close();
 });

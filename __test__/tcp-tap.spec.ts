@@ -9,51 +9,19 @@
  */
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { createCipheriv, createHash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type NetDevice, type Stack, type TcpConnection, createStack, openTap, pcapRecorder } from 'morgana';
+import { expectedSha, generated, generatorShell } from './helpers/generated.js';
 import { type Netns, kernelTest, withNetns } from './helpers/netns.js';
 
 const KERNEL = '10.88.0.1';
 const MORGANA = '10.88.0.2';
 const MIB = 1 << 20;
-const KEY = '000102030405060708090a0b0c0d0e0f';
-const IV = 'f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff';
-const CHUNK = 64 * 1024;
-
-/** `size` deterministic bytes as a stream of 64 KiB chunks. */
-function generated(size: number): Readable {
-  const cipher = createCipheriv('aes-128-ctr', Buffer.from(KEY, 'hex'), Buffer.from(IV, 'hex'));
-  const zeros = Buffer.alloc(CHUNK);
-  let left = size;
-  return new Readable({
-    highWaterMark: CHUNK,
-    read() {
-      if (left === 0) return void this.push(null);
-      const n = Math.min(CHUNK, left);
-      left -= n;
-      this.push(cipher.update(n === CHUNK ? zeros : zeros.subarray(0, n)));
-    },
-  });
-}
-
-/** The SHA-256 of {@link generated}(size), computed without holding the data. */
-async function expectedSha(size: number): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of generated(size)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
-/** The same bytes on the kernel side, as a shell pipeline prefix. */
-function generatorShell(size: number): string {
-  return `{ openssl enc -aes-128-ctr -nosalt -K ${KEY} -iv ${IV} -in /dev/zero 2>/dev/null || true; } | head -c ${size}`; // openssl dies of SIGPIPE
-}
-
 /** Mulberry32: a small seeded generator for the lossy device. */
 function seeded(seed: number): () => number {
   let a = seed >>> 0;

@@ -424,3 +424,37 @@ test('path-MTU discovery: a router with a smaller MTU reports "fragmentation nee
   t.is(stats.pathMtuUpdates, 1);
   t.true(stats.icmpErrors >= 1);
 });
+
+test('congestion control per stack and per connection; info() reports cwnd and loss counters', async (t) => {
+  const { a, b, close } = await pair(t, { faults: { loss: 0.02 }, tcp: { congestionControl: 'newreno' } });
+  const data = randomBytes(1 << 20);
+  let server!: TcpConnection;
+  const got = new Promise<Buffer>((resolve) =>
+    b.tcp.listen(80, (conn) => {
+      server = conn;
+      const chunks: Buffer[] = [];
+      let length = 0;
+      conn.on('data', (c: Buffer) => {
+        chunks.push(c);
+        length += c.length;
+        if (length === data.length) resolve(Buffer.concat(chunks));
+      });
+    }),
+  );
+  const client = await a.tcp.connect('10.0.0.2', 80, { congestionControl: 'cubic' });
+  client.write(data);
+  // Both stay open: info() describes live connections.
+  t.is(sha256(await got), sha256(data));
+  const info = client.info()!;
+  t.is(info.congestionControl, 'cubic');
+  t.is(server.info()!.congestionControl, 'newreno', 'the stack default');
+  t.true(info.cwnd >= 2 * info.mss);
+  t.true(info.srttMs !== undefined && info.srttMs >= 0);
+  t.true(info.retransmits > 0 && info.retransmits === a.tcp.stats().retransmits, 'one connection: its counters are the stack counters');
+  client.setCongestionControl('newreno');
+  t.is(client.info()!.congestionControl, 'newreno');
+  t.throws(() => client.setCongestionControl('bbr' as 'cubic'), { code: 'ERR_INVALID_ARG_VALUE' });
+  await t.throwsAsync(a.tcp.connect('10.0.0.2', 80, { congestionControl: 'vegas' as 'cubic' }), { code: 'ERR_INVALID_ARG_VALUE' });
+  client.end();
+  await close();
+});

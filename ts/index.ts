@@ -140,7 +140,8 @@ export { parseArgv, quoteArgv } from './config/argv.js';
 export * as config from './config/index.js';
 export * from './solo5/index.js';
 export { formatStackSummary } from './stack/summary.js';
-export { Tcp, TcpConnection, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';
+export { type InetAddressLike } from './stack/inet.js';
+export { Tcp, TcpConnection, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';
 export {
   type Iperf3ClientOptions,
   type Iperf3Interval,

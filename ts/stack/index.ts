@@ -285,6 +285,11 @@ export async function createStack(options: StackOptions): Promise<Stack> {
       await Promise.all(interfaces.map((i) => i.eth.net.close()));
     },
   };
+  // UDP and TCP carry IPv6 too when the stack has it (issue 10).
+  if (v6) {
+    udp.attachIpv6(v6.ipv6);
+    tcp.attachIpv6(v6.ipv6);
+  }
   if (dhcpClient) await waitForFirstLease(stack, dhcpClient, clock, dhcp?.timeoutMs ?? 30_000);
   return stack;
 }

@@ -1,8 +1,13 @@
 /**
- * TCP for a stack: the Rust engine (`crates/morgana-tcp`) owns every connection and does all
- * segment processing; this module feeds it received segments, sends what it produces through
- * IPv4, drives its timers from the stack's {@link Clock} (one timer for the engine's next
- * deadline) and turns connections into Node `Duplex` streams shaped like `net.Socket`.
+ * TCP for a stack: the Rust engine (`crates/morgana-tcp`) owns every connection of both address
+ * families and does all segment processing; this module feeds it received segments, sends what
+ * it produces through IPv4 or IPv6, drives its timers from the stack's {@link Clock} (one timer
+ * for the engine's next deadline) and turns connections into Node `Duplex` streams shaped like
+ * `net.Socket`. Listeners are dual-stack unless `ipv6Only` (or an IPv4 `host`) says otherwise.
+ *
+ * IPv4 crosses the native boundary as numbers (the fast path); IPv6 addresses as 16-byte
+ * buffers through the engine's `…6` methods. Packets drained from the engine carry a family bit
+ * in their length word; an IPv6 packet's addresses are read from the header Rust wrote.
  *
  * Crossings are batched: segments received in one delivery turn are handed in one by one, then a
  * single `poll` (scheduled as a microtask) produces every segment to send into one buffer with a
@@ -10,15 +15,21 @@
  * @module
  */
 import { Duplex } from 'node:stream';
-import { formatIpv4Address, type Ipv4AddressLike, toIpv4Number } from '../address.js';
+import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
 import { MorganaError, assertInteger } from '../errors.js';
 import { native } from '../native.js';
 import { ETHERTYPE } from './ethernet.js';
+import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
 import type { IcmpErrorReport, Ipv4Datagram, Ipv4Layer } from './ipv4.js';
+import type { Icmpv6ErrorReport, Ipv6Datagram, Ipv6Layer } from './ipv6.js';
 
 const PROTO_TCP = 6;
 const IPV4_HEADER = 20;
+const IPV6_HEADER = 40;
+/** Bit 31 of a drained packet's length word: an IPv6 packet (`DRAIN_IPV6` in the binding). */
+const DRAIN_IPV6 = native.DRAIN_IPV6;
+const LENGTH_MASK = 0x7fff_ffff;
 const EPHEMERAL_LOW = 49_152;
 const EPHEMERAL_COUNT = 65_536 - EPHEMERAL_LOW;
 const READ_CHUNK = 64 * 1024;
@@ -77,7 +88,27 @@ export interface TcpOptions {
   challengeAckLimit?: number;
   /** Answer SYNs with SYN cookies once a listener's SYN queue is full (default true). */
   synCookies?: boolean;
+  /**
+   * Congestion control of new connections (default `'cubic'`, RFC 9438, as Linux; `'newreno'`
+   * is RFC 5681/6582). Per connection: {@link TcpConnectOptions.congestionControl} and
+   * {@link TcpConnection.setCongestionControl}.
+   */
+  congestionControl?: TcpCongestionControl;
 }
+
+/** The congestion control algorithms of the engine. */
+export type TcpCongestionControl = 'newreno' | 'cubic';
+
+const CONGESTION_CONTROLS: readonly string[] = ['newreno', 'cubic'];
+
+function assertCongestionControl(value: unknown): asserts value is TcpCongestionControl {
+  if (typeof value !== 'string' || !CONGESTION_CONTROLS.includes(value)) {
+    throw new MorganaError('ERR_INVALID_ARG_VALUE', `congestionControl must be one of ${CONGESTION_CONTROLS.join(', ')}, got ${String(value)}`);
+  }
+}
+
+/** One connection's congestion state and loss-recovery counters, like Linux's `tcp_info`. */
+export type TcpConnectionInfo = NonNullable<ReturnType<NativeEngine['connStats']>>;
 
 /** Options of {@link Tcp.listen}. */
 export interface TcpListenOptions {
@@ -88,12 +119,24 @@ export interface TcpListenOptions {
   backlog?: number;
   /** Keep the write side open after the peer's FIN (default false, like `net`). */
   allowHalfOpen?: boolean;
+  /**
+   * Accept IPv6 connections only (like Node's `ipv6Only`). By default a listener is dual-stack:
+   * it accepts IPv4 and (when the stack has IPv6) IPv6 connections.
+   */
+  ipv6Only?: boolean;
+  /**
+   * `'0.0.0.0'` listens on IPv4 only, `'::'` (or omitted) on both families. The engine listens on
+   * every local address, so no other host is accepted.
+   */
+  host?: '0.0.0.0' | '::';
 }
 
 /** Options of {@link Tcp.connect}. */
 export interface TcpConnectOptions {
   /** Local port (default: a random free ephemeral port). */
   localPort?: number;
+  /** Congestion control of this connection (default: the stack's {@link TcpOptions.congestionControl}). */
+  congestionControl?: TcpCongestionControl;
   /** Keep the write side open after the peer's FIN (default false, like `net`). */
   allowHalfOpen?: boolean;
 }
@@ -107,6 +150,8 @@ export interface TcpStats extends ReturnType<NativeEngine['stats']> {
 /** A listening port. */
 export interface TcpServer {
   readonly port: number;
+  /** The families it accepts: `'IPv4'`, `'IPv6'` or `'dual'`. */
+  readonly family: 'IPv4' | 'IPv6' | 'dual';
   /** Stops accepting; established connections stay. */
   close(): void;
 }
@@ -115,6 +160,9 @@ interface Listener {
   onConnection: (conn: TcpConnection) => void;
   allowHalfOpen: boolean;
 }
+
+/** The engine's listen family argument: 0 dual-stack, 4, 6. */
+type ListenFamily = 0 | 4 | 6;
 
 interface PendingConnect {
   resolve: (conn: TcpConnection) => void;
@@ -129,7 +177,16 @@ export class Tcp {
   /** @internal */
   readonly engine: NativeEngine;
   readonly #conns = new Map<number, TcpConnection>();
-  readonly #listeners = new Map<number, Listener>();
+  /** Listeners by port, per family (a dual-stack listener is in both maps). */
+  readonly #listeners4 = new Map<number, Listener>();
+  readonly #listeners6 = new Map<number, Listener>();
+  #ip6: Ipv6Layer | undefined;
+  /** The last IPv6 destination's route, reused while packets go to the same address. */
+  readonly #lastDst6 = Buffer.alloc(16);
+  #route6: ReturnType<Ipv6Layer['route']>;
+  #mac6: Buffer | undefined;
+  /** Scratch for the engine's `addresses6`. */
+  readonly #addr6 = Buffer.alloc(32);
   readonly #connecting = new Map<number, PendingConnect>();
   readonly #out = Buffer.allocUnsafe(1 << 20);
   readonly #outMeta = new Uint32Array(3 * 4096);
@@ -146,9 +203,43 @@ export class Tcp {
     this.#random = random;
     const key = Buffer.alloc(16);
     for (let i = 0; i < 16; i += 4) key.writeUInt32BE(random() >>> 0, i);
+    if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
     this.engine = new native.NativeTcpEngine({ mtu, ...options }, key);
     ip.on(PROTO_TCP, (d) => this.#receive(d));
     ip.onIcmpError(PROTO_TCP, (report) => this.#icmpError(report));
+  }
+
+  /**
+   * Carries TCP over IPv6 too: registers for next header 6 and its ICMPv6 errors. `createStack`
+   * calls it when the stack has IPv6; connections of both families share the one engine.
+   */
+  attachIpv6(ip6: Ipv6Layer): void {
+    if (this.#ip6) throw new MorganaError('ERR_STACK_CONFIG', 'TCP already carries IPv6');
+    this.#ip6 = ip6;
+    ip6.on(PROTO_TCP, (d) => this.#receive6(d));
+    ip6.onIcmpError(PROTO_TCP, (report) => this.#icmpError6(report));
+  }
+
+  #receive6(d: Ipv6Datagram): void {
+    if (this.#closed || d.multicast) return;
+    this.engine.onSegment6(d.src, d.dst, d.payload, this.#clock.now());
+    this.schedule();
+  }
+
+  /**
+   * ICMPv6 errors quoting our segments (RFC 4443): Packet Too Big lowers the segment size;
+   * port unreachable, administratively prohibited, reject route and unrecognised next header
+   * are hard errors (ECONNREFUSED while connecting); the rest are soft (RFC 1122 §4.2.3.9:
+   * remembered, reported as EHOSTUNREACH if the connection then times out).
+   */
+  #icmpError6(report: Icmpv6ErrorReport): void {
+    if (this.#closed) return;
+    const { original } = report;
+    const hard = (report.type === 1 && (report.code === 1 || report.code === 4 || report.code === 5 || report.code === 6)) || (report.type === 4 && report.code === 1);
+    const mtu = report.type === 2 ? (report.mtu ?? 0) : 0;
+    if (report.type === 4 && !hard) return; // a parameter problem in our own header: nothing TCP can do
+    this.engine.onIcmpError6(original.src, original.dst, original.payload, hard, mtu, this.#clock.now());
+    this.schedule();
   }
 
   /** ICMP errors quoting our segments: unreachable (hard while connecting), path MTU. */
@@ -199,15 +290,24 @@ export class Tcp {
    */
   #transmit(): void {
     const ttl = this.#ip.defaultTtl;
+    const hopLimit = this.#ip6?.hopLimit ?? ttl;
     let lastDst = -1;
     let route: ReturnType<Ipv4Layer['route']>;
     let mac: Buffer | undefined;
+    this.#route6 = undefined;
     for (;;) {
-      const n = this.engine.drainPackets(this.#out, this.#outMeta, ttl);
+      const n = this.engine.drainPackets(this.#out, this.#outMeta, ttl, hopLimit);
       if (n === 0) return;
       let at = 0;
       for (let i = 0; i < n; i++) {
-        const len = this.#outMeta[i * 3]!;
+        const word = this.#outMeta[i * 3]!;
+        if (word >= DRAIN_IPV6) {
+          const len = word & LENGTH_MASK;
+          this.#transmit6(at, len, this.#outMeta[i * 3 + 2]!);
+          at += len;
+          continue;
+        }
+        const len = word;
         const dst = this.#outMeta[i * 3 + 2]!;
         if (dst !== lastDst) {
           lastDst = dst;
@@ -234,6 +334,48 @@ export class Tcp {
     }
   }
 
+  /**
+   * Sends one IPv6 packet the engine built at `out[at..at+len]` (destination address at byte
+   * `dstAt`): straight to Ethernet when the neighbour is resolved and it fits the path MTU, else
+   * through the IPv6 layer (neighbour resolution, or a Packet Too Big it refuses to fragment).
+   */
+  #transmit6(at: number, len: number, dstAt: number): void {
+    const ip6 = this.#ip6;
+    if (!ip6) {
+      this.#sendFailures++;
+      return;
+    }
+    const out = this.#out;
+    const dst = out.subarray(dstAt, dstAt + 16);
+    const src = out.subarray(at + 8, at + 24);
+    // A link-local destination leaves through the interface that owns the source address.
+    const linkLocal = dst[0] === 0xfe && (dst[1]! & 0xc0) === 0x80;
+    const iface = linkLocal ? ip6.findAddress(src)?.iface : undefined;
+    if (!this.#route6 || linkLocal || out.compare(this.#lastDst6, 0, 16, dstAt, dstAt + 16) !== 0) {
+      dst.copy(this.#lastDst6);
+      this.#route6 = ip6.route(dst, iface);
+      this.#mac6 = this.#route6?.iface.neighbours?.lookup(this.#route6.nextHop);
+    }
+    const route = this.#route6;
+    try {
+      if (route && this.#mac6 && len <= route.mtu && len <= route.iface.eth.mtu) {
+        this.#fillAt = at;
+        this.#fillLength = len;
+        this.#fillRequest.size = len;
+        route.iface.eth.write(this.#mac6, ETHERTYPE.IPV6, this.#fillRequest);
+        ip6.countSent();
+      } else {
+        // The layer builds the packet at once; the addresses are copied because it may keep
+        // them while the neighbour resolves, and `out` is reused.
+        const payload = out.subarray(at + IPV6_HEADER, at + len);
+        ip6.write(Buffer.from(dst), PROTO_TCP, { payloads: [payload], fragment: false, src: Buffer.from(src), iface });
+        this.#route6 = undefined;
+      }
+    } catch {
+      this.#sendFailures++;
+    }
+  }
+
   #fillAt = 0;
   #fillLength = 0;
   readonly #fillRequest = {
@@ -256,7 +398,8 @@ export class Tcp {
 
   #event(kind: number, handle: number, arg: number): void {
     if (kind === EVENT_ACCEPTED) {
-      const listener = this.#listeners.get(arg);
+      const v6 = this.engine.info(handle)?.family === 6;
+      const listener = (v6 ? this.#listeners6 : this.#listeners4).get(arg);
       this.engine.accept(handle);
       if (!listener) {
         this.engine.abort(handle);
@@ -291,7 +434,7 @@ export class Tcp {
         break;
       case EVENT_ERROR: {
         const code = ERROR_NAMES[arg] ?? 'ECONNRESET';
-        const error = new MorganaError(code, `${ERROR_TEXT[code] ?? code} (${conn.remoteAddress}:${conn.remotePort})`);
+        const error = new MorganaError(code, `${ERROR_TEXT[code] ?? code} (${formatEndpoint(conn.remoteAddress, conn.remotePort)})`);
         const pending = this.#connecting.get(handle);
         this.#connecting.delete(handle);
         // A connection still being opened fails through its promise only.
@@ -321,40 +464,51 @@ export class Tcp {
   }
 
   /**
-   * Listens on `port` and calls `onConnection` with every established connection.
-   * Throws `EADDRINUSE` when the port is taken.
+   * Listens on `port` and calls `onConnection` with every established connection: of both
+   * families by default (dual-stack), IPv6 only with `ipv6Only`, IPv4 only with
+   * `host: '0.0.0.0'`. One port holds one dual-stack listener or one per family. Throws
+   * `EADDRINUSE` when the port is taken.
    */
   listen(port: number, onConnection: (conn: TcpConnection) => void, options: TcpListenOptions = {}): TcpServer {
     assertInteger(port, 'port', 1, 65_535);
     const backlog = options.backlog ?? 511;
     assertInteger(backlog, 'backlog', 1, 0xffff_ffff);
-    const result = this.engine.listen(port, backlog);
+    const host = options.host ?? '::';
+    if (host !== '::' && host !== '0.0.0.0') {
+      throw new MorganaError('ERR_INVALID_ARG_VALUE', `host must be '::' or '0.0.0.0' (a listener takes every local address), got ${String(host)}`);
+    }
+    if (host === '0.0.0.0' && options.ipv6Only) throw new MorganaError('ERR_INVALID_ARG_VALUE', "ipv6Only needs host '::'");
+    const family: ListenFamily = host === '0.0.0.0' ? 4 : options.ipv6Only ? 6 : 0;
+    const result = this.engine.listen(port, backlog, family);
     if (result < 0) throw engineFailure(result, `listen on port ${port}`);
-    this.#listeners.set(port, { onConnection, allowHalfOpen: options.allowHalfOpen ?? false });
+    const listener: Listener = { onConnection, allowHalfOpen: options.allowHalfOpen ?? false };
+    if (family !== 6) this.#listeners4.set(port, listener);
+    if (family !== 4) this.#listeners6.set(port, listener);
     return {
       port,
+      family: family === 4 ? 'IPv4' : family === 6 ? 'IPv6' : 'dual',
       close: () => {
-        this.#listeners.delete(port);
-        this.engine.unlisten(port);
+        let open = false;
+        if (this.#listeners4.get(port) === listener) open = this.#listeners4.delete(port);
+        if (this.#listeners6.get(port) === listener) open = this.#listeners6.delete(port);
+        if (open) this.engine.unlisten(port, family);
       },
     };
   }
 
   /**
-   * Opens a connection; resolves once it is established, rejects with `ECONNREFUSED`,
-   * `ETIMEDOUT` or `ERR_NO_ROUTE`.
+   * Opens a connection to an IPv4 or IPv6 `host` (`'10.0.0.2'`, `'2001:db8::2'`, `'fe80::1%net0'`,
+   * a number or 4/16 bytes; `::ffff:a.b.c.d` means IPv4); resolves once it is established,
+   * rejects with `ECONNREFUSED`, `ETIMEDOUT`, `EHOSTUNREACH`, `ERR_NO_ROUTE` (also for IPv6 on a
+   * stack without it) or `ERR_NO_SOURCE_ADDRESS` (no usable IPv6 address yet, e.g. during DAD).
    */
-  connect(host: Ipv4AddressLike, port: number, options: TcpConnectOptions = {}): Promise<TcpConnection> {
+  connect(host: InetAddressLike, port: number, options: TcpConnectOptions = {}): Promise<TcpConnection> {
     return new Promise((resolve, reject) => {
       try {
         assertInteger(port, 'port', 1, 65_535);
-        const dst = toIpv4Number(host, 'host');
-        const route = this.#ip.route(dst);
-        if (!route) throw new MorganaError('ERR_NO_ROUTE', `no route to ${formatIpv4Address(dst)}`);
-        const src = route.iface.address;
-        const localPort = options.localPort ?? this.#ephemeralPort(src, dst, port);
-        const handle = this.engine.connect(src, localPort, dst, port, this.#clock.now());
-        if (handle < 0) throw engineFailure(handle, `connect to ${formatIpv4Address(dst)}:${port}`);
+        if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
+        const handle = this.#open(host, port, options.localPort);
+        if (options.congestionControl !== undefined) this.engine.setCongestionControl(handle, options.congestionControl);
         const conn = new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
         this.#conns.set(handle, conn);
         this.#connecting.set(handle, { resolve, reject });
@@ -365,13 +519,47 @@ export class Tcp {
     });
   }
 
-  #ephemeralPort(src: number, dst: number, dstPort: number): number {
+  /** Routes `host`, picks the source address and port, and opens the engine connection. */
+  #open(host: InetAddressLike, port: number, localPort: number | undefined): number {
+    const dst = parseInetAddress(host, 'host');
+    if (localPort !== undefined) assertInteger(localPort, 'localPort', 1, 65_535);
+    const now = this.#clock.now();
+    if (dst.family === 4) {
+      const route = this.#ip.route(dst.v4);
+      if (!route) throw new MorganaError('ERR_NO_ROUTE', `no route to ${formatIpv4Address(dst.v4)}`);
+      const src = route.iface.address;
+      const lp = localPort ?? this.#ephemeralPort((p) => this.engine.inUse(src, p, dst.v4, port));
+      const handle = this.engine.connect(src, lp, dst.v4, port, now);
+      if (handle < 0) throw engineFailure(handle, `connect to ${formatIpv4Address(dst.v4)}:${port}`);
+      return handle;
+    }
+    const text = formatIpv6Address(dst.v6);
+    const ip6 = this.#ip6;
+    if (!ip6) throw new MorganaError('ERR_NO_ROUTE', `no route to ${text}: the stack has no IPv6`);
+    const iface = dst.zone === undefined ? undefined : zoneInterface(ip6, dst.zone);
+    const route = ip6.route(dst.v6, iface);
+    // Without a route, sourceFor throws the precise error (no route, or no usable source yet).
+    const src = route ? route.src : ip6.sourceFor(dst.v6, iface);
+    const lp = localPort ?? this.#ephemeralPort((p) => this.engine.inUse6(src, p, dst.v6, port));
+    const handle = this.engine.connect6(src, lp, dst.v6, port, now);
+    if (handle < 0) throw engineFailure(handle, `connect to ${formatEndpoint(text, port)}`);
+    return handle;
+  }
+
+  #ephemeralPort(inUse: (port: number) => boolean): number {
     for (let i = 0; i < 64; i++) {
       const p = EPHEMERAL_LOW + (this.#random() % EPHEMERAL_COUNT);
-      if (!this.engine.inUse(src, p, dst, dstPort)) return p;
+      if (!inUse(p)) return p;
     }
-    for (let p = EPHEMERAL_LOW; p < 65_536; p++) if (!this.engine.inUse(src, p, dst, dstPort)) return p;
+    for (let p = EPHEMERAL_LOW; p < 65_536; p++) if (!inUse(p)) return p;
     throw new MorganaError('EADDRNOTAVAIL', 'every ephemeral TCP port is in use towards that peer');
+  }
+
+  /** @internal An IPv6 connection's local and remote address as RFC 5952 text. */
+  _addresses6(handle: number): [string, string] | undefined {
+    const out = this.#addr6;
+    if (!this.engine.addresses6(handle, out)) return undefined;
+    return [formatIpv6Address(out.subarray(0, 16)), formatIpv6Address(out.subarray(16, 32))];
   }
 
   /** @internal */
@@ -407,7 +595,10 @@ export class TcpConnection extends Duplex {
   readonly localPort: number;
   readonly remoteAddress: string;
   readonly remotePort: number;
-  readonly remoteFamily = 'IPv4';
+  /** `'IPv4'` or `'IPv6'` (addresses in RFC 5952 text), like `net.Socket`. */
+  readonly remoteFamily: 'IPv4' | 'IPv6';
+  /** The local address's family (the same). */
+  readonly localFamily: 'IPv4' | 'IPv6';
   /** True until the handshake completes (active opens). */
   connecting: boolean;
   #wantRead = false;
@@ -427,9 +618,11 @@ export class TcpConnection extends Duplex {
     this.handle = handle;
     this.connecting = connecting;
     const info = tcp.engine.info(handle);
-    this.localAddress = info ? formatIpv4Address(info.localAddress) : '0.0.0.0';
+    const addresses = info?.family === 6 ? tcp._addresses6(handle) : undefined;
+    this.localFamily = this.remoteFamily = addresses ? 'IPv6' : 'IPv4';
+    this.localAddress = addresses ? addresses[0] : info ? formatIpv4Address(info.localAddress) : '0.0.0.0';
     this.localPort = info?.localPort ?? 0;
-    this.remoteAddress = info ? formatIpv4Address(info.remoteAddress) : '0.0.0.0';
+    this.remoteAddress = addresses ? addresses[1] : info ? formatIpv4Address(info.remoteAddress) : '0.0.0.0';
     this.remotePort = info?.remotePort ?? 0;
   }
 
@@ -448,9 +641,25 @@ export class TcpConnection extends Duplex {
     return this.#engineGone ? 'CLOSED' : (this.#tcp.engine.info(this.handle)?.state ?? 'CLOSED');
   }
 
+  /**
+   * Congestion window, ssthresh, RTT estimates and loss-recovery counters (retransmits, fast
+   * retransmits, SACK recoveries, timeouts, tail-loss probes, PAWS drops); `undefined` once the
+   * connection is gone.
+   */
+  info(): TcpConnectionInfo | undefined {
+    return this.#engineGone ? undefined : (this.#tcp.engine.connStats(this.handle) ?? undefined);
+  }
+
+  /** Switches this connection's congestion control; cwnd and ssthresh carry over. */
+  setCongestionControl(algorithm: TcpCongestionControl): this {
+    assertCongestionControl(algorithm);
+    if (!this.#engineGone) this.#tcp.engine.setCongestionControl(this.handle, algorithm);
+    return this;
+  }
+
   /** Like `net.Socket.address()`. */
   address(): { address: string; family: string; port: number } {
-    return { address: this.localAddress, family: 'IPv4', port: this.localPort };
+    return { address: this.localAddress, family: this.localFamily, port: this.localPort };
   }
 
   /** Turns Nagle's algorithm off (`true`, the default argument) or on. */

@@ -1,14 +1,18 @@
 /**
- * UDP (RFC 768): bound ports with handlers, sending with ephemeral source ports drawn from the
- * random device, checksums generated and verified in Rust (a zero checksum is accepted), and
- * ICMP port unreachable for closed ports.
+ * UDP (RFC 768) over IPv4 and IPv6: bound ports (shared by both families) with handlers,
+ * sending with ephemeral source ports drawn from the random device, checksums generated and
+ * verified in Rust over the family's pseudo-header, and ICMP / ICMPv6 port unreachable for
+ * closed ports. Over IPv4 a zero checksum means "none" and is accepted; over IPv6 the checksum
+ * is mandatory and a zero one is dropped and counted (RFC 8200 §8.1).
  * @module
  */
-import { formatIpv4Address, type Ipv4AddressLike, toIpv4Number } from '../address.js';
-import { checksum, onesComplementSum, pseudoHeaderSum } from '../checksum.js';
+import { formatIpv4Address, formatIpv6Address } from '../address.js';
+import { checksum, onesComplementSum, pseudoHeaderSum, pseudoHeaderSum6 } from '../checksum.js';
 import { MorganaError, assertBytes, assertInteger } from '../errors.js';
 import type { Icmp } from './icmp.js';
+import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
 import type { IcmpErrorReport, Ipv4Datagram, Ipv4Layer } from './ipv4.js';
+import type { Icmpv6ErrorReport, Ipv6Datagram, Ipv6Layer } from './ipv6.js';
 
 const PROTO_UDP = 17;
 const HEADER = 8;
@@ -17,29 +21,32 @@ const EPHEMERAL_COUNT = 65_536 - EPHEMERAL_LOW;
 
 /** Where a datagram came from. */
 export interface UdpPeer {
+  /** Dotted quad, or RFC 5952 text for IPv6. */
   address: string;
   port: number;
+  /** Set by {@link Udp} on every datagram (optional for peers built elsewhere, e.g. host sockets). */
+  family?: 'IPv4' | 'IPv6';
 }
 
-/** Receives one datagram; `data` belongs to the handler. */
+/** Receives one datagram; `data` belongs to the handler. `ttl` is the hop limit over IPv6. */
 export type UdpHandler = (data: Buffer, from: UdpPeer, info: { to: string; ttl: number }) => void;
 
 /** Options of {@link Udp.send}. */
 export interface UdpSendOptions {
   /** Source port (default: a random ephemeral port). */
   srcPort?: number;
-  /** Time to live. */
+  /** Time to live (hop limit over IPv6). */
   ttl?: number;
-  /** Set Don't Fragment. */
+  /** Set Don't Fragment (over IPv6: do not fragment locally; a too-big datagram throws). */
   dontFragment?: boolean;
 }
 
 /** A bound port. */
 export interface UdpSocket {
   readonly port: number;
-  /** Sends from this port. */
-  send(dst: Ipv4AddressLike, dstPort: number, data: Uint8Array, options?: Omit<UdpSendOptions, 'srcPort'>): void;
-  /** Called with ICMP errors (port unreachable, …) about datagrams sent from this port. */
+  /** Sends from this port (to an IPv4 or IPv6 address). */
+  send(dst: InetAddressLike, dstPort: number, data: Uint8Array, options?: Omit<UdpSendOptions, 'srcPort'>): void;
+  /** Called with ICMP and ICMPv6 errors (port unreachable, …) about datagrams sent from this port. */
   onError(listener: (error: MorganaError) => void): void;
   /** Frees the port. */
   close(): void;
@@ -52,6 +59,8 @@ export interface UdpStats {
   /** Datagrams for ports nobody bound. */
   noPort: number;
   badChecksum: number;
+  /** IPv6 datagrams with a zero checksum, dropped (RFC 8200 §8.1); not in `badChecksum`. */
+  zeroChecksum: number;
   malformed: number;
 }
 
@@ -66,7 +75,8 @@ export class Udp {
   readonly #icmp: Icmp;
   readonly #randomUint32: () => number;
   readonly #bindings = new Map<number, Binding>();
-  readonly #stats: UdpStats = { received: 0, sent: 0, noPort: 0, badChecksum: 0, malformed: 0 };
+  readonly #stats: UdpStats = { received: 0, sent: 0, noPort: 0, badChecksum: 0, zeroChecksum: 0, malformed: 0 };
+  #ip6: Ipv6Layer | undefined;
 
   constructor(ip: Ipv4Layer, icmp: Icmp, randomUint32: () => number) {
     this.#ip = ip;
@@ -74,6 +84,14 @@ export class Udp {
     this.#randomUint32 = randomUint32;
     ip.on(PROTO_UDP, (d) => this.#receive(d));
     ip.onIcmpError(PROTO_UDP, (report) => this.#icmpError(report));
+  }
+
+  /** Carries UDP over IPv6 too (next header 17 and its ICMPv6 errors); `createStack` calls it. */
+  attachIpv6(ip6: Ipv6Layer): void {
+    if (this.#ip6) throw new MorganaError('ERR_STACK_CONFIG', 'UDP already carries IPv6');
+    this.#ip6 = ip6;
+    ip6.on(PROTO_UDP, (d) => this.#receive6(d));
+    ip6.onIcmpError(PROTO_UDP, (report) => this.#icmpError6(report));
   }
 
   /**
@@ -96,13 +114,23 @@ export class Udp {
     };
   }
 
-  /** Sends `data` to `dst`:`dstPort`. Throws `ERR_NO_ROUTE` when there is no route. */
-  send(dst: Ipv4AddressLike, dstPort: number, data: Uint8Array, options: UdpSendOptions = {}): void {
+  /**
+   * Sends `data` to `dst`:`dstPort`, over IPv4 or IPv6 by the address (`'fe80::1%net0'` names the
+   * interface of a link-local destination). Throws `ERR_NO_ROUTE` when there is no route (or the
+   * stack has no IPv6), `ERR_NO_SOURCE_ADDRESS` when no IPv6 address is usable yet, and
+   * `ERR_UDP_TOO_LONG` for a datagram that no IP packet can carry.
+   */
+  send(dst: InetAddressLike, dstPort: number, data: Uint8Array, options: UdpSendOptions = {}): void {
     assertBytes(data, 'data');
     assertInteger(dstPort, 'dstPort', 1, 65_535);
     const srcPort = options.srcPort ?? this.#randomEphemeralPort();
     assertInteger(srcPort, 'srcPort', 1, 65_535);
-    const target = toIpv4Number(dst, 'dst');
+    const parsed = parseInetAddress(dst, 'dst');
+    if (parsed.family === 6) {
+      this.#send6(parsed.v6, parsed.zone, srcPort, dstPort, data, options);
+      return;
+    }
+    const target = parsed.v4;
     const route = this.#ip.route(target);
     if (!route) throw new MorganaError('ERR_NO_ROUTE', `no route to ${formatIpv4Address(target)}`);
     const length = HEADER + data.length;
@@ -126,6 +154,37 @@ export class Udp {
       ttl: options.ttl,
       fragment: options.dontFragment ? false : undefined,
       src,
+    });
+    this.#stats.sent++;
+  }
+
+  #send6(target: Buffer, zone: string | undefined, srcPort: number, dstPort: number, data: Uint8Array, options: UdpSendOptions): void {
+    const ip6 = this.#ip6;
+    if (!ip6) throw new MorganaError('ERR_NO_ROUTE', `no route to ${formatIpv6Address(target)}: the stack has no IPv6`);
+    const iface = zone === undefined ? undefined : zoneInterface(ip6, zone);
+    const length = HEADER + data.length;
+    // The IPv6 payload length field bounds the datagram (no jumbograms).
+    if (length > 65_535) throw new MorganaError('ERR_UDP_TOO_LONG', `a ${data.length}-byte datagram does not fit in IPv6`);
+    const src = ip6.sourceFor(target, iface);
+    const header = Buffer.allocUnsafe(HEADER);
+    header.writeUInt16BE(srcPort, 0);
+    header.writeUInt16BE(dstPort, 2);
+    header.writeUInt16BE(length, 4);
+    header.writeUInt16BE(0, 6);
+    const sum = checksum(data, onesComplementSum(header, pseudoHeaderSum6(src, target, PROTO_UDP, length)));
+    // RFC 8200 §8.1: a computed zero is sent as all ones; zero is never valid over IPv6.
+    header.writeUInt16BE(sum === 0 ? 0xffff : sum, 6);
+    ip6.write(target, PROTO_UDP, {
+      size: HEADER,
+      fill: (b) => {
+        header.copy(b);
+        return HEADER;
+      },
+      payloads: [data],
+      hopLimit: options.ttl,
+      fragment: options.dontFragment ? false : undefined,
+      src,
+      iface,
     });
     this.#stats.sent++;
   }
@@ -179,8 +238,48 @@ export class Udp {
     this.#stats.received++;
     binding.handler(
       datagram.subarray(HEADER),
-      { address: formatIpv4Address(d.src), port: datagram.readUInt16BE(0) },
+      { address: formatIpv4Address(d.src), port: datagram.readUInt16BE(0), family: 'IPv4' },
       { to: formatIpv4Address(d.dst), ttl: d.ttl },
+    );
+  }
+
+  #receive6(d: Ipv6Datagram): void {
+    const p = d.payload;
+    if (p.length < HEADER) {
+      this.#stats.malformed++;
+      return;
+    }
+    // The length field must match the IPv6 payload (RFC 8200 has no padding to allow for).
+    const length = p.readUInt16BE(4);
+    if (length < HEADER || length > p.length) {
+      this.#stats.malformed++;
+      return;
+    }
+    const datagram = p.subarray(0, length);
+    if (datagram.readUInt16BE(6) === 0) {
+      this.#stats.zeroChecksum++;
+      return;
+    }
+    if (checksum(datagram, pseudoHeaderSum6(d.src, d.dst, PROTO_UDP, length)) !== 0) {
+      this.#stats.badChecksum++;
+      return;
+    }
+    const dstPort = datagram.readUInt16BE(2);
+    const binding = this.#bindings.get(dstPort);
+    if (!binding) {
+      this.#stats.noPort++;
+      // ICMPv6 port unreachable (RFC 4443 §3.1 code 4), quoting the packet; the ICMPv6 module
+      // applies RFC 4443 §2.4 (e) (nothing for multicast) and its rate limit.
+      if (!d.multicast) {
+        this.#ip6?.icmpErrorSender?.(1, 4, 0, Buffer.concat([d.header, datagram]), { iface: d.iface, linkMulticast: false, evenIfMulticast: false });
+      }
+      return;
+    }
+    this.#stats.received++;
+    binding.handler(
+      datagram.subarray(HEADER),
+      { address: formatIpv6Address(d.src), port: datagram.readUInt16BE(0), family: 'IPv6' },
+      { to: formatIpv6Address(d.dst), ttl: d.hopLimit },
     );
   }
 
@@ -189,10 +288,29 @@ export class Udp {
     if (quoted.length < 4) return;
     const binding = this.#bindings.get(quoted.readUInt16BE(0));
     if (!binding) return;
-    const dst = `${formatIpv4Address(report.original.dst)}:${quoted.readUInt16BE(2)}`;
+    const dst = formatEndpoint(formatIpv4Address(report.original.dst), quoted.readUInt16BE(2));
     const code =
       report.type === 3 && report.code === 3 ? 'ERR_UDP_PORT_UNREACHABLE' : report.type === 11 ? 'ERR_ICMP_TIME_EXCEEDED' : 'ERR_ICMP_UNREACHABLE';
     const error = new MorganaError(code, `${report.from} reported ICMP type ${report.type} code ${report.code} for ${dst}`);
+    for (const listener of binding.errorListeners) listener(error);
+  }
+
+  #icmpError6(report: Icmpv6ErrorReport): void {
+    const quoted = report.original.payload;
+    if (quoted.length < 4) return;
+    const binding = this.#bindings.get(quoted.readUInt16BE(0));
+    if (!binding) return;
+    const dst = formatEndpoint(formatIpv6Address(report.original.dst), quoted.readUInt16BE(2));
+    const code =
+      report.type === 1 && report.code === 4
+        ? 'ERR_UDP_PORT_UNREACHABLE'
+        : report.type === 3
+          ? 'ERR_ICMP_TIME_EXCEEDED'
+          : report.type === 2
+            ? 'ERR_ICMP_PACKET_TOO_BIG'
+            : 'ERR_ICMP_UNREACHABLE';
+    const what = report.type === 2 ? ` (MTU ${report.mtu})` : '';
+    const error = new MorganaError(code, `${report.from} reported ICMPv6 type ${report.type} code ${report.code}${what} for ${dst}`);
     for (const listener of binding.errorListeners) listener(error);
   }
 }

@@ -1,14 +1,25 @@
-//! TCP engine binding: one `NativeTcpEngine` per stack holds every connection. Crossings are
-//! batched: `on_segment` takes one received segment, `poll` runs timers and output, and
-//! `drain_output` copies every produced segment into one caller buffer with a Uint32Array of
-//! `[length, src, dst]` triples; `take_events` fills `[kind, handle, arg]` triples.
+//! TCP engine binding: one `NativeTcpEngine` per stack holds every connection of both address
+//! families. Crossings are batched: `on_segment` takes one received segment, `poll` runs timers
+//! and output, and `drain_packets` copies every produced segment, as a whole IPv4 or IPv6
+//! packet, into one caller buffer with a Uint32Array of `[length, src, dst]` triples;
+//! `take_events` fills `[kind, handle, arg]` triples.
+//!
+//! IPv4 keeps its number-only fast path (`on_segment`, `connect`, `in_use`, `on_icmp_error`
+//! take addresses as u32). IPv6 has `…6` twins that borrow 16-byte `Uint8Array`s. In
+//! `drain_packets`' metadata an IPv6 packet is marked by bit 31 of its length word
+//! ([`DRAIN_IPV6`]); its addresses need no side buffer, since they sit in the IPv6 header
+//! just written (source at byte 8, destination at byte 24 of the packet), so the other two
+//! words of its triple carry the byte offsets of those two addresses in `out`.
 
 use morgana_net::wire::ipv4::Ipv4Header;
+use morgana_net::wire::ipv6::Ipv6Header;
+use morgana_tcp::cc::Algorithm;
 use morgana_tcp::conn::State;
 use morgana_tcp::engine::{ConnInfo, EngineError};
-use morgana_tcp::{Config, Engine, Event, EventKind, KeepAlive};
+use morgana_tcp::{Config, Engine, Event, EventKind, KeepAlive, ListenFamily};
 use napi_derive::napi;
 use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 // napi-derive reads a literal `&mut T` parameter as a class reference; through an alias the
 // typed-array conversion applies, borrowing the caller's buffer without a copy.
@@ -16,6 +27,31 @@ type BytesMut<'a> = &'a mut [u8];
 type U32sMut<'a> = &'a mut [u32];
 
 const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+
+/// Set in a `drain_packets` length word for an IPv6 packet.
+#[napi]
+pub const DRAIN_IPV6: u32 = 0x8000_0000;
+
+/// A 16-byte address from JavaScript; `None` for any other length.
+fn v6(bytes: &[u8]) -> Option<IpAddr> {
+    let octets: [u8; 16] = bytes.try_into().ok()?;
+    Some(IpAddr::V6(Ipv6Addr::from(octets)))
+}
+
+#[inline]
+fn v4(address: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(address))
+}
+
+/// `listen`'s family argument: 4, 6, or anything else for dual-stack.
+fn listen_family(family: Option<u32>) -> ListenFamily {
+    match family {
+        Some(4) => ListenFamily::V4,
+        Some(6) => ListenFamily::V6,
+        _ => ListenFamily::Dual,
+    }
+}
 
 const ERRORS: [EngineError; 6] = [
     EngineError::NotFound,
@@ -71,6 +107,9 @@ pub struct TcpEngineOptions {
     pub challenge_ack_limit: Option<u32>,
     /// SYN cookies when a SYN queue is full (true).
     pub syn_cookies: Option<bool>,
+    /// Congestion control of new connections: `"cubic"` (default) or `"newreno"`; an unknown
+    /// name keeps the default (TypeScript validates first).
+    pub congestion_control: Option<String>,
 }
 
 fn ms(v: Option<f64>, default: u64) -> u64 {
@@ -85,9 +124,12 @@ fn now_ms(now: f64) -> u64 {
     }
 }
 
-/// Facts about one connection.
+/// Facts about one connection. For IPv6 (`family` 6) the addresses are 0: read them with
+/// `addresses6`.
 #[napi(object)]
 pub struct TcpConnInfo {
+    /// 4 or 6.
+    pub family: u32,
     pub local_address: u32,
     pub local_port: u32,
     pub remote_address: u32,
@@ -95,6 +137,49 @@ pub struct TcpConnInfo {
     pub state: String,
     pub readable: u32,
     pub writable: u32,
+}
+
+/// One connection's congestion state and loss-recovery counters (as Linux's `tcp_info`).
+#[napi(object)]
+pub struct TcpConnStats {
+    /// `"cubic"` or `"newreno"`.
+    pub congestion_control: String,
+    /// Congestion window (bytes).
+    pub cwnd: f64,
+    /// Slow-start threshold (bytes); absent before the first congestion event.
+    pub ssthresh: Option<f64>,
+    /// Sender maximum segment size (payload bytes).
+    pub mss: u32,
+    /// Bytes sent and not yet acknowledged.
+    pub bytes_in_flight: f64,
+    /// The peer's receive window (bytes).
+    pub send_window: f64,
+    /// Smoothed round-trip time (ms), once measured.
+    pub srtt_ms: Option<f64>,
+    /// Retransmission timeout (ms), backoff included.
+    pub rto_ms: f64,
+    /// In fast recovery.
+    pub in_recovery: bool,
+    /// Segments sent again.
+    pub retransmits: u32,
+    /// Fast retransmits (recoveries entered).
+    pub fast_retransmits: u32,
+    /// Of which SACK-based (RFC 6675).
+    pub sack_recoveries: u32,
+    /// Retransmission timeouts.
+    pub timeouts: u32,
+    /// Tail-loss probes.
+    pub tail_loss_probes: u32,
+    /// Segments dropped by PAWS (RFC 7323).
+    pub paws_rejected: u32,
+    /// RFC 7323 timestamps in use.
+    pub timestamps: bool,
+    /// SACK in use (RFC 2018).
+    pub sack: bool,
+    /// The peer's window shift, when window scaling is in use.
+    pub snd_wscale: Option<u32>,
+    /// Our window shift, when window scaling is in use.
+    pub rcv_wscale: Option<u32>,
 }
 
 /// Engine counters (numbers, exact below 2^53).
@@ -120,6 +205,8 @@ pub struct TcpStats {
     pub window_probes: f64,
     /// Tail-loss probes sent (also counted in `retransmits`).
     pub tail_loss_probes: f64,
+    /// Segments dropped by PAWS as old duplicates (RFC 7323).
+    pub paws_rejected: f64,
     pub keepalive_probes: f64,
     pub keepalive_timeouts: f64,
     pub active_opens: f64,
@@ -131,6 +218,8 @@ pub struct TcpStats {
     pub backlog_drops: f64,
     pub closed_port: f64,
     pub time_wait_entered: f64,
+    /// TIME_WAIT connections reopened by a new SYN (RFC 6191).
+    pub time_wait_recycled: f64,
     pub icmp_errors: f64,
     pub icmp_ignored: f64,
     pub path_mtu_updates: f64,
@@ -189,6 +278,11 @@ impl NativeTcpEngine {
             max_connections: options.max_connections.map_or(d.max_connections, |v| v as usize),
             challenge_ack_limit: options.challenge_ack_limit.unwrap_or(d.challenge_ack_limit),
             syn_cookies: options.syn_cookies.unwrap_or(d.syn_cookies),
+            congestion_control: options
+                .congestion_control
+                .as_deref()
+                .and_then(Algorithm::from_name)
+                .unwrap_or(d.congestion_control),
         };
         let mut k = [0u8; 16];
         for (i, b) in key.iter().take(16).enumerate() {
@@ -203,25 +297,32 @@ impl NativeTcpEngine {
         }
     }
 
-    /// Listens on `port`; 0 or a negative error.
+    /// Listens on `port` for `family` 4, 6, or (omitted or 0) both; 0 or a negative error.
     #[napi]
-    pub fn listen(&mut self, port: u32, backlog: u32) -> i32 {
-        match self.inner.listen(port as u16, backlog) {
+    pub fn listen(&mut self, port: u32, backlog: u32, family: Option<u32>) -> i32 {
+        match self.inner.listen_family(port as u16, backlog, listen_family(family)) {
             Ok(()) => 0,
             Err(e) => fail(e),
         }
     }
 
-    /// Stops listening on `port`.
+    /// Stops the listener `listen` opened on `port` with `family`.
     #[napi]
-    pub fn unlisten(&mut self, port: u32) {
-        self.inner.unlisten(port as u16);
+    pub fn unlisten(&mut self, port: u32, family: Option<u32>) {
+        self.inner.unlisten_family(port as u16, listen_family(family));
     }
 
-    /// Whether the 4-tuple is taken.
+    /// Whether the IPv4 4-tuple is taken.
     #[napi]
     pub fn in_use(&self, local_ip: u32, local_port: u32, remote_ip: u32, remote_port: u32) -> bool {
-        self.inner.in_use((local_ip, local_port as u16), (remote_ip, remote_port as u16))
+        self.inner.in_use((v4(local_ip), local_port as u16), (v4(remote_ip), remote_port as u16))
+    }
+
+    /// Whether the IPv6 4-tuple (16-byte addresses) is taken.
+    #[napi]
+    pub fn in_use6(&self, local_ip: &[u8], local_port: u32, remote_ip: &[u8], remote_port: u32) -> bool {
+        let (Some(l), Some(r)) = (v6(local_ip), v6(remote_ip)) else { return false };
+        self.inner.in_use((l, local_port as u16), (r, remote_port as u16))
     }
 
     /// Opens a connection: its handle (> 0) or a negative error.
@@ -234,17 +335,44 @@ impl NativeTcpEngine {
         remote_port: u32,
         now: f64,
     ) -> i64 {
-        match self.inner.connect((local_ip, local_port as u16), (remote_ip, remote_port as u16), now_ms(now))
-        {
+        let local = (v4(local_ip), local_port as u16);
+        match self.inner.connect(local, (v4(remote_ip), remote_port as u16), now_ms(now)) {
             Ok(h) => i64::from(h),
             Err(e) => i64::from(fail(e)),
         }
     }
 
-    /// Hands in one received segment.
+    /// Opens an IPv6 connection (16-byte addresses): its handle (> 0) or a negative error.
+    #[napi]
+    pub fn connect6(
+        &mut self,
+        local_ip: &[u8],
+        local_port: u32,
+        remote_ip: &[u8],
+        remote_port: u32,
+        now: f64,
+    ) -> i64 {
+        let (Some(l), Some(r)) = (v6(local_ip), v6(remote_ip)) else {
+            return i64::from(fail(EngineError::InvalidArgument));
+        };
+        match self.inner.connect((l, local_port as u16), (r, remote_port as u16), now_ms(now)) {
+            Ok(h) => i64::from(h),
+            Err(e) => i64::from(fail(e)),
+        }
+    }
+
+    /// Hands in one segment received over IPv4.
     #[napi]
     pub fn on_segment(&mut self, src: u32, dst: u32, segment: &[u8], now: f64) {
-        self.inner.on_segment(src, dst, segment, now_ms(now));
+        self.inner.on_segment(v4(src), v4(dst), segment, now_ms(now));
+    }
+
+    /// Hands in one segment received over IPv6 (16-byte addresses; anything else is ignored).
+    #[napi]
+    pub fn on_segment6(&mut self, src: &[u8], dst: &[u8], segment: &[u8], now: f64) {
+        if let (Some(s), Some(d)) = (v6(src), v6(dst)) {
+            self.inner.on_segment(s, d, segment, now_ms(now));
+        }
     }
 
     /// Runs due timers and the output of every touched connection.
@@ -253,16 +381,19 @@ impl NativeTcpEngine {
         self.inner.poll(now_ms(now));
     }
 
-    /// Copies produced segments into `out` as whole IPv4 packets, back to back (a 20-byte header
-    /// with Don't Fragment, `ttl` and the checksum, then the segment), so the caller hands them
-    /// straight to Ethernet; `meta` gets `[packet length, src, dst]` triples, as many as fit.
-    /// Returns how many; call until it returns 0.
+    /// Copies produced segments into `out` as whole packets, back to back, so the caller hands
+    /// them straight to Ethernet: IPv4 ones with a 20-byte header (Don't Fragment, `ttl`, the
+    /// checksum), IPv6 ones with a 40-byte header (`hop_limit`, flow label 0). `meta` gets a
+    /// `[packet length, src, dst]` triple per packet, as many as fit: for IPv4 the addresses as
+    /// numbers; for IPv6 the length has [`DRAIN_IPV6`] set and src/dst are the byte offsets in
+    /// `out` of the header's 16-byte addresses. Returns how many; call until it returns 0.
     #[napi]
     pub fn drain_packets(
         &mut self,
         #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
         #[napi(ts_arg_type = "Uint32Array")] meta: U32sMut<'_>,
         ttl: u32,
+        hop_limit: Option<u32>,
     ) -> u32 {
         let output = self.inner.output();
         let mut n = 0usize;
@@ -270,13 +401,49 @@ impl NativeTcpEngine {
         while self.seg_cursor < output.segments.len() && (n + 1) * 3 <= meta.len() {
             let s = output.segments[self.seg_cursor];
             let len = s.len as usize;
+            let (src, dst) = match (s.src, s.dst) {
+                (IpAddr::V4(src), IpAddr::V4(dst)) => (src, dst),
+                (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                    if at + IPV6_HEADER + len > out.len() {
+                        break;
+                    }
+                    let header = Ipv6Header {
+                        traffic_class: 0,
+                        flow_label: 0,
+                        next_header: 6,
+                        hop_limit: hop_limit.unwrap_or(ttl).min(255) as u8,
+                        src: src.octets(),
+                        dst: dst.octets(),
+                        payload_len: len,
+                    };
+                    if header.emit(&mut out[at..at + IPV6_HEADER]).is_err() {
+                        break;
+                    }
+                    out[at + IPV6_HEADER..at + IPV6_HEADER + len]
+                        .copy_from_slice(&output.bytes[self.byte_cursor..self.byte_cursor + len]);
+                    meta[n * 3] = (IPV6_HEADER + len) as u32 | DRAIN_IPV6;
+                    meta[n * 3 + 1] = (at + 8) as u32;
+                    meta[n * 3 + 2] = (at + 24) as u32;
+                    at += IPV6_HEADER + len;
+                    self.byte_cursor += len;
+                    self.seg_cursor += 1;
+                    n += 1;
+                    continue;
+                }
+                // The engine never pairs two families; skip rather than emit garbage.
+                _ => {
+                    self.byte_cursor += len;
+                    self.seg_cursor += 1;
+                    continue;
+                }
+            };
             if at + IPV4_HEADER + len > out.len() {
                 break;
             }
             self.identification = self.identification.wrapping_add(1);
             let header = Ipv4Header {
-                src: s.src.to_be_bytes(),
-                dst: s.dst.to_be_bytes(),
+                src: src.octets(),
+                dst: dst.octets(),
                 protocol: 6,
                 ttl: ttl.min(255) as u8,
                 tos: 0,
@@ -293,8 +460,8 @@ impl NativeTcpEngine {
             out[at + IPV4_HEADER..at + IPV4_HEADER + len]
                 .copy_from_slice(&output.bytes[self.byte_cursor..self.byte_cursor + len]);
             meta[n * 3] = (IPV4_HEADER + len) as u32;
-            meta[n * 3 + 1] = s.src;
-            meta[n * 3 + 2] = s.dst;
+            meta[n * 3 + 1] = src.to_bits();
+            meta[n * 3 + 2] = dst.to_bits();
             at += IPV4_HEADER + len;
             self.byte_cursor += len;
             self.seg_cursor += 1;
@@ -339,7 +506,24 @@ impl NativeTcpEngine {
     #[napi]
     pub fn on_icmp_error(&mut self, local: u32, remote: u32, quoted: &[u8], hard: bool, mtu: u32, now: f64) {
         let mtu = (mtu > 0).then_some(mtu as usize);
-        self.inner.on_icmp_error(local, remote, quoted, hard, mtu, now_ms(now));
+        self.inner.on_icmp_error(v4(local), v4(remote), quoted, hard, mtu, now_ms(now));
+    }
+
+    /// An ICMPv6 error quoting one of our segments (16-byte addresses of the quoted packet).
+    /// `mtu` > 0 for Packet Too Big; `hard` for port unreachable / administratively prohibited.
+    #[napi]
+    pub fn on_icmp_error6(
+        &mut self,
+        local: &[u8],
+        remote: &[u8],
+        quoted: &[u8],
+        hard: bool,
+        mtu: u32,
+        now: f64,
+    ) {
+        let (Some(l), Some(r)) = (v6(local), v6(remote)) else { return };
+        let mtu = (mtu > 0).then_some(mtu as usize);
+        self.inner.on_icmp_error(l, r, quoted, hard, mtu, now_ms(now));
     }
 
     /// When `poll` must run next (ms), or -1 when no timer is armed.
@@ -439,17 +623,69 @@ impl NativeTcpEngine {
         self.inner.debug_summary(handle)
     }
 
+    /// Writes an IPv6 connection's local then remote address (32 bytes) into `out`; false for
+    /// an unknown handle, an IPv4 connection or a short buffer.
+    #[napi]
+    pub fn addresses6(&self, handle: u32, #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>) -> bool {
+        let Some(i) = self.inner.info(handle) else { return false };
+        let (IpAddr::V6(l), IpAddr::V6(r)) = (i.local.0, i.remote.0) else { return false };
+        if out.len() < 32 {
+            return false;
+        }
+        out[..16].copy_from_slice(&l.octets());
+        out[16..32].copy_from_slice(&r.octets());
+        true
+    }
+
     /// Facts about a connection.
     #[napi]
     pub fn info(&self, handle: u32) -> Option<TcpConnInfo> {
+        let bits = |a: IpAddr| match a {
+            IpAddr::V4(a) => a.to_bits(),
+            IpAddr::V6(_) => 0,
+        };
         self.inner.info(handle).map(|i: ConnInfo| TcpConnInfo {
-            local_address: i.local.0,
+            family: if i.local.0.is_ipv6() { 6 } else { 4 },
+            local_address: bits(i.local.0),
             local_port: u32::from(i.local.1),
-            remote_address: i.remote.0,
+            remote_address: bits(i.remote.0),
             remote_port: u32::from(i.remote.1),
             state: state_name(i.state).to_owned(),
             readable: i.readable as u32,
             writable: i.writable as u32,
+        })
+    }
+
+    /// Sets a connection's congestion control (`"cubic"`, `"newreno"`): 0 or a negative error.
+    #[napi]
+    pub fn set_congestion_control(&mut self, handle: u32, name: String) -> i32 {
+        let Some(algorithm) = Algorithm::from_name(&name) else { return fail(EngineError::InvalidArgument) };
+        self.inner.set_congestion_control(handle, algorithm).map_or_else(fail, |()| 0)
+    }
+
+    /// A connection's congestion state and loss-recovery counters.
+    #[napi]
+    pub fn conn_stats(&self, handle: u32) -> Option<TcpConnStats> {
+        self.inner.conn_stats(handle).map(|s| TcpConnStats {
+            congestion_control: s.algorithm.name().to_owned(),
+            cwnd: s.cwnd as f64,
+            ssthresh: s.ssthresh.map(|v| v as f64),
+            mss: s.smss as u32,
+            bytes_in_flight: s.bytes_in_flight as f64,
+            send_window: f64::from(s.send_window),
+            srtt_ms: s.srtt_ms,
+            rto_ms: s.rto_ms as f64,
+            in_recovery: s.in_recovery,
+            retransmits: s.retransmits,
+            fast_retransmits: s.fast_retransmits,
+            sack_recoveries: s.sack_recoveries,
+            timeouts: s.timeouts,
+            tail_loss_probes: s.tail_loss_probes,
+            paws_rejected: s.paws_rejected,
+            timestamps: s.timestamps,
+            sack: s.sack,
+            snd_wscale: s.window_scale.map(|w| u32::from(w.0)),
+            rcv_wscale: s.window_scale.map(|w| u32::from(w.1)),
         })
     }
 
@@ -477,6 +713,7 @@ impl NativeTcpEngine {
             challenge_acks_suppressed: s.challenge_acks_suppressed as f64,
             window_probes: s.window_probes as f64,
             tail_loss_probes: s.tail_loss_probes as f64,
+            paws_rejected: s.paws_rejected as f64,
             keepalive_probes: s.keepalive_probes as f64,
             keepalive_timeouts: s.keepalive_timeouts as f64,
             active_opens: s.active_opens as f64,
@@ -488,6 +725,7 @@ impl NativeTcpEngine {
             backlog_drops: s.backlog_drops as f64,
             closed_port: s.closed_port as f64,
             time_wait_entered: s.time_wait_entered as f64,
+            time_wait_recycled: s.time_wait_recycled as f64,
             icmp_errors: s.icmp_errors as f64,
             icmp_ignored: s.icmp_ignored as f64,
             path_mtu_updates: s.path_mtu_updates as f64,

@@ -1,12 +1,18 @@
 //! One connection's state machine (RFC 9293 §3.10) with RFC 5961 checks, RFC 6298 retransmission,
-//! SACK-based loss recovery (RFC 6675) or NewReno (RFC 5681, RFC 6582), delayed ACKs (RFC 1122 §4.2.3.2), Nagle, the persist
-//! timer and keep-alive. The [`crate::engine::Engine`] owns connections and routes segments to them.
+//! PAWS (RFC 7323 §5), SACK-based loss recovery (RFC 6675) with RACK loss detection (RFC 8985)
+//! or NewReno recovery (RFC 6582), pluggable congestion control ([`crate::cc`]), delayed ACKs
+//! (RFC 1122 §4.2.3.2), Nagle, the persist timer and keep-alive. The [`crate::engine::Engine`]
+//! owns connections and routes segments to them.
 
 use crate::buffer::{RecvBuffer, SendBuffer};
+use crate::cc::{AckSample, Algorithm, CongestionControl, Controller};
 use crate::engine::{Config, ErrorCode, Event, EventKind, Handle, KeepAlive, Output, Stats};
+use crate::rack::Rack;
 use crate::rtt::RttEstimator;
 use crate::seq;
+use crate::syncookie::CookieOptions;
 use crate::wire::{TcpHeader, TcpOptions, ACK, FIN, MAX_SACK_BLOCKS, PSH, RST, SYN};
+use std::net::IpAddr;
 
 /// RFC 9293 connection states (LISTEN lives in the engine's listener table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +45,15 @@ impl State {
         !matches!(self, State::SynSent | State::SynReceived | State::Closed)
     }
 }
+
+/// RFC 7323 §5.5: TS.Recent of a connection idle this long (24 days, ms) is invalid — the
+/// peer's timestamp clock may have wrapped since — and PAWS skips the check.
+pub const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
+
+/// Least time (ms) between two ACKs answering PAWS-rejected pure ACKs (as Linux's
+/// `tcp_invalid_ratelimit`): two peers that disagree on timestamps must not ACK each other in
+/// a loop.
+const OOW_ACK_INTERVAL_MS: u64 = 500;
 
 /// Smallest tail-loss probe timeout (ms).
 const TLP_MIN_MS: u64 = 10;
@@ -83,6 +98,16 @@ impl Ctx<'_> {
     }
 }
 
+/// The window shift we announce for a receive buffer of `capacity` bytes (RFC 7323 §2.2): the
+/// smallest that lets the 16-bit field cover it.
+pub fn window_shift(capacity: usize) -> u8 {
+    let mut shift = 0u8;
+    while (capacity >> shift) > 65_535 && shift < 14 {
+        shift += 1;
+    }
+    shift
+}
+
 /// One TCP connection.
 #[derive(Debug)]
 pub struct Conn {
@@ -91,9 +116,9 @@ pub struct Conn {
     /// Current state.
     pub state: State,
     /// Local address and port.
-    pub local: (u32, u16),
-    /// Remote address and port.
-    pub remote: (u32, u16),
+    pub local: (IpAddr, u16),
+    /// Remote address and port (same family as `local`).
+    pub remote: (IpAddr, u16),
     /// The listening port of a passive open.
     pub listener: Option<u16>,
     /// The application holds the handle (connect, or the accepted event was delivered).
@@ -119,6 +144,10 @@ pub struct Conn {
     mtu_mss: usize,
     ts_enabled: bool,
     ts_recent: u32,
+    /// When TS.Recent was last set (ms): after [`PAWS_IDLE_MS`] it is no longer valid.
+    ts_recent_at: u64,
+    /// Last ACK sent for a PAWS-rejected pure ACK (ms), to rate-limit them.
+    oow_ack_at: Option<u64>,
     ts_offset: u32,
     sndbuf: SendBuffer,
     rcvbuf: RecvBuffer,
@@ -134,8 +163,10 @@ pub struct Conn {
     rtt_probe: Option<(u32, u64)>,
     rto_at: Option<u64>,
     retries: u32,
-    cwnd: usize,
-    ssthresh: usize,
+    /// Congestion control: cwnd and ssthresh live here (see [`crate::cc`]).
+    cc: Controller,
+    /// RACK loss detection (RFC 8985), with SACK only.
+    rack: Rack,
     dupacks: u32,
     recover: u32,
     /// Highest right edge of a SACK block the peer sent (sequence space).
@@ -178,6 +209,60 @@ pub struct Conn {
     pub close_reported: bool,
     syn_ack_needed: bool,
     soft_error: Option<ErrorCode>,
+    counters: Counters,
+}
+
+/// Per-connection event counters (u32: a connection that wraps them has other problems).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counters {
+    retransmits: u32,
+    fast_retransmits: u32,
+    sack_recoveries: u32,
+    timeouts: u32,
+    tail_loss_probes: u32,
+    paws_rejected: u32,
+}
+
+/// A snapshot of one connection's congestion state and loss-recovery counters (as Linux's
+/// `tcp_info`), from [`crate::Engine::conn_stats`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnStats {
+    /// The congestion control algorithm.
+    pub algorithm: Algorithm,
+    /// Congestion window (bytes).
+    pub cwnd: usize,
+    /// Slow-start threshold (bytes); `None` before the first congestion event.
+    pub ssthresh: Option<usize>,
+    /// Sender maximum segment size (payload bytes).
+    pub smss: usize,
+    /// Bytes sent and not yet acknowledged.
+    pub bytes_in_flight: usize,
+    /// The peer's receive window (bytes, scaled).
+    pub send_window: u32,
+    /// Smoothed round-trip time (ms), once measured.
+    pub srtt_ms: Option<f64>,
+    /// Current retransmission timeout (ms), backoff included.
+    pub rto_ms: u64,
+    /// In fast recovery (SACK-based or NewReno).
+    pub in_recovery: bool,
+    /// Segments sent again, by any mechanism.
+    pub retransmits: u32,
+    /// Fast retransmits (recoveries entered).
+    pub fast_retransmits: u32,
+    /// Of which SACK-based (RFC 6675).
+    pub sack_recoveries: u32,
+    /// Retransmission timeouts.
+    pub timeouts: u32,
+    /// Tail-loss probes.
+    pub tail_loss_probes: u32,
+    /// Segments dropped by PAWS (RFC 7323 §5).
+    pub paws_rejected: u32,
+    /// RFC 7323 timestamps are on.
+    pub timestamps: bool,
+    /// The peer accepts SACK (RFC 2018): our ACKs carry blocks and its SACKs drive recovery.
+    pub sack: bool,
+    /// Window scaling (RFC 7323 §2): (the peer's shift, ours), when both sides offered it.
+    pub window_scale: Option<(u8, u8)>,
 }
 
 impl Conn {
@@ -185,18 +270,15 @@ impl Conn {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         handle: Handle,
-        local: (u32, u16),
-        remote: (u32, u16),
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
         iss: u32,
         listener: Option<u16>,
         cfg: &Config,
     ) -> Self {
         let rcv_cap = cfg.recv_buffer;
-        let mut rcv_shift = 0u8;
-        while (rcv_cap >> rcv_shift) > 65_535 && rcv_shift < 14 {
-            rcv_shift += 1;
-        }
-        let mtu_mss = cfg.mtu.saturating_sub(40).max(64);
+        let rcv_shift = window_shift(rcv_cap);
+        let mtu_mss = cfg.mtu.saturating_sub(crate::wire::ip_tcp_overhead(local.0)).max(64);
         Conn {
             handle,
             state: if listener.is_some() { State::SynReceived } else { State::SynSent },
@@ -222,6 +304,8 @@ impl Conn {
             mtu_mss,
             ts_enabled: false,
             ts_recent: 0,
+            ts_recent_at: 0,
+            oow_ack_at: None,
             ts_offset: iss.rotate_left(13),
             sndbuf: SendBuffer::new(cfg.send_buffer),
             rcvbuf: RecvBuffer::new(rcv_cap, cfg.max_out_of_order),
@@ -235,8 +319,8 @@ impl Conn {
             rtt_probe: None,
             rto_at: None,
             retries: 0,
-            cwnd: 0,
-            ssthresh: usize::MAX / 2,
+            cc: Controller::new(cfg.congestion_control),
+            rack: Rack::new(),
             dupacks: 0,
             recover: iss,
             sack_high: iss,
@@ -265,11 +349,12 @@ impl Conn {
             close_reported: false,
             syn_ack_needed: false,
             soft_error: None,
+            counters: Counters::default(),
         }
     }
 
     /// Takes the options of the peer's SYN (either open).
-    fn take_syn(&mut self, h: &TcpHeader, cfg: &Config) {
+    fn take_syn(&mut self, h: &TcpHeader, cfg: &Config, now: u64) {
         self.irs = h.seq;
         self.rcv_nxt = h.seq.wrapping_add(1);
         match h.options.window_scale {
@@ -286,10 +371,11 @@ impl Conn {
         self.sack_ok = h.options.sack_permitted;
         if let Some((val, _)) = h.options.timestamps {
             self.ts_recent = val;
+            self.ts_recent_at = now;
         }
         let peer_mss = usize::from(h.options.mss.unwrap_or(536)).max(64);
         self.smss = peer_mss.min(self.mtu_mss) - if self.ts_enabled { 12 } else { 0 };
-        self.cwnd = (cfg.initial_window_segments * self.smss).max(2 * self.smss);
+        self.cc.init(self.smss, (cfg.initial_window_segments * self.smss).max(2 * self.smss));
         self.snd_wnd = u32::from(h.window);
         self.max_snd_wnd = self.snd_wnd;
         self.snd_wl1 = h.seq;
@@ -297,27 +383,52 @@ impl Conn {
     }
 
     /// A passive open: the SYN that created this connection.
-    pub fn accept_syn(&mut self, h: &TcpHeader, cfg: &Config) {
-        self.take_syn(h, cfg);
+    pub fn accept_syn(&mut self, h: &TcpHeader, cfg: &Config, now: u64) {
+        self.take_syn(h, cfg, now);
         self.syn_ack_needed = true;
     }
 
     /// A passive open completed by a valid SYN cookie (RFC 4987 §3.6): `h` is the peer's ACK,
-    /// `mss` the one the cookie encoded. Window scaling and timestamps are off (the cookie
-    /// cannot carry them).
-    pub fn accept_cookie(&mut self, h: &TcpHeader, mss: usize, cfg: &Config) {
+    /// `mss` the one the cookie encoded, `options` the window scale and SACK-permitted the
+    /// SYN-ACK's TSval carried ([`crate::syncookie`]) when the ACK echoes one — and then
+    /// timestamps are on too. Without them the connection runs with none of the three.
+    pub fn accept_cookie(
+        &mut self,
+        h: &TcpHeader,
+        mss: usize,
+        options: Option<CookieOptions>,
+        cfg: &Config,
+        now: u64,
+    ) {
         self.irs = h.seq.wrapping_sub(1);
         self.rcv_nxt = h.seq;
         self.snd_una = h.ack;
         self.snd_nxt = h.ack;
         self.snd_max = h.ack;
         self.recover = h.ack;
-        self.snd_shift = 0;
-        self.rcv_shift = 0;
+        self.sack_high = h.ack;
+        self.high_rxt = h.ack;
+        let o = options.unwrap_or_default();
+        match o.window_scale {
+            Some(s) => {
+                self.snd_shift = s.min(14);
+                self.wscale_ok = true;
+            }
+            None => {
+                self.snd_shift = 0;
+                self.rcv_shift = 0;
+            }
+        }
+        self.sack_ok = o.sack_permitted;
         self.ts_enabled = false;
-        self.smss = mss.min(self.mtu_mss);
-        self.cwnd = (cfg.initial_window_segments * self.smss).max(2 * self.smss);
-        self.snd_wnd = u32::from(h.window);
+        if let (Some(_), Some((val, _))) = (options, h.options.timestamps) {
+            self.ts_enabled = cfg.timestamps;
+            self.ts_recent = val;
+            self.ts_recent_at = now;
+        }
+        self.smss = mss.min(self.mtu_mss) - if self.ts_enabled { 12 } else { 0 };
+        self.cc.init(self.smss, (cfg.initial_window_segments * self.smss).max(2 * self.smss));
+        self.snd_wnd = u32::from(h.window) << self.snd_shift;
         self.max_snd_wnd = self.snd_wnd;
         self.snd_wl1 = h.seq;
         self.snd_wl2 = h.ack;
@@ -334,11 +445,15 @@ impl Conn {
         }
         if let Some(mtu) = mtu {
             // Path-MTU discovery (RFC 1191): shrink the segments and resend what was lost.
-            let mss = mtu.saturating_sub(40).max(536);
+            // Never below the family's minimum MTU (576 for IPv4, 1280 for IPv6: RFC 8201 §4).
+            let mss = mtu
+                .saturating_sub(crate::wire::ip_tcp_overhead(self.local.0))
+                .max(crate::wire::min_mss(self.local.0));
             if mss < self.mtu_mss {
                 self.mtu_mss = mss;
                 let options = if self.ts_enabled { 12 } else { 0 };
                 self.smss = self.smss.min(mss - options);
+                self.cc.set_mss(self.smss);
                 self.snd_nxt = self.snd_una;
                 ctx.stats.path_mtu_updates += 1;
             }
@@ -362,8 +477,8 @@ impl Conn {
             self.snd_nxt.wrapping_sub(self.iss),
             self.snd_max.wrapping_sub(self.iss),
             self.snd_wnd,
-            self.cwnd,
-            self.ssthresh,
+            self.cc.cwnd(),
+            self.cc.ssthresh(),
             self.recover.wrapping_sub(self.iss),
             self.in_recovery,
             self.dupacks,
@@ -382,12 +497,79 @@ impl Conn {
         )
     }
 
+    /// Congestion state and loss-recovery counters.
+    pub fn stats(&self) -> ConnStats {
+        let ssthresh = self.cc.ssthresh();
+        ConnStats {
+            algorithm: self.cc.algorithm(),
+            cwnd: self.cc.cwnd(),
+            ssthresh: (ssthresh < usize::MAX / 2).then_some(ssthresh),
+            smss: self.smss,
+            bytes_in_flight: seq::diff(self.snd_max, self.snd_una) as usize,
+            send_window: self.snd_wnd,
+            srtt_ms: self.rtt.srtt(),
+            rto_ms: self.rtt.rto(),
+            in_recovery: self.in_recovery,
+            retransmits: self.counters.retransmits,
+            fast_retransmits: self.counters.fast_retransmits,
+            sack_recoveries: self.counters.sack_recoveries,
+            timeouts: self.counters.timeouts,
+            tail_loss_probes: self.counters.tail_loss_probes,
+            paws_rejected: self.counters.paws_rejected,
+            timestamps: self.ts_enabled,
+            sack: self.sack_ok,
+            window_scale: self.wscale_ok.then_some((self.snd_shift, self.rcv_shift)),
+        }
+    }
+
+    /// Sets the offset of this connection's timestamp clock (before its first segment). The
+    /// engine uses one per address pair, as Linux does: then a new incarnation's TSvals follow
+    /// the old one's, which RFC 6191's TIME_WAIT reuse and the peer's PAWS rely on.
+    pub fn set_timestamp_offset(&mut self, offset: u32) {
+        self.ts_offset = offset;
+    }
+
+    /// Whether SYN `h` may open a new incarnation of this connection waiting in TIME_WAIT
+    /// (RFC 6191, RFC 9293 §3.10.7.4, as Linux decides it): not if PAWS rejects it, yes if its
+    /// sequence number is above the old RCV.NXT or its timestamp newer than TS.Recent. When it
+    /// may, this connection closes and the ISS for the new one comes back: beyond anything
+    /// the old one sent, so the peer cannot take new data for old.
+    pub fn time_wait_successor(&mut self, h: &TcpHeader, now: u64) -> Option<u32> {
+        if self.state != State::TimeWait || !h.has(SYN) || h.has(ACK) || h.has(RST) {
+            return None;
+        }
+        let ts = match h.options.timestamps {
+            Some((val, _)) if self.ts_enabled && now < self.ts_recent_at + PAWS_IDLE_MS => Some(val),
+            _ => None,
+        };
+        if ts.is_some_and(|val| seq::lt(val, self.ts_recent)) {
+            return None;
+        }
+        if !(seq::gt(h.seq, self.rcv_nxt) || ts.is_some_and(|val| seq::gt(val, self.ts_recent))) {
+            return None;
+        }
+        self.close_now();
+        Some(self.snd_max.wrapping_add(65_535 + 2))
+    }
+
+    /// Changes the congestion control algorithm, keeping cwnd and ssthresh.
+    pub fn set_congestion_control(&mut self, algorithm: Algorithm) {
+        self.cc.switch(algorithm);
+    }
+
     /// The earliest timer of this connection.
     pub fn deadline(&self) -> Option<u64> {
-        [self.rto_at, self.persist_at, self.keepalive_at, self.delack_at, self.time_wait_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.rto_at,
+            self.persist_at,
+            self.keepalive_at,
+            self.delack_at,
+            self.time_wait_at,
+            self.rack.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Bytes the application can read.
@@ -485,6 +667,7 @@ impl Conn {
 
     fn close_now(&mut self) {
         self.state = State::Closed;
+        self.rack = Rack::new();
         self.rto_at = None;
         self.persist_at = None;
         self.keepalive_at = None;
@@ -576,6 +759,10 @@ impl Conn {
         };
         ctx.out.push(self.local.0, self.remote.0, &header, self.sndbuf.slices(data_offset, data_len));
         ctx.stats.segments_out += 1;
+        if self.sack_ok && flags & (SYN | RST) == 0 && (data_len > 0 || flags & FIN != 0) {
+            let end = seq_no.wrapping_add((data_len + usize::from(flags & FIN != 0)) as u32);
+            self.rack.on_send(seq_no, end, ctx.now);
+        }
         if flags & ACK != 0 {
             self.ack_now = false;
             self.delack_at = None;
@@ -627,6 +814,23 @@ impl Conn {
         }
     }
 
+    /// Whether PAWS rejects a segment carrying TSval `val` (RFC 7323 §5.3 R1).
+    fn paws_rejects(&self, h: &TcpHeader, val: u32, no_payload: bool, now: u64) -> bool {
+        if !seq::lt(val, self.ts_recent) || now >= self.ts_recent_at + PAWS_IDLE_MS {
+            return false;
+        }
+        // A reordered duplicate ACK is no threat (it moves nothing) and may carry SACK news:
+        // let it through when it is recent, as Linux's `tcp_disordered_ack` does.
+        let duplicate_ack = no_payload
+            && !h.has(SYN)
+            && !h.has(FIN)
+            && h.has(ACK)
+            && h.seq == self.rcv_nxt
+            && h.ack == self.snd_una
+            && u32::from(h.window) << self.snd_shift == self.snd_wnd;
+        !(duplicate_ack && u64::from(self.ts_recent.wrapping_sub(val)) <= self.rtt.rto())
+    }
+
     /// Sends the tail-loss probe: the last segment of the flight again.
     fn send_probe(&mut self, ctx: &mut Ctx) {
         let flight = seq::diff(self.snd_max, self.snd_una) as usize;
@@ -634,8 +838,9 @@ impl Conn {
             return;
         }
         let len = flight.min(self.smss);
-        ctx.stats.retransmits += 1;
         ctx.stats.tail_loss_probes += 1;
+        self.counters.tail_loss_probes += 1;
+        self.count_retransmit(ctx);
         self.rtt_probe = None;
         let s = self.snd_max.wrapping_sub(len as u32);
         self.emit(ctx, ACK | PSH, s, flight - len, len);
@@ -662,10 +867,31 @@ impl Conn {
         }
 
         // RFC 5961 §4.2: a SYN in a synchronized state gets a challenge ACK whatever its
-        // sequence number (TIME_WAIT reuse by a new SYN is not implemented yet).
+        // sequence number (the engine already let a SYN that may reopen a connection in
+        // TIME_WAIT through, see `time_wait_successor`).
         if h.has(SYN) && !h.has(RST) && self.state.synchronized() {
             self.challenge_ack(ctx);
             return;
+        }
+
+        // RFC 7323 §5.3 R1, PAWS: a segment whose TSval is older than TS.Recent is an old
+        // duplicate (its sequence number may have wrapped into the window): ACK and drop it. A
+        // RST is exempt (RFC 7323 §5.2 recommends RSTs without timestamps; RFC 5961 guards it).
+        if self.ts_enabled && !h.has(RST) {
+            if let Some((val, _)) = h.options.timestamps {
+                if self.paws_rejects(h, val, payload.is_empty(), now) {
+                    ctx.stats.paws_rejected += 1;
+                    self.counters.paws_rejected += 1;
+                    let pure_ack = payload.is_empty() && !h.has(SYN) && !h.has(FIN);
+                    if !pure_ack || self.oow_ack_at.is_none_or(|t| now >= t + OOW_ACK_INTERVAL_MS) {
+                        if pure_ack {
+                            self.oow_ack_at = Some(now);
+                        }
+                        self.ack_now = true;
+                    }
+                    return;
+                }
+            }
         }
 
         // 1. Sequence number check.
@@ -777,10 +1003,14 @@ impl Conn {
             _ => {}
         }
 
-        // RFC 7323: remember the timestamp to echo.
+        // RFC 7323 §4.3: remember the timestamp to echo (any, once TS.Recent went stale).
         if let Some((val, _)) = h.options.timestamps {
-            if self.ts_enabled && seq::le(h.seq, self.rcv_nxt) && seq::ge(val, self.ts_recent) {
+            if self.ts_enabled
+                && seq::le(h.seq, self.rcv_nxt)
+                && (seq::ge(val, self.ts_recent) || now >= self.ts_recent_at + PAWS_IDLE_MS)
+            {
                 self.ts_recent = val;
+                self.ts_recent_at = now;
             }
         }
 
@@ -937,7 +1167,7 @@ impl Conn {
         if !h.has(SYN) {
             return;
         }
-        self.take_syn(h, ctx.cfg);
+        self.take_syn(h, ctx.cfg, ctx.now);
         if h.has(ACK) {
             self.snd_una = h.ack;
             self.rtt_probe.take().into_iter().for_each(|(_, t)| {
@@ -984,11 +1214,21 @@ impl Conn {
                 if valid {
                     let left = if seq::lt(left, self.snd_una) { self.snd_una } else { left };
                     self.scoreboard_insert(left, right);
+                    self.rack.on_sack(left, right, now);
                 }
             }
         }
+        if self.sack_ok {
+            // RACK (RFC 8985 §6.2): what this ACK delivered, then what that makes lost.
+            if seq::gt(h.ack, self.snd_una) {
+                self.rack.on_ack(h.ack, now);
+            }
+            let reo_wnd = self.rack.reo_wnd(self.in_recovery, self.rtt.srtt());
+            self.rack.detect(now, reo_wnd);
+        }
         if seq::gt(h.ack, self.snd_una) {
             let acked = seq::diff(h.ack, self.snd_una) as usize;
+            let flight_before = seq::diff(self.snd_max, self.snd_una) as usize;
             // RTT sample: timestamps when on, else one timed segment (Karn: never a retransmission).
             if self.ts_enabled {
                 if let Some((_, ecr)) = h.options.timestamps {
@@ -1016,7 +1256,7 @@ impl Conn {
                 if seq::ge(h.ack, self.recover) {
                     // Full acknowledgment (RFC 6582 §3.2 step 3, RFC 6675 §5 step C).
                     let flight = seq::diff(self.snd_max, self.snd_una) as usize;
-                    self.cwnd = self.ssthresh.min(flight.max(self.smss) + self.smss);
+                    self.cc.set_cwnd(self.cc.ssthresh().min(flight.max(self.smss) + self.smss));
                     self.in_recovery = false;
                     self.sack_recovery = false;
                     self.rxt_mark = None;
@@ -1038,16 +1278,13 @@ impl Conn {
                 } else {
                     // Partial acknowledgment: retransmit the next hole, deflate.
                     self.retransmit_first(ctx);
-                    self.cwnd = self.cwnd.saturating_sub(acked).max(self.smss) + self.smss;
+                    self.cc.set_cwnd(self.cc.cwnd().saturating_sub(acked).max(self.smss) + self.smss);
                     self.rto_at = Some(now + self.rtt.rto());
                 }
             } else {
                 self.dupacks = 0;
-                if self.cwnd < self.ssthresh {
-                    self.cwnd += acked.min(self.smss);
-                } else {
-                    self.cwnd += (self.smss * self.smss / self.cwnd).max(1);
-                }
+                let srtt_ms = self.rtt.srtt();
+                self.cc.on_ack(&AckSample { now, acked, flight: flight_before, srtt_ms });
             }
             self.tlp_sent = false;
             if self.snd_una == self.snd_max {
@@ -1076,39 +1313,13 @@ impl Conn {
             // RFC 6675 §5: three duplicate ACKs, or SACKs that already make SND.UNA lost.
             let sack_lost = self.sack_ok && seq::gt(self.lost_edge(), self.snd_una);
             if (self.dupacks == 3 || sack_lost) && !self.in_recovery && new_episode {
-                let flight = seq::diff(self.snd_max, self.snd_una) as usize;
-                self.ssthresh = (flight / 2).max(2 * self.smss);
-                self.recover = self.snd_max;
-                self.in_recovery = true;
-                self.tlp_armed = false;
-                ctx.stats.fast_retransmits += 1;
-                if self.sack_ok && !self.sacked.is_empty() {
-                    // RFC 6675 §5 steps 4.1–4.3: no window inflation; pipe governs.
-                    self.sack_recovery = true;
-                    self.rescue_rxt = None;
-                    self.rxt_lost = false;
-                    // After a timeout's go-back, what lies below SND.NXT was resent already.
-                    self.high_rxt = if self.snd_nxt == self.snd_max { self.snd_una } else { self.snd_nxt };
-                    self.snd_nxt = self.snd_max;
-                    self.cwnd = self.ssthresh;
-                    let una = self.snd_una;
-                    let end = self.next_hole(una, self.snd_max).map_or(self.snd_max, |h| h.1);
-                    let n = self.retransmit_range(ctx, una, end);
-                    if seq::lt(self.high_rxt, una.wrapping_add(n)) {
-                        self.high_rxt = una.wrapping_add(n);
-                    }
-                    self.rxt_mark = Some(self.snd_max);
-                } else {
-                    self.sack_recovery = false;
-                    self.retransmit_first(ctx);
-                    self.cwnd = self.ssthresh + 3 * self.smss;
-                }
-                self.rto_at = Some(now + self.rtt.rto());
-                self.arm_recovery_probe(now);
+                self.enter_recovery(ctx);
             } else if self.dupacks > 3 && self.in_recovery && !self.sack_recovery {
-                self.cwnd += self.smss;
+                self.cc.set_cwnd(self.cc.cwnd() + self.smss);
             }
         }
+        // RACK found a loss on an ACK that was no duplicate (it moved SND.UNA or the window).
+        self.rack_recovery(ctx);
         // A lost retransmission (the idea of RFC 8985's time-ordered detection, by sequence):
         // data first sent after the hole at SND.UNA was resent is SACKed while the hole stays.
         // Reordering can make this spurious; it costs one segment per round trip at most.
@@ -1129,6 +1340,54 @@ impl Conn {
         if self.snd_wnd > 0 {
             self.persist_at = None;
             self.persist_backoff = 0;
+        }
+    }
+
+    /// Fast retransmit (RFC 5681 §3.2, RFC 6582 §3.2, RFC 6675 §5 step 4): a congestion event,
+    /// then SACK-based recovery when the scoreboard holds anything, else NewReno's.
+    fn enter_recovery(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now;
+        let flight = seq::diff(self.snd_max, self.snd_una) as usize;
+        self.cc.on_congestion(now, flight);
+        self.recover = self.snd_max;
+        self.in_recovery = true;
+        self.tlp_armed = false;
+        ctx.stats.fast_retransmits += 1;
+        self.counters.fast_retransmits += 1;
+        if self.sack_ok && !self.sacked.is_empty() {
+            // RFC 6675 §5 steps 4.1–4.3: no window inflation; pipe governs.
+            self.sack_recovery = true;
+            self.counters.sack_recoveries += 1;
+            self.rescue_rxt = None;
+            self.rxt_lost = false;
+            // After a timeout's go-back, what lies below SND.NXT was resent already.
+            self.high_rxt = if self.snd_nxt == self.snd_max { self.snd_una } else { self.snd_nxt };
+            self.snd_nxt = self.snd_max;
+            let una = self.snd_una;
+            let end = self.next_hole(una, self.snd_max).map_or(self.snd_max, |h| h.1);
+            let n = self.retransmit_range(ctx, una, end);
+            if seq::lt(self.high_rxt, una.wrapping_add(n)) {
+                self.high_rxt = una.wrapping_add(n);
+            }
+            self.rxt_mark = Some(self.snd_max);
+        } else {
+            self.sack_recovery = false;
+            self.retransmit_first(ctx);
+            self.cc.set_cwnd(self.cc.ssthresh() + 3 * self.smss);
+        }
+        self.rto_at = Some(now + self.rtt.rto());
+        self.arm_recovery_probe(now);
+    }
+
+    /// Starts SACK recovery when RACK marked data lost outside recovery (RFC 8985 §6.2: loss
+    /// detection runs on every ACK and on its timer, not only on duplicate ACKs).
+    fn rack_recovery(&mut self, ctx: &mut Ctx) {
+        if !self.sack_ok || self.in_recovery || self.sacked.is_empty() || !self.state.synchronized() {
+            return;
+        }
+        let new_episode = seq::gt(self.snd_una, self.recover) || seq::gt(self.sack_high, self.recover);
+        if new_episode && seq::gt(self.rack.lost_edge(), self.snd_una) {
+            self.enter_recovery(ctx);
         }
     }
 
@@ -1198,7 +1457,13 @@ impl Conn {
     /// nothing is lost.
     fn lost_edge(&self) -> u32 {
         let need = (DUP_THRESH - 1) * self.smss + 1;
-        let mut edge = self.snd_una;
+        // RACK's time-based verdict (RFC 8985) first; DupThresh may reach further.
+        let rack = self.rack.lost_edge();
+        let mut edge = if self.sack_ok && seq::gt(rack, self.snd_una) && seq::le(rack, self.snd_max) {
+            rack
+        } else {
+            self.snd_una
+        };
         let mut acc = 0usize;
         for (k, &(l, r)) in self.sacked.iter().rev().enumerate() {
             let len = seq::diff(r, l) as usize;
@@ -1268,7 +1533,7 @@ impl Conn {
         if data_len == 0 && !fin {
             return 0;
         }
-        ctx.stats.retransmits += 1;
+        self.count_retransmit(ctx);
         ctx.stats.retransmitted_bytes += data_len as u64;
         self.rtt_probe = None;
         let flags = ACK | if fin { FIN } else { 0 } | if data_len > 0 { PSH } else { 0 };
@@ -1296,7 +1561,7 @@ impl Conn {
         let edge = self.lost_edge();
         let top = self.sacked.last().map_or(self.snd_una, |r| r.1);
         // Bounded: every pass sends a segment or stops.
-        while self.cwnd >= pipe + self.smss {
+        while self.cc.cwnd() >= pipe + self.smss {
             let from = if seq::gt(self.high_rxt, self.snd_una) { self.high_rxt } else { self.snd_una };
             if let Some((s, e)) = self.next_hole(from, edge) {
                 let n = self.retransmit_range(ctx, s, e);
@@ -1334,7 +1599,13 @@ impl Conn {
                     Some(&(_, r)) => (r, self.snd_max),
                     None => (self.snd_una, self.snd_max),
                 };
-                let span = (seq::diff(end, hole_lo) as usize).min(self.smss) as u32;
+                // Rule 4 wants data above HighRxt: what was just retransmitted is no rescue.
+                let hole_lo = if seq::gt(self.high_rxt, hole_lo) { self.high_rxt } else { hole_lo };
+                let span = if seq::gt(end, hole_lo) {
+                    (seq::diff(end, hole_lo) as usize).min(self.smss) as u32
+                } else {
+                    0
+                };
                 self.rescue_rxt = Some(self.recover);
                 if span > 0 {
                     let s = end.wrapping_sub(span);
@@ -1353,7 +1624,7 @@ impl Conn {
         if len == 0 && !fin {
             return;
         }
-        ctx.stats.retransmits += 1;
+        self.count_retransmit(ctx);
         self.rtt_probe = None;
         let flags = ACK | if fin { FIN } else { 0 } | if len > 0 { PSH } else { 0 };
         let s = self.snd_una;
@@ -1366,6 +1637,12 @@ impl Conn {
         if self.time_wait_at.is_some_and(|t| t <= now) {
             self.close_now();
             return;
+        }
+        if self.rack.deadline().is_some_and(|t| t <= now) {
+            // RACK's reordering timer: segments that waited a reordering window are lost.
+            let reo_wnd = self.rack.reo_wnd(self.in_recovery, self.rtt.srtt());
+            self.rack.detect(now, reo_wnd);
+            self.rack_recovery(ctx);
         }
         if self.rto_at.is_some_and(|t| t <= now) && self.tlp_armed && self.sack_recovery {
             // Recovery probe: `output` resends the hole at SND.UNA; the RTO is next.
@@ -1420,6 +1697,11 @@ impl Conn {
         }
     }
 
+    fn count_retransmit(&mut self, ctx: &mut Ctx) {
+        ctx.stats.retransmits += 1;
+        self.counters.retransmits += 1;
+    }
+
     fn abort_silently_with(&mut self, ctx: &mut Ctx, code: ErrorCode) {
         // The peer is presumed gone; a RST still tells it if it only lost state.
         self.emit(ctx, RST | ACK, self.snd_max, 0, 0);
@@ -1430,6 +1712,7 @@ impl Conn {
     fn on_rto(&mut self, ctx: &mut Ctx) {
         self.retries += 1;
         ctx.stats.timeouts += 1;
+        self.counters.timeouts += 1;
         let handshake = matches!(self.state, State::SynSent | State::SynReceived);
         let limit = if handshake { ctx.cfg.syn_retries } else { ctx.cfg.data_retries };
         if self.retries > limit {
@@ -1447,18 +1730,21 @@ impl Conn {
             self.syn_ack_needed = self.state == State::SynReceived;
         } else {
             let flight = seq::diff(self.snd_max, self.snd_una) as usize;
-            self.ssthresh = (flight / 2).max(2 * self.smss);
-            self.cwnd = self.smss;
+            // ssthresh falls once per episode: not again on a backed-off expiry, nor when a
+            // recovery already lowered it.
+            let reduce = self.retries == 1 && !self.in_recovery;
+            self.cc.on_rto(ctx.now, flight, reduce);
             self.in_recovery = false;
             self.sack_recovery = false;
             self.rxt_mark = None;
             self.rxt_lost = false;
             // RFC 2018 §8: after a timeout, SACK information is not trusted.
             self.sacked.clear();
+            self.rack.on_rto();
             self.dupacks = 0;
             self.recover = self.snd_max;
             self.snd_nxt = self.snd_una;
-            ctx.stats.retransmits += 1;
+            self.count_retransmit(ctx);
         }
         self.rto_at = Some(ctx.now + self.rtt.rto());
     }
@@ -1515,9 +1801,9 @@ impl Conn {
             let usable = match sack_pipe {
                 // RFC 6675: new data as cwnd − pipe allows, within the peer's window.
                 Some(pipe) => {
-                    (self.snd_wnd as usize).saturating_sub(in_flight).min(self.cwnd.saturating_sub(pipe))
+                    (self.snd_wnd as usize).saturating_sub(in_flight).min(self.cc.cwnd().saturating_sub(pipe))
                 }
-                None => (self.snd_wnd as usize).min(self.cwnd + limited).saturating_sub(in_flight),
+                None => (self.snd_wnd as usize).min(self.cc.cwnd() + limited).saturating_sub(in_flight),
             };
             let len = unsent.min(usable).min(self.smss);
             let fin_now = self.fin_queued && !self.fin_sent() && len == unsent;

@@ -1,10 +1,12 @@
 //! The engine: every connection of a stack, the listeners, and the segments and events they
 //! produce. See the crate documentation for the call protocol.
 
-use crate::conn::{Conn, Ctx, State};
-use crate::isn::{initial_sequence, siphash24};
-use crate::wire::{finish_checksum, TcpHeader, TcpOptions, ACK, FIN, RST, SYN};
+use crate::conn::{window_shift, Conn, Ctx, State};
+use crate::isn::{initial_sequence, siphash24, tuple_bytes, TUPLE_BYTES_MAX};
+use crate::syncookie::{decode_tsecr, encode_tsval, CookieOptions};
+use crate::wire::{finish_checksum, ip_tcp_overhead, TcpHeader, TcpOptions, ACK, FIN, RST, SYN};
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 /// MSS values a SYN cookie can encode (3 bits).
 const COOKIE_MSS: [usize; 8] = [536, 1220, 1360, 1440, 1460, 4312, 8960, 65_495];
@@ -17,7 +19,8 @@ pub type Handle = u32;
 /// Engine-wide settings. Times are in milliseconds.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// IP MTU of the stack's interface; the advertised MSS is MTU − 40.
+    /// IP MTU of the stack's interface; the advertised MSS is MTU − 40 over IPv4, MTU − 60 over
+    /// IPv6.
     pub mtu: usize,
     /// Send buffer per connection (bytes).
     pub send_buffer: usize,
@@ -50,6 +53,9 @@ pub struct Config {
     pub challenge_ack_limit: u32,
     /// Answer SYNs with SYN cookies when a listener's SYN queue is full (RFC 4987).
     pub syn_cookies: bool,
+    /// Congestion control of new connections (CUBIC; see [`crate::cc::Algorithm`]), changeable
+    /// per connection with [`Engine::set_congestion_control`].
+    pub congestion_control: crate::cc::Algorithm,
 }
 
 impl Default for Config {
@@ -71,6 +77,7 @@ impl Default for Config {
             max_connections: 1 << 20,
             challenge_ack_limit: 1000,
             syn_cookies: true,
+            congestion_control: crate::cc::Algorithm::Cubic,
         }
     }
 }
@@ -152,10 +159,10 @@ pub struct Event {
 /// One segment in [`Engine::output`]'s buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutSegment {
-    /// Source IPv4 address.
-    pub src: u32,
-    /// Destination IPv4 address.
-    pub dst: u32,
+    /// Source address (IPv4 or IPv6; the checksum covers its family's pseudo-header).
+    pub src: IpAddr,
+    /// Destination address, of the same family.
+    pub dst: IpAddr,
     /// Segment length in bytes.
     pub len: u32,
 }
@@ -172,7 +179,7 @@ pub struct Output {
 impl Output {
     /// Appends a segment: header, then the payload given as (up to) two slices, then the
     /// checksum. Nothing is zero-filled first: the bytes are appended once.
-    pub fn push(&mut self, src: u32, dst: u32, header: &TcpHeader, payload: (&[u8], &[u8])) {
+    pub fn push(&mut self, src: IpAddr, dst: IpAddr, header: &TcpHeader, payload: (&[u8], &[u8])) {
         let mut hdr = [0u8; 60];
         let Ok(hlen) = header.emit_header(&mut hdr) else { return };
         let start = self.bytes.len();
@@ -180,7 +187,7 @@ impl Output {
         self.bytes.extend_from_slice(payload.0);
         self.bytes.extend_from_slice(payload.1);
         let seg = &mut self.bytes[start..];
-        finish_checksum(seg, src.to_be_bytes(), dst.to_be_bytes());
+        finish_checksum(seg, src, dst);
         let len = seg.len() as u32;
         self.segments.push(OutSegment { src, dst, len });
     }
@@ -233,6 +240,8 @@ pub struct Stats {
     pub window_probes: u64,
     /// Tail-loss probes sent (RFC 8985 §7; also counted in `retransmits`).
     pub tail_loss_probes: u64,
+    /// Segments dropped by PAWS as old duplicates (RFC 7323 §5.3).
+    pub paws_rejected: u64,
     /// Keep-alive probes sent.
     pub keepalive_probes: u64,
     /// Connections failed by keep-alive.
@@ -255,6 +264,8 @@ pub struct Stats {
     pub closed_port: u64,
     /// Connections that entered TIME_WAIT.
     pub time_wait_entered: u64,
+    /// TIME_WAIT connections closed early for a new SYN (RFC 6191).
+    pub time_wait_recycled: u64,
     /// ICMP errors accepted for a connection.
     pub icmp_errors: u64,
     /// ICMP errors ignored (no connection, or sequence number out of range: RFC 5927).
@@ -315,22 +326,107 @@ impl std::fmt::Display for EngineError {
 
 impl std::error::Error for EngineError {}
 
+/// The address families a listener accepts connections on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenFamily {
+    /// IPv4 only.
+    V4,
+    /// IPv6 only (Node's `ipv6Only`, Linux's `IPV6_V6ONLY`).
+    V6,
+    /// Both (a dual-stack listener; [`Engine::listen`]'s default).
+    Dual,
+}
+
 #[derive(Debug)]
 struct Listener {
     backlog: u32,
     half_open: u32,
     unaccepted: u32,
+    /// Stored under the IPv6 key and accepting IPv4 too.
+    dual: bool,
 }
 
-type Tuple = (u32, u16, u32, u16);
+/// Listeners by (port, is IPv6). A dual-stack listener lives under the IPv6 key with `dual`
+/// set, so one port has either one dual-stack listener or up to one per family (as on Linux).
+type Listeners = HashMap<(u16, bool), Listener>;
+
+/// The listener a connection of family `v6` to `port` belongs to.
+fn find_listener(listeners: &mut Listeners, port: u16, v6: bool) -> Option<&mut Listener> {
+    if !v6 && listeners.contains_key(&(port, false)) {
+        return listeners.get_mut(&(port, false));
+    }
+    listeners.get_mut(&(port, true)).filter(|l| v6 || l.dual)
+}
+
+/// The connection table, one map per family so that IPv4 keys stay 12 bytes.
+#[derive(Debug, Default)]
+struct Tuples {
+    v4: HashMap<(u32, u16, u32, u16), Handle>,
+    v6: HashMap<(u128, u16, u128, u16), Handle>,
+}
+
+enum TupleKey {
+    V4((u32, u16, u32, u16)),
+    V6((u128, u16, u128, u16)),
+}
+
+impl TupleKey {
+    /// The key of (local, remote); `None` when the families differ.
+    #[inline]
+    fn of(local: (IpAddr, u16), remote: (IpAddr, u16)) -> Option<TupleKey> {
+        match (local.0, remote.0) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => {
+                Some(TupleKey::V4((l.to_bits(), local.1, r.to_bits(), remote.1)))
+            }
+            (IpAddr::V6(l), IpAddr::V6(r)) => {
+                Some(TupleKey::V6((l.to_bits(), local.1, r.to_bits(), remote.1)))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Tuples {
+    #[inline]
+    fn get(&self, local: (IpAddr, u16), remote: (IpAddr, u16)) -> Option<Handle> {
+        match TupleKey::of(local, remote)? {
+            TupleKey::V4(k) => self.v4.get(&k).copied(),
+            TupleKey::V6(k) => self.v6.get(&k).copied(),
+        }
+    }
+
+    fn insert(&mut self, local: (IpAddr, u16), remote: (IpAddr, u16), h: Handle) {
+        match TupleKey::of(local, remote) {
+            Some(TupleKey::V4(k)) => {
+                self.v4.insert(k, h);
+            }
+            Some(TupleKey::V6(k)) => {
+                self.v6.insert(k, h);
+            }
+            None => {}
+        }
+    }
+
+    fn remove(&mut self, local: (IpAddr, u16), remote: (IpAddr, u16)) {
+        match TupleKey::of(local, remote) {
+            Some(TupleKey::V4(k)) => {
+                self.v4.remove(&k);
+            }
+            Some(TupleKey::V6(k)) => {
+                self.v6.remove(&k);
+            }
+            None => {}
+        }
+    }
+}
 
 /// Public facts about one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnInfo {
     /// Local address and port.
-    pub local: (u32, u16),
-    /// Remote address and port.
-    pub remote: (u32, u16),
+    pub local: (IpAddr, u16),
+    /// Remote address and port (same family as `local`).
+    pub remote: (IpAddr, u16),
     /// Current state.
     pub state: State,
     /// Bytes readable.
@@ -345,8 +441,8 @@ pub struct Engine {
     cfg: Config,
     key: [u8; 16],
     conns: HashMap<Handle, Conn>,
-    tuples: HashMap<Tuple, Handle>,
-    listeners: HashMap<u16, Listener>,
+    tuples: Tuples,
+    listeners: Listeners,
     next_handle: Handle,
     out: Output,
     events: Vec<Event>,
@@ -365,7 +461,7 @@ impl Engine {
             cfg,
             key,
             conns: HashMap::new(),
-            tuples: HashMap::new(),
+            tuples: Tuples::default(),
             listeners: HashMap::new(),
             next_handle: 1,
             out: Output::default(),
@@ -383,40 +479,71 @@ impl Engine {
         &self.cfg
     }
 
-    /// Listens on `port` (every local address) with a SYN queue and accept backlog of `backlog`.
+    /// Listens on `port` (every local address of both families: dual-stack) with a SYN queue
+    /// and accept backlog of `backlog`.
     pub fn listen(&mut self, port: u16, backlog: u32) -> Result<(), EngineError> {
+        self.listen_family(port, backlog, ListenFamily::Dual)
+    }
+
+    /// Listens on `port` for connections of `family` only, or of both. A port holds one
+    /// dual-stack listener, or one IPv4 and one IPv6 listener.
+    pub fn listen_family(
+        &mut self,
+        port: u16,
+        backlog: u32,
+        family: ListenFamily,
+    ) -> Result<(), EngineError> {
         if port == 0 || backlog == 0 {
             return Err(EngineError::InvalidArgument);
         }
-        if self.listeners.contains_key(&port) {
+        let v4_taken = self.listeners.contains_key(&(port, false))
+            || self.listeners.get(&(port, true)).is_some_and(|l| l.dual);
+        let v6_taken = self.listeners.contains_key(&(port, true));
+        let taken = match family {
+            ListenFamily::V4 => v4_taken,
+            ListenFamily::V6 => v6_taken,
+            ListenFamily::Dual => v4_taken || v6_taken,
+        };
+        if taken {
             return Err(EngineError::AddressInUse);
         }
-        self.listeners.insert(port, Listener { backlog, half_open: 0, unaccepted: 0 });
+        let dual = family == ListenFamily::Dual;
+        let key = (port, family != ListenFamily::V4);
+        self.listeners.insert(key, Listener { backlog, half_open: 0, unaccepted: 0, dual });
         Ok(())
     }
 
-    /// Stops listening (established connections are unaffected).
+    /// Stops listening on `port`, every family (established connections are unaffected).
     pub fn unlisten(&mut self, port: u16) {
-        self.listeners.remove(&port);
+        self.listeners.remove(&(port, false));
+        self.listeners.remove(&(port, true));
+    }
+
+    /// Stops the listener [`Engine::listen_family`] opened on `port` with `family`.
+    pub fn unlisten_family(&mut self, port: u16, family: ListenFamily) {
+        match family {
+            ListenFamily::V4 => self.listeners.remove(&(port, false)),
+            ListenFamily::V6 | ListenFamily::Dual => self.listeners.remove(&(port, true)),
+        };
     }
 
     /// Whether a connection uses this 4-tuple.
-    pub fn in_use(&self, local: (u32, u16), remote: (u32, u16)) -> bool {
-        self.tuples.contains_key(&(local.0, local.1, remote.0, remote.1))
+    pub fn in_use(&self, local: (IpAddr, u16), remote: (IpAddr, u16)) -> bool {
+        self.tuples.get(local, remote).is_some()
     }
 
-    /// Opens a connection; the SYN goes out at the next [`Engine::poll`].
+    /// Opens a connection; the SYN goes out at the next [`Engine::poll`]. Both addresses must
+    /// be of one family.
     pub fn connect(
         &mut self,
-        local: (u32, u16),
-        remote: (u32, u16),
+        local: (IpAddr, u16),
+        remote: (IpAddr, u16),
         now: u64,
     ) -> Result<Handle, EngineError> {
-        if local.1 == 0 || remote.1 == 0 {
+        if local.1 == 0 || remote.1 == 0 || local.0.is_ipv4() != remote.0.is_ipv4() {
             return Err(EngineError::InvalidArgument);
         }
-        let tuple = (local.0, local.1, remote.0, remote.1);
-        if self.tuples.contains_key(&tuple) {
+        if self.tuples.get(local, remote).is_some() {
             return Err(EngineError::AddressInUse);
         }
         if self.conns.len() >= self.cfg.max_connections {
@@ -424,9 +551,10 @@ impl Engine {
         }
         let iss = initial_sequence(&self.key, local, remote, now);
         let h = self.alloc_handle();
-        let conn = Conn::new(h, local, remote, iss, None, &self.cfg);
+        let mut conn = Conn::new(h, local, remote, iss, None, &self.cfg);
+        conn.set_timestamp_offset(self.ts_offset(local.0, remote.0));
         self.conns.insert(h, conn);
-        self.tuples.insert(tuple, h);
+        self.tuples.insert(local, remote, h);
         self.mark(h);
         Ok(h)
     }
@@ -445,10 +573,11 @@ impl Engine {
         self.dirty.push(h);
     }
 
-    /// Hands one received segment in (`src`, `dst`: IPv4 addresses of its packet).
-    pub fn on_segment(&mut self, src: u32, dst: u32, segment: &[u8], now: u64) {
+    /// Hands one received segment in (`src`, `dst`: the addresses of its IPv4 or IPv6 packet;
+    /// the checksum is verified over that family's pseudo-header).
+    pub fn on_segment(&mut self, src: IpAddr, dst: IpAddr, segment: &[u8], now: u64) {
         self.now = self.now.max(now);
-        let (h, offset) = match TcpHeader::parse(segment, Some((src.to_be_bytes(), dst.to_be_bytes()))) {
+        let (h, offset) = match TcpHeader::parse(segment, Some((src, dst))) {
             Ok(parsed) => parsed,
             Err(crate::wire::WireError::BadChecksum) => {
                 self.stats.bad_checksum += 1;
@@ -461,15 +590,19 @@ impl Engine {
         };
         self.stats.segments_in += 1;
         let payload = &segment[offset..];
-        let tuple = (dst, h.dst_port, src, h.src_port);
-        if let Some(&handle) = self.tuples.get(&tuple) {
+        let local = (dst, h.dst_port);
+        let remote = (src, h.src_port);
+        // A SYN for a connection in TIME_WAIT may open a new one in its place (RFC 6191).
+        let reuse_iss =
+            self.tuples.get(local, remote).and_then(|handle| self.recycle_time_wait(handle, &h, now));
+        if let Some(handle) = self.tuples.get(local, remote) {
             let Engine { cfg, out, events, stats, conns, challenges, .. } = self;
             let Some(conn) = conns.get_mut(&handle) else { return };
             let was_half_open = conn.state == State::SynReceived && conn.listener.is_some() && !conn.owned;
             let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
             conn.on_segment(&mut ctx, &h, payload);
             if was_half_open && conn.state != State::SynReceived {
-                if let Some(l) = self.listeners.get_mut(&h.dst_port) {
+                if let Some(l) = find_listener(&mut self.listeners, h.dst_port, dst.is_ipv6()) {
                     l.half_open = l.half_open.saturating_sub(1);
                     if conn.owned {
                         l.unaccepted += 1;
@@ -483,7 +616,7 @@ impl Engine {
             return;
         }
         if h.has(SYN) && !h.has(ACK) {
-            if let Some(l) = self.listeners.get_mut(&h.dst_port) {
+            if let Some(l) = find_listener(&mut self.listeners, h.dst_port, dst.is_ipv6()) {
                 if l.unaccepted >= l.backlog {
                     self.stats.backlog_drops += 1;
                     return;
@@ -501,14 +634,13 @@ impl Engine {
                     return;
                 }
                 l.half_open += 1;
-                let local = (dst, h.dst_port);
-                let remote = (src, h.src_port);
-                let iss = initial_sequence(&self.key, local, remote, now);
+                let iss = reuse_iss.unwrap_or_else(|| initial_sequence(&self.key, local, remote, now));
                 let handle = self.alloc_handle();
                 let mut conn = Conn::new(handle, local, remote, iss, Some(h.dst_port), &self.cfg);
-                conn.accept_syn(&h, &self.cfg);
+                conn.set_timestamp_offset(self.ts_offset(local.0, remote.0));
+                conn.accept_syn(&h, &self.cfg, now);
                 self.conns.insert(handle, conn);
-                self.tuples.insert(tuple, handle);
+                self.tuples.insert(local, remote, handle);
                 self.mark(handle);
                 return;
             }
@@ -516,7 +648,7 @@ impl Engine {
         } else if h.has(ACK)
             && !h.has(SYN)
             && self.cfg.syn_cookies
-            && self.listeners.contains_key(&h.dst_port)
+            && find_listener(&mut self.listeners, h.dst_port, dst.is_ipv6()).is_some()
             && self.accept_cookie(src, dst, &h, payload, now)
         {
             return;
@@ -525,26 +657,60 @@ impl Engine {
     }
 
     /// The SYN cookie for a 4-tuple (RFC 4987 §3.6): 5 bits of a 64-second counter, 3 bits of
-    /// MSS index, 24 bits of SipHash over the tuple, the counter and the MSS index.
-    fn cookie(&self, local: (u32, u16), remote: (u32, u16), period: u32, mss_index: u32) -> u32 {
-        let mut data = [0u8; 17];
-        data[0..4].copy_from_slice(&local.0.to_be_bytes());
-        data[4..6].copy_from_slice(&local.1.to_be_bytes());
-        data[6..10].copy_from_slice(&remote.0.to_be_bytes());
-        data[10..12].copy_from_slice(&remote.1.to_be_bytes());
-        data[12..16].copy_from_slice(&period.to_be_bytes());
-        data[16] = mss_index as u8;
+    /// MSS index, 24 bits of SipHash over the tuple (full addresses of either family), the
+    /// counter and the MSS index.
+    fn cookie(&self, local: (IpAddr, u16), remote: (IpAddr, u16), period: u32, mss_index: u32) -> u32 {
+        let mut data = [0u8; TUPLE_BYTES_MAX];
+        let n = tuple_bytes(local, remote, &mut data);
+        data[n..n + 4].copy_from_slice(&period.to_be_bytes());
+        data[n + 4] = mss_index as u8;
         // A key distinct from the ISN key: the ISN key with its bits flipped.
         let key = self.key.map(|b| !b);
-        let mac = siphash24(&key, &data) as u32 & 0x00ff_ffff;
+        let mac = siphash24(&key, &data[..n + 5]) as u32 & 0x00ff_ffff;
         ((period & 0x1f) << 27) | ((mss_index & 7) << 24) | mac
     }
 
-    fn send_cookie(&mut self, src: u32, dst: u32, h: &TcpHeader, now: u64) {
+    /// The timestamp clock offset of connections between two addresses: secret and random-looking
+    /// (RFC 7323 §5.4, the uptime stays hidden), but one per address pair as Linux does, so that
+    /// successive connections to a peer stamp increasing TSvals (RFC 6191 TIME_WAIT reuse, the
+    /// peer's PAWS) and a SYN cookie's SYN-ACK stamps with its future connection's clock.
+    fn ts_offset(&self, local: IpAddr, remote: IpAddr) -> u32 {
+        let mut data = [0u8; TUPLE_BYTES_MAX];
+        let n = tuple_bytes((local, 0), (remote, 0), &mut data);
+        let key = self.key.map(|b| b.rotate_left(3) ^ 0x5c);
+        siphash24(&key, &data[..n]) as u32
+    }
+
+    /// Closes the TIME_WAIT connection `handle` when SYN `h` may open a new incarnation on a
+    /// listening port (RFC 6191); returns the ISS for it.
+    fn recycle_time_wait(&mut self, handle: Handle, h: &TcpHeader, now: u64) -> Option<u32> {
+        let v6 = self.conns.get(&handle)?.local.0.is_ipv6();
+        find_listener(&mut self.listeners, h.dst_port, v6)?;
+        let iss = self.conns.get_mut(&handle)?.time_wait_successor(h, now)?;
+        self.stats.time_wait_recycled += 1;
+        self.reap(handle);
+        Some(iss)
+    }
+
+    fn send_cookie(&mut self, src: IpAddr, dst: IpAddr, h: &TcpHeader, now: u64) {
         let peer_mss = usize::from(h.options.mss.unwrap_or(536));
         let mss_index = COOKIE_MSS.iter().rposition(|&m| m <= peer_mss).unwrap_or(0);
         let period = (now / COOKIE_PERIOD_MS) as u32;
         let iss = self.cookie((dst, h.dst_port), (src, h.src_port), period, mss_index as u32);
+        // Window scale and SACK-permitted ride in the TSval when the peer uses timestamps
+        // (crate::syncookie); without timestamps the connection goes without all three.
+        let timestamps = match h.options.timestamps {
+            Some((val, _)) if self.cfg.timestamps => {
+                let options = CookieOptions {
+                    window_scale: h.options.window_scale,
+                    sack_permitted: h.options.sack_permitted,
+                };
+                let clock = (now as u32).wrapping_add(self.ts_offset(dst, src));
+                Some((encode_tsval(clock, options), val))
+            }
+            _ => None,
+        };
+        let with_options = timestamps.is_some();
         let header = TcpHeader {
             src_port: h.dst_port,
             dst_port: h.src_port,
@@ -554,7 +720,11 @@ impl Engine {
             window: self.cfg.recv_buffer.min(65_535) as u16,
             urgent: 0,
             options: TcpOptions {
-                mss: Some(self.cfg.mtu.saturating_sub(40).clamp(64, 65_535) as u16),
+                mss: Some(self.cfg.mtu.saturating_sub(ip_tcp_overhead(dst)).clamp(64, 65_535) as u16),
+                window_scale: (with_options && h.options.window_scale.is_some())
+                    .then(|| window_shift(self.cfg.recv_buffer)),
+                sack_permitted: with_options && h.options.sack_permitted,
+                timestamps,
                 ..TcpOptions::default()
             },
         };
@@ -564,7 +734,7 @@ impl Engine {
     }
 
     /// Completes a passive open from the ACK of a cookie SYN-ACK; false when it is not one.
-    fn accept_cookie(&mut self, src: u32, dst: u32, h: &TcpHeader, payload: &[u8], now: u64) -> bool {
+    fn accept_cookie(&mut self, src: IpAddr, dst: IpAddr, h: &TcpHeader, payload: &[u8], now: u64) -> bool {
         let cookie = h.ack.wrapping_sub(1);
         let period = cookie >> 27;
         let mss_index = (cookie >> 24) & 7;
@@ -577,7 +747,19 @@ impl Engine {
             self.stats.syn_cookies_invalid += 1;
             return false;
         }
-        let Some(l) = self.listeners.get_mut(&h.dst_port) else { return false };
+        // The options our SYN-ACK's TSval carried, echoed in TSecr (0: the SYN-ACK had no
+        // timestamps to echo, so neither does the connection).
+        let options = match h.options.timestamps {
+            Some((_, ecr)) if self.cfg.timestamps && ecr != 0 => match decode_tsecr(ecr) {
+                Some(o) => Some(o),
+                None => {
+                    self.stats.syn_cookies_invalid += 1;
+                    return false;
+                }
+            },
+            _ => None,
+        };
+        let Some(l) = find_listener(&mut self.listeners, h.dst_port, dst.is_ipv6()) else { return false };
         if l.unaccepted >= l.backlog || self.conns.len() >= self.cfg.max_connections {
             self.stats.backlog_drops += 1;
             return true;
@@ -586,20 +768,21 @@ impl Engine {
         self.stats.syn_cookies_accepted += 1;
         let handle = self.alloc_handle();
         let mut conn = Conn::new(handle, local, remote, cookie, Some(h.dst_port), &self.cfg);
-        conn.accept_cookie(h, COOKIE_MSS[mss_index as usize], &self.cfg);
+        conn.set_timestamp_offset(self.ts_offset(local.0, remote.0));
+        conn.accept_cookie(h, COOKIE_MSS[mss_index as usize], options, &self.cfg, now);
         self.stats.passive_opens += 1;
         self.events.push(Event { handle, kind: EventKind::Accepted(h.dst_port) });
         let Engine { cfg, out, events, stats, challenges, .. } = self;
         let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
         conn.on_segment(&mut ctx, h, payload);
         self.conns.insert(handle, conn);
-        self.tuples.insert((dst, h.dst_port, src, h.src_port), handle);
+        self.tuples.insert(local, remote, handle);
         self.mark(handle);
         true
     }
 
     /// RST for a segment that matches no connection (RFC 9293 §3.10.7.1).
-    fn reset_for(&mut self, src: u32, dst: u32, h: &TcpHeader, payload_len: usize) {
+    fn reset_for(&mut self, src: IpAddr, dst: IpAddr, h: &TcpHeader, payload_len: usize) {
         let (seq, ack, flags) = if h.has(ACK) {
             (h.ack, 0, RST)
         } else {
@@ -663,11 +846,10 @@ impl Engine {
         if conn.state != State::Closed {
             return;
         }
-        let tuple = (conn.local.0, conn.local.1, conn.remote.0, conn.remote.1);
-        if self.tuples.get(&tuple) == Some(&h) {
-            self.tuples.remove(&tuple);
+        if self.tuples.get(conn.local, conn.remote) == Some(h) {
+            self.tuples.remove(conn.local, conn.remote);
             if let Some(port) = conn.listener {
-                if let Some(l) = self.listeners.get_mut(&port) {
+                if let Some(l) = find_listener(&mut self.listeners, port, conn.local.0.is_ipv6()) {
                     if !conn.owned {
                         l.half_open = l.half_open.saturating_sub(1);
                     }
@@ -679,13 +861,13 @@ impl Engine {
         }
     }
 
-    /// An ICMP error quoting a segment we sent: `quoted` is the start of that TCP header (at
-    /// least 8 bytes). `hard` for port and protocol unreachable (ECONNREFUSED while connecting),
-    /// `mtu` for fragmentation needed.
+    /// An ICMP or ICMPv6 error quoting a segment we sent from `local` to `remote`: `quoted` is
+    /// the start of that TCP header (at least 8 bytes). `hard` for port and protocol unreachable
+    /// (ECONNREFUSED while connecting), `mtu` for fragmentation needed / Packet Too Big.
     pub fn on_icmp_error(
         &mut self,
-        local: u32,
-        remote: u32,
+        local: IpAddr,
+        remote: IpAddr,
         quoted: &[u8],
         hard: bool,
         mtu: Option<usize>,
@@ -698,7 +880,7 @@ impl Engine {
         let local_port = u16::from_be_bytes([quoted[0], quoted[1]]);
         let remote_port = u16::from_be_bytes([quoted[2], quoted[3]]);
         let seq_no = u32::from_be_bytes([quoted[4], quoted[5], quoted[6], quoted[7]]);
-        let Some(&handle) = self.tuples.get(&(local, local_port, remote, remote_port)) else {
+        let Some(handle) = self.tuples.get((local, local_port), (remote, remote_port)) else {
             self.stats.icmp_ignored += 1;
             return;
         };
@@ -741,7 +923,8 @@ impl Engine {
     /// The application took an accepted connection (frees its accept-backlog slot).
     pub fn accept(&mut self, h: Handle) -> Result<(), EngineError> {
         let conn = self.conns.get(&h).ok_or(EngineError::NotFound)?;
-        if let Some(l) = conn.listener.and_then(|p| self.listeners.get_mut(&p)) {
+        let v6 = conn.local.0.is_ipv6();
+        if let Some(l) = conn.listener.and_then(|p| find_listener(&mut self.listeners, p, v6)) {
             l.unaccepted = l.unaccepted.saturating_sub(1);
         }
         Ok(())
@@ -849,6 +1032,21 @@ impl Engine {
             readable: c.readable(),
             writable: if c.can_send() { c.writable() } else { 0 },
         })
+    }
+
+    /// A connection's congestion state and loss-recovery counters.
+    pub fn conn_stats(&self, h: Handle) -> Option<crate::conn::ConnStats> {
+        self.conns.get(&h).map(Conn::stats)
+    }
+
+    /// Changes a connection's congestion control algorithm (cwnd and ssthresh carry over).
+    pub fn set_congestion_control(
+        &mut self,
+        h: Handle,
+        algorithm: crate::cc::Algorithm,
+    ) -> Result<(), EngineError> {
+        self.conn_mut(h)?.set_congestion_control(algorithm);
+        Ok(())
     }
 
     /// Ranges held on a connection's SACK scoreboard (RFC 6675), at most

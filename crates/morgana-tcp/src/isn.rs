@@ -1,6 +1,9 @@
 //! Initial sequence numbers per RFC 6528: `ISN = M + F(localip, localport, remoteip, remoteport,
 //! secretkey)`, where M is a timer ticking every 4 µs and F is SipHash-2-4 keyed with 128 bits
-//! from the random device given to the engine.
+//! from the random device given to the engine. F covers the full addresses of either family
+//! (4 or 16 bytes each).
+
+use std::net::IpAddr;
 
 /// SipHash-2-4 of `data` under `key` (Aumasson & Bernstein reference algorithm).
 pub fn siphash24(key: &[u8; 16], data: &[u8]) -> u64 {
@@ -48,14 +51,36 @@ pub fn siphash24(key: &[u8; 16], data: &[u8]) -> u64 {
     v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
+/// Longest [`tuple_bytes`] output: two IPv6 addresses and two ports, plus room for a caller's
+/// suffix (the SYN cookie's counter and MSS index).
+pub const TUPLE_BYTES_MAX: usize = 48;
+
+/// Writes local address, local port, remote address, remote port (network order, 12 bytes for
+/// IPv4, 36 for IPv6) into `out`; returns the length.
+pub fn tuple_bytes(local: (IpAddr, u16), remote: (IpAddr, u16), out: &mut [u8; TUPLE_BYTES_MAX]) -> usize {
+    let mut at = 0;
+    for (addr, port) in [local, remote] {
+        match addr {
+            IpAddr::V4(a) => {
+                out[at..at + 4].copy_from_slice(&a.octets());
+                at += 4;
+            }
+            IpAddr::V6(a) => {
+                out[at..at + 16].copy_from_slice(&a.octets());
+                at += 16;
+            }
+        }
+        out[at..at + 2].copy_from_slice(&port.to_be_bytes());
+        at += 2;
+    }
+    at
+}
+
 /// The RFC 6528 ISN for a 4-tuple at `now_ms`.
-pub fn initial_sequence(key: &[u8; 16], local: (u32, u16), remote: (u32, u16), now_ms: u64) -> u32 {
-    let mut data = [0u8; 12];
-    data[0..4].copy_from_slice(&local.0.to_be_bytes());
-    data[4..6].copy_from_slice(&local.1.to_be_bytes());
-    data[6..10].copy_from_slice(&remote.0.to_be_bytes());
-    data[10..12].copy_from_slice(&remote.1.to_be_bytes());
-    let f = siphash24(key, &data) as u32;
+pub fn initial_sequence(key: &[u8; 16], local: (IpAddr, u16), remote: (IpAddr, u16), now_ms: u64) -> u32 {
+    let mut data = [0u8; TUPLE_BYTES_MAX];
+    let n = tuple_bytes(local, remote, &mut data);
+    let f = siphash24(key, &data[..n]) as u32;
     // M: a 4 µs tick, i.e. 250 per millisecond.
     f.wrapping_add((now_ms.wrapping_mul(250)) as u32)
 }
@@ -72,12 +97,37 @@ mod tests {
         assert_eq!(siphash24(&key, &msg), 0xa129_ca61_49be_45e5);
     }
 
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn v4(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(n))
+    }
+
+    fn v6(last: u16) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last))
+    }
+
     #[test]
     fn isn_depends_on_tuple_and_time() {
         let key = [7u8; 16];
-        let a = initial_sequence(&key, (1, 2), (3, 4), 0);
-        let b = initial_sequence(&key, (1, 2), (3, 5), 0);
+        let a = initial_sequence(&key, (v4(1), 2), (v4(3), 4), 0);
+        let b = initial_sequence(&key, (v4(1), 2), (v4(3), 5), 0);
         assert_ne!(a, b);
-        assert_eq!(initial_sequence(&key, (1, 2), (3, 4), 4), a.wrapping_add(1000));
+        assert_eq!(initial_sequence(&key, (v4(1), 2), (v4(3), 4), 4), a.wrapping_add(1000));
+    }
+
+    #[test]
+    fn ipv6_isn_covers_all_sixteen_bytes() {
+        let key = [7u8; 16];
+        let base = initial_sequence(&key, (v6(1), 2), (v6(3), 4), 0);
+        // Addresses that differ only in their top bytes (which a 32-bit view would drop).
+        let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb9, 0, 0, 0, 0, 0, 1));
+        assert_ne!(initial_sequence(&key, (other, 2), (v6(3), 4), 0), base);
+        let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0x8000, 0, 0, 3));
+        assert_ne!(initial_sequence(&key, (v6(1), 2), (other, 4), 0), base);
+        assert_eq!(initial_sequence(&key, (v6(1), 2), (v6(3), 4), 8), base.wrapping_add(2000));
+        let mut buf = [0u8; TUPLE_BYTES_MAX];
+        assert_eq!(tuple_bytes((v6(1), 2), (v6(3), 4), &mut buf), 36);
+        assert_eq!(tuple_bytes((v4(1), 2), (v4(3), 4), &mut buf), 12);
     }
 }

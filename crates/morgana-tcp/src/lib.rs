@@ -12,6 +12,11 @@
 //! - [`seq`]: sequence-number arithmetic modulo 2^32.
 //! - [`isn`]: RFC 6528 initial sequence numbers (SipHash-2-4 keyed from the random device).
 //! - [`rtt`]: the RFC 6298 retransmission timer estimator.
+//! - [`cc`]: congestion control behind the [`cc::CongestionControl`] trait: CUBIC (RFC 9438,
+//!   the default) and NewReno (RFC 5681/6582), chosen per engine ([`Config`]) or per connection
+//!   ([`Engine::set_congestion_control`]); slow start and avoidance count bytes.
+//! - [`rack`]: RACK time-based loss detection (RFC 8985) for SACK connections.
+//! - [`syncookie`]: the window scale and SACK-permitted a SYN cookie carries in its TSval.
 //! - [`buffer`]: the bounded send buffer and the receive buffer with bounded out-of-order
 //!   reassembly.
 //! - [`conn`]: one connection's RFC 9293 state machine, SACK-based loss recovery (RFC 6675) with
@@ -19,6 +24,12 @@
 //!   timers.
 //! - [`engine`]: the connection table, listeners with bounded SYN queue and accept backlog,
 //!   RST generation for segments that match nothing, output and events.
+//!
+//! Addresses are [`std::net::IpAddr`]: one engine carries IPv4 and IPv6 connections. Checksums
+//! cover the family's pseudo-header, the MSS is the MTU minus 40 (IPv4) or 60 (IPv6), ISNs and
+//! SYN cookies hash the full addresses, and the connection table keeps one map per family so an
+//! IPv4 lookup hashes 12 bytes as before. Listeners are dual-stack unless opened for one family
+//! ([`ListenFamily`]).
 //!
 //! SACK (RFC 2018) is offered and sent on receive (ACKs describe the out-of-order ranges held).
 //! As a sender the engine keeps a scoreboard of the ranges the peer SACKed (merged, clipped to
@@ -32,19 +43,32 @@
 //! SND.UNA does not move for 2·SRTT + 10 ms (a recovery probe, once per SND.UNA), and resent
 //! without waiting for the RTO; a lost retransmission of a later hole is watched from the moment
 //! it reaches SND.UNA. Without SACK the sender runs NewReno. Limited transmit (RFC 3042) and
-//! tail-loss probes (RFC 8985 §7) apply to both. Not yet implemented (see issue 5): full RACK
-//! (time-ordered loss detection outside recovery, so a small flight whose tail and probe are
-//! both lost still ends in the RTO), PAWS, TIME_WAIT reuse by a new SYN, CUBIC, ICMP-driven soft
-//! errors and path-MTU discovery. Connections opened by a SYN cookie run without window scaling
-//! and timestamps.
+//! tail-loss probes (RFC 8985 §7) apply to both. With SACK, RACK (RFC 8985 §6) also marks
+//! segments lost by time — those sent a reordering window before a segment the peer delivered —
+//! on every ACK and on its reordering timer, so losses at the tail of a flight (the probe's
+//! SACK reveals them) and the first segment of a small flight are repaired without the RTO; a
+//! flight whose tail and probe are both lost still waits for it, as RFC 8985 intends.
+//!
+//! PAWS (RFC 7323 §5) drops segments stamped older than TS.Recent (valid for 24 days of
+//! idleness) and ACKs them, rate-limited for pure ACKs. A SYN for a connection in TIME_WAIT
+//! opens a new incarnation when its sequence number or timestamp shows it is new (RFC 6191).
+//! Connections opened by a SYN cookie keep window scaling, SACK and timestamps when the peer
+//! sent timestamps ([`syncookie`]). Per-connection congestion state and counters:
+//! [`Engine::conn_stats`].
 #![deny(missing_docs)]
 
 pub mod buffer;
+pub mod cc;
 pub mod conn;
 pub mod engine;
 pub mod isn;
+pub mod rack;
 pub mod rtt;
 pub mod seq;
+pub mod syncookie;
 pub mod wire;
 
-pub use engine::{Config, Engine, EngineError, Event, EventKind, Handle, KeepAlive, OutSegment, Stats};
+pub use engine::{
+    Config, Engine, EngineError, Event, EventKind, Handle, KeepAlive, ListenFamily, OutSegment, Stats,
+};
+pub use std::net::IpAddr;

@@ -1,7 +1,9 @@
 //! The TCP header and its options (RFC 9293 §3.1, RFC 7323, RFC 2018): parse and emit over byte
-//! slices, every length checked. Parsing never panics on arbitrary bytes.
+//! slices, every length checked. Parsing never panics on arbitrary bytes. Checksums cover the
+//! IPv4 (RFC 9293 §3.1) or IPv6 (RFC 8200 §8.1) pseudo-header, chosen by the addresses' family.
 
-use morgana_net::checksum::{checksum, ipv4_pseudo_header_sum};
+use morgana_net::checksum::{checksum, ipv4_pseudo_header_sum, ipv6_pseudo_header_sum};
+use std::net::IpAddr;
 
 /// FIN flag.
 pub const FIN: u8 = 0x01;
@@ -24,6 +26,43 @@ pub const MAX_HEADER_LEN: usize = 60;
 pub const PROTOCOL: u8 = 6;
 /// Most SACK blocks one header can carry.
 pub const MAX_SACK_BLOCKS: usize = 4;
+
+/// IP header plus TCP header without options for `addr`'s family: the advertised MSS is the
+/// MTU minus this (40 for IPv4, 60 for IPv6).
+#[inline]
+pub fn ip_tcp_overhead(addr: IpAddr) -> usize {
+    match addr {
+        IpAddr::V4(_) => 40,
+        IpAddr::V6(_) => 60,
+    }
+}
+
+/// The smallest segment size path-MTU discovery may lower a connection to: the family's minimum
+/// MTU (576 for IPv4, RFC 1122; 1280 for IPv6, RFC 8200 §5) minus [`ip_tcp_overhead`].
+#[inline]
+pub fn min_mss(addr: IpAddr) -> usize {
+    match addr {
+        IpAddr::V4(_) => 536,
+        IpAddr::V6(_) => 1220,
+    }
+}
+
+/// The pseudo-header sum for a segment of `len` bytes from `src` to `dst`, or `None` when the
+/// length does not fit the family's length field or the families differ.
+#[inline]
+pub fn pseudo_header_sum(src: IpAddr, dst: IpAddr, len: usize) -> Option<u16> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let len = u16::try_from(len).ok()?;
+            Some(ipv4_pseudo_header_sum(s.octets(), d.octets(), PROTOCOL, len))
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let len = u32::try_from(len).ok()?;
+            Some(ipv6_pseudo_header_sum(s.octets(), d.octets(), PROTOCOL, len))
+        }
+        _ => None,
+    }
+}
 
 /// Why a segment was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,10 +181,10 @@ impl TcpHeader {
     }
 
     /// Parses a segment; returns the header and the offset of the payload. The checksum is
-    /// verified when `addresses` (source, destination IPv4) is given.
+    /// verified when `addresses` (source, destination; both IPv4 or both IPv6) is given.
     pub fn parse(
         segment: &[u8],
-        addresses: Option<([u8; 4], [u8; 4])>,
+        addresses: Option<(IpAddr, IpAddr)>,
     ) -> Result<(TcpHeader, usize), WireError> {
         if segment.len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -155,10 +194,16 @@ impl TcpHeader {
             return Err(WireError::BadDataOffset);
         }
         if let Some((src, dst)) = addresses {
-            let Ok(len) = u16::try_from(segment.len()) else {
-                return Err(WireError::Truncated);
+            let Some(sum) = pseudo_header_sum(src, dst, segment.len()) else {
+                // Too long for an IPv4 length field, or addresses of two families (which no
+                // checksum can verify).
+                return Err(if src.is_ipv4() == dst.is_ipv4() {
+                    WireError::Truncated
+                } else {
+                    WireError::BadChecksum
+                });
             };
-            if checksum(segment, ipv4_pseudo_header_sum(src, dst, PROTOCOL, len)) != 0 {
+            if checksum(segment, sum) != 0 {
                 return Err(WireError::BadChecksum);
             }
         }
@@ -178,16 +223,14 @@ impl TcpHeader {
 
     /// Writes the header and `payload` into `out` with the checksum for `src` → `dst`; returns
     /// the segment length.
-    pub fn emit(
-        &self,
-        out: &mut [u8],
-        payload: &[u8],
-        src: [u8; 4],
-        dst: [u8; 4],
-    ) -> Result<usize, WireError> {
+    pub fn emit(&self, out: &mut [u8], payload: &[u8], src: IpAddr, dst: IpAddr) -> Result<usize, WireError> {
         let hlen = self.header_len();
         let total = hlen + payload.len();
-        if hlen > MAX_HEADER_LEN || total > out.len() || total > usize::from(u16::MAX) {
+        if hlen > MAX_HEADER_LEN
+            || total > out.len()
+            || total > usize::from(u16::MAX)
+            || pseudo_header_sum(src, dst, total).is_none()
+        {
             return Err(WireError::BufferTooSmall);
         }
         self.emit_header(&mut out[..hlen])?;
@@ -251,11 +294,13 @@ impl TcpHeader {
     }
 }
 
-/// Computes and stores the checksum of a complete segment (checksum field zero on entry).
-pub fn finish_checksum(segment: &mut [u8], src: [u8; 4], dst: [u8; 4]) {
+/// Computes and stores the checksum of a complete segment (checksum field zero on entry) over
+/// the pseudo-header of `src`'s family. Families that differ (a caller bug) leave it zero.
+pub fn finish_checksum(segment: &mut [u8], src: IpAddr, dst: IpAddr) {
     segment[16] = 0;
     segment[17] = 0;
-    let sum = checksum(segment, ipv4_pseudo_header_sum(src, dst, PROTOCOL, segment.len() as u16));
+    let Some(initial) = pseudo_header_sum(src, dst, segment.len()) else { return };
+    let sum = checksum(segment, initial);
     segment[16..18].copy_from_slice(&sum.to_be_bytes());
 }
 
@@ -325,8 +370,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const A: [u8; 4] = [10, 0, 0, 1];
-    const B: [u8; 4] = [10, 0, 0, 2];
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+    const A6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+    const B6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2));
 
     fn options() -> impl Strategy<Value = TcpOptions> {
         (
@@ -357,17 +406,21 @@ mod tests {
             payload in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
             let h = TcpHeader { src_port, dst_port, seq, ack, flags, window, urgent, options };
-            let mut out = vec![0u8; 60 + payload.len()];
-            let n = h.emit(&mut out, &payload, A, B).unwrap();
-            let (parsed, off) = TcpHeader::parse(&out[..n], Some((A, B))).unwrap();
-            prop_assert_eq!(parsed, h);
-            prop_assert_eq!(&out[off..n], &payload[..]);
+            for (src, dst) in [(A, B), (A6, B6)] {
+                let mut out = vec![0u8; 60 + payload.len()];
+                let n = h.emit(&mut out, &payload, src, dst).unwrap();
+                let (parsed, off) = TcpHeader::parse(&out[..n], Some((src, dst))).unwrap();
+                prop_assert_eq!(parsed, h);
+                prop_assert_eq!(&out[off..n], &payload[..]);
+            }
         }
 
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = TcpHeader::parse(&bytes, None);
             let _ = TcpHeader::parse(&bytes, Some((A, B)));
+            let _ = TcpHeader::parse(&bytes, Some((A6, B6)));
+            let _ = TcpHeader::parse(&bytes, Some((A, B6)));
         }
     }
 
@@ -396,5 +449,36 @@ mod tests {
         let n = h.emit(&mut out, b"abc", A, B).unwrap();
         out[n - 1] ^= 1;
         assert_eq!(TcpHeader::parse(&out[..n], Some((A, B))).unwrap_err(), WireError::BadChecksum);
+    }
+
+    /// The IPv6 checksum is the RFC 8200 §8.1 one: summed independently here over an explicit
+    /// pseudo-header (addresses, 32-bit length, three zeros, next header 6) and the segment.
+    #[test]
+    fn ipv6_checksum_covers_the_ipv6_pseudo_header() {
+        let h = TcpHeader { src_port: 40_000, dst_port: 80, seq: 7, flags: SYN, ..TcpHeader::default() };
+        let mut out = [0u8; 60];
+        let n = h.emit(&mut out, b"hello", A6, B6).unwrap();
+        let (IpAddr::V6(s), IpAddr::V6(d)) = (A6, B6) else { unreachable!() };
+        let mut whole = Vec::new();
+        whole.extend_from_slice(&s.octets());
+        whole.extend_from_slice(&d.octets());
+        whole.extend_from_slice(&(n as u32).to_be_bytes());
+        whole.extend_from_slice(&[0, 0, 0, PROTOCOL]);
+        whole.extend_from_slice(&out[..n]);
+        let mut sum: u32 = 0;
+        for pair in whole.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff, "the stored checksum makes the one's-complement sum all ones");
+        assert!(TcpHeader::parse(&out[..n], Some((A6, B6))).is_ok());
+        // The IPv4 pseudo-header (or another IPv6 source) does not verify it.
+        assert_eq!(TcpHeader::parse(&out[..n], Some((A, B))).unwrap_err(), WireError::BadChecksum);
+        assert_eq!(TcpHeader::parse(&out[..n], Some((B6, B6))).unwrap_err(), WireError::BadChecksum);
+        // Mixed families are refused rather than summed.
+        assert!(h.emit(&mut out, b"", A, B6).is_err());
+        assert_eq!(TcpHeader::parse(&out[..n], Some((A, B6))).unwrap_err(), WireError::BadChecksum);
     }
 }

@@ -6,15 +6,18 @@ mod common;
 use morgana_tcp::conn::State;
 use morgana_tcp::engine::ErrorCode;
 use morgana_tcp::{Config, Engine, Event, EventKind, Handle, KeepAlive};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-const A: u32 = 0x0a00_0001;
-const B: u32 = 0x0a00_0002;
+const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+const A6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+const B6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2));
 
 struct Packet {
     at: u64,
     to_b: bool,
-    src: u32,
-    dst: u32,
+    src: IpAddr,
+    dst: IpAddr,
     bytes: Vec<u8>,
 }
 
@@ -40,6 +43,9 @@ impl App {
 struct Net {
     a: Engine,
     b: Engine,
+    /// The engines' addresses (one family).
+    addr_a: IpAddr,
+    addr_b: IpAddr,
     app_a: App,
     app_b: App,
     now: u64,
@@ -59,10 +65,17 @@ impl Net {
         Self::with_time(cfg, 0)
     }
 
+    /// The same link with IPv6 addresses.
+    fn new6(cfg: Config) -> Self {
+        Net { addr_a: A6, addr_b: B6, ..Self::with_time(cfg, 0) }
+    }
+
     fn with_time(cfg: Config, now: u64) -> Self {
         Net {
             a: Engine::new(cfg.clone(), [1; 16]),
             b: Engine::new(cfg, [2; 16]),
+            addr_a: A,
+            addr_b: B,
             app_a: App::new(),
             app_b: App::new(),
             now,
@@ -200,7 +213,7 @@ impl Net {
 
     fn connect(&mut self) -> Handle {
         self.b.listen(80, 16).unwrap();
-        let h = self.a.connect((A, 40_000), (B, 80), self.now).unwrap();
+        let h = self.a.connect((self.addr_a, 40_000), (self.addr_b, 80), self.now).unwrap();
         self.run_until(10_000, |n| n.app_a.handle.is_some() && n.app_b.handle.is_some());
         h
     }
@@ -428,7 +441,7 @@ fn blind_reset_gets_challenge_ack() {
         ..TcpHeader::default()
     };
     let mut buf = [0u8; 60];
-    let n = forged.emit(&mut buf, &[], B.to_be_bytes(), A.to_be_bytes()).unwrap();
+    let n = forged.emit(&mut buf, &[], B, A).unwrap();
     net.a.on_segment(B, A, &buf[..n], net.now);
     net.a.poll(net.now);
     assert_eq!(net.a.info(h).unwrap().state, State::Established);
@@ -459,7 +472,7 @@ fn syn_queue_is_bounded() {
             ..TcpHeader::default()
         };
         let mut buf = [0u8; 60];
-        let n = syn.emit(&mut buf, &[], A.to_be_bytes(), B.to_be_bytes()).unwrap();
+        let n = syn.emit(&mut buf, &[], A, B).unwrap();
         b.on_segment(A, B, &buf[..n], 0);
     }
     b.poll(0);
@@ -525,7 +538,7 @@ fn challenge_acks_are_rate_limited() {
             ..TcpHeader::default()
         };
         let mut buf = [0u8; 60];
-        let n = forged.emit(&mut buf, &[], B.to_be_bytes(), A.to_be_bytes()).unwrap();
+        let n = forged.emit(&mut buf, &[], B, A).unwrap();
         net.a.on_segment(B, A, &buf[..n], now);
     }
     let s = net.a.stats();
@@ -545,7 +558,7 @@ fn syn_flood_does_not_stop_a_legitimate_client() {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        let spoofed = 0x0b00_0000 | (x & 0xffff);
+        let spoofed = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 | (x & 0xffff)));
         let syn = TcpHeader {
             src_port: (x >> 16) as u16 | 1,
             dst_port: 80,
@@ -555,7 +568,7 @@ fn syn_flood_does_not_stop_a_legitimate_client() {
             ..TcpHeader::default()
         };
         let mut buf = [0u8; 60];
-        let n = syn.emit(&mut buf, &[], spoofed.to_be_bytes(), B.to_be_bytes()).unwrap();
+        let n = syn.emit(&mut buf, &[], spoofed, B).unwrap();
         net.b.on_segment(spoofed, B, &buf[..n], 0);
     }
     net.b.poll(0);
@@ -589,7 +602,7 @@ fn forged_cookie_ack_is_reset() {
         ..TcpHeader::default()
     };
     let mut buf = [0u8; 60];
-    let n = ack.emit(&mut buf, &[], A.to_be_bytes(), B.to_be_bytes()).unwrap();
+    let n = ack.emit(&mut buf, &[], A, B).unwrap();
     b.on_segment(A, B, &buf[..n], 0);
     let s = b.stats();
     assert_eq!(s.syn_cookies_invalid, 1);
@@ -671,4 +684,361 @@ fn both_sides_retransmitting_after_lost_acks_do_not_deadlock() {
     });
     let a = net.a.debug_summary(1).unwrap();
     assert!(a.contains("inrec=false"), "{a}");
+}
+
+// ---- IPv6 (issue 10): the same engine, addresses of the other family ----
+
+/// Every segment an engine produced, parsed with its checksum verified over (src, dst).
+fn parsed_output(engine: &mut Engine) -> Vec<(IpAddr, IpAddr, morgana_tcp::wire::TcpHeader, usize)> {
+    use morgana_tcp::wire::TcpHeader;
+    common::drain(engine)
+        .into_iter()
+        .map(|(src, dst, bytes)| {
+            let (h, off) = TcpHeader::parse(&bytes, Some((src, dst))).expect("a valid segment");
+            (src, dst, h, bytes.len() - off)
+        })
+        .collect()
+}
+
+#[test]
+fn ipv6_bulk_transfer_clean() {
+    let mut net = Net::new6(Config::default());
+    bulk(&mut net, 4 << 20);
+    let (a, b) = (net.a.stats(), net.b.stats());
+    assert_eq!(a.retransmits, 0);
+    assert_eq!(a.bad_checksum + b.bad_checksum + a.malformed + b.malformed, 0);
+    assert!(b.bytes_in >= 4 << 20);
+}
+
+#[test]
+fn ipv6_bulk_transfer_with_loss_reordering_duplication() {
+    let mut net = Net::new6(Config::default());
+    net.loss = 0.02;
+    net.dup = 0.01;
+    net.reorder = 0.02;
+    net.latency = 2;
+    bulk(&mut net, 2 << 20);
+    assert!(net.a.stats().retransmits > 0);
+}
+
+#[test]
+fn ipv6_segments_carry_the_ipv6_checksum_and_mss() {
+    use morgana_tcp::wire::{TcpHeader, SYN};
+    let mut a = Engine::new(Config::default(), [1; 16]);
+    a.connect((A6, 40_000), (B6, 80), 0).unwrap();
+    a.poll(0);
+    let out = common::drain(&mut a);
+    assert_eq!(out.len(), 1);
+    let (src, dst, syn) = &out[0];
+    assert_eq!((*src, *dst), (A6, B6));
+    let (h, _) = TcpHeader::parse(syn, Some((A6, B6))).unwrap();
+    assert!(h.has(SYN));
+    // MTU 1500 − 40 (IPv6) − 20 (TCP).
+    assert_eq!(h.options.mss, Some(1440));
+    // The checksum is over the IPv6 pseudo-header: not the IPv4 one, not another source.
+    let mapped = IpAddr::V4(Ipv4Addr::new(0, 0, 0, 1));
+    assert!(TcpHeader::parse(syn, Some((mapped, IpAddr::V4(Ipv4Addr::new(0, 0, 0, 2))))).is_err());
+    let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb9, 0, 0, 0, 0, 0, 1));
+    assert!(TcpHeader::parse(syn, Some((other, B6))).is_err());
+    // The receiving engine checks it too: a flipped bit is counted and dropped.
+    let mut b = Engine::new(Config::default(), [2; 16]);
+    b.listen(80, 8).unwrap();
+    let mut bad = syn.clone();
+    bad[5] ^= 0x40;
+    b.on_segment(A6, B6, &bad, 0);
+    assert_eq!(b.stats().bad_checksum, 1);
+    // And an IPv4 engine address on the same bytes is a checksum failure, not a connection.
+    b.on_segment(A, B, syn, 0);
+    assert_eq!(b.stats().bad_checksum, 2);
+    b.on_segment(A6, B6, syn, 0);
+    b.poll(0);
+    let replies = parsed_output(&mut b);
+    assert_eq!(replies.len(), 1);
+    assert_eq!((replies[0].0, replies[0].1), (B6, A6));
+    assert_eq!(replies[0].2.options.mss, Some(1440));
+}
+
+#[test]
+fn ipv6_data_segments_fit_the_ipv6_mtu() {
+    let mut net = Net::new6(Config { mtu: 1280, ..Config::default() });
+    net.connect();
+    net.app_a.to_send = pattern(200_000, 21);
+    let mut largest = 0;
+    let start = net.now;
+    while net.app_b.received.len() < 200_000 {
+        assert!(net.now < start + 60_000, "stalled");
+        net.step();
+        largest = net.queue.iter().filter(|p| p.to_b).map(|p| p.bytes.len()).max().unwrap_or(0).max(largest);
+    }
+    // 1280 − 40: every segment fits an IPv6 packet of the minimum MTU.
+    assert_eq!(largest, 1240);
+    assert!(net.app_b.received == net.app_a.to_send);
+}
+
+#[test]
+fn ipv6_closed_port_is_reset() {
+    let mut net = Net::new6(Config::default());
+    let h = net.a.connect((A6, 40_001), (B6, 81), 0).unwrap();
+    net.app_a.handle = Some(h);
+    net.run_until(5_000, |n| !n.app_a.events.is_empty());
+    assert_eq!(net.app_a.events[0].kind, EventKind::Error(ErrorCode::ConnectionRefused));
+    let s = net.b.stats();
+    assert_eq!((s.closed_port, s.resets_sent), (1, 1));
+}
+
+#[test]
+fn ipv6_rst_from_peer_resets_and_blind_rst_is_challenged() {
+    use morgana_tcp::wire::{TcpHeader, RST};
+    let mut net = Net::new6(Config::default());
+    let h = net.connect();
+    let info = net.a.info(h).unwrap();
+    assert_eq!(info.local, (A6, 40_000));
+    assert_eq!(info.remote, (B6, 80));
+    // B's sequence numbers, from a data segment it sends.
+    net.app_b.to_send = b"x".to_vec();
+    let mut b_seq = None;
+    while b_seq.is_none() {
+        net.step();
+        b_seq = net
+            .queue
+            .iter()
+            .find(|p| !p.to_b && p.bytes.len() > 32)
+            .map(|p| morgana_tcp::wire::TcpHeader::parse(&p.bytes, Some((B6, A6))).unwrap().0.seq);
+    }
+    net.run_until(5_000, |n| n.app_a.received == b"x");
+    // In the window, not RCV.NXT: answered with a challenge ACK (RFC 5961 §3.2).
+    let seq = b_seq.unwrap().wrapping_add(1000);
+    let forged = TcpHeader { src_port: 80, dst_port: 40_000, seq, flags: RST, ..TcpHeader::default() };
+    let mut buf = [0u8; 60];
+    let n = forged.emit(&mut buf, &[], B6, A6).unwrap();
+    net.a.on_segment(B6, A6, &buf[..n], net.now);
+    net.a.poll(net.now);
+    assert_eq!(net.a.info(h).unwrap().state, State::Established);
+    assert_eq!(net.a.stats().challenge_acks, 1);
+    // A real abort reaches the peer as RST.
+    net.a.abort(h).unwrap();
+    net.run_until(5_000, |n| has(&n.app_b, EventKind::Error(ErrorCode::ConnectionReset)));
+}
+
+#[test]
+fn ipv6_syn_cookies() {
+    use morgana_tcp::wire::{TcpHeader, SYN};
+    let mut net = Net::new6(Config::default());
+    net.b.listen(80, 4).unwrap();
+    // Fill the SYN queue from spoofed sources, then a real client gets a cookie.
+    for i in 0..64u16 {
+        let syn = TcpHeader {
+            src_port: 1000 + i,
+            dst_port: 80,
+            seq: 1,
+            flags: SYN,
+            window: 1000,
+            ..TcpHeader::default()
+        };
+        let spoofed = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, i));
+        let mut buf = [0u8; 60];
+        let n = syn.emit(&mut buf, &[], spoofed, B6).unwrap();
+        net.b.on_segment(spoofed, B6, &buf[..n], 0);
+    }
+    net.b.poll(0);
+    let cookies = parsed_output(&mut net.b);
+    assert_eq!(net.b.stats().half_open, 4);
+    assert_eq!(net.b.stats().syn_cookies_sent, 60);
+    // Cookie SYN-ACKs (sent at once, before the queued connections' SYN-ACKs go out at the
+    // poll) advertise the IPv6 MSS.
+    assert_eq!(cookies.len(), 64);
+    assert!(cookies.iter().all(|(_, _, h, _)| h.options.mss == Some(1440)));
+    // A cookie is bound to the full source address: replayed from an address that differs only
+    // in its upper 64 bits, the ACK is refused.
+    let (_, spoofed_dst, synack, _) = &cookies[0];
+    let IpAddr::V6(victim) = *spoofed_dst else { panic!("IPv6 expected") };
+    let mut moved = victim.segments();
+    moved[1] = 0xdb9;
+    let replayed_from = IpAddr::V6(Ipv6Addr::from(moved));
+    let ack = TcpHeader {
+        src_port: synack.dst_port,
+        dst_port: 80,
+        seq: 2,
+        ack: synack.seq.wrapping_add(1),
+        flags: morgana_tcp::wire::ACK,
+        window: 1000,
+        ..TcpHeader::default()
+    };
+    let mut buf = [0u8; 60];
+    let n = ack.emit(&mut buf, &[], replayed_from, B6).unwrap();
+    net.b.on_segment(replayed_from, B6, &buf[..n], 0);
+    assert_eq!(net.b.stats().syn_cookies_invalid, 1);
+    net.b.clear_output();
+    // From the address it was issued to, the same ACK opens the connection.
+    let n = ack.emit(&mut buf, &[], *spoofed_dst, B6).unwrap();
+    net.b.on_segment(*spoofed_dst, B6, &buf[..n], 0);
+    assert_eq!(net.b.stats().syn_cookies_accepted, 1);
+    net.b.clear_output();
+    net.b.take_events().for_each(drop);
+    // A genuine client completes a cookie handshake and moves data.
+    let h = net.a.connect((A6, 40_000), (B6, 80), 0).unwrap();
+    net.app_a.handle = Some(h);
+    net.run_until(10_000, |n| has(&n.app_a, EventKind::Connected) && n.app_b.handle.is_some());
+    assert_eq!(net.b.stats().syn_cookies_accepted, 2);
+    net.app_a.to_send = pattern(100_000, 13);
+    net.run_until(60_000, |n| n.app_b.received.len() == 100_000);
+    assert!(net.app_b.received == net.app_a.to_send);
+}
+
+#[test]
+fn dual_stack_listener_accepts_both_families_at_once() {
+    let mut net = Net::new(Config::default());
+    net.b.listen(80, 16).unwrap();
+    let h4 = net.a.connect((A, 40_000), (B, 80), 0).unwrap();
+    let h6 = net.a.connect((A6, 40_000), (B6, 80), 0).unwrap();
+    net.run_until(10_000, |n| {
+        n.app_b.events.iter().filter(|e| e.kind == EventKind::Accepted(80)).count() == 2
+            && n.a.stats().active_opens == 2
+    });
+    let mut accepted: Vec<_> = net
+        .app_b
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Accepted(80))
+        .map(|e| (net.b.info(e.handle).unwrap(), e.handle))
+        .collect();
+    accepted.sort_by_key(|(i, _)| (i.local, i.remote));
+    let tuples: Vec<_> = accepted.iter().map(|(i, _)| (i.local, i.remote)).collect();
+    assert_eq!(tuples, vec![((B, 80), (A, 40_000)), ((B6, 80), (A6, 40_000))]);
+    // Same ports, different families: two connections, each with its own data.
+    net.app_b.reading = false;
+    net.a.send(h4, b"over IPv4").unwrap();
+    net.a.send(h6, b"over IPv6").unwrap();
+    net.run_until(5_000, |n| n.b.stats().bytes_in >= 18);
+    let mut buf = [0u8; 32];
+    let n = net.b.recv(accepted[0].1, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"over IPv4");
+    let n = net.b.recv(accepted[1].1, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"over IPv6");
+}
+
+#[test]
+fn listener_families() {
+    use morgana_tcp::engine::EngineError;
+    use morgana_tcp::ListenFamily;
+    let mut e = Engine::new(Config::default(), [5; 16]);
+    // One IPv4 and one IPv6 listener may share a port; a dual-stack one conflicts with both.
+    e.listen_family(80, 4, ListenFamily::V4).unwrap();
+    e.listen_family(80, 4, ListenFamily::V6).unwrap();
+    assert_eq!(e.listen_family(80, 4, ListenFamily::V4), Err(EngineError::AddressInUse));
+    assert_eq!(e.listen(80, 4), Err(EngineError::AddressInUse));
+    e.unlisten_family(80, ListenFamily::V4);
+    assert_eq!(e.listen(80, 4), Err(EngineError::AddressInUse));
+    e.listen_family(80, 4, ListenFamily::V4).unwrap();
+    e.unlisten(80);
+    e.listen(80, 4).unwrap();
+    assert_eq!(e.listen_family(80, 4, ListenFamily::V4), Err(EngineError::AddressInUse));
+    assert_eq!(e.listen_family(80, 4, ListenFamily::V6), Err(EngineError::AddressInUse));
+    // Mixed families make no connection.
+    assert_eq!(e.connect((A, 1), (B6, 2), 0), Err(EngineError::InvalidArgument));
+
+    // An IPv6-only listener (Node's ipv6Only) refuses IPv4 with RST and accepts IPv6.
+    let mut net = Net::new(Config::default());
+    net.b.listen_family(80, 16, ListenFamily::V6).unwrap();
+    let h4 = net.a.connect((A, 40_000), (B, 80), 0).unwrap();
+    let h6 = net.a.connect((A6, 40_000), (B6, 80), 0).unwrap();
+    net.run_until(10_000, |n| {
+        n.app_a
+            .events
+            .iter()
+            .any(|e| e.handle == h4 && e.kind == EventKind::Error(ErrorCode::ConnectionRefused))
+            && n.app_a.events.iter().any(|e| e.handle == h6 && e.kind == EventKind::Connected)
+    });
+    assert_eq!(net.b.stats().closed_port, 1);
+    // And an IPv4-only one the other way round.
+    let mut net = Net::new(Config::default());
+    net.b.listen_family(80, 16, ListenFamily::V4).unwrap();
+    let h4 = net.a.connect((A, 40_000), (B, 80), 0).unwrap();
+    let h6 = net.a.connect((A6, 40_000), (B6, 80), 0).unwrap();
+    net.run_until(10_000, |n| {
+        n.app_a
+            .events
+            .iter()
+            .any(|e| e.handle == h6 && e.kind == EventKind::Error(ErrorCode::ConnectionRefused))
+            && n.app_a.events.iter().any(|e| e.handle == h4 && e.kind == EventKind::Connected)
+    });
+}
+
+#[test]
+fn ipv6_icmp_errors_and_packet_too_big() {
+    // Destination unreachable (port) while connecting: ECONNREFUSED, matched on full addresses.
+    let mut net = Net::new6(Config::default());
+    net.link_up = false;
+    let h = net.a.connect((A6, 40_002), (B6, 80), 0).unwrap();
+    net.app_a.handle = Some(h);
+    net.step();
+    let isn = morgana_tcp::isn::initial_sequence(&[1; 16], (A6, 40_002), (B6, 80), 0);
+    let mut quoted = [0u8; 8];
+    quoted[0..2].copy_from_slice(&40_002u16.to_be_bytes());
+    quoted[2..4].copy_from_slice(&80u16.to_be_bytes());
+    quoted[4..8].copy_from_slice(&isn.to_be_bytes());
+    // An error about another destination (or the IPv4 twin of the tuple) is not ours.
+    let elsewhere = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2));
+    net.a.on_icmp_error(A6, elsewhere, &quoted, true, None, 0);
+    net.a.on_icmp_error(A, B, &quoted, true, None, 0);
+    assert_eq!(net.a.stats().icmp_ignored, 2);
+    net.a.on_icmp_error(A6, B6, &quoted, true, None, 0);
+    net.run_until(1_000, |n| !n.app_a.events.is_empty());
+    assert_eq!(net.app_a.events[0].kind, EventKind::Error(ErrorCode::ConnectionRefused));
+
+    // Packet Too Big: segments shrink to the reported MTU minus 60, never below 1280's.
+    let mut net = Net::new6(Config::default());
+    let h = net.connect();
+    net.app_a.to_send = pattern(200_000, 7);
+    let start = net.now;
+    let mut limit = 1400;
+    let mut reported = 0;
+    while net.app_b.received.len() < 200_000 {
+        assert!(net.now < start + 60_000, "stalled");
+        net.step();
+        let mut big = Vec::new();
+        net.queue.retain(|p| {
+            if p.to_b && p.bytes.len() + 40 > limit {
+                big.push(p.bytes[..8].to_vec());
+                false
+            } else {
+                true
+            }
+        });
+        for quoted in big {
+            reported += 1;
+            net.a.on_icmp_error(A6, B6, &quoted, false, Some(limit), net.now);
+        }
+        if net.app_b.received.len() > 50_000 {
+            // A PTB below the IPv6 minimum MTU counts as 1280 (RFC 8201 §4).
+            limit = 1280;
+        }
+    }
+    assert!(reported > 0);
+    assert!(net.app_b.received == net.app_a.to_send);
+    assert_eq!(net.a.stats().path_mtu_updates, 2);
+    assert!(net.a.info(h).is_some());
+    // Lower than 1280: ignored as a shrink below the minimum.
+    let quoted = {
+        net.app_a.to_send.extend(pattern(10_000, 8));
+        net.step();
+        net.queue.iter().find(|p| p.to_b && p.bytes.len() > 100).map(|p| p.bytes[..8].to_vec())
+    };
+    if let Some(q) = quoted {
+        net.a.on_icmp_error(A6, B6, &q, false, Some(600), net.now);
+        assert_eq!(net.a.stats().path_mtu_updates, 2);
+    }
+}
+
+#[test]
+fn ipv6_many_connections_and_time_wait() {
+    let mut net = Net::new6(Config { time_wait_ms: 4_000, ..Config::default() });
+    net.b.listen(80, 256).unwrap();
+    for i in 0..100u16 {
+        net.a.connect((A6, 10_000 + i), (B6, 80), 0).unwrap();
+    }
+    net.run_until(10_000, |n| n.b.stats().passive_opens == 100);
+    assert_eq!(net.b.stats().connections, 100);
+    assert!(net.a.in_use((A6, 10_000), (B6, 80)));
+    assert!(!net.a.in_use((A, 10_000), (B, 80)));
 }

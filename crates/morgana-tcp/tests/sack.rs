@@ -10,15 +10,16 @@ mod common;
 
 use morgana_tcp::wire::{TcpHeader, TcpOptions, ACK, SYN};
 use morgana_tcp::{Config, Engine};
+use std::net::{IpAddr, Ipv4Addr};
 
-const PEER: u32 = 0x0a58_0001;
-const US: u32 = 0x0a58_0002;
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 88, 0, 1));
+const US: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 88, 0, 2));
 const MSS: usize = 1448;
 
 /// Sends `h` with `payload` from the peer to the engine.
 fn send(engine: &mut Engine, h: &TcpHeader, payload: &[u8], now: u64) {
     let mut buf = vec![0u8; 60 + payload.len()];
-    let n = h.emit(&mut buf, payload, PEER.to_be_bytes(), US.to_be_bytes()).unwrap();
+    let n = h.emit(&mut buf, payload, PEER, US).unwrap();
     engine.on_segment(PEER, US, &buf[..n], now);
 }
 
@@ -27,7 +28,7 @@ fn replies(engine: &mut Engine, now: u64) -> Vec<TcpHeader> {
     engine.poll(now);
     common::drain(engine)
         .iter()
-        .map(|(_, _, bytes)| TcpHeader::parse(bytes, Some((US.to_be_bytes(), PEER.to_be_bytes()))).unwrap().0)
+        .map(|(_, _, bytes)| TcpHeader::parse(bytes, Some((US, PEER))).unwrap().0)
         .collect()
 }
 
@@ -155,7 +156,7 @@ fn open_active(bytes: usize) -> (Engine, morgana_tcp::Handle, u32, u32) {
 
 fn send_from_server(engine: &mut Engine, h: &TcpHeader, now: u64) {
     let mut buf = vec![0u8; 60];
-    let n = h.emit(&mut buf, &[], PEER.to_be_bytes(), US.to_be_bytes()).unwrap();
+    let n = h.emit(&mut buf, &[], PEER, US).unwrap();
     engine.on_segment(PEER, US, &buf[..n], now);
 }
 
@@ -238,10 +239,10 @@ fn sack_beyond_recover_allows_a_new_fast_retransmit() {
     // Everything up to recover arrives (full ACK) but segment 12 is lost; 13..=highest arrive.
     let top = highest.wrapping_add(seg);
     send_from_server(&mut engine, &sack_ack(recover, peer, (end(13), top), 600), 4);
-    replies(&mut engine, 4);
     // RFC 6675 may start the recovery before the third duplicate ACK (SACKed data makes the
-    // hole lost), so the retransmission is looked for across all three.
-    let mut out = Vec::new();
+    // hole lost), and RACK (RFC 8985) on the ACK that reveals the hole, so the retransmission
+    // is looked for from that ACK on.
+    let mut out = replies(&mut engine, 4);
     for _ in 0..3 {
         send_from_server(&mut engine, &sack_ack(recover, peer, (end(13), top), 600), 5);
         out.extend(replies(&mut engine, 5));

@@ -8,16 +8,17 @@ mod common;
 use morgana_tcp::wire::{TcpHeader, SYN};
 use morgana_tcp::{Config, Engine, EventKind, Handle};
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 
-const A: u32 = 0x0a00_0001;
-const B: u32 = 0x0a00_0002;
+const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
 const LATENCY: u64 = 10;
 
 struct Link {
     a: Engine,
     b: Engine,
     now: u64,
-    queue: Vec<(u64, bool, u32, u32, Vec<u8>)>,
+    queue: Vec<(u64, bool, IpAddr, IpAddr, Vec<u8>)>,
     /// A's first data sequence number, once its SYN went out.
     first: Option<u32>,
     /// Transmissions of each data segment from A, by offset from `first`.
@@ -29,8 +30,7 @@ impl Link {
         let engine = if from_a { &mut self.a } else { &mut self.b };
         for (src, dst, bytes) in common::drain(engine) {
             if from_a {
-                let (h, len) =
-                    TcpHeader::parse(&bytes, Some((src.to_be_bytes(), dst.to_be_bytes()))).unwrap();
+                let (h, len) = TcpHeader::parse(&bytes, Some((src, dst))).unwrap();
                 if h.has(SYN) {
                     self.first = Some(h.seq.wrapping_add(1));
                 } else if bytes.len() > len {

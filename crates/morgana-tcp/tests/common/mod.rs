@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests.
 
-use morgana_tcp::Engine;
+pub mod link;
+
+use morgana_tcp::{Engine, IpAddr};
 
 /// Takes every segment the engine produced as `(src, dst, bytes)` and clears its output.
-pub fn drain(engine: &mut Engine) -> Vec<(u32, u32, Vec<u8>)> {
+pub fn drain(engine: &mut Engine) -> Vec<(IpAddr, IpAddr, Vec<u8>)> {
     let out = engine.output();
     let mut at = 0;
     let mut packets = Vec::with_capacity(out.segments.len());

@@ -185,6 +185,11 @@ test('query packages, devices and keys', async (t) => {
       ['interface', 'string', 'tap0'],
       ['ipv4', 'ipv4', '10.0.0.2/24'],
       ['ipv4-gateway', 'ipv4Address', null],
+      ['ipv6', 'ipv6', null],
+      ['ipv6-gateway', 'ipv6Address', null],
+      ['accept-router-advertisements', 'bool', 'true'],
+      ['ipv4-only', 'bool', 'false'],
+      ['ipv6-only', 'bool', 'false'],
     ],
   );
   const solo5 = await morgana(['query', 'manifest', ...args]);

@@ -30,6 +30,10 @@ test('morgana start serves the front page through the forwarded port until Ctrl-
   });
   t.true(lines.some((l) => /^Self-check: GET .* -> 200 OK/.test(l)), lines.join('\n'));
   t.regex(stderr, /TCP +\d+ connection/, 'the stack summary was printed');
+  // Dual-stack: the summary shows the unikernel's link-local address (usable: DAD is done before
+  // it starts), and the address line repeats it next to the IPv4 one.
+  t.regex(stderr, /IPv6 +fe80::[0-9a-f:]+\/64 \(link-local, preferred\)/);
+  t.true(lines.some((l) => /^Unikernel addresses: 10\.0\.0\.2 · fe80::[0-9a-f:]+ \(link-local\)/.test(l)), lines.join('\n'));
 
   const page = await fetch(url);
   t.is(page.status, 200);
@@ -45,8 +49,11 @@ test('morgana start serves the front page through the forwarded port until Ctrl-
 
 kernelTest(test, 'morgana start --tap serves the page on a TAP device in a namespace, checked with curl from the kernel side', async (t) => {
   const result = spawnSync(process.execPath, [cli, 'start', '--tap', '--self-check-only'], { encoding: 'utf8', timeout: 120_000 });
-  t.is(result.status, 0, result.stderr);
+  t.is(result.status, 0, `${result.stdout}\n${result.stderr}`);
   t.regex(result.stdout, /Self-check: curl http:\/\/10\.0\.0\.2\/ .* -> 200 \d+ bytes/);
+  t.regex(result.stdout, /Self-check: curl http:\/\/\[fe80::[0-9a-f:]+%25mtap0\]\/ over IPv6 -> 200 \d+ bytes/);
   t.regex(result.stderr, /TCP +\d+ connection/, 'the stack summary was printed');
+  t.regex(result.stderr, /IPv6 +fe80::[0-9a-f:]+\/64 \(link-local, preferred\)/);
+  t.regex(result.stdout, /Unikernel addresses: 10\.0\.0\.2 · fe80::[0-9a-f:]+ \(link-local\)/);
   t.false(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.includes(`morgana-start-${result.pid}`), 'the namespace is gone');
 }, ['curl']);

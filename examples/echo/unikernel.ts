@@ -5,6 +5,8 @@ import type config from './config.js';
 export const start: Start<typeof config> = async ({ stack }, { keys, signal }) => {
   const udp = stack.udp.bind(keys.port, (data, from) => udp.send(from.address, from.port, data));
   console.log(`echo: UDP ${stack.address} port ${keys.port}`);
+  const ipv6 = stack.ipv6?.addresses() ?? [];
+  if (ipv6.length) console.log(`echo: IPv6 ${ipv6.join(', ')} port ${keys.port}`);
   let tcp: { close(): unknown } | undefined;
   if (stack.tcp) {
     tcp = await stack.tcp.listen(keys.port, (connection) => {

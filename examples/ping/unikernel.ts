@@ -7,9 +7,21 @@ const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
   });
 
+/** One echo request to `address`: ICMPv6 for an IPv6 address, ICMP otherwise. */
+async function echoRequest(stack: Parameters<Start<typeof config>>[0]['stack'], address: string, size: number, timeoutMs: number) {
+  if (!address.includes(':')) {
+    const reply = await stack.icmp.ping(address, { size, timeoutMs });
+    return { bytes: reply.bytes, from: reply.from, ttl: reply.ttl, rttMs: reply.rttMs };
+  }
+  if (!stack.icmpv6) throw new Error('this stack has no IPv6 (--ipv4-only?)');
+  const reply = await stack.icmpv6.ping(address, { size, timeoutMs });
+  return { bytes: reply.bytes, from: reply.from, ttl: reply.hopLimit, rttMs: reply.rttMs };
+}
+
 /**
- * Pings each address given as a boot argument `--count` times and prints one line per reply and
- * a summary per address. Exits 0 when every address answered, 1 otherwise, 64 without addresses.
+ * Pings each address given as a boot argument (IPv4 or IPv6) `--count` times and prints one line
+ * per reply and a summary per address. Exits 0 when every address answered, 1 otherwise, 64
+ * without addresses.
  */
 export const start: Start<typeof config> = async ({ stack }, { keys, argv, signal }) => {
   if (argv.length === 0) {
@@ -21,7 +33,7 @@ export const start: Start<typeof config> = async ({ stack }, { keys, argv, signa
     const rtts: number[] = [];
     for (let seq = 1; seq <= keys.count && !signal.aborted; seq++) {
       try {
-        const reply = await stack.icmp.ping(address, { size: keys.size, timeoutMs: keys.timeout });
+        const reply = await echoRequest(stack, address, keys.size, keys.timeout);
         rtts.push(reply.rttMs);
         console.log(`${reply.bytes} bytes from ${reply.from}: icmp_seq=${seq} ttl=${reply.ttl} time=${reply.rttMs.toFixed(3)} ms`);
       } catch (error) {

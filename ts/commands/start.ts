@@ -6,8 +6,8 @@
  *
  * With `--tap` (root) it does the same on the `unix --net direct` target: the unikernel's stack
  * runs on a TAP device inside a network namespace this command creates (kernel side 10.0.0.1,
- * unikernel 10.0.0.2), the self-check is curl from the kernel side, and the namespace is deleted
- * when it stops.
+ * unikernel 10.0.0.2 and its IPv6 link-local address), the self-check is curl from the kernel
+ * side over IPv4 and IPv6, and the namespace is deleted when it stops.
  * @module
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -23,12 +23,30 @@ import { configure } from './configure.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** Waits for a line of `stream` matching `pattern`, echoing every line to stderr. */
+/** Calls `onLine` with each line of `stream`, echoing every line to stderr. */
 function watchLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
   createInterface({ input: stream }).on('line', (line) => {
     process.stderr.write(`  ${line}\n`);
     onLine(line);
   });
+}
+
+/** The unikernel's addresses, as its boot log tells them (the stack device logs its IPv6 addresses). */
+class AddressLog {
+  ipv4: string | undefined;
+  ipv6: string[] = [];
+  /** Reads one line of the unikernel's stderr. */
+  read(line: string): void {
+    const v4 = /^\[morgana\] vnet: gateway \S+, unikernel (\d+\.\d+\.\d+\.\d+)$/.exec(line);
+    if (v4) this.ipv4 = v4[1];
+    const v6 = /^\[morgana\] stack0: IPv6 (.+)$/.exec(line);
+    if (v6) this.ipv6 = v6[1]!.split(', ');
+  }
+  /** One line for the user, e.g. `10.0.0.2 · fe80::1 (link-local) · fd00::2`. */
+  toString(): string {
+    const v6 = this.ipv6.map((a) => (a.startsWith('fe80:') ? `${a} (link-local)` : a));
+    return [...(this.ipv4 ? [this.ipv4] : []), ...v6].join(' · ') || 'unknown';
+  }
 }
 
 /** The start command. */
@@ -68,12 +86,12 @@ export const start: Command = {
 
       const child = spawn(process.execPath, [path.join(buildDir, 'main.mjs')], { stdio: ['ignore', 'inherit', 'pipe'] });
       const exited = new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + 2 : 1))));
-      let summaryLines = 0;
+      const addresses = new AddressLog();
       const forwarded = new Promise<number>((resolve, reject) => {
         watchLines(child.stderr!, (line) => {
+          addresses.read(line);
           const m = /forwarding tcp 127\.0\.0\.1:(\d+) ->/.exec(line);
           if (m) resolve(Number(m[1]));
-          if (/^\[morgana\] (net|stack|http|vnet gateway)\b.*:$/.test(line) || summaryLines > 0) summaryLines++;
         });
         void exited.then((code) => reject(new Error(`the unikernel exited with code ${code} before serving`)));
       });
@@ -95,6 +113,7 @@ export const start: Command = {
         ? `FAILED (${response.message})`
         : `${response.status} ${response.statusText}, ${body.length} bytes, ETag ${response.headers.get('etag')}, ${response.headers.get('content-type')}`;
       process.stdout.write(`\nSelf-check: GET ${url} through the forwarded port -> ${check}\n`);
+      process.stdout.write(`Unikernel addresses: ${addresses}\n`);
       // Ask the unikernel for its stack summary (it prints it on SIGUSR2) and give it a moment.
       child.kill('SIGUSR2');
       await new Promise((r) => setTimeout(r, 300));
@@ -140,22 +159,39 @@ async function runOnTap(buildDir: string, project: string[], selfCheckOnly: bool
     ip('-n', NETNS, 'link', 'set', 'lo', 'up');
     ip('-n', NETNS, 'tuntap', 'add', 'mode', 'tap', 'name', TAP);
     ip('-n', NETNS, 'addr', 'add', '10.0.0.1/24', 'dev', TAP);
+    // IPv6 on the TAP (a new namespace may start with it off), the kernel's link-local address
+    // usable at once and never autoconfigured from the unikernel.
+    spawnSync('ip', ['netns', 'exec', NETNS, 'sysctl', '-qw', `net.ipv6.conf.${TAP}.disable_ipv6=0`, `net.ipv6.conf.${TAP}.accept_dad=0`, `net.ipv6.conf.${TAP}.accept_ra=0`]);
     ip('-n', NETNS, 'link', 'set', TAP, 'up');
     const child = spawn('ip', ['netns', 'exec', NETNS, process.execPath, path.join(buildDir, 'main.mjs')], {
       stdio: ['ignore', 'inherit', 'pipe'],
     });
     const exited = new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + 2 : 1))));
-    watchLines(child.stderr!, () => {});
+    const addresses = new AddressLog();
+    addresses.ipv4 = '10.0.0.2';
+    watchLines(child.stderr!, (line) => addresses.read(line));
     // Ready when the kernel side can fetch the page: poll with curl from inside the namespace.
-    let check = '';
-    let ok = false;
-    for (let i = 0; i < 50 && !ok; i++) {
-      const curl = spawnSync('ip', ['netns', 'exec', NETNS, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download} bytes', '--max-time', '2', 'http://10.0.0.2/'], { encoding: 'utf8' });
-      check = curl.stdout || curl.stderr || String(curl.error?.message);
-      ok = curl.status === 0 && check.startsWith('200 ');
-      if (!ok) await new Promise((r) => setTimeout(r, 200));
-    }
-    process.stdout.write(`\nSelf-check: curl http://10.0.0.2/ from the kernel side of ${TAP} in namespace ${NETNS} -> ${ok ? check : `FAILED (${check})`}\n`);
+    const curl = async (url: string, tries: number) => {
+      let check = '';
+      for (let i = 0; i < tries; i++) {
+        const r = spawnSync('ip', ['netns', 'exec', NETNS, 'curl', '-g', '-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download} bytes', '--max-time', '2', url], { encoding: 'utf8' });
+        check = `${r.stdout}${r.stderr ? ` ${r.stderr.trim()}` : ''}` || String(r.error?.message);
+        if (r.status === 0 && check.startsWith('200 ')) return { ok: true, check };
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      return { ok: false, check };
+    };
+    const v4 = await curl('http://10.0.0.2/', 50);
+    process.stdout.write(`\nSelf-check: curl http://10.0.0.2/ from the kernel side of ${TAP} in namespace ${NETNS} -> ${v4.ok ? v4.check : `FAILED (${v4.check})`}\n`);
+    // And over IPv6, to the unikernel's link-local address, which the stack logged at boot (the
+    // line may still be on its way: spawnSync above kept this loop from reading it).
+    let linkLocal: string | undefined;
+    for (let i = 0; i < 50 && !(linkLocal = addresses.ipv6.find((a) => a.startsWith('fe80:'))); i++) await new Promise((r) => setTimeout(r, 100));
+    const v6url = `http://[${linkLocal}%25${TAP}]/`;
+    const v6 = linkLocal ? await curl(v6url, 25) : { ok: false, check: 'the unikernel logged no link-local address' };
+    process.stdout.write(`Self-check: curl ${v6url} over IPv6 -> ${v6.ok ? v6.check : `FAILED (${v6.check})`}\n`);
+    process.stdout.write(`Unikernel addresses: ${addresses}\n`);
+    const ok = v4.ok && v6.ok;
     child.kill('SIGUSR2');
     await new Promise((r) => setTimeout(r, 300));
     const stop = () => child.kill('SIGINT');
@@ -166,7 +202,9 @@ async function runOnTap(buildDir: string, project: string[], selfCheckOnly: bool
     }
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
-    process.stdout.write(`\nServing http://10.0.0.2/ on ${TAP} in network namespace ${NETNS} (try: ip netns exec ${NETNS} curl http://10.0.0.2/). Ctrl-C stops it.\n`);
+    process.stdout.write(
+      `\nServing http://10.0.0.2/ and ${v6url} on ${TAP} in network namespace ${NETNS} (try: ip netns exec ${NETNS} curl -g '${v6url}'). Ctrl-C stops it.\n`,
+    );
     const code = await exited;
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);

@@ -15,7 +15,7 @@ import { openTap } from '../net/tap.js';
 import { pcapRecorder } from '../net/pcap.js';
 import type { VirtualSwitch } from '../net/vswitch.js';
 import { defaultRandom, seededRandom, type Random } from '../random.js';
-import { createStack } from '../stack/index.js';
+import { type Ipv6Options, type Stack, createStack } from '../stack/index.js';
 import { dirKv as openDirKv } from '../kv/dir.js';
 import { memKv as openMemKv } from '../kv/mem.js';
 import { tarKv as openTarKv } from '../kv/tar.js';
@@ -70,6 +70,12 @@ export interface DeviceSpec<T, D extends Record<string, Device<unknown>> = Recor
   packages?: PackageSpec[];
   /** Why `target` cannot provide this device, or undefined when it can. */
   unsupported?(target: TargetConfig): string | undefined;
+  /**
+   * Checks key values that only make sense together (options that exclude each other) before
+   * anything connects: a message saying what is wrong, or undefined. `morgana configure` runs it
+   * on the configured values and boot on the final ones; a message is a usage error (exit 64).
+   */
+  check?(value: <V>(param: Param<V>) => V): string | undefined;
   /** Work at `morgana build` (e.g. crunching files into the build folder). */
   build?(ctx: BuildContext): Promise<void>;
   /** Creates the device at boot, after its dependencies. */
@@ -88,6 +94,8 @@ export interface Device<T> {
   readonly keys: ReadonlyArray<Key<unknown>>;
   readonly packages: readonly PackageSpec[];
   unsupported(target: TargetConfig): string | undefined;
+  /** What is wrong with the key values taken together, or undefined (see {@link DeviceSpec.check}). */
+  check(value: <V>(param: Param<V>) => V): string | undefined;
   build(ctx: BuildContext): Promise<void>;
   connect(ctx: DeviceContext, deps: Record<string, unknown>): Promise<T>;
   disconnect(value: T): Promise<void>;
@@ -114,6 +122,7 @@ export function device<T, D extends Record<string, Device<unknown>> = Record<str
     keys: Object.freeze([...new Set(keys)]),
     packages: Object.freeze([...(spec.packages ?? [])]),
     unsupported: (t: TargetConfig) => spec.unsupported?.(t),
+    check: (value: <V>(param: Param<V>) => V) => spec.check?.(value),
     build: async (ctx: BuildContext) => void (await spec.build?.(ctx)),
     connect: (ctx: DeviceContext, deps: Record<string, unknown>) => spec.connect(ctx, deps as never),
     disconnect: async (value: T) => void (await spec.disconnect?.(value)),
@@ -138,6 +147,19 @@ export const defaultKeys = {
   ipv4: key.ipv4('ipv4', { default: '10.0.0.2/24', doc: 'IPv4 address and prefix of the unikernel.' }),
   /** The gateway of `stack()` when none is given. */
   ipv4Gateway: key.ipv4Address('ipv4-gateway', { doc: 'IPv4 gateway of the unikernel.' }),
+  /** A static IPv6 address of `stack()`; none by default (link-local, and SLAAC from router advertisements). */
+  ipv6: key.ipv6('ipv6', { doc: 'A static IPv6 address and prefix of the unikernel (besides its link-local address).' }),
+  /** A static IPv6 default router of `stack()`; none by default (routers come from router advertisements). */
+  ipv6Gateway: key.ipv6Address('ipv6-gateway', { doc: 'IPv6 default router of the unikernel (default: from router advertisements).' }),
+  /** Whether `stack()` accepts router advertisements (SLAAC, default routers, MTU, RDNSS). */
+  acceptRouterAdvertisements: key.bool('accept-router-advertisements', {
+    default: true,
+    doc: 'Accept IPv6 router advertisements: SLAAC addresses, default routers, MTU, DNS servers.',
+  }),
+  /** `stack()` without IPv6. */
+  ipv4Only: key.bool('ipv4-only', { default: false, doc: 'IPv4 only (no IPv6); excludes --ipv6-only.' }),
+  /** `stack()` without IPv4. */
+  ipv6Only: key.bool('ipv6-only', { default: false, doc: 'IPv6 only (no IPv4); excludes --ipv4-only.' }),
 };
 
 const needsUserspace = (what: string) => (t: TargetConfig) =>
@@ -226,42 +248,100 @@ export function pcap(net: Device<NetDevice>, file: Param<string>): Device<NetDev
 // ---------------------------------------------------------------------------------------------
 // Stack, HTTP
 
-/** Options of {@link stack}. */
+/** Options of {@link stack}. Each defaults to the key of the same meaning (see {@link defaultKeys}). */
 export interface StackDeviceOptions {
-  /** Address and prefix (default: the `--ipv4` key, 10.0.0.2/24). */
+  /** IPv4 address and prefix (default: the `--ipv4` key, 10.0.0.2/24). */
   ipv4?: Param<string>;
-  /** Default gateway (default: the `--ipv4-gateway` key, none). */
+  /** IPv4 default gateway (default: the `--ipv4-gateway` key, none). */
   gateway?: Param<string | undefined>;
-  /** Configure the address and gateway by DHCP instead (on vnet, the gateway serves DHCP). */
+  /** Configure the IPv4 address and gateway by DHCP instead (on vnet, the gateway serves DHCP). */
   dhcp?: boolean;
+  /**
+   * A static IPv6 address and prefix, e.g. `'2001:db8::2/64'` (default: the `--ipv6` key, none).
+   * The stack always has a link-local address too.
+   */
+  ipv6?: Param<string | undefined>;
+  /** A static IPv6 default router, e.g. `'fe80::1'` (default: the `--ipv6-gateway` key, none). */
+  gateway6?: Param<string | undefined>;
+  /**
+   * Accept router advertisements: SLAAC addresses, default routers, MTU, hop limit and RDNSS
+   * name servers (default: the `--accept-router-advertisements` key, true).
+   */
+  acceptRouterAdvertisements?: Param<boolean>;
+  /** No IPv6 (default: the `--ipv4-only` key, false). */
+  ipv4Only?: Param<boolean>;
+  /** No IPv4 (default: the `--ipv6-only` key, false). Excludes `ipv4Only` and `dhcp`. */
+  ipv6Only?: Param<boolean>;
   /** The random device of the stack (default the process-wide one). */
   random?: Device<Random>;
 }
 
 /**
- * An IPv4 stack (Ethernet, ARP, IPv4, ICMP, UDP, and TCP where present) on `net`. On
- * `unix --net socket` the same interface on host sockets.
+ * A dual-stack network stack on `net`: Ethernet, ARP, IPv4, ICMP, IPv6 (link-local address,
+ * SLAAC and default routers from router advertisements, the `--ipv6` address if given), ICMPv6,
+ * neighbour discovery, MLD, UDP and TCP over both. `--ipv4-only` and `--ipv6-only` (or the
+ * options of the same names) drop one family. The unikernel starts once duplicate address
+ * detection has confirmed the link-local and static IPv6 addresses (about a second); a static
+ * address already in use fails the boot with `ERR_IPV6_DUPLICATE_ADDRESS`.
+ *
+ * On `unix --net socket` the same interface on host sockets (the host decides about IPv6).
  */
 export function stack(net: Device<NetDevice>, options: StackDeviceOptions = {}): Device<StackV4> {
   const ipv4 = options.dhcp ? undefined : (options.ipv4 ?? defaultKeys.ipv4);
   const gateway = options.dhcp ? undefined : (options.gateway ?? defaultKeys.ipv4Gateway);
+  const ipv6 = options.ipv6 ?? defaultKeys.ipv6;
+  const gateway6 = options.gateway6 ?? defaultKeys.ipv6Gateway;
+  const acceptRouterAdvertisements = options.acceptRouterAdvertisements ?? defaultKeys.acceptRouterAdvertisements;
+  const ipv4Only = options.ipv4Only ?? defaultKeys.ipv4Only;
+  const ipv6Only = options.ipv6Only ?? defaultKeys.ipv6Only;
   const deps: Record<string, Device<unknown>> = { net };
   if (options.random) deps.random = options.random;
   return device<StackV4, Record<string, Device<unknown>>>({
     impl: 'stack',
     provides: 'stack',
-    args: { ipv4, gateway, dhcp: options.dhcp ? true : undefined },
+    args: { ipv4, gateway, dhcp: options.dhcp ? true : undefined, ipv6, gateway6, acceptRouterAdvertisements, ipv4Only, ipv6Only },
     deps,
+    check(value) {
+      const v4only = value(ipv4Only) === true;
+      const v6only = value(ipv6Only) === true;
+      const name = (p: Param<unknown>, fallback: string) => (isKey(p) ? `--${p.name}` : fallback);
+      if (v4only && v6only) {
+        return `${name(ipv4Only, 'ipv4Only')} and ${name(ipv6Only, 'ipv6Only')} exclude each other: set at most one (neither gives a dual stack)`;
+      }
+      if (v6only && options.dhcp) return `${name(ipv6Only, 'ipv6Only')} turns IPv4 off, and this stack is configured by DHCP (IPv4)`;
+      return undefined;
+    },
     async connect(ctx, d) {
       if (ctx.target.name === 'unix' && ctx.target.net === 'socket') return socketStack({ bind: ctx.target.bind });
       const random = (d.random as Random | undefined) ?? defaultRandom();
+      const v4only = ctx.value(ipv4Only) === true;
+      const v6only = ctx.value(ipv6Only) === true;
+      const v6: Ipv6Options | undefined = v4only ? undefined : { auto: ctx.value(acceptRouterAdvertisements) !== false };
+      const address6 = ctx.value(ipv6);
+      if (v6 && address6) v6.address = address6;
+      const router6 = v4only ? undefined : ctx.value(gateway6);
+      const common = { net: d.net as NetDevice, random, ...(v6 ? { ipv6: v6 } : {}), ...(router6 ? { gateway6: router6 } : {}) };
+      let s: Stack;
       if (options.dhcp) {
-        const s = await createStack({ net: d.net as NetDevice, dhcp: true, random });
+        s = await createStack({ ...common, dhcp: true });
         ctx.log(`DHCP lease ${s.address}`);
-        return s satisfies StackV4;
+      } else if (v6only) {
+        s = await createStack(common);
+      } else {
+        const gw = gateway === undefined ? undefined : ctx.value(gateway);
+        s = await createStack({ ...common, ipv4: ctx.value(ipv4!), ...(gw ? { gateway: gw } : {}) });
       }
-      const gw = gateway === undefined ? undefined : ctx.value(gateway);
-      return (await createStack({ net: d.net as NetDevice, ipv4: ctx.value(ipv4!), ...(gw ? { gateway: gw } : {}), random })) satisfies StackV4;
+      if (s.slaac) {
+        // Start the unikernel with usable IPv6 addresses, and refuse a static one in use.
+        try {
+          await s.slaac.settled();
+        } catch (error) {
+          await s.close();
+          throw error;
+        }
+        ctx.log(`IPv6 ${s.ipv6!.addresses().join(', ')}`);
+      }
+      return s satisfies StackV4;
     },
     disconnect: (s) => s.close(),
   });

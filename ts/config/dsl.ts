@@ -158,6 +158,17 @@ export function checkTarget(graph: DeviceGraph, target: TargetConfig): void {
   }
 }
 
+/**
+ * Runs every device's {@link Device.check} on key values (`value` maps a key or literal to its
+ * value); the first complaint is `ERR_INVALID_KEY_VALUE`, naming the device.
+ */
+export function checkKeyValues(graph: DeviceGraph, value: <T>(param: T | Key<T>) => T): void {
+  for (const node of graph.nodes) {
+    const problem = node.device.check(value);
+    if (problem) throw new MorganaError('ERR_INVALID_KEY_VALUE', `device ${node.id}: ${problem}`);
+  }
+}
+
 function describeArg(value: unknown): string {
   if (isKey(value)) return `--${value.name}`;
   return JSON.stringify(value);

@@ -48,7 +48,7 @@ export {
   describeText,
   main,
 } from './dsl.js';
-export { type HttpDevice, type HttpListener, type TlsCredentials, httpOver } from './http.js';
+export { CONNECTION_ATTEMPT_DELAY_MS, type HttpClientOptions, type HttpDevice, type HttpListener, type LookupFunction, type TlsCredentials, httpOver } from './http.js';
 export { type Key, type KeyOptions, type KeyStage, type KeyType, type KeyValue, type Param, formatDuration, key, parseDuration, parseKeyArguments } from './keys.js';
 export { type PackagePin, type PackageSpec, dependencyValue, mergePackages, morganaRange, npmPackage } from './packages.js';
 export { type BootManifest, EXIT, boot } from './runtime.js';

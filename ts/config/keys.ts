@@ -6,7 +6,7 @@
  * replaces.
  * @module
  */
-import { parseIpv4Address, formatIpv4Address } from '../address.js';
+import { formatIpv4Address, formatIpv6Address, parseIpv4Address, parseIpv6Address } from '../address.js';
 import { MorganaError } from '../errors.js';
 import { formatMac, parseMac } from '../net/mac.js';
 
@@ -14,7 +14,7 @@ import { formatMac, parseMac } from '../net/mac.js';
 export type KeyStage = 'configure' | 'runtime' | 'both';
 
 /** The types a key can have. */
-export type KeyType = 'string' | 'int' | 'bool' | 'ipv4' | 'ipv4Address' | 'mac' | 'duration';
+export type KeyType = 'string' | 'int' | 'bool' | 'ipv4' | 'ipv4Address' | 'ipv6' | 'ipv6Address' | 'mac' | 'duration';
 
 /** The JavaScript value of each key type. */
 export interface KeyValueTypes {
@@ -25,6 +25,10 @@ export interface KeyValueTypes {
   ipv4: string;
   /** A dotted quad (`'10.0.0.1'`). */
   ipv4Address: string;
+  /** An IPv6 unicast address with its prefix, in RFC 5952 form (`'2001:db8::2/64'`). */
+  ipv6: string;
+  /** An IPv6 unicast address in RFC 5952 form (`'fe80::1'`, `'2001:db8::1'`). */
+  ipv6Address: string;
   /** Lower-case colon-separated (`'02:00:00:00:00:01'`). */
   mac: string;
   /** Milliseconds. */
@@ -95,6 +99,13 @@ export function formatDuration(ms: number): string {
   return `${ms}ms`;
 }
 
+/** RFC 5952 text of a unicast IPv6 address; throws for anything else (multicast, `::`, zones, brackets). */
+function unicastIpv6(text: string): string {
+  const bytes = parseIpv6Address(text);
+  if (bytes[0] === 0xff || bytes.every((b) => b === 0)) throw new Error('not unicast');
+  return formatIpv6Address(bytes);
+}
+
 const CODECS: { [T in KeyType]: { docv: string; parse(text: string, name: string): KeyValueTypes[T]; format?(v: KeyValueTypes[T]): string } } = {
   string: { docv: 'STRING', parse: (text) => text },
   int: {
@@ -133,6 +144,29 @@ const CODECS: { [T in KeyType]: { docv: string; parse(text: string, name: string
         return formatIpv4Address(parseIpv4Address(text));
       } catch {
         throw invalid(name, 'ipv4Address', text, 'an IPv4 address such as 10.0.0.1');
+      }
+    },
+  },
+  ipv6: {
+    docv: 'ADDRESS/PREFIX',
+    parse(text, name) {
+      const slash = text.indexOf('/');
+      const prefixText = text.slice(slash + 1);
+      try {
+        if (slash < 0 || !/^(0|[1-9]\d{0,2})$/.test(prefixText) || Number(prefixText) > 128) throw new Error();
+        return `${unicastIpv6(text.slice(0, slash))}/${Number(prefixText)}`;
+      } catch {
+        throw invalid(name, 'ipv6', text, 'an IPv6 unicast address with its prefix such as 2001:db8::2/64');
+      }
+    },
+  },
+  ipv6Address: {
+    docv: 'ADDRESS',
+    parse(text, name) {
+      try {
+        return unicastIpv6(text);
+      } catch {
+        throw invalid(name, 'ipv6Address', text, 'an IPv6 unicast address such as fe80::1 or 2001:db8::1');
       }
     },
   },
@@ -188,6 +222,10 @@ export const key = {
   ipv4: (name: string, options?: KeyOptions<string>) => create('ipv4', name, options),
   /** An IPv4 address, `10.0.0.1`. */
   ipv4Address: (name: string, options?: KeyOptions<string>) => create('ipv4Address', name, options),
+  /** An IPv6 unicast address with prefix, `2001:db8::2/64` (normalised to RFC 5952 text). */
+  ipv6: (name: string, options?: KeyOptions<string>) => create('ipv6', name, options),
+  /** An IPv6 unicast address, `fe80::1` or `2001:db8::1` (normalised to RFC 5952 text). */
+  ipv6Address: (name: string, options?: KeyOptions<string>) => create('ipv6Address', name, options),
   /** A MAC address. */
   mac: (name: string, options?: KeyOptions<string>) => create('mac', name, options),
   /** A duration (`500ms`, `2s`, `1m30s`, `1h`), as milliseconds. */

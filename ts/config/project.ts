@@ -10,8 +10,8 @@ import { createRequire } from 'node:module';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MorganaError } from '../errors.js';
-import { type Config, type DeviceGraph, checkTarget, deviceGraph, describeText, isConfig, packagesOf } from './dsl.js';
-import { parseKeyArguments } from './keys.js';
+import { type Config, type DeviceGraph, checkKeyValues, checkTarget, deviceGraph, describeText, isConfig, packagesOf } from './dsl.js';
+import { type Key, isKey, parseKeyArguments } from './keys.js';
 import { type PackageSpec, dependencyValue, mergePackages, morganaRange } from './packages.js';
 import type { BootManifest } from './runtime.js';
 import { type TargetConfig, describeTarget } from './targets.js';
@@ -223,6 +223,9 @@ export async function configure(paths: ProjectPaths, target: TargetConfig, keyAr
   const project = await loadProject(paths);
   checkTarget(project.graph, target);
   const configured = configureKeys(project.graph, keyArgs);
+  // Key values that exclude each other are refused now, as far as configure-time values tell.
+  const known = new Map([...project.graph.keys].map(([name, k]) => [name, configured[name] !== undefined ? k.parse(configured[name]!) : k.default]));
+  checkKeyValues(project.graph, <T>(p: T | Key<T>) => (isKey(p) ? (known.get(p.name) as T) : p));
   const { version } = await morganaPackage();
   const manifest: BootManifest = {
     name: project.name,

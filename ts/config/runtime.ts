@@ -7,15 +7,16 @@
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { parseIpv4Address, formatIpv4Address } from '../address.js';
+import { formatIpv4Address, formatIpv6Address, parseIpv4Address, parseIpv6Address } from '../address.js';
 import { MorganaError } from '../errors.js';
 import { VirtualSwitch } from '../net/vswitch.js';
 import { startDhcpServer } from '../stack/dhcp-server.js';
-import { type Stack, createStack } from '../stack/index.js';
+import { type Ipv6Options, type Stack, createStack } from '../stack/index.js';
+import { formatEndpoint } from '../stack/inet.js';
 import { formatStackSummary } from '../stack/summary.js';
 import { bootArguments } from './argv.js';
 import { type DeviceContext, defaultKeys } from './devices.js';
-import { type Config, type DeviceGraph, deviceGraph } from './dsl.js';
+import { type Config, type DeviceGraph, checkKeyValues, deviceGraph } from './dsl.js';
 import { type Key, isKey, keysHelp, parseKeyArguments } from './keys.js';
 import type { StackV4, TcpV4 } from './stackv4.js';
 import { type TargetConfig, formatForward } from './targets.js';
@@ -73,9 +74,52 @@ interface GuestAddressing {
   dhcp: boolean;
   ipv4: string;
   gateway: string | undefined;
+  /** The unikernel has IPv6 (it is not IPv4-only). */
+  ipv6: boolean;
+  /** The unikernel has no IPv4. */
+  ipv6Only: boolean;
+  /** Its static IPv6 address and prefix, if any. */
+  ipv6Address: string | undefined;
+  /** Its static IPv6 default router, if any. */
+  gateway6: string | undefined;
 }
 
-/** The vnet gateway: a stack on the switch (with a DHCP server when the unikernel uses DHCP). */
+/**
+ * The prefix the vnet gateway advertises when the unikernel has no static IPv6 address: a
+ * unique local prefix (RFC 4193) whose 40-bit global ID and subnet ID spell "morgana".
+ */
+export const VNET_IPV6_PREFIX = 'fd6d:6f72:6761:6e61::/64';
+
+/** The vnet gateway's IPv6 side: its addresses and what its router advertisements say. */
+function gatewayIpv6(guest: GuestAddressing): { ipv6: Ipv6Options; text: string } {
+  const [guestAddress, guestPrefix] = guest.ipv6Address ? (guest.ipv6Address.split('/') as [string, string]) : [undefined, undefined];
+  const [base, lengthText] = guestAddress ? [guestAddress, guestPrefix!] : (VNET_IPV6_PREFIX.split('/') as [string, string]);
+  const length = Number(lengthText);
+  const network = parseIpv6Address(base);
+  for (let bit = length; bit < 128; bit++) network[bit >> 3]! &= ~(0x80 >> (bit & 7));
+  const host = (n: number) => {
+    const a = Buffer.from(network);
+    a.writeUInt16BE((a.readUInt16BE(14) + n) & 0xffff, 14);
+    return formatIpv6Address(a);
+  };
+  const prefix = `${formatIpv6Address(network)}/${length}`;
+  let own = host(1);
+  if (own === guestAddress) own = host(2);
+  const addresses = [`${own}/${length}`];
+  // A router address the unikernel was told to use is the gateway's too (link-local ones as well).
+  if (guest.gateway6 && guest.gateway6 !== own) addresses.push(`${guest.gateway6}/${guest.gateway6.startsWith('fe80:') ? 64 : length}`);
+  return {
+    ipv6: {
+      address: addresses,
+      dadTransmits: 0,
+      // SLAAC only where the unikernel has no static address (and only a /64 can carry it).
+      routerAdvertisements: { prefixes: [{ prefix, autonomous: !guestAddress && length === 64 }] },
+    },
+    text: `${addresses.join(', ')}, advertising ${prefix}`,
+  };
+}
+
+/** The vnet gateway: a stack on the switch (with a DHCP server when the unikernel uses DHCP, an IPv6 router when it has IPv6). */
 async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{ stack: Stack; stop(): Promise<void> }> {
   const [address, prefixText] = guest.ipv4.split('/') as [string, string];
   const prefix = Number(prefixText);
@@ -83,13 +127,15 @@ async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{
   const network = (parseIpv4Address(address) & mask) >>> 0;
   let gw = guest.gateway ?? formatIpv4Address(network + 1);
   if (!guest.dhcp && gw === address) gw = formatIpv4Address(network + 2);
-  const stack = await createStack({ net: sw.connect(), ipv4: `${gw}/${prefix}` });
+  const v6 = guest.ipv6 ? gatewayIpv6(guest) : undefined;
+  const stack = await createStack({ net: sw.connect(), ipv4: `${gw}/${prefix}`, ...(v6 ? { ipv6: v6.ipv6 } : {}) });
   let dhcp: { close(): void } | undefined;
   if (guest.dhcp) {
     const broadcast = (network | (~mask >>> 0)) >>> 0;
     dhcp = startDhcpServer(stack, { range: [formatIpv4Address(network + 2), formatIpv4Address(broadcast - 1)], router: gw });
     log(`vnet: gateway ${gw}/${prefix}, DHCP server for the unikernel`);
-  } else log(`vnet: gateway ${gw}/${prefix}, unikernel ${address}`);
+  } else log(`vnet: gateway ${gw}/${prefix}, unikernel ${guest.ipv6Only ? 'IPv6-only' : address}`);
+  if (v6) log(`vnet: IPv6 router ${v6.text}`);
   return {
     stack,
     async stop() {
@@ -97,6 +143,15 @@ async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{
       await stack.close();
     },
   };
+}
+
+/**
+ * Where forwarded ports go by default: the unikernel's IPv4 address, or on an IPv6-only
+ * unikernel its link-local address (stable, and on the gateway's link from the start).
+ */
+function forwardTarget(guest: StackV4): string {
+  if (guest.address !== '0.0.0.0') return guest.address;
+  return guest.ipv6?.addresses().find((a) => a.startsWith('fe80:')) ?? guest.address;
 }
 
 /** Relays forwarded host ports into the virtual network through the gateway stack. */
@@ -127,7 +182,7 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
             inner.on('error', end).on('close', end);
           },
           (error: Error) => {
-            log(`vnet: ${guestAddress}:${f.guestPort} refused a forwarded connection: ${error.message}`);
+            log(`vnet: ${formatEndpoint(guestAddress, f.guestPort)} refused a forwarded connection: ${error.message}`);
             host.destroy();
           },
         );
@@ -137,10 +192,10 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
         server.listen(f.hostPort, f.hostAddress, () => resolve());
       });
       const port = (server.address() as net.AddressInfo).port;
-      log(`vnet: forwarding tcp ${f.hostAddress}:${port} -> ${guestAddress}:${f.guestPort}`);
+      log(`vnet: forwarding tcp ${formatEndpoint(f.hostAddress, port)} -> ${formatEndpoint(guestAddress, f.guestPort)}`);
       closers.push(() => new Promise<void>((r) => server.close(() => r())));
     } else {
-      const socket = dgram.createSocket('udp4');
+      const socket = dgram.createSocket(f.hostAddress.includes(':') ? 'udp6' : 'udp4');
       const peers = new Map<string, { send(d: string, p: number, data: Uint8Array): void; close(): void }>();
       socket.on('message', (data, rinfo) => {
         const id = `${rinfo.address}:${rinfo.port}`;
@@ -155,7 +210,7 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
         socket.once('error', (e) => reject(new MorganaError('ERR_FORWARD', `--forward ${formatForward(f)}: ${e.message}`)));
         socket.bind(f.hostPort, f.hostAddress, () => resolve());
       });
-      log(`vnet: forwarding udp ${f.hostAddress}:${socket.address().port} -> ${guestAddress}:${f.guestPort}`);
+      log(`vnet: forwarding udp ${formatEndpoint(f.hostAddress, socket.address().port)} -> ${formatEndpoint(guestAddress, f.guestPort)}`);
       closers.push(() => {
         for (const b of peers.values()) b.close();
         socket.close();
@@ -207,6 +262,12 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     return EXIT.help;
   }
   const values = resolveKeys(graph, manifest.configured, parsed.values);
+  try {
+    checkKeyValues(graph, (p) => (isKey(p) ? (values.get(p.name) as never) : p));
+  } catch (error) {
+    process.stderr.write(`${manifest.name}: ${errorMessage(error)}\nTry '--help' for the runtime options.\n`);
+    return EXIT.usage;
+  }
 
   const controller = new AbortController();
   const keepAlive = setInterval(() => {}, 1 << 30);
@@ -266,6 +327,10 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
         dhcp: args.dhcp === true,
         ipv4: valueOf<string | undefined>(args.ipv4) ?? (defaultKeys.ipv4.default as string),
         gateway: valueOf<string | undefined>(args.gateway) || undefined,
+        ipv6: valueOf<boolean | undefined>(args.ipv4Only) !== true,
+        ipv6Only: valueOf<boolean | undefined>(args.ipv6Only) === true,
+        ipv6Address: valueOf<string | undefined>(args.ipv6) || undefined,
+        gateway6: valueOf<string | undefined>(args.gateway6) || undefined,
       });
     }
     for (const node of graph.nodes) {
@@ -283,8 +348,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
       connected.push({ id: node.id, value, disconnect: node.device.disconnect as (v: unknown) => Promise<void> });
     }
     if (gateway) {
-      const guest = firstStack ? (byId.get(firstStack.id) as StackV4).address : '10.0.0.2';
-      forwards = await vnetForwards(gateway.stack, manifest.target, guest);
+      forwards = await vnetForwards(gateway.stack, manifest.target, firstStack ? forwardTarget(byId.get(firstStack.id) as StackV4) : '10.0.0.2');
     }
   } catch (error) {
     log(`boot failed: ${errorMessage(error)}`);

@@ -7,6 +7,7 @@
 import type { Duplex } from 'node:stream';
 import { MorganaError } from '../errors.js';
 import type { PingResult } from '../stack/icmp.js';
+import type { Ping6Result } from '../stack/icmpv6.js';
 import type { UdpHandler } from '../stack/udp.js';
 
 /** A bound UDP port, as `stack.udp.bind` returns it. */
@@ -32,14 +33,24 @@ export interface TcpV4 {
 
 /** The stack interface shared by every target. */
 export interface StackV4 {
-  /** The stack's (first) IPv4 address. */
+  /** The stack's (first) IPv4 address; `'0.0.0.0'` on an IPv6-only stack. */
   readonly address: string;
+  /**
+   * IPv6, where the stack has it: `addresses()` lists the usable unicast addresses (link-local,
+   * static, SLAAC) as RFC 5952 text. UDP and TCP take IPv6 addresses (`'2001:db8::1'`,
+   * `'fe80::1'`) wherever the stack has IPv6; Morgana stacks ping over IPv6 with `icmpv6.ping`.
+   */
+  readonly ipv6?: { addresses(): string[] };
   readonly udp: {
     bind(port: number, handler: UdpHandler): UdpSocketV4;
     send(dst: string, dstPort: number, data: Uint8Array): void;
   };
   readonly icmp: {
     ping(dst: string, options?: { size?: number; timeoutMs?: number; ttl?: number }): Promise<PingResult>;
+  };
+  /** ICMPv6 echo (`ping6`), where the stack has IPv6. */
+  readonly icmpv6?: {
+    ping(dst: string, options?: { size?: number; timeoutMs?: number; hopLimit?: number }): Promise<Ping6Result>;
   };
   /** TCP, where the stack has it. */
   readonly tcp?: TcpV4;

@@ -7,7 +7,7 @@
  *   host ports into the virtual network (`--forward 8080:80`, as QEMU's user-mode networking).
  * @module
  */
-import { formatIpv4Address, parseIpv4Address } from '../address.js';
+import { formatIpv4Address, formatIpv6Address, parseIpv4Address, parseIpv6Address } from '../address.js';
 import { MorganaError } from '../errors.js';
 
 /** The names of the targets. */
@@ -44,7 +44,7 @@ export const TARGETS: Record<TargetName, { summary: string; options: string }> =
   },
   vnet: {
     summary: 'userspace stack on an in-process virtual switch; host ports forwarded into it',
-    options: '--forward [tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT (repeatable)',
+    options: '--forward [tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT (repeatable; IPv6 addresses in brackets)',
   },
 };
 
@@ -68,15 +68,35 @@ function port(text: string, what: string, allowZero: boolean): number {
   return n;
 }
 
+/** A dotted quad, or an IPv6 address in brackets (`[::1]`, `[fe80::2]`), as RFC 5952 text without brackets. */
 function address(text: string, what: string): string {
   try {
+    if (text.startsWith('[') && text.endsWith(']')) return formatIpv6Address(parseIpv6Address(text.slice(1, -1)));
     return formatIpv4Address(parseIpv4Address(text));
   } catch {
-    throw usage(`bad ${what} ${JSON.stringify(text)} in --forward`);
+    throw usage(`bad ${what} ${JSON.stringify(text)} in --forward (IPv6 addresses go in brackets: [::1])`);
   }
 }
 
-/** Parses `[tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT`. */
+/** Splits at colons outside brackets: `[::1]:80:[fe80::2]:8080` → `[::1]`, `80`, `[fe80::2]`, `8080`. */
+function fields(text: string): string[] {
+  const out = [''];
+  let bracket = false;
+  for (const c of text) {
+    if (c === ':' && !bracket) out.push('');
+    else {
+      if (c === '[') bracket = true;
+      else if (c === ']') bracket = false;
+      out[out.length - 1] += c;
+    }
+  }
+  return out;
+}
+
+/**
+ * Parses `[tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT`; IPv6 addresses go in brackets
+ * (`udp:[::1]:5353:[fd00::2]:53`).
+ */
 export function parseForward(text: string): Forward {
   let rest = text;
   let protocol: 'tcp' | 'udp' = 'tcp';
@@ -85,13 +105,14 @@ export function parseForward(text: string): Forward {
     protocol = m[1] as 'tcp' | 'udp';
     rest = m[2]!;
   }
-  const parts = rest.split(':');
+  const parts = fields(rest);
+  const isAddress = (p: string) => p.includes('.') || p.startsWith('[');
   let hostAddress = '127.0.0.1';
   let guestAddress: string | undefined;
   let hostPort: string;
   let guestPort: string;
   if (parts.length === 2) [hostPort, guestPort] = parts as [string, string];
-  else if (parts.length === 3 && parts[0]!.includes('.')) {
+  else if (parts.length === 3 && isAddress(parts[0]!)) {
     hostAddress = address(parts[0]!, 'host address');
     [, hostPort, guestPort] = parts as [string, string, string];
   } else if (parts.length === 3) {
@@ -105,9 +126,14 @@ export function parseForward(text: string): Forward {
   return { protocol, hostAddress, hostPort: port(hostPort, 'host port', true), guestAddress, guestPort: port(guestPort, 'guest port', false) };
 }
 
+/** An address as `--forward` writes it (IPv6 in brackets). */
+function forwardAddress(a: string): string {
+  return a.includes(':') ? `[${a}]` : a;
+}
+
 /** Formats a forward back into `--forward` syntax. */
 export function formatForward(f: Forward): string {
-  return `${f.protocol}:${f.hostAddress}:${f.hostPort}:${f.guestAddress ? `${f.guestAddress}:` : ''}${f.guestPort}`;
+  return `${f.protocol}:${forwardAddress(f.hostAddress)}:${f.hostPort}:${f.guestAddress ? `${forwardAddress(f.guestAddress)}:` : ''}${f.guestPort}`;
 }
 
 /** Builds a target configuration from its name and options, checking them. */
@@ -117,7 +143,14 @@ export function targetConfig(name: string, options: { net?: string; bind?: strin
   if (options.net !== undefined && options.net !== 'direct' && options.net !== 'socket') throw usage(`--net is direct or socket, got ${JSON.stringify(options.net)}`);
   if (options.bind !== undefined && (target !== 'unix' || options.net !== 'socket')) throw usage(`--bind applies to unix --net socket only`);
   if (options.forward?.length && target !== 'vnet') throw usage(`--forward applies to the vnet target only`);
-  const bind = options.bind === undefined ? '0.0.0.0' : address(options.bind, 'bind address');
+  let bind = '0.0.0.0';
+  if (options.bind !== undefined) {
+    try {
+      bind = formatIpv4Address(parseIpv4Address(options.bind));
+    } catch {
+      throw usage(`bad --bind address ${JSON.stringify(options.bind)}: expected an IPv4 address such as 127.0.0.1`);
+    }
+  }
   return {
     name: target,
     net: (options.net as 'direct' | 'socket' | undefined) ?? 'direct',

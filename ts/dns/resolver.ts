@@ -13,9 +13,11 @@
  * `dns.promises` methods of the same names return. Errors carry Node's DNS codes (`ENOTFOUND`,
  * `ENODATA`, `ETIMEOUT`, `ESERVFAIL`, `EREFUSED`, …) with `hostname` set.
  *
- * Server addresses are text (`'10.0.0.53'`, `'10.0.0.53:5353'`, `'[2001:db8::53]:53'`); the
- * transport picks the family from the address, so IPv6 servers and AAAA answers need no change
- * to this module once the stack speaks IPv6.
+ * Server addresses are text (`'10.0.0.53'`, `'10.0.0.53:5353'`, `'2001:db8::53'`,
+ * `'[2001:db8::53]:53'`, `'fe80::53%net0'`), kept in canonical form so that they compare equal to
+ * the source addresses of answers; the stack's UDP and TCP pick the family from the address, so
+ * IPv4 and IPv6 servers work alike, and an IPv6-only stack takes its servers from router
+ * advertisements (RDNSS) through `stack.dns.servers`.
  * @module
  */
 import type { LookupAddress, LookupAllOptions, LookupOneOptions, LookupOptions } from 'node:dns';
@@ -23,6 +25,7 @@ import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Clock, Timer } from '../clock.js';
 import { MorganaError } from '../errors.js';
+import { formatInetAddress, parseInetAddress } from '../stack/inet.js';
 import type { UdpPeer } from '../stack/udp.js';
 import {
   CLASS_IN,
@@ -161,21 +164,32 @@ const RCODE_ERRORS: Record<number, DnsErrorCode> = {
   [RCODE.REFUSED]: 'EREFUSED',
 };
 
-/** Parses `'10.0.0.53'`, `'10.0.0.53:5353'`, `'2001:db8::1'` or `'[2001:db8::1]:53'`. */
+/**
+ * Parses `'10.0.0.53'`, `'10.0.0.53:5353'`, `'2001:db8::1'`, `'[2001:db8::1]:53'` or a
+ * link-local `'fe80::1%net0'`. The address comes back in canonical text (RFC 5952 for IPv6, an
+ * IPv4-mapped address as its dotted quad), as answers' source addresses are written.
+ */
 export function parseServerAddress(server: string | DnsServerAddress): DnsServerAddress {
   if (typeof server === 'object' && server !== null) {
     if (!isIP(server.address) || !Number.isInteger(server.port) || server.port < 1 || server.port > 65535) {
       throw new MorganaError('ERR_DNS_BAD_SERVER', `bad name server ${JSON.stringify(server)}`);
     }
-    return { address: server.address, port: server.port };
+    const parsed = parseInetAddress(server.address);
+    const zone = parsed.family === 6 && parsed.zone !== undefined ? `%${parsed.zone}` : '';
+    return { address: `${formatInetAddress(parsed)}${zone}`, port: server.port };
   }
   const text = String(server);
   let m: RegExpMatchArray | null;
-  if (isIP(text)) return { address: text, port: 53 };
-  if ((m = text.match(/^\[([0-9a-fA-F:.]+)\]:(\d+)$/)) || (m = text.match(/^(\d+\.\d+\.\d+\.\d+):(\d+)$/))) {
+  if (isIP(text)) return parseServerAddress({ address: text, port: 53 });
+  if ((m = text.match(/^\[([0-9a-fA-F:.]+(?:%[\w.-]+)?)\]:(\d+)$/)) || (m = text.match(/^(\d+\.\d+\.\d+\.\d+):(\d+)$/))) {
     return parseServerAddress({ address: m[1]!, port: Number(m[2]) });
   }
   throw new MorganaError('ERR_DNS_BAD_SERVER', `bad name server ${JSON.stringify(text)}`);
+}
+
+function withoutZone(address: string): string {
+  const percent = address.indexOf('%');
+  return percent < 0 ? address : address.slice(0, percent);
 }
 
 function sameName(a: string, b: string): boolean {
@@ -495,8 +509,10 @@ export class Resolver {
   #udpExchange(server: DnsServerAddress, name: string, type: number): Promise<DnsMessage> {
     return this.#guard<DnsMessage>((resolve, reject) => {
       const { id, bytes } = this.#query(name, type);
+      // Answers come from the address asked (without the zone of a link-local one).
+      const expected = withoutZone(server.address);
       const socket = this.#stack.udp.bind(0, (data, from) => {
-        if (from.address !== server.address || from.port !== server.port) {
+        if (from.address !== expected || from.port !== server.port) {
           this.#stats.ignored++;
           return;
         }

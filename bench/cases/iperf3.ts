@@ -93,23 +93,25 @@ async function started(read: () => number): Promise<void> {
   await transferred(read, MIB, 15_000);
 }
 
-export const cases: BenchCase[] = [
-  {
-    name: 'iperf3 · kernel client → kernel server, namespace loopback',
-    group: GROUP,
+/**
+ * The baseline: Debian's `iperf3 -c 127.0.0.1 <args>` against `iperf3 -s` in a namespace;
+ * `progress(pid)` reads the bytes moved so far through the server's process.
+ */
+function loopbackCase(c: Pick<BenchCase, 'name' | 'group' | 'description'>, args: string[], progress: (pid: number) => number): BenchCase {
+  return {
+    ...c,
     baseline: true,
     unit: 'MiB',
     bytesPerOp: MIB,
-    description: 'Debian iperf3 -c 127.0.0.1 -t 3600 against iperf3 -s in a namespace; bytes counted on its lo',
     skip,
     sampleMs: 500,
     async setup() {
       const ns = await createNetns();
       try {
         const server = await kernelServer(ns);
-        ns.spawn('iperf3', ['-c', '127.0.0.1', '-p', '5201', '-t', '3600'], { stdio: 'ignore' });
+        ns.spawn('iperf3', ['-c', '127.0.0.1', '-p', '5201', ...args], { stdio: 'ignore' });
         loop = { ns, server };
-        await started(() => rxBytes(server.pid!, 'lo'));
+        await started(() => progress(server.pid!));
       } catch (error) {
         loop = undefined;
         await ns.destroy();
@@ -118,14 +120,65 @@ export const cases: BenchCase[] = [
     },
     async run(n) {
       const pid = loop!.server.pid!;
-      await transferred(() => rxBytes(pid, 'lo'), n * MIB);
+      await transferred(() => progress(pid), n * MIB);
     },
     async teardown() {
       const ns = loop?.ns;
       loop = undefined;
       await ns?.destroy();
     },
-  },
+  };
+}
+
+/**
+ * Debian's `iperf3 -c <args>` in the namespace against Morgana's iperf3 server on TAP stack
+ * `index`; `progress(rig)` reads the bytes Morgana received. `onStarted` runs once they flow.
+ */
+function kernelClientCase(
+  c: Pick<BenchCase, 'name' | 'group' | 'description' | 'metrics' | 'teardown'>,
+  index: number,
+  args: string[],
+  progress: (rig: TapStack) => number,
+  onStarted?: (rig: TapStack, client: ChildProcess) => void,
+): BenchCase {
+  return {
+    unit: 'MiB',
+    bytesPerOp: MIB,
+    skip,
+    sampleMs: 500,
+    teardown: tapDown,
+    ...c,
+    async setup() {
+      const rig = await tapStack(index);
+      try {
+        const server = startIperf3Server(rig.stack, { onError: () => {} });
+        const client = rig.ns.spawn('iperf3', ['-c', rig.stackAddress, '-p', '5201', ...args], { stdio: 'ignore' });
+        const test = new Promise((resolve) => client.once('exit', resolve));
+        tap = { rig, test, server };
+        await started(() => progress(rig));
+        onStarted?.(rig, client);
+      } catch (error) {
+        await (tap ? tapDown() : rig.close());
+        throw error;
+      }
+    },
+    async run(n) {
+      const rig = tap!.rig;
+      await transferred(() => progress(rig), n * MIB);
+    },
+  };
+}
+
+export const cases: BenchCase[] = [
+  loopbackCase(
+    {
+      name: 'iperf3 · kernel client → kernel server, namespace loopback',
+      group: GROUP,
+      description: 'Debian iperf3 -c 127.0.0.1 -t 3600 against iperf3 -s in a namespace; bytes counted on its lo',
+    },
+    ['-t', '3600'],
+    (pid) => rxBytes(pid, 'lo'),
+  ),
   {
     name: 'iperf3 · Morgana client → kernel iperf3 -s over TAP',
     group: GROUP,
@@ -153,33 +206,16 @@ export const cases: BenchCase[] = [
     },
     teardown: tapDown,
   },
-  {
-    name: "iperf3 · kernel iperf3 -c → Morgana's iperf3 server over TAP",
-    group: GROUP,
-    unit: 'MiB',
-    bytesPerOp: MIB,
-    description: "Debian's iperf3 -c -t 3600 in the namespace against startIperf3Server on a TAP stack; payload received by Morgana's TCP",
-    skip,
-    sampleMs: 500,
-    async setup() {
-      const rig = await tapStack(23);
-      try {
-        const server = startIperf3Server(rig.stack, { onError: () => {} });
-        const client = rig.ns.spawn('iperf3', ['-c', rig.stackAddress, '-p', '5201', '-t', '3600'], { stdio: 'ignore' });
-        const test = new Promise((resolve) => client.once('exit', resolve));
-        tap = { rig, test, server };
-        await started(() => received(rig));
-      } catch (error) {
-        await (tap ? tapDown() : rig.close());
-        throw error;
-      }
+  kernelClientCase(
+    {
+      name: "iperf3 · kernel iperf3 -c → Morgana's iperf3 server over TAP",
+      group: GROUP,
+      description: "Debian's iperf3 -c -t 3600 in the namespace against startIperf3Server on a TAP stack; payload received by Morgana's TCP",
     },
-    async run(n) {
-      const rig = tap!.rig;
-      await transferred(() => received(rig), n * MIB);
-    },
-    teardown: tapDown,
-  },
+    23,
+    ['-t', '3600'],
+    received,
+  ),
 ];
 
 // --- UDP -------------------------------------------------------------------------------------
@@ -190,6 +226,16 @@ const UDP_ARGS = ['-u', '-b', '1G', '-l', String(UDP_BLOCK), '-t', '3600'];
 
 /** Loss between two datagram counters over the samples: set at the end of setup, read in `metrics`. */
 let udpLoss: { sent: () => number; received: () => number; sent0: number; received0: number } | undefined;
+
+/** Starts counting loss between the two counters from their current values. */
+function measureLoss(sent: () => number, received: () => number): void {
+  udpLoss = { sent, received, sent0: sent(), received0: received() };
+}
+
+async function udpTapDown(): Promise<void> {
+  udpLoss = undefined;
+  await tapDown();
+}
 
 function lossMetric(what: string): BenchMetric[] {
   const l = udpLoss!;
@@ -214,73 +260,31 @@ function udpReceived(rig: TapStack): number {
 let udpKernelPid: number | undefined;
 
 const udpCases: BenchCase[] = [
-  {
-    name: 'iperf3 UDP · kernel client → kernel server, namespace loopback',
-    group: UDP_GROUP,
-    baseline: true,
-    unit: 'MiB',
-    bytesPerOp: MIB,
-    description: `Debian iperf3 -c 127.0.0.1 ${UDP_ARGS.join(' ')} against iperf3 -s in a namespace; MiB of ${UDP_BLOCK}-byte datagrams received (Udp InDatagrams)`,
-    skip,
-    sampleMs: 500,
-    async setup() {
-      const ns = await createNetns();
-      try {
-        const server = await kernelServer(ns);
-        ns.spawn('iperf3', ['-c', '127.0.0.1', '-p', '5201', ...UDP_ARGS], { stdio: 'ignore' });
-        loop = { ns, server };
-        await started(() => udpCounters(server.pid!).inDatagrams * UDP_BLOCK);
-      } catch (error) {
-        loop = undefined;
-        await ns.destroy();
-        throw error;
-      }
+  loopbackCase(
+    {
+      name: 'iperf3 UDP · kernel client → kernel server, namespace loopback',
+      group: UDP_GROUP,
+      description: `Debian iperf3 -c 127.0.0.1 ${UDP_ARGS.join(' ')} against iperf3 -s in a namespace; MiB of ${UDP_BLOCK}-byte datagrams received (Udp InDatagrams)`,
     },
-    async run(n) {
-      const pid = loop!.server.pid!;
-      await transferred(() => udpCounters(pid).inDatagrams * UDP_BLOCK, n * MIB);
+    UDP_ARGS,
+    (pid) => udpCounters(pid).inDatagrams * UDP_BLOCK,
+  ),
+  kernelClientCase(
+    {
+      name: "iperf3 UDP · kernel iperf3 -c -u → Morgana's iperf3 server over TAP",
+      group: UDP_GROUP,
+      description: `Debian's iperf3 -c ${UDP_ARGS.join(' ')} in the namespace against startIperf3Server on a TAP stack; MiB of datagrams Morgana's UDP received`,
+      metrics: () => lossMetric("share of the kernel client's UDP OutDatagrams that Morgana's UDP layer did not receive"),
+      teardown: udpTapDown,
     },
-    async teardown() {
-      const ns = loop?.ns;
-      loop = undefined;
-      await ns?.destroy();
+    24,
+    UDP_ARGS,
+    (rig) => udpReceived(rig) * UDP_BLOCK,
+    (rig, client) => {
+      const pid = client.pid!;
+      measureLoss(() => udpCounters(pid).outDatagrams, () => udpReceived(rig));
     },
-  },
-  {
-    name: "iperf3 UDP · kernel iperf3 -c -u → Morgana's iperf3 server over TAP",
-    group: UDP_GROUP,
-    unit: 'MiB',
-    bytesPerOp: MIB,
-    description: `Debian's iperf3 -c ${UDP_ARGS.join(' ')} in the namespace against startIperf3Server on a TAP stack; MiB of datagrams Morgana's UDP received`,
-    skip,
-    sampleMs: 500,
-    async setup() {
-      const rig = await tapStack(24);
-      try {
-        const server = startIperf3Server(rig.stack, { onError: () => {} });
-        const client = rig.ns.spawn('iperf3', ['-c', rig.stackAddress, '-p', '5201', ...UDP_ARGS], { stdio: 'ignore' });
-        const test = new Promise((resolve) => client.once('exit', resolve));
-        tap = { rig, test, server };
-        await started(() => udpReceived(rig) * UDP_BLOCK);
-        const pid = client.pid!;
-        udpLoss = { sent: () => udpCounters(pid).outDatagrams, received: () => udpReceived(rig), sent0: 0, received0: 0 };
-        udpLoss.sent0 = udpLoss.sent();
-        udpLoss.received0 = udpLoss.received();
-      } catch (error) {
-        await (tap ? tapDown() : rig.close());
-        throw error;
-      }
-    },
-    async run(n) {
-      const rig = tap!.rig;
-      await transferred(() => udpReceived(rig) * UDP_BLOCK, n * MIB);
-    },
-    metrics: () => lossMetric("share of the kernel client's UDP OutDatagrams that Morgana's UDP layer did not receive"),
-    async teardown() {
-      udpLoss = undefined;
-      await tapDown();
-    },
-  },
+  ),
   {
     name: 'iperf3 UDP · Morgana client -u → kernel iperf3 -s over TAP',
     group: UDP_GROUP,
@@ -299,9 +303,7 @@ const udpCases: BenchCase[] = [
         tap = { rig, test };
         test.catch(() => {});
         await started(() => udpCounters(pid).inDatagrams * UDP_BLOCK);
-        udpLoss = { sent: () => rig.stack.stats().udp.sent, received: () => udpCounters(pid).inDatagrams, sent0: 0, received0: 0 };
-        udpLoss.sent0 = udpLoss.sent();
-        udpLoss.received0 = udpLoss.received();
+        measureLoss(() => rig.stack.stats().udp.sent, () => udpCounters(pid).inDatagrams);
       } catch (error) {
         await (tap ? tapDown() : rig.close());
         throw error;
@@ -313,9 +315,8 @@ const udpCases: BenchCase[] = [
     },
     metrics: () => lossMetric("share of the datagrams Morgana's UDP layer sent that were not delivered to iperf3's socket (the kernel's Udp InDatagrams; drops at a full socket buffer count as lost)"),
     async teardown() {
-      udpLoss = undefined;
       udpKernelPid = undefined;
-      await tapDown();
+      await udpTapDown();
     },
   },
 ];

@@ -7,6 +7,7 @@
 //! Every input is valid: reads past the end of the input yield zeros.
 
 use morgana_net::checksum;
+use morgana_net::reassembly::ReassemblyConfig;
 use morgana_net::wire::ipv4::{Ipv4Header, Ipv4Packet, MAX_PACKET_LEN, MIN_HEADER_LEN};
 
 /// A reader over the fuzzer's bytes that yields zeros once they run out.
@@ -77,6 +78,41 @@ pub fn fix_checksum(packet: &mut [u8]) {
     packet[10..12].fill(0);
     let sum = checksum::checksum(&packet[..header_len], 0);
     packet[10..12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// The cache limits that start a reassembly input: `max_bytes / 4` (u16), `max_fragments - 1`
+/// (mod 64) and the timeout (u16 ms).
+pub fn reassembly_config(input: &mut Input) -> ReassemblyConfig {
+    ReassemblyConfig {
+        max_bytes: usize::from(input.u16()) * 4,
+        max_fragments: usize::from(input.byte() % 64) + 1,
+        timeout_ms: u64::from(input.u16()),
+    }
+}
+
+/// Encodes [`reassembly_config`]'s bytes (for the seed generator).
+pub fn encode_reassembly_config(max_bytes_quarter: u16, max_fragments: u8, timeout_ms: u16) -> Vec<u8> {
+    let mut out = max_bytes_quarter.to_be_bytes().to_vec();
+    out.push(max_fragments.saturating_sub(1));
+    out.extend_from_slice(&timeout_ms.to_be_bytes());
+    out
+}
+
+/// The clock of the reassembly inputs after one step: 255 jumps to `u64::MAX`, 254 goes back
+/// 20 s, else `now += 16 * step` ms.
+pub fn step_clock(now: u64, step: u8) -> u64 {
+    match step {
+        255 => u64::MAX,
+        254 => now.saturating_sub(20_000),
+        step => now.saturating_add(u64::from(step) * 16),
+    }
+}
+
+/// Encodes a raw-bytes operation of the reassembly inputs: kind 1 (plus 4 with `fix`), the
+/// clock step, a length byte and at most 255 bytes.
+pub fn encode_raw(out: &mut Vec<u8>, step: u8, bytes: &[u8], fix: bool) {
+    out.extend_from_slice(&[1 | if fix { 4 } else { 0 }, step, bytes.len() as u8]);
+    out.extend_from_slice(&bytes[..bytes.len().min(255)]);
 }
 
 /// A well-formed IPv4 packet described by a few fuzzer bytes; see [`PacketSpec::read`].
@@ -399,7 +435,7 @@ pub mod fragment {
 pub mod reassembly {
     use super::*;
     use morgana_net::fragment::fragment;
-    use morgana_net::reassembly::{Pushed, Reassembler, ReassemblyConfig, ReassemblyStats};
+    use morgana_net::reassembly::{Pushed, Reassembler, ReassemblyStats};
 
     /// Router Alert: an option with the copy bit set.
     const ROUTER_ALERT: [u8; 4] = [0x94, 4, 0, 0];
@@ -461,18 +497,13 @@ pub mod reassembly {
 
     /// Encodes an input for [`check`].
     pub fn encode(max_bytes_quarter: u16, max_fragments: u8, timeout_ms: u16, ops: &[Op]) -> Vec<u8> {
-        let mut out = max_bytes_quarter.to_be_bytes().to_vec();
-        out.push(max_fragments.saturating_sub(1));
-        out.extend_from_slice(&timeout_ms.to_be_bytes());
+        let mut out = encode_reassembly_config(max_bytes_quarter, max_fragments, timeout_ms);
         for op in ops {
             match op {
                 Op::Piece { step, id, offset_units, len_units, tail, more } => {
                     out.extend_from_slice(&[0, *step, *id, *offset_units, *len_units, *tail, u8::from(*more)])
                 }
-                Op::Raw { step, bytes, fix } => {
-                    out.extend_from_slice(&[1 | if *fix { 4 } else { 0 }, *step, bytes.len() as u8]);
-                    out.extend_from_slice(&bytes[..bytes.len().min(255)]);
-                }
+                Op::Raw { step, bytes, fix } => encode_raw(&mut out, *step, bytes, *fix),
                 Op::Expire { step } => out.extend_from_slice(&[2, *step]),
                 Op::Split { step, id, len, mtu_step, index } => {
                     out.extend_from_slice(&[3, *step, *id]);
@@ -510,11 +541,7 @@ pub mod reassembly {
     /// Runs every check on `data`.
     pub fn check(data: &[u8]) {
         let mut input = Input::new(data);
-        let config = ReassemblyConfig {
-            max_bytes: usize::from(input.u16()) * 4,
-            max_fragments: usize::from(input.byte() % 64) + 1,
-            timeout_ms: u64::from(input.u16()),
-        };
+        let config = reassembly_config(&mut input);
         let mut cache = Reassembler::new(config);
         let mut now: u64 = 0;
         let mut raw_fragments = false;
@@ -525,11 +552,7 @@ pub mod reassembly {
         while !input.is_empty() && ops < 600 {
             ops += 1;
             let kind = input.byte();
-            now = match input.byte() {
-                255 => u64::MAX,
-                254 => now.saturating_sub(20_000),
-                step => now.saturating_add(u64::from(step) * 16),
-            };
+            now = step_clock(now, input.byte());
             let packet = match kind % 5 {
                 0 => {
                     let id = u16::from(input.byte() % 4);

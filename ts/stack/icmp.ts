@@ -7,9 +7,11 @@
  */
 import { formatIpv4Address, parseIpv4Address } from '../address.js';
 import { checksum, onesComplementSum } from '../checksum.js';
-import type { Clock, Timer } from '../clock.js';
+import type { Clock } from '../clock.js';
 import { MorganaError } from '../errors.js';
 import type { Ipv4Datagram, Ipv4Interface, Ipv4Layer } from './ipv4.js';
+import { PingTracker } from './ping.js';
+import { TokenBucket } from './token-bucket.js';
 
 const PROTO_ICMP = 1;
 const ECHO_REPLY = 0;
@@ -48,13 +50,6 @@ export interface IcmpStats {
   malformed: number;
 }
 
-interface PendingPing {
-  resolve: (r: PingResult) => void;
-  reject: (e: Error) => void;
-  sentAt: number;
-  timer: Timer;
-}
-
 /** Options of the ICMP layer. */
 export interface IcmpOptions {
   /** ICMP errors sent per second at most (token bucket, default 100). */
@@ -64,22 +59,14 @@ export interface IcmpOptions {
 /** The ICMPv4 layer. */
 export class Icmp {
   readonly #ip: Ipv4Layer;
-  readonly #clock: Clock;
-  readonly #pings = new Map<number, PendingPing>();
-  readonly #identifier: number;
-  #sequence = 0;
-  #tokens: number;
-  #tokensAt: number;
-  readonly #rate: number;
+  readonly #pings: PingTracker<PingResult>;
+  readonly #errorTokens: TokenBucket;
   readonly #stats: IcmpStats = { echoRequestsReceived: 0, echoRepliesSent: 0, errorsSent: 0, errorsRateLimited: 0, errorsReceived: 0, malformed: 0 };
 
   constructor(ip: Ipv4Layer, clock: Clock, randomUint32: () => number, options: IcmpOptions = {}) {
     this.#ip = ip;
-    this.#clock = clock;
-    this.#identifier = randomUint32() & 0xffff;
-    this.#rate = options.errorRatePerSecond ?? 100;
-    this.#tokens = this.#rate;
-    this.#tokensAt = clock.now();
+    this.#pings = new PingTracker(clock, randomUint32);
+    this.#errorTokens = new TokenBucket(clock, options.errorRatePerSecond ?? 100);
     ip.on(PROTO_ICMP, (d) => this.#receive(d));
     ip.icmpErrorSender = (kind, packet, iface, mtu) => {
       const [type, code] = kind === 'time-exceeded' ? [TIME_EXCEEDED, 0] : kind === 'protocol-unreachable' ? [UNREACHABLE, 2] : [UNREACHABLE, 4];
@@ -88,14 +75,11 @@ export class Icmp {
     // Replies to our traceroute probes come back as time-exceeded errors quoting an echo request.
     ip.onIcmpError(PROTO_ICMP, (report) => {
       const quoted = report.original.payload;
-      if (quoted.length < 8 || quoted[0] !== ECHO_REQUEST || quoted.readUInt16BE(4) !== this.#identifier) return;
-      const pending = this.#pings.get(quoted.readUInt16BE(6));
-      if (!pending) return;
-      this.#pings.delete(quoted.readUInt16BE(6));
-      pending.timer.cancel();
-      const error = new MorganaError(report.type === TIME_EXCEEDED ? 'ERR_ICMP_TIME_EXCEEDED' : 'ERR_ICMP_UNREACHABLE', `${report.from} reported type ${report.type} code ${report.code}`);
-      Object.assign(error, { from: report.from, rttMs: this.#clock.now() - pending.sentAt, icmpType: report.type });
-      pending.reject(error);
+      if (quoted.length < 8 || quoted[0] !== ECHO_REQUEST) return;
+      this.#pings.reject(quoted.readUInt16BE(4), quoted.readUInt16BE(6), (rttMs) => {
+        const error = new MorganaError(report.type === TIME_EXCEEDED ? 'ERR_ICMP_TIME_EXCEEDED' : 'ERR_ICMP_UNREACHABLE', `${report.from} reported type ${report.type} code ${report.code}`);
+        return Object.assign(error, { from: report.from, rttMs, icmpType: report.type });
+      });
     });
   }
 
@@ -112,24 +96,7 @@ export class Icmp {
   ping(dst: string, options: { size?: number; timeoutMs?: number; ttl?: number } = {}): Promise<PingResult> {
     const { size = 56, timeoutMs = 1000, ttl } = options;
     const target = parseIpv4Address(dst);
-    return new Promise((resolve, reject) => {
-      const sequence = (this.#sequence = (this.#sequence + 1) & 0xffff);
-      const timer = this.#clock.setTimer(timeoutMs, () => {
-        this.#pings.delete(sequence);
-        reject(new MorganaError('ERR_PING_TIMEOUT', `no echo reply from ${dst} within ${timeoutMs} ms`));
-      });
-      this.#pings.get(sequence)?.timer.cancel();
-      this.#pings.set(sequence, { resolve, reject, sentAt: this.#clock.now(), timer });
-      const data = Buffer.alloc(size);
-      for (let i = 0; i < size; i++) data[i] = i & 0xff;
-      try {
-        this.#sendEcho(target, ECHO_REQUEST, this.#identifier, sequence, data, ttl);
-      } catch (error) {
-        timer.cancel();
-        this.#pings.delete(sequence);
-        reject(error);
-      }
-    });
+    return this.#pings.start(dst, size, timeoutMs, (sequence, data) => this.#sendEcho(target, ECHO_REQUEST, this.#pings.identifier, sequence, data, ttl));
   }
 
   /**
@@ -169,7 +136,7 @@ export class Icmp {
       if (t !== ECHO_REQUEST && t !== ECHO_REPLY && t !== 13 && t !== 14) return;
     }
     if (fragmentOffset !== 0 || src === 0 || src === 0xffffffff || src >>> 28 === 0xe || dst >>> 28 === 0xe) return;
-    if (!this.#takeToken()) {
+    if (!this.#errorTokens.take()) {
       this.#stats.errorsRateLimited++;
       return;
     }
@@ -186,15 +153,6 @@ export class Icmp {
     } catch {
       // No route back to the sender: nothing more to do for an error message.
     }
-  }
-
-  #takeToken(): boolean {
-    const now = this.#clock.now();
-    this.#tokens = Math.min(this.#rate, this.#tokens + ((now - this.#tokensAt) * this.#rate) / 1000);
-    this.#tokensAt = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
-    return true;
   }
 
   #sendEcho(dst: number, type: number, identifier: number, sequence: number, data: Uint8Array, ttl?: number, src?: number): void {
@@ -223,12 +181,7 @@ export class Icmp {
         // No route back: the request is dropped.
       }
     } else if (type === ECHO_REPLY) {
-      if (m.readUInt16BE(4) !== this.#identifier) return;
-      const pending = this.#pings.get(m.readUInt16BE(6));
-      if (!pending) return;
-      this.#pings.delete(m.readUInt16BE(6));
-      pending.timer.cancel();
-      pending.resolve({ rttMs: this.#clock.now() - pending.sentAt, ttl: d.ttl, bytes: m.length, from: formatIpv4Address(d.src) });
+      this.#pings.resolve(m.readUInt16BE(4), m.readUInt16BE(6), (rttMs) => ({ rttMs, ttl: d.ttl, bytes: m.length, from: formatIpv4Address(d.src) }));
     } else if (type === UNREACHABLE || type === TIME_EXCEEDED || type === PARAMETER_PROBLEM) {
       this.#stats.errorsReceived++;
       const inner = m.subarray(8);

@@ -9,7 +9,7 @@
  * @module
  */
 import { type Ipv6AddressLike, formatIpv6Address } from '../address.js';
-import type { Clock, Timer } from '../clock.js';
+import type { Clock } from '../clock.js';
 import { MorganaError } from '../errors.js';
 import {
   ICMPV6,
@@ -29,6 +29,8 @@ import {
   isMulticast,
   isUnspecified,
 } from './ipv6.js';
+import { PingTracker } from './ping.js';
+import { TokenBucket } from './token-bucket.js';
 
 /** Result of a successful {@link Icmpv6.ping}. */
 export interface Ping6Result {
@@ -80,13 +82,6 @@ export interface Icmpv6SendOptions {
 /** Receives an ICMPv6 message of one type (checksum already verified). */
 export type Icmpv6MessageHandler = (message: Buffer, datagram: Ipv6Datagram) => void;
 
-interface PendingPing {
-  resolve: (r: Ping6Result) => void;
-  reject: (e: Error) => void;
-  sentAt: number;
-  timer: Timer;
-}
-
 /**
  * Finds the upper-layer header in a possibly truncated quoted packet (bounded: 8 extension
  * headers). `offset` is where its bytes start, clamped to the quote.
@@ -117,14 +112,9 @@ export function quotedUpperLayer(inner: Buffer): { nextHeader: number; offset: n
 /** The ICMPv6 layer. */
 export class Icmpv6 {
   readonly #ip: Ipv6Layer;
-  readonly #clock: Clock;
   readonly #handlers = new Map<number, Icmpv6MessageHandler[]>();
-  readonly #pings = new Map<number, PendingPing>();
-  readonly #identifier: number;
-  #sequence = 0;
-  #tokens: number;
-  #tokensAt: number;
-  readonly #rate: number;
+  readonly #pings: PingTracker<Ping6Result>;
+  readonly #errorTokens: TokenBucket;
   readonly #stats: Icmpv6Stats = {
     received: 0,
     echoRequestsReceived: 0,
@@ -141,26 +131,19 @@ export class Icmpv6 {
 
   constructor(ip: Ipv6Layer, clock: Clock, randomUint32: () => number, options: Icmpv6Options = {}) {
     this.#ip = ip;
-    this.#clock = clock;
-    this.#identifier = randomUint32() & 0xffff;
-    this.#rate = options.errorRatePerSecond ?? 100;
-    this.#tokens = this.#rate;
-    this.#tokensAt = clock.now();
+    this.#pings = new PingTracker(clock, randomUint32);
+    this.#errorTokens = new TokenBucket(clock, options.errorRatePerSecond ?? 100);
     ip.on(NEXT_HEADER_ICMPV6, (d) => this.#receive(d));
     ip.icmpErrorSender = (type, code, parameter, packet, context) => this.sendError(type, code, parameter, packet, context);
     // Errors quoting our own echo requests settle the ping they concern.
     ip.onIcmpError(NEXT_HEADER_ICMPV6, (report) => {
       const quoted = report.original.payload;
-      if (quoted.length < 8 || quoted[0] !== ICMPV6.ECHO_REQUEST || quoted.readUInt16BE(4) !== this.#identifier) return;
-      const sequence = quoted.readUInt16BE(6);
-      const pending = this.#pings.get(sequence);
-      if (!pending || report.type === ICMPV6.PACKET_TOO_BIG) return;
-      this.#pings.delete(sequence);
-      pending.timer.cancel();
-      const code = report.type === ICMPV6.TIME_EXCEEDED ? 'ERR_ICMP_TIME_EXCEEDED' : 'ERR_ICMP_UNREACHABLE';
-      const error = new MorganaError(code, `${report.from} reported ICMPv6 type ${report.type} code ${report.code}`);
-      Object.assign(error, { from: report.from, rttMs: this.#clock.now() - pending.sentAt, icmpType: report.type, icmpCode: report.code });
-      pending.reject(error);
+      if (quoted.length < 8 || quoted[0] !== ICMPV6.ECHO_REQUEST || report.type === ICMPV6.PACKET_TOO_BIG) return;
+      this.#pings.reject(quoted.readUInt16BE(4), quoted.readUInt16BE(6), (rttMs) => {
+        const code = report.type === ICMPV6.TIME_EXCEEDED ? 'ERR_ICMP_TIME_EXCEEDED' : 'ERR_ICMP_UNREACHABLE';
+        const error = new MorganaError(code, `${report.from} reported ICMPv6 type ${report.type} code ${report.code}`);
+        return Object.assign(error, { from: report.from, rttMs, icmpType: report.type, icmpCode: report.code });
+      });
     });
   }
 
@@ -205,24 +188,9 @@ export class Icmpv6 {
     } catch (error) {
       return Promise.reject(error);
     }
-    return new Promise((resolve, reject) => {
-      const sequence = (this.#sequence = (this.#sequence + 1) & 0xffff);
-      const timer = this.#clock.setTimer(timeoutMs, () => {
-        this.#pings.delete(sequence);
-        reject(new MorganaError('ERR_PING_TIMEOUT', `no echo reply from ${formatIpv6Address(target)} within ${timeoutMs} ms`));
-      });
-      this.#pings.get(sequence)?.timer.cancel();
-      this.#pings.set(sequence, { resolve, reject, sentAt: this.#clock.now(), timer });
-      const data = Buffer.alloc(size);
-      for (let i = 0; i < size; i++) data[i] = i & 0xff;
-      try {
-        this.send(target, emitEcho(ICMPV6.ECHO_REQUEST, this.#identifier, sequence, data), { hopLimit, iface });
-      } catch (error) {
-        timer.cancel();
-        this.#pings.delete(sequence);
-        reject(error);
-      }
-    });
+    return this.#pings.start(formatIpv6Address(target), size, timeoutMs, (sequence, data) =>
+      this.send(target, emitEcho(ICMPV6.ECHO_REQUEST, this.#pings.identifier, sequence, data), { hopLimit, iface }),
+    );
   }
 
   /**
@@ -257,7 +225,7 @@ export class Icmpv6 {
       this.#stats.errorsSuppressed++;
       return;
     }
-    if (!this.#takeToken()) {
+    if (!this.#errorTokens.take()) {
       this.#stats.errorsRateLimited++;
       return;
     }
@@ -269,15 +237,6 @@ export class Icmpv6 {
     } catch {
       // No route back to the sender: nothing more to do for an error message.
     }
-  }
-
-  #takeToken(): boolean {
-    const now = this.#clock.now();
-    this.#tokens = Math.min(this.#rate, this.#tokens + ((now - this.#tokensAt) * this.#rate) / 1000);
-    this.#tokensAt = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
-    return true;
   }
 
   #receive(d: Ipv6Datagram): void {
@@ -331,19 +290,14 @@ export class Icmpv6 {
       return;
     }
     const echo = parseEcho(m);
-    if (echo.identifier !== this.#identifier) return;
-    const pending = this.#pings.get(echo.sequence);
-    if (!pending) return;
-    this.#stats.echoRepliesReceived++;
-    this.#pings.delete(echo.sequence);
-    pending.timer.cancel();
-    pending.resolve({
-      rttMs: this.#clock.now() - pending.sentAt,
+    const answered = this.#pings.resolve(echo.identifier, echo.sequence, (rttMs) => ({
+      rttMs,
       hopLimit: d.hopLimit,
       bytes: m.length,
       from: formatIpv6Address(d.src),
       data: Buffer.from(echo.data),
-    });
+    }));
+    if (answered) this.#stats.echoRepliesReceived++;
   }
 
   #onError(m: Buffer, d: Ipv6Datagram): void {

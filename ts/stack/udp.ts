@@ -19,6 +19,33 @@ const HEADER = 8;
 const EPHEMERAL_LOW = 49_152;
 const EPHEMERAL_COUNT = 65_536 - EPHEMERAL_LOW;
 
+/**
+ * A UDP header for `data` with its checksum over `pseudo` (the family's pseudo-header sum). A
+ * computed zero is sent as all ones: over IPv4 zero means "no checksum" (RFC 768), over IPv6 it
+ * is never valid (RFC 8200 §8.1).
+ */
+function udpHeader(srcPort: number, dstPort: number, data: Uint8Array, pseudo: number): Buffer {
+  const header = Buffer.allocUnsafe(HEADER);
+  header.writeUInt16BE(srcPort, 0);
+  header.writeUInt16BE(dstPort, 2);
+  header.writeUInt16BE(HEADER + data.length, 4);
+  header.writeUInt16BE(0, 6);
+  const sum = checksum(data, onesComplementSum(header, pseudo));
+  header.writeUInt16BE(sum === 0 ? 0xffff : sum, 6);
+  return header;
+}
+
+/** The `size`/`fill` pair of an IP write that copies a built header in place. */
+function headerFill(header: Buffer): { size: number; fill: (b: Buffer) => number } {
+  return {
+    size: header.length,
+    fill: (b) => {
+      header.copy(b);
+      return header.length;
+    },
+  };
+}
+
 /** Where a datagram came from. */
 export interface UdpPeer {
   /** Dotted quad, or RFC 5952 text for IPv6. */
@@ -136,20 +163,9 @@ export class Udp {
     const length = HEADER + data.length;
     if (length > 65_535 - 20) throw new MorganaError('ERR_UDP_TOO_LONG', `a ${data.length}-byte datagram does not fit in IPv4`);
     const src = route.iface.address;
-    const header = Buffer.allocUnsafe(HEADER);
-    header.writeUInt16BE(srcPort, 0);
-    header.writeUInt16BE(dstPort, 2);
-    header.writeUInt16BE(length, 4);
-    header.writeUInt16BE(0, 6);
-    const sum = checksum(data, onesComplementSum(header, pseudoHeaderSum(src, target, PROTO_UDP, length)));
-    // RFC 768: a computed zero is sent as all ones, zero meaning "no checksum".
-    header.writeUInt16BE(sum === 0 ? 0xffff : sum, 6);
+    const header = udpHeader(srcPort, dstPort, data, pseudoHeaderSum(src, target, PROTO_UDP, length));
     this.#ip.write(target, PROTO_UDP, {
-      size: HEADER,
-      fill: (b) => {
-        header.copy(b);
-        return HEADER;
-      },
+      ...headerFill(header),
       payloads: [data],
       ttl: options.ttl,
       fragment: options.dontFragment ? false : undefined,
@@ -166,20 +182,9 @@ export class Udp {
     // The IPv6 payload length field bounds the datagram (no jumbograms).
     if (length > 65_535) throw new MorganaError('ERR_UDP_TOO_LONG', `a ${data.length}-byte datagram does not fit in IPv6`);
     const src = ip6.sourceFor(target, iface);
-    const header = Buffer.allocUnsafe(HEADER);
-    header.writeUInt16BE(srcPort, 0);
-    header.writeUInt16BE(dstPort, 2);
-    header.writeUInt16BE(length, 4);
-    header.writeUInt16BE(0, 6);
-    const sum = checksum(data, onesComplementSum(header, pseudoHeaderSum6(src, target, PROTO_UDP, length)));
-    // RFC 8200 §8.1: a computed zero is sent as all ones; zero is never valid over IPv6.
-    header.writeUInt16BE(sum === 0 ? 0xffff : sum, 6);
+    const header = udpHeader(srcPort, dstPort, data, pseudoHeaderSum6(src, target, PROTO_UDP, length));
     ip6.write(target, PROTO_UDP, {
-      size: HEADER,
-      fill: (b) => {
-        header.copy(b);
-        return HEADER;
-      },
+      ...headerFill(header),
       payloads: [data],
       hopLimit: options.ttl,
       fragment: options.dontFragment ? false : undefined,
@@ -208,100 +213,93 @@ export class Udp {
     throw new MorganaError('ERR_UDP_NO_PORTS', 'every ephemeral UDP port is bound');
   }
 
+  /**
+   * The UDP datagram at the start of an IP payload, cut to its length field, or undefined
+   * (counted as malformed) when the header or the length it gives does not fit the payload.
+   */
+  #datagram(payload: Buffer): Buffer | undefined {
+    const length = payload.length < HEADER ? 0 : payload.readUInt16BE(4);
+    if (length < HEADER || length > payload.length) {
+      this.#stats.malformed++;
+      return undefined;
+    }
+    return payload.subarray(0, length);
+  }
+
+  /** Hands a checked datagram to its port's handler; false (counted) when nobody bound the port. */
+  #deliver(datagram: Buffer, from: UdpPeer, info: { to: string; ttl: number }): boolean {
+    const binding = this.#bindings.get(datagram.readUInt16BE(2));
+    if (!binding) {
+      this.#stats.noPort++;
+      return false;
+    }
+    this.#stats.received++;
+    binding.handler(datagram.subarray(HEADER), from, info);
+    return true;
+  }
+
   #receive(d: Ipv4Datagram): void {
-    const p = d.payload;
-    if (p.length < HEADER) {
-      this.#stats.malformed++;
-      return;
-    }
-    const length = p.readUInt16BE(4);
-    if (length < HEADER || length > p.length) {
-      this.#stats.malformed++;
-      return;
-    }
-    const datagram = p.subarray(0, length);
-    if (datagram.readUInt16BE(6) !== 0 && checksum(datagram, pseudoHeaderSum(d.src, d.dst, PROTO_UDP, length)) !== 0) {
+    const datagram = this.#datagram(d.payload);
+    if (!datagram) return;
+    if (datagram.readUInt16BE(6) !== 0 && checksum(datagram, pseudoHeaderSum(d.src, d.dst, PROTO_UDP, datagram.length)) !== 0) {
       this.#stats.badChecksum++;
       return;
     }
-    const dstPort = datagram.readUInt16BE(2);
-    const binding = this.#bindings.get(dstPort);
-    if (!binding) {
-      this.#stats.noPort++;
+    const from = { address: formatIpv4Address(d.src), port: datagram.readUInt16BE(0), family: 'IPv4' as const };
+    if (!this.#deliver(datagram, from, { to: formatIpv4Address(d.dst), ttl: d.ttl })) {
       if (!d.broadcast) {
         // Quote the original IP packet: header and the UDP header.
         const packet = Buffer.concat([d.header, datagram.subarray(0, Math.min(8, datagram.length))]);
         this.#icmp.sendError(3, 3, packet, d.iface);
       }
-      return;
     }
-    this.#stats.received++;
-    binding.handler(
-      datagram.subarray(HEADER),
-      { address: formatIpv4Address(d.src), port: datagram.readUInt16BE(0), family: 'IPv4' },
-      { to: formatIpv4Address(d.dst), ttl: d.ttl },
-    );
   }
 
   #receive6(d: Ipv6Datagram): void {
-    const p = d.payload;
-    if (p.length < HEADER) {
-      this.#stats.malformed++;
-      return;
-    }
-    // The length field must match the IPv6 payload (RFC 8200 has no padding to allow for).
-    const length = p.readUInt16BE(4);
-    if (length < HEADER || length > p.length) {
-      this.#stats.malformed++;
-      return;
-    }
-    const datagram = p.subarray(0, length);
+    const datagram = this.#datagram(d.payload);
+    if (!datagram) return;
     if (datagram.readUInt16BE(6) === 0) {
       this.#stats.zeroChecksum++;
       return;
     }
-    if (checksum(datagram, pseudoHeaderSum6(d.src, d.dst, PROTO_UDP, length)) !== 0) {
+    if (checksum(datagram, pseudoHeaderSum6(d.src, d.dst, PROTO_UDP, datagram.length)) !== 0) {
       this.#stats.badChecksum++;
       return;
     }
-    const dstPort = datagram.readUInt16BE(2);
-    const binding = this.#bindings.get(dstPort);
-    if (!binding) {
-      this.#stats.noPort++;
+    const from = { address: formatIpv6Address(d.src), port: datagram.readUInt16BE(0), family: 'IPv6' as const };
+    if (!this.#deliver(datagram, from, { to: formatIpv6Address(d.dst), ttl: d.hopLimit })) {
       // ICMPv6 port unreachable (RFC 4443 §3.1 code 4), quoting the packet; the ICMPv6 module
       // applies RFC 4443 §2.4 (e) (nothing for multicast) and its rate limit.
       if (!d.multicast) {
         this.#ip6?.icmpErrorSender?.(1, 4, 0, Buffer.concat([d.header, datagram]), { iface: d.iface, linkMulticast: false, evenIfMulticast: false });
       }
-      return;
     }
-    this.#stats.received++;
-    binding.handler(
-      datagram.subarray(HEADER),
-      { address: formatIpv6Address(d.src), port: datagram.readUInt16BE(0), family: 'IPv6' },
-      { to: formatIpv6Address(d.dst), ttl: d.hopLimit },
-    );
   }
 
-  #icmpError(report: IcmpErrorReport): void {
-    const quoted = report.original.payload;
+  /**
+   * Tells the listeners of the port that sent the datagram `quoted` (its UDP header, at least
+   * the ports) about an ICMP or ICMPv6 error; `describe` makes the error for the destination
+   * (`address:port` text).
+   */
+  #notify(quoted: Buffer, dstAddress: string, describe: (dst: string) => MorganaError): void {
     if (quoted.length < 4) return;
     const binding = this.#bindings.get(quoted.readUInt16BE(0));
     if (!binding) return;
-    const dst = formatEndpoint(formatIpv4Address(report.original.dst), quoted.readUInt16BE(2));
-    const code =
-      report.type === 3 && report.code === 3 ? 'ERR_UDP_PORT_UNREACHABLE' : report.type === 11 ? 'ERR_ICMP_TIME_EXCEEDED' : 'ERR_ICMP_UNREACHABLE';
-    const error = new MorganaError(code, `${report.from} reported ICMP type ${report.type} code ${report.code} for ${dst}`);
+    const error = describe(formatEndpoint(dstAddress, quoted.readUInt16BE(2)));
     for (const listener of binding.errorListeners) listener(error);
   }
 
+  #icmpError(report: IcmpErrorReport): void {
+    this.#notify(report.original.payload, formatIpv4Address(report.original.dst), (dst) => {
+      const code =
+        report.type === 3 && report.code === 3 ? 'ERR_UDP_PORT_UNREACHABLE' : report.type === 11 ? 'ERR_ICMP_TIME_EXCEEDED' : 'ERR_ICMP_UNREACHABLE';
+      return new MorganaError(code, `${report.from} reported ICMP type ${report.type} code ${report.code} for ${dst}`);
+    });
+  }
+
   #icmpError6(report: Icmpv6ErrorReport): void {
-    const quoted = report.original.payload;
-    if (quoted.length < 4) return;
-    const binding = this.#bindings.get(quoted.readUInt16BE(0));
-    if (!binding) return;
-    const dst = formatEndpoint(formatIpv6Address(report.original.dst), quoted.readUInt16BE(2));
-    const code =
+    this.#notify(report.original.payload, formatIpv6Address(report.original.dst), (dst) => {
+      const code =
       report.type === 1 && report.code === 4
         ? 'ERR_UDP_PORT_UNREACHABLE'
         : report.type === 3
@@ -309,8 +307,8 @@ export class Udp {
           : report.type === 2
             ? 'ERR_ICMP_PACKET_TOO_BIG'
             : 'ERR_ICMP_UNREACHABLE';
-    const what = report.type === 2 ? ` (MTU ${report.mtu})` : '';
-    const error = new MorganaError(code, `${report.from} reported ICMPv6 type ${report.type} code ${report.code}${what} for ${dst}`);
-    for (const listener of binding.errorListeners) listener(error);
+      const what = report.type === 2 ? ` (MTU ${report.mtu})` : '';
+      return new MorganaError(code, `${report.from} reported ICMPv6 type ${report.type} code ${report.code}${what} for ${dst}`);
+    });
   }
 }

@@ -1,10 +1,10 @@
 //! IPv4 wire format and fragmentation bindings.
 
 use crate::errors::failure;
+use crate::out::{emit_at, fragments_into};
 use morgana_net::fragment::fragment_into;
 use morgana_net::wire::ipv4::{Ipv4Header, Ipv4Packet};
 use napi_derive::napi;
-use std::cell::RefCell;
 
 // napi-derive reads a literal `&mut T` parameter as a class reference; through an alias the
 // typed-array conversion (`FromNapiValue for &mut [T]`) applies, borrowing without a copy.
@@ -63,18 +63,7 @@ pub fn ipv4_emit_header(
         options: options.unwrap_or(&[]),
         payload_len: fields.payload_length as usize,
     };
-    let Some(out) = out.get_mut(offset as usize..) else {
-        return failure("ERR_BUFFER_TOO_SMALL");
-    };
-    match header.emit(out) {
-        Ok(len) => len as i32,
-        Err(e) => failure(e.code()),
-    }
-}
-
-thread_local! {
-    /// Reused between calls so fragmenting allocates nothing once warm.
-    static SCRATCH: RefCell<(Vec<u8>, Vec<usize>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    emit_at(out, offset, |out| header.emit(out).map_err(|e| e.code()))
 }
 
 /// Fragments `packet` for `mtu`, writing the packets back to back into `out` and their lengths
@@ -87,19 +76,7 @@ pub fn ipv4_fragment(
     #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
     #[napi(ts_arg_type = "Uint32Array")] lengths: U32sMut<'_>,
 ) -> i32 {
-    SCRATCH.with_borrow_mut(|(bytes, lens)| {
-        bytes.clear();
-        lens.clear();
-        if let Err(e) = fragment_into(packet, mtu as usize, bytes, lens) {
-            return failure(e.code());
-        }
-        if bytes.len() > out.len() || lens.len() > lengths.len() {
-            return failure("ERR_BUFFER_TOO_SMALL");
-        }
-        out[..bytes.len()].copy_from_slice(bytes);
-        for (slot, len) in lengths.iter_mut().zip(lens.iter()) {
-            *slot = *len as u32;
-        }
-        lens.len() as i32
+    fragments_into(out, lengths, |bytes, lens| {
+        fragment_into(packet, mtu as usize, bytes, lens).map_err(|e| e.code())
     })
 }

@@ -1,10 +1,10 @@
 //! IPv6 wire format and fragmentation bindings.
 
 use crate::errors::failure;
+use crate::out::{emit_at, fragments_into};
 use morgana_net::fragment::ipv6::{fragment_into, fragment_size};
 use morgana_net::wire::ipv6::{Ipv6Header, Ipv6Packet, MAX_EXTENSION_HEADERS};
 use napi_derive::napi;
-use std::cell::RefCell;
 
 // napi-derive reads a literal `&mut T` parameter as a class reference; through an alias the
 // typed-array conversion applies, borrowing the caller's memory without a copy.
@@ -86,13 +86,7 @@ pub fn ipv6_emit_header(
         dst,
         payload_len: fields.payload_length as usize,
     };
-    let Some(out) = out.get_mut(offset as usize..) else {
-        return failure("ERR_BUFFER_TOO_SMALL");
-    };
-    match header.emit(out) {
-        Ok(len) => len as i32,
-        Err(e) => failure(e.code()),
-    }
+    emit_at(out, offset, |out| header.emit(out).map_err(|e| e.code()))
 }
 
 /// Writes into `out[0..2]` the number of packets and bytes `ipv6_fragment` produces for `packet`
@@ -116,11 +110,6 @@ pub fn ipv6_fragment_size(
     }
 }
 
-thread_local! {
-    /// Reused between calls so fragmenting allocates nothing once warm.
-    static SCRATCH: RefCell<(Vec<u8>, Vec<usize>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
 /// Fragments `packet` for `mtu` with Fragment headers carrying `identification`, writing the
 /// packets back to back into `out` and their lengths into `lengths`. Returns the number of
 /// packets or a negative error (`ERR_BUFFER_TOO_SMALL` when `out` or `lengths` cannot hold the
@@ -133,19 +122,7 @@ pub fn ipv6_fragment(
     #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
     #[napi(ts_arg_type = "Uint32Array")] lengths: U32sMut<'_>,
 ) -> i32 {
-    SCRATCH.with_borrow_mut(|(bytes, lens)| {
-        bytes.clear();
-        lens.clear();
-        if let Err(e) = fragment_into(packet, mtu as usize, identification, bytes, lens) {
-            return failure(e.code());
-        }
-        if bytes.len() > out.len() || lens.len() > lengths.len() {
-            return failure("ERR_BUFFER_TOO_SMALL");
-        }
-        out[..bytes.len()].copy_from_slice(bytes);
-        for (slot, len) in lengths.iter_mut().zip(lens.iter()) {
-            *slot = *len as u32;
-        }
-        lens.len() as i32
+    fragments_into(out, lengths, |bytes, lens| {
+        fragment_into(packet, mtu as usize, identification, bytes, lens).map_err(|e| e.code())
     })
 }

@@ -13,6 +13,7 @@ mod checksum;
 mod errors;
 mod ipv4;
 mod ipv6;
+mod out;
 mod random;
 mod reassembly;
 mod tap;

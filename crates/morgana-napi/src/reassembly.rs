@@ -22,11 +22,16 @@ const ATOMIC: u32 = 3;
 /// Dropped, with an ICMPv6 Parameter Problem due (queued as a report unless not allowed).
 const PARAMETER_PROBLEM: u32 = 4;
 
+/// A time from JS (ms, a double) as the cache's clock reads it; negative is 0.
+fn millis(ms: f64) -> u64 {
+    ms.max(0.0) as u64
+}
+
 fn config(max_bytes: u32, max_fragments: u32, timeout_ms: f64) -> ReassemblyConfig {
     ReassemblyConfig {
         max_bytes: max_bytes as usize,
         max_fragments: max_fragments as usize,
-        timeout_ms: timeout_ms.max(0.0) as u64,
+        timeout_ms: millis(timeout_ms),
     }
 }
 
@@ -68,7 +73,7 @@ impl NativeReassembler {
     /// memory would be freed only once napi finalizers run from the event loop.)
     #[napi]
     pub fn push(&mut self, packet: &[u8], now_ms: f64) -> u32 {
-        match self.inner.push_ready(packet, now_ms.max(0.0) as u64) {
+        match self.inner.push_ready(packet, millis(now_ms)) {
             Outcome::Ready(len) => len as u32,
             Outcome::NotFragment => NOT_FRAGMENT,
             Outcome::Pending => PENDING,
@@ -86,7 +91,7 @@ impl NativeReassembler {
     /// Drops datagrams past their timeout; returns how many.
     #[napi]
     pub fn expire(&mut self, now_ms: f64) -> u32 {
-        self.inner.expire(now_ms.max(0.0) as u64) as u32
+        self.inner.expire(millis(now_ms)) as u32
     }
 
     /// Counters and occupancy.
@@ -158,7 +163,7 @@ impl NativeIpv6Reassembler {
     /// it completed, which `take` then writes into a buffer of the caller's.
     #[napi]
     pub fn push(&mut self, packet: &[u8], now_ms: f64) -> u32 {
-        match self.inner.push_ready(packet, now_ms.max(0.0) as u64) {
+        match self.inner.push_ready(packet, millis(now_ms)) {
             Ipv6Outcome::Ready(len) => len as u32,
             Ipv6Outcome::NotFragment => NOT_FRAGMENT,
             Ipv6Outcome::Pending => PENDING,
@@ -178,7 +183,7 @@ impl NativeIpv6Reassembler {
     /// Drops datagrams past their timeout (queueing Time Exceeded reports); returns how many.
     #[napi]
     pub fn expire(&mut self, now_ms: f64) -> u32 {
-        self.inner.expire(now_ms.max(0.0) as u64) as u32
+        self.inner.expire(millis(now_ms)) as u32
     }
 
     /// Reports queued.

@@ -139,14 +139,19 @@ pub fn fragment(packet: &[u8], mtu: usize) -> Result<Vec<Vec<u8>>, FragmentError
     let mut out = Vec::with_capacity(packet.len() + 64);
     let mut lengths = Vec::new();
     fragment_into(packet, mtu, &mut out, &mut lengths)?;
+    Ok(split(&out, &lengths))
+}
+
+/// Cuts packets written back to back into `out` (as `fragment_into` does) into one `Vec` each.
+pub(crate) fn split(out: &[u8], lengths: &[usize]) -> Vec<Vec<u8>> {
     let mut at = 0;
-    Ok(lengths
-        .into_iter()
-        .map(|len| {
+    lengths
+        .iter()
+        .map(|&len| {
             at += len;
             out[at - len..at].to_vec()
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

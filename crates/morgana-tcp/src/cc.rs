@@ -65,22 +65,68 @@ pub struct AckSample {
     pub srtt_ms: Option<f64>,
 }
 
+/// The window state every controller keeps: cwnd, ssthresh and the segment size, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    /// The congestion window.
+    pub cwnd: usize,
+    /// The slow-start threshold.
+    pub ssthresh: usize,
+    /// The sender's maximum segment size.
+    pub smss: usize,
+}
+
+impl Window {
+    /// Before the handshake: cwnd 0, ssthresh unbounded, the RFC 9293 default segment size.
+    pub const fn new() -> Self {
+        Window { cwnd: 0, ssthresh: usize::MAX / 2, smss: 536 }
+    }
+
+    /// Whether the sender used its window (as Linux's `tcp_is_cwnd_limited`): in slow start a
+    /// flight of half the window is enough (the window doubles per round trip, so the flight
+    /// lags it); in congestion avoidance the flight must fill the window to within a segment.
+    pub fn cwnd_limited(&self, flight: usize) -> bool {
+        if self.cwnd < self.ssthresh {
+            flight * 2 > self.cwnd
+        } else {
+            flight + self.smss >= self.cwnd
+        }
+    }
+
+    /// Slow start with byte counting: grows cwnd by `acked` up to ssthresh; returns the bytes
+    /// left over for congestion avoidance (all of them once past ssthresh).
+    pub fn slow_start(&mut self, acked: usize) -> usize {
+        if self.cwnd >= self.ssthresh {
+            return acked;
+        }
+        let grow = acked.min(self.ssthresh - self.cwnd);
+        self.cwnd += grow;
+        acked - grow
+    }
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A congestion controller. Windows are in bytes; `smss` is the sender's maximum segment size.
+///
+/// An implementation provides its [`Window`], congestion avoidance and its reactions to loss;
+/// the accessors and [`CongestionControl::on_ack`] (the cwnd-limited test and slow start, which
+/// every algorithm here shares) come with the trait.
 pub trait CongestionControl {
     /// Which algorithm this is.
     fn algorithm(&self) -> Algorithm;
-    /// The congestion window.
-    fn cwnd(&self) -> usize;
-    /// The slow-start threshold.
-    fn ssthresh(&self) -> usize;
-    /// Sets cwnd directly (loss recovery's inflation and deflation, done by the connection).
-    fn set_cwnd(&mut self, cwnd: usize);
-    /// The handshake finished: the initial window (RFC 6928) for segments of `smss` bytes.
-    fn init(&mut self, smss: usize, initial_window: usize);
-    /// The segment size changed (path-MTU discovery).
-    fn set_mss(&mut self, smss: usize);
-    /// An ACK advanced SND.UNA outside recovery: grow the window.
-    fn on_ack(&mut self, ack: &AckSample);
+    /// cwnd, ssthresh and the segment size.
+    fn window(&self) -> &Window;
+    /// The same, to change.
+    fn window_mut(&mut self) -> &mut Window;
+    /// Congestion avoidance: `acked` bytes of `ack` are left after slow start (never 0).
+    fn congestion_avoidance(&mut self, ack: &AckSample, acked: usize);
+    /// An ACK arrived while the sender did not use its window (no growth; default: nothing).
+    fn on_app_limited(&mut self, _ack: &AckSample) {}
     /// A congestion event (fast retransmit, RFC 5681 §3.2 step 2): lower ssthresh and set
     /// cwnd to it. `flight` is FlightSize.
     fn on_congestion(&mut self, now: u64, flight: usize);
@@ -88,23 +134,40 @@ pub trait CongestionControl {
     /// is false for a repeated expiry of the same episode, or one during a recovery that
     /// already lowered ssthresh: then ssthresh stays.
     fn on_rto(&mut self, now: u64, flight: usize, reduce: bool);
-}
 
-/// Slow start with byte counting: grows `cwnd` by `acked` up to `ssthresh`; returns the new
-/// window and the bytes left over for congestion avoidance.
-fn slow_start(cwnd: usize, ssthresh: usize, acked: usize) -> (usize, usize) {
-    let grow = acked.min(ssthresh.saturating_sub(cwnd));
-    (cwnd + grow, acked - grow)
-}
-
-/// Whether the sender used its window (as Linux's `tcp_is_cwnd_limited`): in slow start a
-/// flight of half the window is enough (the window doubles per round trip, so the flight lags
-/// it); in congestion avoidance the flight must fill the window to within a segment.
-fn cwnd_limited(cwnd: usize, ssthresh: usize, smss: usize, flight: usize) -> bool {
-    if cwnd < ssthresh {
-        flight * 2 > cwnd
-    } else {
-        flight + smss >= cwnd
+    /// The congestion window.
+    fn cwnd(&self) -> usize {
+        self.window().cwnd
+    }
+    /// The slow-start threshold.
+    fn ssthresh(&self) -> usize {
+        self.window().ssthresh
+    }
+    /// Sets cwnd directly (loss recovery's inflation and deflation, done by the connection).
+    fn set_cwnd(&mut self, cwnd: usize) {
+        self.window_mut().cwnd = cwnd;
+    }
+    /// The handshake finished: the initial window (RFC 6928) for segments of `smss` bytes.
+    fn init(&mut self, smss: usize, initial_window: usize) {
+        let w = self.window_mut();
+        w.smss = smss;
+        w.cwnd = initial_window;
+    }
+    /// The segment size changed (path-MTU discovery).
+    fn set_mss(&mut self, smss: usize) {
+        self.window_mut().smss = smss;
+    }
+    /// An ACK advanced SND.UNA outside recovery: grow the window, by slow start up to
+    /// ssthresh and by [`CongestionControl::congestion_avoidance`] beyond, if the sender used it.
+    fn on_ack(&mut self, ack: &AckSample) {
+        if !self.window().cwnd_limited(ack.flight) {
+            self.on_app_limited(ack);
+            return;
+        }
+        let acked = self.window_mut().slow_start(ack.acked);
+        if acked > 0 {
+            self.congestion_avoidance(ack, acked);
+        }
     }
 }
 
@@ -112,9 +175,7 @@ fn cwnd_limited(cwnd: usize, ssthresh: usize, smss: usize, flight: usize) -> boo
 /// acknowledged; ssthresh = max(FlightSize / 2, 2·SMSS) on loss.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewReno {
-    cwnd: usize,
-    ssthresh: usize,
-    smss: usize,
+    window: Window,
     /// Bytes acknowledged in congestion avoidance not yet turned into window (RFC 3465 §2.1).
     bytes_acked: usize,
 }
@@ -122,16 +183,7 @@ pub struct NewReno {
 impl NewReno {
     /// A controller before the handshake (cwnd 0, ssthresh unbounded).
     pub fn new() -> Self {
-        NewReno { cwnd: 0, ssthresh: usize::MAX / 2, smss: 536, bytes_acked: 0 }
-    }
-
-    fn congestion_avoidance(&mut self, acked: usize) {
-        self.bytes_acked += acked;
-        if self.bytes_acked >= self.cwnd && self.cwnd > 0 {
-            let segments = self.bytes_acked / self.cwnd;
-            self.bytes_acked -= segments * self.cwnd;
-            self.cwnd += segments * self.smss;
-        }
+        NewReno { window: Window::new(), bytes_acked: 0 }
     }
 }
 
@@ -146,51 +198,37 @@ impl CongestionControl for NewReno {
         Algorithm::NewReno
     }
 
-    fn cwnd(&self) -> usize {
-        self.cwnd
+    fn window(&self) -> &Window {
+        &self.window
     }
 
-    fn ssthresh(&self) -> usize {
-        self.ssthresh
+    fn window_mut(&mut self) -> &mut Window {
+        &mut self.window
     }
 
-    fn set_cwnd(&mut self, cwnd: usize) {
-        self.cwnd = cwnd;
-    }
-
-    fn init(&mut self, smss: usize, initial_window: usize) {
-        self.smss = smss;
-        self.cwnd = initial_window;
-    }
-
-    fn set_mss(&mut self, smss: usize) {
-        self.smss = smss;
-    }
-
-    fn on_ack(&mut self, ack: &AckSample) {
-        if !cwnd_limited(self.cwnd, self.ssthresh, self.smss, ack.flight) {
-            return;
-        }
-        let mut acked = ack.acked;
-        if self.cwnd < self.ssthresh {
-            (self.cwnd, acked) = slow_start(self.cwnd, self.ssthresh, acked);
-        }
-        if acked > 0 {
-            self.congestion_avoidance(acked);
+    fn congestion_avoidance(&mut self, _ack: &AckSample, acked: usize) {
+        let w = &mut self.window;
+        self.bytes_acked += acked;
+        if self.bytes_acked >= w.cwnd && w.cwnd > 0 {
+            let segments = self.bytes_acked / w.cwnd;
+            self.bytes_acked -= segments * w.cwnd;
+            w.cwnd += segments * w.smss;
         }
     }
 
     fn on_congestion(&mut self, _now: u64, flight: usize) {
-        self.ssthresh = (flight / 2).max(2 * self.smss);
-        self.cwnd = self.ssthresh;
+        let w = &mut self.window;
+        w.ssthresh = (flight / 2).max(2 * w.smss);
+        w.cwnd = w.ssthresh;
         self.bytes_acked = 0;
     }
 
     fn on_rto(&mut self, _now: u64, flight: usize, reduce: bool) {
+        let w = &mut self.window;
         if reduce {
-            self.ssthresh = (flight / 2).max(2 * self.smss);
+            w.ssthresh = (flight / 2).max(2 * w.smss);
         }
-        self.cwnd = self.smss;
+        w.cwnd = w.smss;
         self.bytes_acked = 0;
     }
 }
@@ -232,9 +270,7 @@ struct Epoch {
 /// NewReno's (HyStart is not implemented: slow start ends at the first loss).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cubic {
-    cwnd: usize,
-    ssthresh: usize,
-    smss: usize,
+    window: Window,
     /// W_max of the last congestion event, in segments (0 before the first).
     w_max: f64,
     /// cwnd just before the last reduction, in segments (RFC 9438 cwnd_prior).
@@ -251,9 +287,7 @@ impl Cubic {
     /// A controller before the handshake (cwnd 0, ssthresh unbounded).
     pub fn new() -> Self {
         Cubic {
-            cwnd: 0,
-            ssthresh: usize::MAX / 2,
-            smss: 536,
+            window: Window::new(),
             w_max: 0.0,
             cwnd_prior: 0.0,
             epoch: None,
@@ -275,18 +309,39 @@ impl Cubic {
     /// Lowers W_max (with fast convergence, §4.7), ssthresh and the remembered cwnd for a
     /// congestion event at the current window.
     fn reduce(&mut self) {
-        let cwnd = self.cwnd as f64 / self.smss as f64;
+        let w = &mut self.window;
+        let cwnd = w.cwnd as f64 / w.smss as f64;
         self.w_max = if cwnd < self.w_max { cwnd * (1.0 + CUBIC_BETA) / 2.0 } else { cwnd };
         self.cwnd_prior = cwnd;
         // β = 7/10 in integers, so a window of whole segments stays whole.
-        self.ssthresh = (self.cwnd.saturating_mul(7) / 10).max(2 * self.smss);
+        w.ssthresh = (w.cwnd.saturating_mul(7) / 10).max(2 * w.smss);
         self.epoch = None;
         self.carry = 0.0;
     }
+}
+
+impl Default for Cubic {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CongestionControl for Cubic {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::Cubic
+    }
+
+    fn window(&self) -> &Window {
+        &self.window
+    }
+
+    fn window_mut(&mut self) -> &mut Window {
+        &mut self.window
+    }
 
     fn congestion_avoidance(&mut self, ack: &AckSample, acked: usize) {
-        let smss = self.smss as f64;
-        let cwnd = self.cwnd as f64 / smss;
+        let smss = self.window.smss as f64;
+        let cwnd = self.window.cwnd as f64 / smss;
         let epoch = self.epoch.get_or_insert_with(|| {
             // A new curve starts at the current window (RFC 9438 §4.2, §4.8).
             let (w_max, k) = if self.after_rto || self.w_max <= cwnd {
@@ -315,57 +370,14 @@ impl Cubic {
         let grow = (next - cwnd) * smss + self.carry;
         let whole = grow.floor().max(0.0);
         self.carry = grow - whole;
-        self.cwnd += whole as usize;
-    }
-}
-
-impl Default for Cubic {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl CongestionControl for Cubic {
-    fn algorithm(&self) -> Algorithm {
-        Algorithm::Cubic
+        self.window.cwnd += whole as usize;
     }
 
-    fn cwnd(&self) -> usize {
-        self.cwnd
-    }
-
-    fn ssthresh(&self) -> usize {
-        self.ssthresh
-    }
-
-    fn set_cwnd(&mut self, cwnd: usize) {
-        self.cwnd = cwnd;
-    }
-
-    fn init(&mut self, smss: usize, initial_window: usize) {
-        self.smss = smss;
-        self.cwnd = initial_window;
-    }
-
-    fn set_mss(&mut self, smss: usize) {
-        self.smss = smss;
-    }
-
-    fn on_ack(&mut self, ack: &AckSample) {
-        if !cwnd_limited(self.cwnd, self.ssthresh, self.smss, ack.flight) {
-            // Application- or receiver-limited: freeze the curve (its clock does not run).
-            if let Some(e) = self.epoch.as_mut() {
-                e.start += ack.now.saturating_sub(e.last_ack);
-                e.last_ack = ack.now;
-            }
-            return;
-        }
-        let mut acked = ack.acked;
-        if self.cwnd < self.ssthresh {
-            (self.cwnd, acked) = slow_start(self.cwnd, self.ssthresh, acked);
-        }
-        if acked > 0 {
-            self.congestion_avoidance(ack, acked);
+    fn on_app_limited(&mut self, ack: &AckSample) {
+        // Application- or receiver-limited: freeze the curve (its clock does not run).
+        if let Some(e) = self.epoch.as_mut() {
+            e.start += ack.now.saturating_sub(e.last_ack);
+            e.last_ack = ack.now;
         }
     }
 
@@ -374,7 +386,7 @@ impl CongestionControl for Cubic {
         // flight would otherwise collapse the window).
         self.reduce();
         self.after_rto = false;
-        self.cwnd = self.ssthresh;
+        self.window.cwnd = self.window.ssthresh;
     }
 
     fn on_rto(&mut self, _now: u64, _flight: usize, reduce: bool) {
@@ -384,7 +396,7 @@ impl CongestionControl for Cubic {
         }
         self.epoch = None;
         self.after_rto = true;
-        self.cwnd = self.smss;
+        self.window.cwnd = self.window.smss;
     }
 }
 
@@ -412,15 +424,9 @@ impl Controller {
         if self.algorithm() == algorithm {
             return;
         }
-        let (cwnd, ssthresh, smss) = match self {
-            Controller::NewReno(c) => (c.cwnd, c.ssthresh, c.smss),
-            Controller::Cubic(c) => (c.cwnd, c.ssthresh, c.smss),
-        };
+        let window = *self.window();
         *self = Controller::new(algorithm);
-        match self {
-            Controller::NewReno(c) => (c.cwnd, c.ssthresh, c.smss) = (cwnd, ssthresh, smss),
-            Controller::Cubic(c) => (c.cwnd, c.ssthresh, c.smss) = (cwnd, ssthresh, smss),
-        }
+        *self.window_mut() = window;
     }
 
     fn inner(&self) -> &dyn CongestionControl {
@@ -442,22 +448,20 @@ impl CongestionControl for Controller {
     fn algorithm(&self) -> Algorithm {
         self.inner().algorithm()
     }
-    fn cwnd(&self) -> usize {
-        self.inner().cwnd()
+    fn window(&self) -> &Window {
+        self.inner().window()
     }
-    fn ssthresh(&self) -> usize {
-        self.inner().ssthresh()
+    fn window_mut(&mut self) -> &mut Window {
+        self.inner_mut().window_mut()
     }
-    fn set_cwnd(&mut self, cwnd: usize) {
-        self.inner_mut().set_cwnd(cwnd);
+    fn congestion_avoidance(&mut self, ack: &AckSample, acked: usize) {
+        self.inner_mut().congestion_avoidance(ack, acked);
     }
-    fn init(&mut self, smss: usize, initial_window: usize) {
-        self.inner_mut().init(smss, initial_window);
-    }
-    fn set_mss(&mut self, smss: usize) {
-        self.inner_mut().set_mss(smss);
+    fn on_app_limited(&mut self, ack: &AckSample) {
+        self.inner_mut().on_app_limited(ack);
     }
     fn on_ack(&mut self, ack: &AckSample) {
+        // One dispatch for the whole ACK rather than one per step.
         self.inner_mut().on_ack(ack);
     }
     fn on_congestion(&mut self, now: u64, flight: usize) {
@@ -511,7 +515,7 @@ mod tests {
     fn slow_start_stops_at_ssthresh_and_the_rest_goes_to_avoidance() {
         let mut cc = NewReno::new();
         cc.init(MSS, 10 * MSS);
-        cc.ssthresh = 15 * MSS;
+        cc.window.ssthresh = 15 * MSS;
         cc.on_ack(&AckSample { now: 0, acked: 10 * MSS, flight: 10 * MSS, srtt_ms: None });
         // 5 segments of slow start reach ssthresh; 5 more count towards the 15-byte-window.
         assert_eq!(cc.cwnd(), 15 * MSS);

@@ -40,23 +40,8 @@ impl Pair {
 
     /// Moves segments both ways until both engines are quiet.
     fn shuttle(&mut self) {
-        for _ in 0..20 {
-            self.a.poll(self.now);
-            self.b.poll(self.now);
-            let from_a = common::drain(&mut self.a);
-            let from_b = common::drain(&mut self.b);
-            if from_a.is_empty() && from_b.is_empty() {
-                return;
-            }
-            for (src, dst, bytes) in from_a {
-                self.b.on_segment(src, dst, &bytes, self.now);
-            }
-            for (src, dst, bytes) in from_b {
-                self.last_b = Some(TcpHeader::parse(&bytes, Some((src, dst))).unwrap().0);
-                self.a.on_segment(src, dst, &bytes, self.now);
-            }
-        }
-        panic!("no quiet");
+        let last_b = &mut self.last_b;
+        common::shuttle(&mut self.a, &mut self.b, self.now, |h| *last_b = Some(h));
     }
 
     /// B sends `data` the normal way at the current time; A's delayed ACK follows 50 ms later.
@@ -88,10 +73,7 @@ impl Pair {
 
     /// Hands a forged segment to A; returns what A sent in answer.
     fn inject(&mut self, h: &TcpHeader, payload: &[u8]) -> Vec<TcpHeader> {
-        let mut buf = [0u8; 2048];
-        let n = h.emit(&mut buf, payload, B, A).unwrap();
-        self.a.on_segment(B, A, &buf[..n], self.now);
-        self.a.poll(self.now);
+        common::inject(&mut self.a, h, payload, B, A, self.now);
         common::drain(&mut self.a)
             .into_iter()
             .map(|(src, dst, bytes)| TcpHeader::parse(&bytes, Some((src, dst))).unwrap().0)

@@ -20,10 +20,7 @@ fn fill_syn_queue(b: &mut Engine) {
     let spoofed = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 99));
     let syn =
         TcpHeader { src_port: 1234, dst_port: 80, seq: 7, flags: SYN, window: 1000, ..TcpHeader::default() };
-    let mut buf = [0u8; 60];
-    let n = syn.emit(&mut buf, &[], spoofed, B).unwrap();
-    b.on_segment(spoofed, B, &buf[..n], 0);
-    b.poll(0);
+    common::inject(b, &syn, &[], spoofed, B, 0);
     b.clear_output();
     assert_eq!(b.stats().half_open, 1);
 }
@@ -97,19 +94,7 @@ fn a_cookie_ack_echoing_an_encoding_never_sent_is_refused() {
         timestamps: Some((1000, 0)),
         ..TcpOptions::default()
     };
-    let syn = TcpHeader {
-        src_port: 4321,
-        dst_port: 80,
-        seq: 100,
-        flags: SYN,
-        window: 65_535,
-        options,
-        ..TcpHeader::default()
-    };
-    let mut buf = [0u8; 60];
-    let n = syn.emit(&mut buf, &[], A, B).unwrap();
-    b.on_segment(A, B, &buf[..n], 0);
-    b.poll(0);
+    common::inject(&mut b, &common::syn(4321, 100, options), &[], A, B, 0);
     let out = common::drain(&mut b);
     let (syn_ack, _) = TcpHeader::parse(&out[0].2, Some((B, A))).unwrap();
     assert_eq!(b.stats().syn_cookies_sent, 1);

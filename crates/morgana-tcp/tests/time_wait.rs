@@ -26,23 +26,8 @@ impl Pair {
 
     /// Exchanges segments (no delay) until both engines are quiet.
     fn shuttle(&mut self) {
-        for _ in 0..50 {
-            self.a.poll(self.now);
-            self.b.poll(self.now);
-            let from_a = common::drain(&mut self.a);
-            let from_b = common::drain(&mut self.b);
-            if from_a.is_empty() && from_b.is_empty() {
-                return;
-            }
-            for (src, dst, bytes) in from_a {
-                self.b.on_segment(src, dst, &bytes, self.now);
-            }
-            for (src, dst, bytes) in from_b {
-                self.from_b.push(TcpHeader::parse(&bytes, Some((src, dst))).unwrap().0);
-                self.a.on_segment(src, dst, &bytes, self.now);
-            }
-        }
-        panic!("no quiet");
+        let from_b = &mut self.from_b;
+        common::shuttle(&mut self.a, &mut self.b, self.now, |h| from_b.push(h));
     }
 
     /// Opens A:40000 → B:80 and moves `data`; returns both handles.
@@ -84,19 +69,7 @@ impl Pair {
 
     fn syn_from_a(&mut self, seq: u32, timestamps: Option<(u32, u32)>) {
         let options = TcpOptions { mss: Some(1460), timestamps, ..TcpOptions::default() };
-        let syn = TcpHeader {
-            src_port: 40_000,
-            dst_port: 80,
-            seq,
-            flags: SYN,
-            window: 65_535,
-            options,
-            ..TcpHeader::default()
-        };
-        let mut buf = [0u8; 60];
-        let n = syn.emit(&mut buf, &[], A, B).unwrap();
-        self.b.on_segment(A, B, &buf[..n], self.now);
-        self.b.poll(self.now);
+        common::inject(&mut self.b, &common::syn(40_000, seq, options), &[], A, B, self.now);
     }
 }
 

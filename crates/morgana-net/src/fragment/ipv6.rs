@@ -215,14 +215,7 @@ pub fn fragment(packet: &[u8], mtu: usize, identification: u32) -> Result<Vec<Ve
     let mut out = Vec::new();
     let mut lengths = Vec::new();
     fragment_into(packet, mtu, identification, &mut out, &mut lengths)?;
-    let mut at = 0;
-    Ok(lengths
-        .into_iter()
-        .map(|len| {
-            at += len;
-            out[at - len..at].to_vec()
-        })
-        .collect())
+    Ok(super::split(&out, &lengths))
 }
 
 #[cfg(test)]

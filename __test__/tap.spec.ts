@@ -1,5 +1,6 @@
 import test from 'ava';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { chmodSync, cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -299,5 +300,157 @@ kernelTest(test, 'an open TAP keeps the event loop alive; close releases it', as
     const killed = await open.done;
     t.is(killed.signal, 'SIGTERM');
     t.is(killed.stdout.trim(), 'open');
+  });
+});
+
+// --- transmission through the writer thread ----------------------------------------------
+
+/**
+ * A kernel-side listener: an AF_PACKET socket on the interface (64 MiB receive buffer, so it
+ * drops nothing) that checks each 0x88b5 frame against the burst's pattern, and on stdin EOF
+ * prints the sequence numbers it saw, the malformed count and the socket's own drop count.
+ */
+const PACKET_LISTENER = `
+import json, os, select, socket, struct, sys
+ETH_P = 0x88b5
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P))
+s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE
+s.bind((sys.argv[1], ETH_P))
+s.setblocking(False)
+seqs, bad = [], 0
+def drain():
+    global bad
+    while True:
+        try:
+            f = s.recv(70000)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno == 100:  # ENETDOWN, reported once when the TAP closes; frames stay queued
+                continue
+            raise
+        seq = struct.unpack_from('!I', f, 14)[0]
+        n = 60 + seq % 1455
+        if len(f) != n or f[18:] != bytes([seq & 0xff]) * (n - 18):
+            bad += 1
+        seqs.append(seq)
+print('ready', flush=True)
+while True:
+    r, _, _ = select.select([s, 0], [], [])
+    if s in r:
+        drain()
+    if 0 in r and os.read(0, 64) == b'':
+        drain()
+        packets, drops = struct.unpack('II', s.getsockopt(263, 6, 8))  # SOL_PACKET, PACKET_STATISTICS
+        print(json.dumps({'seqs': seqs, 'bad': bad, 'drops': drops}), flush=True)
+        break
+`;
+
+kernelTest(
+  test,
+  'a burst of 10,000 frames reaches a kernel listener in order; what the ring dropped is counted exactly',
+  async (t) => {
+    await withNetns(async (ns) => {
+      const tap = await openTap({ name: 'mtap0', netns: ns.name });
+      const listener = ns.spawn('python3', ['-c', PACKET_LISTENER, 'mtap0']);
+      let out = '';
+      listener.stdout!.on('data', (d) => (out += d));
+      listener.stderr!.on('data', (d) => (out += d));
+      const exited = once(listener, 'exit');
+      try {
+        await ns.ip('link', 'set', 'mtap0', 'up');
+        while (!out.includes('ready\n')) {
+          if (listener.exitCode !== null) throw new Error(`listener failed: ${out}`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        const N = 10_000;
+        const src = parseMac(tap.mac);
+        const lengthOf = (seq: number) => 60 + (seq % 1455);
+        // One synchronous burst, far faster than the kernel takes frames: the ring fills.
+        for (let seq = 0; seq < N; seq++) {
+          const length = lengthOf(seq);
+          tap.write(length, (buffer) => {
+            buffer.fill(0xff, 0, 6);
+            src.copy(buffer, 6);
+            buffer.writeUInt16BE(0x88b5, 12);
+            buffer.writeUInt32BE(seq, 14);
+            buffer.fill(seq & 0xff, 18, length);
+            return length;
+          });
+        }
+        // Every frame is written or dropped once the writer has drained the ring.
+        const deadline = Date.now() + 10_000;
+        while (tap.stats().txFrames + tap.stats().txDropped < N && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        const stats = tap.stats();
+        t.is(stats.txFrames + stats.txDropped, N, 'each frame written or counted as dropped');
+        t.true(stats.txFrames >= 1024, `at least the ring's worth is written (${stats.txFrames})`);
+        t.log(`written ${stats.txFrames}, dropped on a full ring ${stats.txDropped}`);
+        // The kernel's own count of frames received on the interface agrees.
+        let kernelRx = -1;
+        while (Date.now() < deadline) {
+          const link = JSON.parse((await ns.ip('-s', '-j', 'link', 'show', 'mtap0')).stdout)[0];
+          kernelRx = link.stats64.rx.packets as number;
+          if (kernelRx >= stats.txFrames) break;
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        t.is(kernelRx, stats.txFrames, 'the kernel received exactly the frames counted as written');
+
+        await tap.close();
+        t.deepEqual(tap.stats(), stats, 'close had nothing left to flush; counters frozen');
+        listener.stdin!.end();
+        await exited;
+        t.is(out.split('\n').length, 3, out);
+        const result = JSON.parse(out.slice(out.indexOf('\n') + 1)) as { seqs: number[]; bad: number; drops: number };
+        t.is(result.drops, 0, 'the listener itself dropped nothing');
+        t.is(result.bad, 0, 'every frame arrived intact');
+        t.is(result.seqs.length, stats.txFrames, 'what arrived is what was counted as written');
+        t.true(
+          result.seqs.every((seq, i) => i === 0 || seq > result.seqs[i - 1]!),
+          'in order, no duplicates',
+        );
+        t.is(result.seqs[0], 0, 'the first frame found an empty ring');
+        t.is(
+          result.seqs.reduce((sum, seq) => sum + lengthOf(seq), 0),
+          stats.txBytes,
+          'txBytes counts the frames that arrived',
+        );
+      } finally {
+        await tap.close();
+        listener.kill();
+      }
+    });
+  },
+  ['python3'],
+);
+
+kernelTest(test, 'close flushes the ring: frames queued before close are written, none after', async (t) => {
+  await withNetns(async (ns) => {
+    const tap = await openTap({ name: 'mtap0', netns: ns.name });
+    try {
+      await ns.ip('link', 'set', 'mtap0', 'up');
+      const src = parseMac(tap.mac);
+      const N = 3000;
+      for (let seq = 0; seq < N; seq++) {
+        tap.write(64, (buffer) => {
+          buffer.fill(0xff, 0, 6);
+          src.copy(buffer, 6);
+          buffer.writeUInt16BE(0x88b5, 12);
+          buffer.writeUInt32BE(seq, 14);
+          return 64;
+        });
+      }
+      // Close at once, with frames still queued: close writes them before it returns.
+      await tap.close();
+      const stats = tap.stats();
+      t.is(stats.txFrames + stats.txDropped, N, 'nothing is left in between after close');
+      t.is(stats.txBytes, stats.txFrames * 64);
+      t.throws(() => tap.write(64, () => 64), { code: 'ERR_NET_CLOSED' });
+      await new Promise((r) => setTimeout(r, 50));
+      t.deepEqual(tap.stats(), stats, 'nothing is written after close');
+    } finally {
+      await tap.close();
+    }
   });
 });

@@ -1,8 +1,11 @@
-//! Linux TAP device bindings: open, write, and the reader thread's batches delivered to a JS
-//! callback through one bounded threadsafe function call per wake-up.
+//! Linux TAP device bindings: open; transmission through the writer thread's ring, whose slab
+//! JS fills in place (`txSlab` + `commit`) or copies into (`write`); and the reader thread's
+//! batches delivered to a JS callback through one bounded threadsafe function call per wake-up.
 
-use morgana_tap::{Batch, Delivery, Reader, ReaderConfig, Tap, TapOptions};
-use napi::bindgen_prelude::{Buffer, FnArgs, Function, Uint32Array};
+use morgana_tap::{
+    Batch, Delivery, Reader, ReaderConfig, Refused, Slab, Tap, TapOptions, Writer, WriterConfig, WriterStats,
+};
+use napi::bindgen_prelude::{Buffer, BufferSlice, FnArgs, Function, Uint32Array};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{CleanupEnvHook, Env, Error, Result, Status};
 use napi_derive::napi;
@@ -47,6 +50,21 @@ fn shutdown(shared: &Mutex<Option<Running>>) {
     }
 }
 
+/// `commit` queued the frame, and the ring has no free slot for the next one.
+const QUEUED_NO_SLOT: i32 = -1;
+const EBADF: i32 = 9;
+const EINVAL: i32 = 22;
+const ENOBUFS: i32 = 105;
+
+/// A refused frame as a negative errno.
+fn refused(e: Refused) -> i32 {
+    -match e {
+        Refused::Full => ENOBUFS,
+        Refused::TooLong => EINVAL,
+        Refused::Stopped => EBADF,
+    }
+}
+
 /// Counters kept on the Rust side of a TAP device.
 #[napi(object)]
 pub struct TapNativeStats {
@@ -64,12 +82,36 @@ pub struct TapNativeStats {
     pub rx_stalls: f64,
     /// The read error that stopped the reader early, if any.
     pub rx_error: Option<String>,
+    /// Frames written to the device (counted as the write starts).
+    pub tx_frames: f64,
+    /// Bytes of those frames.
+    pub tx_bytes: f64,
+    /// Of `tx_frames`, those `send` wrote on the JS thread.
+    pub tx_inline: f64,
+    /// Frames dropped because the transmit ring was full.
+    pub tx_queue_full: f64,
+    /// Frames the device refused (`write(2)` failed).
+    pub tx_errors: f64,
+    /// Frames queued and not yet written.
+    pub tx_queued: f64,
+    /// Times the writer thread found the ring empty and parked.
+    pub tx_parks: f64,
+    /// Times JS found the ring full and waited for room.
+    pub tx_waits: f64,
+    /// The first write error, if any.
+    pub tx_error: Option<String>,
 }
 
-/// An open TAP interface with its reader thread.
+/// An open TAP interface with its reader and writer threads.
 #[napi]
 pub struct TapHandle {
     tap: Option<Tap>,
+    /// The producing end of the transmit ring; only the JS thread touches it, so no lock.
+    writer: Option<Writer>,
+    /// `tx_slab` was called (V8 must not see two external buffers over one memory).
+    slab_lent: bool,
+    tx_after_close: WriterStats,
+    tx_error_after_close: Option<String>,
     running: Shared,
     stats_after_close: Option<morgana_tap::ReaderStats>,
     hook: Option<CleanupEnvHook<Weak<Mutex<Option<Running>>>>>,
@@ -78,7 +120,8 @@ pub struct TapHandle {
 #[napi]
 impl TapHandle {
     /// Opens TAP interface `name` (in network namespace `netns` if given), sets the kernel-side
-    /// MTU, and starts the reader, which calls `onBatch(frames, lengths)` once per wake-up.
+    /// MTU, and starts the writer thread (a ring of `WriterConfig::for_mtu(mtu)`) and the
+    /// reader, which calls `onBatch(frames, lengths)` once per wake-up.
     /// Throws an error whose message starts with its code (`ERR_TAP_PERMISSION: …`).
     #[napi(factory)]
     pub fn open(
@@ -102,6 +145,9 @@ impl TapHandle {
                     Ok(FnArgs::from((Buffer::from(batch.data), Uint32Array::new(batch.lengths))))
                 })?,
         );
+        let writer = tap
+            .spawn_writer(WriterConfig::for_mtu(mtu))
+            .map_err(|e| Error::new(Status::GenericFailure, format!("ERR_TAP_OPEN: writer thread: {e}")))?;
         let config = ReaderConfig {
             max_frame: mtu as usize + 14,
             max_batch_frames: 64,
@@ -125,7 +171,16 @@ impl TapHandle {
                 shutdown(&shared);
             }
         })?;
-        Ok(TapHandle { tap: Some(tap), running, stats_after_close: None, hook: Some(hook) })
+        Ok(TapHandle {
+            tap: Some(tap),
+            writer: Some(writer),
+            slab_lent: false,
+            tx_after_close: WriterStats::default(),
+            tx_error_after_close: None,
+            running,
+            stats_after_close: None,
+            hook: Some(hook),
+        })
     }
 
     /// The interface name the kernel assigned.
@@ -134,21 +189,104 @@ impl TapHandle {
         self.tap.as_ref().map(|t| t.name().to_owned()).unwrap_or_default()
     }
 
-    /// Writes `frame[0..length]`. Returns `length`, or a negative errno (`-11`, EAGAIN, when the
-    /// device queue is full; `-9`, EBADF, after close).
+    /// The transmit ring's memory as one Buffer (slot `i` at `i * txSlotLength`), for filling
+    /// the reserved slot in place; `null` when the runtime cannot wrap external memory (then
+    /// use `write`). The memory lives as long as this Buffer or the device, whichever is
+    /// longer. Lent once, right after opening: later calls return `null`.
     #[napi]
-    pub fn write(&self, frame: &[u8], length: u32) -> i32 {
-        let Some(tap) = &self.tap else { return -9 }; // EBADF
-        let Some(bytes) = frame.get(..length as usize) else { return -22 }; // EINVAL
-        match tap.write(bytes) {
-            Ok(n) => n as i32,
-            Err(e) => -e.raw_os_error().unwrap_or(5),
+    pub fn tx_slab<'env>(&mut self, env: &'env Env) -> Result<Option<BufferSlice<'env>>> {
+        let Some(writer) = &self.writer else { return Ok(None) };
+        if std::mem::replace(&mut self.slab_lent, true) {
+            return Ok(None);
+        }
+        let slab: Slab = writer.slab();
+        let (ptr, len) = (slab.as_ptr(), slab.len());
+        // SAFETY: `ptr` points at `len` bytes owned by the ring, which `slab` (moved into the
+        // finalizer) keeps allocated until V8 collects the Buffer. JS writes into it only the
+        // slot `claim`/`commit` reserved; the writer thread reads slots only through raw
+        // pointers passed to write(2), so a misbehaving script can garble its own frames but
+        // not Rust memory. The slice napi-rs builds over it lives only inside this call, while
+        // the ring is empty (it is asked for right after opening) and the thread reads nothing.
+        let buffer = unsafe { BufferSlice::from_external(env, ptr, len, slab, |_, slab| drop(slab))? };
+        // A runtime without external buffers hands back a copy, which the thread never sees.
+        Ok((buffer.as_ptr() == ptr.cast_const()).then_some(buffer))
+    }
+
+    /// Bytes per transmit slot (at least `mtu + 14`); 0 after close.
+    #[napi(getter)]
+    pub fn tx_slot_length(&self) -> u32 {
+        self.writer.as_ref().map_or(0, |w| w.slot_len() as u32)
+    }
+
+    /// Number of transmit slots; 0 after close.
+    #[napi(getter)]
+    pub fn tx_slots(&self) -> u32 {
+        self.writer.as_ref().map_or(0, |w| w.slots() as u32)
+    }
+
+    /// The index of the free slot the next frame goes into, or -1 when the ring is full, or
+    /// -9 (EBADF) after close. A full ring is waited on for up to 1 ms (less once the writer
+    /// has caught up) unless a wait already timed out since the last free slot. Counts nothing.
+    #[napi]
+    pub fn reserve(&mut self) -> i32 {
+        let Some(writer) = &mut self.writer else { return -EBADF };
+        writer.reserve().map_or(QUEUED_NO_SLOT, |slot| slot as i32)
+    }
+
+    /// Like `reserve` (waiting included), for a frame ready to be sent: -1 (ring full) counts
+    /// it as dropped (`txQueueFull`).
+    #[napi]
+    pub fn claim(&mut self) -> i32 {
+        let Some(writer) = &mut self.writer else { return -EBADF };
+        writer.claim().map_or(QUEUED_NO_SLOT, |slot| slot as i32)
+    }
+
+    /// Queues the first `length` bytes of the slot `reserve`, `claim` or the previous `commit`
+    /// returned, and wakes the writer. Returns the next free slot (≥ 0), or -1 when the frame
+    /// was queued but the ring is now full; below -1 the frame was not queued: -105 (ENOBUFS,
+    /// no slot was free; counted), -22 (EINVAL, longer than a slot), -9 (EBADF, closed).
+    #[napi]
+    pub fn commit(&mut self, length: u32) -> i32 {
+        let Some(writer) = &mut self.writer else { return -EBADF };
+        match writer.commit(length as usize) {
+            Ok(()) => writer.try_reserve().map_or(QUEUED_NO_SLOT, |slot| slot as i32),
+            Err(e) => refused(e),
         }
     }
 
-    /// Counters of the reader thread.
+    /// Like `commit`, but when nothing is queued the frame is written at once on this thread
+    /// (no wake-up, no thread hop: lower latency and CPU for small exchanges) and its slot
+    /// stays free for the next one. Same return values as `commit`.
+    #[napi]
+    pub fn send(&mut self, length: u32) -> i32 {
+        let Some(writer) = &mut self.writer else { return -EBADF };
+        match writer.send(length as usize) {
+            // Inline or queued alike, the next frame goes into the next free slot.
+            Ok(_) => writer.try_reserve().map_or(QUEUED_NO_SLOT, |slot| slot as i32),
+            Err(e) => refused(e),
+        }
+    }
+
+    /// Copies `frame[0..length]` into the transmit ring. Returns `length`, or a negative errno:
+    /// -105 (ENOBUFS, ring full; counted), -22 (EINVAL, bad length), -9 (EBADF, closed).
+    /// Any slot index JS held is stale afterwards: `claim` again.
+    #[napi]
+    pub fn write(&mut self, frame: &[u8], length: u32) -> i32 {
+        let Some(writer) = &mut self.writer else { return -EBADF };
+        let Some(bytes) = frame.get(..length as usize) else { return -EINVAL };
+        match writer.push(bytes) {
+            Ok(()) => length as i32,
+            Err(e) => refused(e),
+        }
+    }
+
+    /// Counters of the reader and writer threads.
     #[napi]
     pub fn stats(&self) -> TapNativeStats {
+        let (tx, tx_error) = match &self.writer {
+            Some(w) => (w.stats(), w.error()),
+            None => (self.tx_after_close, self.tx_error_after_close.clone()),
+        };
         let guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let (s, error) = match (&*guard, self.stats_after_close) {
             (Some(r), _) => (r.reader.stats(), r.reader.error()),
@@ -163,13 +301,28 @@ impl TapHandle {
             rx_oversized: s.oversized as f64,
             rx_stalls: s.stalls as f64,
             rx_error: error,
+            tx_frames: tx.frames as f64,
+            tx_bytes: tx.bytes as f64,
+            tx_queue_full: tx.full as f64,
+            tx_errors: tx.errors as f64,
+            tx_queued: tx.queued as f64,
+            tx_parks: tx.parks as f64,
+            tx_inline: tx.inline as f64,
+            tx_waits: tx.waits as f64,
+            tx_error,
         }
     }
 
-    /// Stops and joins the reader, releases the threadsafe function (and with it the event
-    /// loop), and closes the descriptor. Idempotent.
+    /// Flushes the transmit ring and joins the writer (nothing is written afterwards), stops
+    /// and joins the reader, releases the threadsafe function (and with it the event loop),
+    /// and closes the descriptor. Idempotent.
     #[napi]
     pub fn close(&mut self, env: Env) -> Result<()> {
+        if let Some(mut writer) = self.writer.take() {
+            writer.stop();
+            self.tx_after_close = writer.stats();
+            self.tx_error_after_close = writer.error();
+        }
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(running) = running {
             self.stats_after_close = Some(running.reader.stats());
@@ -184,8 +337,10 @@ impl TapHandle {
 }
 
 impl Drop for TapHandle {
-    /// A handle collected without `close()` still stops its thread and closes its descriptor.
+    /// A handle collected without `close()` still stops its threads and closes its descriptor.
     fn drop(&mut self) {
+        // Dropping the writer flushes and joins it.
+        self.writer = None;
         shutdown(&self.running);
     }
 }

@@ -108,6 +108,20 @@ pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// `write(2)` of `len` bytes at `ptr`, for memory that must not be borrowed as a slice.
+///
+/// # Safety
+/// `ptr` must be valid for reads of `len` bytes for the duration of the call.
+pub(crate) unsafe fn write_raw(fd: BorrowedFd<'_>, ptr: *const u8, len: usize) -> io::Result<usize> {
+    // SAFETY: the caller guarantees `len` readable bytes at `ptr`; the kernel only reads them.
+    let n = unsafe { libc::write(fd.as_raw_fd(), ptr.cast(), len) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Waits until `a` (when given) or `b` is readable (no timeout); returns their `revents`.
 pub(crate) fn poll2(
     a: Option<BorrowedFd<'_>>,

@@ -3,6 +3,7 @@
 use crate::error::{classify_device_error, TapError, TapErrorKind};
 use crate::reader::{Batch, Delivery, Reader, ReaderConfig};
 use crate::sys;
+use crate::writer::{Writer, WriterConfig};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -21,8 +22,8 @@ pub struct TapOptions<'a> {
     pub mtu: Option<u32>,
 }
 
-/// An open TAP interface. Dropping it (and any [`Reader`]) closes the descriptor; a
-/// non-persistent interface then disappears.
+/// An open TAP interface. Dropping it (and any [`Reader`] and [`Writer`]) closes the
+/// descriptor; a non-persistent interface then disappears.
 #[derive(Debug)]
 pub struct Tap {
     fd: Arc<OwnedFd>,
@@ -73,10 +74,19 @@ impl Tap {
         &self.name
     }
 
-    /// Writes one frame. A full device queue gives an error of kind
-    /// [`io::ErrorKind::WouldBlock`]; the frame is then not sent.
+    /// Writes one frame on the calling thread. A full device queue gives an error of kind
+    /// [`io::ErrorKind::WouldBlock`]; the frame is then not sent. The kernel processes the
+    /// frame (its whole receive path) before this returns; [`Tap::spawn_writer`] moves that
+    /// work to a thread of its own.
     pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
         sys::write(self.fd.as_fd(), frame)
+    }
+
+    /// Starts the writer thread: frames queued on the returned [`Writer`] (a bounded ring,
+    /// `config`) are written to the device in order, one `write(2)` each, off the caller's
+    /// thread.
+    pub fn spawn_writer(&self, config: WriterConfig) -> io::Result<Writer> {
+        Writer::spawn(self.fd.clone(), config)
     }
 
     /// Starts the reader thread, which calls `deliver` once per wake-up with every frame that

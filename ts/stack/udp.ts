@@ -35,14 +35,15 @@ function udpHeader(srcPort: number, dstPort: number, data: Uint8Array, pseudo: n
   return header;
 }
 
-/** The `size`/`fill` pair of an IP write that copies a built header in place. */
-function headerFill(header: Buffer): { size: number; fill: (b: Buffer) => number } {
-  return {
-    size: header.length,
-    fill: (b) => {
-      header.copy(b);
-      return header.length;
-    },
+/**
+ * The `fill` of an IP write that copies a built UDP header in place. The options object is
+ * written out literally at each call site: spreading a helper's object into it gave it another
+ * hidden class and cost 45 % of the UDP datagram rate.
+ */
+function headerFill(header: Buffer): (b: Buffer) => number {
+  return (b) => {
+    header.copy(b);
+    return HEADER;
   };
 }
 
@@ -165,7 +166,8 @@ export class Udp {
     const src = route.iface.address;
     const header = udpHeader(srcPort, dstPort, data, pseudoHeaderSum(src, target, PROTO_UDP, length));
     this.#ip.write(target, PROTO_UDP, {
-      ...headerFill(header),
+      size: HEADER,
+      fill: headerFill(header),
       payloads: [data],
       ttl: options.ttl,
       fragment: options.dontFragment ? false : undefined,
@@ -184,7 +186,8 @@ export class Udp {
     const src = ip6.sourceFor(target, iface);
     const header = udpHeader(srcPort, dstPort, data, pseudoHeaderSum6(src, target, PROTO_UDP, length));
     ip6.write(target, PROTO_UDP, {
-      ...headerFill(header),
+      size: HEADER,
+      fill: headerFill(header),
       payloads: [data],
       hopLimit: options.ttl,
       fragment: options.dontFragment ? false : undefined,

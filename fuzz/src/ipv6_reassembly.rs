@@ -240,7 +240,7 @@ pub fn check(data: &[u8]) {
                 for _ in 0..input.byte() % 100 {
                     next_id = next_id.checked_add(1).unwrap_or(4);
                     let pieces = [piece(next_id, 0, 8, true, 0), piece(next_id, 8, 1, false, 0)];
-                    let sent = if next_id % 2 == 0 { &pieces[..] } else { &pieces[..1] };
+                    let sent = if next_id.is_multiple_of(2) { &pieces[..] } else { &pieces[..1] };
                     for p in sent {
                         let result = cache.push(p, now);
                         check_result(p, &result, raw_fragments);
@@ -364,7 +364,7 @@ fn check_state(
     }
     assert!(cache.pending_reports() <= max_reports);
     // Take the reports now and then (as the IPv6 layer would), checking each.
-    if now.common.fragments % 3 == 0 {
+    if now.common.fragments.is_multiple_of(3) {
         while let Some(report) = cache.take_report() {
             assert!(report.packet.len() <= MAX_QUOTE && report.packet.len() >= HEADER_LEN + 8);
             assert_ne!(report.packet[24], 0xff, "no report about a multicast destination");

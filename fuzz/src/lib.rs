@@ -589,7 +589,7 @@ pub mod reassembly {
                     for _ in 0..input.byte() % 100 {
                         next_id = next_id.checked_add(1).unwrap_or(4);
                         let pieces = [piece(next_id, 0, 8, true, &[]), piece(next_id, 8, 1, false, &[])];
-                        let sent = if next_id % 2 == 0 { &pieces[..] } else { &pieces[..1] };
+                        let sent = if next_id.is_multiple_of(2) { &pieces[..] } else { &pieces[..1] };
                         for p in sent {
                             match cache.push(p, now) {
                                 Pushed::Complete(whole) => check_complete(&whole, raw_fragments),

@@ -761,3 +761,61 @@ test('random ICMPv6 messages of every type with valid checksums are absorbed wit
   t.is((await until(clock, peer.icmpv6!.ping('2001:db8::1'))).from, '2001:db8::1');
   await Promise.all([a.close(), peer.close()]);
 });
+
+test('TCP and UDP between two hosts on their SLAAC global addresses, through the prefix a Morgana router advertised', async (t) => {
+  const clock = new VirtualClock();
+  const sw = new VirtualSwitch({ clock });
+  const router = await createStack({
+    net: sw.connect(),
+    clock,
+    random: seededRandom(20),
+    ipv6: { address: '2001:db8:2::1/64', routerAdvertisements: { prefixes: ['2001:db8:2::/64'], intervalMs: 30_000 } },
+  });
+  const [h1, h2] = (await Promise.all(
+    [21, 22].map((seed) => createStack({ net: sw.connect(), clock, random: seededRandom(seed), ipv6: 'auto' })),
+  )) as [Stack, Stack];
+  await run(clock, 5_000);
+  const g1 = h1.ipv6!.addresses().find((a) => a.startsWith('2001:db8:2:'));
+  const g2 = h2.ipv6!.addresses().find((a) => a.startsWith('2001:db8:2:'));
+  t.truthy(g1 && g2, 'both hosts configured a global address');
+
+  // TCP: 256 KiB each way over the autoconfigured addresses, compared byte for byte.
+  const up = Buffer.alloc(256 * 1024);
+  const down = Buffer.alloc(256 * 1024);
+  for (let i = 0; i < up.length; i += 4) {
+    up.writeUInt32BE((i * 2654435761) >>> 0, i);
+    down.writeUInt32BE((i * 40503 + 7) >>> 0, i);
+  }
+  const collect = (conn: NodeJS.ReadableStream) =>
+    new Promise<Buffer>((resolve) => {
+      const chunks: Buffer[] = [];
+      conn.on('data', (c: Buffer) => chunks.push(c));
+      conn.on('end', () => resolve(Buffer.concat(chunks)));
+    });
+  let serverPeer = '';
+  const serverGot = new Promise<Buffer>((resolve) =>
+    h2.tcp.listen(8080, (conn) => {
+      serverPeer = conn.remoteAddress;
+      resolve(collect(conn));
+      conn.end(down);
+    }, { allowHalfOpen: true }),
+  );
+  const client = await until(clock, h1.tcp.connect(g2!, 8080, { allowHalfOpen: true }));
+  t.is(client.remoteFamily, 'IPv6');
+  t.is(client.localAddress, g1!, 'the global source, not the link-local one (RFC 6724)');
+  const clientGot = collect(client);
+  client.end(up);
+  const [gotDown, gotUp] = await until(clock, Promise.all([clientGot, serverGot]));
+  t.true(gotDown.equals(down));
+  t.true(gotUp.equals(up));
+  t.is(serverPeer, g1!);
+
+  // UDP: a datagram each way between the same addresses.
+  const received = new Promise<{ data: string; from: string }>((resolve) =>
+    h2.udp.bind(5353, (data, from) => resolve({ data: data.toString(), from: from.address })),
+  );
+  h1.udp.send(g2!, 5353, Buffer.from('over SLAAC'), { srcPort: 4000 });
+  t.deepEqual(await until(clock, received), { data: 'over SLAAC', from: g1! });
+  t.is(h1.stats().udp.badChecksum + h2.stats().udp.badChecksum, 0);
+  await Promise.all([h1.close(), h2.close(), router.close()]);
+});

@@ -19,7 +19,7 @@ import { type DeviceContext, defaultKeys } from './devices.js';
 import { type Config, type DeviceGraph, checkKeyValues, deviceGraph } from './dsl.js';
 import { type Key, isKey, keysHelp, parseKeyArguments } from './keys.js';
 import type { StackV4, TcpV4 } from './stackv4.js';
-import { type TargetConfig, formatForward } from './targets.js';
+import { DEFAULT_VNET_MTU, type TargetConfig, formatForward } from './targets.js';
 
 /** Exit codes of a unikernel, as MirageOS's (functoria-runtime ≥ 3.0.1). */
 export const EXIT = { ok: 0, failure: 1, help: 63, usage: 64 } as const;
@@ -135,6 +135,7 @@ async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{
     dhcp = startDhcpServer(stack, { range: [formatIpv4Address(network + 2), formatIpv4Address(broadcast - 1)], router: gw });
     log(`vnet: gateway ${gw}/${prefix}, DHCP server for the unikernel`);
   } else log(`vnet: gateway ${gw}/${prefix}, unikernel ${guest.ipv6Only ? 'IPv6-only' : address}`);
+  if (sw.mtu !== DEFAULT_VNET_MTU) log(`vnet: link MTU ${sw.mtu}`);
   if (v6) log(`vnet: IPv6 router ${v6.text}`);
   return {
     stack,
@@ -275,7 +276,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
   const byId = new Map<string, unknown>();
   let forwards: Running | undefined;
   let gateway: { stack: Stack; stop(): Promise<void> } | undefined;
-  const sw = manifest.target.name === 'vnet' ? new VirtualSwitch() : undefined;
+  const sw = manifest.target.name === 'vnet' ? new VirtualSwitch({ mtu: manifest.target.mtu ?? DEFAULT_VNET_MTU }) : undefined;
   let signalled: string | undefined;
   let onSignal!: (name: string) => void;
   const signalPromise = new Promise<'signal'>((resolve) => {

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import { readConfigured } from '../config/project.js';
 import { PROJECT_OPTIONS, guarded, parseCommandArgs, pathsFrom } from './project-args.js';

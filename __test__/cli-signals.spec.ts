@@ -5,8 +5,8 @@
  */
 import test from 'ava';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { CLI, configureAndBuild, project } from './helpers/unikernel.js';
+import { existsSync, readdirSync } from 'node:fs';
+import { CLI, canDropPrivileges, configureAndBuild, morganaAsNobody, nobodyDir, project, readableCopy } from './helpers/unikernel.js';
 
 /** A vnet unikernel that prints its pid, serves TCP, and runs until stopped. */
 function pidProject(): string {
@@ -137,4 +137,14 @@ test('start: SIGUSR2 prints the summary again; SIGKILL of start stops the uniker
   } finally {
     killQuietly(start.child, pid);
   }
+});
+
+(canDropPrivileges ? test : test.skip)('start --tap as an unprivileged user: says why and where to go, leaves no temporary folder', async (t) => {
+  const copy = readableCopy();
+  const tmp = nobodyDir();
+  const r = await morganaAsNobody(copy, ['start', '--tap'], { env: { ...process.env, TMPDIR: tmp } });
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, /needs root/);
+  t.regex(r.stderr, /morgana start \(the vnet target, no root\)/);
+  t.deepEqual(readdirSync(tmp), []);
 });

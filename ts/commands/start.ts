@@ -74,6 +74,10 @@ export const start: Command = {
       process.stderr.write(`morgana start: --port must be 0..65535, got ${values.port}\n`);
       return EXIT_USAGE;
     }
+    if (values.tap && process.getuid?.() !== 0) {
+      process.stderr.write('morgana start --tap needs root (a network namespace and /dev/net/tun): run it with sudo, or run morgana start (the vnet target, no root)\n');
+      return 1;
+    }
     const example = path.join(packageRoot, 'examples', 'static-website');
     const buildDir = mkdtempSync(path.join(tmpdir(), 'morgana-start-'));
     const project = ['-f', path.join(example, 'config.ts'), '-b', buildDir];
@@ -143,10 +147,6 @@ function ip(...args: string[]): void {
 
 /** `morgana start --tap`: the main job on a TAP device inside a network namespace. */
 async function runOnTap(buildDir: string, project: string[], selfCheckOnly: boolean): Promise<number> {
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('morgana start --tap needs root (a network namespace and /dev/net/tun); run it with sudo\n');
-    return 1;
-  }
   try {
     process.stderr.write(`Building the static-website example for unix --net direct in ${buildDir}\n`);
     const configured = await configure.run(['-t', 'unix', '--net', 'direct', `--interface=${TAP}`, ...project]);

@@ -107,7 +107,11 @@ export interface StackOptions {
   clock?: Clock;
   arp?: ArpOptions;
   icmp?: IcmpOptions;
-  /** Reassembly limits (default 256 KiB / 16 fragments / 10 s, as MirageOS 3.5). */
+  /**
+   * Reassembly limits (default 256 KiB / 16 fragments / 10 s, as MirageOS 3.5). 16 fragments
+   * of 1,480 bytes at MTU 1500 make datagrams up to 23,680 bytes; larger ones are dropped
+   * (counted) unless `maxFragments` is raised.
+   */
   reassembly?: ReassemblerOptions;
   /** TCP settings (buffers, timers). */
   tcp?: TcpOptions;

@@ -51,10 +51,12 @@ impl State {
 /// peer's timestamp clock may have wrapped since — and PAWS skips the check.
 pub const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
 
-/// Least time (ms) between two ACKs answering PAWS-rejected pure ACKs (as Linux's
-/// `tcp_invalid_ratelimit`): two peers that disagree on timestamps must not ACK each other in
-/// a loop.
-const OOW_ACK_INTERVAL_MS: u64 = 500;
+/// Least time (ms) between two ACKs one connection sends in reply to unacceptable segments
+/// without data (out of window, PAWS-rejected, acknowledging unsent or too old data) or as
+/// RFC 5961 challenge ACKs: Linux's `tcp_invalid_ratelimit`. Two ends that each find the other's
+/// ACKs unacceptable (one lost its connection and a spoofed SYN gave it a new one with the same
+/// 4-tuple, or they disagree on timestamps) would otherwise ACK each other for ever.
+pub const OOW_ACK_INTERVAL_MS: u64 = 500;
 
 /// Smallest tail-loss probe timeout (ms).
 const TLP_MIN_MS: u64 = 10;
@@ -145,7 +147,7 @@ pub struct Conn {
     ts_recent: u32,
     /// When TS.Recent was last set (ms): after [`PAWS_IDLE_MS`] it is no longer valid.
     ts_recent_at: u64,
-    /// Last ACK sent for a PAWS-rejected pure ACK (ms), to rate-limit them.
+    /// When the last rate-limited ACK (unacceptable segment, challenge) went out (ms).
     oow_ack_at: Option<u64>,
     ts_offset: u32,
     sndbuf: SendBuffer,
@@ -219,6 +221,7 @@ struct Counters {
     timeouts: u32,
     tail_loss_probes: u32,
     paws_rejected: u32,
+    acks_rate_limited: u32,
 }
 
 /// A snapshot of one connection's congestion state and loss-recovery counters (as Linux's
@@ -255,6 +258,9 @@ pub struct ConnStats {
     pub tail_loss_probes: u32,
     /// Segments dropped by PAWS (RFC 7323 §5).
     pub paws_rejected: u32,
+    /// ACKs not sent, in reply to unacceptable segments or as challenge ACKs, because of the
+    /// per-connection limit ([`OOW_ACK_INTERVAL_MS`]).
+    pub acks_rate_limited: u32,
     /// RFC 7323 timestamps are on.
     pub timestamps: bool,
     /// The peer accepts SACK (RFC 2018): our ACKs carry blocks and its SACKs drive recovery.
@@ -514,6 +520,7 @@ impl Conn {
             timeouts: self.counters.timeouts,
             tail_loss_probes: self.counters.tail_loss_probes,
             paws_rejected: self.counters.paws_rejected,
+            acks_rate_limited: self.counters.acks_rate_limited,
             timestamps: self.ts_enabled,
             sack: self.sack_ok,
             window_scale: self.wscale_ok.then_some((self.snd_shift, self.rcv_shift)),
@@ -917,13 +924,7 @@ impl Conn {
                 if self.paws_rejects(h, val, payload.is_empty(), now) {
                     ctx.stats.paws_rejected += 1;
                     self.counters.paws_rejected += 1;
-                    let pure_ack = payload.is_empty() && !h.has(SYN) && !h.has(FIN);
-                    if !pure_ack || self.oow_ack_at.is_none_or(|t| now >= t + OOW_ACK_INTERVAL_MS) {
-                        if pure_ack {
-                            self.oow_ack_at = Some(now);
-                        }
-                        self.ack_now = true;
-                    }
+                    self.unacceptable_ack(ctx, h, payload.len());
                     return false;
                 }
             }
@@ -953,7 +954,7 @@ impl Conn {
         };
         if !acceptable {
             if !h.has(RST) {
-                self.ack_now = true;
+                self.unacceptable_ack(ctx, h, payload.len());
                 if self.state == State::TimeWait && h.has(FIN) {
                     self.time_wait_at = Some(now + ctx.cfg.time_wait_ms);
                 }
@@ -1017,7 +1018,8 @@ impl Conn {
             }
         }
         if seq::gt(h.ack, self.snd_max) {
-            self.ack_now = true;
+            // RFC 9293: it acknowledges something not yet sent: ACK (rate-limited) and drop.
+            self.unacceptable_ack(ctx, h, payload.len());
             return false;
         }
         if seq::lt(h.ack, self.snd_una.wrapping_sub(self.max_snd_wnd.max(1))) {
@@ -1174,10 +1176,41 @@ impl Conn {
         }
     }
 
+    /// A challenge ACK (RFC 5961 §§3–5): at most one per [`OOW_ACK_INTERVAL_MS`] per
+    /// connection, then within the engine-wide budget (§7), as Linux's `tcp_send_challenge_ack`.
     fn challenge_ack(&mut self, ctx: &mut Ctx) {
+        if !self.oow_ack_allowed(ctx.now) {
+            ctx.stats.challenge_acks_suppressed += 1;
+            self.counters.acks_rate_limited += 1;
+            return;
+        }
         if ctx.challenge_allowed() {
             self.ack_now = true;
         }
+    }
+
+    /// The ACK answering an unacceptable segment (RFC 9293 §3.10.7.4). Without data it is
+    /// rate-limited per connection (as Linux's `tcp_oow_rate_limited`); a segment with data or a
+    /// FIN is always answered: its sender needs the ACK (a retransmission whose ACK was lost, a
+    /// window probe), and data does not answer ACKs, so it cannot feed a loop.
+    fn unacceptable_ack(&mut self, ctx: &mut Ctx, h: &TcpHeader, payload_len: usize) {
+        let data = (payload_len > 0 || h.has(FIN)) && !h.has(SYN);
+        if !data && !self.oow_ack_allowed(ctx.now) {
+            ctx.stats.unacceptable_acks_suppressed += 1;
+            self.counters.acks_rate_limited += 1;
+            return;
+        }
+        ctx.stats.unacceptable_acks += 1;
+        self.ack_now = true;
+    }
+
+    /// Whether the per-connection limit lets one more rate-limited ACK out now (and takes it).
+    fn oow_ack_allowed(&mut self, now: u64) -> bool {
+        if self.oow_ack_at.is_some_and(|t| now < t + OOW_ACK_INTERVAL_MS) {
+            return false;
+        }
+        self.oow_ack_at = Some(now);
+        true
     }
 
     fn enter_time_wait(&mut self, ctx: &mut Ctx) {

@@ -264,8 +264,14 @@ pub struct Stats {
     pub resets_received: u64,
     /// Challenge ACKs sent (RFC 5961).
     pub challenge_acks: u64,
-    /// Challenge ACKs not sent because of the rate limit.
+    /// Challenge ACKs not sent because of a rate limit (per connection, or engine-wide).
     pub challenge_acks_suppressed: u64,
+    /// ACKs sent in reply to unacceptable segments (out of window, PAWS-rejected, acknowledging
+    /// unsent data).
+    pub unacceptable_acks: u64,
+    /// ACKs not sent in reply to unacceptable segments without data because the connection
+    /// answered one less than [`crate::conn::OOW_ACK_INTERVAL_MS`] before (no ACK loop).
+    pub unacceptable_acks_suppressed: u64,
     /// Zero-window probes sent.
     pub window_probes: u64,
     /// Tail-loss probes sent (RFC 8985 §7; also counted in `retransmits`).

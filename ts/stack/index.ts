@@ -13,6 +13,7 @@ import { Arp, type ArpOptions, type ArpStats } from './arp.js';
 import { DhcpClient, type DhcpClientOptions, type DhcpLease } from './dhcp-client.js';
 import { Ethernet, type EthernetStats } from './ethernet.js';
 import { Icmp, type IcmpOptions, type IcmpStats } from './icmp.js';
+import type { IpOutput } from './ip-output.js';
 import { type Ipv4Interface, Ipv4Layer, type Ipv4Stats, type Route } from './ipv4.js';
 import { Icmpv6, type Icmpv6Options, type Icmpv6Stats } from './icmpv6.js';
 import { Ipv6Layer, type Ipv6Stats, ipv6Bytes, isMulticast, isUnspecified } from './ipv6.js';
@@ -224,7 +225,7 @@ export async function createStack(options: StackOptions): Promise<Stack> {
     randomUint32,
   });
   const icmp = new Icmp(ipv4, clock, randomUint32, options.icmp);
-  const v6 = options.ipv6 === undefined ? undefined : setUpIpv6(options, configs, interfaces.map((i) => i.eth), clock, randomUint32);
+  const v6 = options.ipv6 === undefined ? undefined : setUpIpv6(options, configs, interfaces.map((i) => i.eth), clock, randomUint32, ipv4.output);
   const udp = new Udp(ipv4, icmp, randomUint32);
   const tcp = new Tcp(ipv4, clock, randomUint32, interfaces[0]!.eth.mtu, options.tcp);
   let closed = false;
@@ -309,7 +310,7 @@ export function parseCidr6(text: string): { address: Buffer; prefix: number } {
 }
 
 /** Builds the IPv6 side of a stack: layer, ICMPv6, ND, MLD, then addresses (DAD starts here). */
-function setUpIpv6(options: StackOptions, configs: InterfaceConfig[], eths: Ethernet[], clock: Clock, randomUint32: () => number) {
+function setUpIpv6(options: StackOptions, configs: InterfaceConfig[], eths: Ethernet[], clock: Clock, randomUint32: () => number, output: IpOutput) {
   const given = options.ipv6!;
   const o: Ipv6Options = given === 'auto' ? { auto: true } : typeof given === 'string' ? { address: given } : given;
   const list = (a: Cidr | Cidr[] | undefined) => (a === undefined ? [] : Array.isArray(a) ? a : [a]).map(parseCidr6);
@@ -336,6 +337,7 @@ function setUpIpv6(options: StackOptions, configs: InterfaceConfig[], eths: Ethe
     preferTemporary: o.temporary,
     reassembly: options.reassembly,
     randomUint32,
+    output,
   });
   const icmpv6 = new Icmpv6(ipv6, clock, randomUint32, o.icmp);
   const ndp = new Ndp(ipv6, icmpv6, clock, randomUint32, { ...o.nd, acceptRouterAdvertisements: o.nd?.acceptRouterAdvertisements ?? auto });

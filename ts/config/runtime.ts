@@ -6,6 +6,7 @@
  * @module
  */
 import dgram from 'node:dgram';
+import { rmSync } from 'node:fs';
 import net from 'node:net';
 import { formatIpv4Address, formatIpv6Address, parseIpv4Address, parseIpv6Address } from '../address.js';
 import { MorganaError } from '../errors.js';
@@ -14,6 +15,7 @@ import { startDhcpServer } from '../stack/dhcp-server.js';
 import { type Ipv6Options, type Stack, createStack } from '../stack/index.js';
 import { formatEndpoint } from '../stack/inet.js';
 import { formatStackSummary } from '../stack/summary.js';
+import { watchParent } from './parent-watch.js';
 import { bootArguments } from './argv.js';
 import { type DeviceContext, defaultKeys } from './devices.js';
 import { type Config, type DeviceGraph, checkKeyValues, deviceGraph } from './dsl.js';
@@ -285,10 +287,35 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
       resolve('signal');
     };
   });
-  const sigint = () => onSignal('SIGINT');
-  const sigterm = () => onSignal('SIGTERM');
-  process.once('SIGINT', sigint);
-  process.once('SIGTERM', sigterm);
+  // SIGINT, SIGTERM and SIGHUP stop the unikernel. A terminal's Ctrl-C reaches it twice (from the
+  // terminal and forwarded by \`morgana run\`): repeats within a second are that, not a second
+  // request; a later one while stopping forces the exit.
+  let firstSignalAt = 0;
+  const stopSignals: Array<[NodeJS.Signals, () => void]> = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((name) => [
+    name,
+    () => {
+      if (signalled === undefined) {
+        firstSignalAt = Date.now();
+        onSignal(name);
+      } else if (Date.now() - firstSignalAt > 1000) {
+        log(`${name} again: exiting without stopping the devices`);
+        process.exit(128 + (name === 'SIGINT' ? 2 : name === 'SIGTERM' ? 15 : 1));
+      }
+    },
+  ]);
+  for (const [name, handler] of stopSignals) process.on(name, handler);
+  // The wrapper that started us (morgana run/start) is gone: stop, as on SIGTERM.
+  // \`morgana start\` builds into a temporary folder it removes; if it died first, we remove it.
+  const temporaryBuildDir = process.env.MORGANA_TEMPORARY_BUILD_DIR === manifest.buildDir ? manifest.buildDir : undefined;
+  delete process.env.MORGANA_TEMPORARY_BUILD_DIR;
+  let parentGone = false;
+  const unwatchParent = watchParent(() => {
+    parentGone = true;
+    // Our output may have been a pipe to it: writes now fail with EPIPE, which must not crash the stop.
+    process.stdout.on('error', () => {});
+    process.stderr.on('error', () => {});
+    if (signalled === undefined) onSignal('parent process exited');
+  });
   // SIGUSR2 prints a summary of every Morgana stack (addresses, ARP, connections, counters).
   const summary = () => {
     const stacks: Array<[string, unknown]> = [...byId];
@@ -300,8 +327,8 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
   process.on('SIGUSR2', summary);
 
   const shutdown = async () => {
-    process.off('SIGINT', sigint);
-    process.off('SIGTERM', sigterm);
+    for (const [name, handler] of stopSignals) process.off(name, handler);
+    unwatchParent();
     process.off('SIGUSR2', summary);
     controller.abort();
     if (forwards) await forwards.stop().catch((e) => log(`vnet: ${errorMessage(e)}`));
@@ -375,5 +402,6 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     code = EXIT.failure;
   }
   await shutdown();
+  if (parentGone && temporaryBuildDir) rmSync(temporaryBuildDir, { recursive: true, force: true });
   return code;
 }

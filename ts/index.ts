@@ -1,8 +1,18 @@
 /**
  * Morgana: a library operating system toolkit for Node.js in the spirit of MirageOS.
  *
- * This entry point exports the packet core (checksums, IPv4 and IPv6 wire formats, fragmentation
- * and reassembly) and the typed errors.
+ * This entry point (`morgana`) is the network stack and its protocols, the network devices (TAP,
+ * virtual switch, pcap), the key-value stores, the random device, clocks and the typed errors.
+ * The other entry points, by purpose:
+ *
+ * - `morgana/wire`: the wire formats (IPv4, IPv6, ICMPv4/v6, ARP, UDP, DHCP, DNS) and checksums.
+ * - `morgana/config`: the `config.ts` DSL and its targets.
+ * - `morgana/solo5`: Solo5 images, manifests, deployment and the daemon.
+ * - `morgana/iperf3`: the iperf3 server and client over a stack.
+ *
+ * The names of those entry points that this one exported before 0.2 (the wire namespaces and
+ * checksums, `config`, the Solo5 functions, the iperf3 ones) are still exported here so that code
+ * written against 0.1 keeps working; new code imports them from their own entry point.
  * @module
  */
 export { checksum, checksumUpdate, onesComplementSum, pseudoHeaderSum, pseudoHeaderSum6 } from './checksum.js';
@@ -159,7 +169,6 @@ export {
   runIperf3Client,
   startIperf3Server,
 } from './apps/iperf3.js';
-export { UdpReceiveStats as Iperf3UdpReceiveStats, readUdpHeader as readIperf3UdpHeader, writeUdpHeader as writeIperf3UdpHeader } from './apps/iperf3-udp.js';
 export * as dnsWire from './wire/dns.js';
 export { DnsMalformedError, type DnsMessage, type DnsQuestion, type DnsRecord } from './wire/dns.js';
 export {

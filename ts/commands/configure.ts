@@ -18,7 +18,7 @@ export const configure: Command = {
   summary: 'Configure a unikernel for a target: write the build folder with its entry point and package.json',
   usage: `morgana configure [-t TARGET] [TARGET OPTIONS] [--KEY=VALUE …]
 
-  -t, --target TARGET   unix (default, or $MORGANA_DEFAULT_TARGET) or vnet
+  -t, --target TARGET   vnet (default, or $MORGANA_DEFAULT_TARGET; no root needed) or unix
 ${PROJECT_OPTIONS}
   --KEY=VALUE           a configure-time value of a key of config.ts (see morgana query keys);
                         for a key used at run time it becomes the default
@@ -29,7 +29,7 @@ ${targets}`,
     guarded('configure', async () => {
       const parsed = parseCommandArgs(args, { target: { short: 't', value: true }, net: { value: true }, bind: { value: true }, forward: { value: true } }, true);
       if (parsed.positional.length || parsed.rest.length) throw Object.assign(new Error(`unexpected argument ${JSON.stringify([...parsed.positional, ...parsed.rest][0])}`), { code: 'ERR_USAGE' });
-      const target = targetConfig(optionValue(parsed, 'target') ?? process.env.MORGANA_DEFAULT_TARGET ?? 'unix', {
+      const target = targetConfig(optionValue(parsed, 'target') ?? process.env.MORGANA_DEFAULT_TARGET ?? 'vnet', {
         net: optionValue(parsed, 'net'),
         bind: optionValue(parsed, 'bind'),
         forward: parsed.values.get('forward'),

@@ -23,7 +23,7 @@ so escape spaces for the unikernel as well as for the shell: morgana run -- '--h
 Exit codes: the unikernel's (0 done, 1 failure, 63 after --help, 64 bad boot arguments).`,
   run: (args) =>
     guarded('run', async () => {
-      const parsed = parseCommandArgs(args, {}, false);
+      const parsed = parseCommandArgs(args, {}, false, "the unikernel's own options (boot arguments) go after --: morgana run -- ARG");
       if (parsed.positional.length) throw new MorganaError('ERR_USAGE', `boot arguments go after --: morgana run -- ${parsed.positional.join(' ')}`);
       const paths = pathsFrom(parsed);
       await readConfigured(paths);

@@ -7,6 +7,7 @@ import { relative } from 'node:path';
 import type { Command } from '../cli.js';
 import { configure as configureProject } from '../config/project.js';
 import { TARGETS, describeTarget, targetConfig } from '../config/targets.js';
+import { projectFlags, selfCommand } from './self.js';
 import { PROJECT_OPTIONS, guarded, optionValue, parseCommandArgs, pathsFrom } from './project-args.js';
 
 const targets = Object.entries(TARGETS)
@@ -38,7 +39,7 @@ ${targets}`,
       const result = await configureProject(paths, target, parsed.extra, ['configure', ...args]);
       const where = relative(process.cwd(), paths.buildDir) || '.';
       process.stdout.write(
-        `configured ${result.project.name} for ${describeTarget(target)} in ${where}/ (${result.files.join(', ')}); next: morgana build\n`,
+        `configured ${result.project.name} for ${describeTarget(target)} in ${where}/ (${result.files.join(', ')}); next: ${selfCommand()} build${projectFlags(parsed)}\n`,
       );
       return 0;
     }),

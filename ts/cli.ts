@@ -15,16 +15,10 @@ import { deploy } from './commands/deploy.js';
 import { solo5 } from './commands/solo5.js';
 import { start } from './commands/start.js';
 import { build, clean, configure, describe, query, run } from './commands/unikernel.js';
+import { type Command, EXIT_USAGE } from './commands/command.js';
 
-/** A CLI command: a one-line summary and a function from its arguments to an exit code. */
-export interface Command {
-  summary: string;
-  usage: string;
-  run(args: string[]): Promise<number>;
-}
-
-/** Exit code for bad usage (sysexits EX_USAGE, as MirageOS uses). */
-export const EXIT_USAGE = 64;
+// Re-exported for code that imported them from here before they moved to commands/command.ts.
+export { type Command, EXIT_USAGE } from './commands/command.js';
 
 const commands: Record<string, Command> = { start, demo, solo5, deploy, daemon, crunch, configure, build, run, clean, describe, query, iperf3 };
 

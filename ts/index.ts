@@ -7,10 +7,10 @@
  */
 export { checksum, checksumUpdate, onesComplementSum, pseudoHeaderSum, pseudoHeaderSum6 } from './checksum.js';
 export { type Ipv4AddressLike, formatIpv4Address, parseIpv4Address, toIpv4Number } from './address.js';
-export * as ipv4 from './ipv4.js';
+export * as ipv4 from './wire/ipv4.js';
 export { type Ipv6AddressLike, formatIpv6Address, parseIpv6Address, toIpv6Bytes } from './address.js';
-export * as ipv6 from './ipv6.js';
-export { Ipv6ParseError, fragment as fragmentIpv6 } from './ipv6.js';
+export * as ipv6 from './wire/ipv6.js';
+export { Ipv6ParseError, fragment as fragmentIpv6 } from './wire/ipv6.js';
 export {
   Ipv6Reassembler,
   type Ipv6ReassemblerOptions,
@@ -64,8 +64,8 @@ export {
   PacketTooBigError,
 } from './stack/ipv6.js';
 export { Icmpv6, type Icmpv6Options, type Icmpv6SendOptions, type Icmpv6Stats, type Ping6Result } from './stack/icmpv6.js';
-export * as icmpv6Wire from './stack/icmpv6-wire.js';
-export { Icmpv6MalformedError } from './stack/icmpv6-wire.js';
+export * as icmpv6Wire from './wire/icmpv6.js';
+export { Icmpv6MalformedError } from './wire/icmpv6.js';
 export {
   type AdvertisedPrefix,
   NeighbourCache,
@@ -135,7 +135,7 @@ export {
   type DhcpState,
 } from './stack/dhcp-client.js';
 export { type DhcpServer, type DhcpServerLease, type DhcpServerOptions, type DhcpServerStats, startDhcpServer } from './stack/dhcp-server.js';
-export * as dhcp from './stack/dhcp-wire.js';
+export * as dhcp from './wire/dhcp.js';
 export { parseArgv, quoteArgv } from './config/argv.js';
 export * as config from './config/index.js';
 export * from './solo5/index.js';
@@ -160,8 +160,8 @@ export {
   startIperf3Server,
 } from './apps/iperf3.js';
 export { UdpReceiveStats as Iperf3UdpReceiveStats, readUdpHeader as readIperf3UdpHeader, writeUdpHeader as writeIperf3UdpHeader } from './apps/iperf3-udp.js';
-export * as dnsWire from './dns/wire.js';
-export { DnsMalformedError, type DnsMessage, type DnsQuestion, type DnsRecord } from './dns/wire.js';
+export * as dnsWire from './wire/dns.js';
+export { DnsMalformedError, type DnsMessage, type DnsQuestion, type DnsRecord } from './wire/dns.js';
 export {
   DnsError,
   type DnsServerAddress,

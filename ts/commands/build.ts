@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { relative } from 'node:path';
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import { build as buildProject } from '../config/project.js';
 import { projectFlags, selfCommand } from './self.js';

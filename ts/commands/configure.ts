@@ -4,7 +4,7 @@
  * @module
  */
 import { relative } from 'node:path';
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { configure as configureProject } from '../config/project.js';
 import { TARGETS, describeTarget, targetConfig } from '../config/targets.js';
 import { projectFlags, selfCommand } from './self.js';

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type Command, EXIT_USAGE } from '../cli.js';
+import { type Command, EXIT_USAGE } from './command.js';
 import { build } from './build.js';
 import { superviseChild } from './child.js';
 import { configure } from './configure.js';

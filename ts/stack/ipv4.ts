@@ -8,7 +8,7 @@ import { type Ipv4AddressLike, formatIpv4Address, toIpv4Number } from '../addres
 import { checksumUpdate } from '../checksum.js';
 import type { Clock, Timer } from '../clock.js';
 import { FragmentationNeededError, MorganaError, OutOfRangeError, nativeFailure } from '../errors.js';
-import { fragment as fragmentPacket } from '../ipv4.js';
+import { fragment as fragmentPacket } from '../wire/ipv4.js';
 import { native } from '../native.js';
 import { Reassembler, type ReassemblerOptions } from '../reassembly.js';
 import type { Arp } from './arp.js';

@@ -17,7 +17,7 @@
 import { type Ipv6AddressLike, formatIpv6Address, toIpv6Bytes } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
 import { FragmentationNeededError, MorganaError, OutOfRangeError, nativeFailure } from '../errors.js';
-import { fragment as fragmentPacket } from '../ipv6.js';
+import { fragment as fragmentPacket } from '../wire/ipv6.js';
 import { native } from '../native.js';
 import { Ipv6Reassembler, type Ipv6ReassemblerOptions, type Ipv6ReassemblerStats } from '../reassembly.js';
 import { ETHERTYPE, type Ethernet } from './ethernet.js';

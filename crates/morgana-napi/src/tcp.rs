@@ -172,6 +172,8 @@ pub struct TcpConnStats {
     pub tail_loss_probes: u32,
     /// Segments dropped by PAWS (RFC 7323).
     pub paws_rejected: u32,
+    /// ACKs (to unacceptable segments, challenge ACKs) not sent: one per 500 ms at most.
+    pub acks_rate_limited: u32,
     /// RFC 7323 timestamps in use.
     pub timestamps: bool,
     /// SACK in use (RFC 2018).
@@ -201,7 +203,12 @@ pub struct TcpStats {
     pub resets_sent: f64,
     pub resets_received: f64,
     pub challenge_acks: f64,
+    /// Challenge ACKs not sent because of a rate limit (per connection or engine-wide).
     pub challenge_acks_suppressed: f64,
+    /// ACKs sent in reply to unacceptable segments (out of window, PAWS, unsent data).
+    pub unacceptable_acks: f64,
+    /// ACKs to unacceptable segments not sent: one per 500 ms per connection (no ACK loop).
+    pub unacceptable_acks_suppressed: f64,
     pub window_probes: f64,
     /// Tail-loss probes sent (also counted in `retransmits`).
     pub tail_loss_probes: f64,
@@ -682,6 +689,7 @@ impl NativeTcpEngine {
             timeouts: s.timeouts,
             tail_loss_probes: s.tail_loss_probes,
             paws_rejected: s.paws_rejected,
+            acks_rate_limited: s.acks_rate_limited,
             timestamps: s.timestamps,
             sack: s.sack,
             snd_wscale: s.window_scale.map(|w| u32::from(w.0)),
@@ -711,6 +719,8 @@ impl NativeTcpEngine {
             resets_received: s.resets_received as f64,
             challenge_acks: s.challenge_acks as f64,
             challenge_acks_suppressed: s.challenge_acks_suppressed as f64,
+            unacceptable_acks: s.unacceptable_acks as f64,
+            unacceptable_acks_suppressed: s.unacceptable_acks_suppressed as f64,
             window_probes: s.window_probes as f64,
             tail_loss_probes: s.tail_loss_probes as f64,
             paws_rejected: s.paws_rejected as f64,

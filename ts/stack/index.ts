@@ -8,6 +8,7 @@ import { type Clock, systemClock } from '../clock.js';
 import { MorganaError, OutOfRangeError } from '../errors.js';
 import type { NetDevice, NetStats } from '../net/device.js';
 import type { ReassemblerOptions } from '../reassembly.js';
+import { type MetricsOptions, stackMetrics } from '../metrics/collect.js';
 import { defaultRandom } from '../random.js';
 import { Arp, type ArpOptions, type ArpStats } from './arp.js';
 import { DhcpClient, type DhcpClientOptions, type DhcpLease } from './dhcp-client.js';
@@ -167,6 +168,11 @@ export interface Stack {
   readonly slaac: Slaac | undefined;
   readonly mld: Mld | undefined;
   stats(): StackStats;
+  /**
+   * Every layer's counters as Prometheus text (or OpenMetrics with `{ format: 'openmetrics' }`):
+   * `morgana_tcp_segments_received_total{stack="10.0.0.2"}`, … — the same values as {@link stats}.
+   */
+  metrics(options?: MetricsOptions): string;
   /** Stops timers and closes the NET devices. */
   close(): Promise<void>;
 }
@@ -275,6 +281,9 @@ export async function createStack(options: StackOptions): Promise<Stack> {
         slaac: v6.slaac.stats(),
       }),
     }),
+    metrics(metricsOptions?: MetricsOptions) {
+      return stackMetrics(stack, metricsOptions);
+    },
     async close() {
       if (closed) return;
       closed = true;

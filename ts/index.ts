@@ -117,6 +117,7 @@ export {
   type KvRw,
   MemKv,
   type MemKvOptions,
+  type TarIncomplete,
   TarKv,
   type TarKvOptions,
   type ValueLike,

@@ -105,6 +105,8 @@ export {
   CrunchKv,
   type CrunchOptions,
   type CrunchResult,
+  DIR_KV_MAX_PATH_BYTES,
+  DIR_KV_MAX_SEGMENT_BYTES,
   DIR_KV_META,
   DirKv,
   type DirKvOptions,

@@ -22,7 +22,8 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -184,13 +185,16 @@ function slirpCase(mtu: number, c: Pick<BenchCase, 'name' | 'baseline' | 'goal'>
     async () => {
       const { host, guest, destroy } = await twoNamespaces();
       let slirp: ChildProcess | undefined;
+      const apiDir = mkdtempSync(join(tmpdir(), 'morgana-slirp-'));
       const close = async () => {
         slirp?.kill();
+        if (slirp && slirp.exitCode === null && slirp.signalCode === null) await once(slirp, 'exit');
+        rmSync(apiDir, { recursive: true, force: true });
         await destroy();
       };
       try {
         await iperf3Server(guest);
-        const api = join('/run', `morgana-slirp-${process.pid}-${mtu}.sock`);
+        const api = join(apiDir, 'api.sock');
         slirp = host.spawn(
           'slirp4netns',
           ['--configure', '--mtu', String(mtu), '--disable-host-loopback', '--netns-type=path', '--api-socket', api, `/var/run/netns/${guest.name}`, 'tap0'],

@@ -310,3 +310,35 @@ kernelTest(test, 'vnetHdr false (the default): plain frames, no offloads', async
     }
   });
 });
+
+kernelTest(test, 'vnetHdr on a persistent TAP that `ip tuntap` created without the header: the header is per attachment (with it, then without it)', async (t) => {
+  await withNetns(async (ns) => {
+    await ns.ip('tuntap', 'add', 'dev', 'mtapv2', 'mode', 'tap');
+    const tap = await openTap({ name: 'mtapv2', netns: ns.name, vnetHdr: true });
+    try {
+      t.true(tap.vnetHdr);
+      await ns.ip('addr', 'add', `${KERNEL}/24`, 'dev', 'mtapv2');
+      await ns.ip('link', 'set', 'mtapv2', 'up');
+      // The kernel's ARP request for an address on the link arrives with a GSO_NONE header.
+      const arp = new Promise<Buffer>((resolve) => tap.listen((raw) => raw.readUInt16BE(VIRTIO_NET_HDR_LENGTH + 12) === 0x0806 && resolve(raw)));
+      void ns.exec('ping', ['-c', '1', '-W', '1', US], { allowFailure: true });
+      const raw = await arp;
+      t.is(parseVirtioNetHdr(raw).gsoType, VIRTIO_NET_HDR_GSO_NONE);
+      t.is(raw.readUInt16BE(VIRTIO_NET_HDR_LENGTH + 20), 1, 'an ARP request after the 12-byte header');
+    } finally {
+      await tap.close();
+    }
+    // Attached again without the header, the same interface gives plain frames.
+    const plain = await openTap({ name: 'mtapv2', netns: ns.name });
+    try {
+      t.false(plain.vnetHdr);
+      const arp = new Promise<Buffer>((resolve) => plain.listen((raw) => raw.readUInt16BE(12) === 0x0806 && resolve(raw)));
+      await ns.ip('neigh', 'flush', 'dev', 'mtapv2');
+      void ns.exec('ping', ['-c', '1', '-W', '1', US], { allowFailure: true });
+      t.is((await arp).readUInt16BE(20), 1, 'an ARP request at offset 0');
+    } finally {
+      await plain.close();
+      await ns.ip('tuntap', 'del', 'dev', 'mtapv2', 'mode', 'tap');
+    }
+  });
+});

@@ -10,7 +10,7 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import {
-  NO_OFFLOAD,
+  VIRTIO_NET_HDR_NO_OFFLOAD,
   type TapDevice,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
@@ -43,7 +43,7 @@ test('virtio_net_hdr: written fields parse back; short buffers and bad fields ar
   t.deepEqual([...buffer.subarray(4, 16)], [1, 0x81, 54, 0, 0xa8, 0x05, 34, 0, 16, 0, 0, 0]);
   t.is(buffer[3], 0xee);
   t.is(buffer[16], 0xee);
-  t.deepEqual(parseVirtioNetHdr(Buffer.alloc(12)), { ...NO_OFFLOAD });
+  t.deepEqual(parseVirtioNetHdr(Buffer.alloc(12)), { ...VIRTIO_NET_HDR_NO_OFFLOAD });
   t.throws(() => parseVirtioNetHdr(Buffer.alloc(11)), { code: 'ERR_OUT_OF_RANGE' });
   t.throws(() => writeVirtioNetHdr(Buffer.alloc(12), hdr, 1), { code: 'ERR_OUT_OF_RANGE' });
   t.throws(() => writeVirtioNetHdr(Buffer.alloc(12), { ...hdr, gsoSize: 70_000 }), { code: 'ERR_OUT_OF_RANGE' });
@@ -113,7 +113,7 @@ function sendSegment(tap: TapDevice, kernelMac: Buffer, s: Segment): void {
       buffer,
       partial
         ? { flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV4, hdrLen: 14 + 20 + 20 + options.length, gsoSize: s.gsoSize!, csumStart: 14 + 20, csumOffset: 16 }
-        : NO_OFFLOAD,
+        : VIRTIO_NET_HDR_NO_OFFLOAD,
     );
     const frame = buffer.subarray(VIRTIO_NET_HDR_LENGTH, size);
     kernelMac.copy(frame, 0);

@@ -91,7 +91,6 @@ export { Mld, type MldOptions, type MldStats } from './stack/mld.js';
 export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';
 export { type TapDevice, type TapOffloads, type TapOptions, openTap } from './net/tap.js';
 export {
-  NO_OFFLOAD,
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_ECN,
@@ -99,6 +98,7 @@ export {
   VIRTIO_NET_HDR_GSO_TCPV4,
   VIRTIO_NET_HDR_GSO_TCPV6,
   VIRTIO_NET_HDR_LENGTH,
+  VIRTIO_NET_HDR_NO_OFFLOAD,
   type VirtioNetHdr,
   parseVirtioNetHdr,
   writeVirtioNetHdr,

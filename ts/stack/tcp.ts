@@ -571,6 +571,11 @@ export class Tcp {
   }
 
   /** Counters (engine and glue). */
+  /** The open connections (accepted and connected, not yet closed), for views like `ss`. */
+  connections(): TcpConnection[] {
+    return [...this.#conns.values()];
+  }
+
   stats(): TcpStats {
     return { ...this.engine.stats(), sendFailures: this.#sendFailures };
   }

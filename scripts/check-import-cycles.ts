@@ -24,12 +24,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
  * Cycles that are known and being removed. Each entry is the exact set of files of one cycle
  * (a strongly connected component); a different or larger cycle still fails.
  */
-const ALLOWED: { files: string[]; why: string }[] = [
-  {
-    files: ['crates/morgana-tcp/src/conn.rs', 'crates/morgana-tcp/src/engine.rs'],
-    why: 'issue 15: the shared TCP types are moving out of engine.rs (Rust side of the issue)',
-  },
-];
+const ALLOWED: { files: string[]; why: string }[] = [];
 
 type Graph = Map<string, Set<string>>;
 

@@ -1921,7 +1921,7 @@ impl Conn {
             return fail("SACK scoreboard over its bound");
         }
         let mut at = self.snd_una;
-        for &(l, r) in &self.sacked {
+        for &(l, r) in self.sacked.ranges() {
             if !seq::le(at, l) || !seq::lt(l, r) || !seq::le(r, self.snd_max) {
                 return fail("SACK scoreboard not sorted, disjoint, inside SND.UNA..SND.MAX");
             }

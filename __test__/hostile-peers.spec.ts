@@ -211,6 +211,7 @@ test('a spoofed SYN for a connection the listener lost does not start an ACK sto
   t.true(sa.unacceptableAcks >= 1, 'A answered an unacceptable ACK');
   t.true(sb.challengeAcks >= 1, 'B challenged the SYN-ACK');
   t.true(sa.unacceptableAcksSuppressed + sb.unacceptableAcksSuppressed + sb.challengeAcksSuppressed >= 1, 'and the rest was suppressed');
+  t.true(client.info()!.acksRateLimited >= 1, "B's connection counts the ACKs it held back");
   // Legitimate traffic between the two hosts is unaffected.
   t.true(await transfer(b, a, '10.0.0.1', 7001, 1 << 20));
   client.destroy();

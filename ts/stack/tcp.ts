@@ -19,7 +19,7 @@
 import { Duplex } from 'node:stream';
 import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
-import { MorganaError, assertInteger } from '../errors.js';
+import { InvalidArgumentError, MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
 import { native } from '../native.js';
 import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
 import type { IcmpErrorReport, Ipv4Datagram, Ipv4Layer } from './ipv4.js';
@@ -104,6 +104,51 @@ export interface TcpOptions {
    * {@link TcpConnection.setCongestionControl}.
    */
   congestionControl?: TcpCongestionControl;
+}
+
+/**
+ * The range of each numeric {@link TcpOptions} field. Buffers: at least 1 KiB (smaller ones stall
+ * on silly-window avoidance), at most 1 GiB (the largest window RFC 7323's scale 14 can offer).
+ */
+const TCP_OPTION_RANGES: Readonly<Record<string, readonly [number, number]>> = {
+  sendBuffer: [1024, 1 << 30],
+  recvBuffer: [1024, 1 << 30],
+  maxOutOfOrder: [0, 65_535],
+  rtoInitialMs: [1, 3_600_000],
+  rtoMinMs: [1, 3_600_000],
+  rtoMaxMs: [1, 3_600_000],
+  timeWaitMs: [0, 3_600_000],
+  delayedAckMs: [0, 500],
+  synRetries: [0, 255],
+  dataRetries: [0, 255],
+  maxConnections: [1, 0xffff_ffff],
+  challengeAckLimit: [0, 0xffff_ffff],
+};
+const TCP_BOOLEAN_OPTIONS = ['timestamps', 'synCookies'];
+
+/**
+ * Checks {@link TcpOptions} before the engine sees them: unknown fields, numbers outside their
+ * range (`ERR_OUT_OF_RANGE` naming the option and its range), wrong types. `createStack` calls it
+ * before building anything.
+ * @internal
+ */
+export function validateTcpOptions(options: unknown): asserts options is TcpOptions | undefined {
+  if (options === undefined) return;
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('tcp options must be an object');
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined) continue;
+    const range = TCP_OPTION_RANGES[key];
+    if (range) assertInteger(value, `tcp.${key}`, range[0], range[1]);
+    else if (TCP_BOOLEAN_OPTIONS.includes(key)) {
+      if (typeof value !== 'boolean') throw new InvalidArgumentError(`tcp.${key} must be a boolean, got ${typeof value}`);
+    } else if (key === 'congestionControl') assertCongestionControl(value);
+    else {
+      const hint = key === 'mtu' ? ' (the MSS follows the interface MTU)' : '';
+      throw new MorganaError('ERR_INVALID_ARG_VALUE', `unknown TCP option tcp.${key}${hint}`);
+    }
+  }
+  const { rtoMinMs = 200, rtoMaxMs = 60_000 } = options as TcpOptions;
+  if (rtoMinMs > rtoMaxMs) throw new OutOfRangeError(`tcp.rtoMinMs (${rtoMinMs}) must not exceed tcp.rtoMaxMs (${rtoMaxMs})`);
 }
 
 /** The congestion control algorithms of the engine. */
@@ -216,8 +261,9 @@ export class Tcp {
     this.#random = random;
     const key = Buffer.alloc(16);
     for (let i = 0; i < 16; i += 4) key.writeUInt32BE(random() >>> 0, i);
-    if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
-    this.engine = new native.NativeTcpEngine({ mtu, ...options }, key);
+    validateTcpOptions(options);
+    assertInteger(mtu, 'the interface MTU', 68, 65_535);
+    this.engine = new native.NativeTcpEngine({ ...options, mtu }, key);
     ip.on(PROTO_TCP, (d) => this.#receive(d));
     ip.onIcmpError(PROTO_TCP, (report) => this.#icmpError(report));
   }

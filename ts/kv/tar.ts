@@ -310,9 +310,12 @@ export class TarKv extends TreeKvRw<TarLeaf> {
               if (v === '') globals.delete(k);
               else globals.set(k, v);
             }
-            // A global header is a member of its own for compaction, which copies it as it is.
-            foreign.push({ start: memberStart, end: next, key: undefined });
-            memberStart = next;
+            // A global header is a member of its own for compaction, which copies it as it is
+            // (between another member's extension headers, it stays part of that member).
+            if (!pending) {
+              foreign.push({ start: memberStart, end: next, key: undefined });
+              memberStart = next;
+            }
           } else if (header.type === 'L') longName = data.toString('utf8').replace(/\0+$/, '');
           // 'K' (a long link target) matters only to links, which the store skips.
         } catch (e) {

@@ -288,3 +288,82 @@ test('what Morgana appends to and compacts from a GNU archive lists whole with t
     await kv.close();
   });
 });
+
+test('no single corrupted byte makes a writable open change the archive, except in its end marker', async (t) => {
+  await withDir(async (dir) => {
+    const file = join(dir, 'store.tar');
+    const kv = await tarKv(file, { writable: true });
+    await kv.set('/a', 'alpha');
+    await kv.set(`/long/${'n'.repeat(150)}`, Buffer.alloc(700, 1)); // a pax header
+    await kv.remove('/a'); // a tombstone
+    await kv.set('/z', 'last');
+    await kv.close();
+    const pristine = await readFile(file);
+    const endMarker = pristine.length - 1024;
+    let refused = 0;
+    let opened = 0;
+    // Every header byte and a sample of data bytes, each flipped in its turn.
+    for (let at = 0; at < pristine.length; at += at % 512 < 160 || at >= endMarker ? 1 : 37) {
+      const damaged = Buffer.from(pristine);
+      damaged[at] ^= 0x5a;
+      await writeFile(file, damaged);
+      try {
+        await (await tarKv(file, { writable: true })).close();
+        opened++;
+      } catch (e) {
+        t.true(['ERR_KV_CORRUPT', 'ERR_KV_INVALID_KEY'].includes((e as { code: string }).code), `byte ${at}: ${(e as Error).message}`);
+        refused++;
+      }
+      const after = await readFile(file);
+      if (at < endMarker) t.true(after.equals(damaged), `byte ${at} changed the archive`);
+      else t.true(after.subarray(0, endMarker).equals(pristine.subarray(0, endMarker)), `byte ${at} changed a member`);
+    }
+    t.log(`${refused} damaged archives refused, ${opened} opened; no member changed`);
+    t.true(refused > 100 && opened > 100, `${refused} refused, ${opened} opened`);
+  });
+});
+
+test('an archive ending right after its last member (no padding, no end marker) is read whole and completed', async (t) => {
+  await withDir(async (dir) => {
+    const { src } = await threeFiles(dir);
+    const file = join(dir, 'short.tar');
+    execFileSync('tar', ['--format=ustar', '-cf', file, '-C', src, 'a', 'c']);
+    const cAt = headerOffsets(file)[1]!;
+    const cut = (await readFile(file)).subarray(0, cAt + 512 + 'the member after the old one\n'.length);
+    await writeFile(file, cut);
+    const kv = await tarKv(file, { writable: true });
+    t.deepEqual(await keys(kv), ['/a', '/c']);
+    await kv.set('/d', 'added');
+    await kv.close();
+    const whole = await readFile(file);
+    t.true(whole.subarray(0, cut.length).equals(cut), 'what was there is untouched');
+    t.deepEqual(tarList(file), ['a', 'c', 'd']);
+  });
+});
+
+test('compaction drops a foreign member only when a write took its name', async (t) => {
+  await withDir(async (dir) => {
+    const src = join(dir, 'src');
+    await mkdir(join(src, 'd'), { recursive: true });
+    await writeFile(join(src, 'd', 'f'), 'f');
+    await symlink('f', join(src, 'd', 'kept'));
+    await symlink('f', join(src, 'replaced'));
+    await symlink('f', join(src, 'under'));
+    const file = join(dir, 'links.tar');
+    execFileSync('tar', ['--format=gnu', '-cf', file, '-C', src, 'd', 'replaced', 'under']);
+    const kv = await tarKv(file, { writable: true, autoCompact: false });
+    await kv.set('/replaced', 'now a value');
+    await kv.set('/under/x', 'a value below the link\'s name');
+    await kv.compact();
+    await kv.close();
+    const listing = execFileSync('tar', ['-tvf', file], { encoding: 'utf8' });
+    t.regex(listing, /d\/kept -> f\n/);
+    t.notRegex(listing, /replaced -> f/);
+    t.notRegex(listing, /under -> f/);
+    const out = join(dir, 'out');
+    await mkdir(out);
+    execFileSync('tar', ['-xf', file, '-C', out]);
+    t.is(await readFile(join(out, 'replaced'), 'utf8'), 'now a value');
+    t.is(await readFile(join(out, 'd', 'kept'), 'utf8'), 'f');
+  });
+});

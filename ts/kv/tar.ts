@@ -264,7 +264,8 @@ export class TarKv extends TreeKvRw<TarLeaf> {
       const pending = pos !== memberStart;
       if (pos + BLOCK > size) {
         if (pending) return stopped(`the file ends after the extended headers of the member at ${memberStart}`);
-        if (pos === size || isZeroes(await read(pos, size - pos))) return result(pos, 'none');
+        // The file may end right after the last member's data, without its padding.
+        if (pos >= size || isZeroes(await read(pos, size - pos))) return result(pos, 'none');
         return stopped(`the file ends inside the header block at ${pos}`);
       }
       const block = await read(pos, BLOCK);

@@ -7,7 +7,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -365,5 +365,42 @@ test('compaction drops a foreign member only when a write took its name', async 
     execFileSync('tar', ['-xf', file, '-C', out]);
     t.is(await readFile(join(out, 'replaced'), 'utf8'), 'now a value');
     t.is(await readFile(join(out, 'd', 'kept'), 'utf8'), 'f');
+  });
+});
+
+test('a large member the store does not hold (a GNU sparse file) survives automatic compaction, which it does not trigger', async (t) => {
+  await withDir(async (dir) => {
+    const src = join(dir, 'src');
+    await mkdir(src);
+    const sparse = join(src, 'sparse');
+    const head = Buffer.alloc(2 << 20);
+    for (let i = 0; i < head.length; i += 4) head.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const fh = await open(sparse, 'w');
+    await fh.write(head, 0, head.length, 0);
+    await fh.write(Buffer.from('end'), 0, 3, (3 << 20) + 7); // a hole in between
+    await fh.close();
+    const sparseSha = await fileSha(sparse);
+    const file = join(dir, 'sparse.tar');
+    execFileSync('tar', ['--format=gnu', '--sparse', '-cf', file, '-C', src, 'sparse']);
+    const archive = await readFile(file);
+    t.is(String.fromCharCode(archive[156]!), 'S', 'GNU tar wrote a sparse member');
+    const kv = await tarKv(file, { writable: true });
+    t.deepEqual(await keys(kv), []);
+    let compactions = 0;
+    let inode = (await stat(file)).ino; // compaction renames a new file over the archive
+    const value = Buffer.alloc(100_000, 9);
+    for (let i = 0; i < 40; i++) {
+      await kv.set('/v', value);
+      const now = (await stat(file)).ino;
+      if (now !== inode) compactions++;
+      inode = now;
+    }
+    t.true(compactions >= 1 && compactions <= 2, `${compactions} compactions in 40 writes`);
+    await kv.close();
+    const out = join(dir, 'out');
+    await mkdir(out);
+    execFileSync('tar', ['-xf', file, '-C', out]);
+    t.is(await fileSha(join(out, 'sparse')), sparseSha, 'the sparse file extracts byte-identical');
+    t.is(await fileSha(join(out, 'v')), sha256(value));
   });
 });

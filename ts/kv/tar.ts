@@ -167,11 +167,7 @@ export class TarKv extends TreeKvRw<TarLeaf> {
   readonly path: string;
   /** True when opened with `writable`. */
   readonly writable: boolean;
-  /**
-   * Set when a read-only mount with `allowIncomplete` stopped before the end of the archive: the
-   * store then holds only the members before `offset`. Undefined when the archive was read whole.
-   */
-  incomplete: TarIncomplete | undefined;
+  #incomplete: TarIncomplete | undefined;
   #file: FileRef;
   /** Members the store does not hold, copied as they are by compaction unless a write replaced them. */
   #foreign: ForeignMember[] = [];
@@ -219,7 +215,7 @@ export class TarKv extends TreeKvRw<TarLeaf> {
         const advice = kv.writable ? 'refusing to open it writable, which would lose the rest' : 'open it with allowIncomplete to mount what precedes';
         throw corruptAt(path, scanned.stop.offset, `${scanned.stop.reason}; ${advice}`);
       }
-      kv.incomplete = scanned.stop;
+      kv.#incomplete = scanned.stop;
       kv.tree = scanned.tree;
       kv.#foreign = scanned.foreign;
       kv.#end = scanned.end;
@@ -450,7 +446,8 @@ export class TarKv extends TreeKvRw<TarLeaf> {
       (m) => m.key === undefined || !ops.some((op) => op.key.isPrefixOf(m.key!) || m.key!.isPrefixOf(op.key)),
     );
     this.#live = Math.max(0, this.#live - replaced) + sumPuts(ops);
-    if (this.#autoCompact && this.#end > 1 << 20 && this.#end - this.#live > this.#live) await this.#compact();
+    const kept = this.#keptBytes();
+    if (this.#autoCompact && this.#end > 1 << 20 && this.#end - kept > kept) await this.#compact();
   }
 
   /** Rewrites the archive with only the live entries (atomically: a new file renamed over the old). */
@@ -554,9 +551,24 @@ export class TarKv extends TreeKvRw<TarLeaf> {
     }
   }
 
-  /** Bytes of the archive (before its end marker) and bytes of live entries. */
+  /**
+   * Set when a read-only mount with `allowIncomplete` stopped before the end of the archive: the
+   * store then holds only the members before `offset`. Undefined when the archive was read whole.
+   */
+  get incomplete(): TarIncomplete | undefined {
+    return this.#incomplete === undefined ? undefined : { ...this.#incomplete };
+  }
+
+  /** Bytes kept by compaction: the live entries and the members the store does not hold. */
+  #keptBytes(): number {
+    let n = this.#live;
+    for (const m of this.#foreign) n += m.end - m.start;
+    return n;
+  }
+
+  /** Bytes of the archive (before its end marker) and bytes compaction would keep. */
   stats(): { archiveBytes: number; liveBytes: number } {
-    return { archiveBytes: this.#end, liveBytes: this.#live };
+    return { archiveBytes: this.#end, liveBytes: this.#keptBytes() };
   }
 
   override async close(): Promise<void> {

@@ -404,3 +404,44 @@ test('a large member the store does not hold (a GNU sparse file) survives automa
     t.is(await fileSha(join(out, 'v')), sha256(value));
   });
 });
+
+test('every archive format GNU tar writes is read as GNU tar extracts it: contents and times', async (t) => {
+  await withDir(async (dir) => {
+    const src = join(dir, 'src');
+    await mkdir(join(src, 'sub'), { recursive: true });
+    const files: Record<string, Buffer> = {
+      plain: Buffer.from('plain'),
+      empty: Buffer.alloc(0),
+      'sub/block-sized': Buffer.alloc(512, 0x41),
+      'sub/odd': Buffer.alloc(1001, 0x42),
+    };
+    for (const [name, data] of Object.entries(files)) await writeFile(join(src, name), data);
+    const dates: Record<string, string> = { plain: '1969-07-20 20:17:40 UTC', empty: '2038-01-19 03:14:08 UTC', 'sub/odd': '1901-01-01 00:00:00 UTC' };
+    const formats: Array<[string, string[]]> = [
+      ['gnu', ['--owner=big:3000000']], // a uid beyond 7 octal digits: base-256
+      ['oldgnu', []],
+      ['pax', []],
+      ['posix', []],
+      ['ustar', []],
+      ['v7', []],
+    ];
+    for (const [format, extra] of formats) {
+      const preEpoch = format !== 'ustar' && format !== 'v7'; // these cannot hold a negative time
+      for (const [name, when] of Object.entries(dates)) {
+        execFileSync('touch', ['-h', '-d', preEpoch || !when.startsWith('19') ? when : '1970-01-02 00:00:00 UTC', join(src, name)]);
+      }
+      const file = join(dir, `${format}.tar`);
+      execFileSync('tar', [`--format=${format}`, ...extra, '-cf', file, '-C', src, ...Object.keys(files)]);
+      const out = join(dir, `out-${format}`);
+      await mkdir(out);
+      execFileSync('tar', ['-xf', file, '-C', out]);
+      const kv = await tarKv(file);
+      for (const name of Object.keys(files)) {
+        const extracted = join(out, name);
+        t.is(sha256(await kv.get(`/${name}`)), await fileSha(extracted), `${format}: ${name}`);
+        t.is((await kv.lastModified(`/${name}`)).getTime(), (await stat(extracted)).mtime.getTime(), `${format}: ${name} mtime`);
+      }
+      await kv.close();
+    }
+  });
+});

@@ -445,3 +445,22 @@ test('every archive format GNU tar writes is read as GNU tar extracts it: conten
     }
   });
 });
+
+test('a directory header with a size (as some writers put the stat size) has no data after it, as GNU tar reads it', async (t) => {
+  await withDir(async (dir) => {
+    const src = join(dir, 'src');
+    await mkdir(join(src, 'd'), { recursive: true });
+    await writeFile(join(src, 'd', 'f'), 'inside');
+    const file = join(dir, 'dirsize.tar');
+    execFileSync('tar', ['--format=ustar', '-cf', file, '-C', src, 'd']);
+    const archive = await readFile(file);
+    const dAt = headerOffsets(file)[0]!;
+    archive.write(`${(4096).toString(8).padStart(11, '0')}\0`, dAt + 124, 'latin1');
+    fixChecksum(archive, dAt);
+    await writeFile(file, archive);
+    t.deepEqual(tarList(file), ['d/', 'd/f']);
+    const kv = await tarKv(file);
+    t.is((await kv.get('/d/f')).toString(), 'inside');
+    await kv.close();
+  });
+});

@@ -291,7 +291,8 @@ export class TarKv extends TreeKvRw<TarLeaf> {
       const records = extension ? undefined : mergePax(globals, pax);
       const sizeRecord = records?.get('size');
       if (sizeRecord !== undefined && !/^\d+$/.test(sizeRecord)) return stopped(`bad pax size ${JSON.stringify(sizeRecord)}`);
-      const dataSize = sizeRecord === undefined ? header.size : Number(sizeRecord);
+      // No data follows a directory header, whatever a size says (as GNU tar reads it).
+      const dataSize = header.type === '5' ? 0 : sizeRecord === undefined ? header.size : Number(sizeRecord);
       if (!Number.isSafeInteger(dataSize)) return stopped(`the size of the member at ${memberStart} is out of range`);
       if (dataAt + dataSize > size) {
         return stopped(`the member at ${memberStart} needs ${dataSize} bytes of data from ${dataAt}; the file ends at ${size}`);

@@ -89,7 +89,20 @@ export {
 export { type Ipv6AddressEvent, type Ipv6AddressInfo, Slaac, type SlaacOptions, type SlaacStats, eui64Iid, stableIid } from './stack/slaac.js';
 export { Mld, type MldOptions, type MldStats } from './stack/mld.js';
 export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';
-export { type TapDevice, type TapOptions, openTap } from './net/tap.js';
+export { type TapDevice, type TapOffloads, type TapOptions, openTap } from './net/tap.js';
+export {
+  NO_OFFLOAD,
+  VIRTIO_NET_HDR_F_DATA_VALID,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_ECN,
+  VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
+  VIRTIO_NET_HDR_LENGTH,
+  type VirtioNetHdr,
+  parseVirtioNetHdr,
+  writeVirtioNetHdr,
+} from './net/vnet-hdr.js';
 export { type PcapOptions, type PcapRecorder, pcapRecorder } from './net/pcap.js';
 export {
   EntropyFeeder,
@@ -115,6 +128,8 @@ export {
   CrunchKv,
   type CrunchOptions,
   type CrunchResult,
+  DIR_KV_MAX_PATH_BYTES,
+  DIR_KV_MAX_SEGMENT_BYTES,
   DIR_KV_META,
   DirKv,
   type DirKvOptions,
@@ -127,6 +142,7 @@ export {
   type KvRw,
   MemKv,
   type MemKvOptions,
+  type TarIncomplete,
   TarKv,
   type TarKvOptions,
   type ValueLike,

@@ -180,6 +180,14 @@ export function vnet(options: { mac?: Param<string> } = {}): Device<NetDevice> {
   });
 }
 
+/**
+ * Whether a key means something on `target`: `--interface` names the TAP device of
+ * `unix --net direct` only, so other targets neither list nor accept it.
+ */
+export function keyAppliesTo(k: Key<unknown>, target: TargetConfig): boolean {
+  return k !== defaultKeys.interface || (target.name === 'unix' && target.net === 'direct');
+}
+
 /** A Linux TAP interface (`unix --net direct`). */
 export function tap(name: Param<string>, options: { netns?: Param<string>; mac?: Param<string>; mtu?: number } = {}): Device<NetDevice> {
   return device<NetDevice>({

@@ -17,10 +17,10 @@ import { formatEndpoint } from '../stack/inet.js';
 import { formatStackSummary } from '../stack/summary.js';
 import { watchParent } from './parent-watch.js';
 import { bootArguments } from './argv.js';
-import { type DeviceContext, defaultKeys } from './devices.js';
+import { type DeviceContext, defaultKeys, keyAppliesTo } from './devices.js';
 import { type Config, type DeviceGraph, checkKeyValues, deviceGraph } from './dsl.js';
 import { type Key, isKey, keysHelp, parseKeyArguments } from './keys.js';
-import type { StackV4, TcpV4 } from './stackv4.js';
+import type { StackV4, TcpV4 } from '../stack/stackv4.js';
 import { type TargetConfig, formatForward } from './targets.js';
 
 /** Exit codes of a unikernel, as MirageOS's (functoria-runtime ≥ 3.0.1). */
@@ -50,6 +50,18 @@ function isMorganaStack(value: unknown): value is Stack {
   return typeof v?.stats === 'function' && Array.isArray(v.interfaces) && v.arp !== undefined;
 }
 
+/** For a failure that needs privileges the user lacks: where to go without them. */
+function rootlessHint(error: unknown, target: TargetConfig): string {
+  const code = (error as { code?: unknown }).code;
+  if (code === 'ERR_TAP_PERMISSION' && target.name === 'unix') {
+    return '\n[morgana] the unix --net direct target needs root (CAP_NET_ADMIN) for its TAP device; without root, configure -t vnet (an in-process network; --forward HOSTPORT:PORT reaches it) or -t unix --net socket (host sockets)';
+  }
+  if (code === 'ERR_PERMISSION' && target.name === 'unix' && target.net === 'socket') {
+    return '\n[morgana] ports below 1024 need root (or CAP_NET_BIND_SERVICE) on host sockets: choose another, e.g. morgana run -- --port=8080, or configure -t vnet --forward 8080:80';
+  }
+  return '';
+}
+
 /** Key values: runtime value, else configure-time value, else the default. */
 export function resolveKeys(graph: DeviceGraph, configured: Record<string, string>, runtime: Map<string, unknown>): Map<string, unknown> {
   const values = new Map<string, unknown>();
@@ -63,8 +75,8 @@ export function resolveKeys(graph: DeviceGraph, configured: Record<string, strin
 }
 
 /** The runtime keys (stage `runtime` or `both`). */
-export function runtimeKeys(graph: DeviceGraph): Map<string, Key<unknown>> {
-  return new Map([...graph.keys].filter(([, k]) => k.stage !== 'configure'));
+export function runtimeKeys(graph: DeviceGraph, target?: TargetConfig): Map<string, Key<unknown>> {
+  return new Map([...graph.keys].filter(([, k]) => k.stage !== 'configure' && (!target || keyAppliesTo(k, target))));
 }
 
 interface Running {
@@ -249,7 +261,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     return EXIT.failure;
   }
 
-  const keys = runtimeKeys(graph);
+  const keys = runtimeKeys(graph, manifest.target);
   let parsed;
   try {
     parsed = parseKeyArguments(bootArguments(args), keys);
@@ -378,7 +390,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
       forwards = await vnetForwards(gateway.stack, manifest.target, firstStack ? forwardTarget(byId.get(firstStack.id) as StackV4) : '10.0.0.2');
     }
   } catch (error) {
-    log(`boot failed: ${errorMessage(error)}`);
+    log(`boot failed: ${errorMessage(error)}${rootlessHint(error, manifest.target)}`);
     await shutdown();
     return EXIT.failure;
   }
@@ -398,7 +410,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     if (outcome === 'signal') log(`${signalled}: stopping`);
     else if (Number.isInteger(outcome.v) && (outcome.v as number) >= 0 && (outcome.v as number) < 256) code = outcome.v as number;
   } catch (error) {
-    log(`${manifest.name}: ${error instanceof Error && error.stack ? error.stack : errorMessage(error)}`);
+    log(`${manifest.name}: ${error instanceof Error && error.stack ? error.stack : errorMessage(error)}${rootlessHint(error, manifest.target)}`);
     code = EXIT.failure;
   }
   await shutdown();

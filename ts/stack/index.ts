@@ -8,6 +8,7 @@ import { type Clock, systemClock } from '../clock.js';
 import { MorganaError, OutOfRangeError } from '../errors.js';
 import type { NetDevice, NetStats } from '../net/device.js';
 import type { ReassemblerOptions } from '../reassembly.js';
+import { type MetricsOptions, stackMetrics } from '../metrics/collect.js';
 import { defaultRandom } from '../random.js';
 import { Arp, type ArpOptions, type ArpStats } from './arp.js';
 import { DhcpClient, type DhcpClientOptions, type DhcpLease } from './dhcp-client.js';
@@ -108,7 +109,11 @@ export interface StackOptions {
   clock?: Clock;
   arp?: ArpOptions;
   icmp?: IcmpOptions;
-  /** Reassembly limits (default 256 KiB / 16 fragments / 10 s, as MirageOS 3.5). */
+  /**
+   * Reassembly limits (default 256 KiB / 16 fragments / 10 s, as MirageOS 3.5). 16 fragments
+   * of 1,480 bytes at MTU 1500 make datagrams up to 23,680 bytes; larger ones are dropped
+   * (counted) unless `maxFragments` is raised.
+   */
   reassembly?: ReassemblerOptions;
   /** TCP settings (buffers, timers). */
   tcp?: TcpOptions;
@@ -163,6 +168,11 @@ export interface Stack {
   readonly slaac: Slaac | undefined;
   readonly mld: Mld | undefined;
   stats(): StackStats;
+  /**
+   * Every layer's counters as Prometheus text (or OpenMetrics with `{ format: 'openmetrics' }`):
+   * `morgana_tcp_segments_received_total{stack="10.0.0.2"}`, … — the same values as {@link stats}.
+   */
+  metrics(options?: MetricsOptions): string;
   /** Stops timers and closes the NET devices. */
   close(): Promise<void>;
 }
@@ -271,6 +281,9 @@ export async function createStack(options: StackOptions): Promise<Stack> {
         slaac: v6.slaac.stats(),
       }),
     }),
+    metrics(metricsOptions?: MetricsOptions) {
+      return stackMetrics(stack, metricsOptions);
+    },
     async close() {
       if (closed) return;
       closed = true;

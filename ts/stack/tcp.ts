@@ -82,6 +82,11 @@ function superFrame(out: Buffer, at: number, gsoSize: number): FrameOffload {
   };
 }
 
+/** The error of a call or pending operation that the stack's closing cut short. */
+function stackClosed(what: string): MorganaError {
+  return new MorganaError('ERR_STACK_CLOSED', `${what}: the stack is closed`);
+}
+
 /** Settings of a stack's TCP (all optional). Times are in milliseconds. */
 export interface TcpOptions {
   /** Send buffer per connection in bytes (default 512 KiB). */
@@ -489,6 +494,7 @@ export class Tcp {
    * `EADDRINUSE` when the port is taken.
    */
   listen(port: number, onConnection: (conn: TcpConnection) => void, options: TcpListenOptions = {}): TcpServer {
+    if (this.#closed) throw stackClosed(`listen on port ${port}`);
     assertInteger(port, 'port', 1, 65_535);
     const backlog = options.backlog ?? 511;
     assertInteger(backlog, 'backlog', 1, 0xffff_ffff);
@@ -519,11 +525,13 @@ export class Tcp {
    * Opens a connection to an IPv4 or IPv6 `host` (`'10.0.0.2'`, `'2001:db8::2'`, `'fe80::1%net0'`,
    * a number or 4/16 bytes; `::ffff:a.b.c.d` means IPv4); resolves once it is established,
    * rejects with `ECONNREFUSED`, `ETIMEDOUT`, `EHOSTUNREACH`, `ERR_NO_ROUTE` (also for IPv6 on a
-   * stack without it) or `ERR_NO_SOURCE_ADDRESS` (no usable IPv6 address yet, e.g. during DAD).
+   * stack without it) or `ERR_NO_SOURCE_ADDRESS` (no usable IPv6 address yet, e.g. during DAD),
+   * and with `ERR_STACK_CLOSED` when the stack is closed before the connection is established.
    */
   connect(host: InetAddressLike, port: number, options: TcpConnectOptions = {}): Promise<TcpConnection> {
     return new Promise((resolve, reject) => {
       try {
+        if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
         assertInteger(port, 'port', 1, 65_535);
         if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
         const handle = this.#open(host, port, options.localPort);
@@ -592,12 +600,24 @@ export class Tcp {
     return { ...this.engine.stats(), sendFailures: this.#sendFailures };
   }
 
-  /** Stops the timer; connections are dropped without a word on the wire. */
+  /**
+   * Stops the timer; connections are dropped without a word on the wire. Pending connects reject
+   * and pending writes fail with `ERR_STACK_CLOSED`; later `listen` and `connect` calls too.
+   */
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
     this.#timer?.cancel();
     this.#timer = undefined;
-    for (const conn of [...this.#conns.values()]) conn.destroy();
+    this.#listeners4.clear();
+    this.#listeners6.clear();
+    for (const [handle, pending] of [...this.#connecting]) {
+      const conn = this.#conns.get(handle);
+      const to = conn ? ` to ${formatEndpoint(conn.remoteAddress, conn.remotePort)}` : '';
+      pending.reject(stackClosed(`connect${to}`));
+    }
+    this.#connecting.clear();
+    for (const conn of [...this.#conns.values()]) conn._stackClosed();
   }
 }
 
@@ -624,6 +644,8 @@ export class TcpConnection extends Duplex {
   #peerEnded = false;
   #endPushed = false;
   #engineGone = false;
+  /** Destroyed because the stack closed. */
+  #stackClosed = false;
   #pending: { chunk: Buffer; callback: (error?: Error | null) => void } | undefined;
   #bytesRead = 0;
   #bytesWritten = 0;
@@ -819,6 +841,12 @@ export class TcpConnection extends Duplex {
     this._pull();
   }
 
+  /** @internal The stack closed: the connection goes, a pending write fails with `ERR_STACK_CLOSED`. */
+  _stackClosed(): void {
+    this.#stackClosed = true;
+    this.destroy();
+  }
+
   /** @internal The connection failed (RST, timeout). */
   _failed(error: Error | undefined): void {
     this.#engineGone = true;
@@ -839,7 +867,9 @@ export class TcpConnection extends Duplex {
     }
     const pending = this.#pending;
     this.#pending = undefined;
-    pending?.callback(error ?? new MorganaError('ERR_STREAM_DESTROYED', 'connection destroyed'));
+    pending?.callback(
+      error ?? (this.#stackClosed ? stackClosed('write') : new MorganaError('ERR_STREAM_DESTROYED', 'connection destroyed')),
+    );
     this.#tcp.forget(this.handle);
     callback(error);
   }

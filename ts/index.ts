@@ -38,10 +38,17 @@ export {
 } from './errors.js';
 export { type Clock, type Timer, VirtualClock, systemClock } from './clock.js';
 export {
+  DATA_VALID,
   ETHERNET_HEADER_LENGTH,
   type FrameFill,
   type FrameHandler,
+  type FrameOffload,
+  GSO_NONE,
+  GSO_TCPV4,
+  GSO_TCPV6,
+  NEEDS_CSUM,
   type NetDevice,
+  type NetOffloads,
   type NetStats,
 } from './net/device.js';
 export { BROADCAST_MAC, formatMac, parseMac } from './net/mac.js';

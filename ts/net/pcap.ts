@@ -6,7 +6,18 @@
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { InvalidArgumentError, MorganaError, OutOfRangeError } from '../errors.js';
-import { type FrameFill, type FrameHandler, type NetDevice, type NetStats, ETHERNET_HEADER_LENGTH } from './device.js';
+import {
+  type FrameFill,
+  type FrameHandler,
+  type FrameOffload,
+  type NetDevice,
+  type NetOffloads,
+  type NetStats,
+  ETHERNET_HEADER_LENGTH,
+  GSO_NONE,
+  acceptsOffload,
+} from './device.js';
+import { realFrames } from './gso.js';
 
 /** Options of {@link pcapRecorder}. */
 export interface PcapOptions {
@@ -107,20 +118,38 @@ class Recorder implements PcapRecorder {
     return this.#device.mtu;
   }
 
+  /** The wrapped device's offloads: super-frames pass through, the capture gets real frames. */
+  get offloads(): NetOffloads | undefined {
+    return this.#device.offloads;
+  }
+
   get recorded(): number {
     return this.#recorded;
   }
 
-  write(size: number, fill: FrameFill): void {
+  write(size: number, fill: FrameFill, offload?: FrameOffload): void {
     if (this.#closed) throw new MorganaError('ERR_NET_CLOSED', 'write on a closed pcap recorder');
-    this.#device.write(size, (buffer) => {
-      const length = fill(buffer);
-      // Record only what the device will send: it refuses bad lengths and drops oversized frames.
-      if (Number.isInteger(length) && length >= ETHERNET_HEADER_LENGTH && length <= size && length <= this.mtu + ETHERNET_HEADER_LENGTH) {
-        this.#record(buffer, length);
-      }
-      return length;
-    });
+    this.#device.write(
+      size,
+      (buffer) => {
+        const length = fill(buffer);
+        if (!Number.isInteger(length) || length < ETHERNET_HEADER_LENGTH || length > size) return length;
+        // Record only what the device will send: it refuses bad lengths and drops oversized
+        // frames; a super-frame it accepts is recorded as the real frames it stands for.
+        if (offload && offload.gsoType !== GSO_NONE && acceptsOffload(this.#device, offload, length)) {
+          this.#recordReal(buffer.subarray(0, length), offload);
+        } else if (length <= this.mtu + ETHERNET_HEADER_LENGTH) {
+          this.#record(buffer, length);
+        }
+        return length;
+      },
+      offload,
+    );
+  }
+
+  /** Records the real frames a frame with offload metadata stands for (copies: cut in Rust). */
+  #recordReal(frame: Buffer, offload: FrameOffload): void {
+    for (const piece of realFrames(Buffer.from(frame), offload)) this.#record(piece, piece.length);
   }
 
   listen(handler: FrameHandler): void {
@@ -128,10 +157,11 @@ class Recorder implements PcapRecorder {
     this.#handler = handler;
     if (this.#listening) return;
     this.#listening = true;
-    this.#device.listen((frame) => {
+    this.#device.listen((frame, offload) => {
       if (this.#closed) return;
-      this.#record(frame, frame.length);
-      this.#handler?.(frame);
+      if (offload && offload.gsoType !== GSO_NONE) this.#recordReal(frame, offload);
+      else this.#record(frame, frame.length);
+      this.#handler?.(frame, offload);
     });
   }
 

@@ -24,7 +24,7 @@
  * for its fields and a parser/writer): received frames may be coalesced TCP frames of up to
  * 64 KiB with a partial checksum, written ones may be TCP super-frames the kernel segments. A
  * kernel that refuses the header gives a plain TAP: {@link TapDevice.vnetHdr} says which framing
- * is in effect, {@link TapDevice.offloads} which offloads.
+ * is in effect, {@link TapDevice.kernelOffloads} which offloads.
  *
  * Like a socket, an open device keeps the event loop alive; `close()` releases it.
  * @module
@@ -82,8 +82,11 @@ export interface TapDevice extends NetDevice {
    * with `vnetHdr` and granted by the kernel). Frames are then up to 12 + 14 + 65,535 bytes.
    */
   readonly vnetHdr: boolean;
-  /** The offloads in effect (all false without the header). */
-  readonly offloads: TapOffloads;
+  /**
+   * The offloads the kernel granted on this TAP (all false without the header). Not
+   * `NetDevice.offloads`: frames of a `vnetHdr` TAP carry the raw header in front.
+   */
+  readonly kernelOffloads: TapOffloads;
 }
 
 type Handle = ReturnType<typeof native.TapHandle.open>;
@@ -129,7 +132,7 @@ class Tap implements TapDevice {
   readonly mtu: number;
   readonly name: string;
   readonly vnetHdr: boolean;
-  readonly offloads: TapOffloads;
+  readonly kernelOffloads: TapOffloads;
   /** The longest frame `write` sends (header included with `vnetHdr`). */
   readonly #maxFrame: number;
   /** The shortest: an Ethernet header (after the virtio header with `vnetHdr`). */
@@ -171,7 +174,7 @@ class Tap implements TapDevice {
     this.name = this.#handle.name;
     this.vnetHdr = this.#handle.vnetHdr;
     const bits = this.#handle.offloads;
-    this.offloads = Object.freeze({ checksum: (bits & 1) !== 0, tso4: (bits & 2) !== 0, tso6: (bits & 4) !== 0 });
+    this.kernelOffloads = Object.freeze({ checksum: (bits & 1) !== 0, tso4: (bits & 2) !== 0, tso6: (bits & 4) !== 0 });
     this.#maxFrame = this.vnetHdr ? MAX_OFFLOAD_FRAME : mtu + ETHERNET_HEADER_LENGTH;
     this.#minFrame = ETHERNET_HEADER_LENGTH + (this.vnetHdr ? VIRTIO_NET_HDR_LENGTH : 0);
     this.#scratch = Buffer.allocUnsafeSlow(mtu + ETHERNET_HEADER_LENGTH + (this.vnetHdr ? VIRTIO_NET_HDR_LENGTH : 0));

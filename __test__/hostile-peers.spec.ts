@@ -22,6 +22,7 @@ import { collect, sha256, writeAll } from './helpers/streams.js';
 const FIN = 0x01;
 const SYN = 0x02;
 const RST = 0x04;
+const ACK = 0x10;
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -177,4 +178,24 @@ test('a spoofed SYN for a connection the listener lost does not start an ACK sto
   // Legitimate traffic between the two hosts is unaffected.
   t.true(await transfer(b, a, '10.0.0.1', 7001, 1 << 20));
   client.destroy();
+});
+
+test('a spoofed in-window ACK with window 0 does not pin the send window', async (t) => {
+  const { a, b, seenByA, forge } = await hosts(t);
+  const received = new Promise<Buffer>((resolve) => a.tcp.listen(7002, (conn) => resolve(collect(conn))));
+  const client = await b.tcp.connect('10.0.0.1', 7002);
+  await delay(100); // B is idle: its last segment carries its SND.NXT and RCV.NXT
+  const port = client.localPort;
+  const last = seenByA.filter((s) => s.src === '10.0.0.2' && s.srcPort === port).at(-1)!;
+  // From A's address: a sequence number 1000 ahead of what B expects (in its window), B's
+  // SND.NXT as ACK (acceptable), window 0.
+  forge('10.0.0.1', '10.0.0.2', { srcPort: 7002, dstPort: port, seq: last.ack + 1000, ack: sndNxt(seenByA, port), flags: ACK, window: 0 });
+  await delay(50);
+  t.is(client.info()?.sendWindow, 0, 'the forged window was taken');
+  const data = randomBytes(1 << 20);
+  void writeAll(client, data);
+  // A liveness deadline only: before the fix nothing moved in 10 s.
+  const got = await Promise.race([received, delay(30_000).then(() => undefined)]);
+  t.truthy(got, '1 MiB arrived');
+  t.is(sha256(got ?? Buffer.alloc(0)), sha256(data));
 });

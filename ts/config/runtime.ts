@@ -20,7 +20,7 @@ import { bootArguments } from './argv.js';
 import { type DeviceContext, defaultKeys, keyAppliesTo } from './devices.js';
 import { type Config, type DeviceGraph, checkKeyValues, deviceGraph } from './dsl.js';
 import { type Key, isKey, keysHelp, parseKeyArguments } from './keys.js';
-import type { StackV4, TcpV4 } from './stackv4.js';
+import type { StackV4, TcpV4 } from '../stack/stackv4.js';
 import { type Forward, type TargetConfig, formatForward } from './targets.js';
 
 /** Exit codes of a unikernel, as MirageOS's (functoria-runtime ≥ 3.0.1). */

@@ -45,11 +45,14 @@ export class KvError extends MorganaError {
   declare readonly code: KvErrorCode;
   /** The key concerned, as a path, when there is one. */
   readonly key: string | undefined;
+  /** For `ERR_KV_CORRUPT`: the byte offset in the backing file where reading stopped, when known. */
+  readonly offset: number | undefined;
 
-  constructor(code: KvErrorCode, message: string, options?: { key?: KeyName; cause?: unknown }) {
+  constructor(code: KvErrorCode, message: string, options?: { key?: KeyName; cause?: unknown; offset?: number }) {
     super(code, message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'KvError';
     this.key = options?.key === undefined ? undefined : String(options.key);
+    this.offset = options?.offset;
   }
 }
 
@@ -68,6 +71,9 @@ export const alreadyPresent = (key: KeyName): KvError =>
 /** `ERR_KV_READ_ONLY`. */
 export const readOnly = (what: string): KvError =>
   new KvError('ERR_KV_READ_ONLY', `${what} is read-only`);
+/** `ERR_KV_CORRUPT` for the backing file `path`, unreadable from byte `offset` on. */
+export const corruptAt = (path: string, offset: number, reason: string): KvError =>
+  new KvError('ERR_KV_CORRUPT', `${path} cannot be read past byte ${offset}: ${reason}`, { offset });
 /** `ERR_KV_CLOSED`. */
 export const closed = (): KvError => new KvError('ERR_KV_CLOSED', 'the store is closed');
 

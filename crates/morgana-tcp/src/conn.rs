@@ -1283,6 +1283,7 @@ impl Conn {
 
     fn process_ack(&mut self, ctx: &mut Ctx, h: &TcpHeader, no_payload: bool) {
         let now = ctx.now;
+        let prior_una = self.snd_una;
         let shift = self.snd_shift;
         let new_wnd = u32::from(h.window) << shift;
         let window_changed = new_wnd != self.snd_wnd;
@@ -1420,10 +1421,18 @@ impl Conn {
                 }
             }
         }
-        if seq::lt(self.snd_wl1, h.seq) || (self.snd_wl1 == h.seq && seq::le(self.snd_wl2, h.ack)) {
+        // Window update (RFC 9293 §3.10.7.4 with Linux's `tcp_may_update_window`): from a segment
+        // newer than the last one that updated it, or from any ACK that advances SND.UNA (it
+        // cannot be an old one). SND.WL1 never runs ahead of RCV.NXT: a segment beyond it (a
+        // spoofed in-window pure ACK with window 0 once pinned the window, issue 20) must not
+        // make every later update from the peer look old.
+        if seq::gt(h.ack, prior_una)
+            || seq::lt(self.snd_wl1, h.seq)
+            || (self.snd_wl1 == h.seq && seq::le(self.snd_wl2, h.ack))
+        {
             self.snd_wnd = new_wnd;
             self.max_snd_wnd = self.max_snd_wnd.max(new_wnd);
-            self.snd_wl1 = h.seq;
+            self.snd_wl1 = if seq::gt(h.seq, self.rcv_nxt) { self.rcv_nxt } else { h.seq };
             self.snd_wl2 = h.ack;
         }
         if self.snd_wnd > 0 {

@@ -109,7 +109,15 @@ impl ErrorCode {
         }
     }
 
-    /// A small number for the bindings.
+    /// Every code, in the order of their numbers (1, 2, …).
+    pub const ALL: [ErrorCode; 4] = [
+        ErrorCode::ConnectionRefused,
+        ErrorCode::ConnectionReset,
+        ErrorCode::TimedOut,
+        ErrorCode::HostUnreachable,
+    ];
+
+    /// A small number for the bindings: 1 + the index in [`ErrorCode::ALL`].
     pub fn number(self) -> u32 {
         match self {
             ErrorCode::ConnectionRefused => 1,
@@ -137,6 +145,36 @@ pub enum EventKind {
     Closed,
     /// The connection failed and is gone.
     Error(ErrorCode),
+}
+
+impl EventKind {
+    /// [`EventKind::Connected`]'s number in the bindings.
+    pub const CONNECTED: u32 = 1;
+    /// [`EventKind::Accepted`]'s number (its argument: the listening port).
+    pub const ACCEPTED: u32 = 2;
+    /// [`EventKind::Readable`]'s number.
+    pub const READABLE: u32 = 3;
+    /// [`EventKind::Writable`]'s number.
+    pub const WRITABLE: u32 = 4;
+    /// [`EventKind::PeerClosed`]'s number.
+    pub const PEER_CLOSED: u32 = 5;
+    /// [`EventKind::Closed`]'s number.
+    pub const CLOSED: u32 = 6;
+    /// [`EventKind::Error`]'s number (its argument: [`ErrorCode::number`]).
+    pub const ERROR: u32 = 7;
+
+    /// The kind's number and its argument, for the bindings.
+    pub fn number(self) -> (u32, u32) {
+        match self {
+            EventKind::Connected => (Self::CONNECTED, 0),
+            EventKind::Accepted(port) => (Self::ACCEPTED, u32::from(port)),
+            EventKind::Readable => (Self::READABLE, 0),
+            EventKind::Writable => (Self::WRITABLE, 0),
+            EventKind::PeerClosed => (Self::PEER_CLOSED, 0),
+            EventKind::Closed => (Self::CLOSED, 0),
+            EventKind::Error(code) => (Self::ERROR, code.number()),
+        }
+    }
 }
 
 /// An event with its connection.

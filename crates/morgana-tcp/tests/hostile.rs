@@ -176,3 +176,76 @@ fn out_of_window_data_is_always_acknowledged() {
     assert_eq!(answers, 1);
     assert_eq!(p.a.stats().unacceptable_acks_suppressed, 2);
 }
+
+/// Issue 20 item 4: a spoofed pure ACK from A with a sequence number in B's receive window but
+/// ahead of RCV.NXT, an acceptable ACK value and window 0. RFC 9293's SND.WL1 rule then refused
+/// every later window update from the real A (their sequence numbers are below the forged one),
+/// so B never sent again. Window updates are now taken as Linux takes them (an ACK that advances
+/// SND.UNA, or SEG.SEQ/SND.WL1 ordering) and SND.WL1 never runs ahead of RCV.NXT.
+#[test]
+fn a_spoofed_in_window_ack_does_not_pin_the_send_window() {
+    for (addr_a, addr_b) in [(A4, B4), (A6, B6)] {
+        let mut p = Pair::new(addr_a, addr_b);
+        // B is idle: its last segment (the handshake's ACK) carries its RCV.NXT and SND.UNA.
+        let (b_seg, _) = p.last_b.unwrap();
+        let forged = TcpHeader {
+            src_port: 80,
+            dst_port: 50_000,
+            seq: b_seg.ack.wrapping_add(1000),
+            ack: b_seg.seq,
+            flags: ACK,
+            window: 0,
+            ..TcpHeader::default()
+        };
+        inject(&mut p.b, &forged, &[], addr_a, addr_b, p.now);
+        assert_eq!(p.b.conn_stats(p.hb).unwrap().send_window, 0, "the forged ACK was taken");
+        let data: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        let mut sent = 0;
+        let mut got = Vec::with_capacity(data.len());
+        let mut buf = vec![0u8; 65_536];
+        for _ in 0..10_000 {
+            if sent < data.len() {
+                sent += p.b.send(p.hb, &data[sent..]).unwrap();
+            }
+            p.now += 1;
+            p.exchange(200);
+            loop {
+                let n = p.a.recv(p.ha, &mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            if got.len() == data.len() {
+                break;
+            }
+        }
+        assert_eq!(got.len(), data.len(), "1 MiB in 10 s (virtual)");
+        assert!(got == data);
+    }
+}
+
+/// RFC 9293's protection stays: an old segment (partly a duplicate, so acceptable) that
+/// advances nothing does not update the window.
+#[test]
+fn an_old_segment_does_not_update_the_window() {
+    let mut p = Pair::new(A4, B4);
+    p.b.send(p.hb, b"ping").unwrap();
+    p.exchange(50);
+    p.now += 100; // A's delayed ACK
+    p.exchange(50);
+    let window = p.b.conn_stats(p.hb).unwrap().send_window;
+    assert!(window > 0);
+    let (b_seg, _) = p.last_b.unwrap();
+    let old = TcpHeader {
+        src_port: 80,
+        dst_port: 50_000,
+        seq: b_seg.ack.wrapping_sub(50),
+        ack: b_seg.seq.wrapping_add(4),
+        flags: ACK,
+        window: 0,
+        ..TcpHeader::default()
+    };
+    inject(&mut p.b, &old, &[1; 100], p.addr_a, p.addr_b, p.now);
+    assert_eq!(p.b.conn_stats(p.hb).unwrap().send_window, window);
+}

@@ -10,7 +10,7 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import type { ConsoleLine } from '../solo5/console.js';
 import { type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, startDaemon } from '../solo5/daemon.js';
 import { UsageError, parseDeployArgs, reportError } from './deploy.js';

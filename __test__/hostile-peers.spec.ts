@@ -22,6 +22,7 @@ import { collect, sha256, writeAll } from './helpers/streams.js';
 const FIN = 0x01;
 const SYN = 0x02;
 const RST = 0x04;
+const ACK = 0x10;
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

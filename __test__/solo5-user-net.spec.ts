@@ -409,3 +409,26 @@ exit 0
   t.true(noKvm.console().some((l) => /no-kvm is missing or not readable and writable: QEMU runs with TCG/.test(l.line)));
   await t.throwsAsync(deployUnikernel({ image: virtio, tender: fake, kvmDevice: path.join(dir, 'no-kvm'), accel: 'kvm' }), { message: /--accel kvm/ });
 });
+
+serial(`--pcap records the private link; tshark finds every TCP and UDP checksum of the translated flows correct${suffix}`, async (t) => {
+  const services = await loopbackServices(t);
+  const pcap = path.join(dir, 'link.pcap');
+  const uk = await deployed(t, {
+    userNets: [{ name: 'service0', pcap, forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 0, guestAddress: undefined, guestPort: 80 }] }],
+    env: { GUEST_TCP_TO: `10.0.2.2:${services.tcp}`, GUEST_UDP_TO: `10.0.2.2:${services.udp}` },
+  });
+  const end = Date.now() + 30_000;
+  while (!uk.console().some((l) => /outbound tcp: pong/.test(l.line)) || !uk.console().some((l) => /outbound udp: pong/.test(l.line))) {
+    if (Date.now() > end) throw new Error(uk.console().map((l) => l.line).join(' | '));
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.is((await curl(`http://127.0.0.1:${uk.gateways[0]!.forwards[0]!.hostPort}/bytes/100000`)).length, 100_000);
+  await uk.stop();
+  const fields = (filter: string, ...f: string[]) =>
+    execFileSync('tshark', ['-r', pcap, '-o', 'tcp.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE', '-o', 'ip.check_checksum:TRUE', '-Y', filter, '-T', 'fields', ...f.flatMap((x) => ['-e', x])], { encoding: 'utf8' }).trim();
+  // The guest saw its outbound connection come back from the address it dialled (10.0.2.2), not the proxy port.
+  t.regex(fields(`tcp.srcport == ${services.tcp} && tcp.flags.syn == 1 && tcp.flags.ack == 1`, 'ip.src', 'ip.dst'), /^10\.0\.2\.2\t10\.0\.2\.15$/m);
+  t.regex(fields(`udp.srcport == ${services.udp}`, 'ip.src', 'udp.payload'), /^10\.0\.2\.2\t/m);
+  t.is(fields('tcp.checksum.status == 0 || udp.checksum.status == 0 || ip.checksum.status == 0', 'frame.number'), '', 'no bad checksums');
+  t.true(Number(execFileSync('tshark', ['-r', pcap, '-Y', 'tcp.checksum.status == 1', '-T', 'fields', '-e', 'frame.number', '-o', 'tcp.check_checksum:TRUE'], { encoding: 'utf8' }).trim().split('\n').length) > 50);
+});

@@ -3,6 +3,8 @@
 // (--ipv4=ADDR/PREFIX --ipv4-gateway=ADDR), serving
 //   TCP 80: HTTP/1.0, GET /bytes/N answers N deterministic bytes (SHA-256 checked by the test),
 //           anything else "hello from the guest\n";
+//   TCP 9:  a source: after the first byte from the client, 64 KiB blocks until the connection
+//           closes (the forwarded-port throughput benchmark);
 //   UDP 7:  echoes each datagram prefixed with "echo:".
 // With GUEST_TCP_TO=ADDR:PORT / GUEST_UDP_TO=ADDR:PORT it also connects out once and prints what
 // came back ("outbound tcp: …", "outbound udp: …").
@@ -41,6 +43,18 @@ stack.tcp.listen(80, (conn) => {
     conn.end(Buffer.concat([Buffer.from(`HTTP/1.0 200 OK\r\nContent-Length: ${body.length}\r\nContent-Type: application/octet-stream\r\n\r\n`), body]));
   });
   conn.on('error', () => {});
+});
+const block = Buffer.alloc(65536, 0x5a);
+stack.tcp.listen(9, (conn) => {
+  conn.on('error', () => {});
+  conn.once('data', () => {
+    const pump = () => {
+      while (!conn.destroyed && conn.write(block));
+    };
+    conn.on('drain', pump);
+    conn.resume();
+    pump();
+  });
 });
 const echo = stack.udp.bind(7, (data, from) => echo.send(from.address, from.port, Buffer.concat([Buffer.from('echo:'), data])));
 console.log(`guest ready on ${stack.address}`);

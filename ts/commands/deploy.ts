@@ -225,6 +225,13 @@ export const deploy: Command = {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       const exit = await uk.exited;
+      uk.gateways.forEach((g, i) => {
+        const s = g.stats();
+        const name = deployOptions.userNets?.[i]?.name;
+        process.stderr.write(
+          `morgana deploy: ${uk.name}: ${name}: gateway: tcp ${s.accepted.forwardedTcp} forwarded, ${s.accepted.outboundTcp} outbound; udp ${s.accepted.forwardedUdp} forwarded, ${s.accepted.outboundUdp} outbound flows; refused tcp ${s.refused.tcp} (host refused ${s.refused.hostRefusedTcp}), udp ${s.refused.udp}\n`,
+        );
+      });
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       return exitStatus(exit);

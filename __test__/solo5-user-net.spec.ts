@@ -256,13 +256,17 @@ async function deployed(t: ExecutionContext, options: Partial<DeployOptions> & {
 
 for (const namespace of ['net', 'user'] as const) {
   serial(`as root, namespace '${namespace}': forwarded TCP, the gateway's counters, and nothing left after stop${suffix}`, async (t) => {
-    const uk = await deployed(t, { namespace, userNets: [{ name: 'service0', forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 0, guestAddress: undefined, guestPort: 80 }] }] });
+    const uk = await deployed(t, { namespace, userNets: [{ name: 'service0', forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 0, guestAddress: undefined, guestPort: 80 }] }], env: { GUEST_PING: '1' } });
     const gw = uk.gateways[0]!;
     const port = gw.forwards[0]!.hostPort;
     const body = await curl(`http://127.0.0.1:${port}/bytes/200000`);
     t.is(sha(body), sha(pattern(200_000)));
     t.is(gw.stats().accepted.forwardedTcp, 1);
     t.true(gw.stats().link.rxFrames > 100);
+    // The gateway answers the guest's ARP and ping.
+    for (let i = 0; i < 200 && !uk.console().some((l) => l.line.startsWith('ping ')); i++) await new Promise((r) => setTimeout(r, 50));
+    t.true(uk.console().some((l) => l.line === 'ping 10.0.2.2: reply from 10.0.2.2'), uk.console().map((l) => l.line).join(' | '));
+    t.true(gw.stack.stats().icmp.echoRepliesSent >= 1, JSON.stringify(gw.stack.stats().icmp));
     const pid = uk.pid!;
     const ns = readlinkSync(`/proc/${pid}/ns/net`);
     t.not(ns, readlinkSync('/proc/self/ns/net'));

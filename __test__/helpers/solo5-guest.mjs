@@ -58,6 +58,14 @@ stack.tcp.listen(9, (conn) => {
 });
 const echo = stack.udp.bind(7, (data, from) => echo.send(from.address, from.port, Buffer.concat([Buffer.from('echo:'), data])));
 console.log(`guest ready on ${stack.address}`);
+if (process.env.GUEST_PING && gateway) {
+  try {
+    const r = await stack.icmp.ping(gateway, { timeoutMs: 10_000 });
+    console.log(`ping ${gateway}: reply from ${r.from}`);
+  } catch (error) {
+    console.log(`ping ${gateway}: ${error.message}`);
+  }
+}
 
 const split = (text) => {
   const i = text.lastIndexOf(':');

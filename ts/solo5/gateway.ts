@@ -214,6 +214,9 @@ interface UdpFlow {
 
 interface UdpPeer {
   port: number;
+  /** Its forward's client table and its key there (removed together when idle). */
+  clients: Map<string, UdpPeer>;
+  clientKey: string;
   guestIp: number;
   guestPort: number;
   socket: dgram.Socket;
@@ -460,7 +463,11 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
         flow.socket.close();
       }
     }
-    for (const [port, peer] of udpPeers) if (now - peer.lastUsed > udpIdleMs) udpPeers.delete(port);
+    for (const [port, peer] of udpPeers) {
+      if (now - peer.lastUsed <= udpIdleMs) continue;
+      udpPeers.delete(port);
+      if (peer.clients.get(peer.clientKey) === peer) peer.clients.delete(peer.clientKey);
+    }
   }, Math.max(1000, Math.min(10_000, udpIdleMs / 2)));
   sweep.unref();
 
@@ -579,7 +586,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
             let p = nextPeerPort;
             for (let tries = 0; udpPeers.has(p) && tries < 10_000; tries++) p = p >= UDP_FORWARD_PORTS[1] ? UDP_FORWARD_PORTS[0] : p + 1;
             nextPeerPort = p >= UDP_FORWARD_PORTS[1] ? UDP_FORWARD_PORTS[0] : p + 1;
-            peer = { port: p, guestIp: guestTarget, guestPort: f.guestPort, socket, address: rinfo.address, remotePort: rinfo.port, lastUsed: Date.now() };
+            peer = { port: p, clients: byClient, clientKey: id, guestIp: guestTarget, guestPort: f.guestPort, socket, address: rinfo.address, remotePort: rinfo.port, lastUsed: Date.now() };
             udpPeers.set(p, peer);
             byClient.set(id, peer);
             stats.accepted.forwardedUdp++;

@@ -176,7 +176,10 @@ export class UserNetwork implements RunHooks {
   }
 
   async spawned(child: ChildProcess): Promise<void> {
+    // This run's socket is ours from here on (closed below, never by `ended`, so its number is
+    // not reused under the receive loop).
     const socket = this.#pending;
+    this.#pending = undefined;
     if (socket === undefined) return;
     let exited = child.exitCode !== null || child.signalCode !== null;
     const onExit = () => (exited = true);
@@ -206,7 +209,7 @@ export class UserNetwork implements RunHooks {
       }
     } finally {
       child.off('exit', onExit);
-      this.#closePending();
+      closeSync(socket);
     }
   }
 

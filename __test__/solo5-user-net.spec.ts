@@ -374,7 +374,17 @@ serial(`deploy --net NAME=user: usage errors and pre-flight checks${suffix}`, as
   const port = (busy.address() as net.AddressInfo).port;
   t.is(await code({ userNets: [{ name: 'service0', forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: port, guestAddress: undefined, guestPort: 80 }] }] }), 'ERR_FORWARD');
   busy.close();
-  // Without CAP_NET_ADMIN, the user namespace is used, and hvt says it needs /dev/kvm.
+  // hvt without access to /dev/kvm (nobody, here) says what it needs before anything starts.
+  mkdirSync(path.join(dir, 'hvt'), { recursive: true });
+  const hvtTender = buildStubTender(path.join(dir, 'hvt'), 'solo5-hvt', 2);
+  const hvtImage = buildImage(dir, path.join(dir, 'web.hvt'), {
+    abi: elfNote('Solo5', NT_ABI, abiDesc(1, 2)),
+    manifest: elfNote('Solo5', NT_MFT, encodeManifest([{ name: 'service0', type: 'NET_BASIC' }])),
+  });
+  const hvt = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cli, 'deploy', hvtImage, '--tender', hvtTender, '--net', 'service0=user'], { encoding: 'utf8' });
+  t.is(hvt.status, 1);
+  t.regex(hvt.stderr, /ERR_SOLO5_NO_KVM: \/dev\/kvm is missing or not readable and writable by uid 65534 .*hvt needs read\/write access to KVM \(try the spt target/);
+  // Without CAP_NET_ADMIN, the user namespace is used.
   const dry = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cli, 'deploy', image, '--tender', tender, '--net', 'service0=user', '--dry-run'], { encoding: 'utf8' });
   // /dev/net/tun is 0600 here: the unprivileged pre-flight check names it; with a 0666 node it plans `unshare --user`.
   if (dry.status === 0) t.true((JSON.parse(dry.stdout) as { command: string[] }).command.includes('--map-root-user'));
@@ -435,4 +445,13 @@ serial(`--pcap records the private link; tshark finds every TCP and UDP checksum
   t.regex(fields(`udp.srcport == ${services.udp}`, 'ip.src', 'udp.payload'), /^10\.0\.2\.2\t/m);
   t.is(fields('tcp.checksum.status == 0 || udp.checksum.status == 0 || ip.checksum.status == 0', 'frame.number'), '', 'no bad checksums');
   t.true(Number(execFileSync('tshark', ['-r', pcap, '-Y', 'tcp.checksum.status == 1', '-T', 'fields', '-e', 'frame.number', '-o', 'tcp.check_checksum:TRUE'], { encoding: 'utf8' }).trim().split('\n').length) > 50);
+});
+
+serial(`the DNS address relays to the host's resolver (here a loopback UDP service)${suffix}`, async (t) => {
+  const services = await loopbackServices(t);
+  const uk = await deployed(t, { userNets: [{ name: 'service0', hostResolver: '127.0.0.1' }], env: { GUEST_UDP_TO: `10.0.2.3:${services.udp}` } });
+  const end = Date.now() + 30_000;
+  while (!uk.console().some((l) => /outbound udp: /.test(l.line)) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+  t.true(uk.console().some((l) => l.line === 'outbound udp: pong:ping'), uk.console().map((l) => l.line).join(' | '));
+  t.is(uk.gateways[0]!.stats().accepted.outboundUdp, 1);
 });

@@ -40,6 +40,8 @@ export interface UserNetAttachment {
   dns?: string;
   /** Record the private link to this pcap file. */
   pcap?: string;
+  /** The host resolver the DNS address relays to (default: the first IPv4 server of `dns.getServers()`). */
+  hostResolver?: string;
   /** Gateway limits and policy (see {@link UserGatewayOptions}). */
   maxConnections?: number;
   maxUdpFlows?: number;

@@ -18,7 +18,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { type DeployOptions, MorganaError, type Unikernel, deployUnikernel, encodeManifest } from 'morgana';
+import { type DeployOptions, MorganaError, type Unikernel, deployUnikernel, encodeManifest, planDeployment } from 'morgana';
 import { NT_ABI, NT_MFT, abiDesc, buildImage, buildStubTender, elfNote, gccUnavailable } from './helpers/solo5-fixtures.js';
 
 const root = process.getuid?.() === 0;
@@ -267,6 +267,16 @@ for (const namespace of ['net', 'user'] as const) {
     for (let i = 0; i < 200 && !uk.console().some((l) => l.line.startsWith('ping ')); i++) await new Promise((r) => setTimeout(r, 50));
     t.true(uk.console().some((l) => l.line === 'ping 10.0.2.2: reply from 10.0.2.2'), uk.console().map((l) => l.line).join(' | '));
     t.true(gw.stack.stats().icmp.echoRepliesSent >= 1, JSON.stringify(gw.stack.stats().icmp));
+    if (namespace === 'net') {
+      // A restart makes a new namespace; the gateway (and its host port) carries on with the new link.
+      const firstNs = readlinkSync(`/proc/${uk.pid}/ns/net`);
+      await uk.restart({ timeoutMs: 2000 });
+      const end = Date.now() + 60_000;
+      while (uk.console().filter((l) => /guest ready/.test(l.line)).length < 2 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      t.not(readlinkSync(`/proc/${uk.pid}/ns/net`), firstNs);
+      t.deepEqual(processesIn(firstNs), []);
+      t.is((await curl(`http://127.0.0.1:${port}/`)).toString(), 'hello from the guest\n');
+    }
     const pid = uk.pid!;
     const ns = readlinkSync(`/proc/${pid}/ns/net`);
     t.not(ns, readlinkSync('/proc/self/ns/net'));
@@ -368,6 +378,12 @@ serial(`deploy --net NAME=user: usage errors and pre-flight checks${suffix}`, as
   t.is(await code({ userNets: [{ name: 'service0', guest: '10.0.2.2/24' }] }), 'ERR_GATEWAY_OPTION'); // the gateway's own address
   t.is(await code({ userNets: [{ name: 'service0' }], netns: 'x' }), 'ERR_SOLO5_BAD_OPTION');
   t.is(await code({ userNets: [{ name: 'other' }] }), 'ERR_SOLO5_DEVICE_MISMATCH');
+  // The user's own --ipv4 wins over the gateway's boot arguments.
+  const own = await planDeployment({ image, tender, userNets: [{ name: 'service0' }], args: ['--ipv4=10.0.2.15/24'] });
+  t.deepEqual(own.args.slice(own.args.indexOf('--') + 2), ['--ipv4=10.0.2.15/24']);
+  const given = await planDeployment({ image, tender, userNets: [{ name: 'service0', guest: '192.168.7.9/24' }], args: ['x'] });
+  t.deepEqual(given.args.slice(given.args.indexOf('--') + 2), ['--ipv4=192.168.7.9/24', '--ipv4-gateway=192.168.7.2', 'x']);
+  t.true(given.args.includes('--net:service0=tap0'));
   // A port that is taken: a clear error, and nothing started.
   const busy = net.createServer();
   await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));

@@ -200,6 +200,8 @@ interface TcpFlow {
   syn: Buffer | undefined;
   host: net.Socket | undefined;
   counted: boolean;
+  /** The proxied connection ended (its translation lingers for the last segments). */
+  finished: boolean;
   linger: NodeJS.Timeout | undefined;
 }
 
@@ -336,6 +338,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
 
   let deliver: FrameHandler = () => {};
   const finishFlow = (key: string, flow: TcpFlow): void => {
+    flow.finished = true;
     if (flow.counted) {
       flow.counted = false;
       tcpActive--;
@@ -357,7 +360,9 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
     const key = flowKey(v.src, v.srcPort);
     let flow = tcpFlows.get(key);
     const isSyn = (v.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
-    if (flow && (flow.dstIp !== v.dst || flow.dstPort !== v.dstPort)) {
+    // Another destination from the same port, or the same one again after the last connection
+    // ended: a new flow.
+    if (flow && (flow.dstIp !== v.dst || flow.dstPort !== v.dstPort || (isSyn && flow.finished && flow.state === 'open'))) {
       if (!isSyn) return deliver(frame); // not this flow's: the stack drops what is not its own
       finishFlow(key, flow);
       tcpFlows.delete(key);
@@ -366,7 +371,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
     if (!flow) {
       if (!isSyn) return deliver(frame); // forwarded connections (to the gateway's own ports)
       const target = hostTarget(v.dst, v.dstPort);
-      flow = { guestIp: v.src, guestPort: v.srcPort, dstIp: v.dst, dstPort: v.dstPort, state: 'connecting', syn: frame, host: undefined, counted: false, linger: undefined };
+      flow = { guestIp: v.src, guestPort: v.srcPort, dstIp: v.dst, dstPort: v.dstPort, state: 'connecting', syn: frame, host: undefined, counted: false, finished: false, linger: undefined };
       tcpFlows.set(key, flow);
       if (!target || tcpActive >= maxConnections) {
         stats.refused.tcp++;

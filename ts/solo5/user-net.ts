@@ -80,11 +80,16 @@ const SCRIPT = [
 
 const HELPER = fileURLToPath(new URL('./user-net-helper.js', import.meta.url));
 
-/** Whether this process has CAP_NET_ADMIN (bit 12 of its effective capabilities). */
+/**
+ * Whether this process can make the namespace without a user namespace: it has CAP_NET_ADMIN
+ * (bit 12 of its effective capabilities) and CAP_SYS_ADMIN (bit 21), which `unshare(CLONE_NEWNET)`
+ * needs.
+ */
 export function hasNetAdmin(): boolean {
   try {
     const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
-    return m !== null && (BigInt(`0x${m[1]}`) & (1n << 12n)) !== 0n;
+    const caps = m ? BigInt(`0x${m[1]}`) : 0n;
+    return (caps & (1n << 12n)) !== 0n && (caps & (1n << 21n)) !== 0n;
   } catch {
     return false;
   }

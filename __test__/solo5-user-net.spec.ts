@@ -28,22 +28,30 @@ const skip = why ?? (userns || undefined);
 const serial = skip ? test.serial.skip : test.serial;
 const suffix = skip ? ` (skipped: ${skip})` : '';
 
-/** Whether uid 65534 can run this checkout's CLI (a clone under a 0700 home cannot). */
-const nobodyReason = skip
-  ? skip
-  : spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, path.resolve('dist/cli.js'), '--version']).status === 0
-    ? undefined
-    : 'uid 65534 cannot read this checkout (dist/cli.js)';
+const dir = mkdtempSync(path.join(tmpdir(), 'morgana-user-net-'));
+// A 0666 copy of the TUN device node, bind-mounted over /dev/net/tun in a private mount namespace.
+const tunCopy = path.join(dir, 'tun');
+
+/** Why uid 65534 cannot run the unprivileged test here, if it cannot. */
+function nobodyUnavailable(): string | undefined {
+  if (skip) return skip;
+  if (spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, path.resolve('dist/cli.js'), '--version']).status !== 0) {
+    return 'uid 65534 cannot read this checkout (dist/cli.js)';
+  }
+  execFileSync('mknod', [tunCopy, 'c', '10', '200']);
+  chmodSync(tunCopy, 0o666);
+  if (spawnSync('sh', ['-c', 'exec 3<>"$0"', tunCopy]).status !== 0) return `${tmpdir()} does not allow device nodes (nodev)`;
+  return undefined;
+}
+const nobodyReason = nobodyUnavailable();
 const asNobody = nobodyReason ? test.serial.skip : test.serial;
 
-const dir = mkdtempSync(path.join(tmpdir(), 'morgana-user-net-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 const cli = path.resolve('dist/cli.js');
 const guestScript = path.resolve('__test__/helpers/solo5-guest.mjs');
 let tender: string;
 let image: string;
 let virtio: string;
-let tunCopy: string;
 
 test.before(() => {
   if (skip) return;
@@ -56,10 +64,6 @@ test.before(() => {
   });
   image = buildImage(dir, path.join(dir, 'web.spt'), note(2, 2));
   virtio = buildImage(dir, path.join(dir, 'plain.virtio'), note(3, 1, false));
-  // A 0666 copy of the TUN device node, bind-mounted over /dev/net/tun in a private mount namespace.
-  tunCopy = path.join(dir, 'tun');
-  execFileSync('mknod', [tunCopy, 'c', '10', '200']);
-  chmodSync(tunCopy, 0o666);
 });
 
 /** The deterministic bytes the guest serves at /bytes/N. */

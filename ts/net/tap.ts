@@ -124,7 +124,22 @@ export async function openTap(options: TapOptions): Promise<TapDevice> {
   const mtu = options.mtu ?? 1500;
   assertInteger(mtu, 'options.mtu', 68, MAX_TAP_MTU);
   const mac = formatMac(parseMac(options.mac ?? randomLocalMac((n) => randomBytes(n))));
-  return new Tap(name, netns, mac, mtu, options.vnetHdr ?? false);
+  const vnetHdr = options.vnetHdr ?? false;
+  return new Tap((onBatch) => native.TapHandle.open(name, netns, mtu, vnetHdr, onBatch), mac, mtu);
+}
+
+/**
+ * Makes a NET device of a TAP descriptor opened elsewhere: by a helper inside a network
+ * namespace this process may not enter, which sent it over a socket (`SCM_RIGHTS`). The device
+ * owns `fd` from then on, also when this throws (`ERR_TAP_OPEN`: not a TAP descriptor). The
+ * kernel side's MTU is left as it is: `mtu` (default 1500) should match it.
+ */
+export function adoptTap(fd: number, options: Omit<TapOptions, 'name' | 'netns' | 'vnetHdr'> = {}): TapDevice {
+  assertInteger(fd, 'fd', 0, 0x7fffffff);
+  const mtu = options.mtu ?? 1500;
+  assertInteger(mtu, 'options.mtu', 68, MAX_TAP_MTU);
+  const mac = formatMac(parseMac(options.mac ?? randomLocalMac((n) => randomBytes(n))));
+  return new Tap((onBatch) => native.TapHandle.adopt(fd, mtu, onBatch), mac, mtu);
 }
 
 class Tap implements TapDevice {
@@ -163,11 +178,11 @@ class Tap implements TapDevice {
   #rxBytes = 0;
   #rxUnheard = 0;
 
-  constructor(name: string, netns: string | undefined, mac: string, mtu: number, vnetHdr: boolean) {
+  constructor(open: (onBatch: (frames: Buffer, lengths: Uint32Array) => void) => Handle, mac: string, mtu: number) {
     this.mac = mac;
     this.mtu = mtu;
     try {
-      this.#handle = native.TapHandle.open(name, netns, mtu, vnetHdr, (frames, lengths) => this.#receive(frames, lengths));
+      this.#handle = open((frames, lengths) => this.#receive(frames, lengths));
     } catch (error) {
       throw tapError(error);
     }

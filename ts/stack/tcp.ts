@@ -213,7 +213,18 @@ export interface TcpConnectOptions {
   congestionControl?: TcpCongestionControl;
   /** Keep the write side open after the peer's FIN (default false, like `net`). */
   allowHalfOpen?: boolean;
+  /**
+   * Milliseconds the handshake may take (default {@link DEFAULT_CONNECT_TIMEOUT}, 75 s, the BSD
+   * connection-establishment timer); then the connect fails with `ETIMEDOUT` and the attempt is
+   * dropped. `0` leaves it to the engine's SYN retries (6, about 127 s). Unlike `net`'s
+   * `timeout` option (an idle timeout, here {@link TcpConnection.setTimeout}), this one bounds the
+   * connect only.
+   */
+  timeout?: number;
 }
+
+/** Default bound of a connect's handshake, in milliseconds (see {@link TcpConnectOptions.timeout}). */
+export const DEFAULT_CONNECT_TIMEOUT = 75_000;
 
 /** Engine counters plus the glue's. */
 export interface TcpStats extends ReturnType<NativeEngine['stats']> {
@@ -579,17 +590,40 @@ export class Tcp {
       try {
         if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
         assertInteger(port, 'port', 1, 65_535);
+        const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT;
+        assertInteger(timeout, 'timeout', 0, 0x7fff_ffff);
         if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
         const handle = this.#open(host, port, options.localPort);
         if (options.congestionControl !== undefined) this.engine.setCongestionControl(handle, options.congestionControl);
         const conn = new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
         this.#conns.set(handle, conn);
-        this.#connecting.set(handle, { resolve, reject });
+        const timer = timeout > 0 ? this.#clock.setTimer(timeout, () => this.#connectTimedOut(handle, timeout)) : undefined;
+        this.#connecting.set(handle, {
+          resolve: (c) => {
+            timer?.cancel();
+            resolve(c);
+          },
+          reject: (error) => {
+            timer?.cancel();
+            reject(error);
+          },
+        });
         this.schedule();
       } catch (error) {
         reject(error);
       }
     });
+  }
+
+  /** A connect's `timeout` passed before the handshake completed: drop the attempt, reject. */
+  #connectTimedOut(handle: number, timeout: number): void {
+    const pending = this.#connecting.get(handle);
+    const conn = this.#conns.get(handle);
+    if (!pending || !conn) return;
+    this.#connecting.delete(handle);
+    const error = new MorganaError('ETIMEDOUT', `connect ETIMEDOUT ${formatEndpoint(conn.remoteAddress, conn.remotePort)}: no answer within ${timeout} ms`);
+    conn._abort();
+    pending.reject(error);
   }
 
   /** Routes `host`, picks the source address and port, and opens the engine connection. */
@@ -752,6 +786,59 @@ export class TcpConnection extends Duplex {
   /** Like `net.Socket.address()`. */
   address(): { address: string; family: string; port: number } {
     return { address: this.localAddress, family: this.localFamily, port: this.localPort };
+  }
+
+  /**
+   * As `net.Socket.readyState`: `'opening'` while connecting, then `'open'`, `'readOnly'` (our
+   * side ended), `'writeOnly'` (the peer's side ended and was read), `'closed'`.
+   */
+  get readyState(): 'opening' | 'open' | 'readOnly' | 'writeOnly' | 'closed' {
+    if (this.connecting) return 'opening';
+    if (this.readable && this.writable) return 'open';
+    if (this.readable) return 'readOnly';
+    if (this.writable) return 'writeOnly';
+    return 'closed';
+  }
+
+  /** As `net.Socket.pending`: true while connecting and once destroyed (no connection under it). */
+  get pending(): boolean {
+    return this.connecting || this.destroyed;
+  }
+
+  /**
+   * As `net.Socket.resetAndDestroy()`: closes with a RST (unsent and unread data dropped) instead
+   * of a FIN; `'close'` then has `hadError` false. Throws nothing on a connection already gone.
+   */
+  resetAndDestroy(): this {
+    if (this.destroyed) return this;
+    if (!this.#engineGone) {
+      this.#engineGone = true;
+      this.#tcp.engine.abort(this.handle);
+      this.#tcp.schedule();
+    }
+    this.destroy();
+    return this;
+  }
+
+  /**
+   * As `net.Socket.destroySoon()`: ends the write side (FIN after the queued data) and destroys
+   * the connection once everything written has been handed to the engine.
+   */
+  destroySoon(): void {
+    if (this.writable) this.end();
+    if (this.writableFinished) this.destroy();
+    else this.once('finish', () => this.destroy());
+  }
+
+  /** @internal Drops a connection still being opened (its connect timed out): no error event. */
+  _abort(): void {
+    if (!this.#engineGone) {
+      this.#engineGone = true;
+      this.#tcp.engine.abort(this.handle);
+      this.#tcp.schedule();
+    }
+    this.connecting = false;
+    this.destroy();
   }
 
   /** Turns Nagle's algorithm off (`true`, the default argument) or on. */

@@ -10,9 +10,10 @@ import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import { pseudoHeaderSum, pseudoHeaderSum6 } from '../checksum.js';
 import { MorganaError, assertBytes, assertInteger } from '../errors.js';
 import type { Icmp } from './icmp.js';
-import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
+import { type InetAddress, type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
 import type { IcmpErrorReport, Ipv4Datagram, Ipv4Layer } from './ipv4.js';
 import type { Icmpv6ErrorReport, Ipv6Datagram, Ipv6Layer } from './ipv6.js';
+import { UdpDgramSocket, type UdpSocketType } from './udp-socket.js';
 import {
   IP_PROTOCOL_UDP as PROTO_UDP,
   UDP_HEADER_LENGTH as HEADER,
@@ -116,12 +117,13 @@ export class Udp {
 
   /**
    * Binds `port` (0 picks a free ephemeral port at random) and calls `handler` for every datagram
-   * that arrives on it. Throws `ERR_UDP_PORT_IN_USE` when the port is taken.
+   * that arrives on it. Throws `EADDRINUSE` when the port is taken, as TCP's `listen` and
+   * Node's sockets do (before 2026-12 the code was `ERR_UDP_PORT_IN_USE`).
    */
   bind(port: number, handler: UdpHandler): UdpSocket {
     assertInteger(port, 'port', 0, 65_535);
     const chosen = port === 0 ? this.#freeEphemeralPort() : port;
-    if (this.#bindings.has(chosen)) throw new MorganaError('ERR_UDP_PORT_IN_USE', `UDP port ${chosen} is already bound`);
+    if (this.#bindings.has(chosen)) throw new MorganaError('EADDRINUSE', `bind EADDRINUSE: UDP port ${chosen} is already bound`);
     const binding: Binding = { handler, errorListeners: [] };
     this.#bindings.set(chosen, binding);
     return {
@@ -132,6 +134,19 @@ export class Udp {
         if (this.#bindings.get(chosen) === binding) this.#bindings.delete(chosen);
       },
     };
+  }
+
+  /**
+   * A `dgram.Socket`-shaped socket (see {@link UdpDgramSocket}): `bind(port, address, cb)`,
+   * `send(msg, port, address, cb)`, `'message'` `(msg, rinfo)` events, `close()`, `ref()`/`unref()`.
+   */
+  createSocket(type: UdpSocketType): UdpDgramSocket {
+    return new UdpDgramSocket(this, type);
+  }
+
+  /** @internal Whether `address` is one of the stack's addresses. */
+  _isLocal(address: InetAddress): boolean {
+    return address.family === 4 ? this.#ip.isLocal(address.v4) : (this.#ip6?.isLocal(address.v6) ?? false);
   }
 
   /**

@@ -174,7 +174,7 @@ export * as config from './config/index.js';
 export * from './solo5/index.js';
 export { formatStackSummary } from './stack/summary.js';
 export { type InetAddressLike } from './stack/inet.js';
-export { Tcp, TcpConnection, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';
+export { Tcp, TcpConnection, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, TcpServer, type TcpStats } from './stack/tcp.js';
 export {
   type Iperf3ClientOptions,
   type Iperf3Interval,

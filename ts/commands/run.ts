@@ -9,6 +9,7 @@ import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import { readConfigured } from '../config/project.js';
 import { superviseChild } from './child.js';
+import { MONITOR_OPTIONS, monitorEnv, takeMonitorArgs } from './monitor-args.js';
 import { projectFlags, selfCommand } from './self.js';
 import { PROJECT_OPTIONS, guarded, parseCommandArgs, pathsFrom } from './project-args.js';
 
@@ -18,13 +19,15 @@ export const run: Command = {
   usage: `morgana run [-- BOOT ARGUMENTS …]
 
 ${PROJECT_OPTIONS}
+${MONITOR_OPTIONS}
 
 Boot arguments are joined with single spaces and split again with MirageOS's parse-argv rules,
 so escape spaces for the unikernel as well as for the shell: morgana run -- '--hello=foo\\ bar'.
 Exit codes: the unikernel's (0 done, 1 failure, 63 after --help, 64 bad boot arguments).`,
   run: (args) =>
     guarded('run', async () => {
-      const parsed = parseCommandArgs(args, {}, false, "the unikernel's own options (boot arguments) go after --: morgana run -- ARG");
+      const monitor = takeMonitorArgs(args);
+      const parsed = parseCommandArgs(monitor.args, {}, false, "the unikernel's own options (boot arguments) go after --: morgana run -- ARG");
       if (parsed.positional.length) throw new MorganaError('ERR_USAGE', `boot arguments go after --: morgana run -- ${parsed.positional.join(' ')}`);
       const paths = pathsFrom(parsed);
       await readConfigured(paths);
@@ -32,7 +35,7 @@ Exit codes: the unikernel's (0 done, 1 failure, 63 after --help, 64 bad boot arg
       if (!existsSync(join(paths.buildDir, 'app'))) throw new MorganaError('ERR_NOT_CONFIGURED', `the unikernel is not built: run ${selfCommand()} build${projectFlags(parsed)}`);
       // Signals the unikernel handles (SIGUSR2's summary, SIGHUP, …) are forwarded, and it stops
       // if this process dies (see child.ts).
-      const { exited } = superviseChild(process.execPath, [entry, ...parsed.rest]);
+      const { exited } = superviseChild(process.execPath, [entry, ...parsed.rest], { env: monitorEnv(monitor.request) });
       const code = await exited;
       return code;
     }),

@@ -21,6 +21,8 @@ import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
 import { InvalidArgumentError, MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
 import { native } from '../native.js';
+import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_TCPV4, GSO_TCPV6 } from '../net/device.js';
+import { tsoMax } from './ip-output.js';
 import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
 import type { IcmpErrorReport, Ipv4Datagram, Ipv4Layer } from './ipv4.js';
 import type { Icmpv6ErrorReport, Ipv6Datagram, Ipv6Layer } from './ipv6.js';
@@ -31,6 +33,9 @@ const OUT_IPV6 = native.TCP_OUT_IPV6;
 const OUT_FRAME = native.TCP_OUT_FRAME;
 const OUT_LENGTH = native.TCP_OUT_LENGTH;
 const IN_WORDS = native.TCP_IN_WORDS;
+const IN_CHECKSUM_VERIFIED = native.TCP_IN_CHECKSUM_VERIFIED;
+/** Largest super-segment payload when an interface takes TCP super-frames (TSO). */
+const GSO_MAX = 65_000;
 /** Input batch: bytes, and segments, per turn (a fuller batch runs a turn at once). */
 const IN_BYTES = 1 << 20;
 const IN_SEGMENTS = 2048;
@@ -61,6 +66,20 @@ const engineErrors = native.tcpErrorCodes();
 function engineFailure(result: number, what: string): MorganaError {
   const code = engineErrors[-result - 1] ?? 'ERR_INTERNAL';
   return new MorganaError(code, `${what}: ${code}`);
+}
+
+/** The offload metadata of the TCP super-frame at `out[at..]` (Ethernet + IPv4/IPv6 + TCP). */
+function superFrame(out: Buffer, at: number, gsoSize: number): FrameOffload {
+  const v6 = out[at + 12] === 0x86 && out[at + 13] === 0xdd;
+  const csumStart = ETHERNET_HEADER_LENGTH + (v6 ? 40 : (out[at + 14]! & 0x0f) * 4);
+  return {
+    flags: 0, // complete checksums: the pieces' are computed where it is cut
+    gsoType: v6 ? GSO_TCPV6 : GSO_TCPV4,
+    gsoSize,
+    hdrLen: csumStart + (out[at + csumStart + 12]! >> 4) * 4,
+    csumStart,
+    csumOffset: 16,
+  };
 }
 
 /** The error of a call or pending operation that the stack's closing cut short. */
@@ -263,7 +282,10 @@ export class Tcp {
     for (let i = 0; i < 16; i += 4) key.writeUInt32BE(random() >>> 0, i);
     validateTcpOptions(options);
     assertInteger(mtu, 'the interface MTU', 68, 65_535);
-    this.engine = new native.NativeTcpEngine({ ...options, mtu }, key);
+    // Super-segments (generic segmentation offload) when some interface takes TCP super-frames;
+    // they are cut in Rust for any path that does not.
+    const gsoMax = ip.interfaces.some((i) => tsoMax(i.eth, 4) > 0 || tsoMax(i.eth, 6) > 0) ? GSO_MAX : 0;
+    this.engine = new native.NativeTcpEngine({ ...options, mtu, gsoMax }, key);
     ip.on(PROTO_TCP, (d) => this.#receive(d));
     ip.onIcmpError(PROTO_TCP, (report) => this.#icmpError(report));
   }
@@ -335,7 +357,8 @@ export class Tcp {
 
   #receive(d: Ipv4Datagram): void {
     if (this.#closed || d.broadcast) return;
-    this.#push(this.#reserve(d.payload.length), d.payload, 4, d.src, d.dst);
+    const family = d.checksumVerified ? 4 | IN_CHECKSUM_VERIFIED : 4;
+    this.#push(this.#reserve(d.payload.length), d.payload, family, d.src, d.dst);
   }
 
   /** @internal The stack's clock. */
@@ -397,8 +420,10 @@ export class Tcp {
       try {
         if ((word & OUT_FRAME) !== 0) {
           const eth = ipOutput.device(meta[i * 3 + 1]!);
-          if (eth) eth.writeFrame(out, at, len);
-          else this.#sendFailures++;
+          const gsoSize = meta[i * 3 + 2]!;
+          if (!eth) this.#sendFailures++;
+          else if (gsoSize === 0) eth.writeFrame(out, at, len);
+          else eth.writeFrame(out, at, len, superFrame(out, at, gsoSize));
         } else if ((word & OUT_IPV6) !== 0) {
           this.#transmit6(at, len);
           at += 32;
@@ -617,6 +642,11 @@ export class Tcp {
   }
 
   /** Counters (engine and glue). */
+  /** The open connections (accepted and connected, not yet closed), for views like `ss`. */
+  connections(): TcpConnection[] {
+    return [...this.#conns.values()];
+  }
+
   stats(): TcpStats {
     return { ...this.engine.stats(), sendFailures: this.#sendFailures };
   }

@@ -256,8 +256,26 @@ impl Engine {
     /// Hands one received segment in (`src`, `dst`: the addresses of its IPv4 or IPv6 packet;
     /// the checksum is verified over that family's pseudo-header).
     pub fn on_segment(&mut self, src: IpAddr, dst: IpAddr, segment: &[u8], now: u64) {
+        self.on_segment_verified(src, dst, segment, now, false);
+    }
+
+    /// As [`Engine::on_segment`]; `checksum_verified` when the device vouches for the checksum
+    /// (virtio's `DATA_VALID`, or `NEEDS_CSUM` from a local sender), so it is not summed again.
+    pub fn on_segment_verified(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        segment: &[u8],
+        now: u64,
+        checksum_verified: bool,
+    ) {
         self.now = self.now.max(now);
-        let (h, offset) = match TcpHeader::parse(segment, Some((src, dst))) {
+        if src.is_ipv4() != dst.is_ipv4() {
+            self.stats.malformed += 1;
+            return;
+        }
+        let addresses = (!checksum_verified).then_some((src, dst));
+        let (h, offset) = match TcpHeader::parse(segment, addresses) {
             Ok(parsed) => parsed,
             Err(crate::wire::WireError::BadChecksum) => {
                 self.stats.bad_checksum += 1;

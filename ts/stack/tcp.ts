@@ -128,8 +128,8 @@ export interface TcpOptions {
 }
 
 /**
- * The range of each numeric {@link TcpOptions} field. Buffers: at least 1 KiB (smaller ones stall
- * on silly-window avoidance), at most 1 GiB (the largest window RFC 7323's scale 14 can offer).
+ * The range of each numeric {@link TcpOptions} field. Buffers: from 1 KiB to 1 GiB (the largest
+ * window RFC 7323's scale 14 can offer); delayed ACK at most 500 ms (RFC 1122 §4.2.3.2).
  */
 const TCP_OPTION_RANGES: Readonly<Record<string, readonly [number, number]>> = {
   sendBuffer: [1024, 1 << 30],

@@ -45,10 +45,11 @@ export const ROOMS: Readonly<Record<string, readonly string[]>> = {
   host: ['core', 'stack'],
   http: ['core', 'stack', 'dns'],
   apps: ['core', 'wire', 'net', 'stack', 'dns'],
+  monitor: ['core', 'metrics', 'net', 'stack'],
   solo5: ['core', 'net'],
-  config: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'solo5'],
-  entry: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'solo5', 'config'],
-  commands: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'solo5', 'config', 'entry'],
+  config: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5'],
+  entry: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'config'],
+  commands: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'config', 'entry'],
   cli: ['core', 'commands'],
 };
 

@@ -11,6 +11,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Command } from './command.js';
+import { selfCommand } from './self.js';
 import type { ConsoleLine } from '../solo5/console.js';
 import { type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, startDaemon } from '../solo5/daemon.js';
 import { UsageError, parseDeployArgs, reportError } from './deploy.js';
@@ -128,7 +129,13 @@ export const daemon: Command = {
       }
     } catch (error) {
       if (error instanceof UsageError) process.stderr.write(`usage: ${USAGE}\n`);
-      return reportError('morgana daemon', error);
+      const code = reportError('morgana daemon', error);
+      if ((error as { code?: unknown }).code === 'ERR_DAEMON_UNREACHABLE') {
+        const dirArg = args.findIndex((a) => a === '--dir' || a.startsWith('--dir='));
+        const dir = dirArg < 0 ? '' : args[dirArg]!.includes('=') ? ` ${args[dirArg]}` : ` --dir ${args[dirArg + 1] ?? 'DIR'}`;
+        process.stderr.write(`morgana daemon: no daemon is running; start one with: ${selfCommand()} daemon serve${dir} (it stays in the foreground: use another terminal, or append &)\n`);
+      }
+      return code;
     }
   },
 };

@@ -144,7 +144,7 @@ withGcc(`daemon: owner-only socket, deploy, ps, console, follow, stats, restart,
   t.is(con.stdout, 'console line 1\nconsole line 2\n');
   t.regex(morgana(['daemon', 'console', 'alpha', '--dir', d]).stdout, /Command line is: 'hello\\ world'/);
 
-  const stats = JSON.parse(morgana(['daemon', 'stats', 'alpha', '--dir', d]).stdout) as { process: { pid: number; rssKiB: number } };
+  const stats = JSON.parse(morgana(['daemon', 'stats', 'alpha', '--json', '--dir', d]).stdout) as { process: { pid: number; rssKiB: number } };
   t.is(stats.process.pid, alphaPid);
   t.true(stats.process.rssKiB > 0);
 

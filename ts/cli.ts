@@ -11,6 +11,7 @@ import { demo } from './commands/demo.js';
 import { iperf3 } from './commands/iperf3.js';
 import { daemon } from './commands/daemon.js';
 import { deploy } from './commands/deploy.js';
+import { events, logs, ps, stats, stop } from './commands/manage.js';
 import { solo5 } from './commands/solo5.js';
 import { start } from './commands/start.js';
 import { build, clean, configure, describe, query, run } from './commands/unikernel.js';
@@ -25,7 +26,7 @@ export interface Command {
 /** Exit code for bad usage (sysexits EX_USAGE, as MirageOS uses). */
 export const EXIT_USAGE = 64;
 
-const commands: Record<string, Command> = { start, demo, solo5, deploy, daemon, crunch, configure, build, run, clean, describe, query, iperf3 };
+const commands: Record<string, Command> = { start, demo, solo5, deploy, daemon, crunch, configure, build, run, clean, describe, query, iperf3, ps, logs, stop, stats, events };
 
 function help(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));

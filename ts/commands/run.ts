@@ -9,26 +9,31 @@ import { join } from 'node:path';
 import type { Command } from '../cli.js';
 import { MorganaError } from '../errors.js';
 import { readConfigured } from '../config/project.js';
-import { PROJECT_OPTIONS, guarded, parseCommandArgs, pathsFrom } from './project-args.js';
+import { PROJECT_OPTIONS, guarded, optionValue, parseCommandArgs, pathsFrom } from './project-args.js';
+import { runDetached } from './run-detached.js';
 
 /** The run command. */
 export const run: Command = {
   summary: 'Run a built unikernel with boot arguments (after --); --help after -- lists its runtime keys',
-  usage: `morgana run [-- BOOT ARGUMENTS …]
+  usage: `morgana run [-d [--name NAME]] [-- BOOT ARGUMENTS …]
 
 ${PROJECT_OPTIONS}
+  -d, --detach          run under the daemon (started if needed); then morgana ps, logs -f, stop
+      --name NAME       name of the detached unikernel (default: the project folder's)
 
 Boot arguments are joined with single spaces and split again with MirageOS's parse-argv rules,
 so escape spaces for the unikernel as well as for the shell: morgana run -- '--hello=foo\\ bar'.
 Exit codes: the unikernel's (0 done, 1 failure, 63 after --help, 64 bad boot arguments).`,
   run: (args) =>
     guarded('run', async () => {
-      const parsed = parseCommandArgs(args, {}, false);
+      const parsed = parseCommandArgs(args, { detach: { short: 'd', value: false }, name: { value: true } }, false);
       if (parsed.positional.length) throw new MorganaError('ERR_USAGE', `boot arguments go after --: morgana run -- ${parsed.positional.join(' ')}`);
       const paths = pathsFrom(parsed);
       await readConfigured(paths);
       const entry = join(paths.buildDir, 'main.mjs');
       if (!existsSync(join(paths.buildDir, 'app'))) throw new MorganaError('ERR_NOT_CONFIGURED', 'the unikernel is not built: run morgana build');
+      if (parsed.flags.has('detach')) return runDetached(entry, parsed.rest, { name: optionValue(parsed, 'name'), cwd: process.cwd() });
+      if (optionValue(parsed, 'name') !== undefined) throw new MorganaError('ERR_USAGE', '--name goes with -d');
       const child = spawn(process.execPath, [entry, ...parsed.rest], { stdio: 'inherit' });
       const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
       const onInt = forward('SIGINT');

@@ -106,6 +106,8 @@ export interface DeployOptions {
   dumpcore?: string;
   /** Environment of the tender (default: this process's). */
   env?: NodeJS.ProcessEnv;
+  /** Working directory of the tender (default: this process's). */
+  cwd?: string;
   /** How long `stop()` waits after SIGTERM before SIGKILL, in ms (default 5000). */
   stopTimeoutMs?: number;
   /** KVM device checked for hvt (default `/dev/kvm`). */
@@ -170,7 +172,7 @@ export interface DeployPlan {
   command: string[];
 }
 
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
 function badOption(message: string): never {
   throw new MorganaError('ERR_SOLO5_BAD_OPTION', message);
@@ -208,7 +210,7 @@ function validate(options: DeployOptions): void {
   if (typeof options !== 'object' || options === null) badOption('options must be an object');
   if (typeof options.image !== 'string' || options.image === '') badOption('image must be a path');
   if (options.target !== undefined && !['hvt', 'spt', 'virtio'].includes(options.target)) badOption(`unsupported target '${options.target}' (hvt, spt or virtio)`);
-  if (options.name !== undefined && !NAME_RE.test(options.name)) badOption(`invalid name '${options.name}': 1 to 64 letters, digits, '.', '_' or '-'`);
+  if (options.name !== undefined && !NAME_RE.test(options.name)) badOption(`invalid name '${options.name}': 1 to 128 letters, digits, '.', '_', '-' or ':' (owner path separator)`);
   if (options.memoryMB !== undefined && (!Number.isInteger(options.memoryMB) || options.memoryMB < 1 || options.memoryMB > 65536)) {
     badOption(`memory must be a whole number of MB from 1 to 65536, got ${options.memoryMB}`);
   }
@@ -536,6 +538,7 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
     const child = spawn(cmd, args, {
       stdio: stdio as ('ignore' | 'pipe')[],
       env: this.#options.env ?? process.env,
+      ...(this.#options.cwd ? { cwd: this.#options.cwd } : {}),
       detached,
       ...(this.#user && !this.#options.netns ? { uid: this.#user.uid, gid: this.#user.gid } : {}),
     });

@@ -664,8 +664,12 @@ export class Solo5Daemon {
         await new Promise<void>((resolve) => {
           const onLine = (line: ConsoleLine): void => send({ console: line });
           const onExit = (exit: ExitInfo, final: boolean): void => {
-            send({ exit, final });
-            if (final) done();
+            if (!final) return send({ exit, final });
+            // The last lines are still being read from the log: end after them.
+            void e.uk.exited.then(() => {
+              send({ exit, final });
+              done();
+            });
           };
           const done = (): void => {
             e.uk.off('console', onLine);

@@ -278,12 +278,15 @@ export class Solo5Daemon {
       ca,
       ...(crl ? { crl } : {}),
       requestCert: true,
-      rejectUnauthorized: true,
+      // Verified below, so that a refused certificate gets a clear answer and an event with its reason.
+      rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
       handshakeTimeout: this.limits.idleTimeoutMs,
     });
     server.on('connection', (raw: net.Socket) => {
       counters.accepted++;
+      this.#connections.add(raw);
+      raw.once('close', () => this.#connections.delete(raw));
       if (counters.active >= this.limits.maxConnections) {
         counters.refusedBusy++;
         raw.destroy();
@@ -296,6 +299,15 @@ export class Solo5Daemon {
       this.#events.add('tls-refused', { reason: error.code ?? 'TLS', message: `TLS handshake from ${socket.remoteAddress ?? '?'} refused: ${error.message}` });
     });
     server.on('secureConnection', (conn: tls.TLSSocket) => {
+      conn.on('error', () => {});
+      if (!conn.authorized) {
+        const reason = String(conn.authorizationError ?? 'NO_CERTIFICATE');
+        const why = conn.getPeerCertificate()?.subject ? `client certificate of '${String(conn.getPeerCertificate().subject.CN ?? '?')}' refused: ${reason}` : 'no client certificate';
+        this.#events.add('tls-refused', { reason, message: `${why} (from ${conn.remoteAddress ?? '?'})` });
+        conn.end(`${JSON.stringify({ v: PROTOCOL_VERSION, ok: false, code: 'ERR_DAEMON_UNAUTHENTICATED', message: why })}\n`);
+        setTimeout(() => conn.destroy(), 1000).unref();
+        return;
+      }
       let caller: Caller;
       try {
         caller = callerFromCertificate(conn.getPeerCertificate());

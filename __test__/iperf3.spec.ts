@@ -12,16 +12,19 @@ import {
   type Iperf3ClientOptions,
   type Iperf3Result,
   type Iperf3Sum,
-  Iperf3UdpReceiveStats,
   type Stack,
   VirtualSwitch,
   createStack,
   openTap,
-  readIperf3UdpHeader,
   runIperf3Client,
   startIperf3Server,
-  writeIperf3UdpHeader,
 } from 'morgana';
+// The UDP datagram header and its accounting are internal to the iperf3 module: not exported.
+import {
+  UdpReceiveStats as Iperf3UdpReceiveStats,
+  readUdpHeader as readIperf3UdpHeader,
+  writeUdpHeader as writeIperf3UdpHeader,
+} from '../ts/apps/iperf3-udp.js';
 import { type Netns, kernelTest, withNetns } from './helpers/netns.js';
 
 const KERNEL = '10.89.0.1';

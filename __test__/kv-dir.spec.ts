@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { DIR_KV_META, dirKv } from 'morgana';
+import { DIR_KV_MAX_PATH_BYTES, DIR_KV_MAX_SEGMENT_BYTES, DIR_KV_META, dirKv } from 'morgana';
 
 const unsafe = { code: 'ERR_KV_UNSAFE_PATH' };
 
@@ -136,5 +136,91 @@ test('opening checks the directory', async (t) => {
   await withDirs(async (store, outside) => {
     await t.throwsAsync(dirKv(store, { create: false }), { code: 'ERR_KV_NOT_FOUND' });
     await t.throwsAsync(dirKv(join(outside, 'secret')), { code: 'ERR_KV_DICTIONARY_EXPECTED' });
+  });
+});
+
+/** Creates `a/a/a/…` under `dir` until the file system refuses (ENAMETOOLONG), as an old set did. */
+async function deepTree(dir: string): Promise<number> {
+  let path = dir;
+  let depth = 0;
+  for (;;) {
+    try {
+      await mkdir(join(path, 'a'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENAMETOOLONG') return depth;
+      throw e;
+    }
+    path = join(path, 'a');
+    depth++;
+  }
+}
+
+/** A key starting with `prefix` whose path is exactly `bytes` long, in segments of up to 200 bytes. */
+function keyOfBytes(prefix: string, bytes: number): string {
+  let key = prefix;
+  while (bytes - key.length > 201) key += `/${'s'.repeat(200)}`;
+  return `${key}/${'s'.repeat(bytes - key.length - 1)}`;
+}
+
+test('a key too deep or too long for the file system is refused before anything is created', async (t) => {
+  await withDirs(async (store) => {
+    const kv = await dirKv(store);
+    const deep = '/a'.repeat(2100);
+    await t.throwsAsync(kv.set(deep, 'x'), { code: 'ERR_KV_INVALID_KEY', message: /at most 4095/ });
+    await t.throwsAsync(kv.setPartial(deep, 0, 'x'), { code: 'ERR_KV_INVALID_KEY' });
+    await t.throwsAsync(kv.batch(async (tx) => tx.set(deep, 'x')), { code: 'ERR_KV_INVALID_KEY' });
+    t.deepEqual(await readdir(store), [DIR_KV_META], 'no directory was left behind');
+    t.deepEqual(await kv.list('/'), []);
+
+    // The limit is exact: the store path, separators and segments, up to PATH_MAX less its NUL.
+    const longest = keyOfBytes('', DIR_KV_MAX_PATH_BYTES - Buffer.byteLength(kv.path));
+    const segments = longest.split('/').slice(1);
+    t.is(Buffer.byteLength(kv.path) + Buffer.byteLength(longest), DIR_KV_MAX_PATH_BYTES);
+    await kv.set(longest, 'fits');
+    t.is((await kv.get(longest)).toString(), 'fits');
+    await t.throwsAsync(kv.set(`${longest}x`, 'x'), { code: 'ERR_KV_INVALID_KEY' });
+    await kv.remove(`/${segments[0]}`);
+    t.deepEqual(await readdir(store), [DIR_KV_META]);
+
+    await kv.set(`/${'n'.repeat(DIR_KV_MAX_SEGMENT_BYTES)}`, 'name max');
+    await t.throwsAsync(kv.set(`/${'n'.repeat(256)}`, 'x'), { code: 'ERR_KV_INVALID_KEY', message: /255 bytes/ });
+    await t.throwsAsync(kv.set(`/${'é'.repeat(128)}`, 'x'), { code: 'ERR_KV_INVALID_KEY' }, '256 bytes in UTF-8');
+    await kv.close();
+  });
+});
+
+test('a rename that would push a key under the moved dictionary past PATH_MAX is refused', async (t) => {
+  await withDirs(async (store) => {
+    const kv = await dirKv(store);
+    const inner = keyOfBytes('/d', DIR_KV_MAX_PATH_BYTES - Buffer.byteLength(kv.path) - 10);
+    await kv.set(inner, 'deep');
+    await t.throwsAsync(kv.rename('/d', `/${'r'.repeat(20)}`), { code: 'ERR_KV_INVALID_KEY', message: /would make/ });
+    t.is((await kv.get(inner)).toString(), 'deep', 'nothing moved');
+    await kv.rename('/d', '/e'); // same length: fine
+    t.deepEqual((await kv.list('/')).map(([k]) => k.toString()), ['/e']);
+    await kv.close();
+  });
+});
+
+test('a deep tree left by an older version is listed, removed, and does not stop a reopen', async (t) => {
+  await withDirs(async (store) => {
+    let kv = await dirKv(store);
+    const depth = await deepTree(store);
+    t.true(depth > 1000, `${depth} levels`);
+    t.deepEqual((await kv.list('/')).map(([k]) => k.toString()), ['/a']);
+    await kv.remove('/a');
+    t.deepEqual(await kv.list('/'), []);
+    t.deepEqual(await readdir(join(store, DIR_KV_META, 'trash')), []);
+    await kv.close();
+
+    // The same tree half-removed into the trash (an older remove failed there): opening empties it.
+    const trashed = join(store, DIR_KV_META, 'trash', '1234-1-abcdefabcdef');
+    await mkdir(trashed);
+    t.true((await deepTree(trashed)) > 1000);
+    await writeFile(join(store, 'kept'), 'kept');
+    kv = await dirKv(store, { create: false });
+    t.deepEqual(await readdir(join(store, DIR_KV_META, 'trash')), []);
+    t.deepEqual((await kv.list('/')).map(([k]) => k.toString()), ['/kept']);
+    await kv.close();
   });
 });

@@ -176,7 +176,9 @@ test('zero window, then resume: the persist timer and window updates avoid deadl
   const server = await accepted;
   server.pause();
   const writing = writeAll(client, data);
-  await new Promise((r) => setTimeout(r, 700));
+  // Until the receiver's buffer is full and the sender probes its zero window (a liveness
+  // deadline: the RTO behind the persist timer grows when the machine is loaded).
+  for (let i = 0; i < 200 && a.tcp.stats().windowProbes === 0; i++) await new Promise((r) => setTimeout(r, 50));
   t.true(client.writableLength > 0 || client.writableNeedDrain, 'the writer is held back');
   const info = b.tcp.engine.info(server.handle)!;
   t.true(info.readable >= 64 * 1024 - 2048, `receiver buffer full (${info.readable})`);

@@ -5,7 +5,7 @@
  */
 import { MorganaError, assertBytes, assertInteger, nativeFailure } from './errors.js';
 import { native } from './native.js';
-import type { Random } from './random.js';
+import type { Random } from './random-source.js';
 
 /**
  * Which Fortuna to run:

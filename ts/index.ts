@@ -1,16 +1,26 @@
 /**
  * Morgana: a library operating system toolkit for Node.js in the spirit of MirageOS.
  *
- * This entry point exports the packet core (checksums, IPv4 and IPv6 wire formats, fragmentation
- * and reassembly) and the typed errors.
+ * This entry point (`morgana`) is the network stack and its protocols, the network devices (TAP,
+ * virtual switch, pcap), the key-value stores, the random device, clocks and the typed errors.
+ * The other entry points, by purpose:
+ *
+ * - `morgana/wire`: the wire formats (IPv4, IPv6, ICMPv4/v6, ARP, UDP, DHCP, DNS) and checksums.
+ * - `morgana/config`: the `config.ts` DSL and its targets.
+ * - `morgana/solo5`: Solo5 images, manifests, deployment and the daemon.
+ * - `morgana/iperf3`: the iperf3 server and client over a stack.
+ *
+ * The names of those entry points that this one exported before 0.2 (the wire namespaces and
+ * checksums, `config`, the Solo5 functions, the iperf3 ones) are still exported here so that code
+ * written against 0.1 keeps working; new code imports them from their own entry point.
  * @module
  */
 export { checksum, checksumUpdate, onesComplementSum, pseudoHeaderSum, pseudoHeaderSum6 } from './checksum.js';
 export { type Ipv4AddressLike, formatIpv4Address, parseIpv4Address, toIpv4Number } from './address.js';
-export * as ipv4 from './ipv4.js';
+export * as ipv4 from './wire/ipv4.js';
 export { type Ipv6AddressLike, formatIpv6Address, parseIpv6Address, toIpv6Bytes } from './address.js';
-export * as ipv6 from './ipv6.js';
-export { Ipv6ParseError, fragment as fragmentIpv6 } from './ipv6.js';
+export * as ipv6 from './wire/ipv6.js';
+export { Ipv6ParseError, fragment as fragmentIpv6 } from './wire/ipv6.js';
 export {
   Ipv6Reassembler,
   type Ipv6ReassemblerOptions,
@@ -64,8 +74,8 @@ export {
   PacketTooBigError,
 } from './stack/ipv6.js';
 export { Icmpv6, type Icmpv6Options, type Icmpv6SendOptions, type Icmpv6Stats, type Ping6Result } from './stack/icmpv6.js';
-export * as icmpv6Wire from './stack/icmpv6-wire.js';
-export { Icmpv6MalformedError } from './stack/icmpv6-wire.js';
+export * as icmpv6Wire from './wire/icmpv6.js';
+export { Icmpv6MalformedError } from './wire/icmpv6.js';
 export {
   type AdvertisedPrefix,
   NeighbourCache,
@@ -79,7 +89,20 @@ export {
 export { type Ipv6AddressEvent, type Ipv6AddressInfo, Slaac, type SlaacOptions, type SlaacStats, eui64Iid, stableIid } from './stack/slaac.js';
 export { Mld, type MldOptions, type MldStats } from './stack/mld.js';
 export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';
-export { type TapDevice, type TapOptions, openTap } from './net/tap.js';
+export { type TapDevice, type TapOffloads, type TapOptions, openTap } from './net/tap.js';
+export {
+  NO_OFFLOAD,
+  VIRTIO_NET_HDR_F_DATA_VALID,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_ECN,
+  VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
+  VIRTIO_NET_HDR_LENGTH,
+  type VirtioNetHdr,
+  parseVirtioNetHdr,
+  writeVirtioNetHdr,
+} from './net/vnet-hdr.js';
 export { type PcapOptions, type PcapRecorder, pcapRecorder } from './net/pcap.js';
 export {
   EntropyFeeder,
@@ -105,6 +128,8 @@ export {
   CrunchKv,
   type CrunchOptions,
   type CrunchResult,
+  DIR_KV_MAX_PATH_BYTES,
+  DIR_KV_MAX_SEGMENT_BYTES,
   DIR_KV_META,
   DirKv,
   type DirKvOptions,
@@ -117,6 +142,7 @@ export {
   type KvRw,
   MemKv,
   type MemKvOptions,
+  type TarIncomplete,
   TarKv,
   type TarKvOptions,
   type ValueLike,
@@ -135,7 +161,7 @@ export {
   type DhcpState,
 } from './stack/dhcp-client.js';
 export { type DhcpServer, type DhcpServerLease, type DhcpServerOptions, type DhcpServerStats, startDhcpServer } from './stack/dhcp-server.js';
-export * as dhcp from './stack/dhcp-wire.js';
+export * as dhcp from './wire/dhcp.js';
 export { parseArgv, quoteArgv } from './config/argv.js';
 export * as config from './config/index.js';
 export * from './solo5/index.js';
@@ -159,9 +185,8 @@ export {
   runIperf3Client,
   startIperf3Server,
 } from './apps/iperf3.js';
-export { UdpReceiveStats as Iperf3UdpReceiveStats, readUdpHeader as readIperf3UdpHeader, writeUdpHeader as writeIperf3UdpHeader } from './apps/iperf3-udp.js';
-export * as dnsWire from './dns/wire.js';
-export { DnsMalformedError, type DnsMessage, type DnsQuestion, type DnsRecord } from './dns/wire.js';
+export * as dnsWire from './wire/dns.js';
+export { DnsMalformedError, type DnsMessage, type DnsQuestion, type DnsRecord } from './wire/dns.js';
 export {
   DnsError,
   type DnsServerAddress,

@@ -6,27 +6,9 @@
  */
 import { assertBytes, assertInteger } from './errors.js';
 import { Fortuna, uniformInt } from './fortuna.js';
+import type { Random, RandomFiller } from './random-source.js';
 
-/**
- * A source of random bytes and numbers. The stack (TCP initial sequence numbers, IPv4
- * identification, ephemeral ports, ARP/DHCP transaction ids) takes one, so tests can inject
- * {@link seededRandom}.
- */
-export interface Random {
-  /** `n` random bytes in a new Buffer. */
-  generate(n: number): Buffer;
-  /** Fills `buffer` with random bytes and returns it. */
-  fill<T extends Uint8Array>(buffer: T): T;
-  /** A uniform 32-bit unsigned integer. */
-  uint32(): number;
-  /** A uniform integer in [0, below), `below` from 1 to 2^53. */
-  int(below: number): number;
-}
-
-/** Anything that fills buffers with random bytes (a {@link Fortuna}, for instance). */
-export interface RandomFiller {
-  fill<T extends Uint8Array>(buffer: T): T;
-}
+export type { Random, RandomFiller } from './random-source.js';
 
 /** Options of {@link BufferedRandom}. */
 export interface BufferedRandomOptions {

@@ -9,7 +9,11 @@ import { native } from './native.js';
 export interface ReassemblerOptions {
   /** Fragment payload bytes held across all datagrams (default 256 KiB). */
   maxBytes?: number;
-  /** Fragments held per datagram (default 16). */
+  /**
+   * Fragments held per datagram (default 16, as MirageOS 3.5: at MTU 1500 that is datagrams up
+   * to 23,680 bytes; raise it for larger ones). A datagram with more is dropped, and its later
+   * fragments too (counted in `droppedDiscarded`) until its timeout.
+   */
   maxFragments?: number;
   /** Milliseconds after its first fragment that an incomplete datagram is dropped (default 10 s). */
   timeoutMs?: number;
@@ -39,6 +43,8 @@ export interface ReassemblerStats {
   droppedInconsistent: number;
   /** Packets dropped because they were not valid IPv4. */
   droppedMalformed: number;
+  /** Fragments dropped because their datagram was already dropped (too many fragments) and is remembered until its timeout. */
+  droppedDiscarded: number;
   /** Fragment payload bytes held now. */
   bufferedBytes: number;
   /** Datagrams being reassembled now. */

@@ -2,9 +2,9 @@
  * Helpers of the CLI tests: run `morgana` (dist/cli.js), make throw-away projects and build
  * folders, run a built unikernel in the background and wait for its output.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -184,4 +184,38 @@ export function tcpExchange(port: number, data: string, host = '127.0.0.1', time
     socket.on('error', (e) => (clearTimeout(timer), reject(e)));
     socket.on('close', () => (clearTimeout(timer), resolve(got)));
   });
+}
+
+/**
+ * A copy of what the `morgana` command needs (package.json, dist/, native/, examples/, and the
+ * typescript package configure and build load) in a fresh world-readable folder, so a test can
+ * run it as an unprivileged user wherever the checkout lives (a clone inside a 0700 folder is not
+ * readable by `nobody`). Removed when the test process exits.
+ */
+export function readableCopy(): { root: string; cli: string } {
+  const root = mkdtempSync(join(tmpdir(), 'morgana-readable-'));
+  made.push(root);
+  for (const part of ['package.json', 'dist', 'native', 'examples', 'node_modules/typescript']) {
+    cpSync(join(ROOT, part), join(root, part), { recursive: true });
+  }
+  chmodSync(root, 0o755);
+  return { root, cli: join(root, 'dist', 'cli.js') };
+}
+
+/** `setpriv` arguments that run a command as nobody (uid/gid 65534, no groups). */
+export const AS_NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
+
+/** Whether tests can switch to an unprivileged user (root with setpriv). */
+export const canDropPrivileges = process.getuid?.() === 0 && spawnSync('setpriv', ['--version']).status === 0;
+
+/** Runs `morgana ARGS…` from `copy` as nobody, in `cwd`, with a private TMPDIR when given. */
+export function morganaAsNobody(copy: { cli: string }, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Result> {
+  return run('setpriv', [...AS_NOBODY, process.execPath, copy.cli, ...args], { cwd: options.cwd ?? tmpdir(), env: options.env, timeoutMs: options.timeoutMs });
+}
+
+/** A fresh folder nobody may write to (for projects and TMPDIR of unprivileged runs). */
+export function nobodyDir(prefix = 'morgana-nobody-'): string {
+  const dir = tempDir(prefix);
+  chmodSync(dir, 0o777);
+  return dir;
 }

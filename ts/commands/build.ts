@@ -5,9 +5,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { relative } from 'node:path';
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import { build as buildProject } from '../config/project.js';
+import { projectFlags, selfCommand } from './self.js';
 import { PROJECT_OPTIONS, guarded, parseCommandArgs, pathsFrom } from './project-args.js';
 
 /** The build command. */
@@ -31,10 +32,10 @@ ${PROJECT_OPTIONS}
       }
       const where = relative(process.cwd(), paths.buildDir) || '.';
       if (missing.length) {
-        process.stderr.write(`morgana build: missing dependencies ${missing.join(', ')}: run morgana build --install (or npm install in ${where})\n`);
+        process.stderr.write(`morgana build: missing dependencies ${missing.join(', ')}: run ${selfCommand()} build --install${projectFlags(parsed)} (or npm install in ${where})\n`);
         return 1;
       }
-      process.stdout.write(`built ${project.name} in ${where}/; run it with morgana run (or node ${where}/main.mjs)\n`);
+      process.stdout.write(`built ${project.name} in ${where}/; run it with ${selfCommand()} run${projectFlags(parsed)} (or node ${where}/main.mjs)\n`);
       return 0;
     }),
 };

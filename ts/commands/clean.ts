@@ -3,7 +3,7 @@
  * @module
  */
 import { relative } from 'node:path';
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import { clean as cleanProject } from '../config/project.js';
 import { PROJECT_OPTIONS, guarded, parseCommandArgs, pathsFrom } from './project-args.js';

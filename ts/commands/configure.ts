@@ -4,9 +4,10 @@
  * @module
  */
 import { relative } from 'node:path';
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { configure as configureProject } from '../config/project.js';
 import { TARGETS, describeTarget, targetConfig } from '../config/targets.js';
+import { projectFlags, selfCommand } from './self.js';
 import { PROJECT_OPTIONS, guarded, optionValue, parseCommandArgs, pathsFrom } from './project-args.js';
 
 const targets = Object.entries(TARGETS)
@@ -18,7 +19,7 @@ export const configure: Command = {
   summary: 'Configure a unikernel for a target: write the build folder with its entry point and package.json',
   usage: `morgana configure [-t TARGET] [TARGET OPTIONS] [--KEY=VALUE …]
 
-  -t, --target TARGET   unix (default, or $MORGANA_DEFAULT_TARGET) or vnet
+  -t, --target TARGET   vnet (default, or $MORGANA_DEFAULT_TARGET; no root needed) or unix
 ${PROJECT_OPTIONS}
   --KEY=VALUE           a configure-time value of a key of config.ts (see morgana query keys);
                         for a key used at run time it becomes the default
@@ -29,7 +30,7 @@ ${targets}`,
     guarded('configure', async () => {
       const parsed = parseCommandArgs(args, { target: { short: 't', value: true }, net: { value: true }, bind: { value: true }, forward: { value: true } }, true);
       if (parsed.positional.length || parsed.rest.length) throw Object.assign(new Error(`unexpected argument ${JSON.stringify([...parsed.positional, ...parsed.rest][0])}`), { code: 'ERR_USAGE' });
-      const target = targetConfig(optionValue(parsed, 'target') ?? process.env.MORGANA_DEFAULT_TARGET ?? 'unix', {
+      const target = targetConfig(optionValue(parsed, 'target') ?? process.env.MORGANA_DEFAULT_TARGET ?? 'vnet', {
         net: optionValue(parsed, 'net'),
         bind: optionValue(parsed, 'bind'),
         forward: parsed.values.get('forward'),
@@ -38,7 +39,7 @@ ${targets}`,
       const result = await configureProject(paths, target, parsed.extra, ['configure', ...args]);
       const where = relative(process.cwd(), paths.buildDir) || '.';
       process.stdout.write(
-        `configured ${result.project.name} for ${describeTarget(target)} in ${where}/ (${result.files.join(', ')}); next: morgana build\n`,
+        `configured ${result.project.name} for ${describeTarget(target)} in ${where}/ (${result.files.join(', ')}); next: ${selfCommand()} build${projectFlags(parsed)}\n`,
       );
       return 0;
     }),

@@ -7,7 +7,7 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type Command, EXIT_USAGE } from '../cli.js';
+import { type Command, EXIT_USAGE } from './command.js';
 import { crunchDirectory } from '../kv/crunch.js';
 
 /** The crunch command. */

@@ -15,7 +15,7 @@ import { createReadStream, createWriteStream, mkdirSync, openSync, closeSync } f
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import type { DaemonEvent } from '../daemon/events.js';
 import type { ResourcePolicy } from '../daemon/policy.js';
@@ -358,12 +358,12 @@ export const daemon: Command = {
   async run(args) {
     try {
       const { target, dir, remote, rest: all } = takeTarget(args);
-      const [sub, ...rest] = all;
+      // `morgana daemon --metrics …` is `serve` with options.
+      const [sub, ...rest] = all[0]?.startsWith('-') ? ['serve', ...all] : all;
       switch (sub) {
         case undefined:
         case 'serve':
           if (remote) throw new UsageError('serve runs a local daemon (--remote is for client subcommands)');
-          if (rest.some((a) => !a.startsWith('-'))) throw new UsageError(`unexpected argument '${rest.find((a) => !a.startsWith('-'))}'`);
           return await serve(dir, rest);
         case 'deploy': {
           const { cpus, startOrder, rest: deployArgs } = takePlacement(rest);

@@ -3,7 +3,7 @@
  * @module
  */
 import { parseArgs } from 'node:util';
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { checksum, ipv4, Reassembler } from '../index.js';
 
 function shuffled<T>(items: T[]): T[] {

@@ -6,7 +6,7 @@
  */
 import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
-import { type Command, EXIT_USAGE } from '../cli.js';
+import { type Command, EXIT_USAGE } from './command.js';
 import { MorganaError } from '../errors.js';
 import { SOLO5_LOG_LEVELS, type Solo5LogLevel } from '../solo5/args.js';
 import { type BlockAttachment, type DeployOptions, type DeployTarget, type NetAttachment, deployUnikernel, planDeployment } from '../solo5/deploy.js';

@@ -2,7 +2,7 @@
  * `morgana describe [--dot]`: the device graph of config.ts, as text or Graphviz DOT.
  * @module
  */
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import { describeDot, describeText } from '../config/dsl.js';
 import { loadProject } from '../config/project.js';

@@ -13,8 +13,8 @@ import {
   runIperf3Client,
   startIperf3Server,
 } from '../apps/iperf3.js';
-import type { Command } from '../cli.js';
-import { EXIT_USAGE } from '../cli.js';
+import type { Command } from './command.js';
+import { EXIT_USAGE } from './command.js';
 import { openTap } from '../net/tap.js';
 import { createStack } from '../stack/index.js';
 

@@ -4,7 +4,7 @@
  * `stop`, `stats [--json]`, `events [-f]`. Each is the `morgana daemon` subcommand of that name.
  * @module
  */
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import type { DaemonTarget } from '../solo5/daemon.js';
 import { asUsageError, consoleCommand, eventsCommand, psCommand, statsCommand, stopCommand, takeTarget } from './daemon.js';

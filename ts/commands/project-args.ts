@@ -3,6 +3,7 @@
  * `describe`, `query`): project options, and errors mapped to exit codes.
  * @module
  */
+import { didYouMean } from '../did-you-mean.js';
 import { MorganaError } from '../errors.js';
 import { type ProjectPaths, projectPaths } from '../config/project.js';
 
@@ -52,8 +53,22 @@ function usage(message: string): MorganaError {
   return new MorganaError('ERR_USAGE', message);
 }
 
-/** Parses `args` against `table` (plus `-f` and `-b`); unknown `--options` go to `extra` when allowed. */
-export function parseCommandArgs(args: readonly string[], table: OptionTable, allowExtra: boolean): ParsedArgs {
+/**
+ * `unknown option X`, with the closest known option when X looks like a typo of one, or else
+ * `bootHint` (e.g. that a unikernel's own keys go after `--`).
+ */
+export function unknownOption(arg: string, known: readonly string[], bootHint?: string): MorganaError {
+  const name = arg.split('=')[0]!;
+  const guess = name.startsWith('--') ? didYouMean(name, known) : undefined;
+  if (guess) return usage(`unknown option ${arg}; did you mean ${guess}?`);
+  return usage(`unknown option ${arg}${bootHint ? `; ${bootHint.replaceAll('ARG', arg)}` : ''}`);
+}
+
+/**
+ * Parses `args` against `table` (plus `-f` and `-b`); unknown `--options` go to `extra` when
+ * allowed. `bootHint` completes the message for other unknown options (`ARG` stands for the option).
+ */
+export function parseCommandArgs(args: readonly string[], table: OptionTable, allowExtra: boolean, bootHint?: string): ParsedArgs {
   const all = { ...COMMON, ...table };
   const out: ParsedArgs = { values: new Map(), flags: new Set(), extra: [], positional: [], rest: [] };
   for (let i = 0; i < args.length; i++) {
@@ -69,7 +84,7 @@ export function parseCommandArgs(args: readonly string[], table: OptionTable, al
       name = arg.slice(2, eq < 0 ? undefined : eq);
       inline = eq < 0 ? undefined : arg.slice(eq + 1);
       if (!(name in all)) {
-        if (!allowExtra) throw usage(`unknown option ${arg}`);
+        if (!allowExtra) throw unknownOption(arg, Object.keys(all).map((n) => `--${n}`), bootHint);
         // A key's value may be the next argument: keep the pair together.
         out.extra.push(arg);
         if (eq < 0 && i + 1 < args.length && !args[i + 1]!.startsWith('-')) out.extra.push(args[++i]!);
@@ -77,7 +92,7 @@ export function parseCommandArgs(args: readonly string[], table: OptionTable, al
       }
     } else if (/^-[a-zA-Z]/.test(arg)) {
       const found = Object.entries(all).find(([, o]) => o.short === arg[1]);
-      if (!found) throw usage(`unknown option ${arg}`);
+      if (!found) throw unknownOption(arg, Object.keys(all).map((n) => `--${n}`), bootHint);
       name = found[0];
       if (arg.length > 2) inline = arg.slice(2);
     } else {

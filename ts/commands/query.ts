@@ -2,7 +2,7 @@
  * `morgana query packages|devices|keys|manifest|libvirt`: what configure knows about a unikernel.
  * @module
  */
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import { dependenciesOf, loadProject } from '../config/project.js';
 import { PROJECT_OPTIONS, guarded, parseCommandArgs, pathsFrom } from './project-args.js';

@@ -3,12 +3,13 @@
  * arguments, and exits with its exit code.
  * @module
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Command } from '../cli.js';
+import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import { readConfigured } from '../config/project.js';
+import { superviseChild } from './child.js';
+import { projectFlags, selfCommand } from './self.js';
 import { PROJECT_OPTIONS, guarded, optionValue, parseCommandArgs, pathsFrom } from './project-args.js';
 import { runDetached } from './run-detached.js';
 
@@ -26,23 +27,18 @@ so escape spaces for the unikernel as well as for the shell: morgana run -- '--h
 Exit codes: the unikernel's (0 done, 1 failure, 63 after --help, 64 bad boot arguments).`,
   run: (args) =>
     guarded('run', async () => {
-      const parsed = parseCommandArgs(args, { detach: { short: 'd', value: false }, name: { value: true } }, false);
+      const parsed = parseCommandArgs(args, { detach: { short: 'd', value: false }, name: { value: true } }, false, "the unikernel's own options (boot arguments) go after --: morgana run -- ARG");
       if (parsed.positional.length) throw new MorganaError('ERR_USAGE', `boot arguments go after --: morgana run -- ${parsed.positional.join(' ')}`);
       const paths = pathsFrom(parsed);
       await readConfigured(paths);
       const entry = join(paths.buildDir, 'main.mjs');
-      if (!existsSync(join(paths.buildDir, 'app'))) throw new MorganaError('ERR_NOT_CONFIGURED', 'the unikernel is not built: run morgana build');
+      if (!existsSync(join(paths.buildDir, 'app'))) throw new MorganaError('ERR_NOT_CONFIGURED', `the unikernel is not built: run ${selfCommand()} build${projectFlags(parsed)}`);
       if (parsed.flags.has('detach')) return runDetached(entry, parsed.rest, { name: optionValue(parsed, 'name'), cwd: process.cwd() });
       if (optionValue(parsed, 'name') !== undefined) throw new MorganaError('ERR_USAGE', '--name goes with -d');
-      const child = spawn(process.execPath, [entry, ...parsed.rest], { stdio: 'inherit' });
-      const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
-      const onInt = forward('SIGINT');
-      const onTerm = forward('SIGTERM');
-      process.on('SIGINT', onInt);
-      process.on('SIGTERM', onTerm);
-      const code = await new Promise<number>((resolve) => child.on('exit', (c, s) => resolve(c ?? (s ? 128 + (s === 'SIGINT' ? 2 : 15) : 1))));
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
+      // Signals the unikernel handles (SIGUSR2's summary, SIGHUP, …) are forwarded, and it stops
+      // if this process dies (see child.ts).
+      const { exited } = superviseChild(process.execPath, [entry, ...parsed.rest]);
+      const code = await exited;
       return code;
     }),
 };

@@ -11,7 +11,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { type Command, EXIT_USAGE } from '../cli.js';
+import { type Command, EXIT_USAGE } from './command.js';
 import { MorganaError } from '../errors.js';
 import { guestArgv } from '../solo5/args.js';
 import { checkDevices } from '../solo5/deploy.js';

@@ -10,15 +10,16 @@
  * side over IPv4 and IPv6, and the namespace is deleted when it stops.
  * @module
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type Command, EXIT_USAGE } from '../cli.js';
+import { type Command, EXIT_USAGE } from './command.js';
 import { build } from './build.js';
+import { superviseChild } from './child.js';
 import { configure } from './configure.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -73,6 +74,10 @@ export const start: Command = {
       process.stderr.write(`morgana start: --port must be 0..65535, got ${values.port}\n`);
       return EXIT_USAGE;
     }
+    if (values.tap && process.getuid?.() !== 0) {
+      process.stderr.write('morgana start --tap needs root (a network namespace and /dev/net/tun): run it with sudo, or run morgana start (the vnet target, no root)\n');
+      return 1;
+    }
     const example = path.join(packageRoot, 'examples', 'static-website');
     const buildDir = mkdtempSync(path.join(tmpdir(), 'morgana-start-'));
     const project = ['-f', path.join(example, 'config.ts'), '-b', buildDir];
@@ -84,8 +89,11 @@ export const start: Command = {
       const built = await build.run(project);
       if (built !== 0) return built;
 
-      const child = spawn(process.execPath, [path.join(buildDir, 'main.mjs')], { stdio: ['ignore', 'inherit', 'pipe'] });
-      const exited = new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + 2 : 1))));
+      // Signals are forwarded to the unikernel, which stops (and removes the build folder) if we die.
+      const { child, exited } = superviseChild(process.execPath, [path.join(buildDir, 'main.mjs')], {
+        stdio: ['ignore', 'inherit', 'pipe'],
+        env: { ...process.env, MORGANA_TEMPORARY_BUILD_DIR: buildDir },
+      });
       const addresses = new AddressLog();
       const forwarded = new Promise<number>((resolve, reject) => {
         watchLines(child.stderr!, (line) => {
@@ -95,9 +103,6 @@ export const start: Command = {
         });
         void exited.then((code) => reject(new Error(`the unikernel exited with code ${code} before serving`)));
       });
-      const stop = () => child.kill('SIGINT');
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
       let hostPort: number;
       try {
         hostPort = await forwarded;
@@ -124,8 +129,6 @@ export const start: Command = {
       }
       process.stdout.write(`\nServing ${url} from a Morgana unikernel on an in-process virtual network. Ctrl-C stops it.\n`);
       const code = await exited;
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
       return code === 130 || code === 0 ? 0 : code;
     } finally {
       rmSync(buildDir, { recursive: true, force: true });
@@ -144,10 +147,6 @@ function ip(...args: string[]): void {
 
 /** `morgana start --tap`: the main job on a TAP device inside a network namespace. */
 async function runOnTap(buildDir: string, project: string[], selfCheckOnly: boolean): Promise<number> {
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('morgana start --tap needs root (a network namespace and /dev/net/tun); run it with sudo\n');
-    return 1;
-  }
   try {
     process.stderr.write(`Building the static-website example for unix --net direct in ${buildDir}\n`);
     const configured = await configure.run(['-t', 'unix', '--net', 'direct', `--interface=${TAP}`, ...project]);
@@ -163,10 +162,10 @@ async function runOnTap(buildDir: string, project: string[], selfCheckOnly: bool
     // usable at once and never autoconfigured from the unikernel.
     spawnSync('ip', ['netns', 'exec', NETNS, 'sysctl', '-qw', `net.ipv6.conf.${TAP}.disable_ipv6=0`, `net.ipv6.conf.${TAP}.accept_dad=0`, `net.ipv6.conf.${TAP}.accept_ra=0`]);
     ip('-n', NETNS, 'link', 'set', TAP, 'up');
-    const child = spawn('ip', ['netns', 'exec', NETNS, process.execPath, path.join(buildDir, 'main.mjs')], {
+    const { child, exited } = superviseChild('ip', ['netns', 'exec', NETNS, process.execPath, path.join(buildDir, 'main.mjs')], {
       stdio: ['ignore', 'inherit', 'pipe'],
+      env: { ...process.env, MORGANA_TEMPORARY_BUILD_DIR: buildDir },
     });
-    const exited = new Promise<number>((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + 2 : 1))));
     const addresses = new AddressLog();
     addresses.ipv4 = '10.0.0.2';
     watchLines(child.stderr!, (line) => addresses.read(line));
@@ -200,14 +199,10 @@ async function runOnTap(buildDir: string, project: string[], selfCheckOnly: bool
       await exited;
       return ok ? 0 : 1;
     }
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
     process.stdout.write(
       `\nServing http://10.0.0.2/ and ${v6url} on ${TAP} in network namespace ${NETNS} (try: ip netns exec ${NETNS} curl -g '${v6url}'). Ctrl-C stops it.\n`,
     );
     const code = await exited;
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
     return code === 130 || code === 0 ? 0 : code;
   } catch (error) {
     process.stderr.write(`morgana start --tap: ${(error as Error).message}\n`);

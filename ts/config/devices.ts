@@ -21,11 +21,11 @@ import { memKv as openMemKv } from '../kv/mem.js';
 import { tarKv as openTarKv } from '../kv/tar.js';
 import { crunchDirectory } from '../kv/crunch.js';
 import type { KvRo, KvRw } from '../kv/types.js';
-import { httpOver, type HttpDevice } from './http.js';
+import { httpOver, type HttpDevice } from '../http/over-stack.js';
 import { type Key, type Param, isKey, key } from './keys.js';
 import type { PackageSpec } from './packages.js';
-import { socketStack } from './socket-stack.js';
-import type { StackV4 } from './stackv4.js';
+import { socketStack } from '../host/socket-stack.js';
+import type { StackV4 } from '../stack/stackv4.js';
 import type { TargetConfig } from './targets.js';
 
 /** What a device sees while it connects. */
@@ -178,6 +178,14 @@ export function vnet(options: { mac?: Param<string> } = {}): Device<NetDevice> {
     },
     disconnect: (net) => net.close(),
   });
+}
+
+/**
+ * Whether a key means something on `target`: `--interface` names the TAP device of
+ * `unix --net direct` only, so other targets neither list nor accept it.
+ */
+export function keyAppliesTo(k: Key<unknown>, target: TargetConfig): boolean {
+  return k !== defaultKeys.interface || (target.name === 'unix' && target.net === 'direct');
 }
 
 /** A Linux TAP interface (`unix --net direct`). */

@@ -41,7 +41,7 @@ export interface StartContext<K> {
   keys: K;
   /** Boot arguments that are not options. */
   argv: string[];
-  /** Aborted when the unikernel is asked to stop (SIGINT, SIGTERM). */
+  /** Aborted when the unikernel is asked to stop (SIGINT, SIGTERM, SIGHUP, or the `morgana run` that started it died). */
   signal: AbortSignal;
 }
 

@@ -152,10 +152,23 @@ async function linkTo(target: string, link: string): Promise<void> {
   await symlink(target, link, 'dir');
 }
 
-/** Makes the running Morgana resolvable from the build folder (`node_modules/morgana` → it). */
+/**
+ * Makes the running Morgana resolvable from the build folder (`node_modules/morgana` → it), and
+ * its CLI runnable by the build folder's npm scripts (`node_modules/.bin/morgana`).
+ */
 async function linkMorgana(buildDir: string): Promise<void> {
   const { root } = await morganaPackage();
   await linkTo(root, join(buildDir, 'node_modules', 'morgana'));
+  const bin = join(buildDir, 'node_modules', '.bin', 'morgana');
+  await mkdir(dirname(bin), { recursive: true });
+  await rm(bin, { force: true });
+  // A shell shim rather than a symlink to cli.js, which need not be executable in a clone.
+  await writeFile(bin, '#!/bin/sh\nexec node "$(dirname "$0")/../morgana/dist/cli.js" "$@"\n', { mode: 0o755 });
+}
+
+/** A path as one POSIX shell word. */
+function shellWord(text: string): string {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
 }
 
 /** A loaded project. */
@@ -245,7 +258,9 @@ export async function configure(paths: ProjectPaths, target: TargetConfig, keyAr
     type: 'module',
     main: 'main.mjs',
     bin: { [project.name]: 'main.mjs' },
-    scripts: { build: 'morgana build', start: 'node main.mjs' },
+    // Run by npm in the build folder, where node_modules/.bin/morgana (see linkMorgana) is on PATH.
+    // (-b is relative to config.ts's folder.)
+    scripts: { build: `morgana build -f ${shellWord(relative(paths.buildDir, paths.configFile))} -b ${shellWord(relative(paths.projectDir, paths.buildDir) || '.')}`, start: 'node main.mjs' },
     dependencies,
   };
   const unikernelModule = `./${compiledPath(project.config.unikernel)}`;

@@ -6,6 +6,7 @@
  * @module
  */
 import dgram from 'node:dgram';
+import { rmSync } from 'node:fs';
 import net from 'node:net';
 import { formatIpv4Address, formatIpv6Address, parseIpv4Address, parseIpv6Address } from '../address.js';
 import { MorganaError } from '../errors.js';
@@ -14,11 +15,12 @@ import { startDhcpServer } from '../stack/dhcp-server.js';
 import { type Ipv6Options, type Stack, createStack } from '../stack/index.js';
 import { formatEndpoint } from '../stack/inet.js';
 import { formatStackSummary } from '../stack/summary.js';
+import { watchParent } from './parent-watch.js';
 import { bootArguments } from './argv.js';
-import { type DeviceContext, defaultKeys } from './devices.js';
+import { type DeviceContext, defaultKeys, keyAppliesTo } from './devices.js';
 import { type Config, type DeviceGraph, checkKeyValues, deviceGraph } from './dsl.js';
 import { type Key, isKey, keysHelp, parseKeyArguments } from './keys.js';
-import type { StackV4, TcpV4 } from './stackv4.js';
+import type { StackV4, TcpV4 } from '../stack/stackv4.js';
 import { type TargetConfig, formatForward } from './targets.js';
 
 /** Exit codes of a unikernel, as MirageOS's (functoria-runtime ≥ 3.0.1). */
@@ -48,6 +50,18 @@ function isMorganaStack(value: unknown): value is Stack {
   return typeof v?.stats === 'function' && Array.isArray(v.interfaces) && v.arp !== undefined;
 }
 
+/** For a failure that needs privileges the user lacks: where to go without them. */
+function rootlessHint(error: unknown, target: TargetConfig): string {
+  const code = (error as { code?: unknown }).code;
+  if (code === 'ERR_TAP_PERMISSION' && target.name === 'unix') {
+    return '\n[morgana] the unix --net direct target needs root (CAP_NET_ADMIN) for its TAP device; without root, configure -t vnet (an in-process network; --forward HOSTPORT:PORT reaches it) or -t unix --net socket (host sockets)';
+  }
+  if (code === 'ERR_PERMISSION' && target.name === 'unix' && target.net === 'socket') {
+    return '\n[morgana] ports below 1024 need root (or CAP_NET_BIND_SERVICE) on host sockets: choose another, e.g. morgana run -- --port=8080, or configure -t vnet --forward 8080:80';
+  }
+  return '';
+}
+
 /** Key values: runtime value, else configure-time value, else the default. */
 export function resolveKeys(graph: DeviceGraph, configured: Record<string, string>, runtime: Map<string, unknown>): Map<string, unknown> {
   const values = new Map<string, unknown>();
@@ -61,8 +75,8 @@ export function resolveKeys(graph: DeviceGraph, configured: Record<string, strin
 }
 
 /** The runtime keys (stage `runtime` or `both`). */
-export function runtimeKeys(graph: DeviceGraph): Map<string, Key<unknown>> {
-  return new Map([...graph.keys].filter(([, k]) => k.stage !== 'configure'));
+export function runtimeKeys(graph: DeviceGraph, target?: TargetConfig): Map<string, Key<unknown>> {
+  return new Map([...graph.keys].filter(([, k]) => k.stage !== 'configure' && (!target || keyAppliesTo(k, target))));
 }
 
 interface Running {
@@ -247,7 +261,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     return EXIT.failure;
   }
 
-  const keys = runtimeKeys(graph);
+  const keys = runtimeKeys(graph, manifest.target);
   let parsed;
   try {
     parsed = parseKeyArguments(bootArguments(args), keys);
@@ -285,10 +299,35 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
       resolve('signal');
     };
   });
-  const sigint = () => onSignal('SIGINT');
-  const sigterm = () => onSignal('SIGTERM');
-  process.once('SIGINT', sigint);
-  process.once('SIGTERM', sigterm);
+  // SIGINT, SIGTERM and SIGHUP stop the unikernel. A terminal's Ctrl-C reaches it twice (from the
+  // terminal and forwarded by \`morgana run\`): repeats within a second are that, not a second
+  // request; a later one while stopping forces the exit.
+  let firstSignalAt = 0;
+  const stopSignals: Array<[NodeJS.Signals, () => void]> = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((name) => [
+    name,
+    () => {
+      if (signalled === undefined) {
+        firstSignalAt = Date.now();
+        onSignal(name);
+      } else if (Date.now() - firstSignalAt > 1000) {
+        log(`${name} again: exiting without stopping the devices`);
+        process.exit(128 + (name === 'SIGINT' ? 2 : name === 'SIGTERM' ? 15 : 1));
+      }
+    },
+  ]);
+  for (const [name, handler] of stopSignals) process.on(name, handler);
+  // The wrapper that started us (morgana run/start) is gone: stop, as on SIGTERM.
+  // \`morgana start\` builds into a temporary folder it removes; if it died first, we remove it.
+  const temporaryBuildDir = process.env.MORGANA_TEMPORARY_BUILD_DIR === manifest.buildDir ? manifest.buildDir : undefined;
+  delete process.env.MORGANA_TEMPORARY_BUILD_DIR;
+  let parentGone = false;
+  const unwatchParent = watchParent(() => {
+    parentGone = true;
+    // Our output may have been a pipe to it: writes now fail with EPIPE, which must not crash the stop.
+    process.stdout.on('error', () => {});
+    process.stderr.on('error', () => {});
+    if (signalled === undefined) onSignal('parent process exited');
+  });
   // SIGUSR2 prints a summary of every Morgana stack (addresses, ARP, connections, counters).
   const summary = () => {
     const stacks: Array<[string, unknown]> = [...byId];
@@ -300,8 +339,8 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
   process.on('SIGUSR2', summary);
 
   const shutdown = async () => {
-    process.off('SIGINT', sigint);
-    process.off('SIGTERM', sigterm);
+    for (const [name, handler] of stopSignals) process.off(name, handler);
+    unwatchParent();
     process.off('SIGUSR2', summary);
     controller.abort();
     if (forwards) await forwards.stop().catch((e) => log(`vnet: ${errorMessage(e)}`));
@@ -351,7 +390,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
       forwards = await vnetForwards(gateway.stack, manifest.target, firstStack ? forwardTarget(byId.get(firstStack.id) as StackV4) : '10.0.0.2');
     }
   } catch (error) {
-    log(`boot failed: ${errorMessage(error)}`);
+    log(`boot failed: ${errorMessage(error)}${rootlessHint(error, manifest.target)}`);
     await shutdown();
     return EXIT.failure;
   }
@@ -371,9 +410,10 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     if (outcome === 'signal') log(`${signalled}: stopping`);
     else if (Number.isInteger(outcome.v) && (outcome.v as number) >= 0 && (outcome.v as number) < 256) code = outcome.v as number;
   } catch (error) {
-    log(`${manifest.name}: ${error instanceof Error && error.stack ? error.stack : errorMessage(error)}`);
+    log(`${manifest.name}: ${error instanceof Error && error.stack ? error.stack : errorMessage(error)}${rootlessHint(error, manifest.target)}`);
     code = EXIT.failure;
   }
   await shutdown();
+  if (parentGone && temporaryBuildDir) rmSync(temporaryBuildDir, { recursive: true, force: true });
   return code;
 }

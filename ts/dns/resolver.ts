@@ -43,7 +43,7 @@ import {
   parseMessage,
   recordTypeCode,
   typeName,
-} from './wire.js';
+} from '../wire/dns.js';
 
 /** What the resolver needs of a stack: UDP, TCP, a clock, a random device and DHCP's servers. */
 export interface ResolverStack {

@@ -42,7 +42,7 @@ import {
   parseHeader,
   parseMessage,
   recordTypeCode,
-} from './wire.js';
+} from '../wire/dns.js';
 
 /** What the server needs of a stack. */
 export interface DnsServerStack {

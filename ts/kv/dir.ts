@@ -16,6 +16,13 @@
  * - Writes to one key are serialised; `remove`, `rename` and the application of a batch take the
  *   store exclusively, so readers never see half of them.
  *
+ * - Keys must fit the file system, checked before anything is created: each segment at most 255
+ *   UTF-8 bytes (NAME_MAX), the whole path (store directory, separators and segments) at most
+ *   4,095 bytes (PATH_MAX less its NUL), which also bounds the depth; anything longer is
+ *   `ERR_KV_INVALID_KEY`, as is a `rename` that would push a key under the moved dictionary past
+ *   the limit. Removal deletes without recursion or over-long paths, so it copes with any tree,
+ *   however deep, this store (or an older version of it) could have left.
+ *
  * One process at a time may open a directory (opening runs recovery).
  * @module
  */
@@ -48,7 +55,17 @@ export interface DirKvOptions {
   create?: boolean;
 }
 
-const MAX_NAME_BYTES = 255;
+/** NAME_MAX: the longest segment, in UTF-8 bytes. */
+export const DIR_KV_MAX_SEGMENT_BYTES = 255;
+/**
+ * PATH_MAX less its NUL: the longest path a key may have, the store's own directory, the `/`
+ * separators and the segments in UTF-8 all counted. Every directory on the way to a key is
+ * shorter, so checking the key checks its depth too (at most 2,047 segments, fewer with a longer
+ * store path).
+ */
+export const DIR_KV_MAX_PATH_BYTES = 4095;
+/** Below this length a child's path (this, `/` and a 255-byte name) still fits PATH_MAX. */
+const SAFE_DIR_BYTES = DIR_KV_MAX_PATH_BYTES - 1 - DIR_KV_MAX_SEGMENT_BYTES;
 const CHUNK = 1 << 20;
 
 type Walk = { state: 'ok' } | { state: 'missing' } | { state: 'value'; at: Key };
@@ -153,14 +170,25 @@ export class DirKv implements KvRw {
 
   // ---- paths -------------------------------------------------------------------------------
 
+  /** The path of `key`; refuses, before anything touches the disk, a key the file system could not hold. */
   #file(key: Key): string {
     if (key.segments[0] === DIR_KV_META) {
       throw new KvError('ERR_KV_INVALID_KEY', `the key ${key} is reserved by the directory store`, { key });
     }
+    let bytes = Buffer.byteLength(this.path);
     for (const s of key.segments) {
-      if (Buffer.byteLength(s) > MAX_NAME_BYTES) {
-        throw new KvError('ERR_KV_INVALID_KEY', `a segment of ${key} is longer than ${MAX_NAME_BYTES} bytes`, { key });
+      const n = Buffer.byteLength(s);
+      if (n > DIR_KV_MAX_SEGMENT_BYTES) {
+        throw new KvError('ERR_KV_INVALID_KEY', `a segment of ${shortKey(key)} is longer than ${DIR_KV_MAX_SEGMENT_BYTES} bytes`, { key });
       }
+      bytes += 1 + n;
+    }
+    if (bytes > DIR_KV_MAX_PATH_BYTES) {
+      throw new KvError(
+        'ERR_KV_INVALID_KEY',
+        `the key ${shortKey(key)} (${key.depth} segments) makes a path of ${bytes} bytes in ${this.path}; at most ${DIR_KV_MAX_PATH_BYTES} fit`,
+        { key },
+      );
     }
     return key.isRoot ? this.path : join(this.path, ...key.segments);
   }
@@ -392,12 +420,55 @@ export class DirKv implements KvRw {
     }
   }
 
-  async #toTrash(path: string): Promise<void> {
-    await fsp.rename(path, join(this.#trash, `${process.pid}-${++this.#seq}-${randomBytes(6).toString('hex')}`));
+  async #toTrash(path: string): Promise<string> {
+    const to = join(this.#trash, `${process.pid}-${++this.#seq}-${randomBytes(6).toString('hex')}`);
+    await fsp.rename(path, to);
+    return to;
   }
 
   async #emptyTrash(): Promise<void> {
-    for (const name of await fsp.readdir(this.#trash)) await fsp.rm(join(this.#trash, name), { recursive: true, force: true });
+    for (const name of await fsp.readdir(this.#trash)) await this.#removeTree(join(this.#trash, name));
+  }
+
+  /**
+   * Deletes the tree at `root` (in the trash or the temporary directory) without recursion and
+   * without ever forming a path longer than PATH_MAX: a directory whose path grows past
+   * `SAFE_DIR_BYTES` is first moved up into the trash, where its own path is short again. So it
+   * copes with any tree this store could have left, however deep.
+   */
+  async #removeTree(root: string): Promise<void> {
+    const roots = [root];
+    while (roots.length > 0) {
+      const stack = [roots.pop()!];
+      while (stack.length > 0) {
+        const dir = stack[stack.length - 1]!;
+        const st = await lstatOrUndefined(dir);
+        if (st === undefined) {
+          stack.pop();
+          continue;
+        }
+        if (!st.isDirectory()) {
+          await fsp.unlink(dir).catch((e: unknown) => {
+            if (!isMissing(e)) throw e;
+          });
+          stack.pop();
+          continue;
+        }
+        const names = await fsp.readdir(dir);
+        if (names.length === 0) {
+          await fsp.rmdir(dir).catch((e: unknown) => {
+            if (!isMissing(e)) throw e;
+          });
+          stack.pop();
+          continue;
+        }
+        for (const name of names) {
+          const child = join(dir, name);
+          if (Buffer.byteLength(child) > SAFE_DIR_BYTES) roots.push(await this.#toTrash(child));
+          else stack.push(child);
+        }
+      }
+    }
   }
 
   /** Removes the empty directories from `dir` up (not the root); adds what to sync to `sync`. */
@@ -417,6 +488,28 @@ export class DirKv implements KvRw {
     }
   }
 
+  /** Refuses to move the dictionary `from` to `to` if a key under it would then be too long. */
+  async #checkMovedPaths(from: Key, to: Key): Promise<void> {
+    const growth = Buffer.byteLength(this.#file(to)) - Buffer.byteLength(this.#file(from));
+    if (growth <= 0) return;
+    const stack: string[] = [this.#file(from)];
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      for (const d of await fsp.readdir(dir, { withFileTypes: true })) {
+        const child = join(dir, d.name);
+        if (Buffer.byteLength(child) + growth > DIR_KV_MAX_PATH_BYTES) {
+          const under = Key.of(child.slice(this.path.length + 1).split('/')).relativeTo(from);
+          throw new KvError(
+            'ERR_KV_INVALID_KEY',
+            `renaming ${shortKey(from)} to ${shortKey(to)} would make ${shortKey(to.append(under))} longer than ${DIR_KV_MAX_PATH_BYTES} bytes`,
+            { key: to },
+          );
+        }
+        if (d.isDirectory()) stack.push(child);
+      }
+    }
+  }
+
   async #syncAll(dirs: Iterable<string>): Promise<void> {
     for (const d of dirs) await syncDir(d);
   }
@@ -430,9 +523,11 @@ export class DirKv implements KvRw {
     const kind = walk.state === 'ok' ? this.#kindOf(key, await lstatOrUndefined(file)) : undefined;
     if (kind === 'dictionary') throw valueExpected(key);
     const tmp = await this.#tempFile();
+    let madeDirs = false;
     try {
       await write(tmp, kind === 'value');
       const sync = new Set<string>();
+      madeDirs = true;
       await this.#mkdirs(key.parent, sync, false);
       try {
         await fsp.rename(tmp, file);
@@ -445,6 +540,8 @@ export class DirKv implements KvRw {
       await this.#syncAll(sync);
     } catch (e) {
       await fsp.rm(tmp, { force: true });
+      // Leave no empty directories behind for a value that was not written.
+      if (madeDirs && (await lstatOrUndefined(file)) === undefined) await this.#prune(key.parent, new Set()).catch(() => undefined);
       throw e;
     }
   }
@@ -556,6 +653,7 @@ export class DirKv implements KvRw {
     return this.#exclusive(async () => {
       const plan = await planRename(this.#raw, from, to);
       if (plan.kind === 'noop') return;
+      if (plan.kind === 'dictionary') await this.#checkMovedPaths(from, to);
       const sync = new Set<string>();
       await this.#mkdirs(to.parent, sync, false);
       await fsp.rename(this.#file(from), this.#file(to));
@@ -666,16 +764,22 @@ export class DirKv implements KvRw {
   }
 
   async #recover(): Promise<void> {
-    for (const name of await fsp.readdir(this.#tmp)) await fsp.rm(join(this.#tmp, name), { force: true, recursive: true });
+    for (const name of await fsp.readdir(this.#tmp)) await this.#removeTree(join(this.#tmp, name));
     const journals = (await fsp.readdir(this.#tx)).sort();
     for (const name of journals) {
       const path = join(this.#tx, name);
-      if (name.endsWith('.tmp')) await fsp.rm(path, { recursive: true, force: true });
+      if (name.endsWith('.tmp')) await this.#removeTree(path);
       else await this.#apply(path);
     }
     await syncDir(this.#tx);
     await this.#emptyTrash();
   }
+}
+
+/** A key for a message: long ones shortened. */
+function shortKey(key: Key): string {
+  const text = key.toString();
+  return text.length <= 80 ? text : `${text.slice(0, 60)}…${text.slice(-16)}`;
 }
 
 async function readFully(fh: fsp.FileHandle, offset: number, length: number): Promise<Buffer> {

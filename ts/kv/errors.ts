@@ -4,7 +4,14 @@
  * @module
  */
 import { MorganaError } from '../errors.js';
-import type { Key } from './key.js';
+
+/**
+ * A key as an error names it: a `Key` (which prints as its path) or a path. Written structurally
+ * so that this module does not import key.ts, which throws these errors.
+ */
+export interface KeyName {
+  toString(): string;
+}
 
 /** The stable codes of {@link KvError}. */
 export type KvErrorCode =
@@ -38,29 +45,35 @@ export class KvError extends MorganaError {
   declare readonly code: KvErrorCode;
   /** The key concerned, as a path, when there is one. */
   readonly key: string | undefined;
+  /** For `ERR_KV_CORRUPT`: the byte offset in the backing file where reading stopped, when known. */
+  readonly offset: number | undefined;
 
-  constructor(code: KvErrorCode, message: string, options?: { key?: Key | string; cause?: unknown }) {
+  constructor(code: KvErrorCode, message: string, options?: { key?: KeyName; cause?: unknown; offset?: number }) {
     super(code, message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'KvError';
     this.key = options?.key === undefined ? undefined : String(options.key);
+    this.offset = options?.offset;
   }
 }
 
 /** `ERR_KV_NOT_FOUND` for `key`. */
-export const notFound = (key: Key): KvError =>
+export const notFound = (key: KeyName): KvError =>
   new KvError('ERR_KV_NOT_FOUND', `Cannot find the key ${key}`, { key });
 /** `ERR_KV_DICTIONARY_EXPECTED` for `key`. */
-export const dictionaryExpected = (key: Key): KvError =>
+export const dictionaryExpected = (key: KeyName): KvError =>
   new KvError('ERR_KV_DICTIONARY_EXPECTED', `Expecting a dictionary for the key ${key}`, { key });
 /** `ERR_KV_VALUE_EXPECTED` for `key`. */
-export const valueExpected = (key: Key): KvError =>
+export const valueExpected = (key: KeyName): KvError =>
   new KvError('ERR_KV_VALUE_EXPECTED', `Expecting a value for the key ${key}`, { key });
 /** `ERR_KV_ALREADY_PRESENT` for `key`. */
-export const alreadyPresent = (key: Key): KvError =>
+export const alreadyPresent = (key: KeyName): KvError =>
   new KvError('ERR_KV_ALREADY_PRESENT', `Key ${key} is already present`, { key });
 /** `ERR_KV_READ_ONLY`. */
 export const readOnly = (what: string): KvError =>
   new KvError('ERR_KV_READ_ONLY', `${what} is read-only`);
+/** `ERR_KV_CORRUPT` for the backing file `path`, unreadable from byte `offset` on. */
+export const corruptAt = (path: string, offset: number, reason: string): KvError =>
+  new KvError('ERR_KV_CORRUPT', `${path} cannot be read past byte ${offset}: ${reason}`, { offset });
 /** `ERR_KV_CLOSED`. */
 export const closed = (): KvError => new KvError('ERR_KV_CLOSED', 'the store is closed');
 
@@ -69,7 +82,7 @@ export const closed = (): KvError => new KvError('ERR_KV_CLOSED', 'the store is 
  * `ERR_KV_NO_SPACE`, ELOOP `ERR_KV_UNSAFE_PATH`, ENAMETOOLONG `ERR_KV_INVALID_KEY`, anything else
  * `ERR_KV_STORAGE` (an error whose code starts with `ERR_` passes through unchanged).
  */
-export function storageError(error: unknown, key?: Key, what = 'storage error'): Error {
+export function storageError(error: unknown, key?: KeyName, what = 'storage error'): Error {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   // Morgana's own errors (and Node's ERR_* argument errors) pass through unchanged.
   if (error instanceof Error && typeof code === 'string' && code.startsWith('ERR_')) return error;

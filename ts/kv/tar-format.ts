@@ -1,7 +1,14 @@
 /**
- * The tar wire format, as far as the tar store needs it: POSIX ustar headers (with the `prefix`
- * field), pax extended headers (`x`; `g` is recognised and skipped) for long or non-ASCII names and
- * large sizes, GNU long names (`L`) on reading, and base-256 numbers.
+ * The tar wire format, as far as the tar store needs it.
+ *
+ * Reading takes what GNU tar and POSIX pax writers produce: ustar headers (with the `prefix` field,
+ * or star's shorter one), the old GNU header (no prefix), numbers in octal (leading spaces, ended
+ * by NUL or space, or filling the field) and in GNU base-256 (two's complement, negative values
+ * included, as GNU tar writes pre-1970 times), checksums summed unsigned or signed, pax extended
+ * headers (`x`, and `g` whose records apply to every later member), GNU long names and link
+ * targets (`L`, `K`), and the extension blocks of GNU's old sparse members. Writing produces ustar
+ * headers, with a pax header in front for what ustar cannot hold (long or non-ASCII names, sizes of
+ * 8 GiB and more, times before 1970 or after 2242).
  * @module
  */
 import { KvError } from './errors.js';
@@ -16,13 +23,19 @@ export const padding = (size: number): number => (BLOCK - (size % BLOCK)) % BLOC
 export interface TarHeader {
   name: string;
   mode: number;
+  /** The size field: bytes of data after the header (and its extension blocks), before pax overrides. */
   size: number;
-  /** Seconds since the epoch. */
+  /** Seconds since the epoch (negative before 1970). */
   mtime: number;
   /** The type flag, with the old NUL for a regular file mapped to `'0'`. */
   type: string;
   linkname: string;
+  /** A GNU old sparse member (`S`) whose sparse map continues in extension blocks after the header. */
+  sparseExtended: boolean;
 }
+
+/** Type flags of the headers that describe the next member rather than being one. */
+export const EXTENSION_TYPES: ReadonlySet<string> = new Set(['x', 'g', 'L', 'K']);
 
 /** True when the 512 bytes at `offset` are all zero. */
 export function isZeroBlock(block: Buffer, offset = 0): boolean {
@@ -36,55 +49,71 @@ function cString(block: Buffer, start: number, length: number): string {
   return block.toString('utf8', start, end);
 }
 
-function number(block: Buffer, start: number, length: number, what: string): number {
-  if (block[start]! & 0x80) {
-    // base-256 (GNU): big-endian, the top bit of the first byte is the marker; negative values refused
-    if (block[start] === 0xff) throw corrupt(`negative ${what}`);
-    let value = block[start]! & 0x7f;
-    for (let i = start + 1; i < start + length; i++) value = value * 256 + block[i]!;
-    if (!Number.isSafeInteger(value)) throw corrupt(`${what} too large`);
-    return value;
-  }
-  const text = block.toString('latin1', start, start + length).replace(/[\0 ]+$/, '').replace(/^ +/, '');
-  if (text === '') return 0;
-  if (!/^[0-7]+$/.test(text)) throw corrupt(`bad ${what} field ${JSON.stringify(text)}`);
-  return parseInt(text, 8);
-}
-
 const corrupt = (message: string): KvError => new KvError('ERR_KV_CORRUPT', `tar: ${message}`);
 
+/**
+ * A numeric field, as GNU tar's `from_header` reads it: base-256 when the first byte has its top
+ * bit set (big-endian two's complement over the rest of that byte's bits: `0x80…` positive,
+ * `0xff…` negative); otherwise octal digits after optional spaces, ended by NUL, a space or the end
+ * of the field. An empty field is 0.
+ */
+export function parseNumber(block: Buffer, start: number, length: number, what: string): number {
+  const first = block[start]!;
+  const end = start + length;
+  if (first & 0x80) {
+    let value = (first & 0x3f) - (first & 0x40 ? 0x40 : 0);
+    for (let i = start + 1; i < end; i++) value = value * 256 + block[i]!;
+    if (!Number.isSafeInteger(value)) throw corrupt(`the ${what} field (base-256) is out of range`);
+    return value;
+  }
+  let i = start;
+  while (i < end && block[i] === 0x20) i++;
+  let value = 0;
+  for (; i < end && block[i]! >= 0x30 && block[i]! <= 0x37; i++) value = value * 8 + block[i]! - 0x30;
+  if (i < end && block[i] !== 0 && block[i] !== 0x20) {
+    throw corrupt(`bad ${what} field ${JSON.stringify(block.toString('latin1', start, end))}`);
+  }
+  return value;
+}
+
 /** The header checksum: the bytes summed with the checksum field counted as spaces. */
-function checksum(block: Buffer): number {
+function checksum(block: Buffer, signed = false): number {
   let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i]!;
+  for (let i = 0; i < BLOCK; i++) {
+    if (i >= 148 && i < 156) sum += 0x20;
+    else sum += signed ? (block[i]! << 24) >> 24 : block[i]!;
+  }
   return sum;
 }
 
 /** Parses a header block; `ERR_KV_CORRUPT` if its checksum or fields are wrong. */
 export function parseHeader(block: Buffer): TarHeader {
-  const stored = number(block, 148, 8, 'checksum');
-  if (stored !== checksum(block)) {
-    // Some old writers summed signed bytes.
-    let signed = 0;
-    for (let i = 0; i < BLOCK; i++) signed += i >= 148 && i < 156 ? 0x20 : (block[i]! << 24) >> 24;
-    if (stored !== signed) throw corrupt('header checksum mismatch');
-  }
-  const magic = block.toString('latin1', 257, 263);
+  const stored = parseNumber(block, 148, 8, 'checksum');
+  // Some old writers summed signed bytes.
+  if (stored !== checksum(block) && stored !== checksum(block, true)) throw corrupt('header checksum mismatch');
   let name = cString(block, 0, 100);
-  if (magic === 'ustar\0') {
-    const prefix = cString(block, 345, 155);
+  if (block.toString('latin1', 257, 263) === 'ustar\0') {
+    // POSIX ustar; star's variant ends its shorter prefix field before its times and a `tar` trailer.
+    const star = block.toString('latin1', 508, 512) === 'tar\0';
+    const prefix = cString(block, 345, star ? 131 : 155);
     if (prefix !== '') name = `${prefix}/${name}`;
   }
   const flag = String.fromCharCode(block[156]!);
+  const type = flag === '\0' ? '0' : flag;
   return {
     name,
-    mode: number(block, 100, 8, 'mode'),
-    size: number(block, 124, 12, 'size'),
-    mtime: number(block, 136, 12, 'mtime'),
-    type: flag === '\0' ? '0' : flag,
+    mode: parseNumber(block, 100, 8, 'mode'),
+    // GNU tar and node-tar skip no data after a directory header, whatever its size field says.
+    size: type === '5' ? 0 : parseNumber(block, 124, 12, 'size'),
+    mtime: parseNumber(block, 136, 12, 'mtime'),
+    type,
     linkname: cString(block, 157, 100),
+    sparseExtended: type === 'S' && block[482] !== 0,
   };
 }
+
+/** True when a GNU sparse extension block says another one follows it. */
+export const sparseContinues = (block: Buffer): boolean => block[504] !== 0;
 
 /** Parses the records of a pax extended header (`"<len> <key>=<value>\n"`). */
 export function parsePax(data: Buffer): Map<string, string> {
@@ -143,7 +172,7 @@ function ustarBlock(name: Buffer, prefix: Buffer, spec: EntrySpec, type: string,
   writeOctal(block, 0, 108, 8);
   writeOctal(block, 0, 116, 8);
   writeOctal(block, size, 124, 12);
-  writeOctal(block, Math.max(0, Math.floor(spec.mtime)), 136, 12);
+  writeOctal(block, Math.min(MAX_OCTAL_SIZE, Math.max(0, Math.floor(spec.mtime))), 136, 12);
   block.write(type, 156, 'latin1');
   block.write('ustar\0', 257, 'latin1');
   block.write('00', 263, 'latin1');
@@ -157,7 +186,7 @@ const MAX_OCTAL_SIZE = 0o77777777777;
 /**
  * The header blocks of an entry: a ustar header, preceded by a pax header when the name does not
  * fit ustar (longer than 100 bytes and not splittable into prefix and name, or not ASCII), the size
- * needs more than 11 octal digits, or extra records are given.
+ * or the time needs more than 11 octal digits or the time is before 1970, or extra records are given.
  */
 export function encodeEntry(spec: EntrySpec): Buffer {
   const fullName = spec.type === '5' ? `${spec.name}/` : spec.name;
@@ -189,6 +218,8 @@ export function encodeEntry(spec: EntrySpec): Buffer {
     records.push(paxRecord('size', String(size)));
     size = 0;
   }
+  const mtime = Math.floor(spec.mtime);
+  if (mtime < 0 || mtime > MAX_OCTAL_SIZE) records.push(paxRecord('mtime', String(mtime)));
   for (const [k, v] of Object.entries(spec.pax ?? {})) records.push(paxRecord(k, v));
   const header = ustarBlock(name, prefix, spec, spec.type, size);
   if (records.length === 0) return header;

@@ -14,16 +14,40 @@
  * opening the archive writable cuts off an unfinished group. A removal appends a tombstone entry (a
  * pax record `MORGANA.deleted=1`; other tar readers see an empty file). `compact()` rewrites the
  * archive with the live entries only, and runs by itself when more than half of a larger archive
- * is dead.
+ * is dead; members the store does not hold (links, devices, sparse files, pax global headers) are
+ * copied as they were, unless a write took their name.
+ *
+ * Archives from other writers are read as GNU tar reads them (see `tar-format.ts`: octal and
+ * base-256 numbers, pax and GNU extended headers). Opening must read an archive to its end: a
+ * header it cannot parse, a member cut short, or data after the end-of-archive marker stop the
+ * scan, and the open fails with `ERR_KV_CORRUPT` whose `offset` says where. A read-only open may
+ * instead mount the members before that point with `allowIncomplete`, and then says so in
+ * {@link TarKv.incomplete}; a writable open always refuses, so it never cuts off or overwrites
+ * what it has not read. The one exception is its own interrupted append, recognisable as a lone
+ * zero block followed by data (a tar writer ends an archive with two zero blocks; an append
+ * overwrites only the second, and makes sure its own second block is not zeros): that is cut off.
+ * Limits: an extended header (pax or GNU long name) holds at most 1 MiB; sizes and times must be
+ * safe integers.
  * @module
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { KvError, readOnly, storageError } from './errors.js';
+import { MorganaError } from '../errors.js';
+import { corruptAt, KvError, readOnly, storageError } from './errors.js';
 import { Key } from './key.js';
-import { BLOCK, encodeEntry, isZeroBlock, padding, parseHeader, parsePax } from './tar-format.js';
+import {
+  BLOCK,
+  EXTENSION_TYPES,
+  encodeEntry,
+  isZeroBlock,
+  padding,
+  parseHeader,
+  parsePax,
+  sparseContinues,
+  type TarHeader,
+} from './tar-format.js';
 import type { Op } from './transaction.js';
 import { type Leaf, Tree, type TreeDir, TreeKvRw, type TreeNode } from './tree.js';
 
@@ -37,6 +61,13 @@ export interface TarKvOptions {
   autoCompact?: boolean;
   /** The clock for the mtime of written entries (default `Date.now`). */
   now?: () => number;
+  /**
+   * Read-only mounts only: when the archive cannot be read to its end (a damaged header, a
+   * truncated member, data after the end-of-archive marker), mount the members before that point
+   * and report it in {@link TarKv.incomplete} instead of failing with `ERR_KV_CORRUPT`. Default
+   * false. Refused (`ERR_INVALID_ARG_VALUE`) with `writable`: a writable open never skips data.
+   */
+  allowIncomplete?: boolean;
 }
 
 /** An open archive file, closed once retired and no read uses it. */
@@ -51,6 +82,49 @@ interface TarLeaf extends Leaf {
   offset: number;
   file: FileRef;
 }
+
+/** Where and why reading an archive stopped before its end. */
+export interface TarIncomplete {
+  /** The byte offset of the first member (or byte, after the end marker) that was not read. */
+  offset: number;
+  /** Why, in words. */
+  reason: string;
+}
+
+type ScanStop = TarIncomplete;
+
+/** A member the store does not hold (a link, a device, a sparse file, a pax global header). */
+interface ForeignMember {
+  /** Its bytes in the archive, extension headers included. */
+  start: number;
+  end: number;
+  /** The key its name maps to (undefined for a global header). */
+  key: Key | undefined;
+}
+
+interface Scan {
+  tree: Tree<TarLeaf>;
+  foreign: ForeignMember[];
+  /** Where the end-of-archive marker (or the unread part) starts. */
+  end: number;
+  size: number;
+  /** What follows `end`: see `#tail`; `'unread'` whenever `stop` is set. */
+  tail: 'none' | 'unfinished' | 'unread';
+  stop: ScanStop | undefined;
+}
+
+/** The pax records in force for a member: the global ones, then its own (an empty value unsets). */
+function mergePax(globals: Map<string, string>, local: Map<string, string> | undefined): Map<string, string> | undefined {
+  if (globals.size === 0) return local;
+  const out = new Map(globals);
+  for (const [k, v] of local ?? []) {
+    if (v === '') out.delete(k);
+    else out.set(k, v);
+  }
+  return out;
+}
+
+const isZeroes = (data: Buffer): boolean => data.every((b) => b === 0);
 
 const MAX_PAX_BYTES = 1 << 20;
 const END_MARKER = Buffer.alloc(2 * BLOCK);
@@ -93,7 +167,14 @@ export class TarKv extends TreeKvRw<TarLeaf> {
   readonly path: string;
   /** True when opened with `writable`. */
   readonly writable: boolean;
+  /**
+   * Set when a read-only mount with `allowIncomplete` stopped before the end of the archive: the
+   * store then holds only the members before `offset`. Undefined when the archive was read whole.
+   */
+  incomplete: TarIncomplete | undefined;
   #file: FileRef;
+  /** Members the store does not hold, copied as they are by compaction unless a write replaced them. */
+  #foreign: ForeignMember[] = [];
   /** Where the end-of-archive marker starts: the next entry goes here. */
   #end = 0;
   #live = 0;
@@ -111,6 +192,9 @@ export class TarKv extends TreeKvRw<TarLeaf> {
 
   /** Opens an archive. Use {@link tarKv}. */
   static async open(file: string, options: TarKvOptions = {}): Promise<TarKv> {
+    if (options.writable && options.allowIncomplete) {
+      throw new MorganaError('ERR_INVALID_ARG_VALUE', 'tarKv: allowIncomplete applies to read-only mounts only; a writable open never skips part of an archive');
+    }
     const path = resolve(file);
     let fh: fsp.FileHandle;
     try {
@@ -131,10 +215,16 @@ export class TarKv extends TreeKvRw<TarLeaf> {
     const kv = new TarKv(path, fh, options);
     try {
       const scanned = await TarKv.#scan(kv.#file);
+      if (scanned.stop !== undefined && !(options.allowIncomplete && !kv.writable)) {
+        const advice = kv.writable ? 'refusing to open it writable, which would lose the rest' : 'open it with allowIncomplete to mount what precedes';
+        throw corruptAt(path, scanned.stop.offset, `${scanned.stop.reason}; ${advice}`);
+      }
+      kv.incomplete = scanned.stop;
       kv.tree = scanned.tree;
+      kv.#foreign = scanned.foreign;
       kv.#end = scanned.end;
       kv.#live = liveBytes(kv.tree.root);
-      if (kv.writable) await kv.#repairTail(scanned.size);
+      if (kv.writable) await kv.#repairTail(scanned);
     } catch (e) {
       await fh.close();
       throw storageError(e, undefined, `cannot read ${path}`);
@@ -142,79 +232,139 @@ export class TarKv extends TreeKvRw<TarLeaf> {
     return kv;
   }
 
-  /** Reads the headers of the archive in `file` into a tree; returns it with the end position. */
-  static async #scan(file: FileRef): Promise<{ tree: Tree<TarLeaf>; end: number; size: number }> {
+  /**
+   * Reads the headers of the archive in `file` into a tree, seeking over the data. Stops at the
+   * first member it cannot read (reported in `stop`, never thrown) and classifies what follows
+   * the end-of-archive marker.
+   */
+  static async #scan(file: FileRef): Promise<Scan> {
     const { size } = await file.fh.stat();
     const tree = new Tree<TarLeaf>();
+    const foreign: ForeignMember[] = [];
     let window = Buffer.alloc(0);
     let windowAt = 0;
     const read = async (at: number, length: number): Promise<Buffer> => {
       if (at >= windowAt && at + length <= windowAt + window.length) return window.subarray(at - windowAt, at - windowAt + length);
-      const want = Math.max(WINDOW, length);
-      const buf = Buffer.alloc(Math.min(want, Math.max(0, size - at)));
+      const buf = Buffer.alloc(Math.min(Math.max(WINDOW, length), Math.max(0, size - at)));
       const { bytesRead } = await file.fh.read(buf, 0, buf.length, at);
       window = buf.subarray(0, bytesRead);
       windowAt = at;
-      if (bytesRead < length) throw new KvError('ERR_KV_CORRUPT', 'tar: short read');
+      if (bytesRead < length) throw new KvError('ERR_KV_CORRUPT', `tar: short read at ${at}`, { offset: at });
       return window.subarray(0, length);
     };
-    let pos = 0;
-    let groupStart = 0;
+    const globals = new Map<string, string>();
     let pax: Map<string, string> | undefined;
     let longName: string | undefined;
-    while (pos + BLOCK <= size) {
+    let pos = 0;
+    /** Where the member being read starts, extension headers included. */
+    let memberStart = 0;
+    const result = (end: number, tail: Scan['tail'], stop?: ScanStop): Scan => ({ tree, foreign, end, size, tail, stop });
+    const stopped = (reason: string): Scan => result(memberStart, 'unread', { offset: memberStart, reason });
+    for (;;) {
+      const pending = pos !== memberStart;
+      if (pos + BLOCK > size) {
+        if (pending) return stopped(`the file ends after the extended headers of the member at ${memberStart}`);
+        if (pos === size || isZeroes(await read(pos, size - pos))) return result(pos, 'none');
+        return stopped(`the file ends inside the header block at ${pos}`);
+      }
       const block = await read(pos, BLOCK);
-      if (isZeroBlock(block)) break;
-      let header;
+      if (isZeroBlock(block)) {
+        if (pending) return stopped(`the extended headers of the member at ${memberStart} are followed by the end-of-archive marker`);
+        const tail = await TarKv.#tail(file, pos, size);
+        if (tail.kind !== 'unread') return result(pos, tail.kind);
+        return result(pos, 'unread', { offset: tail.at, reason: `data follows the end-of-archive marker at ${pos} (a second archive?)` });
+      }
+      let header: TarHeader;
       try {
         header = parseHeader(block);
-      } catch {
-        break; // a torn or foreign block: the archive ends here
+      } catch (e) {
+        const where = pos === memberStart ? '' : ` (its header block at ${pos})`;
+        return stopped(`${(e as Error).message}${where}`);
       }
-      const entrySize = header.type === 'x' || header.type === 'L' || header.type === 'g' ? header.size : Number(pax?.get('size') ?? header.size);
-      if (!Number.isSafeInteger(entrySize) || entrySize < 0) throw new KvError('ERR_KV_CORRUPT', 'tar: bad entry size');
-      const dataAt = pos + BLOCK;
-      const next = dataAt + entrySize + padding(entrySize);
-      if (dataAt + entrySize > size) break; // unfinished entry
-      if (header.type === 'x' || header.type === 'L') {
-        if (entrySize > MAX_PAX_BYTES) throw new KvError('ERR_KV_CORRUPT', 'tar: extended header too large');
-        const data = Buffer.from(await read(dataAt, entrySize));
-        if (header.type === 'x') pax = new Map([...(pax ?? []), ...parsePax(data)]);
-        else longName = data.toString('utf8').replace(/\0+$/, '');
+      let dataAt = pos + BLOCK;
+      if (header.sparseExtended) {
+        // GNU old sparse: the sparse map continues in blocks between the header and the data.
+        for (let more = true; more; dataAt += BLOCK) {
+          if (dataAt + BLOCK > size) return stopped(`the file ends inside the sparse map of the member at ${memberStart}`);
+          more = sparseContinues(await read(dataAt, BLOCK));
+        }
+      }
+      const extension = EXTENSION_TYPES.has(header.type);
+      // Pax records describe the next member, never an extension header in between.
+      const records = extension ? undefined : mergePax(globals, pax);
+      const sizeRecord = records?.get('size');
+      if (sizeRecord !== undefined && !/^\d+$/.test(sizeRecord)) return stopped(`bad pax size ${JSON.stringify(sizeRecord)}`);
+      const dataSize = sizeRecord === undefined ? header.size : Number(sizeRecord);
+      if (!Number.isSafeInteger(dataSize)) return stopped(`the size of the member at ${memberStart} is out of range`);
+      if (dataAt + dataSize > size) {
+        return stopped(`the member at ${memberStart} needs ${dataSize} bytes of data from ${dataAt}; the file ends at ${size}`);
+      }
+      const next = dataAt + dataSize + padding(dataSize);
+      if (extension) {
+        if (dataSize > MAX_PAX_BYTES) return stopped(`the extended header at ${pos} is larger than ${MAX_PAX_BYTES} bytes`);
+        const data = Buffer.from(await read(dataAt, dataSize));
+        try {
+          if (header.type === 'x') pax = new Map([...(pax ?? []), ...parsePax(data)]);
+          else if (header.type === 'g') {
+            for (const [k, v] of parsePax(data)) {
+              if (v === '') globals.delete(k);
+              else globals.set(k, v);
+            }
+            // A global header is a member of its own for compaction, which copies it as it is.
+            foreign.push({ start: memberStart, end: next, key: undefined });
+            memberStart = next;
+          } else if (header.type === 'L') longName = data.toString('utf8').replace(/\0+$/, '');
+          // 'K' (a long link target) matters only to links, which the store skips.
+        } catch (e) {
+          return stopped(`${(e as Error).message} (the extended header at ${pos})`);
+        }
         pos = next;
         continue;
       }
-      if (header.type !== 'g' && header.type !== 'K') {
-        const name = pax?.get('path') ?? longName ?? header.name;
-        const paxTime = pax?.get('mtime');
-        const seconds = paxTime !== undefined && Number.isFinite(Number(paxTime)) ? Number(paxTime) : header.mtime;
-        const mtime = new Date(Math.round(seconds * 1000));
-        const [key, namedDir] = keyOfName(name);
-        if (pax?.get('MORGANA.deleted') === '1') tree.del(key);
-        else if (header.type === '5' || (namedDir && (header.type === '0' || header.type === '7'))) tree.ensureDictionary(key, mtime);
-        else if ((header.type === '0' || header.type === '7') && !key.isRoot) {
-          tree.put(key, { offset: dataAt, size: entrySize, mtime, file });
-        }
-        // links, devices, FIFOs: not part of the store
-      }
+      const name = records?.get('path') ?? longName ?? header.name;
+      const timeRecord = records?.get('mtime');
+      if (timeRecord !== undefined && !/^-?\d+(\.\d+)?$/.test(timeRecord)) return stopped(`bad pax mtime ${JSON.stringify(timeRecord)}`);
+      const seconds = timeRecord === undefined ? header.mtime : Number(timeRecord);
+      const mtime = new Date(Math.round(seconds * 1000));
+      const [key, namedDir] = keyOfName(name);
+      const sparse = [...(records?.keys() ?? [])].some((k) => k.startsWith('GNU.sparse.'));
+      const regular = (header.type === '0' || header.type === '7') && !sparse;
+      if (records?.get('MORGANA.deleted') === '1') tree.del(key);
+      else if (header.type === '5' || (namedDir && regular)) tree.ensureDictionary(key, mtime);
+      else if (regular && !key.isRoot) tree.put(key, { offset: dataAt, size: dataSize, mtime, file });
+      // Links, devices, FIFOs, sparse files: not part of the store, but kept by compaction.
+      else foreign.push({ start: memberStart, end: next, key });
       pax = undefined;
       longName = undefined;
       pos = next;
-      groupStart = pos;
+      memberStart = pos;
     }
-    return { tree, end: groupStart, size };
   }
 
-  /** Cuts off anything after the last complete group and writes a fresh end marker if needed. */
-  async #repairTail(size: number): Promise<void> {
-    const fh = this.#file.fh;
-    if (size === this.#end + END_MARKER.length) {
-      const tail = Buffer.alloc(END_MARKER.length);
-      await fh.read(tail, 0, tail.length, this.#end);
-      if (tail.equals(END_MARKER)) return;
+  /**
+   * What follows the zero block at `end`: nothing but zeros (`'none'`); an append interrupted
+   * before its first block (`'unfinished'`: a lone zero block then data, which no tar writer
+   * leaves, since an end-of-archive marker is two zero blocks and an append overwrites only the
+   * second); or data after a full end marker (`'unread'`, such as a second archive).
+   */
+  static async #tail(file: FileRef, end: number, size: number): Promise<{ kind: Scan['tail']; at: number }> {
+    const buf = Buffer.alloc(WINDOW);
+    for (let at = end; at < size; at += WINDOW) {
+      const { bytesRead } = await file.fh.read(buf, 0, Math.min(WINDOW, size - at), at);
+      const nonZero = buf.subarray(0, bytesRead).findIndex((b) => b !== 0);
+      if (nonZero >= 0) return { kind: at + nonZero < end + 2 * BLOCK ? 'unfinished' : 'unread', at: at + nonZero };
+      if (bytesRead === 0) break;
     }
-    await fh.truncate(this.#end);
-    await fh.write(END_MARKER, 0, END_MARKER.length, this.#end);
+    return { kind: 'none', at: size };
+  }
+
+  /** Makes the file end with an end marker after `#end`, cutting off an interrupted append only. */
+  async #repairTail(scan: Scan): Promise<void> {
+    const fh = this.#file.fh;
+    if (scan.tail === 'none' && scan.size >= this.#end + END_MARKER.length) return;
+    // Only zeros (read) or the remains of an unfinished append of ours follow `#end`.
+    if (scan.tail === 'unfinished') await fh.truncate(this.#end);
+    await writeAll(fh, END_MARKER, this.#end);
     await fh.datasync();
   }
 
@@ -262,7 +412,9 @@ export class TarKv extends TreeKvRw<TarLeaf> {
         pieces.push(header);
         at += header.length;
       } else {
-        const header = encodeEntry({ name, type: '0', size: op.data.length, mtime: mtimeSeconds });
+        // A group's second block must not be zeros: see `#tail`. A pax comment puts text there.
+        const zeroStart = pieces.length === 0 && op.data.length > 0 && isZeroes(op.data.subarray(0, BLOCK));
+        const header = encodeEntry({ name, type: '0', size: op.data.length, mtime: mtimeSeconds, ...(zeroStart ? { pax: { comment: 'morgana-kv' } } : {}) });
         pieces.push(header, op.data, Buffer.alloc(padding(op.data.length)));
         leaves.set(op, { offset: at + header.length, size: op.data.length, mtime, file: this.#file });
         at += header.length + op.data.length + padding(op.data.length);
@@ -289,6 +441,10 @@ export class TarKv extends TreeKvRw<TarLeaf> {
     }
     this.#end = at;
     await this.applyOps(ops, (op) => leaves.get(op)!);
+    // A write at, above or below a foreign member's name replaces it (for the store and for tar).
+    this.#foreign = this.#foreign.filter(
+      (m) => m.key === undefined || !ops.some((op) => op.key.isPrefixOf(m.key!) || m.key!.isPrefixOf(op.key)),
+    );
     this.#live = Math.max(0, this.#live - replaced) + sumPuts(ops);
     if (this.#autoCompact && this.#end > 1 << 20 && this.#end - this.#live > this.#live) await this.#compact();
   }
@@ -336,6 +492,29 @@ export class TarKv extends TreeKvRw<TarLeaf> {
         }
       };
       await emit(this.tree.root, Key.root);
+      // Then the members the store does not hold, as they were (global headers keep their place
+      // before the members they apply to), unless the store now has their name or a value above it.
+      const source = this.#file;
+      source.active++;
+      try {
+        const { size } = await source.fh.stat();
+        for (const member of this.#foreign) {
+          if (member.key !== undefined && this.#shadowed(member.key)) continue;
+          const end = Math.min(member.end, size);
+          for (let at = member.start; at < end; at += 1 << 20) {
+            const chunk = Buffer.alloc(Math.min(1 << 20, end - at));
+            const { bytesRead } = await source.fh.read(chunk, 0, chunk.length, at);
+            if (bytesRead !== chunk.length) throw new KvError('ERR_KV_CORRUPT', `tar: ${this.path} is shorter than its index`);
+            await writeAll(out, chunk, pos);
+            pos += chunk.length;
+          }
+          const pad = padding(pos);
+          if (pad > 0) await writeAll(out, Buffer.alloc(pad), pos);
+          pos += pad;
+        }
+      } finally {
+        source.active--;
+      }
       await writeAll(out, END_MARKER, pos);
       await out.datasync();
       await fsp.rename(tmp, this.path);
@@ -349,15 +528,26 @@ export class TarKv extends TreeKvRw<TarLeaf> {
     }
     const file: FileRef = { fh: out, active: 0, retired: false };
     const scanned = await TarKv.#scan(file);
+    if (scanned.stop !== undefined) throw corruptAt(this.path, scanned.stop.offset, `after compaction: ${scanned.stop.reason}`);
     await this.gate.exclusive(async () => {
       const old = this.#file;
       this.#file = file;
+      this.#foreign = scanned.foreign;
       this.tree = scanned.tree;
       this.#end = scanned.end;
       this.#live = liveBytes(this.tree.root);
       old.retired = true;
       release(old);
     });
+  }
+
+  /** True when the store holds `key` or a value above it: a foreign member there is replaced. */
+  #shadowed(key: Key): boolean {
+    for (let k = key; ; k = k.parent) {
+      const node = this.tree.lookup(k);
+      if (node !== undefined && (k === key || node.kind === 'value')) return true;
+      if (k.isRoot) return false;
+    }
   }
 
   /** Bytes of the archive (before its end marker) and bytes of live entries. */
@@ -391,7 +581,9 @@ async function writeAll(fh: fsp.FileHandle, data: Buffer, position: number): Pro
 
 /**
  * Mounts the tar archive `file`: read-only by default, appending with `{ writable: true }` (which
- * creates a missing archive unless `create: false`). See the module notes.
+ * creates a missing archive unless `create: false`). Fails with `ERR_KV_CORRUPT` (its `offset`
+ * naming the byte where reading stopped) when the archive cannot be read to its end, unless a
+ * read-only mount passes `allowIncomplete`. See the module notes.
  */
 export async function tarKv(file: string, options: TarKvOptions = {}): Promise<TarKv> {
   return TarKv.open(file, options);

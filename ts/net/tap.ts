@@ -18,6 +18,14 @@
  * full transmit queue. `txFrames` counts frames written to the kernel; `close()` writes what
  * is still queued first.
  *
+ * Offloads (`vnetHdr: true`): the interface is opened with `IFF_VNET_HDR`, `TUNSETVNETHDRSZ` 12
+ * and `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)`. Every frame the listener receives
+ * and every frame `write` sends then starts with a 12-byte `virtio_net_hdr` (see `vnet-hdr.ts`
+ * for its fields and a parser/writer): received frames may be coalesced TCP frames of up to
+ * 64 KiB with a partial checksum, written ones may be TCP super-frames the kernel segments. A
+ * kernel that refuses the header gives a plain TAP: {@link TapDevice.vnetHdr} says which framing
+ * is in effect, {@link TapDevice.offloads} which offloads.
+ *
  * Like a socket, an open device keeps the event loop alive; `close()` releases it.
  * @module
  */
@@ -26,6 +34,7 @@ import { InvalidArgumentError, MorganaError, OutOfRangeError, assertInteger } fr
 import { native } from '../native.js';
 import { type FrameFill, type FrameHandler, type NetDevice, type NetStats, ETHERNET_HEADER_LENGTH } from './device.js';
 import { formatMac, parseMac, randomLocalMac } from './mac.js';
+import { VIRTIO_NET_HDR_LENGTH } from './vnet-hdr.js';
 
 /** Options of {@link openTap}. */
 export interface TapOptions {
@@ -46,12 +55,35 @@ export interface TapOptions {
   mac?: string;
   /** IP MTU, 68 to 65,521 (default 1500); also set on the kernel side of the interface. */
   mtu?: number;
+  /**
+   * Ask for a 12-byte `virtio_net_hdr` in front of every frame, both ways, with checksum and TCP
+   * segmentation offloads (default false). See {@link TapDevice.vnetHdr} for whether it is in
+   * effect. Frames with the header are not plain Ethernet frames: a stack must expect them.
+   */
+  vnetHdr?: boolean;
+}
+
+/** Offloads a TAP device opened with `vnetHdr` has in effect. */
+export interface TapOffloads {
+  /** `TUN_F_CSUM`: frames may carry partial checksums (`NEEDS_CSUM`) both ways. */
+  checksum: boolean;
+  /** `TUN_F_TSO4`: TCP/IPv4 super-frames both ways (GRO'd on receive, GSO on send). */
+  tso4: boolean;
+  /** `TUN_F_TSO6`: the same for TCP/IPv6. */
+  tso6: boolean;
 }
 
 /** A TAP-backed NET device. */
 export interface TapDevice extends NetDevice {
   /** The kernel interface name (with any `%d` expanded). */
   readonly name: string;
+  /**
+   * Whether every frame received and written starts with a 12-byte `virtio_net_hdr` (asked for
+   * with `vnetHdr` and granted by the kernel). Frames are then up to 12 + 14 + 65,535 bytes.
+   */
+  readonly vnetHdr: boolean;
+  /** The offloads in effect (all false without the header). */
+  readonly offloads: TapOffloads;
 }
 
 type Handle = ReturnType<typeof native.TapHandle.open>;
@@ -60,6 +92,8 @@ type Handle = ReturnType<typeof native.TapHandle.open>;
 const MAX_TAP_MTU = 65_521;
 /** `write` asks for at most this many bytes. */
 const MAX_WRITE_SIZE = 1 << 20;
+/** The longest frame with the header: header, Ethernet header, a 65,535-byte IP packet. */
+const MAX_OFFLOAD_FRAME = VIRTIO_NET_HDR_LENGTH + ETHERNET_HEADER_LENGTH + 65_535;
 /**
  * Frames per event-loop turn (until the microtask queue drains) that may be written on the JS
  * thread when nothing is queued: small exchanges (a response, ACKs, a ping) then leave without
@@ -83,16 +117,23 @@ export async function openTap(options: TapOptions): Promise<TapDevice> {
   const { name, netns } = options;
   if (typeof name !== 'string') throw new InvalidArgumentError('options.name must be a string');
   if (netns !== undefined && typeof netns !== 'string') throw new InvalidArgumentError('options.netns must be a string');
+  if (options.vnetHdr !== undefined && typeof options.vnetHdr !== 'boolean') throw new InvalidArgumentError('options.vnetHdr must be a boolean');
   const mtu = options.mtu ?? 1500;
   assertInteger(mtu, 'options.mtu', 68, MAX_TAP_MTU);
   const mac = formatMac(parseMac(options.mac ?? randomLocalMac((n) => randomBytes(n))));
-  return new Tap(name, netns, mac, mtu);
+  return new Tap(name, netns, mac, mtu, options.vnetHdr ?? false);
 }
 
 class Tap implements TapDevice {
   readonly mac: string;
   readonly mtu: number;
   readonly name: string;
+  readonly vnetHdr: boolean;
+  readonly offloads: TapOffloads;
+  /** The longest frame `write` sends (header included with `vnetHdr`). */
+  readonly #maxFrame: number;
+  /** The shortest: an Ethernet header (after the virtio header with `vnetHdr`). */
+  readonly #minFrame: number;
   #handle: Handle;
   #closed = false;
   #handler: FrameHandler | undefined;
@@ -119,16 +160,21 @@ class Tap implements TapDevice {
   #rxBytes = 0;
   #rxUnheard = 0;
 
-  constructor(name: string, netns: string | undefined, mac: string, mtu: number) {
+  constructor(name: string, netns: string | undefined, mac: string, mtu: number, vnetHdr: boolean) {
     this.mac = mac;
     this.mtu = mtu;
-    this.#scratch = Buffer.allocUnsafeSlow(mtu + ETHERNET_HEADER_LENGTH);
     try {
-      this.#handle = native.TapHandle.open(name, netns, mtu, (frames, lengths) => this.#receive(frames, lengths));
+      this.#handle = native.TapHandle.open(name, netns, mtu, vnetHdr, (frames, lengths) => this.#receive(frames, lengths));
     } catch (error) {
       throw tapError(error);
     }
     this.name = this.#handle.name;
+    this.vnetHdr = this.#handle.vnetHdr;
+    const bits = this.#handle.offloads;
+    this.offloads = Object.freeze({ checksum: (bits & 1) !== 0, tso4: (bits & 2) !== 0, tso6: (bits & 4) !== 0 });
+    this.#maxFrame = this.vnetHdr ? MAX_OFFLOAD_FRAME : mtu + ETHERNET_HEADER_LENGTH;
+    this.#minFrame = ETHERNET_HEADER_LENGTH + (this.vnetHdr ? VIRTIO_NET_HDR_LENGTH : 0);
+    this.#scratch = Buffer.allocUnsafeSlow(mtu + ETHERNET_HEADER_LENGTH + (this.vnetHdr ? VIRTIO_NET_HDR_LENGTH : 0));
     this.#slab = this.#handle.txSlab() ?? undefined;
     this.#slotLength = this.#handle.txSlotLength;
   }
@@ -218,7 +264,7 @@ class Tap implements TapDevice {
 
   /** Whether a frame of `length` bytes goes out; counts it as dropped otherwise. */
   #sendable(length: number): boolean {
-    if (length > this.mtu + ETHERNET_HEADER_LENGTH || length < ETHERNET_HEADER_LENGTH || this.#closed) {
+    if (length > this.#maxFrame || length < this.#minFrame || this.#closed) {
       this.#txDropped++;
       return false;
     }

@@ -13,6 +13,7 @@ import { defaultRandom } from '../random.js';
 import { MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
 import { type FrameFill, type FrameHandler, type NetDevice, type NetStats, emptyNetStats } from './device.js';
 import { formatMac, parseMac } from './mac.js';
+import { type MetricsOptions, switchMetrics } from '../metrics/collect.js';
 
 /** A source of uniformly distributed 32-bit values (Morgana's random device satisfies it). */
 export interface Uint32Source {
@@ -236,6 +237,19 @@ export class VirtualSwitch {
   /** Counters. */
   stats(): VirtualSwitchStats {
     return { ...this.#stats };
+  }
+
+  /** The connected ports with their frame counters (as each port's device sees them). */
+  ports(): Array<{ id: number; mac: string; stats: NetStats }> {
+    return [...this.#ports].map((p) => ({ id: p.id, mac: p.mac, stats: p.stats() }));
+  }
+
+  /**
+   * The switch's counters and every port's as Prometheus text (or OpenMetrics):
+   * `morgana_switch_forwarded_total{switch="switch"}`, `morgana_switch_port_rx_frames_total{…,port="0",mac="…"}`.
+   */
+  metrics(options?: MetricsOptions): string {
+    return switchMetrics(this, options);
   }
 
   /** Closes every port. */

@@ -8,6 +8,7 @@ import { formatIpv4Address, parseIpv4Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
 import { MorganaError } from '../errors.js';
 import { formatMac, parseMac } from '../net/mac.js';
+import { ARP_OP, ARP_PACKET_LENGTH, parseArp, writeArp } from '../wire/arp.js';
 import { BROADCAST, ETHERTYPE, type Ethernet } from './ethernet.js';
 
 /** Limits and timings of the ARP layer. */
@@ -63,9 +64,6 @@ interface Pending {
   timer: Timer;
 }
 
-const OP_REQUEST = 1;
-const OP_REPLY = 2;
-const ARP_LENGTH = 28;
 const ZERO_MAC = Buffer.alloc(6);
 
 /** The ARP layer of one Ethernet interface. */
@@ -114,7 +112,7 @@ export class Arp {
     this.#addresses = [...addresses];
     for (const address of added) {
       if (address === 0) continue;
-      this.#send(OP_REQUEST, BROADCAST, address, ZERO_MAC, address);
+      this.#send(ARP_OP.REQUEST, BROADCAST, address, ZERO_MAC, address);
       this.#stats.gratuitousSent++;
     }
   }
@@ -229,7 +227,7 @@ export class Arp {
     }
     pending.sent++;
     this.#stats.requestsSent++;
-    this.#send(OP_REQUEST, BROADCAST, this.#sourceFor(ip), ZERO_MAC, ip);
+    this.#send(ARP_OP.REQUEST, BROADCAST, this.#sourceFor(ip), ZERO_MAC, ip);
     pending.timer = this.#clock.setTimer(this.#retryMs, () => this.#request(ip, pending));
   }
 
@@ -260,15 +258,12 @@ export class Arp {
   }
 
   #receive(p: Buffer): void {
-    // Ethernet (1) / IPv4 (0x0800), hardware length 6, protocol length 4.
-    if (p.length < ARP_LENGTH || p.readUInt16BE(0) !== 1 || p.readUInt16BE(2) !== 0x0800 || p[4] !== 6 || p[5] !== 4) {
+    const packet = parseArp(p);
+    if (packet === undefined) {
       this.#stats.malformed++;
       return;
     }
-    const op = p.readUInt16BE(6);
-    const senderMac = p.subarray(8, 14);
-    const senderIp = p.readUInt32BE(14);
-    const targetIp = p.readUInt32BE(24);
+    const { op, senderMac, senderIp, targetIp } = packet;
     if ((senderMac[0]! & 1) === 1) {
       this.#stats.malformed++; // a group MAC is never a host's address
       return;
@@ -277,13 +272,13 @@ export class Arp {
     // RFC 826 merge: refresh what we already know; learn the sender when we are the target or
     // we asked for it.
     if (this.#cache.has(senderIp) || forUs || this.#pending.has(senderIp)) this.#learn(senderIp, senderMac);
-    if (op === OP_REQUEST) {
+    if (op === ARP_OP.REQUEST) {
       this.#stats.requestsReceived++;
       if (forUs && senderIp !== targetIp) {
-        this.#send(OP_REPLY, senderMac, targetIp, senderMac, senderIp);
+        this.#send(ARP_OP.REPLY, senderMac, targetIp, senderMac, senderIp);
         this.#stats.repliesSent++;
       }
-    } else if (op === OP_REPLY) {
+    } else if (op === ARP_OP.REPLY) {
       this.#stats.repliesReceived++;
     } else {
       this.#stats.malformed++;
@@ -293,19 +288,8 @@ export class Arp {
   #send(op: number, dstMac: Buffer, senderIp: number, targetMac: Buffer, targetIp: number): void {
     const own = this.#eth.mac;
     this.#eth.write(dstMac, ETHERTYPE.ARP, {
-      size: ARP_LENGTH,
-      fill: (b) => {
-        b.writeUInt16BE(1, 0);
-        b.writeUInt16BE(0x0800, 2);
-        b[4] = 6;
-        b[5] = 4;
-        b.writeUInt16BE(op, 6);
-        own.copy(b, 8);
-        b.writeUInt32BE(senderIp, 14);
-        targetMac.copy(b, 18);
-        b.writeUInt32BE(targetIp, 24);
-        return ARP_LENGTH;
-      },
+      size: ARP_PACKET_LENGTH,
+      fill: (b) => writeArp(b, { op, senderMac: own, senderIp, targetMac, targetIp }),
     });
   }
 }

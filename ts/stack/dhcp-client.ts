@@ -27,7 +27,7 @@ import {
   prefixOfMask,
   readAddressListOption,
   readUint32Option,
-} from './dhcp-wire.js';
+} from '../wire/dhcp.js';
 import type { Ipv4Interface, Ipv4Layer } from './ipv4.js';
 import type { Udp, UdpSocket } from './udp.js';
 

@@ -24,7 +24,7 @@ import {
   prefixOfMask,
   readUint32Option,
   uint32Option,
-} from './dhcp-wire.js';
+} from '../wire/dhcp.js';
 import type { Ipv4Interface } from './ipv4.js';
 import type { Udp, UdpSocket } from './udp.js';
 

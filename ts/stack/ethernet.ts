@@ -88,6 +88,26 @@ export class Ethernet {
     this.#stats.txFrames++;
   }
 
+  #frameSource: Buffer = BROADCAST;
+  #frameAt = 0;
+  #frameLength = 0;
+  readonly #copyFrame = (buffer: Buffer): number => {
+    this.#frameSource.copy(buffer, 0, this.#frameAt, this.#frameAt + this.#frameLength);
+    return this.#frameLength;
+  };
+
+  /**
+   * Sends a frame built whole elsewhere (headers included) at `source[at..at+length]`, copied
+   * once into the device's buffer. Frames longer than the MTU allows are the device's to drop.
+   */
+  writeFrame(source: Buffer, at: number, length: number): void {
+    this.#frameSource = source;
+    this.#frameAt = at;
+    this.#frameLength = length;
+    this.net.write(length, this.#copyFrame);
+    this.#stats.txFrames++;
+  }
+
   /** Counters. */
   stats(): EthernetStats {
     return { ...this.#stats };

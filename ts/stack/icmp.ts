@@ -6,19 +6,23 @@
  * @module
  */
 import { formatIpv4Address, parseIpv4Address } from '../address.js';
-import { checksum, onesComplementSum } from '../checksum.js';
 import type { Clock } from '../clock.js';
 import { MorganaError } from '../errors.js';
 import type { Ipv4Datagram, Ipv4Interface, Ipv4Layer } from './ipv4.js';
 import { PingTracker } from './ping.js';
 import { TokenBucket } from './token-bucket.js';
+import {
+  ICMPV4,
+  IP_PROTOCOL_ICMP as PROTO_ICMP,
+  echoHeader,
+  echoIdentifier,
+  echoSequence,
+  errorMessage,
+  icmpv4Valid,
+  parseIcmpv4Error,
+} from '../wire/icmpv4.js';
 
-const PROTO_ICMP = 1;
-const ECHO_REPLY = 0;
-const UNREACHABLE = 3;
-const ECHO_REQUEST = 8;
-const TIME_EXCEEDED = 11;
-const PARAMETER_PROBLEM = 12;
+const { ECHO_REPLY, UNREACHABLE, ECHO_REQUEST, TIME_EXCEEDED, PARAMETER_PROBLEM, TIMESTAMP, TIMESTAMP_REPLY } = ICMPV4;
 
 /** Result of a successful {@link Icmp.ping}. */
 export interface PingResult {
@@ -76,7 +80,7 @@ export class Icmp {
     ip.onIcmpError(PROTO_ICMP, (report) => {
       const quoted = report.original.payload;
       if (quoted.length < 8 || quoted[0] !== ECHO_REQUEST) return;
-      this.#pings.reject(quoted.readUInt16BE(4), quoted.readUInt16BE(6), (rttMs) => {
+      this.#pings.reject(echoIdentifier(quoted), echoSequence(quoted), (rttMs) => {
         const error = new MorganaError(report.type === TIME_EXCEEDED ? 'ERR_ICMP_TIME_EXCEEDED' : 'ERR_ICMP_UNREACHABLE', `${report.from} reported type ${report.type} code ${report.code}`);
         return Object.assign(error, { from: report.from, rttMs, icmpType: report.type });
       });
@@ -133,7 +137,7 @@ export class Icmp {
     // Never about: ICMP errors, non-initial fragments, broadcast/multicast or unspecified sources.
     if (packet[9] === PROTO_ICMP && packet.length > headerLength) {
       const t = packet[headerLength]!;
-      if (t !== ECHO_REQUEST && t !== ECHO_REPLY && t !== 13 && t !== 14) return;
+      if (t !== ECHO_REQUEST && t !== ECHO_REPLY && t !== TIMESTAMP && t !== TIMESTAMP_REPLY) return;
     }
     if (fragmentOffset !== 0 || src === 0 || src === 0xffffffff || src >>> 28 === 0xe || dst >>> 28 === 0xe) return;
     if (!this.#errorTokens.take()) {
@@ -141,12 +145,7 @@ export class Icmp {
       return;
     }
     const quoted = packet.subarray(0, Math.min(packet.length, headerLength + 8));
-    const message = Buffer.alloc(8 + quoted.length);
-    message[0] = type;
-    message[1] = code;
-    if (type === UNREACHABLE && code === 4 && mtu !== undefined) message.writeUInt16BE(mtu, 6);
-    quoted.copy(message, 8);
-    message.writeUInt16BE(checksum(message), 2);
+    const message = errorMessage(type, code, quoted, mtu);
     try {
       this.#ip.write(src, PROTO_ICMP, { payloads: [message], src: iface.address || undefined });
       this.#stats.errorsSent++;
@@ -156,17 +155,13 @@ export class Icmp {
   }
 
   #sendEcho(dst: number, type: number, identifier: number, sequence: number, data: Uint8Array, ttl?: number, src?: number): void {
-    const header = Buffer.alloc(8);
-    header[0] = type;
-    header.writeUInt16BE(identifier, 4);
-    header.writeUInt16BE(sequence, 6);
-    header.writeUInt16BE(checksum(data, onesComplementSum(header)), 2);
+    const header = echoHeader(type, identifier, sequence, data);
     this.#ip.write(dst, PROTO_ICMP, { payloads: [header, data], ttl, src });
   }
 
   #receive(d: Ipv4Datagram): void {
     const m = d.payload;
-    if (m.length < 8 || checksum(m) !== 0) {
+    if (!icmpv4Valid(m)) {
       this.#stats.malformed++;
       return;
     }
@@ -175,32 +170,21 @@ export class Icmp {
       this.#stats.echoRequestsReceived++;
       if (d.broadcast) return; // no smurf amplification
       try {
-        this.#sendEcho(d.src, ECHO_REPLY, m.readUInt16BE(4), m.readUInt16BE(6), m.subarray(8), undefined, d.dst);
+        this.#sendEcho(d.src, ECHO_REPLY, echoIdentifier(m), echoSequence(m), m.subarray(8), undefined, d.dst);
         this.#stats.echoRepliesSent++;
       } catch {
         // No route back: the request is dropped.
       }
     } else if (type === ECHO_REPLY) {
-      this.#pings.resolve(m.readUInt16BE(4), m.readUInt16BE(6), (rttMs) => ({ rttMs, ttl: d.ttl, bytes: m.length, from: formatIpv4Address(d.src) }));
+      this.#pings.resolve(echoIdentifier(m), echoSequence(m), (rttMs) => ({ rttMs, ttl: d.ttl, bytes: m.length, from: formatIpv4Address(d.src) }));
     } else if (type === UNREACHABLE || type === TIME_EXCEEDED || type === PARAMETER_PROBLEM) {
       this.#stats.errorsReceived++;
-      const inner = m.subarray(8);
-      if (inner.length < 20 || inner[0]! >> 4 !== 4) {
+      const error = parseIcmpv4Error(m);
+      if (error === undefined) {
         this.#stats.malformed++;
         return;
       }
-      const innerHeader = (inner[0]! & 0x0f) * 4;
-      if (inner.length < innerHeader) {
-        this.#stats.malformed++;
-        return;
-      }
-      this.#ip.reportIcmpError({
-        type,
-        code: m[1]!,
-        from: formatIpv4Address(d.src),
-        mtu: type === UNREACHABLE && m[1] === 4 ? m.readUInt16BE(6) : undefined,
-        original: { src: inner.readUInt32BE(12), dst: inner.readUInt32BE(16), protocol: inner[9]!, payload: inner.subarray(innerHeader) },
-      });
+      this.#ip.reportIcmpError({ ...error, from: formatIpv4Address(d.src) });
     }
   }
 }

@@ -20,7 +20,7 @@ import {
   parseError,
   setIcmpv6Checksum,
   verifyIcmpv6Checksum,
-} from './icmpv6-wire.js';
+} from '../wire/icmpv6.js';
 import {
   type Ipv6Datagram,
   type Ipv6Interface,

@@ -8,11 +8,13 @@ import { type Clock, systemClock } from '../clock.js';
 import { MorganaError, OutOfRangeError } from '../errors.js';
 import type { NetDevice, NetStats } from '../net/device.js';
 import type { ReassemblerOptions } from '../reassembly.js';
+import { type MetricsOptions, stackMetrics } from '../metrics/collect.js';
 import { defaultRandom } from '../random.js';
 import { Arp, type ArpOptions, type ArpStats } from './arp.js';
 import { DhcpClient, type DhcpClientOptions, type DhcpLease } from './dhcp-client.js';
 import { Ethernet, type EthernetStats } from './ethernet.js';
 import { Icmp, type IcmpOptions, type IcmpStats } from './icmp.js';
+import type { IpOutput } from './ip-output.js';
 import { type Ipv4Interface, Ipv4Layer, type Ipv4Stats, type Route } from './ipv4.js';
 import { Icmpv6, type Icmpv6Options, type Icmpv6Stats } from './icmpv6.js';
 import { Ipv6Layer, type Ipv6Stats, ipv6Bytes, isMulticast, isUnspecified } from './ipv6.js';
@@ -107,7 +109,11 @@ export interface StackOptions {
   clock?: Clock;
   arp?: ArpOptions;
   icmp?: IcmpOptions;
-  /** Reassembly limits (default 256 KiB / 16 fragments / 10 s, as MirageOS 3.5). */
+  /**
+   * Reassembly limits (default 256 KiB / 16 fragments / 10 s, as MirageOS 3.5). 16 fragments
+   * of 1,480 bytes at MTU 1500 make datagrams up to 23,680 bytes; larger ones are dropped
+   * (counted) unless `maxFragments` is raised.
+   */
   reassembly?: ReassemblerOptions;
   /** TCP settings (buffers, timers). */
   tcp?: TcpOptions;
@@ -162,6 +168,11 @@ export interface Stack {
   readonly slaac: Slaac | undefined;
   readonly mld: Mld | undefined;
   stats(): StackStats;
+  /**
+   * Every layer's counters as Prometheus text (or OpenMetrics with `{ format: 'openmetrics' }`):
+   * `morgana_tcp_segments_received_total{stack="10.0.0.2"}`, … — the same values as {@link stats}.
+   */
+  metrics(options?: MetricsOptions): string;
   /** Stops timers and closes the NET devices. */
   close(): Promise<void>;
 }
@@ -220,7 +231,7 @@ export async function createStack(options: StackOptions): Promise<Stack> {
     randomUint32,
   });
   const icmp = new Icmp(ipv4, clock, randomUint32, options.icmp);
-  const v6 = options.ipv6 === undefined ? undefined : setUpIpv6(options, configs, interfaces.map((i) => i.eth), clock, randomUint32);
+  const v6 = options.ipv6 === undefined ? undefined : setUpIpv6(options, configs, interfaces.map((i) => i.eth), clock, randomUint32, ipv4.output);
   const udp = new Udp(ipv4, icmp, randomUint32);
   const tcp = new Tcp(ipv4, clock, randomUint32, interfaces[0]!.eth.mtu, options.tcp);
   let closed = false;
@@ -270,6 +281,9 @@ export async function createStack(options: StackOptions): Promise<Stack> {
         slaac: v6.slaac.stats(),
       }),
     }),
+    metrics(metricsOptions?: MetricsOptions) {
+      return stackMetrics(stack, metricsOptions);
+    },
     async close() {
       if (closed) return;
       closed = true;
@@ -305,7 +319,7 @@ export function parseCidr6(text: string): { address: Buffer; prefix: number } {
 }
 
 /** Builds the IPv6 side of a stack: layer, ICMPv6, ND, MLD, then addresses (DAD starts here). */
-function setUpIpv6(options: StackOptions, configs: InterfaceConfig[], eths: Ethernet[], clock: Clock, randomUint32: () => number) {
+function setUpIpv6(options: StackOptions, configs: InterfaceConfig[], eths: Ethernet[], clock: Clock, randomUint32: () => number, output: IpOutput) {
   const given = options.ipv6!;
   const o: Ipv6Options = given === 'auto' ? { auto: true } : typeof given === 'string' ? { address: given } : given;
   const list = (a: Cidr | Cidr[] | undefined) => (a === undefined ? [] : Array.isArray(a) ? a : [a]).map(parseCidr6);
@@ -332,6 +346,7 @@ function setUpIpv6(options: StackOptions, configs: InterfaceConfig[], eths: Ethe
     preferTemporary: o.temporary,
     reassembly: options.reassembly,
     randomUint32,
+    output,
   });
   const icmpv6 = new Icmpv6(ipv6, clock, randomUint32, o.icmp);
   const ndp = new Ndp(ipv6, icmpv6, clock, randomUint32, { ...o.nd, acceptRouterAdvertisements: o.nd?.acceptRouterAdvertisements ?? auto });

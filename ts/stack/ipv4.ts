@@ -8,10 +8,11 @@ import { type Ipv4AddressLike, formatIpv4Address, toIpv4Number } from '../addres
 import { checksumUpdate } from '../checksum.js';
 import type { Clock, Timer } from '../clock.js';
 import { FragmentationNeededError, MorganaError, OutOfRangeError, nativeFailure } from '../errors.js';
-import { fragment as fragmentPacket } from '../ipv4.js';
+import { fragment as fragmentPacket } from '../wire/ipv4.js';
 import { native } from '../native.js';
 import { Reassembler, type ReassemblerOptions } from '../reassembly.js';
 import type { Arp } from './arp.js';
+import { IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
 import { BROADCAST, ETHERTYPE, type Ethernet } from './ethernet.js';
 
 /** One interface's IPv4 configuration, as numbers. */
@@ -92,6 +93,8 @@ export interface Ipv4LayerOptions {
   clock: Clock;
   /** A 32-bit random value, for the initial identification. */
   randomUint32: () => number;
+  /** IPv6 hop limit of packets built in Rust (default `ttl`). */
+  hopLimit?: number;
 }
 
 /** An ICMP error as handed to the protocol it concerns. */
@@ -125,7 +128,8 @@ export class Ipv4Layer {
   readonly #clock: Clock;
   readonly #handlers = new Map<number, ProtocolHandler>();
   readonly #errorSinks = new Map<number, IcmpErrorListener[]>();
-  #identification: number;
+  /** The send path's Rust state (identification, fast-path neighbours), shared with IPv6. */
+  readonly output: IpOutput;
   #expiryTimer: Timer | undefined;
   #closed = false;
   /** Set by the ICMP layer: sends ICMP errors about a received packet. */
@@ -140,7 +144,7 @@ export class Ipv4Layer {
     this.forwarding = options.forwarding ?? false;
     this.reassembler = new Reassembler(options.reassembly);
     this.#clock = options.clock;
-    this.#identification = options.randomUint32() & 0xffff;
+    this.output = new IpOutput(options.randomUint32, this.defaultTtl, options.hopLimit ?? this.defaultTtl);
     for (const iface of this.interfaces) {
       iface.eth.on(ETHERTYPE.IPV4, (payload) => this.#receive(payload, iface));
       iface.arp.setAddresses(iface.address ? [iface.address] : []);
@@ -168,6 +172,7 @@ export class Ipv4Layer {
     iface.address = address;
     iface.prefix = prefix;
     iface.arp.setAddresses(address ? [address] : []);
+    this.output.clear();
   }
 
   /** Whether `ip` is one of this stack's addresses. */
@@ -310,14 +315,20 @@ export class Ipv4Layer {
     if (!iface.arp.resolve(nextHop, transmit)) this.#stats.sendFailures++;
   }
 
-  /** @internal Counts a packet that a transport built whole and handed to Ethernet itself. */
-  countSent(): void {
-    this.#stats.sent++;
+  /**
+   * @internal Lets packets to `dst` take the Rust fast path for a while (see {@link IpOutput}):
+   * installs its neighbour entry when the route and the next hop's MAC are known.
+   */
+  offerFastPath(dst: number): void {
+    const route = this.route(dst);
+    if (!route || this.#isBroadcastFor(dst, route.iface) || dst >>> 28 === 0xe) return;
+    const mac = route.iface.arp.lookup(route.nextHop);
+    if (!mac) return;
+    this.output.install4(dst, route.iface.eth, mac, route.iface.eth.mtu, this.#clock.now() + NEIGHBOUR_REFRESH_MS);
   }
 
   #nextIdentification(): number {
-    this.#identification = (this.#identification + 1) & 0xffff;
-    return this.#identification;
+    return this.output.nextIdentification();
   }
 
   #drop(reason: string): void {
@@ -408,7 +419,8 @@ export class Ipv4Layer {
 
   /** Counters (including the reassembly cache's). */
   stats(): Ipv4Stats & { reassembly: ReturnType<Reassembler['stats']> } {
-    return { ...this.#stats, dropped: { ...this.#stats.dropped }, reassembly: this.reassembler.stats() };
+    const sent = this.#stats.sent + this.output.sent().v4;
+    return { ...this.#stats, sent, dropped: { ...this.#stats.dropped }, reassembly: this.reassembler.stats() };
   }
 
   /** Stops timers. */

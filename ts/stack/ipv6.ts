@@ -17,10 +17,11 @@
 import { type Ipv6AddressLike, formatIpv6Address, toIpv6Bytes } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
 import { FragmentationNeededError, MorganaError, OutOfRangeError, nativeFailure } from '../errors.js';
-import { fragment as fragmentPacket } from '../ipv6.js';
+import { fragment as fragmentPacket } from '../wire/ipv6.js';
 import { native } from '../native.js';
 import { Ipv6Reassembler, type Ipv6ReassemblerOptions, type Ipv6ReassemblerStats } from '../reassembly.js';
 import { ETHERTYPE, type Ethernet } from './ethernet.js';
+import { type IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
 
 /** Upper-layer and extension next-header values the layer looks at. */
 const NH = { HOP_BY_HOP: 0, ROUTING: 43, FRAGMENT: 44, NO_NEXT_HEADER: 59, DESTINATION_OPTIONS: 60 } as const;
@@ -204,6 +205,8 @@ export interface Ipv6LayerOptions {
   reassembly?: Ipv6ReassemblerOptions;
   /** A 32-bit random value (fragment identifications). */
   randomUint32: () => number;
+  /** The stack's send path for packets built in Rust (the IPv4 layer's; see {@link IpOutput}). */
+  output?: IpOutput;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,6 +351,8 @@ export class Ipv6Layer {
   readonly #pmtuTimeoutMs: number;
   readonly reassembler: Ipv6Reassembler;
   readonly #random: () => number;
+  /** The stack's send path for packets built in Rust, when there is one. */
+  readonly output: IpOutput | undefined;
   #expiryTimer: Timer | undefined;
   #closed = false;
   /** Set by the ICMPv6 module: sends an error about a received packet. */
@@ -362,6 +367,7 @@ export class Ipv6Layer {
     this.#pmtuTimeoutMs = options.pathMtuTimeoutMs ?? 600_000;
     this.reassembler = new Ipv6Reassembler(options.reassembly);
     this.#random = options.randomUint32;
+    this.output = options.output;
     this.interfaces = options.interfaces.map(({ eth, name }, index) => ({
       eth,
       index,
@@ -455,6 +461,7 @@ export class Ipv6Layer {
     const i = iface.addresses.findIndex((e) => e.address.equals(address));
     if (i < 0) return;
     const [entry] = iface.addresses.splice(i, 1);
+    this.output?.clear();
     if (entry!.state !== 'duplicated') this.leaveGroup(iface, solicitedNode(entry!.address));
   }
 
@@ -537,6 +544,7 @@ export class Ipv6Layer {
       if (oldest !== undefined) this.#pmtu.delete(oldest);
     }
     this.#pmtu.set(key, { mtu: value, expiresAt: now + this.#pmtuTimeoutMs });
+    this.output?.clear();
     return value;
   }
 
@@ -769,9 +777,19 @@ export class Ipv6Layer {
     if (!iface.neighbours.resolve(Buffer.from(nextHop), send)) this.#stats.sendFailures++;
   }
 
-  /** @internal Counts a packet that an upper layer built whole and handed to Ethernet itself. */
-  countSent(): void {
-    this.#stats.sent++;
+  /**
+   * @internal Lets packets to `dst` take the Rust fast path for a while (see {@link IpOutput}):
+   * installs its neighbour entry when the route, the neighbour's MAC and the path MTU are known.
+   * Link-local and multicast destinations always take the general path (they name an interface).
+   */
+  offerFastPath(dst: Buffer): void {
+    const output = this.output;
+    if (!output || isMulticast(dst) || (dst[0] === 0xfe && (dst[1]! & 0xc0) === 0x80)) return;
+    const route = this.route(dst);
+    const mac = route && route.iface.neighbours?.lookup(route.nextHop);
+    if (!route || !mac) return;
+    output.native.setHopLimit(this.hopLimit);
+    output.install6(dst, route.iface.eth, mac, Math.min(route.mtu, route.iface.eth.mtu), this.#clock.now() + NEIGHBOUR_REFRESH_MS);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -930,7 +948,8 @@ export class Ipv6Layer {
 
   /** Counters (including the reassembly cache's). */
   stats(): Ipv6Stats & { reassembly: Ipv6ReassemblerStats } {
-    return { ...this.#stats, dropped: { ...this.#stats.dropped }, pathMtuEntries: this.#pmtu.size, reassembly: this.reassembler.stats() };
+    const sent = this.#stats.sent + (this.output?.sent().v6 ?? 0);
+    return { ...this.#stats, sent, dropped: { ...this.#stats.dropped }, pathMtuEntries: this.#pmtu.size, reassembly: this.reassembler.stats() };
   }
 
   /** Stops timers; later writes throw `ERR_STACK_CLOSED` and received packets are ignored. */

@@ -17,7 +17,7 @@
  */
 import type { Clock, Timer } from '../clock.js';
 import type { Icmpv6 } from './icmpv6.js';
-import { ICMPV6, MLD_RECORD, MLD_RECORD_HEADER, type MldRecord, emitMldv2Report, parseMldQuery } from './icmpv6-wire.js';
+import { ICMPV6, MLD_RECORD, MLD_RECORD_HEADER, type MldRecord, emitMldv2Report, parseMldQuery } from '../wire/icmpv6.js';
 import {
   ALL_MLDV2_ROUTERS,
   type Ipv6Datagram,

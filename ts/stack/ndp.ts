@@ -40,7 +40,7 @@ import {
   parseRedirect,
   parseRouterAdvertisement,
   parseRouterSolicitation,
-} from './icmpv6-wire.js';
+} from '../wire/icmpv6.js';
 import {
   ALL_NODES,
   ALL_ROUTERS,

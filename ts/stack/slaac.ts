@@ -22,7 +22,7 @@ import { createHash } from 'node:crypto';
 import { formatIpv6Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
 import { MorganaError } from '../errors.js';
-import type { PrefixInformation } from './icmpv6-wire.js';
+import type { PrefixInformation } from '../wire/icmpv6.js';
 import {
   type Ipv6AddressEntry,
   type Ipv6AddressOrigin,

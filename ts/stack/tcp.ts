@@ -5,13 +5,15 @@
  * for the engine's next deadline) and turns connections into Node `Duplex` streams shaped like
  * `net.Socket`. Listeners are dual-stack unless `ipv6Only` (or an IPv4 `host`) says otherwise.
  *
- * IPv4 crosses the native boundary as numbers (the fast path); IPv6 addresses as 16-byte
- * buffers through the engine's `…6` methods. Packets drained from the engine carry a family bit
- * in their length word; an IPv6 packet's addresses are read from the header Rust wrote.
- *
- * Crossings are batched: segments received in one delivery turn are handed in one by one, then a
- * single `poll` (scheduled as a microtask) produces every segment to send into one buffer with a
- * Uint32Array of lengths and addresses, and every event as `[kind, handle, arg]` triples.
+ * One crossing per event-loop turn: segments received during the turn are copied into one
+ * input buffer (IPv4 addresses as numbers, IPv6 ones as 16 bytes before the segment), and a
+ * single `turn` (scheduled as a microtask, or run by the engine's timer) processes them, runs the
+ * timers and returns every packet to send in one buffer, every event as `[kind, handle, arg]`
+ * triples and the next deadline. Packets to destinations the IP layer has a neighbour entry for
+ * come back as whole Ethernet frames (headers written by the IP layer's send path in Rust,
+ * {@link IpOutput}); the rest as bare segments, handed to the IP layer's general path (ARP,
+ * neighbour discovery, routes, path MTU), which may then install the entry. A connection is
+ * touched only to hand it data (`send`) or take data (`recv`).
  * @module
  */
 import { Duplex } from 'node:stream';
@@ -19,29 +21,32 @@ import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
 import { MorganaError, assertInteger } from '../errors.js';
 import { native } from '../native.js';
-import { ETHERTYPE } from './ethernet.js';
 import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
 import type { IcmpErrorReport, Ipv4Datagram, Ipv4Layer } from './ipv4.js';
 import type { Icmpv6ErrorReport, Ipv6Datagram, Ipv6Layer } from './ipv6.js';
 
 const PROTO_TCP = 6;
-const IPV4_HEADER = 20;
-const IPV6_HEADER = 40;
-/** Bit 31 of a drained packet's length word: an IPv6 packet (`DRAIN_IPV6` in the binding). */
-const DRAIN_IPV6 = native.DRAIN_IPV6;
-const LENGTH_MASK = 0x7fff_ffff;
+/** Output length word flags and mask, and input words per segment (from the binding). */
+const OUT_IPV6 = native.TCP_OUT_IPV6;
+const OUT_FRAME = native.TCP_OUT_FRAME;
+const OUT_LENGTH = native.TCP_OUT_LENGTH;
+const IN_WORDS = native.TCP_IN_WORDS;
+/** Input batch: bytes, and segments, per turn (a fuller batch runs a turn at once). */
+const IN_BYTES = 1 << 20;
+const IN_SEGMENTS = 2048;
 const EPHEMERAL_LOW = 49_152;
 const EPHEMERAL_COUNT = 65_536 - EPHEMERAL_LOW;
 const READ_CHUNK = 64 * 1024;
 
-const EVENT_CONNECTED = 1;
-const EVENT_ACCEPTED = 2;
-const EVENT_READABLE = 3;
-const EVENT_WRITABLE = 4;
-const EVENT_PEER_CLOSED = 5;
-const EVENT_CLOSED = 6;
-const EVENT_ERROR = 7;
-const ERROR_NAMES = ['', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH'] as const;
+const EVENT_CONNECTED = native.TCP_EVENT_CONNECTED;
+const EVENT_ACCEPTED = native.TCP_EVENT_ACCEPTED;
+const EVENT_READABLE = native.TCP_EVENT_READABLE;
+const EVENT_WRITABLE = native.TCP_EVENT_WRITABLE;
+const EVENT_PEER_CLOSED = native.TCP_EVENT_PEER_CLOSED;
+const EVENT_CLOSED = native.TCP_EVENT_CLOSED;
+const EVENT_ERROR = native.TCP_EVENT_ERROR;
+/** Connection failure codes: an error event's arg n names entry n − 1. */
+const ERROR_NAMES = native.tcpSocketErrorCodes();
 const ERROR_TEXT: Record<string, string> = {
   ECONNREFUSED: 'connection refused',
   ECONNRESET: 'connection reset by peer',
@@ -56,6 +61,11 @@ const engineErrors = native.tcpErrorCodes();
 function engineFailure(result: number, what: string): MorganaError {
   const code = engineErrors[-result - 1] ?? 'ERR_INTERNAL';
   return new MorganaError(code, `${what}: ${code}`);
+}
+
+/** The error of a call or pending operation that the stack's closing cut short. */
+function stackClosed(what: string): MorganaError {
+  return new MorganaError('ERR_STACK_CLOSED', `${what}: the stack is closed`);
 }
 
 /** Settings of a stack's TCP (all optional). Times are in milliseconds. */
@@ -181,16 +191,19 @@ export class Tcp {
   readonly #listeners4 = new Map<number, Listener>();
   readonly #listeners6 = new Map<number, Listener>();
   #ip6: Ipv6Layer | undefined;
-  /** The last IPv6 destination's route, reused while packets go to the same address. */
-  readonly #lastDst6 = Buffer.alloc(16);
-  #route6: ReturnType<Ipv6Layer['route']>;
-  #mac6: Buffer | undefined;
   /** Scratch for the engine's `addresses6`. */
   readonly #addr6 = Buffer.alloc(32);
   readonly #connecting = new Map<number, PendingConnect>();
+  /** Segments received this turn: bytes, `[offset, length, family, src, dst]` per segment. */
+  readonly #in = Buffer.allocUnsafe(IN_BYTES);
+  readonly #inMeta = new Uint32Array(IN_WORDS * IN_SEGMENTS);
+  #inCount = 0;
+  #inAt = 0;
   readonly #out = Buffer.allocUnsafe(1 << 20);
   readonly #outMeta = new Uint32Array(3 * 4096);
   readonly #events = new Uint32Array(3 * 1024);
+  /** `turn`'s result: packets, events, next deadline, more. */
+  readonly #result = new Float64Array(4);
   #timer: Timer | undefined;
   #timerAt = -1;
   #scheduled = false;
@@ -222,7 +235,29 @@ export class Tcp {
 
   #receive6(d: Ipv6Datagram): void {
     if (this.#closed || d.multicast) return;
-    this.engine.onSegment6(d.src, d.dst, d.payload, this.#clock.now());
+    const at = this.#reserve(32 + d.payload.length);
+    this.#in.set(d.src, at);
+    this.#in.set(d.dst, at + 16);
+    this.#push(at + 32, d.payload, 6, 0, 0);
+  }
+
+  /** Room for `size` bytes in the input batch (running a turn first when it is full). */
+  #reserve(size: number): number {
+    if (this.#inAt + size > IN_BYTES || this.#inCount === IN_SEGMENTS) this.#flush();
+    return this.#inAt;
+  }
+
+  /** Copies one segment into the input batch at `at` and schedules the turn. */
+  #push(at: number, payload: Buffer, family: number, src: number, dst: number): void {
+    this.#in.set(payload, at);
+    const m = this.#inCount++ * IN_WORDS;
+    const meta = this.#inMeta;
+    meta[m] = at;
+    meta[m + 1] = payload.length;
+    meta[m + 2] = family;
+    meta[m + 3] = src;
+    meta[m + 4] = dst;
+    this.#inAt = (at + payload.length + 7) & ~7;
     this.schedule();
   }
 
@@ -254,8 +289,7 @@ export class Tcp {
 
   #receive(d: Ipv4Datagram): void {
     if (this.#closed || d.broadcast) return;
-    this.engine.onSegment(d.src, d.dst, d.payload, this.#clock.now());
-    this.schedule();
+    this.#push(this.#reserve(d.payload.length), d.payload, 4, d.src, d.dst);
   }
 
   /** @internal The stack's clock. */
@@ -270,130 +304,96 @@ export class Tcp {
     queueMicrotask(() => this.#flush());
   }
 
+  /** One turn of the engine: the input batch in; packets, events and the deadline out. */
   #flush(): void {
     this.#scheduled = false;
     if (this.#closed) return;
-    for (let round = 0; round < 64; round++) {
-      this.engine.poll(this.#clock.now());
-      this.#transmit();
-      this.#dispatch();
-      if (!this.engine.hasPending()) break;
+    const count = this.#inCount;
+    this.#inCount = 0;
+    this.#inAt = 0;
+    const r = this.#result;
+    const output = this.#ip.output.native;
+    this.engine.turn(output, this.#in, this.#inMeta, count, this.#clock.now(), this.#out, this.#outMeta, this.#events, r);
+    let packets = r[0]!;
+    const events = r[1]!;
+    const deadline = r[2]!;
+    const more = r[3]! !== 0;
+    // Copy the events: handlers may take further events into the shared array.
+    const batch = events > 0 ? this.#events.slice(0, events * 3) : undefined;
+    while (packets > 0) {
+      this.#transmit(packets);
+      packets = more ? this.engine.drain(output, this.#out, this.#outMeta, this.#clock.now()) : 0;
     }
-    if (this.engine.hasPending()) setImmediate(() => this.schedule());
-    this.#armTimer();
-  }
-
-  /**
-   * Sends what the engine produced. The engine writes whole IPv4 packets (header included), so
-   * when the next hop's MAC is known a packet goes straight to Ethernet, copied once into the
-   * device's frame; otherwise (ARP pending, no route) it takes the IPv4 layer's general path.
-   */
-  #transmit(): void {
-    const ttl = this.#ip.defaultTtl;
-    const hopLimit = this.#ip6?.hopLimit ?? ttl;
-    let lastDst = -1;
-    let route: ReturnType<Ipv4Layer['route']>;
-    let mac: Buffer | undefined;
-    this.#route6 = undefined;
-    for (;;) {
-      const n = this.engine.drainPackets(this.#out, this.#outMeta, ttl, hopLimit);
-      if (n === 0) return;
-      let at = 0;
-      for (let i = 0; i < n; i++) {
-        const word = this.#outMeta[i * 3]!;
-        if (word >= DRAIN_IPV6) {
-          const len = word & LENGTH_MASK;
-          this.#transmit6(at, len, this.#outMeta[i * 3 + 2]!);
-          at += len;
-          continue;
-        }
-        const len = word;
-        const dst = this.#outMeta[i * 3 + 2]!;
-        if (dst !== lastDst) {
-          lastDst = dst;
-          route = this.#ip.route(dst);
-          mac = route ? route.iface.arp.lookup(route.nextHop) : undefined;
-        }
-        try {
-          if (route && mac && len <= route.iface.eth.mtu) {
-            this.#fillAt = at;
-            this.#fillLength = len;
-            this.#fillRequest.size = len;
-            route.iface.eth.write(mac, ETHERTYPE.IPV4, this.#fillRequest);
-            this.#ip.countSent(); // built in Rust, so IPv4's counters learn of it here
-          } else {
-            const src = this.#outMeta[i * 3 + 1]!;
-            this.#ip.write(dst, PROTO_TCP, { payloads: [this.#out.subarray(at + IPV4_HEADER, at + len)], fragment: false, src });
-            lastDst = -1;
-          }
-        } catch {
-          this.#sendFailures++;
-        }
-        at += len;
+    if (batch) this.#dispatch(batch, events);
+    if (more) {
+      for (let n = this.engine.takeEvents(this.#events); n > 0; n = this.engine.takeEvents(this.#events)) {
+        this.#dispatch(this.#events.slice(0, n * 3), n);
       }
+      this.schedule();
+    }
+    this.#armTimer(deadline);
+  }
+
+  /**
+   * Sends the `n` packets of a turn's output: whole frames straight to their interface's
+   * Ethernet, bare segments through the IP layer's general path, which may then install the
+   * destination's neighbour entry so that later packets come back as frames.
+   */
+  #transmit(n: number): void {
+    const out = this.#out;
+    const meta = this.#outMeta;
+    const ipOutput = this.#ip.output;
+    let at = 0;
+    let lastOffer = -1;
+    for (let i = 0; i < n; i++) {
+      const word = meta[i * 3]!;
+      const len = word & OUT_LENGTH;
+      try {
+        if ((word & OUT_FRAME) !== 0) {
+          const eth = ipOutput.device(meta[i * 3 + 1]!);
+          if (eth) eth.writeFrame(out, at, len);
+          else this.#sendFailures++;
+        } else if ((word & OUT_IPV6) !== 0) {
+          this.#transmit6(at, len);
+          at += 32;
+        } else {
+          const dst = meta[i * 3 + 2]!;
+          this.#ip.write(dst, PROTO_TCP, { payloads: [out.subarray(at, at + len)], fragment: false, src: meta[i * 3 + 1]! });
+          if (dst !== lastOffer) {
+            lastOffer = dst;
+            this.#ip.offerFastPath(dst);
+          }
+        }
+      } catch {
+        this.#sendFailures++;
+      }
+      at += len;
     }
   }
 
   /**
-   * Sends one IPv6 packet the engine built at `out[at..at+len]` (destination address at byte
-   * `dstAt`): straight to Ethernet when the neighbour is resolved and it fits the path MTU, else
-   * through the IPv6 layer (neighbour resolution, or a Packet Too Big it refuses to fragment).
+   * Sends one bare IPv6 segment of `len` bytes at `out[at+32..]` (its source and destination
+   * addresses in the 32 bytes before) through the IPv6 layer. A link-local destination leaves
+   * through the interface that owns the source address.
    */
-  #transmit6(at: number, len: number, dstAt: number): void {
+  #transmit6(at: number, len: number): void {
     const ip6 = this.#ip6;
     if (!ip6) {
       this.#sendFailures++;
       return;
     }
     const out = this.#out;
-    const dst = out.subarray(dstAt, dstAt + 16);
-    const src = out.subarray(at + 8, at + 24);
-    // A link-local destination leaves through the interface that owns the source address.
+    // Copied: the layer may keep them while the neighbour resolves, and `out` is reused.
+    const src = Buffer.from(out.subarray(at, at + 16));
+    const dst = Buffer.from(out.subarray(at + 16, at + 32));
     const linkLocal = dst[0] === 0xfe && (dst[1]! & 0xc0) === 0x80;
     const iface = linkLocal ? ip6.findAddress(src)?.iface : undefined;
-    if (!this.#route6 || linkLocal || out.compare(this.#lastDst6, 0, 16, dstAt, dstAt + 16) !== 0) {
-      dst.copy(this.#lastDst6);
-      this.#route6 = ip6.route(dst, iface);
-      this.#mac6 = this.#route6?.iface.neighbours?.lookup(this.#route6.nextHop);
-    }
-    const route = this.#route6;
-    try {
-      if (route && this.#mac6 && len <= route.mtu && len <= route.iface.eth.mtu) {
-        this.#fillAt = at;
-        this.#fillLength = len;
-        this.#fillRequest.size = len;
-        route.iface.eth.write(this.#mac6, ETHERTYPE.IPV6, this.#fillRequest);
-        ip6.countSent();
-      } else {
-        // The layer builds the packet at once; the addresses are copied because it may keep
-        // them while the neighbour resolves, and `out` is reused.
-        const payload = out.subarray(at + IPV6_HEADER, at + len);
-        ip6.write(Buffer.from(dst), PROTO_TCP, { payloads: [payload], fragment: false, src: Buffer.from(src), iface });
-        this.#route6 = undefined;
-      }
-    } catch {
-      this.#sendFailures++;
-    }
+    ip6.write(dst, PROTO_TCP, { payloads: [out.subarray(at + 32, at + 32 + len)], fragment: false, src, iface });
+    ip6.offerFastPath(dst);
   }
 
-  #fillAt = 0;
-  #fillLength = 0;
-  readonly #fillRequest = {
-    size: 0,
-    fill: (frame: Buffer): number => {
-      this.#out.copy(frame, 0, this.#fillAt, this.#fillAt + this.#fillLength);
-      return this.#fillLength;
-    },
-  };
-
-  #dispatch(): void {
-    for (;;) {
-      const n = this.engine.takeEvents(this.#events);
-      if (n === 0) return;
-      // Copy: handlers may re-enter the engine and overwrite the shared array.
-      const batch = this.#events.slice(0, n * 3);
-      for (let i = 0; i < n; i++) this.#event(batch[i * 3]!, batch[i * 3 + 1]!, batch[i * 3 + 2]!);
-    }
+  #dispatch(batch: Uint32Array, n: number): void {
+    for (let i = 0; i < n; i++) this.#event(batch[i * 3]!, batch[i * 3 + 1]!, batch[i * 3 + 2]!);
   }
 
   #event(kind: number, handle: number, arg: number): void {
@@ -421,7 +421,7 @@ export class Tcp {
         break;
       }
       case EVENT_READABLE:
-        conn._pull();
+        conn._pull(arg);
         break;
       case EVENT_WRITABLE:
         conn._drainPending();
@@ -433,7 +433,7 @@ export class Tcp {
         conn._engineClosed();
         break;
       case EVENT_ERROR: {
-        const code = ERROR_NAMES[arg] ?? 'ECONNRESET';
+        const code = ERROR_NAMES[arg - 1] ?? 'ECONNRESET';
         const error = new MorganaError(code, `${ERROR_TEXT[code] ?? code} (${formatEndpoint(conn.remoteAddress, conn.remotePort)})`);
         const pending = this.#connecting.get(handle);
         this.#connecting.delete(handle);
@@ -445,8 +445,7 @@ export class Tcp {
     }
   }
 
-  #armTimer(): void {
-    const at = this.engine.nextDeadline();
+  #armTimer(at: number): void {
     if (at < 0) {
       this.#timer?.cancel();
       this.#timer = undefined;
@@ -470,6 +469,7 @@ export class Tcp {
    * `EADDRINUSE` when the port is taken.
    */
   listen(port: number, onConnection: (conn: TcpConnection) => void, options: TcpListenOptions = {}): TcpServer {
+    if (this.#closed) throw stackClosed(`listen on port ${port}`);
     assertInteger(port, 'port', 1, 65_535);
     const backlog = options.backlog ?? 511;
     assertInteger(backlog, 'backlog', 1, 0xffff_ffff);
@@ -500,11 +500,13 @@ export class Tcp {
    * Opens a connection to an IPv4 or IPv6 `host` (`'10.0.0.2'`, `'2001:db8::2'`, `'fe80::1%net0'`,
    * a number or 4/16 bytes; `::ffff:a.b.c.d` means IPv4); resolves once it is established,
    * rejects with `ECONNREFUSED`, `ETIMEDOUT`, `EHOSTUNREACH`, `ERR_NO_ROUTE` (also for IPv6 on a
-   * stack without it) or `ERR_NO_SOURCE_ADDRESS` (no usable IPv6 address yet, e.g. during DAD).
+   * stack without it) or `ERR_NO_SOURCE_ADDRESS` (no usable IPv6 address yet, e.g. during DAD),
+   * and with `ERR_STACK_CLOSED` when the stack is closed before the connection is established.
    */
   connect(host: InetAddressLike, port: number, options: TcpConnectOptions = {}): Promise<TcpConnection> {
     return new Promise((resolve, reject) => {
       try {
+        if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
         assertInteger(port, 'port', 1, 65_535);
         if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
         const handle = this.#open(host, port, options.localPort);
@@ -573,12 +575,24 @@ export class Tcp {
     return { ...this.engine.stats(), sendFailures: this.#sendFailures };
   }
 
-  /** Stops the timer; connections are dropped without a word on the wire. */
+  /**
+   * Stops the timer; connections are dropped without a word on the wire. Pending connects reject
+   * and pending writes fail with `ERR_STACK_CLOSED`; later `listen` and `connect` calls too.
+   */
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
     this.#timer?.cancel();
     this.#timer = undefined;
-    for (const conn of [...this.#conns.values()]) conn.destroy();
+    this.#listeners4.clear();
+    this.#listeners6.clear();
+    for (const [handle, pending] of [...this.#connecting]) {
+      const conn = this.#conns.get(handle);
+      const to = conn ? ` to ${formatEndpoint(conn.remoteAddress, conn.remotePort)}` : '';
+      pending.reject(stackClosed(`connect${to}`));
+    }
+    this.#connecting.clear();
+    for (const conn of [...this.#conns.values()]) conn._stackClosed();
   }
 }
 
@@ -605,6 +619,8 @@ export class TcpConnection extends Duplex {
   #peerEnded = false;
   #endPushed = false;
   #engineGone = false;
+  /** Destroyed because the stack closed. */
+  #stackClosed = false;
   #pending: { chunk: Buffer; callback: (error?: Error | null) => void } | undefined;
   #bytesRead = 0;
   #bytesWritten = 0;
@@ -758,20 +774,25 @@ export class TcpConnection extends Duplex {
     this._pull();
   }
 
-  /** @internal Moves received data into the stream while it wants more. */
-  _pull(): void {
+  /**
+   * @internal Moves received data into the stream while it wants more. `readable`: the bytes
+   * the engine reported readable at the end of this turn (else asked).
+   */
+  _pull(readable?: number): void {
     if (this.#engineGone && !this.#peerEnded) return;
     const engine = this.#tcp.engine;
     let moved = false;
-    while (this.#wantRead && !this.#engineGone) {
-      const available = engine.readable(this.handle);
-      if (available === 0) break;
-      const chunk = Buffer.allocUnsafe(Math.min(available, READ_CHUNK));
+    let available = this.#wantRead && !this.#engineGone ? (readable ?? engine.readable(this.handle)) : 0;
+    while (this.#wantRead && !this.#engineGone && available > 0) {
+      const size = Math.min(available, READ_CHUNK);
+      const chunk = Buffer.allocUnsafe(size);
       const n = engine.recv(this.handle, chunk);
       if (n <= 0) break;
       moved = true;
       this.#bytesRead += n;
-      this.#wantRead = this.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+      this.#wantRead = this.push(n === size ? chunk : chunk.subarray(0, n));
+      // A full chunk may leave more behind; a short one emptied the buffer.
+      available = n === size ? engine.readable(this.handle) : 0;
     }
     if (moved) {
       this.#touch();
@@ -795,6 +816,12 @@ export class TcpConnection extends Duplex {
     this._pull();
   }
 
+  /** @internal The stack closed: the connection goes, a pending write fails with `ERR_STACK_CLOSED`. */
+  _stackClosed(): void {
+    this.#stackClosed = true;
+    this.destroy();
+  }
+
   /** @internal The connection failed (RST, timeout). */
   _failed(error: Error | undefined): void {
     this.#engineGone = true;
@@ -815,7 +842,9 @@ export class TcpConnection extends Duplex {
     }
     const pending = this.#pending;
     this.#pending = undefined;
-    pending?.callback(error ?? new MorganaError('ERR_STREAM_DESTROYED', 'connection destroyed'));
+    pending?.callback(
+      error ?? (this.#stackClosed ? stackClosed('write') : new MorganaError('ERR_STREAM_DESTROYED', 'connection destroyed')),
+    );
     this.#tcp.forget(this.handle);
     callback(error);
   }

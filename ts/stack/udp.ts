@@ -7,33 +7,25 @@
  * @module
  */
 import { formatIpv4Address, formatIpv6Address } from '../address.js';
-import { checksum, onesComplementSum, pseudoHeaderSum, pseudoHeaderSum6 } from '../checksum.js';
+import { pseudoHeaderSum, pseudoHeaderSum6 } from '../checksum.js';
 import { MorganaError, assertBytes, assertInteger } from '../errors.js';
 import type { Icmp } from './icmp.js';
 import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
 import type { IcmpErrorReport, Ipv4Datagram, Ipv4Layer } from './ipv4.js';
 import type { Icmpv6ErrorReport, Ipv6Datagram, Ipv6Layer } from './ipv6.js';
+import {
+  IP_PROTOCOL_UDP as PROTO_UDP,
+  UDP_HEADER_LENGTH as HEADER,
+  udpChecksumField,
+  udpChecksumValid,
+  udpDatagram,
+  udpDestinationPort,
+  udpHeader,
+  udpSourcePort,
+} from '../wire/udp.js';
 
-const PROTO_UDP = 17;
-const HEADER = 8;
 const EPHEMERAL_LOW = 49_152;
 const EPHEMERAL_COUNT = 65_536 - EPHEMERAL_LOW;
-
-/**
- * A UDP header for `data` with its checksum over `pseudo` (the family's pseudo-header sum). A
- * computed zero is sent as all ones: over IPv4 zero means "no checksum" (RFC 768), over IPv6 it
- * is never valid (RFC 8200 §8.1).
- */
-function udpHeader(srcPort: number, dstPort: number, data: Uint8Array, pseudo: number): Buffer {
-  const header = Buffer.allocUnsafe(HEADER);
-  header.writeUInt16BE(srcPort, 0);
-  header.writeUInt16BE(dstPort, 2);
-  header.writeUInt16BE(HEADER + data.length, 4);
-  header.writeUInt16BE(0, 6);
-  const sum = checksum(data, onesComplementSum(header, pseudo));
-  header.writeUInt16BE(sum === 0 ? 0xffff : sum, 6);
-  return header;
-}
 
 /**
  * The `fill` of an IP write that copies a built UDP header in place. The options object is
@@ -221,17 +213,14 @@ export class Udp {
    * (counted as malformed) when the header or the length it gives does not fit the payload.
    */
   #datagram(payload: Buffer): Buffer | undefined {
-    const length = payload.length < HEADER ? 0 : payload.readUInt16BE(4);
-    if (length < HEADER || length > payload.length) {
-      this.#stats.malformed++;
-      return undefined;
-    }
-    return payload.subarray(0, length);
+    const datagram = udpDatagram(payload);
+    if (datagram === undefined) this.#stats.malformed++;
+    return datagram;
   }
 
   /** Hands a checked datagram to its port's handler; false (counted) when nobody bound the port. */
   #deliver(datagram: Buffer, from: UdpPeer, info: { to: string; ttl: number }): boolean {
-    const binding = this.#bindings.get(datagram.readUInt16BE(2));
+    const binding = this.#bindings.get(udpDestinationPort(datagram));
     if (!binding) {
       this.#stats.noPort++;
       return false;
@@ -244,11 +233,11 @@ export class Udp {
   #receive(d: Ipv4Datagram): void {
     const datagram = this.#datagram(d.payload);
     if (!datagram) return;
-    if (datagram.readUInt16BE(6) !== 0 && checksum(datagram, pseudoHeaderSum(d.src, d.dst, PROTO_UDP, datagram.length)) !== 0) {
+    if (udpChecksumField(datagram) !== 0 && !udpChecksumValid(datagram, pseudoHeaderSum(d.src, d.dst, PROTO_UDP, datagram.length))) {
       this.#stats.badChecksum++;
       return;
     }
-    const from = { address: formatIpv4Address(d.src), port: datagram.readUInt16BE(0), family: 'IPv4' as const };
+    const from = { address: formatIpv4Address(d.src), port: udpSourcePort(datagram), family: 'IPv4' as const };
     if (!this.#deliver(datagram, from, { to: formatIpv4Address(d.dst), ttl: d.ttl })) {
       if (!d.broadcast) {
         // Quote the original IP packet: header and the UDP header.
@@ -261,15 +250,15 @@ export class Udp {
   #receive6(d: Ipv6Datagram): void {
     const datagram = this.#datagram(d.payload);
     if (!datagram) return;
-    if (datagram.readUInt16BE(6) === 0) {
+    if (udpChecksumField(datagram) === 0) {
       this.#stats.zeroChecksum++;
       return;
     }
-    if (checksum(datagram, pseudoHeaderSum6(d.src, d.dst, PROTO_UDP, datagram.length)) !== 0) {
+    if (!udpChecksumValid(datagram, pseudoHeaderSum6(d.src, d.dst, PROTO_UDP, datagram.length))) {
       this.#stats.badChecksum++;
       return;
     }
-    const from = { address: formatIpv6Address(d.src), port: datagram.readUInt16BE(0), family: 'IPv6' as const };
+    const from = { address: formatIpv6Address(d.src), port: udpSourcePort(datagram), family: 'IPv6' as const };
     if (!this.#deliver(datagram, from, { to: formatIpv6Address(d.dst), ttl: d.hopLimit })) {
       // ICMPv6 port unreachable (RFC 4443 §3.1 code 4), quoting the packet; the ICMPv6 module
       // applies RFC 4443 §2.4 (e) (nothing for multicast) and its rate limit.
@@ -286,9 +275,9 @@ export class Udp {
    */
   #notify(quoted: Buffer, dstAddress: string, describe: (dst: string) => MorganaError): void {
     if (quoted.length < 4) return;
-    const binding = this.#bindings.get(quoted.readUInt16BE(0));
+    const binding = this.#bindings.get(udpSourcePort(quoted));
     if (!binding) return;
-    const error = describe(formatEndpoint(dstAddress, quoted.readUInt16BE(2)));
+    const error = describe(formatEndpoint(dstAddress, udpDestinationPort(quoted)));
     for (const listener of binding.errorListeners) listener(error);
   }
 

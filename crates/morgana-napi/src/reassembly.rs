@@ -49,6 +49,8 @@ pub struct ReassemblyStats {
     pub dropped_bad_length: f64,
     pub dropped_inconsistent: f64,
     pub dropped_malformed: f64,
+    /// Fragments of a datagram already dropped (too many fragments), until its timeout.
+    pub dropped_discarded: f64,
     pub buffered_bytes: f64,
     pub pending_datagrams: f64,
 }
@@ -110,6 +112,7 @@ impl NativeReassembler {
             dropped_bad_length: s.dropped_bad_length as f64,
             dropped_inconsistent: s.dropped_inconsistent as f64,
             dropped_malformed: s.dropped_malformed as f64,
+            dropped_discarded: s.dropped_discarded as f64,
             buffered_bytes: s.buffered_bytes as f64,
             pending_datagrams: s.pending_datagrams as f64,
         }

@@ -4,6 +4,7 @@
 
 use morgana_tap::{
     Batch, Delivery, Reader, ReaderConfig, Refused, Slab, Tap, TapOptions, Writer, WriterConfig, WriterStats,
+    MAX_OFFLOAD_FRAME,
 };
 use napi::bindgen_prelude::{Buffer, BufferSlice, FnArgs, Function, Uint32Array};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -122,6 +123,9 @@ impl TapHandle {
     /// Opens TAP interface `name` (in network namespace `netns` if given), sets the kernel-side
     /// MTU, and starts the writer thread (a ring of `WriterConfig::for_mtu(mtu)`) and the
     /// reader, which calls `onBatch(frames, lengths)` once per wake-up.
+    /// With `vnetHdr`, asks for a 12-byte `virtio_net_hdr` in front of every frame both ways and
+    /// for checksum and TSO offloads (see `vnetHdr` and `offloads` for what the kernel granted);
+    /// frames are then up to 12 + 14 + 65,535 bytes and the ring's slots that long.
     /// Throws an error whose message starts with its code (`ERR_TAP_PERMISSION: …`).
     #[napi(factory)]
     pub fn open(
@@ -129,9 +133,10 @@ impl TapHandle {
         name: String,
         netns: Option<String>,
         mtu: u32,
+        vnet_hdr: bool,
         on_batch: Function<FnArgs<(Buffer, Uint32Array)>, ()>,
     ) -> Result<TapHandle> {
-        let options = TapOptions { name: &name, netns: netns.as_deref(), mtu: Some(mtu) };
+        let options = TapOptions { name: &name, netns: netns.as_deref(), mtu: Some(mtu), vnet_hdr };
         let tap = Tap::open(&options)
             .map_err(|e| Error::new(Status::GenericFailure, format!("{}: {e}", e.code())))?;
         let tsfn: Arc<BatchTsfn> = Arc::new(
@@ -145,11 +150,12 @@ impl TapHandle {
                     Ok(FnArgs::from((Buffer::from(batch.data), Uint32Array::new(batch.lengths))))
                 })?,
         );
+        let offload = tap.vnet_hdr();
         let writer = tap
-            .spawn_writer(WriterConfig::for_mtu(mtu))
+            .spawn_writer(if offload { WriterConfig::for_offload() } else { WriterConfig::for_mtu(mtu) })
             .map_err(|e| Error::new(Status::GenericFailure, format!("ERR_TAP_OPEN: writer thread: {e}")))?;
         let config = ReaderConfig {
-            max_frame: mtu as usize + 14,
+            max_frame: if offload { MAX_OFFLOAD_FRAME } else { mtu as usize + 14 },
             max_batch_frames: 64,
             max_batch_bytes: 256 * 1024,
             max_in_flight: IN_FLIGHT_BATCHES,
@@ -187,6 +193,20 @@ impl TapHandle {
     #[napi(getter)]
     pub fn name(&self) -> String {
         self.tap.as_ref().map(|t| t.name().to_owned()).unwrap_or_default()
+    }
+
+    /// Whether frames carry a 12-byte `virtio_net_hdr` in front, both ways (asked for with
+    /// `vnetHdr` and granted by the kernel); false after close.
+    #[napi(getter)]
+    pub fn vnet_hdr(&self) -> bool {
+        self.tap.as_ref().is_some_and(Tap::vnet_hdr)
+    }
+
+    /// The `TUN_F_*` offloads in effect (`TUN_F_CSUM` 1, `TUN_F_TSO4` 2, `TUN_F_TSO6` 4); 0
+    /// without the header or after close.
+    #[napi(getter)]
+    pub fn offloads(&self) -> u32 {
+        self.tap.as_ref().map_or(0, Tap::offloads)
     }
 
     /// The transmit ring's memory as one Buffer (slot `i` at `i * txSlotLength`), for filling

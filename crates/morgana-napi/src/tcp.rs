@@ -1,21 +1,33 @@
 //! TCP engine binding: one `NativeTcpEngine` per stack holds every connection of both address
-//! families. Crossings are batched: `on_segment` takes one received segment, `poll` runs timers
-//! and output, and `drain_packets` copies every produced segment, as a whole IPv4 or IPv6
-//! packet, into one caller buffer with a Uint32Array of `[length, src, dst]` triples;
-//! `take_events` fills `[kind, handle, arg]` triples.
+//! families, and one call per event-loop turn does the work: [`NativeTcpEngine::turn`] takes
+//! every segment received in the turn (one buffer plus a Uint32Array of where each is), runs
+//! them, the due timers and the output of every touched connection, and returns the segments
+//! to send, the events and the next deadline in caller-owned arrays. JavaScript touches a
+//! connection only to hand it data (`send`) or take data (`recv`).
 //!
-//! IPv4 keeps its number-only fast path (`on_segment`, `connect`, `in_use`, `on_icmp_error`
-//! take addresses as u32). IPv6 has `…6` twins that borrow 16-byte `Uint8Array`s. In
-//! `drain_packets`' metadata an IPv6 packet is marked by bit 31 of its length word
-//! ([`DRAIN_IPV6`]); its addresses need no side buffer, since they sit in the IPv6 header
-//! just written (source at byte 8, destination at byte 24 of the packet), so the other two
-//! words of its triple carry the byte offsets of those two addresses in `out`.
+//! The binding writes no IP header of its own: a segment whose destination has a fresh
+//! neighbour entry in the stack's [`NativeIpOutput`] (installed by the TypeScript IP layer)
+//! leaves as a whole Ethernet frame whose headers that send path wrote; any other segment is
+//! handed back bare, with its addresses, for the IP layer's general path.
+//!
+//! Layouts (all Uint32 words):
+//! - input meta, 5 words per segment: `[offset, length, family, src, dst]`; for family 4 the
+//!   addresses are numbers, for 6 they are the 32 bytes right before the segment (source then
+//!   destination).
+//! - output meta, 3 words per packet: `[length | OUT_FRAME, interface, 0]` for a whole frame;
+//!   `[length, src, dst]` for a bare IPv4 segment; `[length | OUT_IPV6, 0, 0]` for a bare IPv6
+//!   segment preceded in `out` by its 32 bytes of addresses (not counted in `length`).
+//! - events, 3 words each: `[kind, handle, arg]` (kinds: the `TCP_EVENT_*` constants).
+//! - result (Float64Array of 4): `[packets, events, next deadline or -1, more]`, `more` = 1
+//!   when output or events are left for `drain` / `take_events`, or connections want another
+//!   turn.
 
-use morgana_net::wire::ipv4::Ipv4Header;
-use morgana_net::wire::ipv6::Ipv6Header;
+use crate::ip_output::NativeIpOutput;
+use morgana_net::ip_out::IpOutput;
 use morgana_tcp::cc::Algorithm;
 use morgana_tcp::conn::State;
 use morgana_tcp::engine::{ConnInfo, EngineError};
+use morgana_tcp::types::ErrorCode;
 use morgana_tcp::{Config, Engine, Event, EventKind, KeepAlive, ListenFamily};
 use napi_derive::napi;
 use std::collections::VecDeque;
@@ -25,13 +37,48 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 // typed-array conversion applies, borrowing the caller's buffer without a copy.
 type BytesMut<'a> = &'a mut [u8];
 type U32sMut<'a> = &'a mut [u32];
+type F64sMut<'a> = &'a mut [f64];
 
-const IPV4_HEADER: usize = 20;
-const IPV6_HEADER: usize = 40;
-
-/// Set in a `drain_packets` length word for an IPv6 packet.
+/// Set in an output length word: a bare IPv6 segment.
 #[napi]
-pub const DRAIN_IPV6: u32 = 0x8000_0000;
+pub const TCP_OUT_IPV6: u32 = 0x8000_0000;
+/// Set in an output length word: a whole Ethernet frame.
+#[napi]
+pub const TCP_OUT_FRAME: u32 = 0x4000_0000;
+/// Mask of the length in an output length word.
+#[napi]
+pub const TCP_OUT_LENGTH: u32 = 0x3fff_ffff;
+/// Words per input segment in `turn`'s input meta.
+#[napi]
+pub const TCP_IN_WORDS: u32 = 5;
+
+/// Event kind: an active open completed.
+#[napi]
+pub const TCP_EVENT_CONNECTED: u32 = EventKind::CONNECTED;
+/// Event kind: a passive open completed (arg: the listening port); call `accept`.
+#[napi]
+pub const TCP_EVENT_ACCEPTED: u32 = EventKind::ACCEPTED;
+/// Event kind: data can be read (arg: bytes readable when the turn ended).
+#[napi]
+pub const TCP_EVENT_READABLE: u32 = EventKind::READABLE;
+/// Event kind: the send buffer has room again.
+#[napi]
+pub const TCP_EVENT_WRITABLE: u32 = EventKind::WRITABLE;
+/// Event kind: the peer sent FIN.
+#[napi]
+pub const TCP_EVENT_PEER_CLOSED: u32 = EventKind::PEER_CLOSED;
+/// Event kind: both directions finished.
+#[napi]
+pub const TCP_EVENT_CLOSED: u32 = EventKind::CLOSED;
+/// Event kind: the connection failed (arg: 1 + index in `tcpSocketErrorCodes()`).
+#[napi]
+pub const TCP_EVENT_ERROR: u32 = EventKind::ERROR;
+
+/// The errno-style codes of connection failures: event arg `n` is entry n − 1.
+#[napi]
+pub fn tcp_socket_error_codes() -> Vec<String> {
+    ErrorCode::ALL.iter().map(|e| e.code().to_owned()).collect()
+}
 
 /// A 16-byte address from JavaScript; `None` for any other length.
 fn v6(bytes: &[u8]) -> Option<IpAddr> {
@@ -172,6 +219,8 @@ pub struct TcpConnStats {
     pub tail_loss_probes: u32,
     /// Segments dropped by PAWS (RFC 7323).
     pub paws_rejected: u32,
+    /// ACKs (to unacceptable segments, challenge ACKs) not sent: one per 500 ms at most.
+    pub acks_rate_limited: u32,
     /// RFC 7323 timestamps in use.
     pub timestamps: bool,
     /// SACK in use (RFC 2018).
@@ -201,7 +250,12 @@ pub struct TcpStats {
     pub resets_sent: f64,
     pub resets_received: f64,
     pub challenge_acks: f64,
+    /// Challenge ACKs not sent because of a rate limit (per connection or engine-wide).
     pub challenge_acks_suppressed: f64,
+    /// ACKs sent in reply to unacceptable segments (out of window, PAWS, unsent data).
+    pub unacceptable_acks: f64,
+    /// ACKs to unacceptable segments not sent: one per 500 ms per connection (no ACK loop).
+    pub unacceptable_acks_suppressed: f64,
     pub window_probes: f64,
     /// Tail-loss probes sent (also counted in `retransmits`).
     pub tail_loss_probes: f64,
@@ -236,8 +290,6 @@ pub struct NativeTcpEngine {
     seg_cursor: usize,
     byte_cursor: usize,
     events: VecDeque<Event>,
-    /// IPv4 identification of the next packet from `drain_packets`.
-    identification: u16,
 }
 
 fn state_name(s: State) -> &'static str {
@@ -288,13 +340,7 @@ impl NativeTcpEngine {
         for (i, b) in key.iter().take(16).enumerate() {
             k[i] = *b;
         }
-        NativeTcpEngine {
-            identification: u16::from_be_bytes([k[0], k[1]]),
-            inner: Engine::new(cfg, k),
-            seg_cursor: 0,
-            byte_cursor: 0,
-            events: VecDeque::new(),
-        }
+        NativeTcpEngine { inner: Engine::new(cfg, k), seg_cursor: 0, byte_cursor: 0, events: VecDeque::new() }
     }
 
     /// Listens on `port` for `family` 4, 6, or (omitted or 0) both; 0 or a negative error.
@@ -361,138 +407,76 @@ impl NativeTcpEngine {
         }
     }
 
-    /// Hands in one segment received over IPv4.
+    /// One event-loop turn: hands in the `count` segments described by `meta` (see the module
+    /// documentation), runs timers and output at `now`, and fills `out`/`out_meta`, `events`
+    /// and `result`.
     #[napi]
-    pub fn on_segment(&mut self, src: u32, dst: u32, segment: &[u8], now: f64) {
-        self.inner.on_segment(v4(src), v4(dst), segment, now_ms(now));
-    }
-
-    /// Hands in one segment received over IPv6 (16-byte addresses; anything else is ignored).
-    #[napi]
-    pub fn on_segment6(&mut self, src: &[u8], dst: &[u8], segment: &[u8], now: f64) {
-        if let (Some(s), Some(d)) = (v6(src), v6(dst)) {
-            self.inner.on_segment(s, d, segment, now_ms(now));
-        }
-    }
-
-    /// Runs due timers and the output of every touched connection.
-    #[napi]
-    pub fn poll(&mut self, now: f64) {
-        self.inner.poll(now_ms(now));
-    }
-
-    /// Copies produced segments into `out` as whole packets, back to back, so the caller hands
-    /// them straight to Ethernet: IPv4 ones with a 20-byte header (Don't Fragment, `ttl`, the
-    /// checksum), IPv6 ones with a 40-byte header (`hop_limit`, flow label 0). `meta` gets a
-    /// `[packet length, src, dst]` triple per packet, as many as fit: for IPv4 the addresses as
-    /// numbers; for IPv6 the length has [`DRAIN_IPV6`] set and src/dst are the byte offsets in
-    /// `out` of the header's 16-byte addresses. Returns how many; call until it returns 0.
-    #[napi]
-    pub fn drain_packets(
+    #[allow(clippy::too_many_arguments)]
+    pub fn turn(
         &mut self,
-        #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
+        ip: &mut NativeIpOutput,
+        #[napi(ts_arg_type = "Uint8Array")] input: BytesMut<'_>,
         #[napi(ts_arg_type = "Uint32Array")] meta: U32sMut<'_>,
-        ttl: u32,
-        hop_limit: Option<u32>,
+        count: u32,
+        now: f64,
+        #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
+        #[napi(ts_arg_type = "Uint32Array")] out_meta: U32sMut<'_>,
+        #[napi(ts_arg_type = "Uint32Array")] events: U32sMut<'_>,
+        #[napi(ts_arg_type = "Float64Array")] result: F64sMut<'_>,
+    ) {
+        let now = now_ms(now);
+        let words = TCP_IN_WORDS as usize;
+        for i in 0..(count as usize).min(meta.len() / words) {
+            let m = &meta[i * words..i * words + words];
+            let (offset, len) = (m[0] as usize, m[1] as usize);
+            let Some(segment) = input.get(offset..offset + len) else { continue };
+            if m[2] == 6 {
+                let Some(addresses) = offset.checked_sub(32).and_then(|a| input.get(a..offset)) else {
+                    continue;
+                };
+                let (Some(src), Some(dst)) = (v6(&addresses[..16]), v6(&addresses[16..])) else { continue };
+                self.inner.on_segment(src, dst, segment, now);
+            } else {
+                self.inner.on_segment(v4(m[3]), v4(m[4]), segment, now);
+            }
+        }
+        self.inner.poll(now);
+        let packets = self.drain_into(&mut ip.inner, out, out_meta, now);
+        let n_events = self.take_events(events);
+        if result.len() >= 4 {
+            result[0] = f64::from(packets);
+            result[1] = f64::from(n_events);
+            result[2] = self.next_deadline();
+            let more = self.seg_cursor > 0 || !self.events.is_empty() || self.inner.has_pending();
+            result[3] = if more { 1.0 } else { 0.0 };
+        }
+    }
+
+    /// Continues a `turn` whose output did not fit: fills `out`/`out_meta` again; returns how
+    /// many packets (0 when everything went).
+    #[napi]
+    pub fn drain(
+        &mut self,
+        ip: &mut NativeIpOutput,
+        #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
+        #[napi(ts_arg_type = "Uint32Array")] out_meta: U32sMut<'_>,
+        now: f64,
     ) -> u32 {
-        let output = self.inner.output();
-        let mut n = 0usize;
-        let mut at = 0usize;
-        while self.seg_cursor < output.segments.len() && (n + 1) * 3 <= meta.len() {
-            let s = output.segments[self.seg_cursor];
-            let len = s.len as usize;
-            let (src, dst) = match (s.src, s.dst) {
-                (IpAddr::V4(src), IpAddr::V4(dst)) => (src, dst),
-                (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                    if at + IPV6_HEADER + len > out.len() {
-                        break;
-                    }
-                    let header = Ipv6Header {
-                        traffic_class: 0,
-                        flow_label: 0,
-                        next_header: 6,
-                        hop_limit: hop_limit.unwrap_or(ttl).min(255) as u8,
-                        src: src.octets(),
-                        dst: dst.octets(),
-                        payload_len: len,
-                    };
-                    if header.emit(&mut out[at..at + IPV6_HEADER]).is_err() {
-                        break;
-                    }
-                    out[at + IPV6_HEADER..at + IPV6_HEADER + len]
-                        .copy_from_slice(&output.bytes[self.byte_cursor..self.byte_cursor + len]);
-                    meta[n * 3] = (IPV6_HEADER + len) as u32 | DRAIN_IPV6;
-                    meta[n * 3 + 1] = (at + 8) as u32;
-                    meta[n * 3 + 2] = (at + 24) as u32;
-                    at += IPV6_HEADER + len;
-                    self.byte_cursor += len;
-                    self.seg_cursor += 1;
-                    n += 1;
-                    continue;
-                }
-                // The engine never pairs two families; skip rather than emit garbage.
-                _ => {
-                    self.byte_cursor += len;
-                    self.seg_cursor += 1;
-                    continue;
-                }
-            };
-            if at + IPV4_HEADER + len > out.len() {
-                break;
-            }
-            self.identification = self.identification.wrapping_add(1);
-            let header = Ipv4Header {
-                src: src.octets(),
-                dst: dst.octets(),
-                protocol: 6,
-                ttl: ttl.min(255) as u8,
-                tos: 0,
-                identification: self.identification,
-                dont_fragment: true,
-                more_fragments: false,
-                fragment_offset: 0,
-                options: &[],
-                payload_len: len,
-            };
-            if header.emit(&mut out[at..at + IPV4_HEADER]).is_err() {
-                break;
-            }
-            out[at + IPV4_HEADER..at + IPV4_HEADER + len]
-                .copy_from_slice(&output.bytes[self.byte_cursor..self.byte_cursor + len]);
-            meta[n * 3] = (IPV4_HEADER + len) as u32;
-            meta[n * 3 + 1] = src.to_bits();
-            meta[n * 3 + 2] = dst.to_bits();
-            at += IPV4_HEADER + len;
-            self.byte_cursor += len;
-            self.seg_cursor += 1;
-            n += 1;
-        }
-        if self.seg_cursor >= output.segments.len() {
-            self.inner.clear_output();
-            self.seg_cursor = 0;
-            self.byte_cursor = 0;
-        }
-        n as u32
+        self.drain_into(&mut ip.inner, out, out_meta, now_ms(now))
     }
 
     /// Fills `meta` with `[kind, handle, arg]` triples of pending events; returns how many.
-    /// Kinds: 1 connected, 2 accepted (arg: listening port), 3 readable, 4 writable, 5 peer
-    /// closed, 6 closed, 7 error (arg: 1 ECONNREFUSED, 2 ECONNRESET, 3 ETIMEDOUT, 4 EHOSTUNREACH).
+    /// A readable event's arg is the bytes readable now.
     #[napi]
     pub fn take_events(&mut self, #[napi(ts_arg_type = "Uint32Array")] meta: U32sMut<'_>) -> u32 {
         self.events.extend(self.inner.take_events());
         let mut n = 0;
         while (n + 1) * 3 <= meta.len() {
             let Some(e) = self.events.pop_front() else { break };
-            let (kind, arg) = match e.kind {
-                EventKind::Connected => (1, 0),
-                EventKind::Accepted(port) => (2, u32::from(port)),
-                EventKind::Readable => (3, 0),
-                EventKind::Writable => (4, 0),
-                EventKind::PeerClosed => (5, 0),
-                EventKind::Closed => (6, 0),
-                EventKind::Error(code) => (7, code.number()),
-            };
+            let (kind, mut arg) = e.kind.number();
+            if kind == EventKind::READABLE {
+                arg = self.inner.info(e.handle).map_or(0, |i| i.readable as u32);
+            }
             meta[n * 3] = kind;
             meta[n * 3 + 1] = e.handle;
             meta[n * 3 + 2] = arg;
@@ -526,16 +510,10 @@ impl NativeTcpEngine {
         self.inner.on_icmp_error(l, r, quoted, hard, mtu, now_ms(now));
     }
 
-    /// When `poll` must run next (ms), or -1 when no timer is armed.
+    /// When `turn` must run next (ms), or -1 when no timer is armed.
     #[napi]
     pub fn next_deadline(&self) -> f64 {
         self.inner.next_deadline().map_or(-1.0, |d| d as f64)
-    }
-
-    /// Whether API calls since the last poll left output to produce.
-    #[napi]
-    pub fn has_pending(&self) -> bool {
-        self.inner.has_pending()
     }
 
     /// Queues data: bytes accepted, or a negative error.
@@ -682,6 +660,7 @@ impl NativeTcpEngine {
             timeouts: s.timeouts,
             tail_loss_probes: s.tail_loss_probes,
             paws_rejected: s.paws_rejected,
+            acks_rate_limited: s.acks_rate_limited,
             timestamps: s.timestamps,
             sack: s.sack,
             snd_wscale: s.window_scale.map(|w| u32::from(w.0)),
@@ -711,6 +690,8 @@ impl NativeTcpEngine {
             resets_received: s.resets_received as f64,
             challenge_acks: s.challenge_acks as f64,
             challenge_acks_suppressed: s.challenge_acks_suppressed as f64,
+            unacceptable_acks: s.unacceptable_acks as f64,
+            unacceptable_acks_suppressed: s.unacceptable_acks_suppressed as f64,
             window_probes: s.window_probes as f64,
             tail_loss_probes: s.tail_loss_probes as f64,
             paws_rejected: s.paws_rejected as f64,
@@ -733,5 +714,78 @@ impl NativeTcpEngine {
             time_wait: s.time_wait as f64,
             half_open: s.half_open as f64,
         }
+    }
+}
+
+impl NativeTcpEngine {
+    /// Copies produced segments into `out`: as whole frames through `ip` when it holds a fresh
+    /// neighbour entry for the destination and the packet fits its MTU, else bare for the IP
+    /// layer's general path. Returns how many packets were written.
+    fn drain_into(&mut self, ip: &mut IpOutput, out: &mut [u8], meta: &mut [u32], now: u64) -> u32 {
+        let output = self.inner.output();
+        let mut n = 0usize;
+        let mut at = 0usize;
+        while self.seg_cursor < output.segments.len() && (n + 1) * 3 <= meta.len() {
+            let s = output.segments[self.seg_cursor];
+            let len = s.len as usize;
+            let bytes = &output.bytes[self.byte_cursor..self.byte_cursor + len];
+            let header = IpOutput::header_len(s.dst);
+            let neighbour = ip.neighbour(s.dst, now).filter(|e| header - 14 + len <= e.mtu);
+            if let Some(entry) = neighbour {
+                if at + header + len > out.len() {
+                    break;
+                }
+                let Some(h) = ip.emit_headers(&entry, s.src, s.dst, 6, len, &mut out[at..]) else {
+                    self.byte_cursor += len;
+                    self.seg_cursor += 1;
+                    continue;
+                };
+                out[at + h..at + h + len].copy_from_slice(bytes);
+                meta[n * 3] = (h + len) as u32 | TCP_OUT_FRAME;
+                meta[n * 3 + 1] = entry.iface;
+                meta[n * 3 + 2] = 0;
+                at += h + len;
+            } else {
+                match (s.src, s.dst) {
+                    (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                        if at + len > out.len() {
+                            break;
+                        }
+                        out[at..at + len].copy_from_slice(bytes);
+                        meta[n * 3] = len as u32;
+                        meta[n * 3 + 1] = src.to_bits();
+                        meta[n * 3 + 2] = dst.to_bits();
+                        at += len;
+                    }
+                    (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                        if at + 32 + len > out.len() {
+                            break;
+                        }
+                        out[at..at + 16].copy_from_slice(&src.octets());
+                        out[at + 16..at + 32].copy_from_slice(&dst.octets());
+                        out[at + 32..at + 32 + len].copy_from_slice(bytes);
+                        meta[n * 3] = len as u32 | TCP_OUT_IPV6;
+                        meta[n * 3 + 1] = 0;
+                        meta[n * 3 + 2] = 0;
+                        at += 32 + len;
+                    }
+                    // The engine never pairs two families; skip rather than emit garbage.
+                    _ => {
+                        self.byte_cursor += len;
+                        self.seg_cursor += 1;
+                        continue;
+                    }
+                }
+            }
+            self.byte_cursor += len;
+            self.seg_cursor += 1;
+            n += 1;
+        }
+        if self.seg_cursor >= output.segments.len() {
+            self.inner.clear_output();
+            self.seg_cursor = 0;
+            self.byte_cursor = 0;
+        }
+        n as u32
     }
 }

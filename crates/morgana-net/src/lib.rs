@@ -5,6 +5,8 @@
 //! - [`wire`]: wire formats, zero-copy parse and emit (IPv4, IPv6 and its extension headers).
 //! - [`fragment`]: IPv4 fragmentation on send, and IPv6 fragmentation at the source
 //!   ([`fragment::ipv6`]).
+//! - [`ip_out`]: the IP send path's state for packets built in Rust (identification, neighbour
+//!   entries of established flows, counters), owned by the TypeScript IP layers.
 //! - [`reassembly`]: the bounded IPv4 reassembly cache (MirageOS 3.5 limits by default), and the
 //!   IPv6 one on the same core ([`reassembly::ipv6`]).
 //!
@@ -14,5 +16,6 @@
 
 pub mod checksum;
 pub mod fragment;
+pub mod ip_out;
 pub mod reassembly;
 pub mod wire;

@@ -8,7 +8,11 @@
 //! - `max_bytes` (default 256 KiB): fragment payload held across all datagrams. When a new
 //!   fragment would exceed it, the least recently used *other* datagrams are evicted; if that
 //!   is not enough the datagram the fragment belongs to is dropped.
-//! - `max_fragments` (default 16) fragments per datagram; one more drops the datagram.
+//! - `max_fragments` (default 16, as MirageOS 3.5) fragments per datagram; one more drops the
+//!   datagram, and its key is remembered until its timeout (charged 64 bytes against
+//!   `max_bytes`) so that its later fragments are dropped rather than starting it again. At MTU
+//!   1500 (1,480 payload bytes per fragment) 16 fragments carry datagrams up to 23,680 bytes;
+//!   raise the limit for larger ones.
 //! - `timeout_ms` (default 10 s) after the *first* fragment of a datagram arrived, an incomplete
 //!   datagram is dropped, whether or not more of its fragments arrive ([`Reassembler::expire`]
 //!   runs at the start of every [`Reassembler::push`], and can be called from a timer).
@@ -42,7 +46,8 @@ pub mod ipv6;
 pub struct ReassemblyConfig {
     /// Fragment payload bytes held across all datagrams.
     pub max_bytes: usize,
-    /// Fragments held per datagram.
+    /// Fragments held per datagram (default 16: datagrams up to 23,680 bytes at MTU 1500). A
+    /// datagram with more is dropped, and its later fragments too until its timeout.
     pub max_fragments: usize,
     /// Milliseconds after its first fragment that an incomplete datagram is dropped.
     pub timeout_ms: u64,
@@ -80,6 +85,9 @@ pub struct ReassemblyStats {
     pub dropped_inconsistent: u64,
     /// Packets dropped because they were not valid IPv4.
     pub dropped_malformed: u64,
+    /// Fragments dropped because their datagram had already been dropped (too many fragments;
+    /// for IPv6 also an overlap) and is remembered until its timeout.
+    pub dropped_discarded: u64,
     /// Fragment payload bytes held now.
     pub buffered_bytes: u64,
     /// Datagrams being reassembled now.
@@ -371,6 +379,33 @@ mod tests {
     }
 
     #[test]
+    fn late_fragments_of_a_datagram_with_too_many_do_not_reopen_it() {
+        let mut r = Reassembler::default();
+        for i in 0..16 {
+            r.push(&piece(12, i * 8, &[1; 8], true), 0);
+        }
+        assert_eq!(r.push(&piece(12, 16 * 8, &[1; 8], true), 1), Pushed::Dropped);
+        // The rest of the datagram (say 30 more fragments) is dropped on arrival, holding
+        // nothing but the remembered key.
+        for i in 17..47 {
+            assert_eq!(r.push(&piece(12, i * 8, &[1; 8], i < 46), 2), Pushed::Dropped);
+        }
+        let s = r.stats();
+        assert_eq!(s.dropped_too_many_fragments, 1, "dropped once, not again and again");
+        assert_eq!(s.dropped_discarded, 30);
+        assert_eq!((s.fragments, s.pending_datagrams), (16, 0));
+        assert!(s.buffered_bytes <= 64, "{}", s.buffered_bytes);
+        // Other datagrams are unaffected.
+        r.push(&piece(40, 0, &[1; 8], true), 3);
+        assert!(matches!(r.push(&piece(40, 8, &[2; 8], false), 3), Pushed::Complete(_)));
+        // After the timeout the key is forgotten: the identification may be reused.
+        r.expire(10_000);
+        assert_eq!(r.stats().dropped_timeout, 0, "a remembered key is no datagram timing out");
+        assert_eq!(r.push(&piece(12, 0, &[1; 8], true), 10_001), Pushed::Pending);
+        assert!(matches!(r.push(&piece(12, 8, &[1; 8], false), 10_001), Pushed::Complete(_)));
+    }
+
+    #[test]
     fn timeout_counts_from_the_first_fragment() {
         let mut r = Reassembler::default();
         r.push(&piece(13, 0, &[1; 8], true), 0);
@@ -457,6 +492,31 @@ mod tests {
     }
 
     proptest! {
+        /// A datagram with more fragments than the limit, in any order with duplicates, is
+        /// dropped once; everything after that is dropped on arrival until its timeout.
+        #[test]
+        fn too_many_fragments_drop_once(extra in 1usize..40, seed: u64) {
+            let n = 16 + extra;
+            let original = datagram(77, n * 8, &[]);
+            let mut pieces = fragment(&original, 28).unwrap();
+            prop_assert_eq!(pieces.len(), n);
+            let mut state = seed;
+            for i in (1..pieces.len()).rev() {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                pieces.swap(i, (state >> 33) as usize % (i + 1));
+            }
+            pieces.push(pieces[0].clone());
+            let mut r = Reassembler::default();
+            for p in &pieces {
+                prop_assert!(!matches!(r.push(p, 0), Pushed::Complete(_)));
+            }
+            let s = r.stats();
+            prop_assert_eq!(s.dropped_too_many_fragments, 1);
+            prop_assert_eq!(s.fragments, 16);
+            prop_assert_eq!(s.dropped_discarded as usize, pieces.len() - 17);
+            prop_assert_eq!(s.pending_datagrams, 0);
+        }
+
         #[test]
         fn any_order_reassembles(len in 1usize..20_000, mtu in 68usize..3000, seed: u64, dups in 0usize..4) {
             let original = datagram(99, len, &[]);

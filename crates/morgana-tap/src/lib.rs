@@ -4,6 +4,12 @@
 //!   optionally inside a named network namespace: the open runs on a short-lived thread that
 //!   first joins the namespace with `setns(2)`, which affects only that thread. The interface is
 //!   created in the namespace and the descriptor keeps working from any thread afterwards.
+//! - With [`TapOptions::vnet_hdr`], the interface is opened with `IFF_VNET_HDR`, a 12-byte
+//!   `virtio_net_hdr` ([`VNET_HDR_LEN`], `TUNSETVNETHDRSZ`) in front of every frame both ways,
+//!   and `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)`: the kernel hands over GRO'd TCP
+//!   frames of up to 64 KiB and frames whose checksum is left to us (`NEEDS_CSUM`), and accepts
+//!   GSO super-frames, which it segments itself. A kernel that refuses the header gives a plain
+//!   TAP ([`Tap::vnet_hdr`] says which); [`WriterConfig::for_offload`] sizes the ring for it.
 //! - [`Tap::spawn_writer`] starts a [`Writer`]: frames go into a bounded ring and a dedicated
 //!   thread writes them to the descriptor, one `write(2)` per frame, in order.
 //!   [`Tap::write`] writes one frame on the calling thread instead.
@@ -70,5 +76,8 @@ mod writer;
 pub use error::{TapError, TapErrorKind};
 pub use reader::{Batch, Delivery, Reader, ReaderConfig, ReaderStats};
 pub use ring::Refused;
-pub use tap::{Tap, TapOptions};
-pub use writer::{Sent, Slab, Writer, WriterConfig, WriterStats, MAX_TX_SLOTS, MIN_TX_SLOTS, TX_RING_BYTES};
+pub use tap::{Tap, TapOptions, VNET_HDR_LEN, WANTED_OFFLOADS};
+pub use writer::{
+    Sent, Slab, Writer, WriterConfig, WriterStats, MAX_OFFLOAD_FRAME, MAX_TX_SLOTS, MIN_TX_SLOTS,
+    OFFLOAD_RING_BYTES, TX_RING_BYTES,
+};

@@ -53,6 +53,28 @@ pub(crate) fn tun_set_iff(fd: BorrowedFd<'_>, name: &str, flags: libc::c_int) ->
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// `ioctl(TUNGETIFF)`: the flags the descriptor's interface was attached with (`IFF_TAP`,
+/// `IFF_NO_PI`, `IFF_VNET_HDR`, …).
+pub(crate) fn tun_get_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    let mut ifr = ifreq("");
+    // SAFETY: TUNGETIFF writes one `struct ifreq`, which `ifr` is, for the duration of the call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut ifr as *mut libc::ifreq) })?;
+    // SAFETY: TUNGETIFF filled in the flags member of the union.
+    Ok(libc::c_int::from(unsafe { ifr.ifr_ifru.ifru_flags }) & 0xffff)
+}
+
+/// `ioctl(TUNSETVNETHDRSZ)`: the length of the `virtio_net_hdr` in front of every frame.
+pub(crate) fn tun_set_vnet_hdr_size(fd: BorrowedFd<'_>, size: libc::c_int) -> io::Result<()> {
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which outlives the call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &size as *const libc::c_int) }).map(drop)
+}
+
+/// `ioctl(TUNSETOFFLOAD)`: the offloads (`TUN_F_*`) the reader of this descriptor accepts.
+pub(crate) fn tun_set_offload(fd: BorrowedFd<'_>, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long), no memory is shared.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, libc::c_ulong::from(flags)) }).map(drop)
+}
+
 /// Sets the MTU of interface `name` in the calling thread's network namespace (`SIOCSIFMTU`
 /// through a throw-away datagram socket).
 pub(crate) fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {

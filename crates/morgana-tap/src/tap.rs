@@ -20,6 +20,25 @@ pub struct TapOptions<'a> {
     pub netns: Option<&'a str>,
     /// MTU to set on the kernel side of the interface (`SIOCSIFMTU`); `None` leaves it alone.
     pub mtu: Option<u32>,
+    /// Ask for a `virtio_net_hdr` ([`VNET_HDR_LEN`] bytes) in front of every frame read and
+    /// written, with checksum and TCP segmentation offloads (`TUN_F_CSUM | TUN_F_TSO4 |
+    /// TUN_F_TSO6`). A kernel that refuses any of it leaves the interface without the header
+    /// (or without some offloads); [`Tap::vnet_hdr`] and [`Tap::offloads`] say what is in effect.
+    pub vnet_hdr: bool,
+}
+
+/// Length of the `virtio_net_hdr` (the `_v1` layout with `num_buffers`) in front of each frame
+/// when [`Tap::vnet_hdr`] is on.
+pub const VNET_HDR_LEN: usize = 12;
+
+/// The offloads asked for with the header: partial checksums, TSO for IPv4 and IPv6.
+pub const WANTED_OFFLOADS: u32 = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+
+/// What the descriptor was opened with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Framing {
+    vnet_hdr: bool,
+    offloads: u32,
 }
 
 /// An open TAP interface. Dropping it (and any [`Reader`] and [`Writer`]) closes the
@@ -28,18 +47,20 @@ pub struct TapOptions<'a> {
 pub struct Tap {
     fd: Arc<OwnedFd>,
     name: String,
+    framing: Framing,
 }
 
 impl Tap {
     /// Opens (creating if needed) the TAP interface described by `options`.
     pub fn open(options: &TapOptions<'_>) -> Result<Tap, TapError> {
         check_name(options.name)?;
-        let (fd, name) = match options.netns {
-            None => open_here(options.name, options.mtu)?,
+        let (fd, name, framing) = match options.netns {
+            None => open_here(options.name, options.mtu, options.vnet_hdr)?,
             Some(netns) => {
                 let path = netns_path(netns)?;
                 let name = options.name.to_owned();
                 let mtu = options.mtu;
+                let vnet_hdr = options.vnet_hdr;
                 // setns() changes only the calling thread's namespace, so a throw-away thread
                 // enters the namespace, opens the device there and hands the descriptor back.
                 std::thread::Builder::new()
@@ -59,19 +80,32 @@ impl Tap {
                             };
                             TapError::new(kind, format!("setns {path}"), Some(e))
                         })?;
-                        open_here(&name, mtu)
+                        open_here(&name, mtu, vnet_hdr)
                     })
                     .map_err(|e| TapError::new(TapErrorKind::Open, "spawn thread", Some(e)))?
                     .join()
                     .map_err(|_| TapError::new(TapErrorKind::Open, "open thread panicked", None))??
             }
         };
-        Ok(Tap { fd: Arc::new(fd), name })
+        Ok(Tap { fd: Arc::new(fd), name, framing })
     }
 
     /// The interface name the kernel assigned.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether every frame read and written carries a [`VNET_HDR_LEN`]-byte `virtio_net_hdr`
+    /// in front (asked for with [`TapOptions::vnet_hdr`] and granted by the kernel).
+    pub fn vnet_hdr(&self) -> bool {
+        self.framing.vnet_hdr
+    }
+
+    /// The `TUN_F_*` offloads in effect (0 without the header): with `TUN_F_CSUM` the kernel may
+    /// hand over frames whose checksum is left to the reader (`VIRTIO_NET_HDR_F_NEEDS_CSUM`),
+    /// with `TUN_F_TSO4`/`TUN_F_TSO6` coalesced TCP frames of up to 64 KiB.
+    pub fn offloads(&self) -> u32 {
+        self.framing.offloads
     }
 
     /// Writes one frame on the calling thread. A full device queue gives an error of kind
@@ -130,17 +164,54 @@ fn netns_path(netns: &str) -> Result<String, TapError> {
     Ok(format!("/var/run/netns/{netns}"))
 }
 
-/// Opens the device in the calling thread's network namespace.
-fn open_here(name: &str, mtu: Option<u32>) -> Result<(OwnedFd, String), TapError> {
-    let fd = sys::open("/dev/net/tun", libc::O_RDWR | libc::O_NONBLOCK)
-        .map_err(|e| classify_device_error(e, "open /dev/net/tun"))?;
-    let name = sys::tun_set_iff(fd.as_fd(), name, libc::IFF_TAP | libc::IFF_NO_PI)
-        .map_err(|e| classify_device_error(e, &format!("TUNSETIFF {name}")))?;
+/// Opens the device in the calling thread's network namespace; with `vnet_hdr`, asks for the
+/// header and offloads and falls back to a plain TAP when the kernel refuses the header.
+fn open_here(name: &str, mtu: Option<u32>, vnet_hdr: bool) -> Result<(OwnedFd, String, Framing), TapError> {
+    let plain = libc::IFF_TAP | libc::IFF_NO_PI;
+    let (fd, name, framing) = if vnet_hdr {
+        match open_vnet(name) {
+            Ok(opened) => opened,
+            // The kernel refused the header (or sizing it): open the interface as before.
+            Err(_) => {
+                let (fd, name) = open_flags(name, plain)?;
+                (fd, name, Framing::default())
+            }
+        }
+    } else {
+        let (fd, name) = open_flags(name, plain)?;
+        (fd, name, Framing::default())
+    };
     if let Some(mtu) = mtu {
         sys::set_mtu(&name, mtu)
             .map_err(|e| classify_device_error(e, &format!("set MTU {mtu} on {name}")))?;
     }
+    Ok((fd, name, framing))
+}
+
+/// `/dev/net/tun` attached to `name` with `flags`.
+fn open_flags(name: &str, flags: libc::c_int) -> Result<(OwnedFd, String), TapError> {
+    let fd = sys::open("/dev/net/tun", libc::O_RDWR | libc::O_NONBLOCK)
+        .map_err(|e| classify_device_error(e, "open /dev/net/tun"))?;
+    let name = sys::tun_set_iff(fd.as_fd(), name, flags)
+        .map_err(|e| classify_device_error(e, &format!("TUNSETIFF {name}")))?;
     Ok((fd, name))
+}
+
+/// Opens with `IFF_VNET_HDR`, checks the kernel kept the flag (`TUNGETIFF`), sizes the header
+/// and asks for the offloads, the widest set first.
+fn open_vnet(name: &str) -> Result<(OwnedFd, String, Framing), TapError> {
+    let (fd, name) = open_flags(name, libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR)?;
+    let flags = sys::tun_get_flags(fd.as_fd()).map_err(|e| classify_device_error(e, "TUNGETIFF"))?;
+    if flags & libc::IFF_VNET_HDR == 0 {
+        return Err(TapError::new(TapErrorKind::Open, "the kernel dropped IFF_VNET_HDR", None));
+    }
+    sys::tun_set_vnet_hdr_size(fd.as_fd(), VNET_HDR_LEN as libc::c_int)
+        .map_err(|e| classify_device_error(e, "TUNSETVNETHDRSZ"))?;
+    let offloads = [WANTED_OFFLOADS, libc::TUN_F_CSUM, 0]
+        .into_iter()
+        .find(|&o| sys::tun_set_offload(fd.as_fd(), o).is_ok())
+        .unwrap_or(0);
+    Ok((fd, name, Framing { vnet_hdr: true, offloads }))
 }
 
 #[cfg(test)]
@@ -165,8 +236,12 @@ mod tests {
 
     #[test]
     fn a_missing_namespace_is_reported_as_such() {
-        let e = Tap::open(&TapOptions { name: "mtap0", netns: Some("morgana-no-such-namespace"), mtu: None })
-            .unwrap_err();
+        let e = Tap::open(&TapOptions {
+            name: "mtap0",
+            netns: Some("morgana-no-such-namespace"),
+            ..Default::default()
+        })
+        .unwrap_err();
         // Unprivileged runs may be refused before the lookup; both are clear answers.
         assert!(matches!(e.kind(), TapErrorKind::Netns | TapErrorKind::Permission), "{e}");
     }

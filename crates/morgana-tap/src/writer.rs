@@ -80,6 +80,26 @@ impl WriterConfig {
     }
 }
 
+impl WriterConfig {
+    /// The ring for a descriptor with a `virtio_net_hdr` and TSO ([`crate::Tap::vnet_hdr`]):
+    /// slots for the header plus a 64 KiB super-frame (Ethernet header and a 65,535-byte IP
+    /// packet), as many as fit in [`OFFLOAD_RING_BYTES`] (256); otherwise as [`Self::for_mtu`].
+    pub fn for_offload() -> WriterConfig {
+        let max_frame = MAX_OFFLOAD_FRAME;
+        let slot = max_frame.next_multiple_of(ring::SLOT_ALIGN);
+        WriterConfig {
+            max_frame,
+            slots: (OFFLOAD_RING_BYTES / slot).clamp(MIN_TX_SLOTS, MAX_TX_SLOTS),
+            ..Self::for_mtu(1500)
+        }
+    }
+}
+
+/// The longest frame written or read with the header: header, Ethernet header, 65,535-byte IP packet.
+pub const MAX_OFFLOAD_FRAME: usize = crate::VNET_HDR_LEN + 14 + 65_535;
+/// Bytes of slab of a ring of 64 KiB slots (16 MiB, 256 super-frames).
+pub const OFFLOAD_RING_BYTES: usize = 16 << 20;
+
 /// Counters of a writer. Every frame offered is, once the ring is empty, in exactly one of
 /// `frames`, `full` or `errors` (or was refused as [`Refused::TooLong`], which is the caller's
 /// to count).

@@ -1,16 +1,17 @@
 //! One connection's state machine (RFC 9293 §3.10) with RFC 5961 checks, RFC 6298 retransmission,
 //! PAWS (RFC 7323 §5), SACK-based loss recovery (RFC 6675) with RACK loss detection (RFC 8985)
 //! or NewReno recovery (RFC 6582), pluggable congestion control ([`crate::cc`]), delayed ACKs
-//! (RFC 1122 §4.2.3.2), Nagle, the persist timer and keep-alive. The [`crate::engine::Engine`]
+//! (RFC 1122 §4.2.3.2), Nagle, the persist timer and keep-alive. The [`crate::Engine`]
 //! owns connections and routes segments to them.
 
 use crate::buffer::{RecvBuffer, SendBuffer};
 use crate::cc::{AckSample, Algorithm, CongestionControl, Controller};
-use crate::engine::{Config, ErrorCode, Event, EventKind, Handle, KeepAlive, Output, Stats};
 use crate::rack::Rack;
 use crate::rtt::RttEstimator;
+use crate::sack::Scoreboard;
 use crate::seq;
 use crate::syncookie::CookieOptions;
+use crate::types::{Config, ErrorCode, Event, EventKind, Handle, KeepAlive, Output, Stats};
 use crate::wire::{TcpHeader, TcpOptions, ACK, FIN, MAX_SACK_BLOCKS, PSH, RST, SYN};
 use std::net::IpAddr;
 
@@ -50,18 +51,18 @@ impl State {
 /// peer's timestamp clock may have wrapped since — and PAWS skips the check.
 pub const PAWS_IDLE_MS: u64 = 24 * 24 * 3600 * 1000;
 
-/// Least time (ms) between two ACKs answering PAWS-rejected pure ACKs (as Linux's
-/// `tcp_invalid_ratelimit`): two peers that disagree on timestamps must not ACK each other in
-/// a loop.
-const OOW_ACK_INTERVAL_MS: u64 = 500;
+/// Least time (ms) between two ACKs one connection sends in reply to unacceptable segments
+/// without data (out of window, PAWS-rejected, acknowledging unsent or too old data) or as
+/// RFC 5961 challenge ACKs: Linux's `tcp_invalid_ratelimit`. Two ends that each find the other's
+/// ACKs unacceptable (one lost its connection and a spoofed SYN gave it a new one with the same
+/// 4-tuple, or they disagree on timestamps) would otherwise ACK each other for ever.
+pub const OOW_ACK_INTERVAL_MS: u64 = 500;
 
 /// Smallest tail-loss probe timeout (ms).
 const TLP_MIN_MS: u64 = 10;
 
-/// Most SACKed ranges the sender's scoreboard keeps (RFC 6675 §3 allows forgetting: SACK
-/// information is advisory). Beyond this the highest ranges are dropped, which only makes the
-/// sender more conservative.
-pub const MAX_SCOREBOARD: usize = 16;
+/// Most SACKed ranges the sender's scoreboard keeps (see [`crate::sack`]).
+pub use crate::sack::MAX_SCOREBOARD;
 
 /// RFC 6675 DupThresh.
 const DUP_THRESH: usize = 3;
@@ -146,7 +147,7 @@ pub struct Conn {
     ts_recent: u32,
     /// When TS.Recent was last set (ms): after [`PAWS_IDLE_MS`] it is no longer valid.
     ts_recent_at: u64,
-    /// Last ACK sent for a PAWS-rejected pure ACK (ms), to rate-limit them.
+    /// When the last rate-limited ACK (unacceptable segment, challenge) went out (ms).
     oow_ack_at: Option<u64>,
     ts_offset: u32,
     sndbuf: SendBuffer,
@@ -178,9 +179,8 @@ pub struct Conn {
     in_recovery: bool,
     /// The current recovery is SACK-based (RFC 6675) rather than NewReno.
     sack_recovery: bool,
-    /// SACK scoreboard: SACKed ranges above SND.UNA, ascending and disjoint, at most
-    /// [`MAX_SCOREBOARD`] of them.
-    sacked: Vec<(u32, u32)>,
+    /// SACK scoreboard: SACKed ranges above SND.UNA ([`crate::sack`]).
+    sacked: Scoreboard,
     /// RFC 6675 HighRxt: the highest sequence number retransmitted in this recovery.
     high_rxt: u32,
     /// RFC 6675 RescueRxt, once the rescue retransmission of this recovery went out.
@@ -221,6 +221,7 @@ struct Counters {
     timeouts: u32,
     tail_loss_probes: u32,
     paws_rejected: u32,
+    acks_rate_limited: u32,
 }
 
 /// A snapshot of one connection's congestion state and loss-recovery counters (as Linux's
@@ -257,6 +258,9 @@ pub struct ConnStats {
     pub tail_loss_probes: u32,
     /// Segments dropped by PAWS (RFC 7323 §5).
     pub paws_rejected: u32,
+    /// ACKs not sent, in reply to unacceptable segments or as challenge ACKs, because of the
+    /// per-connection limit ([`OOW_ACK_INTERVAL_MS`]).
+    pub acks_rate_limited: u32,
     /// RFC 7323 timestamps are on.
     pub timestamps: bool,
     /// The peer accepts SACK (RFC 2018): our ACKs carry blocks and its SACKs drive recovery.
@@ -328,7 +332,7 @@ impl Conn {
             tlp_sent: false,
             in_recovery: false,
             sack_recovery: false,
-            sacked: Vec::new(),
+            sacked: Scoreboard::new(),
             high_rxt: iss,
             rescue_rxt: None,
             rxt_mark: None,
@@ -516,6 +520,7 @@ impl Conn {
             timeouts: self.counters.timeouts,
             tail_loss_probes: self.counters.tail_loss_probes,
             paws_rejected: self.counters.paws_rejected,
+            acks_rate_limited: self.counters.acks_rate_limited,
             timestamps: self.ts_enabled,
             sack: self.sack_ok,
             window_scale: self.wscale_ok.then_some((self.snd_shift, self.rcv_shift)),
@@ -846,21 +851,58 @@ impl Conn {
         self.emit(ctx, ACK | PSH, s, flight - len, len);
     }
 
-    /// Handles one segment addressed to this connection.
+    /// Handles one segment addressed to this connection: SYN-SENT has its own rules
+    /// ([`Conn::on_segment_syn_sent`]); every other state runs the RFC 9293 §3.10.7.4 steps,
+    /// each in its own function.
     pub fn on_segment(&mut self, ctx: &mut Ctx, h: &TcpHeader, payload: &[u8]) {
-        let now = ctx.now;
-        if self.state == State::SynSent {
-            self.on_segment_syn_sent(ctx, h);
-            return;
+        match self.state {
+            State::SynSent => self.on_segment_syn_sent(ctx, h),
+            State::Closed => {}
+            _ => self.on_segment_open(ctx, h, payload),
         }
-        if self.state == State::Closed {
-            return;
-        }
+    }
+
+    /// A segment in SYN-RECEIVED or a synchronized state.
+    fn on_segment_open(&mut self, ctx: &mut Ctx, h: &TcpHeader, payload: &[u8]) {
         // A retransmitted SYN in SYN-RECEIVED: answer it again.
         if self.state == State::SynReceived && h.has(SYN) && !h.has(ACK) && !h.has(RST) && h.seq == self.irs {
             self.syn_ack_needed = true;
             return;
         }
+        if !self.screen(ctx, h, payload) {
+            return;
+        }
+        // 1. Sequence number check.
+        if !self.acceptable(ctx, h, payload) {
+            return;
+        }
+        // 2. RST.
+        if h.has(RST) {
+            self.on_reset(ctx, h);
+            return;
+        }
+        // 4. SYN in a synchronized state (already answered by `screen`) or in SYN-RECEIVED.
+        if h.has(SYN) {
+            self.challenge_ack(ctx);
+            return;
+        }
+        // 5. ACK.
+        if !self.on_ack(ctx, h, payload) {
+            return;
+        }
+        self.update_ts_recent(ctx.now, h);
+        // 7. Text, then 8. FIN.
+        let (seq_no, data_len, fin) = match self.on_text(ctx, h, payload) {
+            Some(t) => t,
+            None => return,
+        };
+        self.on_fin(ctx, h, seq_no, data_len, fin);
+    }
+
+    /// Keep-alive reset, RFC 5961 §4.2 challenge for a SYN and PAWS: false when the segment
+    /// goes no further.
+    fn screen(&mut self, ctx: &mut Ctx, h: &TcpHeader, payload: &[u8]) -> bool {
+        let now = ctx.now;
         if let Some(k) = self.keepalive {
             self.keepalive_probes = 0;
             self.keepalive_at = Some(now + k.idle_ms);
@@ -871,7 +913,7 @@ impl Conn {
         // TIME_WAIT through, see `time_wait_successor`).
         if h.has(SYN) && !h.has(RST) && self.state.synchronized() {
             self.challenge_ack(ctx);
-            return;
+            return false;
         }
 
         // RFC 7323 §5.3 R1, PAWS: a segment whose TSval is older than TS.Recent is an old
@@ -882,19 +924,19 @@ impl Conn {
                 if self.paws_rejects(h, val, payload.is_empty(), now) {
                     ctx.stats.paws_rejected += 1;
                     self.counters.paws_rejected += 1;
-                    let pure_ack = payload.is_empty() && !h.has(SYN) && !h.has(FIN);
-                    if !pure_ack || self.oow_ack_at.is_none_or(|t| now >= t + OOW_ACK_INTERVAL_MS) {
-                        if pure_ack {
-                            self.oow_ack_at = Some(now);
-                        }
-                        self.ack_now = true;
-                    }
-                    return;
+                    self.unacceptable_ack(ctx, h, payload.len());
+                    return false;
                 }
             }
         }
 
-        // 1. Sequence number check.
+        true
+    }
+
+    /// Step 1, the sequence number check (RFC 9293 §3.10.7.4): false, with an ACK queued when
+    /// due, for a segment outside the receive window.
+    fn acceptable(&mut self, ctx: &mut Ctx, h: &TcpHeader, payload: &[u8]) -> bool {
+        let now = ctx.now;
         let seg_len = payload.len() + usize::from(h.has(SYN)) + usize::from(h.has(FIN));
         let wnd = self.rcvbuf.window() as u32;
         let in_window = |s: u32| seq::le(self.rcv_nxt, s) && seq::lt(s, self.rcv_nxt.wrapping_add(wnd));
@@ -912,44 +954,44 @@ impl Conn {
         };
         if !acceptable {
             if !h.has(RST) {
-                self.ack_now = true;
+                self.unacceptable_ack(ctx, h, payload.len());
                 if self.state == State::TimeWait && h.has(FIN) {
                     self.time_wait_at = Some(now + ctx.cfg.time_wait_ms);
                 }
             }
-            return;
+            return false;
         }
+        true
+    }
 
-        // 2. RST (RFC 5961 §3: only an exact match resets; in-window gets a challenge ACK).
-        if h.has(RST) {
-            ctx.stats.resets_received += 1;
-            if h.seq == self.rcv_nxt {
-                match self.state {
-                    State::SynReceived if self.listener.is_some() && !self.owned => self.close_now(),
-                    State::SynReceived => self.fail(ctx, ErrorCode::ConnectionRefused),
-                    State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait => {
-                        self.fail(ctx, ErrorCode::ConnectionReset)
-                    }
-                    _ => {
-                        self.close_now();
-                        self.finished(ctx);
-                    }
+    /// Step 2, a RST inside the window (RFC 5961 §3: only an exact match resets; the rest gets a
+    /// challenge ACK), by state.
+    fn on_reset(&mut self, ctx: &mut Ctx, h: &TcpHeader) {
+        ctx.stats.resets_received += 1;
+        if h.seq == self.rcv_nxt {
+            match self.state {
+                State::SynReceived if self.listener.is_some() && !self.owned => self.close_now(),
+                State::SynReceived => self.fail(ctx, ErrorCode::ConnectionRefused),
+                State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait => {
+                    self.fail(ctx, ErrorCode::ConnectionReset)
                 }
-            } else {
-                self.challenge_ack(ctx);
+                _ => {
+                    self.close_now();
+                    self.finished(ctx);
+                }
             }
-            return;
-        }
-
-        // 4. SYN in a synchronized state (already answered above) or in SYN-RECEIVED.
-        if h.has(SYN) {
+        } else {
             self.challenge_ack(ctx);
-            return;
         }
+    }
 
-        // 5. ACK.
+    /// Step 5, the ACK: completes SYN-RECEIVED, processes the acknowledgment and the window,
+    /// and moves the closing states on once our FIN is acknowledged. False when the segment
+    /// goes no further.
+    fn on_ack(&mut self, ctx: &mut Ctx, h: &TcpHeader, payload: &[u8]) -> bool {
+        let now = ctx.now;
         if !h.has(ACK) {
-            return;
+            return false;
         }
         if self.state == State::SynReceived {
             if seq::gt(h.ack, self.snd_una) && seq::le(h.ack, self.snd_max) {
@@ -972,17 +1014,18 @@ impl Conn {
             } else {
                 // RFC 9293: an unacceptable ACK in SYN-RECEIVED gets a reset.
                 self.emit_reset_for(ctx, h);
-                return;
+                return false;
             }
         }
         if seq::gt(h.ack, self.snd_max) {
-            self.ack_now = true;
-            return;
+            // RFC 9293: it acknowledges something not yet sent: ACK (rate-limited) and drop.
+            self.unacceptable_ack(ctx, h, payload.len());
+            return false;
         }
         if seq::lt(h.ack, self.snd_una.wrapping_sub(self.max_snd_wnd.max(1))) {
             // RFC 5961 §5.2: too old to be a real ACK.
             self.challenge_ack(ctx);
-            return;
+            return false;
         }
         self.process_ack(ctx, h, payload.is_empty());
 
@@ -993,17 +1036,21 @@ impl Conn {
             }
             State::Closing if self.fin_acked() => {
                 self.enter_time_wait(ctx);
-                return;
+                return false;
             }
             State::LastAck if self.fin_acked() => {
                 self.close_now();
                 self.finished(ctx);
-                return;
+                return false;
             }
             _ => {}
         }
 
-        // RFC 7323 §4.3: remember the timestamp to echo (any, once TS.Recent went stale).
+        true
+    }
+
+    /// RFC 7323 §4.3: remember the timestamp to echo (any, once TS.Recent went stale).
+    fn update_ts_recent(&mut self, now: u64, h: &TcpHeader) {
         if let Some((val, _)) = h.options.timestamps {
             if self.ts_enabled
                 && seq::le(h.seq, self.rcv_nxt)
@@ -1013,8 +1060,14 @@ impl Conn {
                 self.ts_recent_at = now;
             }
         }
+    }
 
-        // 7. Text.
+    /// Step 7, the segment text: trimmed to the window, queued in order or out of order, ACKed
+    /// at once or delayed. Returns where the accepted text starts, its length and whether the
+    /// FIN survived trimming; `None` when the connection was reset meanwhile.
+    fn on_text(&mut self, ctx: &mut Ctx, h: &TcpHeader, payload: &[u8]) -> Option<(u32, usize, bool)> {
+        let now = ctx.now;
+        let wnd = self.rcvbuf.window() as u32;
         let mut fin = h.has(FIN);
         let mut seq_no = h.seq;
         let mut data = payload;
@@ -1040,7 +1093,7 @@ impl Conn {
                     if self.detached {
                         // Data for an application that closed: reset (RFC 9293 §3.10.7.4 note, as Linux).
                         self.abort(ctx);
-                        return;
+                        return None;
                     }
                     ctx.stats.bytes_in += data.len() as u64;
                     if seq_no == self.rcv_nxt {
@@ -1079,9 +1132,14 @@ impl Conn {
             self.ack_now = true;
         }
 
-        // 8. FIN (possibly ahead of missing data: remembered until RCV.NXT reaches it).
+        Some((seq_no, data.len(), fin))
+    }
+
+    /// Step 8, the FIN (possibly ahead of missing data: remembered until RCV.NXT reaches it).
+    fn on_fin(&mut self, ctx: &mut Ctx, h: &TcpHeader, seq_no: u32, data_len: usize, fin: bool) {
+        let now = ctx.now;
         if fin {
-            self.fin_in = Some(seq_no.wrapping_add(data.len() as u32));
+            self.fin_in = Some(seq_no.wrapping_add(data_len as u32));
         }
         if let Some(f) = self.fin_in {
             if f == self.rcv_nxt && !self.peer_fin {
@@ -1118,10 +1176,41 @@ impl Conn {
         }
     }
 
+    /// A challenge ACK (RFC 5961 §§3–5): at most one per [`OOW_ACK_INTERVAL_MS`] per
+    /// connection, then within the engine-wide budget (§7), as Linux's `tcp_send_challenge_ack`.
     fn challenge_ack(&mut self, ctx: &mut Ctx) {
+        if !self.oow_ack_allowed(ctx.now) {
+            ctx.stats.challenge_acks_suppressed += 1;
+            self.counters.acks_rate_limited += 1;
+            return;
+        }
         if ctx.challenge_allowed() {
             self.ack_now = true;
         }
+    }
+
+    /// The ACK answering an unacceptable segment (RFC 9293 §3.10.7.4). Without data it is
+    /// rate-limited per connection (as Linux's `tcp_oow_rate_limited`); a segment with data or a
+    /// FIN is always answered: its sender needs the ACK (a retransmission whose ACK was lost, a
+    /// window probe), and data does not answer ACKs, so it cannot feed a loop.
+    fn unacceptable_ack(&mut self, ctx: &mut Ctx, h: &TcpHeader, payload_len: usize) {
+        let data = (payload_len > 0 || h.has(FIN)) && !h.has(SYN);
+        if !data && !self.oow_ack_allowed(ctx.now) {
+            ctx.stats.unacceptable_acks_suppressed += 1;
+            self.counters.acks_rate_limited += 1;
+            return;
+        }
+        ctx.stats.unacceptable_acks += 1;
+        self.ack_now = true;
+    }
+
+    /// Whether the per-connection limit lets one more rate-limited ACK out now (and takes it).
+    fn oow_ack_allowed(&mut self, now: u64) -> bool {
+        if self.oow_ack_at.is_some_and(|t| now < t + OOW_ACK_INTERVAL_MS) {
+            return false;
+        }
+        self.oow_ack_at = Some(now);
+        true
     }
 
     fn enter_time_wait(&mut self, ctx: &mut Ctx) {
@@ -1194,6 +1283,7 @@ impl Conn {
 
     fn process_ack(&mut self, ctx: &mut Ctx, h: &TcpHeader, no_payload: bool) {
         let now = ctx.now;
+        let prior_una = self.snd_una;
         let shift = self.snd_shift;
         let new_wnd = u32::from(h.window) << shift;
         let window_changed = new_wnd != self.snd_wnd;
@@ -1331,10 +1421,18 @@ impl Conn {
                 }
             }
         }
-        if seq::lt(self.snd_wl1, h.seq) || (self.snd_wl1 == h.seq && seq::le(self.snd_wl2, h.ack)) {
+        // Window update (RFC 9293 §3.10.7.4 with Linux's `tcp_may_update_window`): from a segment
+        // newer than the last one that updated it, or from any ACK that advances SND.UNA (it
+        // cannot be an old one). SND.WL1 never runs ahead of RCV.NXT: a segment beyond it (a
+        // spoofed in-window pure ACK with window 0 once pinned the window, issue 20) must not
+        // make every later update from the peer look old.
+        if seq::gt(h.ack, prior_una)
+            || seq::lt(self.snd_wl1, h.seq)
+            || (self.snd_wl1 == h.seq && seq::le(self.snd_wl2, h.ack))
+        {
             self.snd_wnd = new_wnd;
             self.max_snd_wnd = self.max_snd_wnd.max(new_wnd);
-            self.snd_wl1 = h.seq;
+            self.snd_wl1 = if seq::gt(h.seq, self.rcv_nxt) { self.rcv_nxt } else { h.seq };
             self.snd_wl2 = h.ack;
         }
         if self.snd_wnd > 0 {
@@ -1391,40 +1489,14 @@ impl Conn {
         }
     }
 
-    /// Adds the SACKed range `[left, right)` to the scoreboard, merging what overlaps or
-    /// touches, and drops the highest ranges past [`MAX_SCOREBOARD`].
-    fn scoreboard_insert(&mut self, mut left: u32, mut right: u32) {
-        let v = &mut self.sacked;
-        let mut i = 0;
-        while i < v.len() && seq::lt(v[i].1, left) {
-            i += 1;
-        }
-        let mut j = i;
-        while j < v.len() && seq::le(v[j].0, right) {
-            if seq::lt(v[j].0, left) {
-                left = v[j].0;
-            }
-            if seq::gt(v[j].1, right) {
-                right = v[j].1;
-            }
-            j += 1;
-        }
-        v.splice(i..j, [(left, right)]);
-        v.truncate(MAX_SCOREBOARD);
+    /// Adds the SACKed range `[left, right)` to the scoreboard.
+    fn scoreboard_insert(&mut self, left: u32, right: u32) {
+        self.sacked.insert(left, right);
     }
 
     /// Forgets what SND.UNA covers.
     fn scoreboard_prune(&mut self) {
-        let una = self.snd_una;
-        self.sacked.retain_mut(|r| {
-            if seq::le(r.1, una) {
-                return false;
-            }
-            if seq::lt(r.0, una) {
-                r.0 = una;
-            }
-            true
-        });
+        self.sacked.prune(self.snd_una);
     }
 
     /// Number of ranges on the SACK scoreboard.
@@ -1434,53 +1506,26 @@ impl Conn {
 
     /// SACKed bytes below `point`.
     fn sacked_below(&self, point: u32) -> usize {
-        let mut n = 0;
-        for &(l, r) in &self.sacked {
-            if seq::ge(l, point) {
-                break;
-            }
-            let r = if seq::lt(r, point) { r } else { point };
-            n += seq::diff(r, l) as usize;
-        }
-        n
+        self.sacked.sacked_below(point)
     }
 
     /// SACKed bytes above `point`.
     fn sacked_above(&self, point: u32) -> usize {
-        let total: usize = self.sacked.iter().map(|&(l, r)| seq::diff(r, l) as usize).sum();
-        let point = if seq::lt(point, self.snd_una) { self.snd_una } else { point };
-        total - self.sacked_below(point)
+        self.sacked.sacked_above(point, self.snd_una)
     }
 
     /// RFC 6675 IsLost as one edge: every unSACKed byte below it has more than
-    /// (DupThresh − 1)·SMSS SACKed bytes, or DupThresh SACKed ranges, above it. SND.UNA when
-    /// nothing is lost.
+    /// (DupThresh − 1)·SMSS SACKed bytes, or DupThresh SACKed ranges, above it, or RACK found it
+    /// lost by time. SND.UNA when nothing is lost.
     fn lost_edge(&self) -> u32 {
-        let need = (DUP_THRESH - 1) * self.smss + 1;
         // RACK's time-based verdict (RFC 8985) first; DupThresh may reach further.
         let rack = self.rack.lost_edge();
-        let mut edge = if self.sack_ok && seq::gt(rack, self.snd_una) && seq::le(rack, self.snd_max) {
+        let edge = if self.sack_ok && seq::gt(rack, self.snd_una) && seq::le(rack, self.snd_max) {
             rack
         } else {
             self.snd_una
         };
-        let mut acc = 0usize;
-        for (k, &(l, r)) in self.sacked.iter().rev().enumerate() {
-            let len = seq::diff(r, l) as usize;
-            if acc + len >= need {
-                let e = r.wrapping_sub((need - acc) as u32);
-                if seq::gt(e, edge) {
-                    edge = e;
-                }
-                break;
-            }
-            acc += len;
-            if k + 1 == DUP_THRESH && seq::gt(l, edge) {
-                edge = l;
-                break;
-            }
-        }
-        edge
+        self.sacked.lost_edge(edge, DUP_THRESH, self.smss)
     }
 
     /// RFC 6675 pipe: bytes believed in the network.
@@ -1499,24 +1544,7 @@ impl Conn {
 
     /// The first unSACKed range starting at or after `from` and below `limit`.
     fn next_hole(&self, from: u32, limit: u32) -> Option<(u32, u32)> {
-        let mut s = if seq::lt(from, self.snd_una) { self.snd_una } else { from };
-        let mut end = limit;
-        for &(l, r) in &self.sacked {
-            if seq::le(r, s) {
-                continue;
-            }
-            if seq::le(l, s) {
-                s = r;
-                continue;
-            }
-            end = if seq::lt(l, limit) { l } else { limit };
-            break;
-        }
-        if seq::lt(s, end) {
-            Some((s, end))
-        } else {
-            None
-        }
+        self.sacked.next_hole(from, limit, self.snd_una)
     }
 
     /// Resends up to one segment of `[s, e)` (with our FIN when it falls inside); returns the
@@ -1592,11 +1620,11 @@ impl Conn {
             if self.rescue_rxt.is_none() && unsent == 0 {
                 // The highest unSACKed data: below the top range when it reaches SND.MAX.
                 let (hole_lo, end) = match self.sacked.last() {
-                    Some(&(l, r)) if r == self.snd_max => {
-                        let lo = self.sacked.iter().rev().nth(1).map_or(self.snd_una, |p| p.1);
+                    Some((l, r)) if r == self.snd_max => {
+                        let lo = self.sacked.ranges().iter().rev().nth(1).map_or(self.snd_una, |p| p.1);
                         (lo, l)
                     }
-                    Some(&(_, r)) => (r, self.snd_max),
+                    Some((_, r)) => (r, self.snd_max),
                     None => (self.snd_una, self.snd_max),
                 };
                 // Rule 4 wants data above HighRxt: what was just retransmitted is no rescue.

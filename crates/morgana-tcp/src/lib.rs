@@ -15,6 +15,7 @@
 //! - [`cc`]: congestion control behind the [`cc::CongestionControl`] trait: CUBIC (RFC 9438,
 //!   the default) and NewReno (RFC 5681/6582), chosen per engine ([`Config`]) or per connection
 //!   ([`Engine::set_congestion_control`]); slow start and avoidance count bytes.
+//! - [`sack`]: the sender's SACK scoreboard (RFC 6675 §3) and its queries.
 //! - [`rack`]: RACK time-based loss detection (RFC 8985) for SACK connections.
 //! - [`syncookie`]: the window scale and SACK-permitted a SYN cookie carries in its TSval.
 //! - [`buffer`]: the bounded send buffer and the receive buffer with bounded out-of-order
@@ -22,6 +23,8 @@
 //! - [`conn`]: one connection's RFC 9293 state machine, SACK-based loss recovery (RFC 6675) with
 //!   NewReno (RFC 6582) when the peer has no SACK, delayed ACK, Nagle, persist and keep-alive
 //!   timers.
+//! - [`types`]: what the engine and its connections share (configuration, events, errors,
+//!   output, counters), so that [`conn`] does not depend on [`engine`].
 //! - [`engine`]: the connection table, listeners with bounded SYN queue and accept backlog,
 //!   RST generation for segments that match nothing, output and events.
 //!
@@ -64,8 +67,10 @@ pub mod engine;
 pub mod isn;
 pub mod rack;
 pub mod rtt;
+pub mod sack;
 pub mod seq;
 pub mod syncookie;
+pub mod types;
 pub mod wire;
 
 pub use engine::{

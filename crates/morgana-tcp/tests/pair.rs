@@ -525,10 +525,12 @@ fn idle_connection_footprint() {
 #[test]
 fn challenge_acks_are_rate_limited() {
     use morgana_tcp::wire::{TcpHeader, SYN};
-    let mut net = Net::new(Config { challenge_ack_limit: 10, ..Config::default() });
+    // One per connection per 500 ms (as Linux), and `challenge_ack_limit` per second engine-wide
+    // (RFC 5961 §7): with a limit of 1, every other SYN 500 ms apart is challenged.
+    let mut net = Net::new(Config { challenge_ack_limit: 1, ..Config::default() });
     let h = net.connect();
     let info = net.a.info(h).unwrap();
-    let now = net.now;
+    let start = net.now;
     for i in 0..50 {
         let forged = TcpHeader {
             src_port: info.remote.1,
@@ -539,11 +541,14 @@ fn challenge_acks_are_rate_limited() {
         };
         let mut buf = [0u8; 60];
         let n = forged.emit(&mut buf, &[], B, A).unwrap();
-        net.a.on_segment(B, A, &buf[..n], now);
+        net.a.on_segment(B, A, &buf[..n], start + u64::from(i) * 500);
+        // A burst in between: the per-connection limit answers none of it.
+        net.a.on_segment(B, A, &buf[..n], start + u64::from(i) * 500 + 1);
     }
     let s = net.a.stats();
-    assert_eq!(s.challenge_acks, 10);
-    assert_eq!(s.challenge_acks_suppressed, 40);
+    assert_eq!(s.challenge_acks, 25);
+    assert_eq!(s.challenge_acks_suppressed, 75);
+    assert_eq!(net.a.conn_stats(h).unwrap().acks_rate_limited, 50);
     assert_eq!(net.a.info(h).unwrap().state, State::Established);
 }
 

@@ -13,8 +13,8 @@ use std::hash::Hash;
 pub(crate) const SPARE_BUFFERS: usize = 64;
 const SPARE_CAPACITY: usize = 2048;
 
-/// What a datagram discarded for overlapping fragments is charged against `max_bytes` while it
-/// is remembered (so that remembering is bounded too).
+/// What a discarded datagram (dropped for overlapping fragments, or for too many) is charged
+/// against `max_bytes` while it is remembered (so that remembering is bounded too).
 pub(crate) const DISCARDED_COST: usize = 64;
 
 /// How a family uses the cache.
@@ -60,7 +60,7 @@ pub(crate) struct Datagram<K> {
     /// Bytes charged against `max_bytes`: the payload, the header if the family charges it, or
     /// [`DISCARDED_COST`] once discarded.
     charged: usize,
-    /// Dropped for an overlap and remembered only to drop its later fragments.
+    /// Dropped (an overlap, too many fragments) and remembered only to drop its later fragments.
     discarded: bool,
     /// Neighbours in the recency list: `newer` towards the head, `older` towards the tail.
     newer: Option<usize>,
@@ -102,8 +102,8 @@ pub(crate) enum Inserted {
     Ready(usize),
     /// The datagram was dropped (and counted) for this reason.
     Dropped(DropReason),
-    /// The datagram had already been discarded for an overlap; the fragment is dropped (and
-    /// counted by the caller).
+    /// The datagram had already been discarded (an overlap, too many fragments); the fragment
+    /// is dropped (and counted by the caller).
     Discarded,
 }
 
@@ -208,6 +208,7 @@ impl<K: Copy + Eq + Hash> Cache<K> {
         };
         self.touch(slot);
         if self.slots[slot].as_ref().is_some_and(|d| d.discarded) {
+            self.stats.dropped_discarded += 1;
             return Inserted::Discarded;
         }
         match self.add(slot, piece) {
@@ -415,7 +416,12 @@ impl<K: Copy + Eq + Hash> Cache<K> {
             DropReason::Inconsistent => &mut self.stats.dropped_inconsistent,
         };
         *counter += 1;
-        if reason == DropReason::Overlap && self.family.discard_after_overlap {
+        // Later fragments of a datagram dropped for too many fragments (or, for IPv6, an
+        // overlap) must not start it again: it could only be dropped again, after holding
+        // memory until its timeout. Its key is remembered until then instead.
+        let remember = reason == DropReason::TooManyFragments
+            || (reason == DropReason::Overlap && self.family.discard_after_overlap);
+        if remember {
             self.mark_discarded(slot);
             return;
         }

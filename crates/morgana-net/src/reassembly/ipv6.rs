@@ -77,7 +77,8 @@ pub struct Ipv6ReassemblyStats {
     pub common: ReassemblyStats,
     /// Atomic fragments handed back without reassembly.
     pub atomic: u64,
-    /// Fragments dropped because their datagram had been discarded for an overlap.
+    /// Fragments dropped because their datagram had been discarded for an overlap or for too
+    /// many fragments (the same count as `common.dropped_discarded`).
     pub dropped_discarded: u64,
     /// Offset-0 fragments dropped for not holding the whole header chain (RFC 7112).
     pub dropped_incomplete_chain: u64,
@@ -157,7 +158,6 @@ pub struct Ipv6Reassembler {
     reports: VecDeque<Icmpv6Report>,
     max_reports: usize,
     atomic: u64,
-    dropped_discarded: u64,
     dropped_incomplete_chain: u64,
     queued_reports: u64,
     dropped_reports: u64,
@@ -203,7 +203,6 @@ impl Ipv6Reassembler {
             reports: VecDeque::new(),
             max_reports,
             atomic: 0,
-            dropped_discarded: 0,
             dropped_incomplete_chain: 0,
             queued_reports: 0,
             dropped_reports: 0,
@@ -220,7 +219,7 @@ impl Ipv6Reassembler {
         Ipv6ReassemblyStats {
             common: self.core.stats(),
             atomic: self.atomic,
-            dropped_discarded: self.dropped_discarded,
+            dropped_discarded: self.core.stats.dropped_discarded,
             dropped_incomplete_chain: self.dropped_incomplete_chain,
             reports: self.queued_reports,
             dropped_reports: self.dropped_reports,
@@ -330,10 +329,7 @@ impl Ipv6Reassembler {
             Inserted::Ready(len) => Ipv6Outcome::Ready(len),
             Inserted::Dropped(DropReason::TooBig) => self.parameter_problem(bytes, 0, offset_field),
             Inserted::Dropped(_) => Ipv6Outcome::Dropped,
-            Inserted::Discarded => {
-                self.dropped_discarded += 1;
-                Ipv6Outcome::Dropped
-            }
+            Inserted::Discarded => Ipv6Outcome::Dropped,
         }
     }
 

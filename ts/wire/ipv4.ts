@@ -4,15 +4,15 @@
  * Rust; fields are read here straight from the caller's bytes.
  * @module
  */
-import { type Ipv4AddressLike, formatIpv4Address, toIpv4Number } from './address.js';
+import { type Ipv4AddressLike, formatIpv4Address, toIpv4Number } from '../address.js';
 import {
   FragmentationNeededError,
   MorganaError,
   assertBytes,
   assertInteger,
   nativeFailure,
-} from './errors.js';
-import { native } from './native.js';
+} from '../errors.js';
+import { native } from '../native.js';
 
 /** IP protocol numbers. */
 export const PROTOCOL = Object.freeze({ ICMP: 1, TCP: 6, UDP: 17 });

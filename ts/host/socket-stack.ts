@@ -13,7 +13,7 @@ import { parseIpv4Address } from '../address.js';
 import { MorganaError, assertBytes, assertInteger } from '../errors.js';
 import type { PingResult } from '../stack/icmp.js';
 import type { UdpHandler } from '../stack/udp.js';
-import type { StackV4, TcpListenerV4, UdpSocketV4 } from './stackv4.js';
+import type { StackV4, TcpListenerV4, UdpSocketV4 } from '../stack/stackv4.js';
 
 /** Options of {@link socketStack}. */
 export interface SocketStackOptions {

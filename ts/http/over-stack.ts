@@ -19,7 +19,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { MorganaError } from '../errors.js';
 import { Resolver, type ResolverStack } from '../dns/resolver.js';
-import { tcpOf, type StackV4, type TcpListenerV4, type TcpV4 } from './stackv4.js';
+import { tcpOf, type StackV4, type TcpListenerV4, type TcpV4 } from '../stack/stackv4.js';
 
 /** A `dns.lookup`-shaped function, as `http.request({ lookup })` takes it (`resolver.lookup` is one). */
 export type LookupFunction = (hostname: string, options: LookupAllOptions, callback: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void;

@@ -6,9 +6,9 @@
  */
 import type { Duplex } from 'node:stream';
 import { MorganaError } from '../errors.js';
-import type { PingResult } from '../stack/icmp.js';
-import type { Ping6Result } from '../stack/icmpv6.js';
-import type { UdpHandler } from '../stack/udp.js';
+import type { PingResult } from './icmp.js';
+import type { Ping6Result } from './icmpv6.js';
+import type { UdpHandler } from './udp.js';
 
 /** A bound UDP port, as `stack.udp.bind` returns it. */
 export interface UdpSocketV4 {

@@ -4,9 +4,9 @@
  * from the caller's bytes.
  * @module
  */
-import { type Ipv6AddressLike, formatIpv6Address, toIpv6Bytes } from './address.js';
-import { MorganaError, assertBytes, assertInteger, nativeFailure } from './errors.js';
-import { native } from './native.js';
+import { type Ipv6AddressLike, formatIpv6Address, toIpv6Bytes } from '../address.js';
+import { MorganaError, assertBytes, assertInteger, nativeFailure } from '../errors.js';
+import { native } from '../native.js';
 
 /** Next-header values. */
 export const NEXT_HEADER = Object.freeze({

@@ -136,6 +136,30 @@ function countedMemoryMB(r: Pick<StateRecord, 'kind' | 'options' | 'node' | 'pla
   return r.options.memoryMB ?? (r.plan?.target === 'virtio' || r.options.target === 'virtio' ? 128 : 512);
 }
 
+/**
+ * Waits (at most 2 s) until `pid` runs on exactly `cpus`: `taskset` sets the affinity just before
+ * it execs the tender, so a caller told "started" sees the unikernel pinned.
+ */
+async function pinned(pid: number, cpus: number[]): Promise<void> {
+  const want = new Set(cpus);
+  const end = Date.now() + 2000;
+  while (Date.now() < end) {
+    let list: string | undefined;
+    try {
+      list = /^Cpus_allowed_list:\s*(\S+)$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1];
+    } catch {
+      return; // already gone: its exit is reported as usual
+    }
+    const got = new Set<number>();
+    for (const part of (list ?? '').split(',')) {
+      const [lo, hi] = part.split('-').map(Number);
+      for (let c = lo!; c <= (hi ?? lo!); c++) got.add(c);
+    }
+    if (got.size === want.size && [...want].every((c) => got.has(c))) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /** An async queue of lines (the data lines following a `block-restore` request). */
 class LineQueue {
   #items: string[] = [];
@@ -501,6 +525,7 @@ export class Solo5Daemon {
     this.#watch(entry);
     await uk.start();
     if (uk.pid === undefined) entry.exited = true;
+    else if (record.cpus?.length) await pinned(uk.pid, record.cpus);
     record.pid = uk.pid;
     record.startTime = uk.pid ? await processStartTime(uk.pid) : undefined;
     await this.#save();

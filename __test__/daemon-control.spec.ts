@@ -115,3 +115,23 @@ test('a request that is still being handled is not cut by the idle timeout (cons
     await t.throwsAsync(follow, { instanceOf: MorganaError });
   });
 });
+
+test('the event log is bounded in memory and on disk, and survives a reopen', async (t) => {
+  const { EventLog } = await import('../ts/daemon/events.js');
+  const file = path.join(root, 'events.jsonl');
+  const log = new EventLog(file, { capacity: 50, maxFileBytes: 8192 });
+  for (let i = 0; i < 1000; i++) log.add('created', { name: `u${i}`, message: 'x'.repeat(20) });
+  t.is(log.list().length, 50);
+  t.is(log.list().at(-1)!.name, 'u999');
+  const { statSync, appendFileSync } = await import('node:fs');
+  t.true(statSync(file).size <= 8192);
+  // A torn last line (a crash mid-write) is skipped; numbering continues.
+  appendFileSync(file, '{"seq":100');
+  const again = new EventLog(file, { capacity: 50, maxFileBytes: 8192 });
+  t.is(again.list().at(-1)!.seq, 1000);
+  t.is(again.add('destroyed', { name: 'u999' }).seq, 1001);
+  t.deepEqual(again.list(2, 'u999').map((e) => e.type), ['created', 'destroyed']);
+  // The event written after the torn line is intact on the next open.
+  const third = new EventLog(file, { capacity: 50, maxFileBytes: 8192 });
+  t.like(third.list().at(-1), { seq: 1001, type: 'destroyed', name: 'u999' });
+});

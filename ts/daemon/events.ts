@@ -61,6 +61,8 @@ export class EventLog extends EventEmitter<{ event: [DaemonEvent] }> {
   #events: DaemonEvent[] = [];
   #seq = 0;
   #fileBytes = 0;
+  /** The file ends with a partial line (a crash mid-write): the next line starts on its own. */
+  #torn = false;
 
   constructor(file: string, options: EventLogOptions = {}) {
     super();
@@ -71,6 +73,7 @@ export class EventLog extends EventEmitter<{ event: [DaemonEvent] }> {
     try {
       const text = readFileSync(file, 'utf8');
       this.#fileBytes = Buffer.byteLength(text);
+      this.#torn = text.length > 0 && !text.endsWith('\n');
       for (const line of text.split('\n')) {
         if (!line) continue;
         try {
@@ -95,7 +98,8 @@ export class EventLog extends EventEmitter<{ event: [DaemonEvent] }> {
   add(type: DaemonEventType, fields: Omit<DaemonEvent, 'seq' | 'time' | 'type'> = {}): DaemonEvent {
     const e: DaemonEvent = { seq: ++this.#seq, time: new Date().toISOString(), type, ...fields };
     this.#keep(e);
-    const line = `${JSON.stringify(e)}\n`;
+    const line = `${this.#torn ? '\n' : ''}${JSON.stringify(e)}\n`;
+    this.#torn = false;
     try {
       if (this.#fileBytes + line.length > this.maxFileBytes) this.#compact();
       else {

@@ -168,6 +168,23 @@ test.serial('console: two followers see the same lines, with history on attach; 
     await until('flaky gave up', async () => (await ps(d)).find((u) => u.name === 'flaky')?.state === 'exited');
     await daemonRequest(d.dir, { cmd: 'stop', name: 'flaky' });
     const steps = (name: string, list: DaemonEvent[]): string[] => list.filter((e) => e.name === name).map((e) => e.type + (e.type === 'exited' ? `:${e.reason}` : ''));
+    // A TypeScript unikernel's exit 1 (an uncaught exception) is its own failure, not a tender error.
+    const crash = path.join(root, 'crash.mjs');
+    writeFileSync(crash, `setTimeout(() => { throw new Error('boom'); }, 50);\n`);
+    await run(d, 'crashy', {}, crash);
+    await until('crashy exited', async () => (await ps(d)).find((u) => u.name === 'crashy')?.state === 'exited');
+    const crashy = (await ps(d)).find((u) => u.name === 'crashy')!;
+    t.like(crashy.lastExit, { kind: 'guest-exit', code: 1 });
+    t.regex(crashy.lastExit!.description, /exited with status 1 \(failure/);
+    await daemonRequest(d.dir, { cmd: 'stop', name: 'crashy' });
+    // ... and its restart policy applies to it.
+    await daemonRequest(d.dir, { cmd: 'run', options: { entry: crash, name: 'crashy', cwd: root, restart: { mode: 'on-failure', maxRestarts: 2, backoffMs: 10 } } } as never);
+    await until('crashy gave up', async () => {
+      const u = (await ps(d)).find((x) => x.name === 'crashy')!;
+      return u.state === 'exited' && u.restarts === 2;
+    });
+    t.deepEqual(steps('crashy', await events(d)).slice(4), ['started', 'created', 'exited:guest-exit', 'restarted', 'started', 'exited:guest-exit', 'restarted', 'started', 'exited:guest-exit']);
+    await daemonRequest(d.dir, { cmd: 'stop', name: 'crashy' });
     const all = await events(d);
     t.deepEqual(steps('chatty', all), ['started', 'created', 'exited:clean', 'destroyed']);
     t.deepEqual(steps('flaky', all).slice(4), ['started', 'created', 'exited:guest-exit', 'restarted', 'started', 'exited:guest-exit', 'destroyed']);

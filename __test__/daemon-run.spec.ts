@@ -74,7 +74,7 @@ test('run -d starts a daemon and the unikernel under it; ps, logs, logs -f, stat
   t.is(dup.code, 1);
   t.regex(dup.stderr, /unikernel 'web' is running; stop it first/);
 
-  await until('console lines', async () => (await morgana(['logs', 'web'], { cwd: dir, env })).stdout.includes('tick 2'));
+  await until('console lines', async () => (await morgana(['logs', 'web'], { cwd: dir, env })).stdout.includes('tick 2'), 60_000);
   const logs = await morgana(['logs', 'web', '--count', '100'], { cwd: dir, env });
   t.regex(logs.stdout, /\nhello from the daemon\ntick 0\ntick 1\n/);
 
@@ -85,7 +85,7 @@ test('run -d starts a daemon and the unikernel under it; ps, logs, logs -f, stat
   follower.stdout.on('data', (c: Buffer) => (followed += c.toString()));
   follower.stderr.on('data', (c: Buffer) => (followErr += c.toString()));
   const followExit = new Promise<number | null>((resolve) => follower.once('exit', (code) => resolve(code)));
-  await until('live ticks followed', () => (followed.match(/tick \d+/g) ?? []).length >= 3);
+  await until('live ticks followed', () => (followed.match(/tick \d+/g) ?? []).length >= 3, 60_000);
 
   const stats = JSON.parse((await morgana(['stats', 'web', '--json'], { cwd: dir, env })).stdout) as { process: { pid: number; rssKiB: number }; target: string; state: string };
   t.is(stats.process.pid, ukPid);

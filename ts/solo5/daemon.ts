@@ -43,7 +43,7 @@ import {
 } from '../daemon/protocol.js';
 import type { ConsoleLine } from './console.js';
 import { type DeployOptions, type DeployPlan, type Provisioned, Unikernel, planDeployment, provisionDevices, releaseDevices } from './deploy.js';
-import type { ExitInfo } from './exit.js';
+import { type ExitInfo, restartDelay } from './exit.js';
 import { processStartTime } from './host.js';
 
 export { PROTOCOL_VERSION, type ControlCounters, type ControlLimits } from '../daemon/protocol.js';
@@ -134,6 +134,15 @@ const MIB = 1024 * 1024;
 function countedMemoryMB(r: Pick<StateRecord, 'kind' | 'options' | 'node' | 'plan'>): number {
   if (r.kind === 'node') return r.node?.memoryMB ?? 0;
   return r.options.memoryMB ?? (r.plan?.target === 'virtio' || r.options.target === 'virtio' ? 128 : 512);
+}
+
+/**
+ * An exit in the terms of the unikernel's kind: Solo5's exit 1 is a tender error, but a
+ * TypeScript unikernel's exit 1 is its own failure (an uncaught exception, `start` failing).
+ */
+function ownExit(record: Pick<StateRecord, 'kind'>, exit: ExitInfo): ExitInfo {
+  if (record.kind !== 'node' || exit.kind !== 'tender-error') return exit;
+  return { ...exit, kind: 'guest-exit', description: 'exited with status 1 (failure: an uncaught exception or start() failing)' };
 }
 
 /**
@@ -431,7 +440,8 @@ export class Solo5Daemon {
         void this.#save();
       });
     });
-    uk.on('exit', (exit, final) => {
+    uk.on('exit', (solo5Exit, final) => {
+      const exit = ownExit(record, solo5Exit);
       record.lastExit = exit;
       record.pid = undefined;
       record.startTime = undefined;
@@ -439,10 +449,33 @@ export class Solo5Daemon {
       record.exits = { ...record.exits, [exit.kind]: (record.exits?.[exit.kind] ?? 0) + 1 };
       this.#events.add('exited', { name: record.name, reason: exit.kind, message: exit.description });
       if (final) entry.exited = true;
+      if (final && solo5Exit.kind === 'tender-error' && record.kind === 'node') this.#restartNode(entry, exit);
       void this.#save();
     });
     uk.on('restart', (attempt, delayMs) => this.#events.add('restarted', { name: record.name, message: `restart ${attempt} in ${delayMs} ms` }));
     uk.on('cleanupError', () => {});
+  }
+
+  /**
+   * The restart policy for a TypeScript unikernel's exit 1, which the supervisor (keeping Solo5's
+   * rule that a tender error will not get better) does not restart itself.
+   */
+  #restartNode(entry: Entry, exit: ExitInfo): void {
+    const { record } = entry;
+    const policy = record.node?.restart;
+    if (!policy || policy.mode !== 'on-failure' || record.restarts >= (policy.maxRestarts ?? 5)) return;
+    if (policy.exitCodes !== undefined && !policy.exitCodes.includes(exit.code ?? -1)) return;
+    const delay = restartDelay(policy, record.restarts);
+    record.restarts++;
+    entry.exited = false;
+    this.#events.add('restarted', { name: record.name, message: `restart ${record.restarts} in ${delay} ms` });
+    setTimeout(() => {
+      if (this.#entries.get(record.name) !== entry) return; // stopped meanwhile
+      this.#launch(record).catch((error: unknown) => {
+        entry.exited = true;
+        this.#events.add('refused', { name: record.name, reason: (error as MorganaError).code, message: `not restarted: ${(error as Error).message}` });
+      });
+    }, delay).unref();
   }
 
   #save(): Promise<void> {
@@ -472,7 +505,7 @@ export class Solo5Daemon {
       image: e.record.plan.image,
       restarts: e.uk.restarts,
       adopted: e.adopted,
-      lastExit: e.uk.lastExit ?? e.record.lastExit,
+      lastExit: e.uk.lastExit ? ownExit(e.record, e.uk.lastExit) : e.record.lastExit,
       ...(e.record.cpus ? { cpus: e.record.cpus } : {}),
       ...(e.record.startOrder !== undefined ? { startOrder: e.record.startOrder } : {}),
     };
@@ -515,6 +548,7 @@ export class Solo5Daemon {
     if (record.cpus?.length) plan = { ...plan, command: ['taskset', '--cpu-list', record.cpus.join(','), ...plan.command] };
     if (record.kind === 'solo5') provisioned = await provisionDevices(options, user);
     const uk = new Unikernel(options, plan, provisioned, user);
+    uk.restarts = record.restarts;
     record.options = options;
     record.plan = plan;
     record.provisioned = provisioned;
@@ -674,7 +708,8 @@ export class Solo5Daemon {
         return this.#update(req, caller);
       case 'stop': {
         const e = this.#get(req.name);
-        const exit = e.exited ? e.uk.lastExit : await e.uk.stop();
+        const raw = e.exited ? e.uk.lastExit : await e.uk.stop();
+        const exit = raw && ownExit(e.record, raw);
         if (e.exited) await releaseDevices(e.record.provisioned, e.record.options.netns).catch(() => {});
         this.#entries.delete(e.record.name);
         await this.#save();
@@ -701,10 +736,10 @@ export class Solo5Daemon {
         await new Promise<void>((resolve) => {
           const onLine = (line: ConsoleLine): void => send({ console: line });
           const onExit = (exit: ExitInfo, final: boolean): void => {
-            if (!final) return send({ exit, final });
+            if (!final) return send({ exit: ownExit(e.record, exit), final });
             // The last lines are still being read from the log: end after them.
             void e.uk.exited.then(() => {
-              send({ exit, final });
+              send({ exit: ownExit(e.record, exit), final });
               done();
             });
           };

@@ -587,8 +587,11 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
     if (this.#poll) return;
     const splitter = new LineSplitter((line, truncated) => this.#line('stdout', line, truncated), this.#options.maxLineLength ?? 4096);
     let busy = false;
-    const read = async (): Promise<void> => {
-      if (busy) return;
+    // Reads are chained, never skipped: the final drain after the exit must run after a poll
+    // that may be reading already, or the last lines (written just before the exit) are lost.
+    let last: Promise<void> = Promise.resolve();
+    const read = (): Promise<void> => (last = last.then(readOnce));
+    const readOnce = async (): Promise<void> => {
       busy = true;
       try {
         const fh = await open(file, 'r');
@@ -614,7 +617,7 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
     };
     // Start at the current end: only new output is captured.
     void read();
-    this.#poll = setInterval(() => void read(), 200);
+    this.#poll = setInterval(() => void (busy || read()), 200);
     this.#poll.unref();
     const onExit = (_e: ExitInfo, final: boolean): void => {
       if (!final) return;

@@ -20,7 +20,7 @@ import { MorganaError } from '../errors.js';
 import type { DaemonEvent } from '../daemon/events.js';
 import type { ResourcePolicy } from '../daemon/policy.js';
 import type { ConsoleLine } from '../solo5/console.js';
-import { type DaemonRequest, type DaemonTarget, type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, startDaemon } from '../solo5/daemon.js';
+import { type DaemonTarget, type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, startDaemon } from '../solo5/daemon.js';
 import { parseSize } from '../solo5/host.js';
 import { UsageError, parseDeployArgs, reportError } from './deploy.js';
 
@@ -446,5 +446,3 @@ function takeDirHint(args: string[]): string {
   }
 }
 
-/** @internal Typed request helper for the top-level commands. */
-export type { DaemonRequest };

@@ -257,6 +257,18 @@ test.serial('CPU pinning: the tender runs with the requested affinity (/proc/PID
     const unpinned = await run(d, 'free');
     t.not(/^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync(`/proc/${unpinned.pid}/status`, 'utf8'))?.[1], undefined);
     t.is((await refusal(run(d, 'bad', { cpus: [] }), 'ERR_DAEMON_REQUEST')).includes('cpus'), true);
+    // Variables a client adds (run -d --metrics passes the monitor request this way) reach the unikernel.
+    const envy = path.join(root, 'envy.mjs');
+    writeFileSync(envy, `console.log('MONITOR=' + process.env.MORGANA_TEST_VAR); setInterval(() => {}, 1000);\n`);
+    const e = (await daemonRequest(d.dir, { cmd: 'run', options: { entry: envy, name: 'envy', env: { MORGANA_TEST_VAR: 'from the client' } } } as never)).unikernel as DaemonUnikernelInfo;
+    pids.add(e.pid!);
+    await until('env printed', async () => {
+      let text = '';
+      await daemonRequest(d.dir, { cmd: 'console', name: 'envy' }, (m) => void (m.console && (text += (m.console as { line: string }).line)));
+      return text.includes('MONITOR=from the client');
+    });
+    await refusal(daemonRequest(d.dir, { cmd: 'run', options: { entry: envy, name: 'envy2', env: { 'A=B': 'x' } } } as never), 'ERR_DAEMON_BAD_RUN');
+    await daemonRequest(d.dir, { cmd: 'stop', name: 'envy' });
     await daemonRequest(d.dir, { cmd: 'stop', name: 'pinned' });
     await daemonRequest(d.dir, { cmd: 'stop', name: 'free' });
     t.false(alive(uk.pid!));

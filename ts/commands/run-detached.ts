@@ -9,9 +9,9 @@ import { type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir } from '../so
 import { spawnDaemon } from './daemon.js';
 
 /** Asks the daemon to run `entry` with boot arguments `args`; prints what it started. */
-export async function runDetached(entry: string, args: string[], options: { name?: string; cwd: string }): Promise<number> {
+export async function runDetached(entry: string, args: string[], options: { name?: string; cwd: string; env?: Record<string, string> }): Promise<number> {
   const dir = defaultDaemonDir();
-  const request = { cmd: 'run' as const, options: { entry, args, cwd: options.cwd, ...(options.name ? { name: options.name } : {}) } };
+  const request = { cmd: 'run' as const, options: { entry, args, cwd: options.cwd, ...(options.name ? { name: options.name } : {}), ...(options.env ? { env: options.env } : {}) } };
   let r;
   try {
     r = await daemonRequest(dir, request);

@@ -9,6 +9,7 @@ import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import { readConfigured } from '../config/project.js';
 import { superviseChild } from './child.js';
+import { MONITOR_OPTIONS, monitorEnv, takeMonitorArgs } from './monitor-args.js';
 import { projectFlags, selfCommand } from './self.js';
 import { PROJECT_OPTIONS, guarded, optionValue, parseCommandArgs, pathsFrom } from './project-args.js';
 import { runDetached } from './run-detached.js';
@@ -19,6 +20,7 @@ export const run: Command = {
   usage: `morgana run [-d [--name NAME]] [-- BOOT ARGUMENTS …]
 
 ${PROJECT_OPTIONS}
+${MONITOR_OPTIONS}
   -d, --detach          run under the daemon (started if needed); then morgana ps, logs -f, stop
       --name NAME       name of the detached unikernel (default: the project folder's)
 
@@ -27,17 +29,21 @@ so escape spaces for the unikernel as well as for the shell: morgana run -- '--h
 Exit codes: the unikernel's (0 done, 1 failure, 63 after --help, 64 bad boot arguments).`,
   run: (args) =>
     guarded('run', async () => {
-      const parsed = parseCommandArgs(args, { detach: { short: 'd', value: false }, name: { value: true } }, false, "the unikernel's own options (boot arguments) go after --: morgana run -- ARG");
+      const monitor = takeMonitorArgs(args);
+      const parsed = parseCommandArgs(monitor.args, { detach: { short: 'd', value: false }, name: { value: true } }, false, "the unikernel's own options (boot arguments) go after --: morgana run -- ARG");
       if (parsed.positional.length) throw new MorganaError('ERR_USAGE', `boot arguments go after --: morgana run -- ${parsed.positional.join(' ')}`);
       const paths = pathsFrom(parsed);
       await readConfigured(paths);
       const entry = join(paths.buildDir, 'main.mjs');
       if (!existsSync(join(paths.buildDir, 'app'))) throw new MorganaError('ERR_NOT_CONFIGURED', `the unikernel is not built: run ${selfCommand()} build${projectFlags(parsed)}`);
-      if (parsed.flags.has('detach')) return runDetached(entry, parsed.rest, { name: optionValue(parsed, 'name'), cwd: process.cwd() });
+      if (parsed.flags.has('detach')) {
+        const env = monitor.request ? monitorEnv(monitor.request, {}) : undefined;
+        return runDetached(entry, parsed.rest, { name: optionValue(parsed, 'name'), cwd: process.cwd(), ...(env ? { env: env as Record<string, string> } : {}) });
+      }
       if (optionValue(parsed, 'name') !== undefined) throw new MorganaError('ERR_USAGE', '--name goes with -d');
       // Signals the unikernel handles (SIGUSR2's summary, SIGHUP, …) are forwarded, and it stops
       // if this process dies (see child.ts).
-      const { exited } = superviseChild(process.execPath, [entry, ...parsed.rest]);
+      const { exited } = superviseChild(process.execPath, [entry, ...parsed.rest], { env: monitorEnv(monitor.request) });
       const code = await exited;
       return code;
     }),

@@ -24,6 +24,8 @@ export interface NodeRunOptions {
   memoryMB?: number;
   /** Restart policy. */
   restart?: RestartPolicy;
+  /** Variables added to the daemon's environment (e.g. `morgana run -d --metrics`'s monitor request). */
+  env?: Record<string, string>;
 }
 
 /** Checks the options a client sent. Throws `ERR_DAEMON_BAD_RUN`. */
@@ -36,6 +38,9 @@ export function validateNodeRun(o: NodeRunOptions): NodeRunOptions {
   if (!existsSync(o.entry)) bad(`${o.entry} does not exist: run morgana build`);
   if (o.args !== undefined && (!Array.isArray(o.args) || !o.args.every((a) => typeof a === 'string'))) bad('args must be a list of strings');
   if (o.cwd !== undefined && (typeof o.cwd !== 'string' || !path.isAbsolute(o.cwd))) bad('cwd must be an absolute path');
+  if (o.env !== undefined && (typeof o.env !== 'object' || o.env === null || !Object.entries(o.env).every(([k, v]) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && typeof v === 'string'))) {
+    bad('env must map variable names to strings');
+  }
   if (o.memoryMB !== undefined && (!Number.isInteger(o.memoryMB) || o.memoryMB < 16 || o.memoryMB > 65536)) bad('memory must be 16 to 65536 MB');
   return o;
 }
@@ -59,6 +64,7 @@ export function nodePlan(o: NodeRunOptions, name: string, logFile: string): { op
     detached: true,
     logFile,
     cwd: o.cwd ?? path.dirname(o.entry),
+    ...(o.env ? { env: { ...process.env, ...o.env } } : {}),
     ...(o.restart ? { restart: o.restart } : {}),
   };
   const plan: DeployPlan = {

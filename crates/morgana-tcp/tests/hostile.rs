@@ -50,6 +50,8 @@ impl Pair {
             self.b.poll(self.now);
             let from_a = drain(&mut self.a);
             let from_b = drain(&mut self.b);
+            self.a.check_invariants().unwrap();
+            self.b.check_invariants().unwrap();
             if from_a.is_empty() && from_b.is_empty() {
                 break;
             }

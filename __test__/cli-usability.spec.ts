@@ -101,3 +101,30 @@ test('did you mean: mistyped commands and options get the closest name; run --po
   t.is(port.code, 64);
   t.regex(port.stderr, /unknown option --port=9; the unikernel's own options \(boot arguments\) go after --: morgana run -- --port=9/);
 });
+
+test('papercuts: demo --size abc, --forward sctp:…, daemon ps without a daemon', async (t) => {
+  const demo = await morgana(['demo', '--size', 'abc']);
+  t.is(demo.code, 64);
+  t.regex(demo.stderr, /--size must be a whole number from 0 to 65515, got "abc"/);
+  t.notRegex(demo.stderr, /NaN/);
+  t.is((await morgana(['demo', '--mtu', '20'])).code, 64);
+  t.is((await morgana(['demo', '--bogus'])).code, 64);
+
+  const { args } = (await import('./helpers/unikernel.js')).exampleArgs('echo');
+  const sctp = await morgana(['configure', ...args, '--forward', 'sctp:8080:80']);
+  t.is(sctp.code, 64);
+  t.regex(sctp.stderr, /unknown protocol "sctp" in --forward "sctp:8080:80": tcp or udp/);
+
+  const dir = nobodyDir();
+  const ps = await morgana(['daemon', 'ps', '--dir', dir]);
+  t.is(ps.code, 1);
+  t.regex(ps.stderr, new RegExp(`no daemon is running; start one with: .*daemon serve --dir ${dir}`));
+});
+
+(kernelTestsUnavailable() ? test.skip : test)('iperf3 with a bad --ipv4 exits 64 instead of hanging with the TAP device open', async (t) => {
+  const r = await withNetns((ns) =>
+    ns.exec(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'iperf3', '-s', '--tap', 'mtap0', '--ipv4', '10.89.0.2'], { allowFailure: true, timeoutMs: 60_000 }),
+  );
+  t.is(r.code, 64, r.stderr);
+  t.regex(r.stderr, /expected ADDRESS\/PREFIX such as 10\.0\.0\.2\/24, got "10\.89\.0\.2"/);
+});

@@ -175,7 +175,7 @@ kernelTest(
       const { tap, kernelMac } = await offloadTap(ns);
       try {
         t.true(tap.vnetHdr, 'the kernel granted the header');
-        t.deepEqual({ ...tap.offloads }, { checksum: true, tso4: true, tso6: true });
+        t.deepEqual({ ...tap.kernelOffloads }, { checksum: true, tso4: true, tso6: true });
         const N = 512 * 1024;
         const PORT = 5555;
         const ISS = 1_000_000;
@@ -304,7 +304,7 @@ kernelTest(test, 'vnetHdr false (the default): plain frames, no offloads', async
     const tap = await openTap({ name: 'mtapv1', netns: ns.name });
     try {
       t.false(tap.vnetHdr);
-      t.deepEqual({ ...tap.offloads }, { checksum: false, tso4: false, tso6: false });
+      t.deepEqual({ ...tap.kernelOffloads }, { checksum: false, tso4: false, tso6: false });
     } finally {
       await tap.close();
     }

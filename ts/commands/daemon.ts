@@ -19,6 +19,7 @@ import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import type { DaemonEvent } from '../daemon/events.js';
 import type { ResourcePolicy } from '../daemon/policy.js';
+import { selfCommand } from './self.js';
 import type { ConsoleLine } from '../solo5/console.js';
 import { type DaemonTarget, type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, startDaemon } from '../solo5/daemon.js';
 import { parseSize } from '../solo5/host.js';
@@ -423,11 +424,12 @@ export const daemon: Command = {
     } catch (caught) {
       const error = asUsageError(caught);
       if (error instanceof UsageError) process.stderr.write(`usage: ${USAGE}\n`);
-      if (error instanceof MorganaError && error.code === 'ERR_DAEMON_UNREACHABLE') {
-        process.stderr.write(`morgana daemon: ${error.code}: ${error.message}\n  start one with: morgana daemon --dir ${takeDirHint(args)} &\n`);
-        return 1;
+      const code = reportError('morgana daemon', error);
+      if ((error as { code?: unknown }).code === 'ERR_DAEMON_UNREACHABLE' && !takeTargetSafe(args)?.remote) {
+        const dir = takeTargetSafe(args)?.dir ?? defaultDaemonDir();
+        process.stderr.write(`morgana daemon: no daemon is running; start one with: ${selfCommand()} daemon serve --dir ${dir} (it stays in the foreground: use another terminal, or append &)\n`);
       }
-      return reportError('morgana daemon', error);
+      return code;
     }
   },
 };
@@ -438,11 +440,11 @@ export function asUsageError(error: unknown): unknown {
   return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS') ? new UsageError((error as Error).message) : error;
 }
 
-function takeDirHint(args: string[]): string {
+function takeTargetSafe(args: string[]): ReturnType<typeof takeTarget> | undefined {
   try {
-    return takeTarget(args).dir;
+    return takeTarget(args);
   } catch {
-    return defaultDaemonDir();
+    return undefined;
   }
 }
 

@@ -37,8 +37,11 @@ function watchLines(stream: NodeJS.ReadableStream, onLine: (line: string) => voi
 class AddressLog {
   ipv4: string | undefined;
   ipv6: string[] = [];
+  /** Whether the unikernel said a forwarded host port was taken. */
+  portTaken = false;
   /** Reads one line of the unikernel's stderr. */
   read(line: string): void {
+    if (/EADDRINUSE/.test(line)) this.portTaken = true;
     const v4 = /^\[morgana\] vnet: gateway \S+, unikernel (\d+\.\d+\.\d+\.\d+)$/.exec(line);
     if (v4) this.ipv4 = v4[1];
     const v6 = /^\[morgana\] stack0: IPv6 (.+)$/.exec(line);
@@ -87,9 +90,9 @@ ${MONITOR_OPTIONS}`,
     if (values.tap) return runOnTap(buildDir, project, values['self-check-only'] === true);
     try {
       process.stderr.write(`Building the static-website example for the vnet target in ${buildDir}\n`);
-      const configured = await configure.run(['-t', 'vnet', '--forward', `127.0.0.1:${port}:80`, ...project]);
+      const configured = await configure.run(['-q', '-t', 'vnet', '--forward', `127.0.0.1:${port}:80`, ...project]);
       if (configured !== 0) return configured;
-      const built = await build.run(project);
+      const built = await build.run(['-q', ...project]);
       if (built !== 0) return built;
 
       // Signals are forwarded to the unikernel, which stops (and removes the build folder) if we die.
@@ -106,7 +109,10 @@ ${MONITOR_OPTIONS}`,
           const m = /forwarding tcp 127\.0\.0\.1:(\d+) ->/.exec(line);
           if (m) resolve(Number(m[1]));
         });
-        void exited.then((code) => reject(new Error(`the unikernel exited with code ${code} before serving`)));
+        void exited.then((code) => {
+          const busy = addresses.portTaken ? `; port ${port} is taken by another program: morgana start --port 0 picks a free one (npm start -- --port 0)` : '';
+          reject(new Error(`the unikernel exited with code ${code} before serving${busy}`));
+        });
       });
       let hostPort: number;
       try {
@@ -155,9 +161,9 @@ function ip(...args: string[]): void {
 async function runOnTap(buildDir: string, project: string[], selfCheckOnly: boolean): Promise<number> {
   try {
     process.stderr.write(`Building the static-website example for unix --net direct in ${buildDir}\n`);
-    const configured = await configure.run(['-t', 'unix', '--net', 'direct', `--interface=${TAP}`, ...project]);
+    const configured = await configure.run(['-q', '-t', 'unix', '--net', 'direct', `--interface=${TAP}`, ...project]);
     if (configured !== 0) return configured;
-    const built = await build.run(project);
+    const built = await build.run(['-q', ...project]);
     if (built !== 0) return built;
     // Everything lives in a namespace of our own: the TAP, its kernel-side address, curl.
     ip('netns', 'add', NETNS);

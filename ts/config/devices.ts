@@ -342,7 +342,7 @@ export function stack(net: Device<NetDevice>, options: StackDeviceOptions = {}):
       if (s.slaac) {
         // Start the unikernel with usable IPv6 addresses, and refuse a static one in use.
         try {
-          await s.slaac.settled();
+          await s.slaac.settled({ dadOnly: true });
         } catch (error) {
           await s.close();
           throw error;

@@ -23,7 +23,7 @@ import { type DeviceContext, defaultKeys, keyAppliesTo } from './devices.js';
 import { type Config, type DeviceGraph, checkKeyValues, deviceGraph } from './dsl.js';
 import { type Key, isKey, keysHelp, parseKeyArguments } from './keys.js';
 import type { StackV4, TcpV4 } from '../stack/stackv4.js';
-import { DEFAULT_VNET_MTU, type TargetConfig, formatForward } from './targets.js';
+import { DEFAULT_VNET_MTU, type Forward, type TargetConfig, formatForward } from './targets.js';
 
 /** Exit codes of a unikernel, as MirageOS's (functoria-runtime ≥ 3.0.1). */
 export const EXIT = { ok: 0, failure: 1, help: 63, usage: 64 } as const;
@@ -52,11 +52,25 @@ function isMorganaStack(value: unknown): value is Stack {
   return typeof v?.stats === 'function' && Array.isArray(v.interfaces) && v.arp !== undefined;
 }
 
+/** A forward that could not listen; a busy host port says how to pick another. */
+function forwardError(f: Forward, error: NodeJS.ErrnoException): MorganaError {
+  const hint =
+    error.code === 'EADDRINUSE'
+      ? ` (host port ${f.hostPort} is taken by another program: forward another, e.g. --forward ${f.protocol === 'udp' ? 'udp:' : ''}${f.hostPort === 65_535 ? 0 : f.hostPort + 1}:${f.guestPort}, or 0 for a free one)`
+      : error.code === 'EACCES'
+        ? ` (host ports below 1024 need root: forward a higher one, e.g. --forward ${f.protocol === 'udp' ? 'udp:' : ''}${f.hostPort + 8000}:${f.guestPort})`
+        : '';
+  return new MorganaError('ERR_FORWARD', `--forward ${formatForward(f)}: ${error.message}${hint}`, { cause: error });
+}
+
 /** For a failure that needs privileges the user lacks: where to go without them. */
 function rootlessHint(error: unknown, target: TargetConfig): string {
   const code = (error as { code?: unknown }).code;
   if (code === 'ERR_TAP_PERMISSION' && target.name === 'unix') {
     return '\n[morgana] the unix --net direct target needs root (CAP_NET_ADMIN) for its TAP device; without root, configure -t vnet (an in-process network; --forward HOSTPORT:PORT reaches it) or -t unix --net socket (host sockets)';
+  }
+  if (code === 'ERR_ADDRESS_IN_USE' && target.name === 'unix' && target.net === 'socket') {
+    return '\n[morgana] the port is taken on this host by another program: choose another with a boot argument, e.g. morgana run -- --port=8081';
   }
   if (code === 'ERR_PERMISSION' && target.name === 'unix' && target.net === 'socket') {
     return '\n[morgana] ports below 1024 need root (or CAP_NET_BIND_SERVICE) on host sockets: choose another, e.g. morgana run -- --port=8080, or configure -t vnet --forward 8080:80';
@@ -206,7 +220,7 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
         );
       });
       await new Promise<void>((resolve, reject) => {
-        server.once('error', (e) => reject(new MorganaError('ERR_FORWARD', `--forward ${formatForward(f)}: ${e.message}`)));
+        server.once('error', (e) => reject(forwardError(f, e)));
         server.listen(f.hostPort, f.hostAddress, () => resolve());
       });
       const port = (server.address() as net.AddressInfo).port;
@@ -226,7 +240,7 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
         binding.send(guestAddress, f.guestPort, data);
       });
       await new Promise<void>((resolve, reject) => {
-        socket.once('error', (e) => reject(new MorganaError('ERR_FORWARD', `--forward ${formatForward(f)}: ${e.message}`)));
+        socket.once('error', (e) => reject(forwardError(f, e)));
         socket.bind(f.hostPort, f.hostAddress, () => resolve());
       });
       log(`vnet: forwarding udp ${formatEndpoint(f.hostAddress, socket.address().port)} -> ${formatEndpoint(guestAddress, f.guestPort)}`);
@@ -324,6 +338,14 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     },
   ]);
   for (const [name, handler] of stopSignals) process.on(name, handler);
+  // An error nobody handled (a socket's 'error' event, a throw in a callback) ends the unikernel
+  // as it ends any Node process, exit 1, but with the hint a user can act on.
+  const uncaught = (error: unknown) => {
+    const morgana = error instanceof MorganaError;
+    log(`uncaught error: ${!morgana && error instanceof Error && error.stack ? error.stack : errorMessage(error)}${rootlessHint(error, manifest.target)}`);
+    process.exit(EXIT.failure);
+  };
+  process.on('uncaughtException', uncaught);
   // The wrapper that started us (morgana run/start) is gone: stop, as on SIGTERM.
   // \`morgana start\` builds into a temporary folder it removes; if it died first, we remove it.
   const temporaryBuildDir = process.env.MORGANA_TEMPORARY_BUILD_DIR === manifest.buildDir ? manifest.buildDir : undefined;
@@ -348,6 +370,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
 
   const shutdown = async () => {
     for (const [name, handler] of stopSignals) process.off(name, handler);
+    process.off('uncaughtException', uncaught);
     unwatchParent();
     process.off('SIGUSR2', summary);
     controller.abort();
@@ -431,7 +454,10 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     const running = Promise.resolve((start as (...a: unknown[]) => unknown)(devices, { keys: keyValues, argv: parsed.positional, signal: controller.signal }));
     const outcome = await Promise.race([running.then((v) => ({ v })), signalPromise]);
     if (outcome === 'signal') log(`${signalled}: stopping`);
-    else if (Number.isInteger(outcome.v) && (outcome.v as number) >= 0 && (outcome.v as number) < 256) code = outcome.v as number;
+    // A start that returns ends the unikernel, listeners and all: say so, as it is easy to forget
+    // to keep start pending (a serving unikernel awaits the abort of its signal).
+    else log(`start returned${outcome.v === undefined ? '' : ` ${JSON.stringify(outcome.v)}`}: stopping (a unikernel that serves keeps start pending until its signal aborts)`);
+    if (outcome !== 'signal' && Number.isInteger(outcome.v) && (outcome.v as number) >= 0 && (outcome.v as number) < 256) code = outcome.v as number;
   } catch (error) {
     log(`${manifest.name}: ${error instanceof Error && error.stack ? error.stack : errorMessage(error)}${rootlessHint(error, manifest.target)}`);
     code = EXIT.failure;

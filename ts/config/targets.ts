@@ -117,6 +117,10 @@ export function parseForward(text: string): Forward {
     protocol = m[1] as 'tcp' | 'udp';
     rest = m[2]!;
   }
+  if (/^[a-z][a-z0-9]*:/i.test(rest) && !m && !/^\d/.test(rest)) {
+    const name = rest.slice(0, rest.indexOf(':'));
+    throw usage(`unknown protocol ${JSON.stringify(name)} in --forward ${JSON.stringify(text)}: tcp or udp (tcp when left out), e.g. udp:5353:53`);
+  }
   const parts = fields(rest);
   const isAddress = (p: string) => p.includes('.') || p.startsWith('[');
   let hostAddress = '127.0.0.1';

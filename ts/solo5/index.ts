@@ -63,3 +63,5 @@ export { type DaemonEvent, type DaemonEventType } from '../daemon/events.js';
 export { type ResourcePolicy } from '../daemon/policy.js';
 export { type BlockInfo } from '../daemon/blocks.js';
 export { type MetricFamily, renderMetrics } from '../daemon/metrics.js';
+export { type BoundForward, type UserGateway, type UserGatewayOptions, type UserGatewayStats, startUserGateway, userGatewayAddresses } from './gateway.js';
+export { type NamespaceMode, type UserNetAttachment, hasNetAdmin } from './user-net.js';

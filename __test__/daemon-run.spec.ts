@@ -75,7 +75,7 @@ test('run -d starts a daemon and the unikernel under it; ps, logs, logs -f, stat
   t.regex(dup.stderr, /unikernel 'web' is running; stop it first/);
 
   await until('console lines', async () => (await morgana(['logs', 'web'], { cwd: dir, env })).stdout.includes('tick 2'), 60_000);
-  const logs = await morgana(['logs', 'web', '--count', '100'], { cwd: dir, env });
+  const logs = await morgana(['logs', 'web', '--count', '1000'], { cwd: dir, env });
   t.regex(logs.stdout, /\nhello from the daemon\ntick 0\ntick 1\n/);
 
   // logs -f streams until the unikernel stops; its last line arrives.

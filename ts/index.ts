@@ -96,7 +96,7 @@ export {
 export { type Ipv6AddressEvent, type Ipv6AddressInfo, Slaac, type SlaacOptions, type SlaacStats, eui64Iid, stableIid } from './stack/slaac.js';
 export { Mld, type MldOptions, type MldStats } from './stack/mld.js';
 export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';
-export { type TapDevice, type TapOffloads, type TapOptions, openTap } from './net/tap.js';
+export { type TapDevice, type TapOffloads, type TapOptions, openTap, type TapNetDevice, tapNetDevice } from './net/tap.js';
 export {
   NO_OFFLOAD,
   VIRTIO_NET_HDR_F_DATA_VALID,

@@ -97,7 +97,7 @@ export { type Ipv6AddressEvent, type Ipv6AddressInfo, Slaac, type SlaacOptions, 
 export { Mld, type MldOptions, type MldStats } from './stack/mld.js';
 export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';
 export { UdpDgramSocket, type UdpBindOptions, type UdpMessage, type UdpRemoteInfo, type UdpSocketType } from './stack/udp-socket.js';
-export { type TapDevice, type TapOffloads, type TapOptions, adoptTap, openTap } from './net/tap.js';
+export { type TapDevice, type TapOffloads, type TapOptions, adoptTap, openTap, type TapNetDevice, tapNetDevice } from './net/tap.js';
 export {
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -175,7 +175,7 @@ export * as config from './config/index.js';
 export * from './solo5/index.js';
 export { formatStackSummary } from './stack/summary.js';
 export { type InetAddressLike } from './stack/inet.js';
-export { Tcp, TcpConnection, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';
+export { Tcp, TcpConnection, DEFAULT_CONNECT_TIMEOUT, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, TcpServer, type TcpStats } from './stack/tcp.js';
 export {
   type Iperf3ClientOptions,
   type Iperf3Interval,

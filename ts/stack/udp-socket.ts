@@ -13,6 +13,7 @@
 import { EventEmitter } from 'node:events';
 import { MorganaError } from '../errors.js';
 import { type InetAddress, parseInetAddress } from './inet.js';
+import { KeepAlive } from './keep-alive.js';
 
 /** What a socket needs of the UDP layer (structural, so that udp.ts can import this module). */
 interface UdpLayer {
@@ -52,22 +53,6 @@ export type UdpMessage = string | Uint8Array | ReadonlyArray<string | Uint8Array
 
 type SendCallback = (error: Error | null, bytes: number) => void;
 
-/**
- * A process-wide count of ref'd sockets holding one ref'd interval: a bound, ref'd socket keeps
- * the Node process alive, as a bound `dgram.Socket` does (the stack's own timers are unref'd).
- */
-let holders = 0;
-let holdTimer: NodeJS.Timeout | undefined;
-function hold(): void {
-  if (holders++ === 0) holdTimer = setInterval(() => {}, 1 << 30);
-}
-function release(): void {
-  if (--holders === 0) {
-    clearInterval(holdTimer);
-    holdTimer = undefined;
-  }
-}
-
 const BIND_UNBOUND = 0;
 const BIND_BINDING = 1;
 const BIND_BOUND = 2;
@@ -94,7 +79,8 @@ export class UdpDgramSocket extends EventEmitter {
   #localAddress = '';
   #closed = false;
   #ref = true;
-  #holding = false;
+  /** While bound: keeps the process alive unless unref'd (keep-alive.ts). */
+  #keepAlive: KeepAlive | undefined;
 
   /** @internal Made by `Udp.createSocket`. */
   constructor(udp: UdpLayer, type: UdpSocketType) {
@@ -256,11 +242,14 @@ export class UdpDgramSocket extends EventEmitter {
   }
 
   #updateHold(): void {
-    const want = this.#ref && this.#state === BIND_BOUND && !this.#closed;
-    if (want === this.#holding) return;
-    this.#holding = want;
-    if (want) hold();
-    else release();
+    if (this.#state === BIND_BOUND && !this.#closed) {
+      this.#keepAlive ??= new KeepAlive();
+      if (this.#ref) this.#keepAlive.ref();
+      else this.#keepAlive.unref();
+    } else {
+      this.#keepAlive?.release();
+      this.#keepAlive = undefined;
+    }
   }
 
   #healthCheck(): void {

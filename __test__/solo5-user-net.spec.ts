@@ -286,7 +286,7 @@ for (const namespace of ['net', 'user'] as const) {
       const end = Date.now() + 60_000;
       while (uk.console().filter((l) => /guest ready/.test(l.line)).length < 2 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
       t.not(readlinkSync(`/proc/${uk.pid}/ns/net`), firstNs);
-      t.deepEqual(processesIn(firstNs), []);
+      t.deepEqual(processesIn(firstNs).map((p) => `${p}: ${readFileSync(`/proc/${p}/cmdline`, 'latin1')}`), []);
       t.is((await curl(`http://127.0.0.1:${port}/`)).toString(), 'hello from the guest\n');
     }
     const pid = uk.pid!;

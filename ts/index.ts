@@ -96,7 +96,7 @@ export {
 export { type Ipv6AddressEvent, type Ipv6AddressInfo, Slaac, type SlaacOptions, type SlaacStats, eui64Iid, stableIid } from './stack/slaac.js';
 export { Mld, type MldOptions, type MldStats } from './stack/mld.js';
 export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';
-export { type TapDevice, type TapOffloads, type TapOptions, adoptTap, openTap } from './net/tap.js';
+export { type TapDevice, type TapOffloads, type TapOptions, adoptTap, openTap, type TapNetDevice, tapNetDevice } from './net/tap.js';
 export {
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -174,7 +174,7 @@ export * as config from './config/index.js';
 export * from './solo5/index.js';
 export { formatStackSummary } from './stack/summary.js';
 export { type InetAddressLike } from './stack/inet.js';
-export { Tcp, TcpConnection, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';
+export { Tcp, TcpConnection, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, TcpServer, type TcpStats } from './stack/tcp.js';
 export {
   type Iperf3ClientOptions,
   type Iperf3Interval,

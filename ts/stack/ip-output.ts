@@ -22,7 +22,7 @@ export const NEIGHBOUR_REFRESH_MS = 1_000;
 export function tsoMax(eth: Ethernet, family: 4 | 6): number {
   const o = eth.net.offloads;
   if (!o || !(family === 4 ? o.tso4 : o.tso6)) return 0;
-  return Math.min(o.maxFrame - 14, 65_535 + (family === 6 ? 40 : 0));
+  return Math.min((o.maxFrame ?? 14 + 65_535) - 14, 65_535 + (family === 6 ? 40 : 0));
 }
 
 /** The native send path. */

@@ -252,12 +252,15 @@ test('resetAndDestroy() sends a RST: the peer sees ECONNRESET, as with net.Socke
     const connect = await listen((conn) => {
       conn.on('error', (error: NodeJS.ErrnoException) => log.push(`peer error ${error.code}`));
       conn.on('end', () => log.push('peer end'));
-      conn.on('close', () => peerDone());
+      conn.on('close', (hadError: boolean) => {
+        log.push(`peer close hadError=${hadError}`);
+        peerDone();
+      });
       conn.resume();
     });
     const client = await connect();
     client.on('error', (error: NodeJS.ErrnoException) => log.push(`client error ${error.code}`));
-    const closed = once(client as never, 'close');
+    const closed = once(client as never, 'close').then(([hadError]) => log.push(`client close hadError=${String(hadError)}`));
     client.write('some data first');
     // Let the data reach the peer before the reset.
     await new Promise((r) => setTimeout(r, 100));
@@ -265,8 +268,7 @@ test('resetAndDestroy() sends a RST: the peer sees ECONNRESET, as with net.Socke
     log.push(`after resetAndDestroy ${client.readyState} destroyed=${client.destroyed}`);
     await closed;
     await peerClosed;
-    log.push('client close');
-    return log;
+    return log.sort();
   };
   const { a, b } = await pair(t);
   const morgana = await scenario(async (onConn) => {

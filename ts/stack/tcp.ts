@@ -220,7 +220,8 @@ export interface TcpConnectOptions {
    * connection-establishment timer); then the connect fails with `ETIMEDOUT` and the attempt is
    * dropped. `0` leaves it to the engine's SYN retries (6, about 127 s). Unlike `net`'s
    * `timeout` option (an idle timeout, here {@link TcpConnection.setTimeout}), this one bounds the
-   * connect only.
+   * connect only. It reports `ETIMEDOUT` even when a soft ICMP error was heard meanwhile (the
+   * engine's own SYN timeout reports that one as `EHOSTUNREACH`).
    */
   timeout?: number;
 }

@@ -337,3 +337,85 @@ test('connect to a host that never answers fails with ETIMEDOUT after its timeou
   t.deepEqual(a.tcp.connections(), []);
   await t.throwsAsync(a.tcp.connect('10.0.0.9', 80, { timeout: -1 }), { code: 'ERR_OUT_OF_RANGE' });
 });
+
+/** createConnection's life, logged the same way for net and Morgana: success with a write queued while connecting, then a refusal. */
+async function createConnectionScenario(
+  open: (port: number, listener: () => void) => SocketLike,
+  listen: (onConn: (conn: SocketLike) => void) => Promise<number>,
+  closedPort: number,
+  data: Buffer,
+): Promise<string[]> {
+  const log: string[] = [];
+  let accepted!: (got: Promise<Buffer>) => void;
+  const got = new Promise<Promise<Buffer>>((resolve) => (accepted = resolve));
+  const port = await listen((conn) => accepted(collect(conn as never)));
+  const connected = new Promise<void>((resolve) => {
+    const client = open(port, () => {
+      log.push(`connect listener ${client.readyState} pending=${client.pending}`);
+      resolve();
+    });
+    log.push(`returned ${client.readyState} pending=${client.pending} connecting=${client.connecting}`);
+    client.on('ready', () => log.push('ready'));
+    client.end(data);
+  });
+  await connected;
+  log.push(`peer got ${sha256(await (await got))}`);
+
+  const refused = open(closedPort, () => log.push('connected to a closed port?'));
+  refused.on('error', (error: NodeJS.ErrnoException) => log.push(`error ${error.code}`));
+  // Not events.once: it rejects on the 'error' that comes first.
+  const hadError = await new Promise<boolean>((resolve) => refused.once('close', resolve));
+  log.push(`close hadError=${hadError} ${refused.readyState} destroyed=${refused.destroyed}`);
+  return log;
+}
+
+test('createConnection() returns the connection at once and reports as net.createConnection does', async (t) => {
+  const data = randomBytes(100_000);
+  const { a, b } = await pair(t);
+  const morgana = await createConnectionScenario(
+    (port, listener) => a.tcp.createConnection('10.0.0.2', port, {}, listener),
+    async (onConn) => (b.tcp.listen(7400, onConn), 7400),
+    7401,
+    data,
+  );
+  const server = net.createServer();
+  // A port nobody listens on: bound then closed by a throwaway server.
+  const spare = net.createServer();
+  await new Promise<void>((resolve) => spare.listen(0, '127.0.0.1', resolve));
+  const closedPort = (spare.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => spare.close(() => resolve()));
+  const node = await createConnectionScenario(
+    (port, listener) => net.createConnection(port, '127.0.0.1', listener),
+    async (onConn) => {
+      server.on('connection', onConn);
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return (server.address() as net.AddressInfo).port;
+    },
+    closedPort,
+    data,
+  );
+  server.close();
+  t.deepEqual(morgana, node);
+  t.true(morgana.includes(`peer got ${sha256(data)}`));
+  t.true(morgana.includes('error ECONNREFUSED'), morgana.join('\n'));
+});
+
+test("createConnection() to a host that never answers: 'error' ETIMEDOUT after its timeout, then 'close' with hadError", async (t) => {
+  const { a } = await pair(t);
+  const conn = a.tcp.createConnection('10.0.0.9', 80, { timeout: 300 });
+  t.is(conn.readyState, 'opening');
+  const events: string[] = [];
+  conn.on('error', (error: NodeJS.ErrnoException) => events.push(`error ${error.code}`));
+  await new Promise<void>((resolve) => conn.once('close', (hadError: boolean) => (events.push(`close ${hadError}`), resolve())));
+  t.deepEqual(events, ['error ETIMEDOUT', 'close true']);
+  t.deepEqual(a.tcp.connections(), []);
+});
+
+test("createConnection() cut short by the stack's closing: 'error' ERR_STACK_CLOSED", async (t) => {
+  const { a } = await pair(t);
+  const conn = a.tcp.createConnection('10.0.0.9', 80);
+  const failed = once(conn, 'error');
+  await a.close();
+  const [error] = (await failed) as [NodeJS.ErrnoException];
+  t.is(error.code, 'ERR_STACK_CLOSED');
+});

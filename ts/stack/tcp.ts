@@ -247,6 +247,8 @@ type ListenFamily = 0 | 4 | 6;
 interface PendingConnect {
   resolve: (conn: TcpConnection) => void;
   reject: (error: Error) => void;
+  /** Failures are the connection's `'error'` event (createConnection), not only a rejection. */
+  emits: boolean;
 }
 
 /** The TCP layer of a stack. */
@@ -515,8 +517,8 @@ export class Tcp {
         const error = new MorganaError(code, `${ERROR_TEXT[code] ?? code} (${formatEndpoint(conn.remoteAddress, conn.remotePort)})`);
         const pending = this.#connecting.get(handle);
         this.#connecting.delete(handle);
-        // A connection still being opened fails through its promise only.
-        conn._failed(pending ? undefined : error);
+        // A connection still being opened by connect() fails through its promise only.
+        conn._failed(pending && !pending.emits ? undefined : error);
         pending?.reject(error);
         break;
       }
@@ -581,31 +583,52 @@ export class Tcp {
   connect(host: InetAddressLike, port: number, options: TcpConnectOptions = {}): Promise<TcpConnection> {
     return new Promise((resolve, reject) => {
       try {
-        if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
-        assertInteger(port, 'port', 1, 65_535);
-        const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT;
-        assertInteger(timeout, 'timeout', 0, 0x7fff_ffff);
-        if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
-        const handle = this.#open(host, port, options.localPort);
-        if (options.congestionControl !== undefined) this.engine.setCongestionControl(handle, options.congestionControl);
-        const conn = new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
-        this.#conns.set(handle, conn);
-        const timer = timeout > 0 ? this.#clock.setTimer(timeout, () => this.#connectTimedOut(handle, timeout)) : undefined;
-        this.#connecting.set(handle, {
-          resolve: (c) => {
-            timer?.cancel();
-            resolve(c);
-          },
-          reject: (error) => {
-            timer?.cancel();
-            reject(error);
-          },
-        });
-        this.schedule();
+        this.#start(host, port, options, { resolve, reject, emits: false });
       } catch (error) {
         reject(error);
       }
     });
+  }
+
+  /**
+   * Opens a connection the way `net.createConnection(port, host, listener)` does: returns the
+   * {@link TcpConnection} at once (`readyState` `'opening'`, `pending` true, writes queued), then
+   * emits `'connect'` and `'ready'` (`connectListener` is a `'connect'` listener) or `'error'`
+   * (`ECONNREFUSED`, `ETIMEDOUT` after `options.timeout`, `EHOSTUNREACH`, `ERR_STACK_CLOSED`)
+   * followed by `'close'` with `hadError` true. Bad arguments and a destination without a route
+   * throw at once (they need no network round trip), unlike net's asynchronous lookup errors.
+   */
+  createConnection(host: InetAddressLike, port: number, options: TcpConnectOptions = {}, connectListener?: () => void): TcpConnection {
+    const conn = this.#start(host, port, options, { resolve: () => {}, reject: () => {}, emits: true });
+    if (connectListener) conn.once('connect', connectListener);
+    return conn;
+  }
+
+  /** Validates, opens the engine connection and registers it as connecting, with its timeout. */
+  #start(host: InetAddressLike, port: number, options: TcpConnectOptions, pending: PendingConnect): TcpConnection {
+    if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
+    assertInteger(port, 'port', 1, 65_535);
+    const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT;
+    assertInteger(timeout, 'timeout', 0, 0x7fff_ffff);
+    if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
+    const handle = this.#open(host, port, options.localPort);
+    if (options.congestionControl !== undefined) this.engine.setCongestionControl(handle, options.congestionControl);
+    const conn = new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
+    this.#conns.set(handle, conn);
+    const timer = timeout > 0 ? this.#clock.setTimer(timeout, () => this.#connectTimedOut(handle, timeout)) : undefined;
+    this.#connecting.set(handle, {
+      resolve: (c) => {
+        timer?.cancel();
+        pending.resolve(c);
+      },
+      reject: (error) => {
+        timer?.cancel();
+        pending.reject(error);
+      },
+      emits: pending.emits,
+    });
+    this.schedule();
+    return conn;
   }
 
   /** A connect's `timeout` passed before the handshake completed: drop the attempt, reject. */
@@ -615,7 +638,7 @@ export class Tcp {
     if (!pending || !conn) return;
     this.#connecting.delete(handle);
     const error = new MorganaError('ETIMEDOUT', `connect ETIMEDOUT ${formatEndpoint(conn.remoteAddress, conn.remotePort)}: no answer within ${timeout} ms`);
-    conn._abort();
+    conn._abort(pending.emits ? error : undefined);
     pending.reject(error);
   }
 
@@ -694,7 +717,9 @@ export class Tcp {
     for (const [handle, pending] of [...this.#connecting]) {
       const conn = this.#conns.get(handle);
       const to = conn ? ` to ${formatEndpoint(conn.remoteAddress, conn.remotePort)}` : '';
-      pending.reject(stackClosed(`connect${to}`));
+      const error = stackClosed(`connect${to}`);
+      pending.reject(error);
+      if (pending.emits) conn?._failedOpening(error);
     }
     this.#connecting.clear();
     for (const conn of [...this.#conns.values()]) conn._stackClosed();
@@ -829,15 +854,18 @@ export class TcpConnection extends Duplex {
     else this.once('finish', () => this.destroy());
   }
 
-  /** @internal Drops a connection still being opened (its connect timed out): no error event. */
-  _abort(): void {
+  /**
+   * @internal Drops a connection still being opened (its connect timed out); `error` is its
+   * `'error'` event (none for a promise-form connect, which rejects instead).
+   */
+  _abort(error?: Error): void {
     if (!this.#engineGone) {
       this.#engineGone = true;
       this.#tcp.engine.abort(this.handle);
       this.#tcp.schedule();
     }
     this.connecting = false;
-    this.destroy();
+    this.destroy(error);
   }
 
   /** Turns Nagle's algorithm off (`true`, the default argument) or on. */
@@ -896,6 +924,15 @@ export class TcpConnection extends Duplex {
     this.connecting = false;
     this.emit('connect');
     this.emit('ready');
+    // Writes queued while connecting (createConnection) go out now.
+    this._drainPending();
+  }
+
+  /** @internal A createConnection attempt cut short by the stack's closing: `'error'`, then `'close'`. */
+  _failedOpening(error: Error): void {
+    this.#stackClosed = true;
+    this.connecting = false;
+    this.destroy(error);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -1004,6 +1041,7 @@ export class TcpConnection extends Duplex {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     if (error) this.#hadError = true;
+    this.connecting = false;
     this.#idleTimer?.cancel();
     if (!this.#engineGone) {
       this.#engineGone = true;

@@ -127,3 +127,15 @@ test('papercuts: demo --size abc, --forward sctp:…, daemon ps without a daemon
   t.is(r.code, 64, r.stderr);
   t.regex(r.stderr, /expected ADDRESS\/PREFIX such as 10\.0\.0\.2\/24, got "10\.89\.0\.2"/);
 });
+
+test('describe --json prints the device graph and keys as JSON', async (t) => {
+  const r = await morgana(['describe', '-f', join(EXAMPLES, 'echo', 'config.ts'), '--json']);
+  t.is(r.code, 0, r.stderr);
+  const data = JSON.parse(r.stdout) as { unikernel: string; devices: Array<{ id: string; deps: Record<string, string>; roles: string[] }>; keys: Array<{ name: string; default: string | null }> };
+  t.is(data.unikernel, './unikernel.ts');
+  t.deepEqual(data.devices.map((d) => d.id), ['defaultNet0', 'stack0']);
+  t.deepEqual(data.devices[1]!.deps, { net: 'defaultNet0' });
+  t.deepEqual(data.devices[1]!.roles, ['stack']);
+  t.is(data.keys.find((k) => k.name === 'port')?.default, '7');
+  t.is((await morgana(['describe', '-f', join(EXAMPLES, 'echo', 'config.ts'), '--json', '--dot'])).code, 64);
+});

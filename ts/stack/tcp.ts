@@ -151,6 +151,11 @@ export interface TcpConnectOptions {
   congestionControl?: TcpCongestionControl;
   /** Keep the write side open after the peer's FIN (default false, like `net`). */
   allowHalfOpen?: boolean;
+  /**
+   * Milliseconds to wait for the handshake (default: none, the engine's SYN retransmissions
+   * decide). When they pass, the attempt is aborted and the promise rejects with `ETIMEDOUT`.
+   */
+  timeout?: number;
 }
 
 /** Engine counters plus the glue's. */
@@ -500,12 +505,26 @@ export class Tcp {
       try {
         if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
         assertInteger(port, 'port', 1, 65_535);
+        if (options.timeout !== undefined) assertInteger(options.timeout, 'timeout', 1, 0x7fff_ffff);
         if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
         const handle = this.#open(host, port, options.localPort);
         if (options.congestionControl !== undefined) this.engine.setCongestionControl(handle, options.congestionControl);
         const conn = new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
         this.#conns.set(handle, conn);
-        this.#connecting.set(handle, { resolve, reject });
+        if (options.timeout === undefined) this.#connecting.set(handle, { resolve, reject });
+        else {
+          const timer = this.clock.setTimer(options.timeout, () => {
+            if (this.#connecting.get(handle) !== pending) return;
+            this.#connecting.delete(handle);
+            conn.destroy();
+            reject(new MorganaError('ETIMEDOUT', `connect to ${formatEndpoint(conn.remoteAddress, conn.remotePort)} timed out after ${options.timeout} ms (no answer to the SYN: is the host up and the address right?)`));
+          });
+          const pending: PendingConnect = {
+            resolve: (c) => (timer.cancel(), resolve(c)),
+            reject: (e) => (timer.cancel(), reject(e)),
+          };
+          this.#connecting.set(handle, pending);
+        }
         this.schedule();
       } catch (error) {
         reject(error);

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import { readConfigured } from '../config/project.js';
+import { formatForward, parseForward } from '../config/targets.js';
 import { superviseChild } from './child.js';
 import { projectFlags, selfCommand } from './self.js';
 import { PROJECT_OPTIONS, guarded, parseCommandArgs, pathsFrom } from './project-args.js';
@@ -15,24 +16,32 @@ import { PROJECT_OPTIONS, guarded, parseCommandArgs, pathsFrom } from './project
 /** The run command. */
 export const run: Command = {
   summary: 'Run a built unikernel with boot arguments (after --); --help after -- lists its runtime keys',
-  usage: `morgana run [-- BOOT ARGUMENTS …]
+  usage: `morgana run [-p [tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT …] [-- BOOT ARGUMENTS …]
 
 ${PROJECT_OPTIONS}
+  -p, --forward SPEC    (vnet) also forward this host port into the unikernel for this run,
+                        on top of configure's --forward (repeatable; 0 picks a free port)
 
 Boot arguments are joined with single spaces and split again with MirageOS's parse-argv rules,
 so escape spaces for the unikernel as well as for the shell: morgana run -- '--hello=foo\\ bar'.
 Exit codes: the unikernel's (0 done, 1 failure, 63 after --help, 64 bad boot arguments).`,
   run: (args) =>
     guarded('run', async () => {
-      const parsed = parseCommandArgs(args, {}, false, "the unikernel's own options (boot arguments) go after --: morgana run -- ARG");
+      const parsed = parseCommandArgs(args, { forward: { short: 'p', value: true } }, false, "the unikernel's own options (boot arguments) go after --: morgana run -- ARG");
       if (parsed.positional.length) throw new MorganaError('ERR_USAGE', `boot arguments go after --: morgana run -- ${parsed.positional.join(' ')}`);
       const paths = pathsFrom(parsed);
-      await readConfigured(paths);
+      const { manifest } = await readConfigured(paths);
+      // -p/--forward: more host ports into the vnet, for this run only (checked here, applied at boot).
+      const forwards = (parsed.values.get('forward') ?? []).map(parseForward);
+      if (forwards.length && manifest.target.name !== 'vnet') {
+        throw new MorganaError('ERR_USAGE', `-p/--forward applies to the vnet target only; this build is for ${manifest.target.name} (configure -t vnet)`);
+      }
       const entry = join(paths.buildDir, 'main.mjs');
       if (!existsSync(join(paths.buildDir, 'app'))) throw new MorganaError('ERR_NOT_CONFIGURED', `the unikernel is not built: run ${selfCommand()} build${projectFlags(parsed)}`);
       // Signals the unikernel handles (SIGUSR2's summary, SIGHUP, …) are forwarded, and it stops
       // if this process dies (see child.ts).
-      const { exited } = superviseChild(process.execPath, [entry, ...parsed.rest]);
+      const env = forwards.length ? { ...process.env, MORGANA_FORWARD: forwards.map(formatForward).join('\n') } : process.env;
+      const { exited } = superviseChild(process.execPath, [entry, ...parsed.rest], { env });
       const code = await exited;
       return code;
     }),

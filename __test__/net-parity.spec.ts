@@ -162,3 +162,24 @@ test('connect timeout: an unreachable host rejects with ETIMEDOUT and a clear me
   t.is(served, 1);
   conn.destroy();
 });
+
+test('a second UDP bind to a port fails with EADDRINUSE, as dgram (and Morgana TCP) do', async (t) => {
+  const dgram = await import('node:dgram');
+  const first = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => first.bind(0, '127.0.0.1', resolve));
+  const second = dgram.createSocket('udp4');
+  const nodeError = await new Promise<NodeJS.ErrnoException>((resolve) => {
+    second.once('error', resolve);
+    second.bind(first.address().port, '127.0.0.1');
+  });
+  first.close();
+  second.close();
+  const { a, close } = await pair();
+  t.teardown(close);
+  a.udp.bind(5353, () => {});
+  const morganaError = t.throws(() => a.udp.bind(5353, () => {}));
+  t.is((morganaError as NodeJS.ErrnoException).code, nodeError.code);
+  t.is(nodeError.code, 'EADDRINUSE');
+  a.tcp.listen(5353, () => {});
+  t.throws(() => a.tcp.listen(5353, () => {}), { code: 'EADDRINUSE' });
+});

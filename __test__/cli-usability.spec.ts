@@ -75,7 +75,8 @@ test('the top-level help groups Solo5 commands apart from the unikernel commands
   t.deepEqual(groups['Solo5 unikernel images'], ['solo5', 'deploy', 'daemon']);
   t.deepEqual(groups['TypeScript unikernels (config.ts)'], ['configure', 'build', 'run', 'describe', 'query', 'clean']);
   const listed = Object.values(groups).flat().sort();
-  t.deepEqual(listed, ['build', 'clean', 'configure', 'crunch', 'daemon', 'demo', 'deploy', 'describe', 'iperf3', 'query', 'run', 'solo5', 'start']);
+  t.deepEqual(groups['managing unikernels the daemon supervises (run -d, daemon deploy)'], ['ps', 'logs', 'stop', 'stats', 'events']);
+  t.deepEqual(listed, ['build', 'clean', 'configure', 'crunch', 'daemon', 'demo', 'deploy', 'describe', 'events', 'iperf3', 'logs', 'ps', 'query', 'run', 'solo5', 'start', 'stats', 'stop']);
 });
 
 test('--version prints the package version; help COMMAND prints that command\'s usage', async (t) => {
@@ -85,7 +86,7 @@ test('--version prints the package version; help COMMAND prints that command\'s 
   t.regex(v.stdout, new RegExp(`^morgana ${pkg.version.replaceAll('.', '\\.')} `));
   const h = await morgana(['help', 'run']);
   t.is(h.code, 0);
-  t.regex(h.stdout, /^usage: morgana run \[-- BOOT ARGUMENTS/);
+  t.regex(h.stdout, /^usage: morgana run \[-d \[--name NAME\]\] \[-- BOOT ARGUMENTS/);
   t.is((await morgana(['help', 'nonsense'])).code, 64);
 });
 

@@ -38,10 +38,17 @@ export {
 } from './errors.js';
 export { type Clock, type Timer, VirtualClock, systemClock } from './clock.js';
 export {
+  DATA_VALID,
   ETHERNET_HEADER_LENGTH,
   type FrameFill,
   type FrameHandler,
+  type FrameOffload,
+  GSO_NONE,
+  GSO_TCPV4,
+  GSO_TCPV6,
+  NEEDS_CSUM,
   type NetDevice,
+  type NetOffloads,
   type NetStats,
 } from './net/device.js';
 export { BROADCAST_MAC, formatMac, parseMac } from './net/mac.js';
@@ -89,9 +96,8 @@ export {
 export { type Ipv6AddressEvent, type Ipv6AddressInfo, Slaac, type SlaacOptions, type SlaacStats, eui64Iid, stableIid } from './stack/slaac.js';
 export { Mld, type MldOptions, type MldStats } from './stack/mld.js';
 export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';
-export { type TapDevice, type TapOffloads, type TapOptions, openTap } from './net/tap.js';
+export { type TapDevice, type TapOffloads, type TapOptions, adoptTap, openTap, type TapNetDevice, tapNetDevice } from './net/tap.js';
 export {
-  NO_OFFLOAD,
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_ECN,
@@ -99,6 +105,7 @@ export {
   VIRTIO_NET_HDR_GSO_TCPV4,
   VIRTIO_NET_HDR_GSO_TCPV6,
   VIRTIO_NET_HDR_LENGTH,
+  VIRTIO_NET_HDR_NO_OFFLOAD,
   type VirtioNetHdr,
   parseVirtioNetHdr,
   writeVirtioNetHdr,

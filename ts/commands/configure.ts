@@ -29,12 +29,13 @@ targets:
 ${targets}`,
   run: (args) =>
     guarded('configure', async () => {
-      const parsed = parseCommandArgs(args, { target: { short: 't', value: true }, net: { value: true }, bind: { value: true }, forward: { value: true }, quiet: { short: 'q', value: false } }, true);
+      const parsed = parseCommandArgs(args, { target: { short: 't', value: true }, net: { value: true }, bind: { value: true }, forward: { value: true }, mtu: { value: true }, quiet: { short: 'q', value: false } }, true);
       if (parsed.positional.length || parsed.rest.length) throw Object.assign(new Error(`unexpected argument ${JSON.stringify([...parsed.positional, ...parsed.rest][0])}`), { code: 'ERR_USAGE' });
       const target = targetConfig(optionValue(parsed, 'target') ?? process.env.MORGANA_DEFAULT_TARGET ?? 'vnet', {
         net: optionValue(parsed, 'net'),
         bind: optionValue(parsed, 'bind'),
         forward: parsed.values.get('forward'),
+        mtu: optionValue(parsed, 'mtu'),
       });
       const paths = pathsFrom(parsed);
       const result = await configureProject(paths, target, parsed.extra, ['configure', ...args]);

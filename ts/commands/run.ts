@@ -10,15 +10,20 @@ import { MorganaError } from '../errors.js';
 import { readConfigured } from '../config/project.js';
 import { formatForward, parseForward } from '../config/targets.js';
 import { superviseChild } from './child.js';
+import { MONITOR_OPTIONS, monitorEnv, takeMonitorArgs } from './monitor-args.js';
 import { projectFlags, selfCommand } from './self.js';
-import { PROJECT_OPTIONS, guarded, parseCommandArgs, pathsFrom } from './project-args.js';
+import { PROJECT_OPTIONS, guarded, optionValue, parseCommandArgs, pathsFrom } from './project-args.js';
+import { runDetached } from './run-detached.js';
 
 /** The run command. */
 export const run: Command = {
   summary: 'Run a built unikernel with boot arguments (after --); --help after -- lists its runtime keys',
-  usage: `morgana run [-p [tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT …] [-- BOOT ARGUMENTS …]
+  usage: `morgana run [-d [--name NAME]] [-p [tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT …] [-- BOOT ARGUMENTS …]
 
 ${PROJECT_OPTIONS}
+${MONITOR_OPTIONS}
+  -d, --detach          run under the daemon (started if needed); then morgana ps, logs -f, stop
+      --name NAME       name of the detached unikernel (default: the project folder's)
   -p, --forward SPEC    (vnet) also forward this host port into the unikernel for this run,
                         on top of configure's --forward (repeatable; 0 picks a free port)
 
@@ -27,7 +32,13 @@ so escape spaces for the unikernel as well as for the shell: morgana run -- '--h
 Exit codes: the unikernel's (0 done, 1 failure, 63 after --help, 64 bad boot arguments).`,
   run: (args) =>
     guarded('run', async () => {
-      const parsed = parseCommandArgs(args, { forward: { short: 'p', value: true } }, false, "the unikernel's own options (boot arguments) go after --: morgana run -- ARG");
+      const monitor = takeMonitorArgs(args);
+      const parsed = parseCommandArgs(
+        monitor.args,
+        { detach: { short: 'd', value: false }, name: { value: true }, forward: { short: 'p', value: true } },
+        false,
+        "the unikernel's own options (boot arguments) go after --: morgana run -- ARG",
+      );
       if (parsed.positional.length) throw new MorganaError('ERR_USAGE', `boot arguments go after --: morgana run -- ${parsed.positional.join(' ')}`);
       const paths = pathsFrom(parsed);
       const { manifest } = await readConfigured(paths);
@@ -38,10 +49,15 @@ Exit codes: the unikernel's (0 done, 1 failure, 63 after --help, 64 bad boot arg
       }
       const entry = join(paths.buildDir, 'main.mjs');
       if (!existsSync(join(paths.buildDir, 'app'))) throw new MorganaError('ERR_NOT_CONFIGURED', `the unikernel is not built: run ${selfCommand()} build${projectFlags(parsed)}`);
+      const forwardEnv = (base: NodeJS.ProcessEnv): NodeJS.ProcessEnv => (forwards.length ? { ...base, MORGANA_FORWARD: forwards.map(formatForward).join('\n') } : base);
+      if (parsed.flags.has('detach')) {
+        const env = monitor.request || forwards.length ? forwardEnv(monitorEnv(monitor.request, {})) : undefined;
+        return runDetached(entry, parsed.rest, { name: optionValue(parsed, 'name'), cwd: process.cwd(), ...(env ? { env: env as Record<string, string> } : {}) });
+      }
+      if (optionValue(parsed, 'name') !== undefined) throw new MorganaError('ERR_USAGE', '--name goes with -d');
       // Signals the unikernel handles (SIGUSR2's summary, SIGHUP, …) are forwarded, and it stops
       // if this process dies (see child.ts).
-      const env = forwards.length ? { ...process.env, MORGANA_FORWARD: forwards.map(formatForward).join('\n') } : process.env;
-      const { exited } = superviseChild(process.execPath, [entry, ...parsed.rest], { env });
+      const { exited } = superviseChild(process.execPath, [entry, ...parsed.rest], { env: monitorEnv(monitor.request, forwardEnv(process.env)) });
       const code = await exited;
       return code;
     }),

@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { type Command, EXIT_USAGE } from './command.js';
 import { build } from './build.js';
 import { superviseChild } from './child.js';
+import { MONITOR_OPTIONS, monitorEnv, takeMonitorArgs } from './monitor-args.js';
 import { configure } from './configure.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -60,12 +61,14 @@ export const start: Command = {
 
   --port PORT          host port forwarded to the unikernel's port 80 (default 8080; 0 picks a free one)
   --tap                run on a TAP device in a network namespace instead (root; unix --net direct)
-  --self-check-only    stop after the self-check and the summary (exit 0 when the page was served)`,
+  --self-check-only    stop after the self-check and the summary (exit 0 when the page was served)
+${MONITOR_OPTIONS}`,
   async run(args) {
     let values: { port?: string; tap?: boolean; 'self-check-only'?: boolean };
+    let monitor: ReturnType<typeof takeMonitorArgs> | undefined;
     try {
       ({ values } = parseArgs({
-        args,
+        args: (monitor = takeMonitorArgs(args)).args,
         options: { port: { type: 'string', default: '8080' }, tap: { type: 'boolean' }, 'self-check-only': { type: 'boolean' } },
       }));
     } catch (error) {
@@ -95,12 +98,14 @@ export const start: Command = {
       // Signals are forwarded to the unikernel, which stops (and removes the build folder) if we die.
       const { child, exited } = superviseChild(process.execPath, [path.join(buildDir, 'main.mjs')], {
         stdio: ['ignore', 'inherit', 'pipe'],
-        env: { ...process.env, MORGANA_TEMPORARY_BUILD_DIR: buildDir },
+        env: monitorEnv(monitor?.request, { ...process.env, MORGANA_TEMPORARY_BUILD_DIR: buildDir }),
       });
       const addresses = new AddressLog();
+      let dashboardUrl: string | undefined;
       const forwarded = new Promise<number>((resolve, reject) => {
         watchLines(child.stderr!, (line) => {
           addresses.read(line);
+          dashboardUrl ??= /^\[morgana\] dashboard: (\S+)$/.exec(line)?.[1];
           const m = /forwarding tcp 127\.0\.0\.1:(\d+) ->/.exec(line);
           if (m) resolve(Number(m[1]));
         });
@@ -134,6 +139,7 @@ export const start: Command = {
         return ok ? 0 : 1;
       }
       process.stdout.write(`\nServing ${url} from a Morgana unikernel on an in-process virtual network. Ctrl-C stops it.\n`);
+      if (dashboardUrl) process.stdout.write(`Dashboard: ${dashboardUrl}\n`);
       const code = await exited;
       return code === 130 || code === 0 ? 0 : code;
     } finally {

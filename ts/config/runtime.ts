@@ -16,12 +16,14 @@ import { type Ipv6Options, type Stack, createStack } from '../stack/index.js';
 import { formatEndpoint } from '../stack/inet.js';
 import { formatStackSummary } from '../stack/summary.js';
 import { watchParent } from './parent-watch.js';
+import { startRequestedMonitors } from '../monitor/runtime.js';
+import type { MonitoredForward } from '../monitor/snapshot.js';
 import { bootArguments } from './argv.js';
 import { type DeviceContext, defaultKeys, keyAppliesTo } from './devices.js';
 import { type Config, type DeviceGraph, checkKeyValues, deviceGraph } from './dsl.js';
 import { type Key, isKey, keysHelp, parseKeyArguments } from './keys.js';
 import type { StackV4, TcpV4 } from '../stack/stackv4.js';
-import { type Forward, type TargetConfig, formatForward, parseForward } from './targets.js';
+import { DEFAULT_VNET_MTU, type Forward, type TargetConfig, formatForward, parseForward } from './targets.js';
 
 /** Exit codes of a unikernel, as MirageOS's (functoria-runtime ≥ 3.0.1). */
 export const EXIT = { ok: 0, failure: 1, help: 63, usage: 64 } as const;
@@ -163,6 +165,7 @@ async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{
     dhcp = startDhcpServer(stack, { range: [formatIpv4Address(network + 2), formatIpv4Address(broadcast - 1)], router: gw });
     log(`vnet: gateway ${gw}/${prefix}, DHCP server for the unikernel`);
   } else log(`vnet: gateway ${gw}/${prefix}, unikernel ${guest.ipv6Only ? 'IPv6-only' : address}`);
+  if (sw.mtu !== DEFAULT_VNET_MTU) log(`vnet: link MTU ${sw.mtu}`);
   if (v6) log(`vnet: IPv6 router ${v6.text}`);
   return {
     stack,
@@ -183,8 +186,9 @@ function forwardTarget(guest: StackV4): string {
 }
 
 /** Relays forwarded host ports into the virtual network through the gateway stack. */
-async function vnetForwards(gateway: Stack, target: TargetConfig, address: string): Promise<Running> {
+async function vnetForwards(gateway: Stack, target: TargetConfig, address: string): Promise<Running & { list: MonitoredForward[] }> {
   const closers: Array<() => Promise<void> | void> = [];
+  const list: MonitoredForward[] = [];
   for (const f of target.forward) {
     const guestAddress = f.guestAddress ?? address;
     if (f.protocol === 'tcp') {
@@ -221,6 +225,7 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
       });
       const port = (server.address() as net.AddressInfo).port;
       log(`vnet: forwarding tcp ${formatEndpoint(f.hostAddress, port)} -> ${formatEndpoint(guestAddress, f.guestPort)}`);
+      list.push({ protocol: 'tcp', host: formatEndpoint(f.hostAddress, port), guest: formatEndpoint(guestAddress, f.guestPort), via: 'vnet gateway' });
       closers.push(() => new Promise<void>((r) => server.close(() => r())));
     } else {
       const socket = dgram.createSocket(f.hostAddress.includes(':') ? 'udp6' : 'udp4');
@@ -239,6 +244,7 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
         socket.bind(f.hostPort, f.hostAddress, () => resolve());
       });
       log(`vnet: forwarding udp ${formatEndpoint(f.hostAddress, socket.address().port)} -> ${formatEndpoint(guestAddress, f.guestPort)}`);
+      list.push({ protocol: 'udp', host: formatEndpoint(f.hostAddress, socket.address().port), guest: formatEndpoint(guestAddress, f.guestPort), via: 'vnet gateway' });
       closers.push(() => {
         for (const b of peers.values()) b.close();
         socket.close();
@@ -246,6 +252,7 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
     }
   }
   return {
+    list,
     async stop() {
       for (const c of closers.reverse()) await c();
     },
@@ -313,9 +320,10 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
   const keepAlive = setInterval(() => {}, 1 << 30);
   const connected: Array<{ id: string; value: unknown; disconnect: (v: unknown) => Promise<void> }> = [];
   const byId = new Map<string, unknown>();
-  let forwards: Running | undefined;
+  let forwards: (Running & { list: MonitoredForward[] }) | undefined;
+  let monitors: Running | undefined;
   let gateway: { stack: Stack; stop(): Promise<void> } | undefined;
-  const sw = manifest.target.name === 'vnet' ? new VirtualSwitch() : undefined;
+  const sw = manifest.target.name === 'vnet' ? new VirtualSwitch({ mtu: manifest.target.mtu ?? DEFAULT_VNET_MTU }) : undefined;
   let signalled: string | undefined;
   let onSignal!: (name: string) => void;
   const signalPromise = new Promise<'signal'>((resolve) => {
@@ -378,6 +386,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     unwatchParent();
     process.off('SIGUSR2', summary);
     controller.abort();
+    if (monitors) await monitors.stop().catch((e) => log(`monitor: ${errorMessage(e)}`));
     if (forwards) await forwards.stop().catch((e) => log(`vnet: ${errorMessage(e)}`));
     if (gateway) await gateway.stop().catch((e) => log(`vnet: ${errorMessage(e)}`));
     for (const d of connected.reverse()) {
@@ -424,6 +433,20 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     if (gateway) {
       forwards = await vnetForwards(gateway.stack, manifest.target, firstStack ? forwardTarget(byId.get(firstStack.id) as StackV4) : '10.0.0.2');
     }
+    // --dashboard / --metrics of morgana run: the monitor sees every Morgana stack, the switch and the forwards.
+    const started = await startRequestedMonitors(
+      {
+        title: `${manifest.name} (${manifest.target.name})`,
+        stacks: () => [
+          ...[...byId].filter((e): e is [string, Stack] => isMorganaStack(e[1])).map(([name, stack]) => ({ name, stack })),
+          ...(gateway ? [{ name: 'vnet gateway', stack: gateway.stack, role: 'gateway' as const }] : []),
+        ],
+        switches: () => (sw ? [{ name: 'vnet', sw }] : []),
+        forwards: () => forwards?.list ?? [],
+      },
+      log,
+    );
+    monitors = { stop: () => started.close() };
   } catch (error) {
     log(`boot failed: ${errorMessage(error)}${rootlessHint(error, manifest.target)}`);
     await shutdown();

@@ -20,8 +20,57 @@ export interface NetStats {
   txDropped: number;
 }
 
-/** Receives one Ethernet frame (without FCS). The buffer belongs to the handler from then on. */
-export type FrameHandler = (frame: Buffer) => void;
+/**
+ * What a device accepts beyond plain frames, in the terms of virtio-net's features. A device
+ * without `offloads` (or with every field off) takes and delivers only real frames of at most
+ * `mtu + 14` bytes with complete checksums, and ignores {@link FrameOffload} arguments.
+ */
+export interface NetOffloads {
+  /** Frames may be written with a partial checksum (`NEEDS_CSUM`; `VIRTIO_NET_F_CSUM`). */
+  checksum: boolean;
+  /** TCP/IPv4 super-frames (`gsoType` {@link GSO_TCPV4}; `VIRTIO_NET_F_HOST_TSO4`). */
+  tso4: boolean;
+  /** TCP/IPv6 super-frames (`gsoType` {@link GSO_TCPV6}; `VIRTIO_NET_F_HOST_TSO6`). */
+  tso6: boolean;
+  /** The largest super-frame, Ethernet header included (at most and by default 65,535 + 14). */
+  maxFrame?: number;
+  /** Received frames may be coalesced in-order TCP segments (GRO), with metadata (default false). */
+  rxCoalesce?: boolean;
+}
+
+/** `FrameOffload.flags`: the checksum from `csumStart` on is still to be computed. */
+export const NEEDS_CSUM = 1;
+/** `FrameOffload.flags`: the checksums were verified (or never crossed a wire). */
+export const DATA_VALID = 2;
+/** `FrameOffload.gsoType`: not a super-frame. */
+export const GSO_NONE = 0;
+/** `FrameOffload.gsoType`: TCP over IPv4. */
+export const GSO_TCPV4 = 1;
+/** `FrameOffload.gsoType`: TCP over IPv6. */
+export const GSO_TCPV6 = 4;
+
+/**
+ * Offload metadata of one frame, in the shape of Linux's `struct virtio_net_hdr`: a super-frame
+ * (`gsoType` ≠ {@link GSO_NONE}) carries a TCP segment of up to 64 KiB to be cut at `gsoSize`
+ * payload bytes; `flags` say whether a checksum is still to be computed ({@link NEEDS_CSUM}, at
+ * `csumStart + csumOffset` over the bytes from `csumStart`) or was verified ({@link DATA_VALID}).
+ */
+export interface FrameOffload {
+  flags: number;
+  gsoType: number;
+  /** Payload bytes per segment (the MSS). */
+  gsoSize: number;
+  /** Bytes of headers (Ethernet + IP + TCP). */
+  hdrLen: number;
+  csumStart: number;
+  csumOffset: number;
+}
+
+/**
+ * Receives one Ethernet frame (without FCS). The buffer belongs to the handler from then on.
+ * `offload` comes only from devices that advertise {@link NetOffloads}.
+ */
+export type FrameHandler = (frame: Buffer, offload?: FrameOffload) => void;
 
 /**
  * Fills the buffer a device lends it with one Ethernet frame and returns the frame's length.
@@ -38,9 +87,12 @@ export interface NetDevice {
   /**
    * Sends one frame assembled in place: the device lends a buffer of at least `size` bytes,
    * `fill` writes the frame and returns its length (≤ `size`). Frames longer than `mtu + 14`
-   * are dropped and counted. Throws `ERR_NET_CLOSED` after {@link close}.
+   * are dropped and counted. Throws `ERR_NET_CLOSED` after {@link close}. `offload` describes
+   * a super-frame or partial checksum; pass it only to a device whose {@link offloads} accept it.
    */
-  write(size: number, fill: FrameFill): void;
+  write(size: number, fill: FrameFill, offload?: FrameOffload): void;
+  /** What the device accepts beyond plain frames; absent: nothing. */
+  readonly offloads?: NetOffloads;
   /** Sets the function that receives every incoming frame (replacing any earlier one). */
   listen(handler: FrameHandler): void;
   /** Counters since the device was created. */
@@ -51,6 +103,19 @@ export interface NetDevice {
 
 /** The largest Ethernet header Morgana writes (no VLAN tag). */
 export const ETHERNET_HEADER_LENGTH = 14;
+
+/** Whether `device` takes `offload`'s super-frame of `length` bytes, or its partial checksum. */
+export function acceptsOffload(device: { readonly offloads?: NetOffloads }, offload: FrameOffload, length: number): boolean {
+  const o = device.offloads;
+  if (!o) return false;
+  if ((offload.flags & NEEDS_CSUM) !== 0 && !o.checksum) return false;
+  if (offload.gsoType === GSO_NONE) return true;
+  const tso = offload.gsoType === GSO_TCPV4 ? o.tso4 : offload.gsoType === GSO_TCPV6 ? o.tso6 : false;
+  return tso && length <= (o.maxFrame ?? MAX_SUPER_FRAME);
+}
+
+/** The largest super-frame: an Ethernet header and a 65,535-byte IP packet. */
+export const MAX_SUPER_FRAME = 14 + 65_535;
 
 /** Counters all at zero. */
 export function emptyNetStats(): NetStats {

@@ -6,7 +6,18 @@
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { InvalidArgumentError, MorganaError, OutOfRangeError } from '../errors.js';
-import { type FrameFill, type FrameHandler, type NetDevice, type NetStats, ETHERNET_HEADER_LENGTH } from './device.js';
+import {
+  type FrameFill,
+  type FrameHandler,
+  type FrameOffload,
+  type NetDevice,
+  type NetOffloads,
+  type NetStats,
+  ETHERNET_HEADER_LENGTH,
+  GSO_NONE,
+  acceptsOffload,
+} from './device.js';
+import { realFrames } from './gso.js';
 
 /** Options of {@link pcapRecorder}. */
 export interface PcapOptions {
@@ -32,7 +43,34 @@ const LINKTYPE_ETHERNET = 1;
 const GLOBAL_HEADER_LENGTH = 24;
 const RECORD_HEADER_LENGTH = 16;
 
-const defaultNow = (): number => Math.floor((performance.timeOrigin + performance.now()) * 1000);
+/** Wall-clock time in microseconds since the epoch. */
+export const pcapNowMicros = (): number => Math.floor((performance.timeOrigin + performance.now()) * 1000);
+const defaultNow = pcapNowMicros;
+
+/** A libpcap file's global header: microsecond timestamps, little-endian, Ethernet frames. */
+export function pcapGlobalHeader(snaplen: number): Buffer {
+  const header = Buffer.alloc(GLOBAL_HEADER_LENGTH);
+  header.writeUInt32LE(0xa1b2c3d4, 0); // microsecond timestamps, written little-endian
+  header.writeUInt16LE(2, 4);
+  header.writeUInt16LE(4, 6);
+  header.writeInt32LE(0, 8); // thiszone: timestamps are UTC
+  header.writeUInt32LE(0, 12); // sigfigs
+  header.writeUInt32LE(snaplen, 16);
+  header.writeUInt32LE(LINKTYPE_ETHERNET, 20);
+  return header;
+}
+
+/** One libpcap record: the first `length` bytes of `frame`, cut at `snaplen`, stamped `micros`. */
+export function pcapRecord(frame: Uint8Array, length: number, snaplen: number, micros: number): Buffer {
+  const captured = Math.min(length, snaplen);
+  const record = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + captured);
+  record.writeUInt32LE(Math.floor(micros / 1e6) >>> 0, 0);
+  record.writeUInt32LE(micros % 1e6, 4);
+  record.writeUInt32LE(captured, 8);
+  record.writeUInt32LE(length, 12);
+  record.set(frame.subarray(0, captured), RECORD_HEADER_LENGTH);
+  return record;
+}
 
 /**
  * Wraps `device` so that every frame written through the wrapper and every frame it receives is
@@ -69,15 +107,7 @@ class Recorder implements PcapRecorder {
       throw new OutOfRangeError('flushBytes must be a non-negative integer');
     }
     this.#fd = openSync(file, 'w');
-    const header = Buffer.alloc(GLOBAL_HEADER_LENGTH);
-    header.writeUInt32LE(0xa1b2c3d4, 0); // microsecond timestamps, written little-endian
-    header.writeUInt16LE(2, 4);
-    header.writeUInt16LE(4, 6);
-    header.writeInt32LE(0, 8); // thiszone: timestamps are UTC
-    header.writeUInt32LE(0, 12); // sigfigs
-    header.writeUInt32LE(this.#snaplen, 16);
-    header.writeUInt32LE(LINKTYPE_ETHERNET, 20);
-    writeSync(this.#fd, header); // at once: even a run that dies early leaves a valid capture
+    writeSync(this.#fd, pcapGlobalHeader(this.#snaplen)); // at once: even a run that dies early leaves a valid capture
   }
 
   get mac(): string {
@@ -88,20 +118,38 @@ class Recorder implements PcapRecorder {
     return this.#device.mtu;
   }
 
+  /** The wrapped device's offloads: super-frames pass through, the capture gets real frames. */
+  get offloads(): NetOffloads | undefined {
+    return this.#device.offloads;
+  }
+
   get recorded(): number {
     return this.#recorded;
   }
 
-  write(size: number, fill: FrameFill): void {
+  write(size: number, fill: FrameFill, offload?: FrameOffload): void {
     if (this.#closed) throw new MorganaError('ERR_NET_CLOSED', 'write on a closed pcap recorder');
-    this.#device.write(size, (buffer) => {
-      const length = fill(buffer);
-      // Record only what the device will send: it refuses bad lengths and drops oversized frames.
-      if (Number.isInteger(length) && length >= ETHERNET_HEADER_LENGTH && length <= size && length <= this.mtu + ETHERNET_HEADER_LENGTH) {
-        this.#record(buffer, length);
-      }
-      return length;
-    });
+    this.#device.write(
+      size,
+      (buffer) => {
+        const length = fill(buffer);
+        if (!Number.isInteger(length) || length < ETHERNET_HEADER_LENGTH || length > size) return length;
+        // Record only what the device will send: it refuses bad lengths and drops oversized
+        // frames; a super-frame it accepts is recorded as the real frames it stands for.
+        if (offload && offload.gsoType !== GSO_NONE && acceptsOffload(this.#device, offload, length)) {
+          this.#recordReal(buffer.subarray(0, length), offload);
+        } else if (length <= this.mtu + ETHERNET_HEADER_LENGTH) {
+          this.#record(buffer, length);
+        }
+        return length;
+      },
+      offload,
+    );
+  }
+
+  /** Records the real frames a frame with offload metadata stands for (copies: cut in Rust). */
+  #recordReal(frame: Buffer, offload: FrameOffload): void {
+    for (const piece of realFrames(Buffer.from(frame), offload)) this.#record(piece, piece.length);
   }
 
   listen(handler: FrameHandler): void {
@@ -109,10 +157,11 @@ class Recorder implements PcapRecorder {
     this.#handler = handler;
     if (this.#listening) return;
     this.#listening = true;
-    this.#device.listen((frame) => {
+    this.#device.listen((frame, offload) => {
       if (this.#closed) return;
-      this.#record(frame, frame.length);
-      this.#handler?.(frame);
+      if (offload && offload.gsoType !== GSO_NONE) this.#recordReal(frame, offload);
+      else this.#record(frame, frame.length);
+      this.#handler?.(frame, offload);
     });
   }
 
@@ -143,16 +192,8 @@ class Recorder implements PcapRecorder {
   }
 
   #record(frame: Uint8Array, length: number): void {
-    const captured = Math.min(length, this.#snaplen);
-    const record = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + captured);
-    const micros = this.#now();
-    record.writeUInt32LE(Math.floor(micros / 1e6) >>> 0, 0);
-    record.writeUInt32LE(micros % 1e6, 4);
-    record.writeUInt32LE(captured, 8);
-    record.writeUInt32LE(length, 12);
-    record.set(frame.subarray(0, captured), RECORD_HEADER_LENGTH);
     this.#recorded++;
-    this.#push(record);
+    this.#push(pcapRecord(frame, length, this.#snaplen, this.#now()));
   }
 
   #push(chunk: Buffer): void {

@@ -6,12 +6,30 @@
  *
  * For tests the switch injects faults — loss, duplication, reordering and delay — driven by a
  * seeded random source and the injected clock, so a lossy run is reproducible.
+ *
+ * Offloads: a port may accept TCP super-frames (TSO) and partial checksums
+ * (`connect({ offloads })`). A super-frame goes whole to a port that accepts it, and is cut
+ * into real frames in Rust for one that does not; while faults are set every super-frame is
+ * cut first, so loss, duplication and reordering apply per wire segment.
  * @module
  */
 import { type Clock, systemClock } from '../clock.js';
 import { defaultRandom } from '../random.js';
 import { MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
-import { type FrameFill, type FrameHandler, type NetDevice, type NetStats, emptyNetStats } from './device.js';
+import {
+  DATA_VALID,
+  type FrameFill,
+  type FrameHandler,
+  type FrameOffload,
+  GSO_NONE,
+  MAX_SUPER_FRAME,
+  type NetDevice,
+  type NetOffloads,
+  type NetStats,
+  acceptsOffload,
+  emptyNetStats,
+} from './device.js';
+import { realFrames } from './gso.js';
 import { formatMac, parseMac } from './mac.js';
 import { type MetricsOptions, switchMetrics } from '../metrics/collect.js';
 
@@ -65,6 +83,10 @@ export interface VirtualSwitchStats {
   reordered: number;
   /** Frames dropped because a port's queue was full. */
   queueDrops: number;
+  /** Super-frames cut into real frames (for a port without TSO, or because faults are set). */
+  segmented: number;
+  /** Super-frames dropped because they could not be cut (not Ethernet + IP + TCP). */
+  segmentDrops: number;
 }
 
 /** Frames up to this size come from Node's own buffer pool (Buffer.allocUnsafe). */
@@ -96,29 +118,37 @@ class FrameSlab {
   }
 }
 
+/** A frame on its way through the switch, with its offload metadata if it has any. */
+interface Queued {
+  frame: Buffer;
+  offload: FrameOffload | undefined;
+}
+
 class SwitchPort implements NetDevice {
   readonly mac: string;
   readonly mtu: number;
+  readonly offloads: NetOffloads | undefined;
   readonly #switch: VirtualSwitch;
   readonly id: number;
   #handler: FrameHandler | undefined;
   #stats: NetStats = emptyNetStats();
   #closed = false;
   /** Frames waiting for the next delivery turn. */
-  queue: Buffer[] = [];
+  queue: Queued[] = [];
 
-  constructor(sw: VirtualSwitch, id: number, mac: string, mtu: number) {
+  constructor(sw: VirtualSwitch, id: number, mac: string, mtu: number, offloads: NetOffloads | undefined) {
     this.#switch = sw;
     this.id = id;
     this.mac = mac;
     this.mtu = mtu;
+    this.offloads = offloads;
   }
 
   get closed(): boolean {
     return this.#closed;
   }
 
-  write(size: number, fill: FrameFill): void {
+  write(size: number, fill: FrameFill, offload?: FrameOffload): void {
     if (this.#closed) throw new MorganaError('ERR_NET_CLOSED', 'write on a closed switch port');
     assertInteger(size, 'size', 0, 0x7fffffff);
     // A buffer per frame: it is the one queued and handed to the receiver, so the frame is
@@ -128,14 +158,18 @@ class SwitchPort implements NetDevice {
     if (!Number.isInteger(length) || length < 0 || length > size) {
       throw new OutOfRangeError(`fill must return a length from 0 to ${size}, got ${length}`);
     }
-    if (length > this.mtu + 14 || length < 14) {
+    // Offload metadata counts only from a port that advertised it; a super-frame may exceed
+    // the MTU up to the advertised size.
+    const meta = offload && (offload.gsoType !== GSO_NONE || offload.flags !== 0) && acceptsOffload(this, offload, length) ? offload : undefined;
+    const limit = meta && meta.gsoType !== GSO_NONE ? (this.offloads!.maxFrame ?? MAX_SUPER_FRAME) : this.mtu + 14;
+    if (length > limit || length < 14) {
       this.#stats.txDropped++;
       return;
     }
     if (size > SMALL_FRAME) this.#switch.slab.commit(length);
     this.#stats.txFrames++;
     this.#stats.txBytes += length;
-    this.#switch.forward(this, buffer.subarray(0, length));
+    this.#switch.forward(this, buffer.subarray(0, length), meta);
   }
 
   listen(handler: FrameHandler): void {
@@ -154,7 +188,7 @@ class SwitchPort implements NetDevice {
   }
 
   /** Hands a frame to the listener (called by the switch's delivery turn). */
-  deliver(frame: Buffer): void {
+  deliver(frame: Buffer, offload: FrameOffload | undefined): void {
     if (this.#closed) return;
     if (!this.#handler) {
       this.#stats.rxDropped++;
@@ -162,7 +196,7 @@ class SwitchPort implements NetDevice {
     }
     this.#stats.rxFrames++;
     this.#stats.rxBytes += frame.length;
-    this.#handler(frame);
+    this.#handler(frame, offload);
   }
 
   countQueueDrop(): void {
@@ -173,11 +207,12 @@ class SwitchPort implements NetDevice {
 /** The in-process learning switch. */
 export class VirtualSwitch {
   readonly mtu: number;
-  #faults: Required<SwitchFaults>;
+  #faults!: Required<SwitchFaults>;
   readonly #random: Uint32Source;
   readonly #clock: Clock;
   readonly #queueLimit: number;
   readonly #ports = new Set<SwitchPort>();
+  readonly #mirrors = new Set<(frame: Buffer, port: number) => void>();
   /** @internal Where ports' large frames are carved from. */
   readonly slab = new FrameSlab();
   /** MAC (as a 48-bit number: no string per frame) → port that last sent from it. */
@@ -185,8 +220,9 @@ export class VirtualSwitch {
   #nextPortId = 0;
   #deliveryScheduled = false;
   /** Frames held back for reordering, released after the next frame to the same port. */
-  readonly #held = new Map<SwitchPort, Buffer>();
-  #stats: VirtualSwitchStats = { forwarded: 0, flooded: 0, lost: 0, duplicated: 0, reordered: 0, queueDrops: 0 };
+  readonly #held = new Map<SwitchPort, Queued>();
+  #faulty = false;
+  #stats: VirtualSwitchStats = { forwarded: 0, flooded: 0, lost: 0, duplicated: 0, reordered: 0, queueDrops: 0, segmented: 0, segmentDrops: 0 };
 
   constructor(options: VirtualSwitchOptions = {}) {
     const { mtu = 1500, queueLimit = 65_536 } = options;
@@ -196,7 +232,13 @@ export class VirtualSwitch {
     this.#queueLimit = queueLimit;
     this.#random = options.random ?? defaultRandom();
     this.#clock = options.clock ?? systemClock;
-    this.#faults = VirtualSwitch.#checkFaults(options.faults ?? {});
+    this.#setFaults(options.faults ?? {});
+  }
+
+  #setFaults(faults: SwitchFaults): void {
+    const f = VirtualSwitch.#checkFaults(faults);
+    this.#faults = f;
+    this.#faulty = f.loss > 0 || f.duplicate > 0 || f.reorder > 0 || f.delayMs > 0 || f.jitterMs > 0;
   }
 
   static #checkFaults(faults: SwitchFaults): Required<SwitchFaults> {
@@ -214,11 +256,15 @@ export class VirtualSwitch {
 
   /** Replaces the injected faults (e.g. turn loss on after a handshake). */
   setFaults(faults: SwitchFaults): void {
-    this.#faults = VirtualSwitch.#checkFaults(faults);
+    this.#setFaults(faults);
   }
 
-  /** Adds a port. `mac` defaults to a locally administered address drawn from the random source. */
-  connect(options: { mac?: string } = {}): NetDevice {
+  /**
+   * Adds a port. `mac` defaults to a locally administered address drawn from the random source.
+   * `offloads`: what the port accepts beyond real frames (default nothing); `maxFrame` defaults
+   * to 65,535 + 14 when TSO is on.
+   */
+  connect(options: { mac?: string; offloads?: Partial<NetOffloads> } = {}): NetDevice {
     let mac = options.mac;
     if (mac === undefined) {
       const bytes = Buffer.alloc(6);
@@ -229,7 +275,16 @@ export class VirtualSwitch {
     } else {
       mac = formatMac(parseMac(mac));
     }
-    const port = new SwitchPort(this, this.#nextPortId++, mac, this.mtu);
+    const o = options.offloads;
+    const offloads: NetOffloads | undefined = o && {
+      checksum: o.checksum ?? false,
+      tso4: o.tso4 ?? false,
+      tso6: o.tso6 ?? false,
+      maxFrame: o.maxFrame ?? 65_535 + 14,
+      rxCoalesce: o.rxCoalesce ?? false,
+    };
+    if (offloads) assertInteger(offloads.maxFrame, 'offloads.maxFrame', this.mtu + 14, 65_535 + 14);
+    const port = new SwitchPort(this, this.#nextPortId++, mac, this.mtu, offloads);
     this.#ports.add(port);
     return port;
   }
@@ -264,15 +319,30 @@ export class VirtualSwitch {
     for (const [mac, p] of this.#table) if (p === port) this.#table.delete(mac);
   }
 
-  /** @internal Forwards a frame written by `from`. */
-  forward(from: SwitchPort, frame: Buffer): void {
+  /**
+   * Calls `onFrame` with every frame a port writes, before faults apply (what the port put on the
+   * wire), and the writing port's id; the frame must not be kept past the call. Super-frames are
+   * shown as the real frames they stand for, so a capture looks like the wire. Returns a function
+   * that stops it. The dashboard's capture button uses this.
+   */
+  mirror(onFrame: (frame: Buffer, port: number) => void): () => void {
+    this.#mirrors.add(onFrame);
+    return () => void this.#mirrors.delete(onFrame);
+  }
+
+  /** @internal Forwards a frame written by `from` (with the offload metadata it may carry). */
+  forward(from: SwitchPort, frame: Buffer, offload?: FrameOffload): void {
+    if (this.#mirrors.size > 0) {
+      const pieces = offload ? realFrames(frame, offload) : [frame];
+      for (const mirror of this.#mirrors) for (const piece of pieces) mirror(piece, from.id);
+    }
     // Learn the source unless it is a group address (a forged multicast source must not stick).
     if ((frame[6]! & 1) === 0) this.#table.set(frame.readUIntBE(6, 6), from);
     const multicast = (frame[0]! & 1) === 1;
     const target = multicast ? undefined : this.#table.get(frame.readUIntBE(0, 6));
     if (target && target !== from && !target.closed) {
       this.#stats.forwarded++;
-      this.#emit(target, frame);
+      this.#send(target, frame, offload);
       return;
     }
     if (target === from) return; // destination is on the ingress port: nothing to do
@@ -281,16 +351,34 @@ export class VirtualSwitch {
     for (const port of this.#ports) {
       if (port === from) continue;
       // Every receiver owns its frame, so all but the first get a copy.
-      this.#emit(port, first ? frame : Buffer.from(frame));
+      this.#send(port, first ? frame : Buffer.from(frame), offload);
       first = false;
     }
+  }
+
+  /**
+   * Sends a frame towards `port`: a super-frame (or partial checksum) whole when the port takes
+   * it and no faults are set, else as the real frames it stands for, each meeting the faults.
+   */
+  #send(port: SwitchPort, frame: Buffer, offload: FrameOffload | undefined): void {
+    if (!offload || (!this.#faulty && acceptsOffload(port, offload, frame.length))) {
+      this.#emit(port, { frame, offload: offload && { ...offload, flags: offload.flags | DATA_VALID } });
+      return;
+    }
+    const pieces = realFrames(frame, offload);
+    if (pieces.length === 0) {
+      this.#stats.segmentDrops++;
+      return;
+    }
+    if (offload.gsoType !== GSO_NONE) this.#stats.segmented++;
+    for (const piece of pieces) this.#emit(port, { frame: piece, offload: undefined });
   }
 
   #chance(p: number): boolean {
     return p > 0 && this.#random.uint32() / 0x1_0000_0000 < p;
   }
 
-  #emit(port: SwitchPort, frame: Buffer): void {
+  #emit(port: SwitchPort, frame: Queued): void {
     const f = this.#faults;
     if (this.#chance(f.loss)) {
       this.#stats.lost++;
@@ -299,7 +387,7 @@ export class VirtualSwitch {
     const copies = this.#chance(f.duplicate) ? 2 : 1;
     if (copies === 2) this.#stats.duplicated++;
     for (let i = 0; i < copies; i++) {
-      const copy = i === 0 ? frame : Buffer.from(frame);
+      const copy = i === 0 ? frame : { frame: Buffer.from(frame.frame), offload: frame.offload };
       if (this.#chance(f.reorder) && !this.#held.has(port)) {
         this.#stats.reordered++;
         this.#held.set(port, copy);
@@ -314,7 +402,7 @@ export class VirtualSwitch {
     }
   }
 
-  #schedule(port: SwitchPort, frame: Buffer): void {
+  #schedule(port: SwitchPort, frame: Queued): void {
     const f = this.#faults;
     const delay = f.delayMs + (f.jitterMs > 0 ? (this.#random.uint32() / 0x1_0000_0000) * f.jitterMs : 0);
     if (delay > 0) {
@@ -324,7 +412,7 @@ export class VirtualSwitch {
     }
   }
 
-  #enqueue(port: SwitchPort, frame: Buffer): void {
+  #enqueue(port: SwitchPort, frame: Queued): void {
     if (port.closed) return;
     if (port.queue.length >= this.#queueLimit) {
       this.#stats.queueDrops++;
@@ -341,14 +429,14 @@ export class VirtualSwitch {
   /** Delivers what was queued before this turn; frames written meanwhile wait for the next. */
   #deliver(): void {
     this.#deliveryScheduled = false;
-    const batches: Array<[SwitchPort, Buffer[]]> = [];
+    const batches: Array<[SwitchPort, Queued[]]> = [];
     for (const port of this.#ports) {
       if (port.queue.length > 0) {
         batches.push([port, port.queue]);
         port.queue = [];
       }
     }
-    for (const [port, frames] of batches) for (const frame of frames) port.deliver(frame);
+    for (const [port, frames] of batches) for (const q of frames) port.deliver(q.frame, q.offload);
     // Release frames held for reordering that nothing overtook this turn.
     if (this.#held.size > 0 && !this.#deliveryScheduled) {
       for (const [port, frame] of this.#held) this.#schedule(port, frame);

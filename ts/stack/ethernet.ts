@@ -3,7 +3,7 @@
  * @module
  */
 import { OutOfRangeError } from '../errors.js';
-import type { NetDevice } from '../net/device.js';
+import type { FrameOffload, NetDevice } from '../net/device.js';
 import { parseMac } from '../net/mac.js';
 
 /** EtherTypes Morgana handles. */
@@ -19,7 +19,7 @@ export const BROADCAST = Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
  * Receives the payload of a frame of a registered EtherType. `payload` is a view into `frame`;
  * both belong to the handler.
  */
-export type EthernetHandler = (payload: Buffer, src: Buffer, frame: Buffer) => void;
+export type EthernetHandler = (payload: Buffer, src: Buffer, frame: Buffer, offload?: FrameOffload) => void;
 
 /** What {@link Ethernet.write} asks of its caller. */
 export interface EthernetWrite {
@@ -54,7 +54,7 @@ export class Ethernet {
   constructor(net: NetDevice) {
     this.net = net;
     this.mac = parseMac(net.mac);
-    net.listen((frame) => this.#receive(frame));
+    net.listen((frame, offload) => this.#receive(frame, offload));
   }
 
   /** The IP MTU of the device. */
@@ -98,13 +98,14 @@ export class Ethernet {
 
   /**
    * Sends a frame built whole elsewhere (headers included) at `source[at..at+length]`, copied
-   * once into the device's buffer. Frames longer than the MTU allows are the device's to drop.
+   * once into the device's buffer. Frames longer than the MTU allows are the device's to drop,
+   * unless `offload` describes a super-frame the device accepts.
    */
-  writeFrame(source: Buffer, at: number, length: number): void {
+  writeFrame(source: Buffer, at: number, length: number, offload?: FrameOffload): void {
     this.#frameSource = source;
     this.#frameAt = at;
     this.#frameLength = length;
-    this.net.write(length, this.#copyFrame);
+    this.net.write(length, this.#copyFrame, offload);
     this.#stats.txFrames++;
   }
 
@@ -113,7 +114,7 @@ export class Ethernet {
     return { ...this.#stats };
   }
 
-  #receive(frame: Buffer): void {
+  #receive(frame: Buffer, offload?: FrameOffload): void {
     if (frame.length < ETHERNET_HEADER) {
       this.#stats.droppedMalformed++;
       return;
@@ -130,6 +131,6 @@ export class Ethernet {
       return;
     }
     this.#stats.rxFrames++;
-    handler(frame.subarray(ETHERNET_HEADER), frame.subarray(6, 12), frame);
+    handler(frame.subarray(ETHERNET_HEADER), frame.subarray(6, 12), frame, offload);
   }
 }

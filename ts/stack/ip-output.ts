@@ -15,6 +15,16 @@ import type { Ethernet } from './ethernet.js';
 /** How long an installed neighbour entry is used before the general path re-checks it (ms). */
 export const NEIGHBOUR_REFRESH_MS = 1_000;
 
+/**
+ * The largest IP packet of a TCP super-frame `eth`'s device takes for `family` (TSO), or 0.
+ * Super-frames leave with complete checksums, so checksum offload is not needed for them.
+ */
+export function tsoMax(eth: Ethernet, family: 4 | 6): number {
+  const o = eth.net.offloads;
+  if (!o || !(family === 4 ? o.tso4 : o.tso6)) return 0;
+  return Math.min((o.maxFrame ?? 14 + 65_535) - 14, 65_535 + (family === 6 ? 40 : 0));
+}
+
 /** The native send path. */
 export type NativeIpOutput = InstanceType<typeof native.NativeIpOutput>;
 
@@ -45,16 +55,19 @@ export class IpOutput {
     return i;
   }
 
-  /** Installs the entry for IPv4 `dst`: frames leave `eth` for `mac`, up to `mtu` bytes of IP. */
+  /**
+   * Installs the entry for IPv4 `dst`: frames leave `eth` for `mac`, up to `mtu` bytes of IP, or
+   * as TCP super-frames when the device accepts them ({@link tsoMax}).
+   */
   install4(dst: number, eth: Ethernet, mac: Buffer, mtu: number, expiresAt: number): void {
     this.#fill(eth, mac);
-    this.native.setNeighbour4(dst, this.#index(eth), this.#macs, mtu, expiresAt);
+    this.native.setNeighbour4(dst, this.#index(eth), this.#macs, mtu, expiresAt, tsoMax(eth, 4));
   }
 
   /** Installs the entry for IPv6 `dst` (16 bytes). */
   install6(dst: Uint8Array, eth: Ethernet, mac: Buffer, mtu: number, expiresAt: number): void {
     this.#fill(eth, mac);
-    this.native.setNeighbour6(dst, this.#index(eth), this.#macs, mtu, expiresAt);
+    this.native.setNeighbour6(dst, this.#index(eth), this.#macs, mtu, expiresAt, tsoMax(eth, 6));
   }
 
   #fill(eth: Ethernet, mac: Buffer): void {

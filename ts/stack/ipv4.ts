@@ -11,6 +11,7 @@ import { FragmentationNeededError, MorganaError, OutOfRangeError, nativeFailure 
 import { fragment as fragmentPacket } from '../wire/ipv4.js';
 import { native } from '../native.js';
 import { Reassembler, type ReassemblerOptions } from '../reassembly.js';
+import { DATA_VALID, type FrameOffload, NEEDS_CSUM } from '../net/device.js';
 import type { Arp } from './arp.js';
 import { IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
 import { BROADCAST, ETHERTYPE, type Ethernet } from './ethernet.js';
@@ -46,6 +47,8 @@ export interface Ipv4Datagram {
   iface: Ipv4Interface;
   /** Whether it was sent to a broadcast address. */
   broadcast: boolean;
+  /** The device vouched for the transport checksum (offload `DATA_VALID` / `NEEDS_CSUM`). */
+  checksumVerified?: boolean;
 }
 
 /** A transport protocol's receive function. */
@@ -146,7 +149,7 @@ export class Ipv4Layer {
     this.#clock = options.clock;
     this.output = new IpOutput(options.randomUint32, this.defaultTtl, options.hopLimit ?? this.defaultTtl);
     for (const iface of this.interfaces) {
-      iface.eth.on(ETHERTYPE.IPV4, (payload) => this.#receive(payload, iface));
+      iface.eth.on(ETHERTYPE.IPV4, (payload, _src, _frame, offload) => this.#receive(payload, iface, offload));
       iface.arp.setAddresses(iface.address ? [iface.address] : []);
     }
     this.#scheduleExpiry();
@@ -335,7 +338,7 @@ export class Ipv4Layer {
     this.#stats.dropped[reason] = (this.#stats.dropped[reason] ?? 0) + 1;
   }
 
-  #receive(payload: Buffer, iface: Ipv4Interface): void {
+  #receive(payload: Buffer, iface: Ipv4Interface, offload?: FrameOffload): void {
     this.#stats.received++;
     const total = native.ipv4Validate(payload, true);
     if (total < 0) {
@@ -381,6 +384,7 @@ export class Ipv4Layer {
       payload: packet.subarray(headerLength),
       iface,
       broadcast,
+      checksumVerified: offload !== undefined && (offload.flags & (DATA_VALID | NEEDS_CSUM)) !== 0,
     });
   }
 

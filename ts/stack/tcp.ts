@@ -21,8 +21,10 @@ import { TcpServer } from './tcp-server.js';
 import { Duplex } from 'node:stream';
 import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
-import { MorganaError, assertInteger } from '../errors.js';
+import { InvalidArgumentError, MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
 import { native } from '../native.js';
+import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_TCPV4, GSO_TCPV6 } from '../net/device.js';
+import { tsoMax } from './ip-output.js';
 import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
 import type { IcmpErrorReport, Ipv4Datagram, Ipv4Layer } from './ipv4.js';
 import type { Icmpv6ErrorReport, Ipv6Datagram, Ipv6Layer } from './ipv6.js';
@@ -33,6 +35,9 @@ const OUT_IPV6 = native.TCP_OUT_IPV6;
 const OUT_FRAME = native.TCP_OUT_FRAME;
 const OUT_LENGTH = native.TCP_OUT_LENGTH;
 const IN_WORDS = native.TCP_IN_WORDS;
+const IN_CHECKSUM_VERIFIED = native.TCP_IN_CHECKSUM_VERIFIED;
+/** Largest super-segment payload when an interface takes TCP super-frames (TSO). */
+const GSO_MAX = 65_000;
 /** Input batch: bytes, and segments, per turn (a fuller batch runs a turn at once). */
 const IN_BYTES = 1 << 20;
 const IN_SEGMENTS = 2048;
@@ -63,6 +68,20 @@ const engineErrors = native.tcpErrorCodes();
 function engineFailure(result: number, what: string): MorganaError {
   const code = engineErrors[-result - 1] ?? 'ERR_INTERNAL';
   return new MorganaError(code, `${what}: ${code}`);
+}
+
+/** The offload metadata of the TCP super-frame at `out[at..]` (Ethernet + IPv4/IPv6 + TCP). */
+function superFrame(out: Buffer, at: number, gsoSize: number): FrameOffload {
+  const v6 = out[at + 12] === 0x86 && out[at + 13] === 0xdd;
+  const csumStart = ETHERNET_HEADER_LENGTH + (v6 ? 40 : (out[at + 14]! & 0x0f) * 4);
+  return {
+    flags: 0, // complete checksums: the pieces' are computed where it is cut
+    gsoType: v6 ? GSO_TCPV6 : GSO_TCPV4,
+    gsoSize,
+    hdrLen: csumStart + (out[at + csumStart + 12]! >> 4) * 4,
+    csumStart,
+    csumOffset: 16,
+  };
 }
 
 /** The error of a call or pending operation that the stack's closing cut short. */
@@ -106,6 +125,51 @@ export interface TcpOptions {
    * {@link TcpConnection.setCongestionControl}.
    */
   congestionControl?: TcpCongestionControl;
+}
+
+/**
+ * The range of each numeric {@link TcpOptions} field. Buffers: from 1 KiB to 1 GiB (the largest
+ * window RFC 7323's scale 14 can offer); delayed ACK at most 500 ms (RFC 1122 §4.2.3.2).
+ */
+const TCP_OPTION_RANGES: Readonly<Record<string, readonly [number, number]>> = {
+  sendBuffer: [1024, 1 << 30],
+  recvBuffer: [1024, 1 << 30],
+  maxOutOfOrder: [0, 65_535],
+  rtoInitialMs: [1, 3_600_000],
+  rtoMinMs: [1, 3_600_000],
+  rtoMaxMs: [1, 3_600_000],
+  timeWaitMs: [0, 3_600_000],
+  delayedAckMs: [0, 500],
+  synRetries: [0, 255],
+  dataRetries: [0, 255],
+  maxConnections: [1, 0xffff_ffff],
+  challengeAckLimit: [0, 0xffff_ffff],
+};
+const TCP_BOOLEAN_OPTIONS = ['timestamps', 'synCookies'];
+
+/**
+ * Checks {@link TcpOptions} before the engine sees them: unknown fields, numbers outside their
+ * range (`ERR_OUT_OF_RANGE` naming the option and its range), wrong types. `createStack` calls it
+ * before building anything.
+ * @internal
+ */
+export function validateTcpOptions(options: unknown): asserts options is TcpOptions | undefined {
+  if (options === undefined) return;
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('tcp options must be an object');
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined) continue;
+    const range = TCP_OPTION_RANGES[key];
+    if (range) assertInteger(value, `tcp.${key}`, range[0], range[1]);
+    else if (TCP_BOOLEAN_OPTIONS.includes(key)) {
+      if (typeof value !== 'boolean') throw new InvalidArgumentError(`tcp.${key} must be a boolean, got ${typeof value}`);
+    } else if (key === 'congestionControl') assertCongestionControl(value);
+    else {
+      const hint = key === 'mtu' ? ' (the MSS follows the interface MTU)' : '';
+      throw new MorganaError('ERR_INVALID_ARG_VALUE', `unknown TCP option tcp.${key}${hint}`);
+    }
+  }
+  const { rtoMinMs = 200, rtoMaxMs = 60_000 } = options as TcpOptions;
+  if (rtoMinMs > rtoMaxMs) throw new OutOfRangeError(`tcp.rtoMinMs (${rtoMinMs}) must not exceed tcp.rtoMaxMs (${rtoMaxMs})`);
 }
 
 /** The congestion control algorithms of the engine. */
@@ -215,8 +279,12 @@ export class Tcp {
     this.#random = random;
     const key = Buffer.alloc(16);
     for (let i = 0; i < 16; i += 4) key.writeUInt32BE(random() >>> 0, i);
-    if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
-    this.engine = new native.NativeTcpEngine({ mtu, ...options }, key);
+    validateTcpOptions(options);
+    assertInteger(mtu, 'the interface MTU', 68, 65_535);
+    // Super-segments (generic segmentation offload) when some interface takes TCP super-frames;
+    // they are cut in Rust for any path that does not.
+    const gsoMax = ip.interfaces.some((i) => tsoMax(i.eth, 4) > 0 || tsoMax(i.eth, 6) > 0) ? GSO_MAX : 0;
+    this.engine = new native.NativeTcpEngine({ ...options, mtu, gsoMax }, key);
     ip.on(PROTO_TCP, (d) => this.#receive(d));
     ip.onIcmpError(PROTO_TCP, (report) => this.#icmpError(report));
   }
@@ -288,7 +356,8 @@ export class Tcp {
 
   #receive(d: Ipv4Datagram): void {
     if (this.#closed || d.broadcast) return;
-    this.#push(this.#reserve(d.payload.length), d.payload, 4, d.src, d.dst);
+    const family = d.checksumVerified ? 4 | IN_CHECKSUM_VERIFIED : 4;
+    this.#push(this.#reserve(d.payload.length), d.payload, family, d.src, d.dst);
   }
 
   /** @internal The stack's clock. */
@@ -350,8 +419,10 @@ export class Tcp {
       try {
         if ((word & OUT_FRAME) !== 0) {
           const eth = ipOutput.device(meta[i * 3 + 1]!);
-          if (eth) eth.writeFrame(out, at, len);
-          else this.#sendFailures++;
+          const gsoSize = meta[i * 3 + 2]!;
+          if (!eth) this.#sendFailures++;
+          else if (gsoSize === 0) eth.writeFrame(out, at, len);
+          else eth.writeFrame(out, at, len, superFrame(out, at, gsoSize));
         } else if ((word & OUT_IPV6) !== 0) {
           this.#transmit6(at, len);
           at += 32;
@@ -582,6 +653,11 @@ export class Tcp {
   }
 
   /** Counters (engine and glue). */
+  /** The open connections (accepted and connected, not yet closed), for views like `ss`. */
+  connections(): TcpConnection[] {
+    return [...this.#conns.values()];
+  }
+
   stats(): TcpStats {
     return { ...this.engine.stats(), sendFailures: this.#sendFailures };
   }

@@ -14,11 +14,12 @@ pub struct NativeIpOutput {
     pub(crate) inner: IpOutput,
 }
 
-fn entry(iface: u32, macs: &[u8], mtu: u32, expires_at: f64) -> Option<Neighbour> {
+fn entry(iface: u32, macs: &[u8], mtu: u32, expires_at: f64, tso_max: Option<u32>) -> Option<Neighbour> {
     let dst_mac: [u8; 6] = macs.get(0..6)?.try_into().ok()?;
     let src_mac: [u8; 6] = macs.get(6..12)?.try_into().ok()?;
     let expires_at = if expires_at.is_finite() && expires_at > 0.0 { expires_at as u64 } else { 0 };
-    Some(Neighbour { iface, dst_mac, src_mac, mtu: mtu as usize, expires_at })
+    let tso_max = tso_max.unwrap_or(0) as usize;
+    Some(Neighbour { iface, dst_mac, src_mac, mtu: mtu as usize, expires_at, tso_max })
 }
 
 #[napi]
@@ -44,19 +45,36 @@ impl NativeIpOutput {
     }
 
     /// Installs the entry for IPv4 `dst`: `macs` is the next hop's MAC then ours (12 bytes);
-    /// used until `expires_at` (ms). False when `macs` is short.
+    /// used until `expires_at` (ms); `tso_max` > 0: the interface takes TCP super-frames of IP
+    /// packets up to that size. False when `macs` is short.
     #[napi]
-    pub fn set_neighbour4(&mut self, dst: u32, iface: u32, macs: &[u8], mtu: u32, expires_at: f64) -> bool {
-        let Some(n) = entry(iface, macs, mtu, expires_at) else { return false };
+    pub fn set_neighbour4(
+        &mut self,
+        dst: u32,
+        iface: u32,
+        macs: &[u8],
+        mtu: u32,
+        expires_at: f64,
+        tso_max: Option<u32>,
+    ) -> bool {
+        let Some(n) = entry(iface, macs, mtu, expires_at, tso_max) else { return false };
         self.inner.set_neighbour(IpAddr::V4(Ipv4Addr::from(dst)), n);
         true
     }
 
     /// Installs the entry for IPv6 `dst` (16 bytes); as `set_neighbour4`.
     #[napi]
-    pub fn set_neighbour6(&mut self, dst: &[u8], iface: u32, macs: &[u8], mtu: u32, expires_at: f64) -> bool {
+    pub fn set_neighbour6(
+        &mut self,
+        dst: &[u8],
+        iface: u32,
+        macs: &[u8],
+        mtu: u32,
+        expires_at: f64,
+        tso_max: Option<u32>,
+    ) -> bool {
         let Ok(octets) = <[u8; 16]>::try_from(dst) else { return false };
-        let Some(n) = entry(iface, macs, mtu, expires_at) else { return false };
+        let Some(n) = entry(iface, macs, mtu, expires_at, tso_max) else { return false };
         self.inner.set_neighbour(IpAddr::V6(Ipv6Addr::from(octets)), n);
         true
     }

@@ -13,8 +13,11 @@
 //! Layouts (all Uint32 words):
 //! - input meta, 5 words per segment: `[offset, length, family, src, dst]`; for family 4 the
 //!   addresses are numbers, for 6 they are the 32 bytes right before the segment (source then
-//!   destination).
-//! - output meta, 3 words per packet: `[length | OUT_FRAME, interface, 0]` for a whole frame;
+//!   destination); `family | TCP_IN_CHECKSUM_VERIFIED` when the device vouched for the checksum.
+//! - output meta, 3 words per packet: `[length | OUT_FRAME, interface, gso_size]` for a whole
+//!   frame (`gso_size` > 0: a TCP super-frame for an interface that takes them, to be cut at
+//!   that payload size; super-segments towards any other interface or the general path are
+//!   cut here, in Rust);
 //!   `[length, src, dst]` for a bare IPv4 segment; `[length | OUT_IPV6, 0, 0]` for a bare IPv6
 //!   segment preceded in `out` by its 32 bytes of addresses (not counted in `length`).
 //! - events, 3 words each: `[kind, handle, arg]` (kinds: the `TCP_EVENT_*` constants).
@@ -23,7 +26,8 @@
 //!   turn.
 
 use crate::ip_output::NativeIpOutput;
-use morgana_net::ip_out::IpOutput;
+use morgana_net::gso;
+use morgana_net::ip_out::{IpOutput, Neighbour};
 use morgana_tcp::cc::Algorithm;
 use morgana_tcp::conn::State;
 use morgana_tcp::engine::{ConnInfo, EngineError};
@@ -51,6 +55,9 @@ pub const TCP_OUT_LENGTH: u32 = 0x3fff_ffff;
 /// Words per input segment in `turn`'s input meta.
 #[napi]
 pub const TCP_IN_WORDS: u32 = 5;
+/// Set in an input family word: the device vouched for the checksum (not summed again).
+#[napi]
+pub const TCP_IN_CHECKSUM_VERIFIED: u32 = 0x100;
 
 /// Event kind: an active open completed.
 #[napi]
@@ -157,6 +164,9 @@ pub struct TcpEngineOptions {
     /// Congestion control of new connections: `"cubic"` (default) or `"newreno"`; an unknown
     /// name keeps the default (TypeScript validates first).
     pub congestion_control: Option<String>,
+    /// Largest payload of a TCP super-segment (generic segmentation offload; 0, the default:
+    /// off).
+    pub gso_max: Option<u32>,
 }
 
 fn ms(v: Option<f64>, default: u64) -> u64 {
@@ -290,6 +300,8 @@ pub struct NativeTcpEngine {
     seg_cursor: usize,
     byte_cursor: usize,
     events: VecDeque<Event>,
+    /// Reused room for cutting super-segments.
+    scratch: Vec<u8>,
 }
 
 fn state_name(s: State) -> &'static str {
@@ -335,12 +347,19 @@ impl NativeTcpEngine {
                 .as_deref()
                 .and_then(Algorithm::from_name)
                 .unwrap_or(d.congestion_control),
+            gso_max: options.gso_max.map_or(d.gso_max, |v| v as usize),
         };
         let mut k = [0u8; 16];
         for (i, b) in key.iter().take(16).enumerate() {
             k[i] = *b;
         }
-        NativeTcpEngine { inner: Engine::new(cfg, k), seg_cursor: 0, byte_cursor: 0, events: VecDeque::new() }
+        NativeTcpEngine {
+            inner: Engine::new(cfg, k),
+            seg_cursor: 0,
+            byte_cursor: 0,
+            events: VecDeque::new(),
+            scratch: Vec::new(),
+        }
     }
 
     /// Listens on `port` for `family` 4, 6, or (omitted or 0) both; 0 or a negative error.
@@ -430,14 +449,15 @@ impl NativeTcpEngine {
             let m = &meta[i * words..i * words + words];
             let (offset, len) = (m[0] as usize, m[1] as usize);
             let Some(segment) = input.get(offset..offset + len) else { continue };
-            if m[2] == 6 {
+            let verified = m[2] & TCP_IN_CHECKSUM_VERIFIED != 0;
+            if m[2] & 0xff == 6 {
                 let Some(addresses) = offset.checked_sub(32).and_then(|a| input.get(a..offset)) else {
                     continue;
                 };
                 let (Some(src), Some(dst)) = (v6(&addresses[..16]), v6(&addresses[16..])) else { continue };
-                self.inner.on_segment(src, dst, segment, now);
+                self.inner.on_segment_verified(src, dst, segment, now, verified);
             } else {
-                self.inner.on_segment(v4(m[3]), v4(m[4]), segment, now);
+                self.inner.on_segment_verified(v4(m[3]), v4(m[4]), segment, now, verified);
             }
         }
         self.inner.poll(now);
@@ -719,73 +739,242 @@ impl NativeTcpEngine {
 
 impl NativeTcpEngine {
     /// Copies produced segments into `out`: as whole frames through `ip` when it holds a fresh
-    /// neighbour entry for the destination and the packet fits its MTU, else bare for the IP
-    /// layer's general path. Returns how many packets were written.
+    /// neighbour entry for the destination and the packet fits its MTU (a super-segment whole
+    /// when the interface takes super-frames of its size), else bare for the IP layer's general
+    /// path; a super-segment that cannot leave whole is cut here. Returns how many packets.
     fn drain_into(&mut self, ip: &mut IpOutput, out: &mut [u8], meta: &mut [u32], now: u64) -> u32 {
+        let mut w = Writer { out, meta, at: 0, n: 0 };
+        let mut scratch = std::mem::take(&mut self.scratch);
         let output = self.inner.output();
-        let mut n = 0usize;
-        let mut at = 0usize;
-        while self.seg_cursor < output.segments.len() && (n + 1) * 3 <= meta.len() {
+        while self.seg_cursor < output.segments.len() && w.has_meta(1) {
             let s = output.segments[self.seg_cursor];
             let len = s.len as usize;
             let bytes = &output.bytes[self.byte_cursor..self.byte_cursor + len];
+            let gso = usize::from(s.gso_size);
             let header = IpOutput::header_len(s.dst);
-            let neighbour = ip.neighbour(s.dst, now).filter(|e| header - 14 + len <= e.mtu);
-            if let Some(entry) = neighbour {
-                if at + header + len > out.len() {
-                    break;
+            let ip_len = header - ETHERNET_HEADER + len;
+            let pieces = if gso > 0 { gso::segment_count(len - tcp_header_len(bytes), gso) } else { 1 };
+            let written = match ip.neighbour(s.dst, now) {
+                // Whole: an ordinary segment that fits, or a super-frame the interface takes.
+                Some(e) if (gso == 0 && ip_len <= e.mtu) || (gso > 0 && ip_len <= e.tso_max) => {
+                    w.frame(ip, &e, s.src, s.dst, bytes, gso as u32, pieces)
                 }
-                let Some(h) = ip.emit_headers(&entry, s.src, s.dst, 6, len, &mut out[at..]) else {
-                    self.byte_cursor += len;
-                    self.seg_cursor += 1;
-                    continue;
-                };
-                out[at + h..at + h + len].copy_from_slice(bytes);
-                meta[n * 3] = (h + len) as u32 | TCP_OUT_FRAME;
-                meta[n * 3 + 1] = entry.iface;
-                meta[n * 3 + 2] = 0;
-                at += h + len;
-            } else {
-                match (s.src, s.dst) {
-                    (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                        if at + len > out.len() {
-                            break;
-                        }
-                        out[at..at + len].copy_from_slice(bytes);
-                        meta[n * 3] = len as u32;
-                        meta[n * 3 + 1] = src.to_bits();
-                        meta[n * 3 + 2] = dst.to_bits();
-                        at += len;
-                    }
-                    (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                        if at + 32 + len > out.len() {
-                            break;
-                        }
-                        out[at..at + 16].copy_from_slice(&src.octets());
-                        out[at + 16..at + 32].copy_from_slice(&dst.octets());
-                        out[at + 32..at + 32 + len].copy_from_slice(bytes);
-                        meta[n * 3] = len as u32 | TCP_OUT_IPV6;
-                        meta[n * 3 + 1] = 0;
-                        meta[n * 3 + 2] = 0;
-                        at += 32 + len;
-                    }
-                    // The engine never pairs two families; skip rather than emit garbage.
-                    _ => {
-                        self.byte_cursor += len;
-                        self.seg_cursor += 1;
-                        continue;
-                    }
+                // A super-segment towards an interface that takes only real frames: cut here.
+                Some(e) if gso > 0 && header - ETHERNET_HEADER + tcp_header_len(bytes) + gso <= e.mtu => {
+                    w.cut_frames(ip, &e, s.src, s.dst, bytes, gso, pieces, &mut scratch)
                 }
+                _ if gso > 0 => w.cut_bare(s.src, s.dst, bytes, gso, pieces, &mut scratch),
+                _ => w.bare(s.src, s.dst, bytes),
+            };
+            if let Written::Full = written {
+                break;
             }
             self.byte_cursor += len;
             self.seg_cursor += 1;
-            n += 1;
         }
+        self.scratch = scratch;
         if self.seg_cursor >= output.segments.len() {
             self.inner.clear_output();
             self.seg_cursor = 0;
             self.byte_cursor = 0;
         }
-        n as u32
+        w.n as u32
     }
+}
+
+const ETHERNET_HEADER: usize = morgana_net::ip_out::ETHERNET_HEADER;
+
+fn tcp_header_len(segment: &[u8]) -> usize {
+    segment.get(12).map_or(20, |b| usize::from(b >> 4) * 4).min(segment.len())
+}
+
+/// What writing one segment into the output did.
+enum Written {
+    Done,
+    /// Out of room: try again at the next `drain`.
+    Full,
+    /// Dropped (a family mismatch or a segment the cutter refused): never retried.
+    Skipped,
+}
+
+/// The caller's output buffer and metadata being filled.
+struct Writer<'a> {
+    out: &'a mut [u8],
+    meta: &'a mut [u32],
+    at: usize,
+    n: usize,
+}
+
+impl Writer<'_> {
+    fn has_meta(&self, entries: usize) -> bool {
+        (self.n + entries) * 3 <= self.meta.len()
+    }
+
+    fn record(&mut self, words: [u32; 3], advance: usize) {
+        self.meta[self.n * 3..self.n * 3 + 3].copy_from_slice(&words);
+        self.n += 1;
+        self.at += advance;
+    }
+
+    /// One frame (headers from `ip`), possibly a super-frame of `pieces` to be cut at `gso`.
+    #[allow(clippy::too_many_arguments)]
+    fn frame(
+        &mut self,
+        ip: &mut IpOutput,
+        e: &Neighbour,
+        src: IpAddr,
+        dst: IpAddr,
+        bytes: &[u8],
+        gso: u32,
+        pieces: usize,
+    ) -> Written {
+        let header = IpOutput::header_len(dst);
+        if self.at + header + bytes.len() > self.out.len() {
+            return Written::Full;
+        }
+        let Some(h) = ip.emit_headers(e, src, dst, 6, bytes.len(), &mut self.out[self.at..]) else {
+            return Written::Skipped;
+        };
+        ip.skip_identifications(pieces - 1);
+        self.out[self.at + h..self.at + h + bytes.len()].copy_from_slice(bytes);
+        let len = h + bytes.len();
+        self.record([len as u32 | TCP_OUT_FRAME, e.iface, gso], len);
+        Written::Done
+    }
+
+    /// A super-segment cut into `pieces` real frames.
+    #[allow(clippy::too_many_arguments)]
+    fn cut_frames(
+        &mut self,
+        ip: &mut IpOutput,
+        e: &Neighbour,
+        src: IpAddr,
+        dst: IpAddr,
+        bytes: &[u8],
+        gso: usize,
+        pieces: usize,
+        scratch: &mut Vec<u8>,
+    ) -> Written {
+        let header = IpOutput::header_len(dst);
+        let head = header + tcp_header_len(bytes);
+        if pieces > MAX_PIECES
+            || !self.has_meta(pieces)
+            || self.at + head * pieces + bytes.len() > self.out.len()
+        {
+            return if pieces > MAX_PIECES { Written::Skipped } else { Written::Full };
+        }
+        scratch.clear();
+        scratch.resize(header + bytes.len(), 0);
+        let Some(h) = ip.emit_headers(e, src, dst, 6, bytes.len(), scratch) else { return Written::Skipped };
+        ip.skip_identifications(pieces - 1);
+        scratch[h..].copy_from_slice(bytes);
+        let mut lengths = [0u32; MAX_PIECES];
+        let Ok(n) = gso::segment_frame(scratch, gso, &mut self.out[self.at..], &mut lengths[..pieces]) else {
+            return Written::Skipped;
+        };
+        for &len in &lengths[..n] {
+            self.record([len | TCP_OUT_FRAME, e.iface, 0], len as usize);
+        }
+        Written::Done
+    }
+
+    /// A super-segment cut into `pieces` bare segments for the IP layer's general path.
+    fn cut_bare(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        bytes: &[u8],
+        gso: usize,
+        pieces: usize,
+        scratch: &mut Vec<u8>,
+    ) -> Written {
+        let head = tcp_header_len(bytes) + if dst.is_ipv6() { 32 } else { 0 };
+        if pieces > MAX_PIECES
+            || !self.has_meta(pieces)
+            || self.at + head * pieces + bytes.len() > self.out.len()
+        {
+            return if pieces > MAX_PIECES { Written::Skipped } else { Written::Full };
+        }
+        let (s, d) = (octets(src), octets(dst));
+        scratch.clear();
+        scratch.resize(bytes.len() + tcp_header_len(bytes) * pieces, 0);
+        let mut lengths = [0u32; MAX_PIECES];
+        let Ok(n) = gso::segment_tcp(bytes, &s, &d, gso, scratch, &mut lengths[..pieces]) else {
+            return Written::Skipped;
+        };
+        let mut from = 0;
+        for &len in &lengths[..n] {
+            let len = len as usize;
+            self.bare(src, dst, &scratch[from..from + len]);
+            from += len;
+        }
+        Written::Done
+    }
+
+    /// One bare segment: IPv4 with its addresses in the metadata, IPv6 after its addresses.
+    fn bare(&mut self, src: IpAddr, dst: IpAddr, bytes: &[u8]) -> Written {
+        let len = bytes.len();
+        match (src, dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                if self.at + len > self.out.len() {
+                    return Written::Full;
+                }
+                self.out[self.at..self.at + len].copy_from_slice(bytes);
+                self.record([len as u32, src.to_bits(), dst.to_bits()], len);
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                if self.at + 32 + len > self.out.len() {
+                    return Written::Full;
+                }
+                let at = self.at;
+                self.out[at..at + 16].copy_from_slice(&src.octets());
+                self.out[at + 16..at + 32].copy_from_slice(&dst.octets());
+                self.out[at + 32..at + 32 + len].copy_from_slice(bytes);
+                self.record([len as u32 | TCP_OUT_IPV6, 0, 0], 32 + len);
+            }
+            // The engine never pairs two families; skip rather than emit garbage.
+            _ => return Written::Skipped,
+        }
+        Written::Done
+    }
+}
+
+/// Most pieces of one super-segment (64 KiB at the smallest MSS, 536 bytes, is 123).
+const MAX_PIECES: usize = 128;
+
+fn octets(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// Cuts an Ethernet frame carrying a TCP super-segment (IPv4 or IPv6) into real frames of at
+/// most `gso_size` TCP payload bytes, back to back in `out` with their lengths in `lengths`,
+/// every checksum computed (a partial one completed): for devices, links and captures that take
+/// only real frames. Returns how many, -1 for a frame that is not Ethernet + IP + TCP or a bad
+/// size, -2 when `out` or `lengths` is too small.
+#[napi]
+pub fn gso_segment_frame(
+    frame: &[u8],
+    gso_size: u32,
+    #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
+    #[napi(ts_arg_type = "Uint32Array")] lengths: U32sMut<'_>,
+) -> i32 {
+    match gso::segment_frame(frame, gso_size as usize, out, lengths) {
+        Ok(n) => n as i32,
+        Err(gso::GsoError::BufferTooSmall) => -2,
+        Err(_) => -1,
+    }
+}
+
+/// Completes the checksum of a frame sent with `NEEDS_CSUM` in place (from `csum_start` to the
+/// end, stored at `csum_start + csum_offset`); false when the offsets fall outside the frame.
+#[napi]
+pub fn gso_complete_checksum(
+    #[napi(ts_arg_type = "Uint8Array")] frame: BytesMut<'_>,
+    csum_start: u32,
+    csum_offset: u32,
+) -> bool {
+    gso::complete_checksum(frame, csum_start as usize, csum_offset as usize).is_ok()
 }

@@ -37,6 +37,9 @@ pub struct Neighbour {
     pub mtu: usize,
     /// When the entry stops being used (ms, the stack's clock).
     pub expires_at: u64,
+    /// The largest IP packet of a TCP super-frame the interface accepts (TSO, with `gso_size`
+    /// metadata); 0 when it takes only real frames.
+    pub tso_max: usize,
 }
 
 /// Counters of packets built here.
@@ -77,6 +80,12 @@ impl IpOutput {
     pub fn next_identification(&mut self) -> u16 {
         self.identification = self.identification.wrapping_add(1);
         self.identification
+    }
+
+    /// Skips `n` identifications: the pieces of a super-frame cut downstream take the ones
+    /// after its own (as Linux's segmentation numbers them).
+    pub fn skip_identifications(&mut self, n: usize) {
+        self.identification = self.identification.wrapping_add(n as u16);
     }
 
     /// Installs (or replaces) the entry for `dst`.
@@ -192,6 +201,7 @@ mod tests {
             src_mac: [2, 0, 0, 0, 0, 1],
             mtu: 1500,
             expires_at,
+            tso_max: 0,
         }
     }
 

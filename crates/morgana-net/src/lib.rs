@@ -7,6 +7,8 @@
 //!   ([`fragment::ipv6`]).
 //! - [`ip_out`]: the IP send path's state for packets built in Rust (identification, neighbour
 //!   entries of established flows, counters), owned by the TypeScript IP layers.
+//! - [`gso`]: offload metadata in `virtio_net_hdr` shape and software segmentation of TCP
+//!   super-frames (for devices, captures and links that take only real frames).
 //! - [`reassembly`]: the bounded IPv4 reassembly cache (MirageOS 3.5 limits by default), and the
 //!   IPv6 one on the same core ([`reassembly::ipv6`]).
 //!
@@ -16,6 +18,7 @@
 
 pub mod checksum;
 pub mod fragment;
+pub mod gso;
 pub mod ip_out;
 pub mod reassembly;
 pub mod wire;

@@ -762,11 +762,28 @@ impl Conn {
             urgent: 0,
             options,
         };
-        ctx.out.push(self.local.0, self.remote.0, &header, self.sndbuf.slices(data_offset, data_len));
-        ctx.stats.segments_out += 1;
+        // A super-segment (generic segmentation offload) is cut at the MSS downstream; every
+        // count and record here stays per MSS-sized segment.
+        let gso = data_len > self.smss;
+        let gso_size = if gso { self.smss.min(usize::from(u16::MAX)) as u16 } else { 0 };
+        ctx.out.push_gso(
+            self.local.0,
+            self.remote.0,
+            &header,
+            self.sndbuf.slices(data_offset, data_len),
+            gso_size,
+        );
+        let pieces = if gso { data_len.div_ceil(self.smss) } else { 1 };
+        ctx.stats.segments_out += pieces as u64;
         if self.sack_ok && flags & (SYN | RST) == 0 && (data_len > 0 || flags & FIN != 0) {
-            let end = seq_no.wrapping_add((data_len + usize::from(flags & FIN != 0)) as u32);
-            self.rack.on_send(seq_no, end, ctx.now);
+            let mut s = seq_no;
+            for i in 0..pieces {
+                let piece = if gso { (data_len - i * self.smss).min(self.smss) } else { data_len };
+                let last = i + 1 == pieces;
+                let end = s.wrapping_add((piece + usize::from(last && flags & FIN != 0)) as u32);
+                self.rack.on_send(s, end, ctx.now);
+                s = end;
+            }
         }
         if flags & ACK != 0 {
             self.ack_now = false;
@@ -1108,7 +1125,8 @@ impl Conn {
                             let s = self.ack_seq();
                             self.emit(ctx, ACK, s, 0, 0);
                         } else {
-                            self.unacked_segments += 1;
+                            // A coalesced segment counts as the full-size segments it holds.
+                            self.unacked_segments += data.len().div_ceil(self.mtu_mss.max(1)).max(1) as u32;
                             if self.unacked_segments >= 2 {
                                 self.ack_now = true;
                             } else if self.delack_at.is_none() {
@@ -1833,8 +1851,20 @@ impl Conn {
                 }
                 None => (self.snd_wnd as usize).min(self.cc.cwnd() + limited).saturating_sub(in_flight),
             };
-            let len = unsent.min(usable).min(self.smss);
-            let fin_now = self.fin_queued && !self.fin_sent() && len == unsent;
+            // New data outside recovery may leave as one super-segment of whole MSS-sized
+            // pieces ([`Config::gso_max`]); retransmissions and the short tail go one by one.
+            let new_data = !seq::lt(self.snd_nxt, self.snd_max);
+            let gso_max = ctx.cfg.gso_max.min(crate::types::MAX_GSO_PAYLOAD);
+            let cap = if gso_max >= 2 * self.smss && new_data && !self.in_recovery && sack_pipe.is_none() {
+                gso_max - gso_max % self.smss
+            } else {
+                self.smss
+            };
+            let mut len = unsent.min(usable).min(cap);
+            if len > self.smss {
+                len -= len % self.smss;
+            }
+            let fin_now = self.fin_queued && !self.fin_sent() && len == unsent && len <= self.smss;
             if len == 0 && !fin_now {
                 if unsent > 0
                     && self.snd_wnd == 0
@@ -1889,5 +1919,47 @@ impl Conn {
             let s = self.ack_seq();
             self.emit(ctx, ACK, s, 0, 0);
         }
+    }
+}
+
+impl Conn {
+    /// Checks the invariants the state machine keeps (for fuzzing and tests): the send sequence
+    /// numbers are ordered (SND.UNA ≤ SND.NXT ≤ SND.MAX), what is in flight is in the send
+    /// buffer (plus SYN and FIN), the buffers and the SACK scoreboard stay within their bounds.
+    /// Returns the first violation found.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let fail = |what: &str| Err(format!("{what}: {}", self.summary()));
+        if self.state == State::Closed {
+            return Ok(());
+        }
+        if !seq::le(self.snd_una, self.snd_nxt) || !seq::le(self.snd_nxt, self.snd_max) {
+            return fail("SND.UNA <= SND.NXT <= SND.MAX broken");
+        }
+        let flight = seq::diff(self.snd_max, self.snd_una) as usize;
+        if flight > self.sndbuf.len() + 2 {
+            return fail("more in flight than the send buffer holds");
+        }
+        if self.sndbuf.len() > self.sndbuf.capacity() {
+            return fail("send buffer over its capacity");
+        }
+        if self.rcvbuf.readable() + self.rcvbuf.out_of_order_bytes() > self.rcvbuf.capacity()
+            || self.rcvbuf.out_of_order_blocks().count() > self.rcvbuf.max_out_of_order()
+        {
+            return fail("receive buffer over its bounds");
+        }
+        if self.sacked.len() > MAX_SCOREBOARD {
+            return fail("SACK scoreboard over its bound");
+        }
+        let mut at = self.snd_una;
+        for &(l, r) in self.sacked.ranges() {
+            if !seq::le(at, l) || !seq::lt(l, r) || !seq::le(r, self.snd_max) {
+                return fail("SACK scoreboard not sorted, disjoint, inside SND.UNA..SND.MAX");
+            }
+            at = r;
+        }
+        if self.state.synchronized() && self.cc.cwnd() == 0 {
+            return fail("zero congestion window");
+        }
+        Ok(())
     }
 }

@@ -256,8 +256,26 @@ impl Engine {
     /// Hands one received segment in (`src`, `dst`: the addresses of its IPv4 or IPv6 packet;
     /// the checksum is verified over that family's pseudo-header).
     pub fn on_segment(&mut self, src: IpAddr, dst: IpAddr, segment: &[u8], now: u64) {
+        self.on_segment_verified(src, dst, segment, now, false);
+    }
+
+    /// As [`Engine::on_segment`]; `checksum_verified` when the device vouches for the checksum
+    /// (virtio's `DATA_VALID`, or `NEEDS_CSUM` from a local sender), so it is not summed again.
+    pub fn on_segment_verified(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        segment: &[u8],
+        now: u64,
+        checksum_verified: bool,
+    ) {
         self.now = self.now.max(now);
-        let (h, offset) = match TcpHeader::parse(segment, Some((src, dst))) {
+        if src.is_ipv4() != dst.is_ipv4() {
+            self.stats.malformed += 1;
+            return;
+        }
+        let addresses = (!checksum_verified).then_some((src, dst));
+        let (h, offset) = match TcpHeader::parse(segment, addresses) {
             Ok(parsed) => parsed,
             Err(crate::wire::WireError::BadChecksum) => {
                 self.stats.bad_checksum += 1;
@@ -747,5 +765,32 @@ impl Engine {
         s.time_wait = self.conns.values().filter(|c| c.state == State::TimeWait).count() as u64;
         s.half_open = self.listeners.values().map(|l| u64::from(l.half_open)).sum();
         s
+    }
+}
+
+impl Engine {
+    /// Checks the engine's invariants (for fuzzing and tests): every connection's
+    /// ([`Conn::check_invariants`]), the connection table within `max_connections` and agreeing
+    /// with the 4-tuple index, each listener's SYN queue within its backlog. Returns the first
+    /// violation found.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.conns.len() > self.cfg.max_connections {
+            return Err(format!("{} connections, limit {}", self.conns.len(), self.cfg.max_connections));
+        }
+        for (h, conn) in &self.conns {
+            conn.check_invariants().map_err(|e| format!("connection {h}: {e}"))?;
+            if conn.state != State::Closed && self.tuples.get(conn.local, conn.remote) != Some(*h) {
+                return Err(format!("connection {h} is not indexed by its 4-tuple"));
+            }
+        }
+        if self.tuples.v4.len() + self.tuples.v6.len() > self.conns.len() {
+            return Err("the 4-tuple index holds connections that are gone".into());
+        }
+        for (&(port, _), l) in &self.listeners {
+            if l.half_open > l.backlog {
+                return Err(format!("port {port}: {} half-open, backlog {}", l.half_open, l.backlog));
+            }
+        }
+        Ok(())
     }
 }

@@ -45,6 +45,12 @@ pub struct Config {
     pub challenge_ack_limit: u32,
     /// Answer SYNs with SYN cookies when a listener's SYN queue is full (RFC 4987).
     pub syn_cookies: bool,
+    /// Largest TCP payload of one super-segment (generic segmentation offload; 0: off, the
+    /// default). With it, runs of new full-size segments leave as one super-segment of up to
+    /// this many bytes, cut at the MSS by the device, the binding or the switch; congestion
+    /// control, SACK, RACK and timestamps still count MSS-sized segments. At most
+    /// [`MAX_GSO_PAYLOAD`].
+    pub gso_max: usize,
     /// Congestion control of new connections (CUBIC; see [`crate::cc::Algorithm`]), changeable
     /// per connection with [`crate::Engine::set_congestion_control`].
     pub congestion_control: crate::cc::Algorithm,
@@ -70,9 +76,14 @@ impl Default for Config {
             challenge_ack_limit: 1000,
             syn_cookies: true,
             congestion_control: crate::cc::Algorithm::Cubic,
+            gso_max: 0,
         }
     }
 }
+
+/// The largest super-segment payload: an IPv6 packet's 65,535-byte payload less a TCP header
+/// with options.
+pub const MAX_GSO_PAYLOAD: usize = 65_535 - 60;
 
 /// Keep-alive settings of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +206,9 @@ pub struct OutSegment {
     pub dst: IpAddr,
     /// Segment length in bytes.
     pub len: u32,
+    /// For a super-segment (more than one MSS of payload, [`Config::gso_max`]): the payload
+    /// size its pieces must be cut at; 0 for an ordinary segment.
+    pub gso_size: u16,
 }
 
 /// Segments to transmit, back to back in one reused buffer.
@@ -210,6 +224,19 @@ impl Output {
     /// Appends a segment: header, then the payload given as (up to) two slices, then the
     /// checksum. Nothing is zero-filled first: the bytes are appended once.
     pub fn push(&mut self, src: IpAddr, dst: IpAddr, header: &TcpHeader, payload: (&[u8], &[u8])) {
+        self.push_gso(src, dst, header, payload, 0);
+    }
+
+    /// As [`Output::push`], for a super-segment to be cut at `gso_size` payload bytes (0: an
+    /// ordinary segment). Its checksum covers the whole super-segment.
+    pub fn push_gso(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        header: &TcpHeader,
+        payload: (&[u8], &[u8]),
+        gso_size: u16,
+    ) {
         let mut hdr = [0u8; 60];
         let Ok(hlen) = header.emit_header(&mut hdr) else { return };
         let start = self.bytes.len();
@@ -219,7 +246,7 @@ impl Output {
         let seg = &mut self.bytes[start..];
         finish_checksum(seg, src, dst);
         let len = seg.len() as u32;
-        self.segments.push(OutSegment { src, dst, len });
+        self.segments.push(OutSegment { src, dst, len, gso_size });
     }
 
     /// Forgets everything (keeps the allocations).

@@ -18,6 +18,20 @@ pub fn drain(engine: &mut Engine) -> Vec<(IpAddr, IpAddr, Vec<u8>)> {
     packets
 }
 
+/// As [`drain`], with each segment's `gso_size` (0 for an ordinary segment).
+#[allow(dead_code)]
+pub fn drain_gso(engine: &mut Engine) -> Vec<(IpAddr, IpAddr, Vec<u8>, u16)> {
+    let out = engine.output();
+    let mut at = 0;
+    let mut packets = Vec::with_capacity(out.segments.len());
+    for s in &out.segments {
+        packets.push((s.src, s.dst, out.bytes[at..at + s.len as usize].to_vec(), s.gso_size));
+        at += s.len as usize;
+    }
+    engine.clear_output();
+    packets
+}
+
 /// Moves segments between `a` and `b` at `now`, without delay, until both engines are quiet;
 /// `seen_from_b` is shown every segment B sends. Panics if they are still talking after 50
 /// exchanges.

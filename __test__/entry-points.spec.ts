@@ -39,6 +39,7 @@ const ENTRY_POINTS: Record<string, string[]> = {
   'morgana/wire': ['arp', 'udp', 'icmpv4', 'icmpv6', 'ipv4', 'ipv6', 'dhcp', 'dns', 'checksum', 'pseudoHeaderSum', 'DnsMalformedError'],
   'morgana/config': ['main', 'stack', 'defaultNet', 'tap', 'memKv'],
   'morgana/solo5': ['inspectSolo5Image', 'encodeManifest', 'deployUnikernel', 'libvirtXml'],
+  'morgana/daemon': ['startDaemon', 'daemonRequest', 'Solo5Daemon', 'renderMetrics'],
   'morgana/monitor': ['startMonitor', 'takeSnapshot', 'captureOutput'],
   'morgana/iperf3': ['startIperf3Server', 'runIperf3Client', 'IPERF3_STATE'],
 };

@@ -49,8 +49,9 @@ export const ROOMS: Readonly<Record<string, readonly string[]>> = {
   monitor: ['core', 'metrics', 'net', 'stack'],
   config: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor'],
   solo5: ['core', 'wire', 'net', 'stack', 'config'],
-  entry: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'config'],
-  commands: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'config', 'entry'],
+  daemon: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'config', 'solo5'],
+  entry: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'daemon', 'config'],
+  commands: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'daemon', 'config', 'entry'],
   cli: ['core', 'commands'],
 };
 

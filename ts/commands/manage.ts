@@ -6,7 +6,7 @@
  */
 import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
-import type { DaemonTarget } from '../solo5/daemon.js';
+import type { DaemonTarget } from '../daemon/supervisor.js';
 import { asUsageError, consoleCommand, eventsCommand, psCommand, statsCommand, stopCommand, takeTarget } from './daemon.js';
 import { UsageError, reportError } from './deploy.js';
 

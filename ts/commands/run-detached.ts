@@ -5,7 +5,7 @@
  * @module
  */
 import { MorganaError } from '../errors.js';
-import { type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir } from '../solo5/daemon.js';
+import { type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir } from '../daemon/supervisor.js';
 import { spawnDaemon } from './daemon.js';
 
 /** Asks the daemon to run `entry` with boot arguments `args`; prints what it started. */

@@ -397,7 +397,7 @@ class VnetHdrDevice implements TapNetDevice {
 
   constructor(tap: TapDevice) {
     this.#tap = tap;
-    const o = tap.offloads;
+    const o = tap.kernelOffloads;
     this.offloads = tap.vnetHdr ? Object.freeze({ checksum: o.checksum, tso4: o.tso4, tso6: o.tso6, maxFrame: MAX_SUPER_FRAME, rxCoalesce: true }) : undefined;
   }
 

@@ -46,22 +46,5 @@ export {
   deployUnikernel,
   planDeployment,
 } from './deploy.js';
-export {
-  type ControlCounters,
-  type ControlLimits,
-  type DaemonOptions,
-  type DaemonRequest,
-  type DaemonTarget,
-  type DaemonUnikernelInfo,
-  PROTOCOL_VERSION,
-  Solo5Daemon,
-  daemonRequest,
-  defaultDaemonDir,
-  startDaemon,
-} from './daemon.js';
-export { type DaemonEvent, type DaemonEventType } from '../daemon/events.js';
-export { type ResourcePolicy } from '../daemon/policy.js';
-export { type BlockInfo } from '../daemon/blocks.js';
-export { type MetricFamily, renderMetrics } from '../daemon/metrics.js';
 export { type BoundForward, type UserGateway, type UserGatewayOptions, type UserGatewayStats, startUserGateway, userGatewayAddresses } from './gateway.js';
 export { type NamespaceMode, type UserNetAttachment, hasNetAdmin } from './user-net.js';

@@ -26,12 +26,12 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { MorganaError } from '../errors.js';
-import { type Caller, LOCAL_CALLER, authorize, callerFromCertificate } from '../daemon/auth.js';
-import { BlockStore } from '../daemon/blocks.js';
-import { type DaemonEvent, EventLog } from '../daemon/events.js';
-import { type MetricFamily, parseHostPort, processIo, serveMetrics } from '../daemon/metrics.js';
-import { type NodeRunOptions, defaultNodeName, nodePlan, validateNodeRun } from '../daemon/node-unikernel.js';
-import { PolicyStore, type ResourcePolicy, type ResourceUsage, isUnder, ownerPaths } from '../daemon/policy.js';
+import { type Caller, LOCAL_CALLER, authorize, callerFromCertificate } from './auth.js';
+import { BlockStore } from './blocks.js';
+import { type DaemonEvent, EventLog } from './events.js';
+import { type MetricFamily, parseHostPort, processIo, serveMetrics } from './metrics.js';
+import { type NodeRunOptions, defaultNodeName, nodePlan, validateNodeRun } from './node-unikernel.js';
+import { PolicyStore, type ResourcePolicy, type ResourceUsage, isUnder, ownerPaths } from './policy.js';
 import {
   BoundedLineReader,
   type ControlCounters,
@@ -40,13 +40,13 @@ import {
   PROTOCOL_VERSION,
   newCounters,
   parseRequest,
-} from '../daemon/protocol.js';
-import type { ConsoleLine } from './console.js';
-import { type DeployOptions, type DeployPlan, type Provisioned, Unikernel, planDeployment, provisionDevices, releaseDevices } from './deploy.js';
-import { type ExitInfo, restartDelay } from './exit.js';
-import { processStartTime } from './host.js';
+} from './protocol.js';
+import type { ConsoleLine } from '../solo5/console.js';
+import { type DeployOptions, type DeployPlan, type Provisioned, Unikernel, planDeployment, provisionDevices, releaseDevices } from '../solo5/deploy.js';
+import { type ExitInfo, restartDelay } from '../solo5/exit.js';
+import { processStartTime } from '../solo5/host.js';
 
-export { PROTOCOL_VERSION, type ControlCounters, type ControlLimits } from '../daemon/protocol.js';
+export { PROTOCOL_VERSION, type ControlCounters, type ControlLimits } from './protocol.js';
 
 /** A request to the daemon (see docs/daemon-protocol.md for every command and its fields). */
 export type DaemonRequest =

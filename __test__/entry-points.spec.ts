@@ -81,7 +81,7 @@ test('morgana/wire codecs work from the installed package, and are the same obje
 });
 
 test('internal modules and test-only names are not part of the package surface', (t) => {
-  const deep = runInProject(`await import('morgana/dist/apps/iperf3-udp.js');`);
+  const deep = runInProject(`await import('morgana/dist/apps/iperf3/udp.js');`);
   t.not(deep.status, 0);
   t.regex(deep.stderr, /ERR_PACKAGE_PATH_NOT_EXPORTED/);
   const r = runInProject(`const m = await import('morgana'); console.log(JSON.stringify(Object.keys(m)));`);

@@ -321,3 +321,33 @@ kernelTest(test, 'daemon metrics in a namespace: TAP counters per NET device gro
     await stopDaemon(daemon);
   });
 }, ['curl', 'promtool']);
+
+withGcc(`daemon update of a Solo5 image: refused before touching the running one when the new image cannot run, swapped otherwise${suffix}`, async (t) => {
+  const d = path.join(dir, 'd6');
+  const daemon = await startDaemon(d, { STUB_SLEEP_MS: '-1' });
+  t.is(morgana(['daemon', 'deploy', sptImage, '--dir', d, '--tender', sptStub, '--name', 'svc', '--start-order', '1', '--', 'v1']).status, 0);
+  const [before] = await ps(d);
+  stray.add(before!.pid!);
+  // An hvt image under the spt tender fails its pre-flight: the running unikernel is left alone.
+  const wrong = morgana(['daemon', 'update', 'svc', netImage, '--dir', d]);
+  t.is(wrong.status, 1);
+  t.regex(wrong.stderr, /ERR_SOLO5_/);
+  const [same] = await ps(d);
+  t.is(same!.pid, before!.pid);
+  t.true(alive(before!.pid!));
+  // A good new image replaces it, with the same configuration (arguments, start order).
+  const v2 = path.join(dir, 'svc-v2.spt');
+  writeFileSync(v2, readFileSync(sptImage));
+  const ok = morgana(['daemon', 'update', 'svc', v2, '--boot-ms', '300', '--dir', d]);
+  t.is(ok.status, 0, ok.stderr);
+  const [after] = await ps(d);
+  stray.add(after!.pid!);
+  t.is(after!.image, v2);
+  t.is(after!.startOrder, 1);
+  t.not(after!.pid, before!.pid);
+  t.false(alive(before!.pid!));
+  await until('v2 console', () => morgana(['daemon', 'console', 'svc', '--count', '100', '--dir', d]).stdout.includes("Command line is: 'v1'"));
+  t.regex(morgana(['daemon', 'events', 'svc', '--dir', d]).stdout, /updated\s+svc\s+now .*svc-v2\.spt/);
+  t.is(morgana(['daemon', 'stop', 'svc', '--dir', d]).status, 0);
+  await stopDaemon(daemon);
+});

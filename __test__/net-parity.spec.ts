@@ -144,3 +144,42 @@ conn.on('close', () => Promise.all([a.close(), b.close()]));
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /connection kept us alive/);
 });
+
+test('connect timeout: an unreachable host rejects with ETIMEDOUT and a clear message; a reachable one is unaffected', async (t) => {
+  const { a, b, close } = await pair();
+  t.teardown(close);
+  const error = await t.throwsAsync(b.tcp.connect('10.0.0.99', 80, { timeout: 300 }), { code: 'ETIMEDOUT' });
+  t.regex(error!.message, /connect to 10\.0\.0\.99:80 timed out after 300 ms/);
+  await t.throwsAsync(b.tcp.connect('10.0.0.2', 80, { timeout: 0 }), { code: 'ERR_OUT_OF_RANGE' });
+  let served = 0;
+  a.tcp.listen(80, (c) => (served++, c.pipe(c)));
+  const conn = await b.tcp.connect('10.0.0.2', 80, { timeout: 300 });
+  await new Promise((r) => setTimeout(r, 600));
+  t.false(conn.destroyed, 'the timer of an established connection does not fire');
+  conn.write('ping');
+  const [echo] = (await once(conn, 'data')) as [Buffer];
+  t.is(echo.toString(), 'ping');
+  t.is(served, 1);
+  conn.destroy();
+});
+
+test('a second UDP bind to a port fails with EADDRINUSE, as dgram (and Morgana TCP) do', async (t) => {
+  const dgram = await import('node:dgram');
+  const first = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => first.bind(0, '127.0.0.1', resolve));
+  const second = dgram.createSocket('udp4');
+  const nodeError = await new Promise<NodeJS.ErrnoException>((resolve) => {
+    second.once('error', resolve);
+    second.bind(first.address().port, '127.0.0.1');
+  });
+  first.close();
+  second.close();
+  const { a, close } = await pair();
+  t.teardown(close);
+  a.udp.bind(5353, () => {});
+  const morganaError = t.throws(() => a.udp.bind(5353, () => {}));
+  t.is((morganaError as NodeJS.ErrnoException).code, nodeError.code);
+  t.is(nodeError.code, 'EADDRINUSE');
+  a.tcp.listen(5353, () => {});
+  t.throws(() => a.tcp.listen(5353, () => {}), { code: 'EADDRINUSE' });
+});

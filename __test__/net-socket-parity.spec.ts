@@ -336,6 +336,7 @@ test('connect to a host that never answers fails with ETIMEDOUT after its timeou
   t.regex(error!.message, /10\.0\.0\.9:80.*300 ms/);
   t.deepEqual(a.tcp.connections(), []);
   await t.throwsAsync(a.tcp.connect('10.0.0.9', 80, { timeout: -1 }), { code: 'ERR_OUT_OF_RANGE' });
+  await t.throwsAsync(a.tcp.connect('10.0.0.9', 80, { timeout: 0 }), { code: 'ERR_OUT_OF_RANGE' });
 });
 
 /** createConnection's life, logged the same way for net and Morgana: success with a write queued while connecting, then a refusal. */

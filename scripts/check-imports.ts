@@ -49,7 +49,7 @@ export const ROOMS: Readonly<Record<string, readonly string[]>> = {
   monitor: ['core', 'metrics', 'net', 'stack'],
   config: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor'],
   solo5: ['core', 'wire', 'net', 'stack', 'config'],
-  daemon: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'config', 'solo5'],
+  daemon: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'monitor', 'config', 'solo5'],
   entry: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'daemon', 'config'],
   commands: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'daemon', 'config', 'entry'],
   cli: ['core', 'commands'],

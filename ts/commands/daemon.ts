@@ -2,7 +2,7 @@
  * `morgana daemon`: a supervisor for Solo5 and TypeScript unikernels with a local control socket
  * (and optionally remote management over TLS and a metrics endpoint).
  *
- * - `morgana daemon [serve] [--dir DIR] [--metrics H:P] [--listen H:P --tls-cert F --tls-key F
+ * - `morgana daemon [serve] [--dir DIR] [--metrics H:P] [--http H:P (web view)] [--listen H:P --tls-cert F --tls-key F
  *   --client-ca F [--crl F]] [--max-connections N] [--idle-timeout MS]`: runs the daemon until
  *   SIGINT / SIGTERM (the unikernels keep running; a restarted daemon adopts them).
  * - Client subcommands (local by default, `--remote H:P --cert F --key F --ca F` for a remote
@@ -15,6 +15,8 @@ import { createReadStream, createWriteStream, mkdirSync, openSync, closeSync } f
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { type DaemonWeb, startDaemonWeb } from '../daemon/web.js';
+import { parseListenAddress } from '../monitor/runtime.js';
 import type { Command } from './command.js';
 import { MorganaError } from '../errors.js';
 import type { DaemonEvent } from '../daemon/events.js';
@@ -26,7 +28,7 @@ import { parseSize } from '../solo5/host.js';
 import { UsageError, parseDeployArgs, reportError } from './deploy.js';
 
 const CLIENT = `[--dir DIR | --remote HOST:PORT --cert FILE --key FILE --ca FILE]`;
-const USAGE = `morgana daemon [serve] [--dir DIR] [--metrics HOST:PORT] [--max-connections N] [--idle-timeout MS]
+const USAGE = `morgana daemon [serve] [--dir DIR] [--metrics HOST:PORT] [--http HOST:PORT] [--max-connections N] [--idle-timeout MS]
                [--listen HOST:PORT --tls-cert FILE --tls-key FILE --client-ca FILE [--crl FILE]]
        morgana daemon deploy <image> [deploy options] [--cpus 0,1] [--start-order N] [-- guest args]
                (--block NAME=@DEVICE attaches a block device of the daemon)
@@ -102,6 +104,7 @@ async function serve(dir: string, args: string[]): Promise<number> {
       args,
       options: {
         metrics: { type: 'string' },
+        http: { type: 'string' },
         listen: { type: 'string' },
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
@@ -130,10 +133,22 @@ async function serve(dir: string, args: string[]): Promise<number> {
   process.stderr.write(`morgana daemon: listening on ${daemon.socket}\n`);
   if (daemon.tlsAddress) process.stderr.write(`morgana daemon: TLS on ${daemon.tlsAddress.address}:${daemon.tlsAddress.port}\n`);
   if (daemon.metricsAddress) process.stderr.write(`morgana daemon: metrics on http://${daemon.metricsAddress.address}:${daemon.metricsAddress.port}/metrics\n`);
+  let web: DaemonWeb | undefined;
+  if (values.http !== undefined) {
+    const { host, port } = parseListenAddress(values.http, '--http');
+    try {
+      web = await startDaemonWeb(dir, { host, port });
+    } catch (error) {
+      await daemon.close();
+      throw error;
+    }
+    process.stderr.write(`morgana daemon: web view on ${web.url}\n`);
+  }
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
+  await web?.close();
   await daemon.close();
   process.stderr.write('morgana daemon: stopped (unikernels keep running)\n');
   return 0;

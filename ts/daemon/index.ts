@@ -21,3 +21,4 @@ export { type DaemonEvent, type DaemonEventType } from './events.js';
 export { type ResourcePolicy } from './policy.js';
 export { type BlockInfo } from './blocks.js';
 export { type MetricFamily, renderMetrics } from './metrics.js';
+export { type DaemonWeb, type DaemonWebOptions, type DaemonWebSnapshot, type DaemonWebUnikernel, daemonSnapshot, startDaemonWeb } from './web.js';

@@ -218,7 +218,7 @@ export interface TcpConnectOptions {
   /**
    * Milliseconds the handshake may take (default {@link DEFAULT_CONNECT_TIMEOUT}, 75 s, the BSD
    * connection-establishment timer); then the connect fails with `ETIMEDOUT` and the attempt is
-   * dropped. `0` leaves it to the engine's SYN retries (6, about 127 s). Unlike `net`'s
+   * dropped. `Infinity` leaves it to the engine's SYN retries (6, about 127 s). Unlike `net`'s
    * `timeout` option (an idle timeout, here {@link TcpConnection.setTimeout}), this one bounds the
    * connect only. It reports `ETIMEDOUT` even when a soft ICMP error was heard meanwhile (the
    * engine's own SYN timeout reports that one as `EHOSTUNREACH`).
@@ -609,13 +609,13 @@ export class Tcp {
     if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
     assertInteger(port, 'port', 1, 65_535);
     const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT;
-    assertInteger(timeout, 'timeout', 0, 0x7fff_ffff);
+    if (timeout !== Infinity) assertInteger(timeout, 'timeout', 1, 0x7fff_ffff);
     if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
     const handle = this.#open(host, port, options.localPort);
     if (options.congestionControl !== undefined) this.engine.setCongestionControl(handle, options.congestionControl);
     const conn = new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
     this.#conns.set(handle, conn);
-    const timer = timeout > 0 ? this.#clock.setTimer(timeout, () => this.#connectTimedOut(handle, timeout)) : undefined;
+    const timer = timeout !== Infinity ? this.#clock.setTimer(timeout, () => this.#connectTimedOut(handle, timeout)) : undefined;
     this.#connecting.set(handle, {
       resolve: (c) => {
         timer?.cancel();
@@ -637,7 +637,10 @@ export class Tcp {
     const conn = this.#conns.get(handle);
     if (!pending || !conn) return;
     this.#connecting.delete(handle);
-    const error = new MorganaError('ETIMEDOUT', `connect ETIMEDOUT ${formatEndpoint(conn.remoteAddress, conn.remotePort)}: no answer within ${timeout} ms`);
+    const error = new MorganaError(
+      'ETIMEDOUT',
+      `connect to ${formatEndpoint(conn.remoteAddress, conn.remotePort)} timed out after ${timeout} ms (no answer to the SYN: is the host up and the address right?)`,
+    );
     conn._abort(pending.emits ? error : undefined);
     pending.reject(error);
   }

@@ -117,8 +117,7 @@ export class Udp {
 
   /**
    * Binds `port` (0 picks a free ephemeral port at random) and calls `handler` for every datagram
-   * that arrives on it. Throws `EADDRINUSE` when the port is taken, as TCP's `listen` and
-   * Node's sockets do (before 2026-12 the code was `ERR_UDP_PORT_IN_USE`).
+   * that arrives on it. Throws `EADDRINUSE` (as dgram and TCP do) when the port is taken.
    */
   bind(port: number, handler: UdpHandler): UdpSocket {
     assertInteger(port, 'port', 0, 65_535);

@@ -151,6 +151,10 @@ test('target options are checked', (t) => {
   t.throws(() => targetConfig('unix', { forward: ['8080:80'] }), { code: 'ERR_USAGE' });
   t.throws(() => targetConfig('vnet', { net: 'socket' }), { code: 'ERR_USAGE' });
   t.throws(() => targetConfig('unix', { net: 'carrier-pigeon' }), { code: 'ERR_USAGE' });
+  t.is(targetConfig('vnet').mtu, 1500);
+  t.is(targetConfig('vnet', { mtu: '65520' }).mtu, 65_520);
+  for (const bad of ['67', '65536', '1500.5', 'jumbo', '', '-1']) t.throws(() => targetConfig('vnet', { mtu: bad }), { code: 'ERR_USAGE', message: /--mtu/ }, bad);
+  t.throws(() => targetConfig('unix', { mtu: '9000' }), { code: 'ERR_USAGE', message: /vnet target only/ });
   t.deepEqual(config.parseForward('8080:80'), { protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 8080, guestAddress: undefined, guestPort: 80 });
   t.deepEqual(config.parseForward('udp:0.0.0.0:5353:10.0.0.3:53'), { protocol: 'udp', hostAddress: '0.0.0.0', hostPort: 5353, guestAddress: '10.0.0.3', guestPort: 53 });
   t.deepEqual(config.parseForward('127.0.0.1:0:80').hostAddress, '127.0.0.1');
@@ -425,6 +429,25 @@ test('morgana configure refuses conflicting stack keys and bad IPv6 values (exit
   const run = await morgana(['run', '--', '--ipv4-only'], { cwd: dir });
   t.is(run.code, 64);
   t.regex(run.stderr, /exclude each other/);
+});
+
+test('vnet --mtu sets the link between the unikernel and the gateway: a forwarded TCP echo over a 65,520-byte MTU', async (t) => {
+  const echo = exampleArgs('echo');
+  const configured = await morgana(['configure', ...echo.args, '-t', 'vnet', '--mtu', '65520', '--forward', '0:7']);
+  t.is(configured.code, 0, configured.stderr);
+  t.regex(configured.stdout, /for vnet --mtu 65520 --forward tcp:127\.0\.0\.1:0:7/);
+  const built = await morgana(['build', ...echo.args]);
+  t.is(built.code, 0, built.stderr);
+  const e = start(echo.buildDir, []);
+  try {
+    const port = Number((await e.waitFor(/forwarding tcp 127\.0\.0\.1:(\d+) -> /))[1]);
+    await e.waitFor(/echo: .*port 7/);
+    t.regex(e.output().stderr, /vnet: link MTU 65520/);
+    const big = Buffer.alloc(1 << 20, 'jumbo').toString();
+    t.true((await tcpExchange(port, big)) === big, 'a 1 MiB TCP echo comes back identical');
+  } finally {
+    t.is(await e.stop(), 0, JSON.stringify(e.output()));
+  }
 });
 
 test('the examples on vnet over IPv6: ping pings the gateway over ICMPv6; IPv6-only echo and static-website behind forwarded ports', async (t) => {

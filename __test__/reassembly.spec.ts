@@ -122,3 +122,66 @@ test('bad options get typed errors', (t) => {
   t.throws(() => new Reassembler({ maxBytes: -1 }), { code: 'ERR_OUT_OF_RANGE' });
   t.throws(() => new Reassembler().push('x' as unknown as Uint8Array, 0), { code: 'ERR_INVALID_ARG_TYPE' });
 });
+
+/** Packets back to back in one buffer (each after `gap` bytes, like Ethernet headers) with their spans. */
+function contiguous(packets: Uint8Array[], gap = 0): { data: Buffer; spans: Uint32Array } {
+  const parts: Uint8Array[] = [];
+  const spans = new Uint32Array(2 * packets.length);
+  let at = 0;
+  packets.forEach((p, i) => {
+    parts.push(Buffer.alloc(gap, 0xee), p);
+    spans[2 * i] = at + gap;
+    spans[2 * i + 1] = p.length;
+    at += gap + p.length;
+  });
+  return { data: Buffer.concat(parts), spans };
+}
+
+test('pushBatch: the same results as push, packet by packet, across many datagrams in one call', (t) => {
+  // Interleaved datagrams of several sizes, a packet that is no fragment, a duplicate and a
+  // malformed packet in the middle.
+  const originals = [datagram(10, 60_000), datagram(11, 3000), datagram(12, 65_515), datagram(13, 200)];
+  const pieces = shuffle(
+    originals.slice(0, 3).flatMap((d) => ipv4.fragment(d, 1500)),
+    7,
+  );
+  const packets: Uint8Array[] = [...pieces.slice(0, 30), originals[3]!, pieces[3]!, Buffer.from([0x45, 0, 0]), ...pieces.slice(30)];
+  const one = new Reassembler({ maxFragments: 64 });
+  const expected = packets.map((p) => one.push(p, 0));
+  const batched = new Reassembler({ maxFragments: 64 });
+  const { data, spans } = contiguous(packets, 14);
+  const got = batched.pushBatch(data, spans, 0);
+  t.is(got.length, packets.length);
+  got.forEach((g, i) => t.deepEqual(g === undefined ? undefined : Buffer.from(g), expected[i] === undefined ? undefined : Buffer.from(expected[i]!), `packet ${i}`));
+  t.is(got.filter((g) => g !== undefined).length, 4, 'three datagrams completed, one packet passed through');
+  t.is(got[30]!.buffer, data.buffer, 'a packet that is not a fragment is a view of the input');
+  t.deepEqual(batched.stats(), one.stats());
+});
+
+test('pushBatch: completed datagrams that overflow the slab are still returned whole and apart', (t) => {
+  // Ten 65,515-byte datagrams completing in one call: more than one 256 KiB slab holds.
+  const originals = Array.from({ length: 10 }, (_, id) => datagram(100 + id, 65_515));
+  const packets = originals.flatMap((d) => ipv4.fragment(d, 9000));
+  const r = new Reassembler({ maxFragments: 64, maxBytes: 1 << 20 });
+  const got = r.pushBatch(contiguous(packets).data, contiguous(packets).spans, 0).filter((g) => g !== undefined);
+  t.is(got.length, 10);
+  got.forEach((g, i) => t.deepEqual(Buffer.from(g!), originals[i]));
+  // Views never share bytes: each still equals its original after all were handed out.
+  t.true(got.every((g, i) => Buffer.from(g!).equals(originals[i]!)));
+  t.is(r.stats().reassembled, 10);
+});
+
+test('pushBatch: spans outside the data and bad arguments throw before anything is taken', (t) => {
+  const r = new Reassembler();
+  const [a, b] = ipv4.fragment(datagram(20, 2000), 1500);
+  const { data, spans } = contiguous([a!, b!]);
+  spans[3] = spans[3]! + 1; // the second packet runs one byte past the data
+  t.throws(() => r.pushBatch(data, spans, 0), { code: 'ERR_OUT_OF_RANGE' });
+  t.is(r.stats().fragments, 0, 'not even the first packet was taken');
+  t.throws(() => r.pushBatch(data, spans, 0, 3), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => r.pushBatch(data, [0, 1] as unknown as Uint32Array, 0), { code: 'ERR_INVALID_ARG_TYPE' });
+  spans[3] = spans[3]! - 1;
+  const done = r.pushBatch(data, spans, 0, 2);
+  t.deepEqual(Buffer.from(done[1]!), datagram(20, 2000));
+  t.deepEqual(r.pushBatch(data, spans, 0, 0), []);
+});

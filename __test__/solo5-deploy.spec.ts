@@ -354,8 +354,10 @@ withGcc(`virtio: the QEMU command line carries devices, kernel and escaped argum
   });
   t.is(plan.target, 'virtio');
   t.is(plan.tenderVersion, undefined);
+  t.is(plan.accel, 'tcg'); // no usable KVM: TCG, with a warning when it starts
+  t.deepEqual(plan.warnings, [`${path.join(dir, 'no-kvm')} is missing or not readable and writable: QEMU runs with TCG (emulation, slower)`]);
   t.deepEqual(plan.args, [
-    '-m', '64', '-nodefaults', '-machine', 'acpi=off', '-display', 'none', '-serial', 'stdio', '-device', 'isa-debug-exit',
+    '-accel', 'tcg', '-m', '64', '-nodefaults', '-machine', 'acpi=off', '-display', 'none', '-serial', 'stdio', '-device', 'isa-debug-exit',
     '-device', 'virtio-net,netdev=n0,addr=2,bus=pci.0,mac=02:00:00:00:00:01', '-netdev', 'tap,id=n0,ifname=tapv0,script=no,downscript=no',
     '-drive', 'id=drive0,file=/d/a,,b.img,if=none,format=raw', '-device', 'virtio-blk,drive=drive0,addr=3,bus=pci.0',
     '-kernel', virtio, '-append', 'x,,y two\\ words',

@@ -10,7 +10,7 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import {
-  NO_OFFLOAD,
+  VIRTIO_NET_HDR_NO_OFFLOAD,
   type TapDevice,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
@@ -43,7 +43,7 @@ test('virtio_net_hdr: written fields parse back; short buffers and bad fields ar
   t.deepEqual([...buffer.subarray(4, 16)], [1, 0x81, 54, 0, 0xa8, 0x05, 34, 0, 16, 0, 0, 0]);
   t.is(buffer[3], 0xee);
   t.is(buffer[16], 0xee);
-  t.deepEqual(parseVirtioNetHdr(Buffer.alloc(12)), { ...NO_OFFLOAD });
+  t.deepEqual(parseVirtioNetHdr(Buffer.alloc(12)), { ...VIRTIO_NET_HDR_NO_OFFLOAD });
   t.throws(() => parseVirtioNetHdr(Buffer.alloc(11)), { code: 'ERR_OUT_OF_RANGE' });
   t.throws(() => writeVirtioNetHdr(Buffer.alloc(12), hdr, 1), { code: 'ERR_OUT_OF_RANGE' });
   t.throws(() => writeVirtioNetHdr(Buffer.alloc(12), { ...hdr, gsoSize: 70_000 }), { code: 'ERR_OUT_OF_RANGE' });
@@ -113,7 +113,7 @@ function sendSegment(tap: TapDevice, kernelMac: Buffer, s: Segment): void {
       buffer,
       partial
         ? { flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV4, hdrLen: 14 + 20 + 20 + options.length, gsoSize: s.gsoSize!, csumStart: 14 + 20, csumOffset: 16 }
-        : NO_OFFLOAD,
+        : VIRTIO_NET_HDR_NO_OFFLOAD,
     );
     const frame = buffer.subarray(VIRTIO_NET_HDR_LENGTH, size);
     kernelMac.copy(frame, 0);
@@ -175,7 +175,7 @@ kernelTest(
       const { tap, kernelMac } = await offloadTap(ns);
       try {
         t.true(tap.vnetHdr, 'the kernel granted the header');
-        t.deepEqual({ ...tap.offloads }, { checksum: true, tso4: true, tso6: true });
+        t.deepEqual({ ...tap.kernelOffloads }, { checksum: true, tso4: true, tso6: true });
         const N = 512 * 1024;
         const PORT = 5555;
         const ISS = 1_000_000;
@@ -304,9 +304,41 @@ kernelTest(test, 'vnetHdr false (the default): plain frames, no offloads', async
     const tap = await openTap({ name: 'mtapv1', netns: ns.name });
     try {
       t.false(tap.vnetHdr);
-      t.deepEqual({ ...tap.offloads }, { checksum: false, tso4: false, tso6: false });
+      t.deepEqual({ ...tap.kernelOffloads }, { checksum: false, tso4: false, tso6: false });
     } finally {
       await tap.close();
+    }
+  });
+});
+
+kernelTest(test, 'vnetHdr on a persistent TAP that `ip tuntap` created without the header: the header is per attachment (with it, then without it)', async (t) => {
+  await withNetns(async (ns) => {
+    await ns.ip('tuntap', 'add', 'dev', 'mtapv2', 'mode', 'tap');
+    const tap = await openTap({ name: 'mtapv2', netns: ns.name, vnetHdr: true });
+    try {
+      t.true(tap.vnetHdr);
+      await ns.ip('addr', 'add', `${KERNEL}/24`, 'dev', 'mtapv2');
+      await ns.ip('link', 'set', 'mtapv2', 'up');
+      // The kernel's ARP request for an address on the link arrives with a GSO_NONE header.
+      const arp = new Promise<Buffer>((resolve) => tap.listen((raw) => raw.readUInt16BE(VIRTIO_NET_HDR_LENGTH + 12) === 0x0806 && resolve(raw)));
+      void ns.exec('ping', ['-c', '1', '-W', '1', US], { allowFailure: true });
+      const raw = await arp;
+      t.is(parseVirtioNetHdr(raw).gsoType, VIRTIO_NET_HDR_GSO_NONE);
+      t.is(raw.readUInt16BE(VIRTIO_NET_HDR_LENGTH + 20), 1, 'an ARP request after the 12-byte header');
+    } finally {
+      await tap.close();
+    }
+    // Attached again without the header, the same interface gives plain frames.
+    const plain = await openTap({ name: 'mtapv2', netns: ns.name });
+    try {
+      t.false(plain.vnetHdr);
+      const arp = new Promise<Buffer>((resolve) => plain.listen((raw) => raw.readUInt16BE(12) === 0x0806 && resolve(raw)));
+      await ns.ip('neigh', 'flush', 'dev', 'mtapv2');
+      void ns.exec('ping', ['-c', '1', '-W', '1', US], { allowFailure: true });
+      t.is((await arp).readUInt16BE(20), 1, 'an ARP request at offset 0');
+    } finally {
+      await plain.close();
+      await ns.ip('tuntap', 'del', 'dev', 'mtapv2', 'mode', 'tap');
     }
   });
 });

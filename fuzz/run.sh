@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets on stable Rust and runs them for a bounded time.
 #
 #   fuzz/run.sh                      every target, 30 s each
-#   fuzz/run.sh reassembly 120       one target (ipv4_parse | fragment | reassembly |
+#   fuzz/run.sh reassembly 120       one target (ipv4_parse | fragment | reassembly | tcp |
 #                                    ipv6_reassembly | all), 120 s
 #   fuzz/run.sh all 30 -jobs=2       extra arguments go to libFuzzer
 #
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-targets=(ipv4_parse fragment reassembly ipv6_reassembly)
+targets=(ipv4_parse fragment reassembly ipv6_reassembly tcp)
 which=${1:-all}
 seconds=${2:-30}
 shift $(($# < 2 ? $# : 2))

@@ -4,7 +4,7 @@
  * {@link seededRandom} for reproducible tests and simulations.
  * @module
  */
-import { assertBytes, assertInteger } from './errors.js';
+import { InvalidArgumentError, assertBytes, assertInteger } from './errors.js';
 import { Fortuna, uniformInt } from './fortuna.js';
 import type { Random, RandomFiller } from './random-source.js';
 
@@ -31,6 +31,10 @@ export class BufferedRandom implements Random {
   #pos: number;
 
   constructor(source: RandomFiller, options: BufferedRandomOptions = {}) {
+    if (typeof source !== 'object' || source === null || typeof (source as Partial<RandomFiller>).fill !== 'function') {
+      throw new InvalidArgumentError('source must be a random source: an object with a fill(buffer) method (such as a Fortuna)');
+    }
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object');
     const { chunkBytes = DEFAULT_CHUNK } = options;
     assertInteger(chunkBytes, 'chunkBytes', 64, 1 << 20);
     this.#source = source;

@@ -2,7 +2,7 @@
  * The bounded IPv4 and IPv6 reassembly caches, in Rust (the MirageOS 3.5 design).
  * @module
  */
-import { assertBytes, assertInteger } from './errors.js';
+import { InvalidArgumentError, OutOfRangeError, assertBytes, assertInteger } from './errors.js';
 import { native } from './native.js';
 
 /** Limits of a {@link Reassembler}. */
@@ -54,6 +54,16 @@ export interface ReassemblerStats {
 /** Native `push` results: 0 not a fragment, 1 held, 2 dropped, from 20 up a completed datagram's length. */
 const NOT_FRAGMENT = 0;
 const MIN_DATAGRAM = 20;
+/** `pushBatch`: the completed datagram did not fit in the slab and waits for `take`. */
+const NOT_WRITTEN = 0xffff_ffff;
+/**
+ * Completed datagrams of {@link Reassembler.pushBatch} are written into slabs of this size (below
+ * glibc's 128 KiB mmap threshold, so a slab comes from the heap, not fresh zeroed pages) and
+ * handed out as views of them; a slab is replaced once less than the largest datagram fits.
+ */
+const BATCH_SLAB = 96 * 1024;
+/** The largest IPv4 datagram. */
+const MAX_DATAGRAM = 65_535;
 
 /**
  * Reassembles IPv4 fragments, keyed by (source, destination, protocol, identification), in any
@@ -67,6 +77,11 @@ export class Reassembler {
   readonly maxFragments: number;
   readonly timeoutMs: number;
   readonly #native: InstanceType<typeof native.NativeReassembler>;
+  /** Where `pushBatch` writes completed datagrams (views of it are handed out), and how far. */
+  #slab: Buffer | undefined;
+  #slabAt = 0;
+  /** `pushBatch`'s per-packet [status, place] pairs, grown as needed. */
+  #results = new Uint32Array(128);
 
   constructor(options: ReassemblerOptions = {}) {
     const { maxBytes = 256 * 1024, maxFragments = 16, timeoutMs = 10_000 } = options;
@@ -95,6 +110,56 @@ export class Reassembler {
       return whole;
     }
     return result === NOT_FRAGMENT ? packet : undefined;
+  }
+
+  /**
+   * {@link push} for many packets with one crossing into Rust: packet `i` is `data.subarray(
+   * spans[2i], spans[2i] + spans[2i+1])` (the shape of a TAP batch: frames back to back), for
+   * `i` from 0 to `count - 1`. Returns, per packet, what `push` would: the packet itself (a view
+   * of `data`) when it is not a fragment, the completed datagram, or `undefined`. Completed
+   * datagrams are views of a 96 KiB slab shared with later ones (copy one to keep it apart).
+   * Throws `ERR_OUT_OF_RANGE` (nothing taken) when a span lies outside `data`.
+   */
+  pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, count = spans.length >>> 1): Array<Uint8Array | undefined> {
+    assertBytes(data, 'data');
+    if (!(spans instanceof Uint32Array)) throw new InvalidArgumentError('spans must be a Uint32Array');
+    assertInteger(count, 'count', 0, spans.length >>> 1);
+    for (let i = 0; i < count; i++) {
+      if (spans[2 * i]! + spans[2 * i + 1]! > data.length) {
+        throw new OutOfRangeError(`packet ${i} (${spans[2 * i + 1]} bytes at ${spans[2 * i]}) lies outside the ${data.length}-byte data`);
+      }
+    }
+    if (this.#results.length < 2 * count) this.#results = new Uint32Array(2 * count);
+    const results = this.#results;
+    const out = new Array<Uint8Array | undefined>(count);
+    let next = 0;
+    while (next < count) {
+      if (this.#slab === undefined || this.#slab.length - this.#slabAt < MAX_DATAGRAM) {
+        this.#slab = Buffer.allocUnsafeSlow(BATCH_SLAB);
+        this.#slabAt = 0;
+      }
+      const slab = this.#slab;
+      const end = this.#native.pushBatch(data, spans, next, count, nowMs, slab, this.#slabAt, results);
+      for (let i = next; i < end; i++) {
+        const status = results[2 * i]!;
+        if (status >= MIN_DATAGRAM) {
+          const at = results[2 * i + 1]!;
+          if (at === NOT_WRITTEN) {
+            const whole = Buffer.allocUnsafe(status);
+            this.#native.take(whole);
+            out[i] = whole;
+            this.#slabAt = slab.length; // full: the next call starts a new slab
+          } else {
+            out[i] = slab.subarray(at, at + status);
+            this.#slabAt = at + status;
+          }
+        } else if (status === NOT_FRAGMENT) {
+          out[i] = data.subarray(spans[2 * i], spans[2 * i]! + spans[2 * i + 1]!);
+        }
+      }
+      next = end;
+    }
+    return out;
   }
 
   /** Drops incomplete datagrams whose timeout has passed at `nowMs`; returns how many. */

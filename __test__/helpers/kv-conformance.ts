@@ -44,6 +44,49 @@ export const ORDER_NAMES = ['B', 'a', 'b', 'caf\u00e9', 'cafe\u0301', 'z', '\uff
 /** The expected listing order: by code point. */
 export const ORDER_SORTED = ['B', 'a', 'b', 'cafe\u0301', 'caf\u00e9', 'z', '日本', '\uff5e', '\u{1f600}'];
 
+/** Keys every store refuses: malformed paths, traversal, NUL, lone surrogates, non-keys. */
+export const HOSTILE_KEYS: unknown[] = [
+  '/a/../b',
+  '/../etc/passwd',
+  '..',
+  '/a/./b',
+  '//a',
+  '/a/',
+  'a\0b',
+  '/\ud800',
+  '/a/\udc00b',
+  ['a', ''],
+  ['a/b'],
+  ['..'],
+  ['.'],
+  ['a', '\0'],
+  null,
+  undefined,
+  42,
+  {},
+  ['a', 7],
+];
+
+/** Valid segments that look like something else: kept as they are by every store. */
+export const ODD_NAMES = [
+  '...',
+  ' ',
+  ' lead and trail ',
+  '.hidden',
+  '-rf',
+  'a\\b',
+  '%2e%2e',
+  'new\nline',
+  'tab\there',
+  'CON',
+  'a:b',
+  '\u00e9',
+  'e\u0301',
+  '\u202eevil',
+  '\u{1f600}',
+  '*?[]',
+];
+
 const LONG = 'segment-'.repeat(20); // 160 bytes, longer than a ustar name field
 const DEEP = Array.from({ length: 40 }, (_, i) => `d${i}`);
 
@@ -291,6 +334,81 @@ export function kvRwConformance(test: TestFn, backend: RwBackend): void {
     t.deepEqual(await kv.list('/'), []);
   });
 
+  it('hostile keys are refused by every method, batches and renames included, leaving nothing behind', async (t, kv) => {
+    await kv.set('/keep', 'k');
+    const before = await kv.digest('/');
+    const bad = codeOf('ERR_KV_INVALID_KEY');
+    for (const key of HOSTILE_KEYS) {
+      const what = JSON.stringify(key);
+      await t.throwsAsync(kv.set(key as string, 'x'), bad, what);
+      await t.throwsAsync(kv.setPartial(key as string, 0, 'x'), bad, what);
+      await t.throwsAsync(kv.get(key as string), bad, what);
+      await t.throwsAsync(kv.getPartial(key as string, 0, 1), bad, what);
+      await t.throwsAsync(kv.exists(key as string), bad, what);
+      await t.throwsAsync(kv.size(key as string), bad, what);
+      await t.throwsAsync(kv.list(key as string), bad, what);
+      await t.throwsAsync(kv.digest(key as string), bad, what);
+      await t.throwsAsync(kv.lastModified(key as string), bad, what);
+      await t.throwsAsync(kv.remove(key as string), bad, what);
+      await t.throwsAsync(kv.rename('/keep', key as string), bad, what);
+      await t.throwsAsync(kv.rename(key as string, '/elsewhere'), bad, what);
+      await t.throwsAsync(
+        kv.batch(async (tx) => {
+          await tx.set('/in-batch', 'x');
+          await tx.set(key as string, 'x');
+        }),
+        bad,
+        what,
+      );
+    }
+    t.deepEqual(await kv.digest('/'), before, 'nothing was written');
+    t.deepEqual((await kv.list('/')).map(([k]) => k.toString()), ['/keep']);
+  });
+
+  it('odd but valid names are kept exactly as given, never normalised or interpreted', async (t, kv) => {
+    for (const [i, name] of ODD_NAMES.entries()) await kv.set(['odd', name], `v${i}`);
+    const listed = (await kv.list('/odd')).map(([k]) => k.basename);
+    t.deepEqual(listed, [...ODD_NAMES].sort((a, b) => Key.compare([a], [b])));
+    for (const [i, name] of ODD_NAMES.entries()) t.is((await kv.get(['odd', name])).toString(), `v${i}`, JSON.stringify(name));
+    t.deepEqual((await kv.list('/')).map(([k]) => k.toString()), ['/odd'], 'nothing landed outside /odd');
+    await kv.remove('/odd');
+    t.deepEqual(await kv.list('/'), []);
+  });
+
+  it('an extreme key is stored whole or refused without a trace', async (t, kv, inst) => {
+    const extremes = [
+      `/${'a/'.repeat(2100)}z`, // 2,101 segments
+      `/${'s'.repeat(255)}`, // NAME_MAX
+      `/${'s'.repeat(256)}`, // NAME_MAX + 1
+      `/${'é'.repeat(200)}`, // 400 bytes of UTF-8 in one segment
+      `/${Array.from({ length: 30 }, () => 'p'.repeat(200)).join('/')}`, // a 6 KB path
+    ];
+    const stored: string[] = [];
+    const top = (key: string): string => Key.from(key).segments[0]!;
+    for (const key of extremes) {
+      try {
+        await kv.set(key, key);
+        t.is((await kv.get(key)).toString(), key);
+        t.is(await kv.size(key), Buffer.byteLength(key));
+        stored.push(key);
+      } catch (e) {
+        t.is((e as { code?: string }).code, 'ERR_KV_INVALID_KEY', key.slice(0, 40));
+      }
+      // Each extreme key has its own first segment: the root shows exactly the stored ones.
+      const root = (await kv.list('/')).map(([k]) => k.basename);
+      t.deepEqual(root, stored.map(top).sort((a, b) => Key.compare([a], [b])), `after ${key.slice(0, 40)}…: a refused key leaves nothing`);
+    }
+    if (backend.durable && stored.length > 0) {
+      await kv.close();
+      const again = await inst.reopen!();
+      inst.kv = again;
+      for (const key of stored) t.is((await again.get(key)).toString(), key);
+      kv = again;
+    }
+    for (const key of stored) await kv.remove(Key.from(key).segments[0]!);
+    t.deepEqual(await kv.list('/'), [], 'every stored key could be removed');
+  });
+
   it('batch applies all or nothing; reads inside see the batch', async (t, kv) => {
     await kv.set('/keep', 'k');
     await kv.set('/gone/x', 'g');
@@ -464,7 +582,19 @@ export function kvRoConformance(test: TestFn, backend: RoBackend): void {
     await t.throwsAsync(kv.get('/dir'), codeOf('ERR_KV_VALUE_EXPECTED'));
     await t.throwsAsync(kv.list('/text.txt'), codeOf('ERR_KV_DICTIONARY_EXPECTED'));
     await t.throwsAsync(kv.get('/text.txt/x'), codeOf('ERR_KV_NOT_FOUND'));
-    await t.throwsAsync(kv.get('/../etc/passwd'), codeOf('ERR_KV_INVALID_KEY'));
+    for (const key of HOSTILE_KEYS) {
+      const bad = codeOf('ERR_KV_INVALID_KEY');
+      const reads: Array<[string, (k: string) => Promise<unknown>]> = [
+        ['get', (k) => kv.get(k)],
+        ['exists', (k) => kv.exists(k)],
+        ['size', (k) => kv.size(k)],
+        ['list', (k) => kv.list(k)],
+        ['digest', (k) => kv.digest(k)],
+        ['lastModified', (k) => kv.lastModified(k)],
+      ];
+      for (const [name, read] of reads) await t.throwsAsync(read(key as string), bad, `${name}(${JSON.stringify(key)})`);
+      await t.throwsAsync(kv.getPartial(key as string, 0, 1), bad, JSON.stringify(key));
+    }
     t.is(await kv.exists('/dir/sub'), 'dictionary');
     t.is(await kv.exists('/nothing/here'), undefined);
     const w = kv as Partial<KvRw>;

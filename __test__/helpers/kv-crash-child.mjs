@@ -1,11 +1,12 @@
-// Child of __test__/kv-crash.spec.ts: writes to a dirKv store in a loop until it is killed.
-// argv: <dir> <first generation>. Prints "ready", then "ack <key> <gen>" after each write resolves.
-import { dirKv } from 'morgana';
+// Child of __test__/kv-crash.spec.ts: writes to a store in a loop until it is killed.
+// argv: <path> <first generation> [dir|tar]: a dirKv directory (default) or a writable tarKv
+// archive. Prints "ready", then "ack <key> <gen>" after each write resolves.
+import { dirKv, tarKv } from 'morgana';
 import { valueFor, recordFor, RECORD, RECORDS, SINGLE_KEYS, BATCH_KEYS } from './kv-crash-values.mjs';
 
-const [dir, first] = process.argv.slice(2);
+const [dir, first, kind = 'dir'] = process.argv.slice(2);
 let gen = Number(first);
-const kv = await dirKv(dir);
+const kv = kind === 'tar' ? await tarKv(dir, { writable: true, create: false }) : await dirKv(dir);
 process.stdout.write('ready\n');
 let rng = gen % 2147483647 || 1;
 const rand = (n) => {

@@ -224,6 +224,24 @@ int main(int argc, char **argv) {
   for (int j = kernel + 1; j < first; j++) guest += strlen(argv[j]) + (*(guest + strlen(argv[j])) == ' ');
   if (!quiet) printf("Solo5: Bindings version v0.0.0-stub\n");
   printf("Command line is: '%s'\n", guest);
+  /* STUB_GUEST=guest.mjs (with STUB_NODE): the unikernel itself is a Morgana stack in Node,
+     exec'd with the attached TAP descriptors (inherited: no O_CLOEXEC) and the guest arguments,
+     as a tender hands its devices and command line to the guest. */
+  if (getenv("STUB_GUEST") && getenv("STUB_NODE")) {
+    char *gargv[256];
+    char fdlist[256] = "";
+    int g = 0;
+    for (int j = 0; j < ntaps; j++) snprintf(fdlist + strlen(fdlist), sizeof fdlist - strlen(fdlist), "%s%d", j ? "," : "", taps[j]);
+    gargv[g++] = (char *)getenv("STUB_NODE");
+    gargv[g++] = (char *)getenv("STUB_GUEST");
+    gargv[g++] = fdlist;
+    for (int j = first; j < argc && g < 255; j++) gargv[g++] = argv[j];
+    gargv[g] = NULL;
+    fflush(stdout);
+    execv(gargv[0], gargv);
+    fprintf(stderr, KIND ": exec %s: %s\n", gargv[0], strerror(errno));
+    return 1;
+  }
   const char *lines = getenv("STUB_LINES");
   for (int j = 0; lines && j < atoi(lines); j++) printf("console line %d\n", j);
   if (getenv("STUB_SEND")) {

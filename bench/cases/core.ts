@@ -247,6 +247,64 @@ function reassemblyCase(
   };
 }
 
+/** Fragments per `pushBatch` call: a TAP read batch holds up to 64 frames. */
+const BATCH = 64;
+
+/**
+ * The same stream through `Reassembler.pushBatch`: the fragments back to back in one buffer (as
+ * a TAP batch delivers frames), `BATCH` per call.
+ */
+function batchedReassemblyCase(): BenchCase {
+  let reassembler: Reassembler | undefined;
+  let data = Buffer.alloc(0);
+  let spans = new Uint32Array(0);
+  let count = 0;
+  let cursor = 0;
+  return {
+    name: 'reassembly · napi, batched',
+    group: 'reassembly 64 KiB / MTU 1500',
+    unit: 'fragments',
+    bytesPerOp: 65_515 / 45,
+    description: `Reassembler.pushBatch from 'morgana' (same limits, same stream), ${BATCH} contiguous fragments per call`,
+    setup() {
+      const { originals, fragments } = fragmentStream();
+      data = Buffer.concat(fragments);
+      count = fragments.length;
+      spans = new Uint32Array(2 * count);
+      let at = 0;
+      fragments.forEach((f, i) => {
+        spans[2 * i] = at;
+        spans[2 * i + 1] = f.length;
+        at += f.length;
+      });
+      reassembler = new Reassembler({ maxFragments: 64 });
+      const done = reassembler.pushBatch(data, spans, 0).filter((x) => x !== undefined);
+      if (done.length !== originals.length || !done.every((d, i) => Buffer.from(d!).equals(originals[i]!))) {
+        throw new Error(`batched: ${done.length} of ${originals.length} datagrams reassembled correctly`);
+      }
+      cursor = 0;
+    },
+    run(n) {
+      const r = reassembler!;
+      let completed = 0;
+      let left = n;
+      while (left > 0) {
+        const take = Math.min(BATCH, left, count - cursor);
+        // A window of the spans: the packets from `cursor` on.
+        const out = r.pushBatch(data, spans.subarray(2 * cursor, 2 * (cursor + take)), 0);
+        for (const d of out) if (d !== undefined) completed++;
+        left -= take;
+        cursor += take;
+        if (cursor === count) cursor = 0;
+      }
+      blackhole(completed);
+    },
+    teardown() {
+      reassembler = undefined;
+    },
+  };
+}
+
 export const cases: BenchCase[] = [
   ...checksumCases(64, '64 B'),
   ...checksumCases(1500, '1500 B'),
@@ -259,6 +317,7 @@ export const cases: BenchCase[] = [
     description: "Reassembler from 'morgana' (Rust, 256 KiB / 64 fragments / 10 s limits); same stream",
     goal: { minOpsPerSec: 1_000_000, source: 'issue 2' },
   }),
+  { ...batchedReassemblyCase(), goal: { minRatio: 2, source: 'issue 14' } },
   reassemblyCase(
     'IPv6 reassembly · napi',
     () => new Ipv6Reassembler({ maxFragments: 64 }),

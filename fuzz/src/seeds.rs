@@ -223,5 +223,45 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
             ],
         ),
     );
+
+    // tcp: the storm of issue 20 (a RST at B's SND.NXT, then a spoofed SYN past it), the
+    // spoofed zero-window ACK, a SYN flood on a small backlog, a lossy connect; both families.
+    use crate::tcp::{encode_forged, encode_forged_relative, encode_setup, ACK_FLAG, RST_FLAG, SYN_FLAG};
+    let deliver =
+        |out: &mut Vec<u8>| out.extend_from_slice(&[3, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for v6 in [false, true] {
+        let family = if v6 { "v6" } else { "v4" };
+        let mut storm = encode_setup(v6, 2, true, true, 4);
+        encode_forged_relative(&mut storm, true, 0, RST_FLAG, 0);
+        encode_forged_relative(&mut storm, true, 1000, SYN_FLAG, 65_535);
+        deliver(&mut storm);
+        add("tcp", &format!("ack-storm-{family}"), storm);
+
+        let mut pin = encode_setup(v6, 2, false, true, 4);
+        encode_forged_relative(&mut pin, false, 1000, ACK_FLAG, 0);
+        pin.extend_from_slice(&[4, 255]);
+        for _ in 0..20 {
+            deliver(&mut pin);
+            pin.extend_from_slice(&[2, 50]);
+        }
+        add("tcp", &format!("window-pin-{family}"), pin);
+
+        let mut flood = encode_setup(v6, 0, true, true, 2);
+        for i in 0..40u32 {
+            encode_forged(&mut flood, true, Some(i.wrapping_mul(2_654_435_761)), None, SYN_FLAG, 65_535, 0);
+            // A fresh source port for each: mode bit 2 takes it from the input.
+            let at = flood.len() - 12;
+            flood[at] |= 4;
+            flood.splice(flood.len() - 1..flood.len() - 1, (i as u16 + 1000).to_be_bytes());
+        }
+        deliver(&mut flood);
+        add("tcp", &format!("syn-flood-{family}"), flood);
+
+        let mut lossy = encode_setup(v6, 1, true, false, 1);
+        lossy.extend_from_slice(&[3, 1, 1, 2, 200, 3, 4, 0, 2, 3, 0, 4, 40, 3, 8, 0, 2, 0, 3, 0, 1, 0, 0]);
+        lossy.extend_from_slice(&[6, 1, 2, 251]);
+        deliver(&mut lossy);
+        add("tcp", &format!("lossy-connect-{family}"), lossy);
+    }
     seeds
 }

@@ -17,11 +17,12 @@ export const build: Command = {
   usage: `morgana build [--install]
 
 ${PROJECT_OPTIONS}
+  -q, --quiet           print nothing on success
   --install             run npm install in the build folder for dependencies that are missing
                         (registry packages and git pins; local folder pins are linked without it)`,
   run: (args) =>
     guarded('build', async () => {
-      const parsed = parseCommandArgs(args, { install: { value: false } }, false);
+      const parsed = parseCommandArgs(args, { install: { value: false }, quiet: { short: 'q', value: false } }, false);
       if (parsed.positional.length) throw new MorganaError('ERR_USAGE', `unexpected argument ${JSON.stringify(parsed.positional[0])}`);
       const paths = pathsFrom(parsed);
       let { project, missing } = await buildProject(paths);
@@ -35,7 +36,7 @@ ${PROJECT_OPTIONS}
         process.stderr.write(`morgana build: missing dependencies ${missing.join(', ')}: run ${selfCommand()} build --install${projectFlags(parsed)} (or npm install in ${where})\n`);
         return 1;
       }
-      process.stdout.write(`built ${project.name} in ${where}/; run it with ${selfCommand()} run${projectFlags(parsed)} (or node ${where}/main.mjs)\n`);
+      if (!parsed.flags.has('quiet')) process.stdout.write(`built ${project.name} in ${where}/; run it with ${selfCommand()} run${projectFlags(parsed)} (or node ${where}/main.mjs)\n`);
       return 0;
     }),
 };

@@ -21,6 +21,7 @@ export const configure: Command = {
 
   -t, --target TARGET   vnet (default, or $MORGANA_DEFAULT_TARGET; no root needed) or unix
 ${PROJECT_OPTIONS}
+  -q, --quiet           print nothing on success
   --KEY=VALUE           a configure-time value of a key of config.ts (see morgana query keys);
                         for a key used at run time it becomes the default
 
@@ -28,17 +29,18 @@ targets:
 ${targets}`,
   run: (args) =>
     guarded('configure', async () => {
-      const parsed = parseCommandArgs(args, { target: { short: 't', value: true }, net: { value: true }, bind: { value: true }, forward: { value: true } }, true);
+      const parsed = parseCommandArgs(args, { target: { short: 't', value: true }, net: { value: true }, bind: { value: true }, forward: { value: true }, mtu: { value: true }, quiet: { short: 'q', value: false } }, true);
       if (parsed.positional.length || parsed.rest.length) throw Object.assign(new Error(`unexpected argument ${JSON.stringify([...parsed.positional, ...parsed.rest][0])}`), { code: 'ERR_USAGE' });
       const target = targetConfig(optionValue(parsed, 'target') ?? process.env.MORGANA_DEFAULT_TARGET ?? 'vnet', {
         net: optionValue(parsed, 'net'),
         bind: optionValue(parsed, 'bind'),
         forward: parsed.values.get('forward'),
+        mtu: optionValue(parsed, 'mtu'),
       });
       const paths = pathsFrom(parsed);
       const result = await configureProject(paths, target, parsed.extra, ['configure', ...args]);
       const where = relative(process.cwd(), paths.buildDir) || '.';
-      process.stdout.write(
+      if (!parsed.flags.has('quiet')) process.stdout.write(
         `configured ${result.project.name} for ${describeTarget(target)} in ${where}/ (${result.files.join(', ')}); next: ${selfCommand()} build${projectFlags(parsed)}\n`,
       );
       return 0;

@@ -3,7 +3,7 @@
  * @module
  */
 import { parseArgs } from 'node:util';
-import type { Command } from './command.js';
+import { type Command, EXIT_USAGE } from './command.js';
 import { checksum, ipv4, Reassembler } from '../index.js';
 
 function shuffled<T>(items: T[]): T[] {
@@ -15,17 +15,35 @@ function shuffled<T>(items: T[]): T[] {
   return out;
 }
 
+/** `text` as a whole number in [min, max], or a message saying what is wrong. */
+function wholeNumber(text: string, name: string, min: number, max: number): number | string {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) return `${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(text)}`;
+  return n;
+}
+
 /** The demo command. */
 export const demo: Command = {
   summary: 'Fragment, scramble and reassemble a datagram through the Rust core, and report',
   usage: 'morgana demo [--size BYTES] [--mtu BYTES]',
   async run(args) {
-    const { values } = parseArgs({
-      args,
-      options: { size: { type: 'string', default: '60000' }, mtu: { type: 'string', default: '1500' } },
-    });
-    const size = Number(values.size);
-    const mtu = Number(values.mtu);
+    let values: { size: string; mtu: string };
+    try {
+      ({ values } = parseArgs({
+        args,
+        options: { size: { type: 'string', default: '60000' }, mtu: { type: 'string', default: '1500' } },
+      }) as { values: { size: string; mtu: string } });
+    } catch (error) {
+      process.stderr.write(`morgana demo: ${(error as Error).message}\nusage: ${demo.usage}\n`);
+      return EXIT_USAGE;
+    }
+    // An IPv4 datagram holds at most 65535 - 20 header bytes; fragments need room for 8 bytes of data.
+    const size = wholeNumber(values.size, '--size', 0, 65_515);
+    const mtu = wholeNumber(values.mtu, '--mtu', 68, 65_535);
+    if (typeof size === 'string' || typeof mtu === 'string') {
+      process.stderr.write(`morgana demo: ${typeof size === 'string' ? size : mtu}\nusage: ${demo.usage}\n`);
+      return EXIT_USAGE;
+    }
     const payload = Buffer.alloc(size);
     for (let i = 0; i < size; i++) payload[i] = (i * 131 + 17) & 0xff;
     const packet = ipv4.emit({ src: '10.0.0.1', dst: '10.0.0.2', protocol: ipv4.PROTOCOL.UDP, identification: 7 }, payload);

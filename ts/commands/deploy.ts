@@ -12,15 +12,40 @@ import { SOLO5_LOG_LEVELS, type Solo5LogLevel } from '../solo5/args.js';
 import { type BlockAttachment, type DeployOptions, type DeployTarget, type NetAttachment, deployUnikernel, planDeployment } from '../solo5/deploy.js';
 import type { ExitInfo } from '../solo5/exit.js';
 import { parseSize } from '../solo5/host.js';
+import type { UserNetAttachment } from '../solo5/user-net.js';
+import { type Forward, parseForward } from '../config/targets.js';
 
 const USAGE = `morgana deploy <image> [--target hvt|spt|virtio] [--name N] [--mem MB]
          [--net NAME=TAP[@BRIDGE][,mac=MAC]]... [--block NAME=FILE[,size=64M][,sector=512]]...
+         [--net NAME=user[,mac=MAC][,ip=10.0.2.15/24][,gateway=IP][,dns=IP][,max-conns=N][,max-udp=N][,no-outbound][,no-host-loopback]]
+         [--forward|-p [tcp:|udp:][HOSTADDR:]HOSTPORT:GUESTPORT]... [--pcap FILE] [--namespace auto|user|net]
+         [--accel kvm|tcg|auto]
          [--tender PATH] [--restart no|on-failure] [--max-restarts N] [--backoff MS]
          [--log FILE] [--log-level quiet|error|warn|info|debug] [--user NAME]
          [--gdb] [--gdb-port N] [--dumpcore DIR] [--netns NS] [--dry-run] [-- guest args]`;
 
 /** Thrown for malformed command-line options. */
 export class UsageError extends Error {}
+
+function parseUserNet(spec: string): UserNetAttachment | undefined {
+  const [main, ...opts] = spec.split(',');
+  const m = /^([^=]+)=user$/.exec(main!);
+  if (!m) return undefined;
+  const net: UserNetAttachment = { name: m[1]! };
+  for (const o of opts) {
+    const [k, v] = [o.slice(0, o.indexOf('=') < 0 ? o.length : o.indexOf('=')), o.slice(o.indexOf('=') + 1)];
+    if (k === 'mac') net.mac = v;
+    else if (k === 'ip') net.guest = v.includes('/') ? v : `${v}/24`;
+    else if (k === 'gateway') net.gateway = v;
+    else if (k === 'dns') net.dns = v;
+    else if (k === 'max-conns') net.maxConnections = int(v, 'max-conns');
+    else if (k === 'max-udp') net.maxUdpFlows = int(v, 'max-udp');
+    else if (o === 'no-outbound') net.outbound = false;
+    else if (o === 'no-host-loopback') net.hostLoopback = false;
+    else throw new UsageError(`unknown --net option '${o}' (user-mode: mac, ip, gateway, dns, max-conns, max-udp, no-outbound, no-host-loopback)`);
+  }
+  return net;
+}
 
 function parseNet(spec: string): NetAttachment {
   const [main, ...opts] = spec.split(',');
@@ -84,6 +109,10 @@ export function parseDeployArgs(args: string[]): DeployOptions & { dryRun: boole
         dumpcore: { type: 'string' },
         'dry-run': { type: 'boolean' },
         netns: { type: 'string' },
+        forward: { type: 'string', multiple: true, short: 'p' },
+        pcap: { type: 'string' },
+        namespace: { type: 'string' },
+        accel: { type: 'string' },
       },
     });
   } catch (error) {
@@ -98,12 +127,35 @@ export function parseDeployArgs(args: string[]): DeployOptions & { dryRun: boole
   const backoffMs = int(v.backoff, '--backoff');
   const memoryMB = int(v.mem, '--mem');
   const gdbPort = int(v['gdb-port'], '--gdb-port');
+  if (v.namespace !== undefined && !['auto', 'user', 'net'].includes(v.namespace)) throw new UsageError('--namespace must be auto, user or net');
+  if (v.accel !== undefined && !['kvm', 'tcg', 'auto'].includes(v.accel)) throw new UsageError('--accel must be kvm, tcg or auto');
+  const userNets: UserNetAttachment[] = [];
+  const hostNets: NetAttachment[] = [];
+  for (const spec of v.net ?? []) {
+    const u = parseUserNet(spec);
+    if (u) userNets.push(u);
+    else hostNets.push(parseNet(spec));
+  }
+  let forwards: Forward[];
+  try {
+    forwards = (v.forward ?? []).map(parseForward);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if ((forwards.length > 0 || v.pcap) && userNets.length !== 1) throw new UsageError('--forward and --pcap need exactly one user-mode network (--net NAME=user)');
+  if (userNets[0]) {
+    if (forwards.length > 0) userNets[0].forwards = forwards;
+    if (v.pcap) userNets[0].pcap = v.pcap;
+  }
   return {
     image: positionals[0]!,
     ...(v.target ? { target: v.target as DeployTarget } : {}),
     ...(v.name ? { name: v.name } : {}),
     ...(memoryMB !== undefined ? { memoryMB } : {}),
-    nets: (v.net ?? []).map(parseNet),
+    nets: hostNets,
+    ...(userNets.length ? { userNets } : {}),
+    ...(v.namespace ? { namespace: v.namespace as 'auto' | 'user' | 'net' } : {}),
+    ...(v.accel ? { accel: v.accel as 'kvm' | 'tcg' | 'auto' } : {}),
     blocks: (v.block ?? []).map(parseBlock),
     args: guest,
     ...(v.tender ? { tender: v.tender } : {}),
@@ -159,6 +211,12 @@ export const deploy: Command = {
         return 0;
       }
       const uk = await deployUnikernel(deployOptions);
+      uk.gateways.forEach((g, i) => {
+        const name = deployOptions.userNets?.[i]?.name;
+        process.stderr.write(`morgana deploy: ${uk.name}: ${name}: user-mode network: guest ${g.guest}, gateway ${g.gateway}, DNS ${g.dns}\n`);
+        for (const f of g.forwards) process.stderr.write(`morgana deploy: ${uk.name}: ${name}: forwarding ${f.protocol} ${f.hostAddress.includes(':') ? `[${f.hostAddress}]` : f.hostAddress}:${f.hostPort} -> ${f.guestAddress}:${f.guestPort}\n`);
+      });
+      for (const l of uk.console()) (l.stream === 'stdout' ? process.stdout : process.stderr).write(`${l.line}\n`);
       uk.on('console', (l) => (l.stream === 'stdout' ? process.stdout : process.stderr).write(`${l.line}\n`));
       uk.on('restart', (n, delay) => process.stderr.write(`morgana deploy: ${uk.name}: restart ${n} in ${delay} ms\n`));
       uk.on('exit', (exit, final) => process.stderr.write(`morgana deploy: ${uk.name}: ${exit.description}${final ? '' : ' (will restart)'}\n`));
@@ -167,6 +225,13 @@ export const deploy: Command = {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       const exit = await uk.exited;
+      uk.gateways.forEach((g, i) => {
+        const s = g.stats();
+        const name = deployOptions.userNets?.[i]?.name;
+        process.stderr.write(
+          `morgana deploy: ${uk.name}: ${name}: gateway: tcp ${s.accepted.forwardedTcp} forwarded, ${s.accepted.outboundTcp} outbound; udp ${s.accepted.forwardedUdp} forwarded, ${s.accepted.outboundUdp} outbound flows; refused tcp ${s.refused.tcp} (host refused ${s.refused.hostRefusedTcp}), udp ${s.refused.udp}\n`,
+        );
+      });
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       return exitStatus(exit);

@@ -16,7 +16,8 @@ import {
 import type { Command } from './command.js';
 import { EXIT_USAGE } from './command.js';
 import { openTap } from '../net/tap.js';
-import { createStack } from '../stack/index.js';
+import { type Stack, createStack, parseCidr } from '../stack/index.js';
+import { parseIpv4Address } from '../address.js';
 
 const USAGE = `morgana iperf3 (-s | -c HOST) --tap NAME --ipv4 ADDR/PREFIX [options]
 
@@ -242,12 +243,26 @@ export const iperf3: Command = {
     if (bitrate !== undefined && !Number.isSafeInteger(bitrate)) return usage(`bad bitrate ${String(values.bitrate)}`);
     if (values.reverse === true && values.bidir === true) return usage('-R and --bidir exclude each other');
 
+    // Addresses are checked before the TAP device is opened: an error after it would leave its
+    // reader thread holding the process open (the command printed its error and hung).
+    try {
+      parseCidr(values.ipv4);
+      if (typeof values.gateway === 'string') parseIpv4Address(values.gateway);
+    } catch (error) {
+      return usage((error as Error).message);
+    }
     const tap = await openTap({ name: values.tap, ...(typeof values.netns === 'string' ? { netns: values.netns } : {}) });
-    const stack = await createStack({
-      net: tap,
-      ipv4: values.ipv4,
-      ...(typeof values.gateway === 'string' ? { gateway: values.gateway } : {}),
-    });
+    let stack: Stack;
+    try {
+      stack = await createStack({
+        net: tap,
+        ipv4: values.ipv4,
+        ...(typeof values.gateway === 'string' ? { gateway: values.gateway } : {}),
+      });
+    } catch (error) {
+      await tap.close();
+      throw error;
+    }
     const json = values.json === true;
     const out = (s: string): void => void process.stdout.write(s);
     // Live reports in text mode: the streams when the test starts, then each interval.

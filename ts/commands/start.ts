@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { type Command, EXIT_USAGE } from './command.js';
 import { build } from './build.js';
 import { superviseChild } from './child.js';
+import { MONITOR_OPTIONS, monitorEnv, takeMonitorArgs } from './monitor-args.js';
 import { configure } from './configure.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -36,8 +37,11 @@ function watchLines(stream: NodeJS.ReadableStream, onLine: (line: string) => voi
 class AddressLog {
   ipv4: string | undefined;
   ipv6: string[] = [];
+  /** Whether the unikernel said a forwarded host port was taken. */
+  portTaken = false;
   /** Reads one line of the unikernel's stderr. */
   read(line: string): void {
+    if (/EADDRINUSE/.test(line)) this.portTaken = true;
     const v4 = /^\[morgana\] vnet: gateway \S+, unikernel (\d+\.\d+\.\d+\.\d+)$/.exec(line);
     if (v4) this.ipv4 = v4[1];
     const v6 = /^\[morgana\] stack0: IPv6 (.+)$/.exec(line);
@@ -57,12 +61,14 @@ export const start: Command = {
 
   --port PORT          host port forwarded to the unikernel's port 80 (default 8080; 0 picks a free one)
   --tap                run on a TAP device in a network namespace instead (root; unix --net direct)
-  --self-check-only    stop after the self-check and the summary (exit 0 when the page was served)`,
+  --self-check-only    stop after the self-check and the summary (exit 0 when the page was served)
+${MONITOR_OPTIONS}`,
   async run(args) {
     let values: { port?: string; tap?: boolean; 'self-check-only'?: boolean };
+    let monitor: ReturnType<typeof takeMonitorArgs> | undefined;
     try {
       ({ values } = parseArgs({
-        args,
+        args: (monitor = takeMonitorArgs(args)).args,
         options: { port: { type: 'string', default: '8080' }, tap: { type: 'boolean' }, 'self-check-only': { type: 'boolean' } },
       }));
     } catch (error) {
@@ -84,24 +90,29 @@ export const start: Command = {
     if (values.tap) return runOnTap(buildDir, project, values['self-check-only'] === true);
     try {
       process.stderr.write(`Building the static-website example for the vnet target in ${buildDir}\n`);
-      const configured = await configure.run(['-t', 'vnet', '--forward', `127.0.0.1:${port}:80`, ...project]);
+      const configured = await configure.run(['-q', '-t', 'vnet', '--forward', `127.0.0.1:${port}:80`, ...project]);
       if (configured !== 0) return configured;
-      const built = await build.run(project);
+      const built = await build.run(['-q', ...project]);
       if (built !== 0) return built;
 
       // Signals are forwarded to the unikernel, which stops (and removes the build folder) if we die.
       const { child, exited } = superviseChild(process.execPath, [path.join(buildDir, 'main.mjs')], {
         stdio: ['ignore', 'inherit', 'pipe'],
-        env: { ...process.env, MORGANA_TEMPORARY_BUILD_DIR: buildDir },
+        env: monitorEnv(monitor?.request, { ...process.env, MORGANA_TEMPORARY_BUILD_DIR: buildDir }),
       });
       const addresses = new AddressLog();
+      let dashboardUrl: string | undefined;
       const forwarded = new Promise<number>((resolve, reject) => {
         watchLines(child.stderr!, (line) => {
           addresses.read(line);
+          dashboardUrl ??= /^\[morgana\] dashboard: (\S+)$/.exec(line)?.[1];
           const m = /forwarding tcp 127\.0\.0\.1:(\d+) ->/.exec(line);
           if (m) resolve(Number(m[1]));
         });
-        void exited.then((code) => reject(new Error(`the unikernel exited with code ${code} before serving`)));
+        void exited.then((code) => {
+          const busy = addresses.portTaken ? `; port ${port} is taken by another program: morgana start --port 0 picks a free one (npm start -- --port 0)` : '';
+          reject(new Error(`the unikernel exited with code ${code} before serving${busy}`));
+        });
       });
       let hostPort: number;
       try {
@@ -128,6 +139,7 @@ export const start: Command = {
         return ok ? 0 : 1;
       }
       process.stdout.write(`\nServing ${url} from a Morgana unikernel on an in-process virtual network. Ctrl-C stops it.\n`);
+      if (dashboardUrl) process.stdout.write(`Dashboard: ${dashboardUrl}\n`);
       const code = await exited;
       return code === 130 || code === 0 ? 0 : code;
     } finally {
@@ -149,9 +161,9 @@ function ip(...args: string[]): void {
 async function runOnTap(buildDir: string, project: string[], selfCheckOnly: boolean): Promise<number> {
   try {
     process.stderr.write(`Building the static-website example for unix --net direct in ${buildDir}\n`);
-    const configured = await configure.run(['-t', 'unix', '--net', 'direct', `--interface=${TAP}`, ...project]);
+    const configured = await configure.run(['-q', '-t', 'unix', '--net', 'direct', `--interface=${TAP}`, ...project]);
     if (configured !== 0) return configured;
-    const built = await build.run(project);
+    const built = await build.run(['-q', ...project]);
     if (built !== 0) return built;
     // Everything lives in a namespace of our own: the TAP, its kernel-side address, curl.
     ip('netns', 'add', NETNS);

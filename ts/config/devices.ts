@@ -342,7 +342,7 @@ export function stack(net: Device<NetDevice>, options: StackDeviceOptions = {}):
       if (s.slaac) {
         // Start the unikernel with usable IPv6 addresses, and refuse a static one in use.
         try {
-          await s.slaac.settled();
+          await s.slaac.settled({ dadOnly: true });
         } catch (error) {
           await s.close();
           throw error;
@@ -393,7 +393,10 @@ export function dirKv(path: Param<string>): Device<KvRw> {
   });
 }
 
-/** A read-only store on a tar archive (relative to config.ts). */
+/**
+ * A read-only store on a tar archive (relative to config.ts). An archive that cannot be read to
+ * its end (a damaged header, a truncated member) fails the connect with `ERR_KV_CORRUPT`.
+ */
 export function tarKv(file: Param<string>): Device<KvRo> {
   return device<KvRo>({
     impl: 'tarKv',

@@ -47,6 +47,14 @@ export interface KeyOptions<T> {
   docv?: string;
 }
 
+/** Options of number keys (`key.int`, `key.duration`, `key.port`): bounds checked when a value is parsed, before boot. */
+export interface NumberKeyOptions extends KeyOptions<number> {
+  /** The smallest value allowed (inclusive). */
+  min?: number;
+  /** The largest value allowed (inclusive). */
+  max?: number;
+}
+
 /** A configuration key whose value has type `T`. */
 export interface Key<T = unknown> {
   readonly kind: 'key';
@@ -200,7 +208,16 @@ function create<T extends KeyType>(type: T, name: string, options: KeyOptions<Ke
   const stage = options.stage ?? 'both';
   if (!['configure', 'runtime', 'both'].includes(stage)) throw new MorganaError('ERR_CONFIG_INVALID_KEY', `key --${name}: stage must be configure, runtime or both`);
   const codec = CODECS[type];
-  const parse = (text: string) => codec.parse(text, name);
+  const { min, max } = options as NumberKeyOptions;
+  const parse = (text: string): KeyValueTypes[T] => {
+    const value = codec.parse(text, name);
+    if (typeof value === 'number' && ((min !== undefined && value < min) || (max !== undefined && value > max))) {
+      const shown = (n: number) => (codec.format ? (codec.format as (v: number) => string)(n) : String(n));
+      const range = min !== undefined && max !== undefined ? `from ${shown(min)} to ${shown(max)}` : min !== undefined ? `of at least ${shown(min)}` : `of at most ${shown(max!)}`;
+      throw invalid(name, type, text, `a value ${range}`);
+    }
+    return value;
+  };
   const format = (value: KeyValueTypes[T]) => (codec.format ? codec.format(value) : String(value));
   // Normalise the default through the parser, so a bad default fails when config.ts loads.
   const fallback = options.default === undefined ? undefined : parse(format(options.default));
@@ -214,8 +231,10 @@ function create<T extends KeyType>(type: T, name: string, options: KeyOptions<Ke
 export const key = {
   /** A string key. */
   string: (name: string, options?: KeyOptions<string>) => create('string', name, options),
-  /** An integer key. */
-  int: (name: string, options?: KeyOptions<number>) => create('int', name, options),
+  /** An integer key; `min`/`max` bound it (checked by configure and before boot). */
+  int: (name: string, options?: NumberKeyOptions) => create('int', name, options),
+  /** A TCP/UDP port: an integer key from 0 to 65535 (or the `min`/`max` given). */
+  port: (name: string, options?: NumberKeyOptions) => create('int', name, { min: 0, max: 65_535, docv: 'PORT', ...options }),
   /** A boolean key: `--name` alone means true, or `--name=true|false|yes|no|1|0`. */
   bool: (name: string, options?: KeyOptions<boolean>) => create('bool', name, options),
   /** An IPv4 address with prefix, `10.0.0.2/24`. */
@@ -229,7 +248,7 @@ export const key = {
   /** A MAC address. */
   mac: (name: string, options?: KeyOptions<string>) => create('mac', name, options),
   /** A duration (`500ms`, `2s`, `1m30s`, `1h`), as milliseconds. */
-  duration: (name: string, options?: KeyOptions<number>) => create('duration', name, options),
+  duration: (name: string, options?: NumberKeyOptions) => create('duration', name, options),
 };
 
 /** True for a {@link Key}. */

@@ -16,12 +16,14 @@ import { type Ipv6Options, type Stack, createStack } from '../stack/index.js';
 import { formatEndpoint } from '../stack/inet.js';
 import { formatStackSummary } from '../stack/summary.js';
 import { watchParent } from './parent-watch.js';
+import { startRequestedMonitors } from '../monitor/runtime.js';
+import type { MonitoredForward } from '../monitor/snapshot.js';
 import { bootArguments } from './argv.js';
 import { type DeviceContext, defaultKeys, keyAppliesTo } from './devices.js';
 import { type Config, type DeviceGraph, checkKeyValues, deviceGraph } from './dsl.js';
 import { type Key, isKey, keysHelp, parseKeyArguments } from './keys.js';
 import type { StackV4, TcpV4 } from '../stack/stackv4.js';
-import { type TargetConfig, formatForward } from './targets.js';
+import { DEFAULT_VNET_MTU, type Forward, type TargetConfig, formatForward, parseForward } from './targets.js';
 
 /** Exit codes of a unikernel, as MirageOS's (functoria-runtime ≥ 3.0.1). */
 export const EXIT = { ok: 0, failure: 1, help: 63, usage: 64 } as const;
@@ -50,11 +52,25 @@ function isMorganaStack(value: unknown): value is Stack {
   return typeof v?.stats === 'function' && Array.isArray(v.interfaces) && v.arp !== undefined;
 }
 
+/** A forward that could not listen; a busy host port says how to pick another. */
+function forwardError(f: Forward, error: NodeJS.ErrnoException): MorganaError {
+  const hint =
+    error.code === 'EADDRINUSE'
+      ? ` (host port ${f.hostPort} is taken by another program: forward another, e.g. --forward ${f.protocol === 'udp' ? 'udp:' : ''}${f.hostPort === 65_535 ? 0 : f.hostPort + 1}:${f.guestPort}, or 0 for a free one)`
+      : error.code === 'EACCES'
+        ? ` (host ports below 1024 need root: forward a higher one, e.g. --forward ${f.protocol === 'udp' ? 'udp:' : ''}${f.hostPort + 8000}:${f.guestPort})`
+        : '';
+  return new MorganaError('ERR_FORWARD', `--forward ${formatForward(f)}: ${error.message}${hint}`, { cause: error });
+}
+
 /** For a failure that needs privileges the user lacks: where to go without them. */
 function rootlessHint(error: unknown, target: TargetConfig): string {
   const code = (error as { code?: unknown }).code;
   if (code === 'ERR_TAP_PERMISSION' && target.name === 'unix') {
     return '\n[morgana] the unix --net direct target needs root (CAP_NET_ADMIN) for its TAP device; without root, configure -t vnet (an in-process network; --forward HOSTPORT:PORT reaches it) or -t unix --net socket (host sockets)';
+  }
+  if (code === 'ERR_ADDRESS_IN_USE' && target.name === 'unix' && target.net === 'socket') {
+    return '\n[morgana] the port is taken on this host by another program: choose another with a boot argument, e.g. morgana run -- --port=8081';
   }
   if (code === 'ERR_PERMISSION' && target.name === 'unix' && target.net === 'socket') {
     return '\n[morgana] ports below 1024 need root (or CAP_NET_BIND_SERVICE) on host sockets: choose another, e.g. morgana run -- --port=8080, or configure -t vnet --forward 8080:80';
@@ -149,6 +165,7 @@ async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{
     dhcp = startDhcpServer(stack, { range: [formatIpv4Address(network + 2), formatIpv4Address(broadcast - 1)], router: gw });
     log(`vnet: gateway ${gw}/${prefix}, DHCP server for the unikernel`);
   } else log(`vnet: gateway ${gw}/${prefix}, unikernel ${guest.ipv6Only ? 'IPv6-only' : address}`);
+  if (sw.mtu !== DEFAULT_VNET_MTU) log(`vnet: link MTU ${sw.mtu}`);
   if (v6) log(`vnet: IPv6 router ${v6.text}`);
   return {
     stack,
@@ -169,8 +186,9 @@ function forwardTarget(guest: StackV4): string {
 }
 
 /** Relays forwarded host ports into the virtual network through the gateway stack. */
-async function vnetForwards(gateway: Stack, target: TargetConfig, address: string): Promise<Running> {
+async function vnetForwards(gateway: Stack, target: TargetConfig, address: string): Promise<Running & { list: MonitoredForward[] }> {
   const closers: Array<() => Promise<void> | void> = [];
+  const list: MonitoredForward[] = [];
   for (const f of target.forward) {
     const guestAddress = f.guestAddress ?? address;
     if (f.protocol === 'tcp') {
@@ -202,11 +220,12 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
         );
       });
       await new Promise<void>((resolve, reject) => {
-        server.once('error', (e) => reject(new MorganaError('ERR_FORWARD', `--forward ${formatForward(f)}: ${e.message}`)));
+        server.once('error', (e) => reject(forwardError(f, e)));
         server.listen(f.hostPort, f.hostAddress, () => resolve());
       });
       const port = (server.address() as net.AddressInfo).port;
       log(`vnet: forwarding tcp ${formatEndpoint(f.hostAddress, port)} -> ${formatEndpoint(guestAddress, f.guestPort)}`);
+      list.push({ protocol: 'tcp', host: formatEndpoint(f.hostAddress, port), guest: formatEndpoint(guestAddress, f.guestPort), via: 'vnet gateway' });
       closers.push(() => new Promise<void>((r) => server.close(() => r())));
     } else {
       const socket = dgram.createSocket(f.hostAddress.includes(':') ? 'udp6' : 'udp4');
@@ -221,10 +240,11 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
         binding.send(guestAddress, f.guestPort, data);
       });
       await new Promise<void>((resolve, reject) => {
-        socket.once('error', (e) => reject(new MorganaError('ERR_FORWARD', `--forward ${formatForward(f)}: ${e.message}`)));
+        socket.once('error', (e) => reject(forwardError(f, e)));
         socket.bind(f.hostPort, f.hostAddress, () => resolve());
       });
       log(`vnet: forwarding udp ${formatEndpoint(f.hostAddress, socket.address().port)} -> ${formatEndpoint(guestAddress, f.guestPort)}`);
+      list.push({ protocol: 'udp', host: formatEndpoint(f.hostAddress, socket.address().port), guest: formatEndpoint(guestAddress, f.guestPort), via: 'vnet gateway' });
       closers.push(() => {
         for (const b of peers.values()) b.close();
         socket.close();
@@ -232,6 +252,7 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
     }
   }
   return {
+    list,
     async stop() {
       for (const c of closers.reverse()) await c();
     },
@@ -261,6 +282,18 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     return EXIT.failure;
   }
 
+  // Forwards added at run time (morgana run -p/--forward) on top of those configure fixed.
+  const extraForwards = process.env.MORGANA_FORWARD;
+  delete process.env.MORGANA_FORWARD;
+  if (extraForwards) {
+    try {
+      if (manifest.target.name !== 'vnet') throw new MorganaError('ERR_USAGE', `-p/--forward applies to the vnet target only (this unikernel is configured for ${manifest.target.name})`);
+      manifest.target = { ...manifest.target, forward: [...manifest.target.forward, ...extraForwards.split('\n').map(parseForward)] };
+    } catch (error) {
+      process.stderr.write(`${manifest.name}: ${errorMessage(error)}\n`);
+      return EXIT.usage;
+    }
+  }
   const keys = runtimeKeys(graph, manifest.target);
   let parsed;
   try {
@@ -287,9 +320,10 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
   const keepAlive = setInterval(() => {}, 1 << 30);
   const connected: Array<{ id: string; value: unknown; disconnect: (v: unknown) => Promise<void> }> = [];
   const byId = new Map<string, unknown>();
-  let forwards: Running | undefined;
+  let forwards: (Running & { list: MonitoredForward[] }) | undefined;
+  let monitors: Running | undefined;
   let gateway: { stack: Stack; stop(): Promise<void> } | undefined;
-  const sw = manifest.target.name === 'vnet' ? new VirtualSwitch() : undefined;
+  const sw = manifest.target.name === 'vnet' ? new VirtualSwitch({ mtu: manifest.target.mtu ?? DEFAULT_VNET_MTU }) : undefined;
   let signalled: string | undefined;
   let onSignal!: (name: string) => void;
   const signalPromise = new Promise<'signal'>((resolve) => {
@@ -316,6 +350,14 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     },
   ]);
   for (const [name, handler] of stopSignals) process.on(name, handler);
+  // An error nobody handled (a socket's 'error' event, a throw in a callback) ends the unikernel
+  // as it ends any Node process, exit 1, but with the hint a user can act on.
+  const uncaught = (error: unknown) => {
+    const morgana = error instanceof MorganaError;
+    log(`uncaught error: ${!morgana && error instanceof Error && error.stack ? error.stack : errorMessage(error)}${rootlessHint(error, manifest.target)}`);
+    process.exit(EXIT.failure);
+  };
+  process.on('uncaughtException', uncaught);
   // The wrapper that started us (morgana run/start) is gone: stop, as on SIGTERM.
   // \`morgana start\` builds into a temporary folder it removes; if it died first, we remove it.
   const temporaryBuildDir = process.env.MORGANA_TEMPORARY_BUILD_DIR === manifest.buildDir ? manifest.buildDir : undefined;
@@ -340,9 +382,11 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
 
   const shutdown = async () => {
     for (const [name, handler] of stopSignals) process.off(name, handler);
+    process.off('uncaughtException', uncaught);
     unwatchParent();
     process.off('SIGUSR2', summary);
     controller.abort();
+    if (monitors) await monitors.stop().catch((e) => log(`monitor: ${errorMessage(e)}`));
     if (forwards) await forwards.stop().catch((e) => log(`vnet: ${errorMessage(e)}`));
     if (gateway) await gateway.stop().catch((e) => log(`vnet: ${errorMessage(e)}`));
     for (const d of connected.reverse()) {
@@ -389,6 +433,20 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     if (gateway) {
       forwards = await vnetForwards(gateway.stack, manifest.target, firstStack ? forwardTarget(byId.get(firstStack.id) as StackV4) : '10.0.0.2');
     }
+    // --dashboard / --metrics of morgana run: the monitor sees every Morgana stack, the switch and the forwards.
+    const started = await startRequestedMonitors(
+      {
+        title: `${manifest.name} (${manifest.target.name})`,
+        stacks: () => [
+          ...[...byId].filter((e): e is [string, Stack] => isMorganaStack(e[1])).map(([name, stack]) => ({ name, stack })),
+          ...(gateway ? [{ name: 'vnet gateway', stack: gateway.stack, role: 'gateway' as const }] : []),
+        ],
+        switches: () => (sw ? [{ name: 'vnet', sw }] : []),
+        forwards: () => forwards?.list ?? [],
+      },
+      log,
+    );
+    monitors = { stop: () => started.close() };
   } catch (error) {
     log(`boot failed: ${errorMessage(error)}${rootlessHint(error, manifest.target)}`);
     await shutdown();
@@ -408,7 +466,10 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     const running = Promise.resolve((start as (...a: unknown[]) => unknown)(devices, { keys: keyValues, argv: parsed.positional, signal: controller.signal }));
     const outcome = await Promise.race([running.then((v) => ({ v })), signalPromise]);
     if (outcome === 'signal') log(`${signalled}: stopping`);
-    else if (Number.isInteger(outcome.v) && (outcome.v as number) >= 0 && (outcome.v as number) < 256) code = outcome.v as number;
+    // A start that returns ends the unikernel, listeners and all: say so, as it is easy to forget
+    // to keep start pending (a serving unikernel awaits the abort of its signal).
+    else log(`start returned${outcome.v === undefined ? '' : ` ${JSON.stringify(outcome.v)}`}: stopping (a unikernel that serves keeps start pending until its signal aborts)`);
+    if (outcome !== 'signal' && Number.isInteger(outcome.v) && (outcome.v as number) >= 0 && (outcome.v as number) < 256) code = outcome.v as number;
   } catch (error) {
     log(`${manifest.name}: ${error instanceof Error && error.stack ? error.stack : errorMessage(error)}${rootlessHint(error, manifest.target)}`);
     code = EXIT.failure;

@@ -4,7 +4,8 @@
  * - `unix`: a Node process. `--net direct` (the default) runs Morgana's userspace stack on a TAP
  *   device; `--net socket` gives the unikernel the same stack interface on host sockets.
  * - `vnet`: the userspace stack on an in-process VirtualSwitch, with a gateway stack that forwards
- *   host ports into the virtual network (`--forward 8080:80`, as QEMU's user-mode networking).
+ *   host ports into the virtual network (`--forward 8080:80`, as QEMU's user-mode networking);
+ *   `--mtu N` sets the IP MTU of that link (default 1500, as slirp4netns's `--mtu`).
  * @module
  */
 import { formatIpv4Address, formatIpv6Address, parseIpv4Address, parseIpv6Address } from '../address.js';
@@ -34,7 +35,17 @@ export interface TargetConfig {
   bind: string;
   /** `vnet`: forwarded host ports. */
   forward: Forward[];
+  /**
+   * `vnet`: the IP MTU of the virtual link between the unikernel and the gateway, 68 to 65,535
+   * (default {@link DEFAULT_VNET_MTU}). Absent in configurations saved before it existed.
+   */
+  mtu?: number;
 }
+
+/** The `vnet` link's MTU when `--mtu` is not given. */
+export const DEFAULT_VNET_MTU = 1500;
+/** The largest `--mtu` (the VirtualSwitch's limit: a 65,535-byte IP packet). */
+const MAX_VNET_MTU = 65_535;
 
 /** Description of a target for help and errors. */
 export const TARGETS: Record<TargetName, { summary: string; options: string }> = {
@@ -44,7 +55,8 @@ export const TARGETS: Record<TargetName, { summary: string; options: string }> =
   },
   vnet: {
     summary: 'userspace stack on an in-process virtual switch; host ports forwarded into it',
-    options: '--forward [tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT (repeatable; IPv6 addresses in brackets)',
+    options:
+      '--forward [tcp:|udp:][HOSTADDR:]HOSTPORT:[GUESTADDR:]GUESTPORT (repeatable; IPv6 addresses in brackets), --mtu N (the link\'s IP MTU, 68 to 65535, default 1500)',
   },
 };
 
@@ -105,6 +117,10 @@ export function parseForward(text: string): Forward {
     protocol = m[1] as 'tcp' | 'udp';
     rest = m[2]!;
   }
+  if (/^[a-z][a-z0-9]*:/i.test(rest) && !m && !/^\d/.test(rest)) {
+    const name = rest.slice(0, rest.indexOf(':'));
+    throw usage(`unknown protocol ${JSON.stringify(name)} in --forward ${JSON.stringify(text)}: tcp or udp (tcp when left out), e.g. udp:5353:53`);
+  }
   const parts = fields(rest);
   const isAddress = (p: string) => p.includes('.') || p.startsWith('[');
   let hostAddress = '127.0.0.1';
@@ -137,12 +153,17 @@ export function formatForward(f: Forward): string {
 }
 
 /** Builds a target configuration from its name and options, checking them. */
-export function targetConfig(name: string, options: { net?: string; bind?: string; forward?: string[] } = {}): TargetConfig {
+export function targetConfig(name: string, options: { net?: string; bind?: string; forward?: string[]; mtu?: string } = {}): TargetConfig {
   const target = checkTargetName(name);
   if (options.net !== undefined && target !== 'unix') throw usage(`--net applies to the unix target only`);
   if (options.net !== undefined && options.net !== 'direct' && options.net !== 'socket') throw usage(`--net is direct or socket, got ${JSON.stringify(options.net)}`);
   if (options.bind !== undefined && (target !== 'unix' || options.net !== 'socket')) throw usage(`--bind applies to unix --net socket only`);
   if (options.forward?.length && target !== 'vnet') throw usage(`--forward applies to the vnet target only`);
+  if (options.mtu !== undefined && target !== 'vnet') throw usage(`--mtu applies to the vnet target only`);
+  const mtu = options.mtu === undefined ? DEFAULT_VNET_MTU : Number(options.mtu);
+  if (!/^\d+$/.test(options.mtu ?? '1500') || mtu < 68 || mtu > MAX_VNET_MTU) {
+    throw usage(`bad --mtu ${JSON.stringify(options.mtu)}: expected an integer from 68 to ${MAX_VNET_MTU}`);
+  }
   let bind = '0.0.0.0';
   if (options.bind !== undefined) {
     try {
@@ -156,11 +177,13 @@ export function targetConfig(name: string, options: { net?: string; bind?: strin
     net: (options.net as 'direct' | 'socket' | undefined) ?? 'direct',
     bind,
     forward: (options.forward ?? []).map(parseForward),
+    ...(target === 'vnet' ? { mtu } : {}),
   };
 }
 
 /** One-line description: `unix (--net socket)`. */
 export function describeTarget(t: TargetConfig): string {
   if (t.name === 'unix') return t.net === 'socket' ? `unix --net socket (bind ${t.bind})` : 'unix --net direct';
-  return `vnet${t.forward.map((f) => ` --forward ${formatForward(f)}`).join('')}`;
+  const mtu = t.mtu !== undefined && t.mtu !== DEFAULT_VNET_MTU ? ` --mtu ${t.mtu}` : '';
+  return `vnet${mtu}${t.forward.map((f) => ` --forward ${formatForward(f)}`).join('')}`;
 }

@@ -58,7 +58,9 @@ export function socketStack(options: SocketStackOptions = {}): SocketStack {
       socket.on('message', (data, rinfo) => handler(data, { address: rinfo.address, port: rinfo.port }, { to: bind, ttl: 64 }));
       socket.on('error', (error) => {
         const e = socketError(error, `UDP port ${port}`);
-        if (listeners.length === 0) process.emitWarning(e.message);
+        // Unheard, a bind failure must not pass for a warning while the unikernel claims to
+        // serve: thrown, as Node's dgram does with an unhandled 'error' (the boot reports it).
+        if (listeners.length === 0) throw e;
         for (const l of listeners) l(e);
       });
       socket.on('listening', () => (bound = socket.address().port));

@@ -795,8 +795,10 @@ async function readFully(fh: fsp.FileHandle, offset: number, length: number): Pr
 
 /**
  * Opens the key-value store kept in the directory `path` (created if missing, unless
- * `create: false`), replaying or dropping an interrupted batch. See the module notes for the
- * durability and safety guarantees.
+ * `create: false`), replaying or dropping an interrupted batch. Keys are limited to segments of
+ * {@link DIR_KV_MAX_SEGMENT_BYTES} and paths of {@link DIR_KV_MAX_PATH_BYTES} (the store's own
+ * path included); longer ones are `ERR_KV_INVALID_KEY`. See the module notes for the durability
+ * and safety guarantees.
  */
 export async function dirKv(path: string, options: DirKvOptions = {}): Promise<DirKv> {
   return DirKv.open(path, options);

@@ -167,11 +167,7 @@ export class TarKv extends TreeKvRw<TarLeaf> {
   readonly path: string;
   /** True when opened with `writable`. */
   readonly writable: boolean;
-  /**
-   * Set when a read-only mount with `allowIncomplete` stopped before the end of the archive: the
-   * store then holds only the members before `offset`. Undefined when the archive was read whole.
-   */
-  incomplete: TarIncomplete | undefined;
+  #incomplete: TarIncomplete | undefined;
   #file: FileRef;
   /** Members the store does not hold, copied as they are by compaction unless a write replaced them. */
   #foreign: ForeignMember[] = [];
@@ -219,7 +215,7 @@ export class TarKv extends TreeKvRw<TarLeaf> {
         const advice = kv.writable ? 'refusing to open it writable, which would lose the rest' : 'open it with allowIncomplete to mount what precedes';
         throw corruptAt(path, scanned.stop.offset, `${scanned.stop.reason}; ${advice}`);
       }
-      kv.incomplete = scanned.stop;
+      kv.#incomplete = scanned.stop;
       kv.tree = scanned.tree;
       kv.#foreign = scanned.foreign;
       kv.#end = scanned.end;
@@ -264,7 +260,8 @@ export class TarKv extends TreeKvRw<TarLeaf> {
       const pending = pos !== memberStart;
       if (pos + BLOCK > size) {
         if (pending) return stopped(`the file ends after the extended headers of the member at ${memberStart}`);
-        if (pos === size || isZeroes(await read(pos, size - pos))) return result(pos, 'none');
+        // The file may end right after the last member's data, without its padding.
+        if (pos >= size || isZeroes(await read(pos, size - pos))) return result(pos, 'none');
         return stopped(`the file ends inside the header block at ${pos}`);
       }
       const block = await read(pos, BLOCK);
@@ -294,7 +291,8 @@ export class TarKv extends TreeKvRw<TarLeaf> {
       const records = extension ? undefined : mergePax(globals, pax);
       const sizeRecord = records?.get('size');
       if (sizeRecord !== undefined && !/^\d+$/.test(sizeRecord)) return stopped(`bad pax size ${JSON.stringify(sizeRecord)}`);
-      const dataSize = sizeRecord === undefined ? header.size : Number(sizeRecord);
+      // No data follows a directory header, whatever a size says (as GNU tar reads it).
+      const dataSize = header.type === '5' ? 0 : sizeRecord === undefined ? header.size : Number(sizeRecord);
       if (!Number.isSafeInteger(dataSize)) return stopped(`the size of the member at ${memberStart} is out of range`);
       if (dataAt + dataSize > size) {
         return stopped(`the member at ${memberStart} needs ${dataSize} bytes of data from ${dataAt}; the file ends at ${size}`);
@@ -310,9 +308,12 @@ export class TarKv extends TreeKvRw<TarLeaf> {
               if (v === '') globals.delete(k);
               else globals.set(k, v);
             }
-            // A global header is a member of its own for compaction, which copies it as it is.
-            foreign.push({ start: memberStart, end: next, key: undefined });
-            memberStart = next;
+            // A global header is a member of its own for compaction, which copies it as it is
+            // (between another member's extension headers, it stays part of that member).
+            if (!pending) {
+              foreign.push({ start: memberStart, end: next, key: undefined });
+              memberStart = next;
+            }
           } else if (header.type === 'L') longName = data.toString('utf8').replace(/\0+$/, '');
           // 'K' (a long link target) matters only to links, which the store skips.
         } catch (e) {
@@ -446,7 +447,8 @@ export class TarKv extends TreeKvRw<TarLeaf> {
       (m) => m.key === undefined || !ops.some((op) => op.key.isPrefixOf(m.key!) || m.key!.isPrefixOf(op.key)),
     );
     this.#live = Math.max(0, this.#live - replaced) + sumPuts(ops);
-    if (this.#autoCompact && this.#end > 1 << 20 && this.#end - this.#live > this.#live) await this.#compact();
+    const kept = this.#keptBytes();
+    if (this.#autoCompact && this.#end > 1 << 20 && this.#end - kept > kept) await this.#compact();
   }
 
   /** Rewrites the archive with only the live entries (atomically: a new file renamed over the old). */
@@ -550,9 +552,24 @@ export class TarKv extends TreeKvRw<TarLeaf> {
     }
   }
 
-  /** Bytes of the archive (before its end marker) and bytes of live entries. */
+  /**
+   * Set when a read-only mount with `allowIncomplete` stopped before the end of the archive: the
+   * store then holds only the members before `offset`. Undefined when the archive was read whole.
+   */
+  get incomplete(): TarIncomplete | undefined {
+    return this.#incomplete === undefined ? undefined : { ...this.#incomplete };
+  }
+
+  /** Bytes kept by compaction: the live entries and the members the store does not hold. */
+  #keptBytes(): number {
+    let n = this.#live;
+    for (const m of this.#foreign) n += m.end - m.start;
+    return n;
+  }
+
+  /** Bytes of the archive (before its end marker) and bytes compaction would keep. */
   stats(): { archiveBytes: number; liveBytes: number } {
-    return { archiveBytes: this.#end, liveBytes: this.#live };
+    return { archiveBytes: this.#end, liveBytes: this.#keptBytes() };
   }
 
   override async close(): Promise<void> {

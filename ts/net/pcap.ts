@@ -43,7 +43,34 @@ const LINKTYPE_ETHERNET = 1;
 const GLOBAL_HEADER_LENGTH = 24;
 const RECORD_HEADER_LENGTH = 16;
 
-const defaultNow = (): number => Math.floor((performance.timeOrigin + performance.now()) * 1000);
+/** Wall-clock time in microseconds since the epoch. */
+export const pcapNowMicros = (): number => Math.floor((performance.timeOrigin + performance.now()) * 1000);
+const defaultNow = pcapNowMicros;
+
+/** A libpcap file's global header: microsecond timestamps, little-endian, Ethernet frames. */
+export function pcapGlobalHeader(snaplen: number): Buffer {
+  const header = Buffer.alloc(GLOBAL_HEADER_LENGTH);
+  header.writeUInt32LE(0xa1b2c3d4, 0); // microsecond timestamps, written little-endian
+  header.writeUInt16LE(2, 4);
+  header.writeUInt16LE(4, 6);
+  header.writeInt32LE(0, 8); // thiszone: timestamps are UTC
+  header.writeUInt32LE(0, 12); // sigfigs
+  header.writeUInt32LE(snaplen, 16);
+  header.writeUInt32LE(LINKTYPE_ETHERNET, 20);
+  return header;
+}
+
+/** One libpcap record: the first `length` bytes of `frame`, cut at `snaplen`, stamped `micros`. */
+export function pcapRecord(frame: Uint8Array, length: number, snaplen: number, micros: number): Buffer {
+  const captured = Math.min(length, snaplen);
+  const record = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + captured);
+  record.writeUInt32LE(Math.floor(micros / 1e6) >>> 0, 0);
+  record.writeUInt32LE(micros % 1e6, 4);
+  record.writeUInt32LE(captured, 8);
+  record.writeUInt32LE(length, 12);
+  record.set(frame.subarray(0, captured), RECORD_HEADER_LENGTH);
+  return record;
+}
 
 /**
  * Wraps `device` so that every frame written through the wrapper and every frame it receives is
@@ -80,15 +107,7 @@ class Recorder implements PcapRecorder {
       throw new OutOfRangeError('flushBytes must be a non-negative integer');
     }
     this.#fd = openSync(file, 'w');
-    const header = Buffer.alloc(GLOBAL_HEADER_LENGTH);
-    header.writeUInt32LE(0xa1b2c3d4, 0); // microsecond timestamps, written little-endian
-    header.writeUInt16LE(2, 4);
-    header.writeUInt16LE(4, 6);
-    header.writeInt32LE(0, 8); // thiszone: timestamps are UTC
-    header.writeUInt32LE(0, 12); // sigfigs
-    header.writeUInt32LE(this.#snaplen, 16);
-    header.writeUInt32LE(LINKTYPE_ETHERNET, 20);
-    writeSync(this.#fd, header); // at once: even a run that dies early leaves a valid capture
+    writeSync(this.#fd, pcapGlobalHeader(this.#snaplen)); // at once: even a run that dies early leaves a valid capture
   }
 
   get mac(): string {
@@ -173,16 +192,8 @@ class Recorder implements PcapRecorder {
   }
 
   #record(frame: Uint8Array, length: number): void {
-    const captured = Math.min(length, this.#snaplen);
-    const record = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + captured);
-    const micros = this.#now();
-    record.writeUInt32LE(Math.floor(micros / 1e6) >>> 0, 0);
-    record.writeUInt32LE(micros % 1e6, 4);
-    record.writeUInt32LE(captured, 8);
-    record.writeUInt32LE(length, 12);
-    record.set(frame.subarray(0, captured), RECORD_HEADER_LENGTH);
     this.#recorded++;
-    this.#push(record);
+    this.#push(pcapRecord(frame, length, this.#snaplen, this.#now()));
   }
 
   #push(chunk: Buffer): void {

@@ -24,7 +24,7 @@
  * for its fields and a parser/writer): received frames may be coalesced TCP frames of up to
  * 64 KiB with a partial checksum, written ones may be TCP super-frames the kernel segments. A
  * kernel that refuses the header gives a plain TAP: {@link TapDevice.vnetHdr} says which framing
- * is in effect, {@link TapDevice.offloads} which offloads.
+ * is in effect, {@link TapDevice.kernelOffloads} which offloads.
  *
  * Like a socket, an open device keeps the event loop alive; `close()` releases it.
  * @module
@@ -97,8 +97,11 @@ export interface TapDevice extends NetDevice {
    * with `vnetHdr` and granted by the kernel). Frames are then up to 12 + 14 + 65,535 bytes.
    */
   readonly vnetHdr: boolean;
-  /** The offloads in effect (all false without the header). */
-  readonly offloads: TapOffloads;
+  /**
+   * The offloads the kernel granted on this TAP (all false without the header). Not
+   * `NetDevice.offloads`: frames of a `vnetHdr` TAP carry the raw header in front.
+   */
+  readonly kernelOffloads: TapOffloads;
 }
 
 type Handle = ReturnType<typeof native.TapHandle.open>;
@@ -136,7 +139,22 @@ export async function openTap(options: TapOptions): Promise<TapDevice> {
   const mtu = options.mtu ?? 1500;
   assertInteger(mtu, 'options.mtu', 68, MAX_TAP_MTU);
   const mac = formatMac(parseMac(options.mac ?? randomLocalMac((n) => randomBytes(n))));
-  return new Tap(name, netns, mac, mtu, options.vnetHdr ?? false);
+  const vnetHdr = options.vnetHdr ?? false;
+  return new Tap((onBatch) => native.TapHandle.open(name, netns, mtu, vnetHdr, onBatch), mac, mtu);
+}
+
+/**
+ * Makes a NET device of a TAP descriptor opened elsewhere: by a helper inside a network
+ * namespace this process may not enter, which sent it over a socket (`SCM_RIGHTS`). The device
+ * owns `fd` from then on, also when this throws (`ERR_TAP_OPEN`: not a TAP descriptor). The
+ * kernel side's MTU is left as it is: `mtu` (default 1500) should match it.
+ */
+export function adoptTap(fd: number, options: Omit<TapOptions, 'name' | 'netns' | 'vnetHdr'> = {}): TapDevice {
+  assertInteger(fd, 'fd', 0, 0x7fffffff);
+  const mtu = options.mtu ?? 1500;
+  assertInteger(mtu, 'options.mtu', 68, MAX_TAP_MTU);
+  const mac = formatMac(parseMac(options.mac ?? randomLocalMac((n) => randomBytes(n))));
+  return new Tap((onBatch) => native.TapHandle.adopt(fd, mtu, onBatch), mac, mtu);
 }
 
 class Tap implements TapDevice {
@@ -144,7 +162,7 @@ class Tap implements TapDevice {
   readonly mtu: number;
   readonly name: string;
   readonly vnetHdr: boolean;
-  readonly offloads: TapOffloads;
+  readonly kernelOffloads: TapOffloads;
   /** The longest frame `write` sends (header included with `vnetHdr`). */
   readonly #maxFrame: number;
   /** The shortest: an Ethernet header (after the virtio header with `vnetHdr`). */
@@ -175,18 +193,18 @@ class Tap implements TapDevice {
   #rxBytes = 0;
   #rxUnheard = 0;
 
-  constructor(name: string, netns: string | undefined, mac: string, mtu: number, vnetHdr: boolean) {
+  constructor(open: (onBatch: (frames: Buffer, lengths: Uint32Array) => void) => Handle, mac: string, mtu: number) {
     this.mac = mac;
     this.mtu = mtu;
     try {
-      this.#handle = native.TapHandle.open(name, netns, mtu, vnetHdr, (frames, lengths) => this.#receive(frames, lengths));
+      this.#handle = open((frames, lengths) => this.#receive(frames, lengths));
     } catch (error) {
       throw tapError(error);
     }
     this.name = this.#handle.name;
     this.vnetHdr = this.#handle.vnetHdr;
     const bits = this.#handle.offloads;
-    this.offloads = Object.freeze({ checksum: (bits & 1) !== 0, tso4: (bits & 2) !== 0, tso6: (bits & 4) !== 0 });
+    this.kernelOffloads = Object.freeze({ checksum: (bits & 1) !== 0, tso4: (bits & 2) !== 0, tso6: (bits & 4) !== 0 });
     this.#maxFrame = this.vnetHdr ? MAX_OFFLOAD_FRAME : mtu + ETHERNET_HEADER_LENGTH;
     this.#minFrame = ETHERNET_HEADER_LENGTH + (this.vnetHdr ? VIRTIO_NET_HDR_LENGTH : 0);
     this.#scratch = Buffer.allocUnsafeSlow(mtu + ETHERNET_HEADER_LENGTH + (this.vnetHdr ? VIRTIO_NET_HDR_LENGTH : 0));
@@ -379,7 +397,7 @@ class VnetHdrDevice implements TapNetDevice {
 
   constructor(tap: TapDevice) {
     this.#tap = tap;
-    const o = tap.offloads;
+    const o = tap.kernelOffloads;
     this.offloads = tap.vnetHdr ? Object.freeze({ checksum: o.checksum, tso4: o.tso4, tso6: o.tso6, maxFrame: MAX_SUPER_FRAME, rxCoalesce: true }) : undefined;
   }
 

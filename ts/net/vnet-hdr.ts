@@ -48,7 +48,7 @@ export interface VirtioNetHdr {
 }
 
 /** A header saying nothing: no offload, checksums complete. */
-export const NO_OFFLOAD: Readonly<VirtioNetHdr> = Object.freeze({
+export const VIRTIO_NET_HDR_NO_OFFLOAD: Readonly<VirtioNetHdr> = Object.freeze({
   flags: 0,
   gsoType: VIRTIO_NET_HDR_GSO_NONE,
   hdrLen: 0,

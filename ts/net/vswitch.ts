@@ -212,6 +212,7 @@ export class VirtualSwitch {
   readonly #clock: Clock;
   readonly #queueLimit: number;
   readonly #ports = new Set<SwitchPort>();
+  readonly #mirrors = new Set<(frame: Buffer, port: number) => void>();
   /** @internal Where ports' large frames are carved from. */
   readonly slab = new FrameSlab();
   /** MAC (as a 48-bit number: no string per frame) → port that last sent from it. */
@@ -318,8 +319,23 @@ export class VirtualSwitch {
     for (const [mac, p] of this.#table) if (p === port) this.#table.delete(mac);
   }
 
+  /**
+   * Calls `onFrame` with every frame a port writes, before faults apply (what the port put on the
+   * wire), and the writing port's id; the frame must not be kept past the call. Super-frames are
+   * shown as the real frames they stand for, so a capture looks like the wire. Returns a function
+   * that stops it. The dashboard's capture button uses this.
+   */
+  mirror(onFrame: (frame: Buffer, port: number) => void): () => void {
+    this.#mirrors.add(onFrame);
+    return () => void this.#mirrors.delete(onFrame);
+  }
+
   /** @internal Forwards a frame written by `from` (with the offload metadata it may carry). */
   forward(from: SwitchPort, frame: Buffer, offload?: FrameOffload): void {
+    if (this.#mirrors.size > 0) {
+      const pieces = offload ? realFrames(frame, offload) : [frame];
+      for (const mirror of this.#mirrors) for (const piece of pieces) mirror(piece, from.id);
+    }
     // Learn the source unless it is a group address (a forged multicast source must not stick).
     if ((frame[6]! & 1) === 0) this.#table.set(frame.readUIntBE(6, 6), from);
     const multicast = (frame[0]! & 1) === 1;

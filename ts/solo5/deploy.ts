@@ -36,6 +36,7 @@ import {
 } from './host.js';
 import { type Solo5Abi, type Solo5ImageInfo, inspectSolo5Image } from './image.js';
 import type { Solo5Manifest } from './manifest.js';
+import { type NamespaceMode, type RunHooks, type UserNetAttachment, UserNetwork, hasNetAdmin, mirageNetArgs, userNetCommand, userNetTap } from './user-net.js';
 
 /** Targets Morgana can deploy. */
 export type DeployTarget = 'hvt' | 'spt' | 'virtio';
@@ -76,6 +77,19 @@ export interface DeployOptions {
   memoryMB?: number;
   /** Network devices: their names must equal the manifest's NET_BASIC devices. */
   nets?: NetAttachment[];
+  /**
+   * NET devices on Morgana's user-mode gateway (no TAP or bridge on the host; see
+   * {@link UserNetAttachment}): the tender then runs in a network namespace of its own.
+   */
+  userNets?: UserNetAttachment[];
+  /**
+   * How the user-mode networks' namespace is made: `'user'` (a user namespace too: no root
+   * needed), `'net'` (a network namespace only: needs CAP_NET_ADMIN), `'auto'` (default:
+   * `'net'` when this process has CAP_NET_ADMIN, else `'user'`).
+   */
+  namespace?: NamespaceMode | 'auto';
+  /** virtio under QEMU: `kvm`, `tcg` or `auto` (default: try KVM, fall back to TCG with a warning). */
+  accel?: 'kvm' | 'tcg' | 'auto';
   /** Block devices: their names must equal the manifest's BLOCK_BASIC devices. */
   blocks?: BlockAttachment[];
   /** Guest arguments, escaped so each arrives intact (unless `rawArgs`). */
@@ -106,6 +120,8 @@ export interface DeployOptions {
   dumpcore?: string;
   /** Environment of the tender (default: this process's). */
   env?: NodeJS.ProcessEnv;
+  /** Working directory of the tender (default: this process's). */
+  cwd?: string;
   /** How long `stop()` waits after SIGTERM before SIGKILL, in ms (default 5000). */
   stopTimeoutMs?: number;
   /** KVM device checked for hvt (default `/dev/kvm`). */
@@ -168,9 +184,15 @@ export interface DeployPlan {
   args: string[];
   /** The full command that is spawned (with `ip netns exec` / `setpriv` when applicable). */
   command: string[];
+  /** virtio with `accel: 'auto'` on KVM: the TCG command run if QEMU fails to start with KVM. */
+  fallbackCommand?: string[];
+  /** virtio: the accelerator of `command`. */
+  accel?: 'kvm' | 'tcg';
+  /** Said once when the unikernel starts (e.g. why KVM is not used). */
+  warnings?: string[];
 }
 
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
 function badOption(message: string): never {
   throw new MorganaError('ERR_SOLO5_BAD_OPTION', message);
@@ -208,7 +230,7 @@ function validate(options: DeployOptions): void {
   if (typeof options !== 'object' || options === null) badOption('options must be an object');
   if (typeof options.image !== 'string' || options.image === '') badOption('image must be a path');
   if (options.target !== undefined && !['hvt', 'spt', 'virtio'].includes(options.target)) badOption(`unsupported target '${options.target}' (hvt, spt or virtio)`);
-  if (options.name !== undefined && !NAME_RE.test(options.name)) badOption(`invalid name '${options.name}': 1 to 64 letters, digits, '.', '_' or '-'`);
+  if (options.name !== undefined && !NAME_RE.test(options.name)) badOption(`invalid name '${options.name}': 1 to 128 letters, digits, '.', '_', '-' or ':' (owner path separator)`);
   if (options.memoryMB !== undefined && (!Number.isInteger(options.memoryMB) || options.memoryMB < 1 || options.memoryMB > 65536)) {
     badOption(`memory must be a whole number of MB from 1 to 65536, got ${options.memoryMB}`);
   }
@@ -218,6 +240,17 @@ function validate(options: DeployOptions): void {
     if (n.bridge !== undefined && !validInterfaceName(n.bridge)) badOption(`invalid bridge name '${n.bridge}'`);
     if (n.mac !== undefined) parseMac(n.mac);
   }
+  for (const n of options.userNets ?? []) {
+    if (!/^[A-Za-z0-9]{1,67}$/.test(n.name)) badOption(`invalid net device name '${n.name}'`);
+    if (n.mac !== undefined) parseMac(n.mac);
+  }
+  if (options.userNets?.length) {
+    if (options.netns) badOption('--netns and user-mode networks (--net NAME=user) do not go together: the tender gets a namespace of its own');
+    if (options.user !== undefined) badOption('--user and user-mode networks do not go together (the tender runs in its own user namespace)');
+    if (options.detached) badOption('user-mode networks need the deploying process (their gateway runs in it): not with detached deployments');
+  }
+  if (options.namespace !== undefined && !['auto', 'user', 'net'].includes(options.namespace)) badOption(`namespace must be auto, user or net, got '${options.namespace}'`);
+  if (options.accel !== undefined && !['kvm', 'tcg', 'auto'].includes(options.accel)) badOption(`accel must be kvm, tcg or auto, got '${options.accel}'`);
   const taps = (options.nets ?? []).map((n) => n.tap);
   if (new Set(taps).size !== taps.length) badOption('two network devices use the same TAP');
   for (const b of options.blocks ?? []) {
@@ -253,12 +286,14 @@ export async function planDeployment(options: DeployOptions): Promise<DeployPlan
   if (target !== imageTarget) throw new MorganaError('ERR_SOLO5_TARGET_MISMATCH', `image is built for ${imageTarget}, not ${target}`);
   const bad = info.manifest.devices.find((d) => d.type === '<undefined type>');
   if (bad) throw new MorganaError('ERR_SOLO5_BAD_MANIFEST', `manifest device '${bad.name}' has an unknown type ${bad.typeId}`);
-  const nets = options.nets ?? [];
+  const userNets = options.userNets ?? [];
+  const nets: NetAttachment[] = [...(options.nets ?? []), ...userNets.map((u, i) => ({ name: u.name, tap: userNetTap(i), ...(u.mac ? { mac: u.mac } : {}) }))];
   const blocks = options.blocks ?? [];
   checkDevices(info.manifest, nets, blocks);
   if ((options.gdb || options.gdbPort !== undefined || options.dumpcore) && target !== 'hvt') badOption('--gdb and --dumpcore need the hvt target (solo5-hvt-debug)');
   const name = options.name ?? (path.basename(image).replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9._-]/g, '_').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64) || 'unikernel');
-  const guest = guestArgv(options.args ?? [], { logLevel: options.logLevel, raw: options.rawArgs });
+  const netArgs = userNets[0] ? mirageNetArgs(userNets[0], options.args ?? []) : [];
+  const guest = guestArgv([...netArgs, ...(options.args ?? [])], { logLevel: options.logLevel, raw: options.rawArgs });
 
   const debug = Boolean(options.gdb || options.gdbPort !== undefined || options.dumpcore);
   const wanted = options.tender ?? (target === 'virtio' ? 'qemu-system-x86_64' : `solo5-${target}${debug ? '-debug' : ''}`);
@@ -268,6 +303,9 @@ export async function planDeployment(options: DeployOptions): Promise<DeployPlan
   }
 
   let version: DeployPlan['tenderVersion'];
+  let accel: DeployPlan['accel'];
+  let tcgArgs: string[] | undefined;
+  const warnings: string[] = [];
   const kvm = options.kvmDevice ?? '/dev/kvm';
   let kvmUsable = false;
   try {
@@ -279,7 +317,10 @@ export async function planDeployment(options: DeployOptions): Promise<DeployPlan
   let args: string[];
   if (target === 'virtio') {
     args = ['-m', String(options.memoryMB ?? 128), '-nodefaults', '-machine', 'acpi=off', '-display', 'none', '-serial', 'stdio', '-device', 'isa-debug-exit'];
-    if (kvmUsable) args.unshift('-cpu', 'host', '-enable-kvm');
+    const wanted = options.accel ?? 'auto';
+    if (wanted === 'kvm' && !kvmUsable) throw new MorganaError('ERR_SOLO5_NO_KVM', `--accel kvm: ${kvm} is missing or not readable and writable (use --accel tcg or auto)`);
+    accel = wanted === 'tcg' || !kvmUsable ? 'tcg' : 'kvm';
+    if (wanted === 'auto' && !kvmUsable) warnings.push(`${kvm} is missing or not readable and writable: QEMU runs with TCG (emulation, slower)`);
     nets.forEach((n, i) => {
       args.push('-device', `virtio-net,netdev=n${i},addr=${(2 + i).toString(16)},bus=pci.0${n.mac ? `,mac=${n.mac}` : ''}`);
       args.push('-netdev', `tap,id=n${i},ifname=${n.tap},script=no,downscript=no`);
@@ -290,6 +331,8 @@ export async function planDeployment(options: DeployOptions): Promise<DeployPlan
     });
     args.push('-kernel', image);
     if (guest.length > 0) args.push('-append', guest.join(' ').replace(/,/g, ',,'));
+    if (accel === 'kvm' && wanted === 'auto') tcgArgs = ['-accel', 'tcg', ...args];
+    args.unshift(...(accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg']));
   } else {
     const v = await tenderVersion(tender);
     const kind = /^(solo5-[a-z]+)(?:-debug)? tender/m.exec(v.output)?.[1];
@@ -301,7 +344,8 @@ export async function planDeployment(options: DeployOptions): Promise<DeployPlan
     }
     version = { version: v.version, abi: v.abi };
     if (target === 'hvt' && !kvmUsable) {
-      throw new MorganaError('ERR_SOLO5_NO_KVM', `${kvm} is missing or not readable and writable; hvt needs KVM (try the spt target)`);
+      const who = process.getuid?.() === 0 ? '' : ` by uid ${process.getuid?.()} (add the user to the group owning ${kvm}, e.g. kvm)`;
+      throw new MorganaError('ERR_SOLO5_NO_KVM', `${kvm} is missing or not readable and writable${who}; hvt needs read/write access to KVM (try the spt target, which needs nothing more)`);
     }
     args = [];
     if (options.memoryMB !== undefined) args.push(`--mem=${options.memoryMB}`);
@@ -319,10 +363,31 @@ export async function planDeployment(options: DeployOptions): Promise<DeployPlan
     args.push('--', image, ...guest);
   }
   const user = options.user !== undefined ? await resolveUser(options.user) : undefined;
-  const command = [tender, ...args];
-  if (user && options.netns) command.unshift('setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--');
-  if (options.netns) command.unshift('ip', 'netns', 'exec', options.netns);
-  return { name, image, target, abi: info.abi, manifest: info.manifest, tender, tenderVersion: version, args, command, info, ...(user ? { user } : {}) };
+  const mode = options.namespace === undefined || options.namespace === 'auto' ? (hasNetAdmin() ? 'net' : 'user') : options.namespace;
+  const wrap = async (tenderArgs: string[]): Promise<string[]> => {
+    let command = [tender, ...tenderArgs];
+    if (userNets.length > 0) command = await userNetCommand(userNets.length, mode, command);
+    if (user && options.netns) command.unshift('setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--');
+    if (options.netns) command.unshift('ip', 'netns', 'exec', options.netns);
+    return command;
+  };
+  const command = await wrap(args);
+  return {
+    name,
+    image,
+    target,
+    abi: info.abi,
+    manifest: info.manifest,
+    tender,
+    tenderVersion: version,
+    args,
+    command,
+    ...(tcgArgs ? { fallbackCommand: await wrap(tcgArgs) } : {}),
+    ...(accel ? { accel } : {}),
+    ...(warnings.length ? { warnings } : {}),
+    info,
+    ...(user ? { user } : {}),
+  };
 }
 
 /** Provisions TAPs, bridges and block images; on failure undoes what it did and rethrows. */
@@ -415,10 +480,22 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
   #final = false;
   #user: { uid: number; gid: number } | undefined;
   #poll: NodeJS.Timeout | undefined;
+  #hooks: RunHooks | undefined;
+  /** QEMU failed to start with KVM and runs with TCG now. */
+  #fellBack = false;
+  /** The guest wrote to its console in this run (QEMU got past its start-up). */
+  #sawStdout = false;
+  #warned = false;
+
+  /** The user-mode gateways (`userNets`), in the order of the attachments. */
+  get gateways(): UserNetwork['gateways'] {
+    return this.#hooks instanceof UserNetwork ? this.#hooks.gateways : [];
+  }
 
   /** @internal Use {@link deployUnikernel}. */
-  constructor(options: DeployOptions, plan: DeployPlan, provisioned: Provisioned, user?: { uid: number; gid: number }) {
+  constructor(options: DeployOptions, plan: DeployPlan, provisioned: Provisioned, user?: { uid: number; gid: number }, hooks?: RunHooks) {
     super();
+    this.#hooks = hooks;
     this.#options = options;
     this.plan = plan;
     this.name = plan.name;
@@ -512,6 +589,7 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
   }
 
   #line(stream: 'stdout' | 'stderr', line: string, truncated: boolean): void {
+    if (stream === 'stdout') this.#sawStdout = true;
     const entry: ConsoleLine = { time: Date.now(), stream, line, ...(truncated ? { truncated: true } : {}) };
     this.#ring.push(entry);
     if (stream === 'stderr') {
@@ -524,7 +602,12 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
 
   /** @internal Starts (or restarts) the tender; resolves once it is spawned. */
   async start(): Promise<void> {
-    const [cmd, ...args] = this.plan.command as [string, ...string[]];
+    const [cmd, ...args] = (this.#fellBack && this.plan.fallbackCommand ? this.plan.fallbackCommand : this.plan.command) as [string, ...string[]];
+    if (!this.#warned) {
+      this.#warned = true;
+      for (const w of this.plan.warnings ?? []) this.#line('stderr', `morgana: ${w}`, false);
+    }
+    this.#sawStdout = false;
     const detached = Boolean(this.#options.detached);
     let stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe'];
     let fd: number | undefined;
@@ -533,13 +616,16 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
       this.#tailOffset = fstatSync(fd).size;
       stdio = ['ignore', fd, fd];
     }
+    const extra = this.#hooks?.prepare() ?? [];
     const child = spawn(cmd, args, {
-      stdio: stdio as ('ignore' | 'pipe')[],
+      stdio: [...stdio, ...extra] as ('ignore' | 'pipe')[],
       env: this.#options.env ?? process.env,
+      ...(this.#options.cwd ? { cwd: this.#options.cwd } : {}),
       detached,
       ...(this.#user && !this.#options.netns ? { uid: this.#user.uid, gid: this.#user.gid } : {}),
     });
     if (fd !== undefined) closeSync(fd);
+    for (const e of extra) closeSync(e);
     this.#stderrTail = [];
     await new Promise<void>((resolve) => {
       child.once('spawn', () => resolve());
@@ -571,10 +657,28 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
     }
     child.once('close', (code, signal) => {
       for (const s of splitters) s.end();
-      this.#child = undefined;
-      this.#pid = undefined;
-      this.#ended(classifyExit(code, signal, this.#stopRequested || this.#restartRequested, this.#stderrTail.join('\n')));
+      const ended = this.#hooks?.ended() ?? Promise.resolve();
+      void ended.then(() => {
+        this.#child = undefined;
+        this.#pid = undefined;
+        const requested = this.#stopRequested || this.#restartRequested;
+        let exit = classifyExit(code, signal, requested, this.#stderrTail.join('\n'));
+        if (this.plan.target === 'virtio' && !requested && exit.failed && !this.#sawStdout) {
+          // QEMU never got the guest going: say why, in QEMU's words, not "killed by SIGABRT".
+          const tail = this.#stderrTail.filter((l) => !l.startsWith('morgana:'));
+          const why = [...tail].reverse().find((l) => /error|fail|qemu/i.test(l)) ?? tail.at(-1) ?? exit.description;
+          if (this.plan.fallbackCommand && !this.#fellBack) {
+            this.#fellBack = true;
+            this.#line('stderr', `morgana: QEMU failed to start with KVM (${why}); falling back to TCG (emulation, slower)`, false);
+            void this.start();
+            return;
+          }
+          exit = { ...exit, kind: 'tender-error', description: `QEMU failed to start${this.plan.accel ? ` (${this.#fellBack ? 'tcg' : this.plan.accel})` : ''}: ${why} (${exit.signal ? `killed by ${exit.signal}` : `exit ${exit.code}`})` };
+        }
+        this.#ended(exit);
+      });
     });
+    await this.#hooks?.spawned(child);
     this.emit('start', child.pid);
   }
 
@@ -584,8 +688,11 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
     if (this.#poll) return;
     const splitter = new LineSplitter((line, truncated) => this.#line('stdout', line, truncated), this.#options.maxLineLength ?? 4096);
     let busy = false;
-    const read = async (): Promise<void> => {
-      if (busy) return;
+    // Reads are chained, never skipped: the final drain after the exit must run after a poll
+    // that may be reading already, or the last lines (written just before the exit) are lost.
+    let last: Promise<void> = Promise.resolve();
+    const read = (): Promise<void> => (last = last.then(readOnce));
+    const readOnce = async (): Promise<void> => {
       busy = true;
       try {
         const fh = await open(file, 'r');
@@ -611,7 +718,7 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
     };
     // Start at the current end: only new output is captured.
     void read();
-    this.#poll = setInterval(() => void read(), 200);
+    this.#poll = setInterval(() => void (busy || read()), 200);
     this.#poll.unref();
     const onExit = (_e: ExitInfo, final: boolean): void => {
       if (!final) return;
@@ -684,6 +791,7 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
     } catch (error) {
       if (this.listenerCount('cleanupError') > 0) this.emit('cleanupError', error as Error);
     }
+    if (this.#hooks) await this.#hooks.close().catch((error: Error) => this.listenerCount('cleanupError') > 0 && this.emit('cleanupError', error));
     if (this.#drain) await this.#drain;
     if (this.#log) await new Promise<void>((resolve) => this.#log!.end(() => resolve()));
     this.#resolveExited(exit);
@@ -699,7 +807,14 @@ export async function deployUnikernel(options: DeployOptions): Promise<Unikernel
   const plan = await planDeployment(options);
   const provisioned = await provisionDevices(options, plan.user);
   const { info: _info, user, ...rest } = plan;
-  const uk = new Unikernel(options, rest, provisioned, user);
+  let network: UserNetwork | undefined;
+  try {
+    if (options.userNets?.length) network = await UserNetwork.start(options.userNets);
+  } catch (error) {
+    await releaseDevices(provisioned, options.netns).catch(() => {});
+    throw error;
+  }
+  const uk = new Unikernel(options, rest, provisioned, user, network);
   await uk.start();
   return uk;
 }

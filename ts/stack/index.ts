@@ -21,7 +21,7 @@ import { Ipv6Layer, type Ipv6Stats, ipv6Bytes, isMulticast, isUnspecified } from
 import { Mld, type MldOptions, type MldStats } from './mld.js';
 import { Ndp, type NdpOptions, type NdStats, type RouterAdvertisementOptions } from './ndp.js';
 import { Slaac, type SlaacOptions, type SlaacStats } from './slaac.js';
-import { Tcp, type TcpOptions, type TcpStats } from './tcp.js';
+import { Tcp, type TcpOptions, type TcpStats, validateTcpOptions } from './tcp.js';
 import { Udp, type UdpStats } from './udp.js';
 
 /**
@@ -115,7 +115,7 @@ export interface StackOptions {
    * (counted) unless `maxFragments` is raised.
    */
   reassembly?: ReassemblerOptions;
-  /** TCP settings (buffers, timers). */
+  /** TCP settings (buffers, timers), each checked against its range (`ERR_OUT_OF_RANGE`). */
   tcp?: TcpOptions;
 }
 
@@ -209,6 +209,7 @@ export async function createStack(options: StackOptions): Promise<Stack> {
   if (options.ttl !== undefined && (!Number.isInteger(options.ttl) || options.ttl < 1 || options.ttl > 255)) {
     throw new OutOfRangeError(`ttl must be 1..255, got ${options.ttl}`);
   }
+  validateTcpOptions(options.tcp);
 
   const interfaces: Ipv4Interface[] = configs.map(({ net, ipv4 }) => {
     const { address, prefix } = parseCidr(ipv4);

@@ -449,6 +449,11 @@ export interface NdpListeners {
   prefix?: (iface: Ipv6Interface, prefix: PrefixInformation) => void;
   /** Evidence that a tentative address of ours is in use elsewhere (RFC 4862 §5.4.3/§5.4.4). */
   duplicate?: (iface: Ipv6Interface, target: Buffer) => void;
+  /**
+   * Router discovery on `iface` ended: the first router advertisement was processed (its
+   * prefixes already passed to `prefix`), or the last solicitation went unanswered.
+   */
+  routerDiscoveryDone?: (iface: Ipv6Interface) => void;
 }
 
 /** Neighbor Discovery for all interfaces of a stack. */
@@ -649,6 +654,8 @@ export class Ndp {
       s.rsTimer = this.clock.setTimer(delay, () => {
         if (this.#closed || s.raReceived || s.rsSent >= MAX_RTR_SOLICITATIONS) {
           s.rsTimer = undefined;
+          // No advertisement within RTR_SOLICITATION_INTERVAL of the last solicitation: no router.
+          if (!s.raReceived) for (const l of this.#listeners) l.routerDiscoveryDone?.(iface);
           return;
         }
         s.rsSent++;
@@ -899,6 +906,7 @@ export class Ndp {
     if (!ra) return;
     this.#stats.routerAdvertisementsReceived++;
     if (!this.#accept || s.router) return;
+    const first = !s.raReceived;
     s.raReceived = true;
     s.rsTimer?.cancel();
     s.rsTimer = undefined;
@@ -926,6 +934,18 @@ export class Ndp {
     if (ra.options.sourceLinkLayer) s.cache.learn(src, ra.options.sourceLinkLayer, true);
     else s.cache.markRouter(src);
     this.#applyOptions(iface, ra.options, now);
+    if (first) for (const l of this.#listeners) l.routerDiscoveryDone?.(iface);
+  }
+
+  /**
+   * Whether router discovery on `iface` may still bring prefixes: not yet started (the
+   * link-local address is in DAD) or soliciting. False once an advertisement arrived, the
+   * solicitations went unanswered, or advertisements are not accepted (routers, static setups).
+   */
+  routerDiscoveryPending(iface: Ipv6Interface): boolean {
+    const s = this.#nd(iface);
+    if (!this.#accept || iface.isRouter || s.router || s.raReceived || this.#closed) return false;
+    return !s.rsStarted || s.rsTimer !== undefined;
   }
 
   #applyOptions(iface: Ipv6Interface, options: NdOptions, now: number): void {

@@ -184,6 +184,7 @@ export class Slaac {
     ndp.listen({
       prefix: (iface, p) => this.#onPrefix(iface, p),
       duplicate: (iface, target) => this.#onDuplicate(iface, target),
+      routerDiscoveryDone: () => this.#wakeSettled(),
     });
   }
 
@@ -214,12 +215,25 @@ export class Slaac {
   }
 
   /**
-   * Resolves once no address is tentative (every DAD finished). Rejects with
-   * `ERR_IPV6_DUPLICATE_ADDRESS` when a static address turned out to be in use elsewhere.
+   * Resolves once autoconfiguration is done: router discovery ended (an advertisement arrived
+   * and the addresses of its prefixes were formed, or the solicitations went unanswered, about
+   * 13 s after start: then there are definitively no SLAAC addresses) and no address is
+   * tentative (every DAD finished). With `{ dadOnly: true }` only the second: the addresses
+   * configured so far are usable. Rejects with `ERR_IPV6_DUPLICATE_ADDRESS` when a static
+   * address turned out to be in use elsewhere. While pending it keeps the process alive (the
+   * stack's own timers do not).
    */
-  async settled(): Promise<void> {
-    while (!this.#closed && [...this.#managed.values()].some((m) => m.entry.state === 'tentative')) {
-      await new Promise<void>((resolve) => this.#settledWaiters.push(resolve));
+  async settled(options: { dadOnly?: boolean } = {}): Promise<void> {
+    const pending = () =>
+      [...this.#managed.values()].some((m) => m.entry.state === 'tentative') ||
+      (!options.dadOnly && this.#autoconf && this.#ip.interfaces.some((iface) => this.#ndp.routerDiscoveryPending(iface)));
+    if (!this.#closed && pending()) {
+      const keepAlive = setInterval(() => {}, 1 << 30);
+      try {
+        while (!this.#closed && pending()) await new Promise<void>((resolve) => this.#settledWaiters.push(resolve));
+      } finally {
+        clearInterval(keepAlive);
+      }
     }
     const duplicate = [...this.#managed.values()].find((m) => m.entry.origin === 'static' && m.entry.state === 'duplicated');
     if (duplicate) {

@@ -16,10 +16,12 @@
  * touched only to hand it data (`send`) or take data (`recv`).
  * @module
  */
+import { KeepAlive } from './keep-alive.js';
+import { TcpServer } from './tcp-server.js';
 import { Duplex } from 'node:stream';
 import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
-import { MorganaError, assertInteger } from '../errors.js';
+import { InvalidArgumentError, MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
 import { native } from '../native.js';
 import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_TCPV4, GSO_TCPV6 } from '../net/device.js';
 import { tsoMax } from './ip-output.js';
@@ -125,6 +127,51 @@ export interface TcpOptions {
   congestionControl?: TcpCongestionControl;
 }
 
+/**
+ * The range of each numeric {@link TcpOptions} field. Buffers: from 1 KiB to 1 GiB (the largest
+ * window RFC 7323's scale 14 can offer); delayed ACK at most 500 ms (RFC 1122 §4.2.3.2).
+ */
+const TCP_OPTION_RANGES: Readonly<Record<string, readonly [number, number]>> = {
+  sendBuffer: [1024, 1 << 30],
+  recvBuffer: [1024, 1 << 30],
+  maxOutOfOrder: [0, 65_535],
+  rtoInitialMs: [1, 3_600_000],
+  rtoMinMs: [1, 3_600_000],
+  rtoMaxMs: [1, 3_600_000],
+  timeWaitMs: [0, 3_600_000],
+  delayedAckMs: [0, 500],
+  synRetries: [0, 255],
+  dataRetries: [0, 255],
+  maxConnections: [1, 0xffff_ffff],
+  challengeAckLimit: [0, 0xffff_ffff],
+};
+const TCP_BOOLEAN_OPTIONS = ['timestamps', 'synCookies'];
+
+/**
+ * Checks {@link TcpOptions} before the engine sees them: unknown fields, numbers outside their
+ * range (`ERR_OUT_OF_RANGE` naming the option and its range), wrong types. `createStack` calls it
+ * before building anything.
+ * @internal
+ */
+export function validateTcpOptions(options: unknown): asserts options is TcpOptions | undefined {
+  if (options === undefined) return;
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('tcp options must be an object');
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined) continue;
+    const range = TCP_OPTION_RANGES[key];
+    if (range) assertInteger(value, `tcp.${key}`, range[0], range[1]);
+    else if (TCP_BOOLEAN_OPTIONS.includes(key)) {
+      if (typeof value !== 'boolean') throw new InvalidArgumentError(`tcp.${key} must be a boolean, got ${typeof value}`);
+    } else if (key === 'congestionControl') assertCongestionControl(value);
+    else {
+      const hint = key === 'mtu' ? ' (the MSS follows the interface MTU)' : '';
+      throw new MorganaError('ERR_INVALID_ARG_VALUE', `unknown TCP option tcp.${key}${hint}`);
+    }
+  }
+  const { rtoMinMs = 200, rtoMaxMs = 60_000 } = options as TcpOptions;
+  if (rtoMinMs > rtoMaxMs) throw new OutOfRangeError(`tcp.rtoMinMs (${rtoMinMs}) must not exceed tcp.rtoMaxMs (${rtoMaxMs})`);
+}
+
 /** The congestion control algorithms of the engine. */
 export type TcpCongestionControl = 'newreno' | 'cubic';
 
@@ -168,6 +215,11 @@ export interface TcpConnectOptions {
   congestionControl?: TcpCongestionControl;
   /** Keep the write side open after the peer's FIN (default false, like `net`). */
   allowHalfOpen?: boolean;
+  /**
+   * Milliseconds to wait for the handshake (default: none, the engine's SYN retransmissions
+   * decide). When they pass, the attempt is aborted and the promise rejects with `ETIMEDOUT`.
+   */
+  timeout?: number;
 }
 
 /** Engine counters plus the glue's. */
@@ -176,18 +228,10 @@ export interface TcpStats extends ReturnType<NativeEngine['stats']> {
   sendFailures: number;
 }
 
-/** A listening port. */
-export interface TcpServer {
-  readonly port: number;
-  /** The families it accepts: `'IPv4'`, `'IPv6'` or `'dual'`. */
-  readonly family: 'IPv4' | 'IPv6' | 'dual';
-  /** Stops accepting; established connections stay. */
-  close(): void;
-}
-
 interface Listener {
   onConnection: (conn: TcpConnection) => void;
   allowHalfOpen: boolean;
+  server: TcpServer;
 }
 
 /** The engine's listen family argument: 0 dual-stack, 4, 6. */
@@ -235,11 +279,12 @@ export class Tcp {
     this.#random = random;
     const key = Buffer.alloc(16);
     for (let i = 0; i < 16; i += 4) key.writeUInt32BE(random() >>> 0, i);
-    if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
+    validateTcpOptions(options);
+    assertInteger(mtu, 'the interface MTU', 68, 65_535);
     // Super-segments (generic segmentation offload) when some interface takes TCP super-frames;
     // they are cut in Rust for any path that does not.
     const gsoMax = ip.interfaces.some((i) => tsoMax(i.eth, 4) > 0 || tsoMax(i.eth, 6) > 0) ? GSO_MAX : 0;
-    this.engine = new native.NativeTcpEngine({ mtu, ...options, gsoMax }, key);
+    this.engine = new native.NativeTcpEngine({ ...options, mtu, gsoMax }, key);
     ip.on(PROTO_TCP, (d) => this.#receive(d));
     ip.onIcmpError(PROTO_TCP, (report) => this.#icmpError(report));
   }
@@ -432,6 +477,7 @@ export class Tcp {
       }
       const conn = new TcpConnection(this, handle, listener.allowHalfOpen);
       this.#conns.set(handle, conn);
+      listener.server._accepted(conn);
       listener.onConnection(conn);
       return;
     }
@@ -506,19 +552,16 @@ export class Tcp {
     const family: ListenFamily = host === '0.0.0.0' ? 4 : options.ipv6Only ? 6 : 0;
     const result = this.engine.listen(port, backlog, family);
     if (result < 0) throw engineFailure(result, `listen on port ${port}`);
-    const listener: Listener = { onConnection, allowHalfOpen: options.allowHalfOpen ?? false };
+    const server = new TcpServer(port, family === 4 ? 'IPv4' : family === 6 ? 'IPv6' : 'dual', () => {
+      let open = false;
+      if (this.#listeners4.get(port) === listener) open = this.#listeners4.delete(port);
+      if (this.#listeners6.get(port) === listener) open = this.#listeners6.delete(port);
+      if (open) this.engine.unlisten(port, family);
+    });
+    const listener: Listener = { onConnection, allowHalfOpen: options.allowHalfOpen ?? false, server };
     if (family !== 6) this.#listeners4.set(port, listener);
     if (family !== 4) this.#listeners6.set(port, listener);
-    return {
-      port,
-      family: family === 4 ? 'IPv4' : family === 6 ? 'IPv6' : 'dual',
-      close: () => {
-        let open = false;
-        if (this.#listeners4.get(port) === listener) open = this.#listeners4.delete(port);
-        if (this.#listeners6.get(port) === listener) open = this.#listeners6.delete(port);
-        if (open) this.engine.unlisten(port, family);
-      },
-    };
+    return server;
   }
 
   /**
@@ -533,12 +576,26 @@ export class Tcp {
       try {
         if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
         assertInteger(port, 'port', 1, 65_535);
+        if (options.timeout !== undefined) assertInteger(options.timeout, 'timeout', 1, 0x7fff_ffff);
         if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
         const handle = this.#open(host, port, options.localPort);
         if (options.congestionControl !== undefined) this.engine.setCongestionControl(handle, options.congestionControl);
         const conn = new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
         this.#conns.set(handle, conn);
-        this.#connecting.set(handle, { resolve, reject });
+        if (options.timeout === undefined) this.#connecting.set(handle, { resolve, reject });
+        else {
+          const timer = this.clock.setTimer(options.timeout, () => {
+            if (this.#connecting.get(handle) !== pending) return;
+            this.#connecting.delete(handle);
+            conn.destroy();
+            reject(new MorganaError('ETIMEDOUT', `connect to ${formatEndpoint(conn.remoteAddress, conn.remotePort)} timed out after ${options.timeout} ms (no answer to the SYN: is the host up and the address right?)`));
+          });
+          const pending: PendingConnect = {
+            resolve: (c) => (timer.cancel(), resolve(c)),
+            reject: (e) => (timer.cancel(), reject(e)),
+          };
+          this.#connecting.set(handle, pending);
+        }
         this.schedule();
       } catch (error) {
         reject(error);
@@ -596,6 +653,11 @@ export class Tcp {
   }
 
   /** Counters (engine and glue). */
+  /** The open connections (accepted and connected, not yet closed), for views like `ss`. */
+  connections(): TcpConnection[] {
+    return [...this.#conns.values()];
+  }
+
   stats(): TcpStats {
     return { ...this.engine.stats(), sendFailures: this.#sendFailures };
   }
@@ -609,8 +671,10 @@ export class Tcp {
     this.#closed = true;
     this.#timer?.cancel();
     this.#timer = undefined;
+    const servers = new Set([...this.#listeners4.values(), ...this.#listeners6.values()].map((l) => l.server));
     this.#listeners4.clear();
     this.#listeners6.clear();
+    for (const server of servers) server._stackClosed();
     for (const [handle, pending] of [...this.#connecting]) {
       const conn = this.#conns.get(handle);
       const to = conn ? ` to ${formatEndpoint(conn.remoteAddress, conn.remotePort)}` : '';
@@ -651,10 +715,14 @@ export class TcpConnection extends Duplex {
   #bytesWritten = 0;
   #idleMs = 0;
   #idleTimer: Timer | undefined;
+  /** An open connection keeps the process alive, as a `net.Socket` does (see keep-alive.ts). */
+  readonly #keepAlive = new KeepAlive();
+  #hadError = false;
 
   /** @internal */
   constructor(tcp: Tcp, handle: number, allowHalfOpen: boolean, connecting = false) {
     super({ allowHalfOpen, decodeStrings: true });
+    this.once('close', () => this.#keepAlive.release());
     this.#tcp = tcp;
     this.handle = handle;
     this.connecting = connecting;
@@ -742,13 +810,15 @@ export class TcpConnection extends Duplex {
     }
   }
 
-  /** No-ops, for `net.Socket` compatibility. */
+  /** Keeps the process alive while the connection is open (the default, as `net.Socket`). */
   ref(): this {
+    this.#keepAlive.ref();
     return this;
   }
 
-  /** No-ops, for `net.Socket` compatibility. */
+  /** Lets the process exit while the connection is still open. */
   unref(): this {
+    this.#keepAlive.unref();
     return this;
   }
 
@@ -826,6 +896,9 @@ export class TcpConnection extends Duplex {
     if (this.#peerEnded && !this.#endPushed && (this.#engineGone || engine.readable(this.handle) === 0)) {
       this.#endPushed = true;
       this.push(null);
+      // As net.Socket does on EOF: with nothing left unread, 'end' comes now even if nobody
+      // reads, so a connection that is ended on both sides closes (and its server can close).
+      if (this.readableLength === 0) this.read(0);
     }
   }
 
@@ -854,7 +927,14 @@ export class TcpConnection extends Duplex {
     this.destroy(error);
   }
 
+  /** `'close'` carries `hadError`, as `net.Socket`'s does (a stream's own 'close' has no argument). */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'close' && args.length === 0) return super.emit('close', this.#hadError);
+    return super.emit(event, ...args);
+  }
+
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (error) this.#hadError = true;
     this.#idleTimer?.cancel();
     if (!this.#engineGone) {
       this.#engineGone = true;
@@ -874,3 +954,5 @@ export class TcpConnection extends Duplex {
     callback(error);
   }
 }
+
+export { TcpServer };

@@ -17,6 +17,11 @@ const PENDING: u32 = 1;
 /// Dropped; the stats say why.
 const DROPPED: u32 = 2;
 
+/// `push_batch`: the datagram a packet completed did not fit in `out`; it is held for `take`.
+const NOT_WRITTEN: u32 = u32::MAX;
+/// `push_batch` places completed datagrams in `out` at multiples of this.
+const OUT_ALIGN: usize = 8;
+
 /// What `NativeIpv6Reassembler.push` returns for an atomic fragment (used as it is).
 const ATOMIC: u32 = 3;
 /// Dropped, with an ICMPv6 Parameter Problem due (queued as a report unless not allowed).
@@ -88,6 +93,72 @@ impl NativeReassembler {
     #[napi]
     pub fn take(&mut self, #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>) -> u32 {
         self.inner.take_ready(out).map_or(0, |len| len as u32)
+    }
+
+    /// `push` for many packets in one call: packet `i` is `data[spans[2i] .. spans[2i] +
+    /// spans[2i+1]]`, for `i` from `first` to `end - 1`. For each, `results[2i]` gets what `push`
+    /// returns; a completed datagram (from 20 up) is written into `out` at `results[2i+1]`
+    /// (from `out_at` on, at multiples of 8). When one does not fit, `results[2i+1]` is
+    /// `0xffffffff`, the datagram is held for `take`, and the call stops there: it returns the
+    /// index after the last packet it took (`end` when it took them all). Throws, before taking
+    /// any packet, when a span lies outside `data` or the arrays are too short.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_batch(
+        &mut self,
+        data: &[u8],
+        #[napi(ts_arg_type = "Uint32Array")] spans: U32sMut<'_>,
+        first: u32,
+        end: u32,
+        now_ms: f64,
+        #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
+        out_at: u32,
+        #[napi(ts_arg_type = "Uint32Array")] results: U32sMut<'_>,
+    ) -> napi::Result<u32> {
+        let (first, end) = (first as usize, end as usize);
+        if first > end || spans.len() < 2 * end || results.len() < 2 * end {
+            return Err(napi::Error::new(
+                napi::Status::InvalidArg,
+                format!("packets {first}..{end} need {} span and result entries", 2 * end),
+            ));
+        }
+        for i in first..end {
+            let (at, len) = (spans[2 * i] as usize, spans[2 * i + 1] as usize);
+            if at.checked_add(len).is_none_or(|stop| stop > data.len()) {
+                return Err(napi::Error::new(
+                    napi::Status::InvalidArg,
+                    format!("packet {i} ({len} bytes at {at}) lies outside the {}-byte data", data.len()),
+                ));
+            }
+        }
+        let now = millis(now_ms);
+        let mut cursor = (out_at as usize).next_multiple_of(OUT_ALIGN);
+        for i in first..end {
+            let at = spans[2 * i] as usize;
+            let packet = &data[at..at + spans[2 * i + 1] as usize];
+            let (status, place) = match self.inner.push_ready(packet, now) {
+                Outcome::Ready(len) => {
+                    match out.get_mut(cursor..).and_then(|room| self.inner.take_ready(room)) {
+                        Some(written) => {
+                            let place = cursor;
+                            cursor = (cursor + written).next_multiple_of(OUT_ALIGN);
+                            (len as u32, place as u32)
+                        }
+                        None => {
+                            results[2 * i] = len as u32;
+                            results[2 * i + 1] = NOT_WRITTEN;
+                            return Ok(i as u32 + 1);
+                        }
+                    }
+                }
+                Outcome::NotFragment => (NOT_FRAGMENT, 0),
+                Outcome::Pending => (PENDING, 0),
+                Outcome::Dropped => (DROPPED, 0),
+            };
+            results[2 * i] = status;
+            results[2 * i + 1] = place;
+        }
+        Ok(end as u32)
     }
 
     /// Drops datagrams past their timeout; returns how many.

@@ -2,6 +2,7 @@
 //! JS fills in place (`txSlab` + `commit`) or copies into (`write`); and the reader thread's
 //! batches delivered to a JS callback through one bounded threadsafe function call per wake-up.
 
+use morgana_tap::fdpass::{self, Received};
 use morgana_tap::{
     Batch, Delivery, Reader, ReaderConfig, Refused, Slab, Tap, TapOptions, Writer, WriterConfig, WriterStats,
     MAX_OFFLOAD_FRAME,
@@ -10,6 +11,7 @@ use napi::bindgen_prelude::{Buffer, BufferSlice, FnArgs, Function, Uint32Array};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{CleanupEnvHook, Env, Error, Result, Status};
 use napi_derive::napi;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Batches handed to the JS thread and not yet taken up, at most. Beyond that the reader keeps
@@ -139,6 +141,31 @@ impl TapHandle {
         let options = TapOptions { name: &name, netns: netns.as_deref(), mtu: Some(mtu), vnet_hdr };
         let tap = Tap::open(&options)
             .map_err(|e| Error::new(Status::GenericFailure, format!("{}: {e}", e.code())))?;
+        TapHandle::start(env, tap, mtu, on_batch)
+    }
+
+    /// Like `open`, for a TAP descriptor opened elsewhere (received with `tapReceiveFds`): this
+    /// handle owns `fd` from then on (also when adopting fails). The MTU is not set on the
+    /// kernel side, only used for the rings.
+    #[napi(factory)]
+    pub fn adopt(
+        env: Env,
+        fd: i32,
+        mtu: u32,
+        on_batch: Function<FnArgs<(Buffer, Uint32Array)>, ()>,
+    ) -> Result<TapHandle> {
+        let fd = owned_fd(fd)?;
+        let tap =
+            Tap::adopt(fd).map_err(|e| Error::new(Status::GenericFailure, format!("{}: {e}", e.code())))?;
+        TapHandle::start(env, tap, mtu, on_batch)
+    }
+
+    fn start(
+        env: Env,
+        tap: Tap,
+        mtu: u32,
+        on_batch: Function<FnArgs<(Buffer, Uint32Array)>, ()>,
+    ) -> Result<TapHandle> {
         let tsfn: Arc<BatchTsfn> = Arc::new(
             on_batch
                 .build_threadsafe_function::<Batch>()
@@ -362,5 +389,61 @@ impl Drop for TapHandle {
         // Dropping the writer flushes and joins it.
         self.writer = None;
         shutdown(&self.running);
+    }
+}
+
+/// Takes ownership of a descriptor number JS handed over.
+fn owned_fd(fd: i32) -> Result<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) only queries the descriptor table.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(Error::new(Status::InvalidArg, format!("ERR_TAP_OPEN: {fd} is not an open descriptor")));
+    }
+    // SAFETY: the caller hands this open descriptor over and uses it no more.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A connected pair of `SOCK_SEQPACKET` UNIX sockets, close-on-exec: `[parent, child]`
+/// descriptor numbers, owned by the caller (close them with `fs.closeSync`). Give the child's
+/// to a helper through `spawn`'s stdio; receive what it sends with `tapReceiveFds`.
+#[napi]
+pub fn tap_socket_pair() -> Result<Vec<i32>> {
+    let (a, b) = fdpass::socket_pair()
+        .map_err(|e| Error::new(Status::GenericFailure, format!("ERR_TAP_PASS: socketpair: {e}")))?;
+    Ok(vec![a.into_raw_fd(), b.into_raw_fd()])
+}
+
+/// In a helper process inside a network namespace: opens (attaching to) each TAP interface of
+/// `names` there and sends their descriptors, with the names as payload, over `socketFd` in
+/// one message; closes its own copies afterwards.
+#[napi]
+pub fn tap_send_fds(socket_fd: i32, names: Vec<String>) -> Result<()> {
+    let mut taps = Vec::with_capacity(names.len());
+    for name in &names {
+        let tap = Tap::open(&TapOptions { name, netns: None, mtu: None, vnet_hdr: false })
+            .map_err(|e| Error::new(Status::GenericFailure, format!("{}: {e}", e.code())))?;
+        taps.push(tap);
+    }
+    // SAFETY: the descriptor stays open for this call (the caller owns it).
+    let socket = unsafe { BorrowedFd::borrow_raw(socket_fd) };
+    let fds: Vec<BorrowedFd<'_>> = taps.iter().map(|t| t.as_fd()).collect();
+    fdpass::send_fds(socket, &fds, names.join(" ").as_bytes())
+        .map_err(|e| Error::new(Status::GenericFailure, format!("ERR_TAP_PASS: sendmsg: {e}")))
+}
+
+/// Receives, without blocking, what `tapSendFds` sent on `socketFd`: the descriptor numbers
+/// (now owned by the caller: adopt or close them) in the order of the names, or `null` when
+/// nothing has arrived yet. Throws `ERR_TAP_PASS` when the peer closed without sending.
+#[napi]
+pub fn tap_receive_fds(socket_fd: i32) -> Result<Option<Vec<i32>>> {
+    // SAFETY: the descriptor stays open for this call (the caller owns it).
+    let socket = unsafe { BorrowedFd::borrow_raw(socket_fd) };
+    match fdpass::recv_fds(socket) {
+        Ok(Received::Empty) => Ok(None),
+        Ok(Received::Closed) => Err(Error::new(
+            Status::GenericFailure,
+            "ERR_TAP_PASS: the helper closed the socket without sending",
+        )),
+        Ok(Received::Message(_, fds)) => Ok(Some(fds.into_iter().map(|fd| fd.into_raw_fd()).collect())),
+        Err(e) => Err(Error::new(Status::GenericFailure, format!("ERR_TAP_PASS: recvmsg: {e}"))),
     }
 }

@@ -62,11 +62,15 @@
 //!   the work stays where it was, and GRO sees one frame per poll); `IFF_MULTI_QUEUE` (more
 //!   descriptors and threads, for more cores than the two this path keeps busy).
 //!
+//! - [`Tap::adopt`] takes a TAP descriptor opened elsewhere, and [`fdpass`] hands descriptors
+//!   between processes (`SCM_RIGHTS`), for namespaces this process may not enter.
+//!
 //! This crate knows nothing about JavaScript; `morgana-napi` wraps it.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod error;
+pub mod fdpass;
 mod reader;
 mod ring;
 mod sys;

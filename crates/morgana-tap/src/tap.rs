@@ -90,6 +90,17 @@ impl Tap {
         Ok(Tap { fd: Arc::new(fd), name, framing })
     }
 
+    /// Adopts an open TAP descriptor (one received from a helper inside another network
+    /// namespace, see [`crate::fdpass`]): checks it is a TAP (`TUNGETIFF`), learns its name and
+    /// makes it non-blocking. The MTU is left as it is.
+    pub fn adopt(fd: OwnedFd) -> Result<Tap, TapError> {
+        let name = crate::fdpass::tap_name(fd.as_fd())
+            .map_err(|e| TapError::new(TapErrorKind::Open, "adopt: not a TAP descriptor", Some(e)))?;
+        crate::fdpass::set_nonblocking(fd.as_fd())
+            .map_err(|e| TapError::new(TapErrorKind::Open, "adopt: O_NONBLOCK", Some(e)))?;
+        Ok(Tap { fd: Arc::new(fd), name, framing: Framing::default() })
+    }
+
     /// The interface name the kernel assigned.
     pub fn name(&self) -> &str {
         &self.name
@@ -131,6 +142,12 @@ impl Tap {
         F: FnMut(Batch) -> Delivery + Send + 'static,
     {
         Reader::spawn(self.fd.clone(), config, deliver)
+    }
+}
+
+impl AsFd for Tap {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

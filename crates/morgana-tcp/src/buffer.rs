@@ -139,6 +139,11 @@ impl RecvBuffer {
         self.capacity
     }
 
+    /// The most out-of-order ranges held.
+    pub fn max_out_of_order(&self) -> usize {
+        self.max_ooo
+    }
+
     /// Whether out-of-order data is held.
     pub fn has_out_of_order(&self) -> bool {
         !self.ooo.is_empty()

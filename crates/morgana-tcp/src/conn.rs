@@ -1921,3 +1921,45 @@ impl Conn {
         }
     }
 }
+
+impl Conn {
+    /// Checks the invariants the state machine keeps (for fuzzing and tests): the send sequence
+    /// numbers are ordered (SND.UNA ≤ SND.NXT ≤ SND.MAX), what is in flight is in the send
+    /// buffer (plus SYN and FIN), the buffers and the SACK scoreboard stay within their bounds.
+    /// Returns the first violation found.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let fail = |what: &str| Err(format!("{what}: {}", self.summary()));
+        if self.state == State::Closed {
+            return Ok(());
+        }
+        if !seq::le(self.snd_una, self.snd_nxt) || !seq::le(self.snd_nxt, self.snd_max) {
+            return fail("SND.UNA <= SND.NXT <= SND.MAX broken");
+        }
+        let flight = seq::diff(self.snd_max, self.snd_una) as usize;
+        if flight > self.sndbuf.len() + 2 {
+            return fail("more in flight than the send buffer holds");
+        }
+        if self.sndbuf.len() > self.sndbuf.capacity() {
+            return fail("send buffer over its capacity");
+        }
+        if self.rcvbuf.readable() + self.rcvbuf.out_of_order_bytes() > self.rcvbuf.capacity()
+            || self.rcvbuf.out_of_order_blocks().count() > self.rcvbuf.max_out_of_order()
+        {
+            return fail("receive buffer over its bounds");
+        }
+        if self.sacked.len() > MAX_SCOREBOARD {
+            return fail("SACK scoreboard over its bound");
+        }
+        let mut at = self.snd_una;
+        for &(l, r) in self.sacked.ranges() {
+            if !seq::le(at, l) || !seq::lt(l, r) || !seq::le(r, self.snd_max) {
+                return fail("SACK scoreboard not sorted, disjoint, inside SND.UNA..SND.MAX");
+            }
+            at = r;
+        }
+        if self.state.synchronized() && self.cc.cwnd() == 0 {
+            return fail("zero congestion window");
+        }
+        Ok(())
+    }
+}

@@ -767,3 +767,30 @@ impl Engine {
         s
     }
 }
+
+impl Engine {
+    /// Checks the engine's invariants (for fuzzing and tests): every connection's
+    /// ([`Conn::check_invariants`]), the connection table within `max_connections` and agreeing
+    /// with the 4-tuple index, each listener's SYN queue within its backlog. Returns the first
+    /// violation found.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.conns.len() > self.cfg.max_connections {
+            return Err(format!("{} connections, limit {}", self.conns.len(), self.cfg.max_connections));
+        }
+        for (h, conn) in &self.conns {
+            conn.check_invariants().map_err(|e| format!("connection {h}: {e}"))?;
+            if conn.state != State::Closed && self.tuples.get(conn.local, conn.remote) != Some(*h) {
+                return Err(format!("connection {h} is not indexed by its 4-tuple"));
+            }
+        }
+        if self.tuples.v4.len() + self.tuples.v6.len() > self.conns.len() {
+            return Err("the 4-tuple index holds connections that are gone".into());
+        }
+        for (&(port, _), l) in &self.listeners {
+            if l.half_open > l.backlog {
+                return Err(format!("port {port}: {} half-open, backlog {}", l.half_open, l.backlog));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,7 +1,8 @@
 /**
  * Fails (exit 1) when modules import each other in a loop, in `ts/` or inside any crate of
- * `crates/`. A cycle hides which way data and control flow and makes a module impossible to read,
- * test or move alone; see docs/architecture.md for the rooms and which may import which.
+ * `crates/`, or when a folder of `ts/` (a room) imports a room it may not (the rules of
+ * docs/architecture.md, in {@link ROOMS}). A cycle hides which way data and control flow and makes
+ * a module impossible to read, test or move alone; the room rules keep the layers in one order.
  *
  * - TypeScript: every relative `import`/`export … from`/`import()` between files of `ts/`,
  *   type-only imports included (a type cycle is still a knot for the reader).
@@ -10,7 +11,7 @@
  *   (the crate root or a parent that declares it) is not counted: the parent contains the child,
  *   and a child naming its parent's items is the ordinary Rust layout.
  *
- * Usage: `tsx scripts/check-import-cycles.ts [--list]` (`--list` prints every edge).
+ * Usage: `tsx scripts/check-imports.ts [--list]` (`--list` prints every edge).
  * @module
  */
 import { readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
@@ -27,6 +28,58 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const ALLOWED: { files: string[]; why: string }[] = [];
 
 type Graph = Map<string, Set<string>>;
+
+/**
+ * The rooms of `ts/`, lowest first, and the rooms each may import besides itself. A room is a
+ * folder of `ts/`; the files directly in `ts/` are `core`, except `index.ts` (`entry`, the
+ * package root) and `cli.ts` (`cli`). Keep docs/architecture.md in step with this table.
+ * Each room's list names only rooms listed before it, so no two rooms can import each other.
+ */
+export const ROOMS: Readonly<Record<string, readonly string[]>> = {
+  core: [],
+  wire: ['core'],
+  kv: ['core'],
+  metrics: ['core'],
+  net: ['core', 'metrics'],
+  stack: ['core', 'wire', 'metrics', 'net'],
+  dns: ['core', 'wire', 'kv', 'stack'],
+  host: ['core', 'stack'],
+  http: ['core', 'stack', 'dns'],
+  apps: ['core', 'wire', 'net', 'stack', 'dns'],
+  monitor: ['core', 'metrics', 'net', 'stack'],
+  config: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor'],
+  solo5: ['core', 'wire', 'net', 'stack', 'config'],
+  daemon: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'monitor', 'config', 'solo5'],
+  entry: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'daemon', 'config'],
+  commands: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'daemon', 'config', 'entry'],
+  cli: ['core', 'commands'],
+};
+
+/** The room of a file of `ts/` (its path from the repository root). */
+export function roomOf(file: string): string {
+  const parts = file.split('/');
+  if (parts.length > 2) return parts[1]!;
+  if (parts[1] === 'index.ts') return 'entry';
+  if (parts[1] === 'cli.ts') return 'cli';
+  return 'core';
+}
+
+/** Imports between rooms of `ts/` that {@link ROOMS} does not allow, as `from -> to` lines. */
+export function roomViolations(graph: Graph): string[] {
+  const out: string[] = [];
+  for (const [from, tos] of graph) {
+    if (!from.startsWith('ts/')) continue;
+    const room = roomOf(from);
+    const allowed = ROOMS[room];
+    for (const to of tos) {
+      const target = roomOf(to);
+      if (target === room) continue;
+      if (allowed === undefined) out.push(`${from} -> ${to}: room '${room}' is not in ROOMS (scripts/check-imports.ts, docs/architecture.md)`);
+      else if (!allowed.includes(target)) out.push(`${from} -> ${to}: room '${room}' may not import room '${target}'`);
+    }
+  }
+  return out.sort();
+}
 
 function walk(dir: string, ext: string, out: string[] = []): string[] {
   for (const name of readdirSync(dir)) {
@@ -211,9 +264,12 @@ function main(): number {
     failed++;
     console.error(`import cycle of ${component.length} files:\n${edges.join('\n')}`);
   }
+  const violations = roomViolations(graph);
+  for (const v of violations) console.error(`import across rooms not allowed: ${v}`);
+  failed += violations.length;
   const stale = ALLOWED.filter((a) => !found.some((c) => a.files.every((f) => c.includes(f))));
   for (const a of stale) console.log(`allowed cycle is gone, remove it from ALLOWED: ${a.files.join(' <-> ')}`);
-  console.log(`${graph.size} modules checked (ts/ and crates/), ${failed} import cycle(s)`);
+  console.log(`${graph.size} modules checked (ts/ and crates/): ${found.length} import cycle(s), ${violations.length} import(s) across rooms not allowed`);
   return failed === 0 ? 0 : 1;
 }
 

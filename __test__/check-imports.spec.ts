@@ -1,11 +1,12 @@
-// The import-cycle check (scripts/check-import-cycles.ts) on small trees written here: it must
+// The import-cycle check (scripts/check-imports.ts) on small trees written here: it must
 // find a TypeScript cycle (type-only imports included) and a Rust one through `crate::` and
-// grouped `use` trees, resolve `super::`, and not call a child naming its parent a cycle.
+// grouped `use` trees, resolve `super::`, and not call a child naming its parent a cycle; and
+// an import from a lower room of ts/ to a higher one (or from an unknown room) is reported.
 import test from 'ava';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { cycles, rustGraph, typescriptGraph } from '../scripts/check-import-cycles.js';
+import { ROOMS, cycles, roomViolations, rustGraph, typescriptGraph } from '../scripts/check-imports.js';
 
 function tree(files: Record<string, string>): string {
   const root = mkdtempSync(join(tmpdir(), 'morgana-cycles-'));
@@ -55,5 +56,30 @@ test('a Rust cycle between modules of one crate is found; child-to-parent and cr
     t.deepEqual(cycles(graph), [['crates/one/src/conn.rs', 'crates/one/src/engine.rs']]);
   } finally {
     rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('imports between rooms follow the table: wire may not import stack, stack may import wire', (t) => {
+  const root = tree({
+    'ts/errors.ts': 'export class E {}\n',
+    'ts/wire/udp.ts': "import { E } from '../errors.js';\nimport type { Udp } from '../stack/udp.js';\nexport type X = [E, Udp];\n",
+    'ts/stack/udp.ts': "import { udpHeader } from '../wire/udp.js';\nexport class Udp {}\nexport { udpHeader };\n",
+    'ts/newroom/a.ts': "import { E } from '../errors.js';\nexport { E };\n",
+    'ts/index.ts': "export * from './stack/udp.js';\n",
+  });
+  try {
+    t.deepEqual(roomViolations(typescriptGraph(root)), [
+      "ts/newroom/a.ts -> ts/errors.ts: room 'newroom' is not in ROOMS (scripts/check-imports.ts, docs/architecture.md)",
+      "ts/wire/udp.ts -> ts/stack/udp.ts: room 'wire' may not import room 'stack'",
+    ]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('the room table is layered: each room may import only rooms listed before it', (t) => {
+  const order = Object.keys(ROOMS);
+  for (const [room, allowed] of Object.entries(ROOMS)) {
+    for (const lower of allowed) t.true(order.indexOf(lower) >= 0 && order.indexOf(lower) < order.indexOf(room), `${room} -> ${lower}`);
   }
 });

@@ -1,0 +1,261 @@
+/**
+ * The monitor (issue 19): its JSON API and metrics against two stacks in this process, and the
+ * dashboard page in a real browser (Debian's chromium, driven by playwright-core) on a running
+ * static-website unikernel started by `morgana start --dashboard`.
+ */
+import test from 'ava';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { VirtualSwitch, createStack } from 'morgana';
+import { startMonitor } from 'morgana/monitor';
+
+const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const artefacts = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
+const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
+
+function tool(cmd: string, args: string[], input?: Buffer): Promise<{ code: number; out: string } | undefined> {
+  return new Promise((resolve) => {
+    const child = execFile(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 24 }, (error, stdout, stderr) => {
+      if (error && (error as NodeJS.ErrnoException).code === 'ENOENT') return resolve(undefined);
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, out: stdout + stderr });
+    });
+    if (input) child.stdin!.end(input);
+    else child.stdin!.end();
+  });
+}
+
+async function twoStacks() {
+  const sw = new VirtualSwitch();
+  const a = await createStack({ net: sw.connect(), ipv4: '10.0.0.1/24' });
+  const b = await createStack({ net: sw.connect(), ipv4: '10.0.0.2/24' });
+  const monitor = await startMonitor(
+    {
+      title: 'test network',
+      stacks: () => [
+        { name: 'a', stack: a },
+        { name: 'b', stack: b },
+      ],
+      switches: () => [{ name: 'sw0', sw }],
+      forwards: () => [],
+      log: () => ['line one', 'line two'],
+    },
+    { intervalMs: 200 },
+  );
+  return { sw, a, b, monitor, close: async () => (await monitor.close(), await Promise.all([a.close(), b.close()])) };
+}
+
+test('the JSON API shows the topology, a connection with its RTT and cwnd, and counters equal to stats()', async (t) => {
+  const { a, b, monitor, close } = await twoStacks();
+  const get = async (path: string) => (await fetch(new URL(path, monitor.url))).json() as Promise<any>;
+  const before = await get('/api/connections');
+  t.deepEqual(before, []);
+  let held: any;
+  b.tcp.listen(9000, (conn) => {
+    held = conn;
+    conn.on('data', () => {});
+  });
+  const conn = await a.tcp.connect('10.0.0.2', 9000);
+  conn.write(Buffer.alloc(64 * 1024, 1));
+  await new Promise((r) => setTimeout(r, 300));
+  const connections = await get('/api/connections');
+  const row = connections.find((c: any) => c.stack === 'a' && c.remote === '10.0.0.2:9000');
+  t.truthy(row, JSON.stringify(connections));
+  t.is(row.state, 'ESTABLISHED');
+  t.is(typeof row.cwnd, 'number');
+  t.is(row.bytesWritten, 64 * 1024);
+  const topology = await get('/api/topology');
+  t.deepEqual(topology.nodes.map((n: any) => n.id).sort(), ['stack:a', 'stack:b', 'switch:sw0']);
+  t.is(topology.links.length, 2);
+  const interfaces = await get('/api/interfaces');
+  const ia = interfaces.find((i: any) => i.id === 'a/0');
+  t.is(ia.medium, 'sw0');
+  t.true(ia.txBytes >= 64 * 1024);
+  const neighbours = await get('/api/neighbours');
+  t.true(neighbours.arp.some((e: any) => e.stack === 'a' && e.address === '10.0.0.2'));
+  t.deepEqual(await get('/api/log'), ['line one', 'line two']);
+  // One metrics endpoint for every stack and switch.
+  const metrics = await (await fetch(new URL('/metrics', monitor.url))).text();
+  t.regex(metrics, /^morgana_tcp_bytes_sent_total\{stack="a"\} \d+$/m);
+  t.regex(metrics, /^morgana_switch_forwarded_total\{switch="sw0"\} \d+$/m);
+  const checked = await tool('promtool', ['check', 'metrics'], Buffer.from(metrics));
+  if (checked) t.is(checked.code, 0, checked.out);
+  const om = await fetch(new URL('/metrics', monitor.url), { headers: { accept: 'application/openmetrics-text' } });
+  t.regex(om.headers.get('content-type')!, /openmetrics/);
+  t.true((await om.text()).endsWith('# EOF\n'));
+  held?.destroy();
+  conn.destroy();
+  await close();
+});
+
+test('server-sent events carry snapshots; a capture of the switch is a pcap that tshark reads', async (t) => {
+  const { a, monitor, close } = await twoStacks();
+  const events: any[] = [];
+  const stream = await new Promise<http.IncomingMessage>((resolve) => http.get(new URL('/events', monitor.url), resolve));
+  t.regex(stream.headers['content-type']!, /text\/event-stream/);
+  stream.setEncoding('utf8');
+  let buffered = '';
+  stream.on('data', (chunk: string) => {
+    buffered += chunk;
+    for (let i = buffered.indexOf('\n\n'); i >= 0; i = buffered.indexOf('\n\n')) {
+      const block = buffered.slice(0, i);
+      buffered = buffered.slice(i + 2);
+      const data = /^data: (.*)$/m.exec(block)?.[1];
+      if (data) events.push(JSON.parse(data));
+    }
+  });
+  const started: any = await (await fetch(new URL('/api/captures', monitor.url), { method: 'POST', body: JSON.stringify({ switch: 'sw0' }) })).json();
+  for (let i = 0; i < 3; i++) await a.icmp.ping('10.0.0.2');
+  const stopped: any = await (await fetch(new URL(`/api/captures/${started.id}/stop`, monitor.url), { method: 'POST' })).json();
+  t.false(stopped.running);
+  t.true(stopped.frames >= 6, `frames ${stopped.frames}`);
+  const pcap = Buffer.from(await (await fetch(new URL(`/api/captures/${started.id}.pcap`, monitor.url))).arrayBuffer());
+  t.is(pcap.readUInt32LE(0), 0xa1b2c3d4);
+  const file = join(tmpdir(), `morgana-capture-${process.pid}.pcap`);
+  writeFileSync(file, pcap);
+  const read = await tool('tshark', ['-r', file, '-Y', 'icmp.type == 0', '-T', 'fields', '-e', 'ip.src']);
+  if (read === undefined) t.log('tshark not installed: the pcap was checked by its header only');
+  else {
+    t.is(read.code, 0, read.out);
+    t.is(read.out.trim().split('\n').filter((l) => l === '10.0.0.2').length, 3, read.out);
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  stream.destroy();
+  t.true(events.length >= 2, `${events.length} snapshots`);
+  t.true(events.at(-1).interfaces.find((i: any) => i.id === 'a/0').txFrames > events[0].interfaces.find((i: any) => i.id === 'a/0').txFrames);
+  await close();
+});
+
+test('with a token, requests without it are refused', async (t) => {
+  const sw = new VirtualSwitch();
+  const monitor = await startMonitor({ title: 't', stacks: () => [], switches: () => [{ name: 'sw', sw }], forwards: () => [], log: () => [] }, { token: 'sesame' });
+  t.true(monitor.url.endsWith('?token=sesame'));
+  const base = monitor.url.replace(/\?.*$/, '');
+  t.is((await fetch(new URL('/api/snapshot', base))).status, 401);
+  t.is((await fetch(new URL('/metrics', base))).status, 401);
+  t.is((await fetch(new URL('/api/snapshot?token=wrong', base))).status, 401);
+  t.is((await fetch(new URL('/api/snapshot', base), { headers: { authorization: 'Bearer sesame' } })).status, 200);
+  t.is((await fetch(monitor.url)).status, 200);
+  await monitor.close();
+});
+
+/** `morgana start --port 0 --dashboard`: resolves the site's and the dashboard's URLs. */
+async function startUnikernel(): Promise<{ child: ChildProcess; site: string; dashboard: string; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, [cli, 'start', '--port', '0', '--dashboard'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  let site: string | undefined;
+  const dashboard = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no dashboard URL within 90 s; stderr:\n${stderr}`)), 90_000);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      site ??= /^Serving (http:\/\/127\.0\.0\.1:\d+\/)/.exec(line)?.[1];
+      const m = /^Dashboard: (http:\/\/127\.0\.0\.1:\d+\/)$/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    void exited.then((code) => reject(new Error(`exited with ${code}; stderr:\n${stderr}`)));
+  });
+  return { child, site: site!, dashboard, exited };
+}
+
+(CHROMIUM ? test : test.skip)('a browser sees the topology, the connection, growing charts, and downloads a capture (morgana start --dashboard)', async (t) => {
+  t.timeout(180_000);
+  const { chromium } = await import('playwright-core');
+  const { child, site, dashboard, exited } = await startUnikernel();
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1100 }, acceptDownloads: true });
+    await page.goto(dashboard);
+    await page.waitForSelector('body[data-connected="true"]');
+    // The topology: the unikernel's stack, the gateway, the switch and the forwarded host port.
+    await page.waitForSelector('[data-node-id="switch:vnet"]');
+    await page.waitForSelector('[data-node-id="stack:vnet gateway"]');
+    await page.waitForSelector('[data-kind="stack"]');
+    await page.waitForSelector('[data-kind="host"]');
+    // A connection through the forwarded port appears in the table while it is open.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const fetchOnce = () =>
+      new Promise<number>((resolve, reject) => {
+        http.get(site, { agent }, (res) => {
+          let n = 0;
+          res.on('data', (d: Buffer) => (n += d.length));
+          res.on('end', () => resolve(n));
+        }).on('error', reject);
+      });
+    t.true((await fetchOnce()) > 0);
+    await page.waitForSelector('#connections tbody tr', { timeout: 15_000 });
+    const rows = await page.$$eval('#connections tbody tr', (trs) => trs.map((tr) => tr.textContent));
+    t.true(rows.some((r) => r!.includes('ESTABLISHED') && r!.includes(':80')), rows.join('\n'));
+    // A transfer: the unikernel interface's chart records more bytes, and a non-zero rate.
+    const chart = '#charts .chart[data-id^="stack"]';
+    await page.waitForSelector(chart);
+    const total = () => page.$eval(chart, (el: any) => Number(el.dataset.totalBytes));
+    const before = await total();
+    let rate = 0;
+    const deadline = Date.now() + 6000;
+    while (Date.now() < deadline) {
+      for (let i = 0; i < 20; i++) await fetchOnce();
+      rate = Math.max(rate, await page.$eval(chart, (el: any) => Number(el.dataset.lastMbps)));
+    }
+    await page.waitForFunction((sel) => Number((globalThis as any).document.querySelector(sel).dataset.totalBytes) > 0, chart);
+    t.true((await total()) > before, 'the chart grew');
+    t.true(rate > 0, 'the chart showed a rate during the transfer');
+    // Capture: start, fetch, stop, download; tshark reads the file.
+    await page.click('#capture-start');
+    await page.waitForSelector('#captures tr[data-running="true"]');
+    await fetchOnce();
+    await page.click('#capture-stop');
+    const link = await page.waitForSelector('#captures a.download');
+    const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+    const file = join(tmpdir(), `morgana-dashboard-${process.pid}.pcap`);
+    await download.saveAs(file);
+    const read = await tool('tshark', ['-r', file, '-Y', 'http.request', '-T', 'fields', '-e', 'http.request.method']);
+    if (read) {
+      t.is(read.code, 0, read.out);
+      t.true(read.out.includes('GET'), read.out);
+    }
+    mkdirSync(artefacts, { recursive: true });
+    await page.screenshot({ path: join(artefacts, 'dashboard.png'), fullPage: true });
+    agent.destroy();
+  } finally {
+    await browser.close();
+    child.kill('SIGINT');
+  }
+  t.is(await exited, 0);
+});
+
+(CHROMIUM ? test : test.skip)('the page reconnects when its server restarts (a restarted unikernel) and shows the new one', async (t) => {
+  t.timeout(120_000);
+  const { chromium } = await import('playwright-core');
+  const sw = new VirtualSwitch();
+  const source = (title: string) => ({ title, stacks: () => [], switches: () => [{ name: 'sw', sw }], forwards: () => [], log: () => [] });
+  let monitor = await startMonitor(source('first run'), { intervalMs: 200 });
+  const port = monitor.port;
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = await browser.newPage();
+    await page.goto(monitor.url);
+    await page.waitForFunction(() => (globalThis as any).document.getElementById('title').textContent === 'first run');
+    await monitor.close();
+    await page.waitForSelector('body[data-connected="false"]');
+    monitor = await startMonitor(source('second run'), { port, intervalMs: 200 });
+    await page.waitForFunction(() => (globalThis as any).document.getElementById('title').textContent === 'second run', undefined, { timeout: 30_000 });
+    t.is(await page.getAttribute('body', 'data-connected'), 'true');
+  } finally {
+    await browser.close();
+    await monitor.close();
+  }
+});

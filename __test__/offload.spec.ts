@@ -19,8 +19,8 @@ const OFFLOADS = { tso4: true, tso6: true, checksum: true };
 async function stacks(t: ExecutionContext, offloadA: boolean, offloadB: boolean, faults?: SwitchFaults, wrapA?: (net: NetDevice) => NetDevice) {
   const sw = new VirtualSwitch({ faults });
   const portA = sw.connect(offloadA ? { offloads: OFFLOADS } : {});
-  const a = await createStack({ net: wrapA ? wrapA(portA) : portA, ipv4: '10.0.0.1/24', ipv6: 'fd00::1/64' });
-  const b = await createStack({ net: sw.connect(offloadB ? { offloads: OFFLOADS } : {}), ipv4: '10.0.0.2/24', ipv6: 'fd00::2/64' });
+  const a = await createStack({ net: wrapA ? wrapA(portA) : portA, ipv4: '10.0.0.1/24', ipv6: { address: 'fd00::1/64', dadTransmits: 0 } });
+  const b = await createStack({ net: sw.connect(offloadB ? { offloads: OFFLOADS } : {}), ipv4: '10.0.0.2/24', ipv6: { address: 'fd00::2/64', dadTransmits: 0 } });
   const alive = setInterval(() => {}, 1_000);
   t.teardown(async () => {
     clearInterval(alive);

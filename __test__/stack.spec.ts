@@ -83,7 +83,7 @@ test('gratuitous ARP announces the address', async (t) => {
 
 test('ping between two stacks', async (t) => {
   const { a, b, close } = await pair();
-  const reply = await a.icmp.ping('10.0.0.2', { size: 100 });
+  const reply = await a.icmp.ping('10.0.0.2', { size: 100, timeoutMs: 15_000 });
   t.is(reply.from, '10.0.0.2');
   t.is(reply.bytes, 108);
   t.true(reply.rttMs >= 0);
@@ -156,7 +156,7 @@ async function routedNetwork() {
 
 test('a third stack routes between two subnets, decrementing the TTL', async (t) => {
   const { a, b, router, close } = await routedNetwork();
-  const reply = await a.icmp.ping('10.2.0.2');
+  const reply = await a.icmp.ping('10.2.0.2', { timeoutMs: 15_000 });
   t.is(reply.from, '10.2.0.2');
   t.is(reply.ttl, 63, 'the reply crossed one router');
   udpEcho(b, 7);
@@ -220,7 +220,7 @@ test('malformed frames are dropped and counted; nothing throws and the stack kee
   t.true(stats.ethernet[0]!.droppedUnknownType >= 1);
   // Still alive: a fresh stack can ping it.
   const a = await createStack({ net: sw.connect(), ipv4: '10.0.0.1/24' });
-  t.is((await a.icmp.ping('10.0.0.2')).from, '10.0.0.2');
+  t.is((await a.icmp.ping('10.0.0.2', { timeoutMs: 15_000 })).from, '10.0.0.2');
   t.is(checksum(Buffer.alloc(0)), 0xffff);
   await Promise.all([a.close(), b.close()]);
 });

@@ -6,7 +6,7 @@ import test from 'ava';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { cycles, roomViolations, rustGraph, typescriptGraph } from '../scripts/check-imports.js';
+import { ROOMS, cycles, roomViolations, rustGraph, typescriptGraph } from '../scripts/check-imports.js';
 
 function tree(files: Record<string, string>): string {
   const root = mkdtempSync(join(tmpdir(), 'morgana-cycles-'));
@@ -74,5 +74,12 @@ test('imports between rooms follow the table: wire may not import stack, stack m
     ]);
   } finally {
     rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('the room table is layered: each room may import only rooms listed before it', (t) => {
+  const order = Object.keys(ROOMS);
+  for (const [room, allowed] of Object.entries(ROOMS)) {
+    for (const lower of allowed) t.true(order.indexOf(lower) >= 0 && order.indexOf(lower) < order.indexOf(room), `${room} -> ${lower}`);
   }
 });

@@ -60,7 +60,7 @@ test('a start that returns says the unikernel stops', async (t) => {
 (canDropPrivileges ? test : test.skip)('unix --net socket as an unprivileged user: a UDP bind below 1024 fails the unikernel with a hint, not a warning', async (t) => {
   const copy = readableCopy();
   const dir = join(nobodyDir(), 'udp');
-  cpSync(join(EXAMPLES, 'echo'), dir, { recursive: true });
+  cpSync(join(EXAMPLES, 'echo'), dir, { recursive: true, filter: (src) => !/[/\\](_build|node_modules)$/.test(src) });
   chownSync(dir, 65534, 65534);
   // UDP only, so the failure is the UDP bind's and not the TCP listen's.
   const { writeFileSync } = await import('node:fs');

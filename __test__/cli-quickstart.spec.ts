@@ -50,5 +50,5 @@ test('hints run as printed: configure says how to build, build says how to run',
   t.truthy(runHint, built.stdout);
   const help = await run('sh', ['-c', `${runHint} -- --help`], { env: env() });
   t.is(help.code, 63, `${runHint}\n${help.stderr}`);
-  t.regex(help.stdout, /--port=INT/);
+  t.regex(help.stdout, /--port=PORT/);
 });

@@ -148,3 +148,28 @@ test('start: SIGUSR2 prints the summary again; SIGKILL of start stops the uniker
   t.regex(r.stderr, /morgana start \(the vnet target, no root\)/);
   t.deepEqual(readdirSync(tmp), []);
 });
+
+test('run -p/--forward adds host ports at run time (vnet): TCP and UDP reach the unikernel; not on unix', async (t) => {
+  const { exampleArgs, tcpExchange, udpExchange, morgana } = await import('./helpers/unikernel.js');
+  const { args } = exampleArgs('echo');
+  await configureAndBuild(args, ['-t', 'vnet']);
+  const run = spawnCli(['run', ...args, '-p', '0:7', '--forward', 'udp:0:7']);
+  try {
+    const tcpPort = Number((await run.waitFor(/forwarding tcp 127\.0\.0\.1:(\d+) -> 10\.0\.0\.2:7/))[1]);
+    const udpPort = Number((await run.waitFor(/forwarding udp 127\.0\.0\.1:(\d+) -> 10\.0\.0\.2:7/))[1]);
+    await run.waitFor(/echo: TCP 10\.0\.0\.2 port 7/);
+    t.is(await tcpExchange(tcpPort, 'over a run-time forward'), 'over a run-time forward');
+    t.is(await udpExchange(udpPort, 'udp too'), 'udp too');
+  } finally {
+    run.child.kill('SIGTERM');
+    t.is((await run.exited).code, 0, run.output());
+  }
+  const bad = await morgana(['run', ...args, '-p', 'sctp:1:2']);
+  t.is(bad.code, 64);
+  t.regex(bad.stderr, /unknown protocol "sctp"/);
+  const unix = exampleArgs('echo');
+  await configureAndBuild(unix.args, ['-t', 'unix', '--net', 'socket', '--bind', '127.0.0.1']);
+  const refused = await morgana(['run', ...unix.args, '-p', '8080:7']);
+  t.is(refused.code, 64);
+  t.regex(refused.stderr, /-p\/--forward applies to the vnet target only; this build is for unix/);
+});

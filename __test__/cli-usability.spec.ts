@@ -15,7 +15,8 @@ const asNobody = canDropPrivileges ? test : test.skip;
 /** A copy of an example in a folder nobody owns (so configure and build can write _build/). */
 function nobodyExample(name: string): string {
   const dir = join(nobodyDir(), name);
-  cpSync(join(EXAMPLES, name), dir, { recursive: true });
+  // Only the sources: a build folder left in the checkout (by a root run) is not nobody's.
+  cpSync(join(EXAMPLES, name), dir, { recursive: true, filter: (src) => !/[/\\](_build|node_modules)$/.test(src) });
   return dir;
 }
 
@@ -46,8 +47,10 @@ asNobody('the default target runs for an unprivileged user: configure, build and
   const dir = nobodyExample('echo');
   const { chownSync } = await import('node:fs');
   chownSync(dir, 65534, 65534);
-  t.is((await morganaAsNobody(copy, ['configure', '-t', 'unix'], { cwd: dir })).code, 0);
-  t.is((await morganaAsNobody(copy, ['build'], { cwd: dir })).code, 0);
+  const configured = await morganaAsNobody(copy, ['configure', '-t', 'unix'], { cwd: dir });
+  t.is(configured.code, 0, configured.stderr);
+  const built = await morganaAsNobody(copy, ['build'], { cwd: dir });
+  t.is(built.code, 0, built.stderr);
   // Inside a namespace of the test's own, so even a wrongly successful open could not touch the host.
   const r = await withNetns((ns) =>
     ns.exec('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, copy.cli, 'run', '-f', join(dir, 'config.ts')], { allowFailure: true }),
@@ -75,7 +78,8 @@ test('the top-level help groups Solo5 commands apart from the unikernel commands
   t.deepEqual(groups['Solo5 unikernel images'], ['solo5', 'deploy', 'daemon']);
   t.deepEqual(groups['TypeScript unikernels (config.ts)'], ['configure', 'build', 'run', 'describe', 'query', 'clean']);
   const listed = Object.values(groups).flat().sort();
-  t.deepEqual(listed, ['build', 'clean', 'configure', 'crunch', 'daemon', 'demo', 'deploy', 'describe', 'iperf3', 'query', 'run', 'solo5', 'start']);
+  t.deepEqual(groups['managing unikernels the daemon supervises (run -d, daemon deploy)'], ['ps', 'logs', 'stop', 'stats', 'events']);
+  t.deepEqual(listed, ['build', 'clean', 'configure', 'crunch', 'daemon', 'demo', 'deploy', 'describe', 'events', 'iperf3', 'logs', 'ps', 'query', 'run', 'solo5', 'start', 'stats', 'stop']);
 });
 
 test('--version prints the package version; help COMMAND prints that command\'s usage', async (t) => {
@@ -85,7 +89,7 @@ test('--version prints the package version; help COMMAND prints that command\'s 
   t.regex(v.stdout, new RegExp(`^morgana ${pkg.version.replaceAll('.', '\\.')} `));
   const h = await morgana(['help', 'run']);
   t.is(h.code, 0);
-  t.regex(h.stdout, /^usage: morgana run \[-- BOOT ARGUMENTS/);
+  t.regex(h.stdout, /^usage: morgana run \[-d \[--name NAME\]\] \[-p /);
   t.is((await morgana(['help', 'nonsense'])).code, 64);
 });
 
@@ -126,4 +130,18 @@ test('papercuts: demo --size abc, --forward sctp:…, daemon ps without a daemon
   );
   t.is(r.code, 64, r.stderr);
   t.regex(r.stderr, /expected ADDRESS\/PREFIX such as 10\.0\.0\.2\/24, got "10\.89\.0\.2"/);
+});
+
+test('describe --json prints the device graph and keys as JSON', async (t) => {
+  // (-b: describe compiles config.ts into the build folder; not into the checkout's examples/.)
+  const buildDir = join(nobodyDir(), 'build');
+  const r = await morgana(['describe', '-f', join(EXAMPLES, 'echo', 'config.ts'), '-b', buildDir, '--json']);
+  t.is(r.code, 0, r.stderr);
+  const data = JSON.parse(r.stdout) as { unikernel: string; devices: Array<{ id: string; deps: Record<string, string>; roles: string[] }>; keys: Array<{ name: string; default: string | null }> };
+  t.is(data.unikernel, './unikernel.ts');
+  t.deepEqual(data.devices.map((d) => d.id), ['defaultNet0', 'stack0']);
+  t.deepEqual(data.devices[1]!.deps, { net: 'defaultNet0' });
+  t.deepEqual(data.devices[1]!.roles, ['stack']);
+  t.is(data.keys.find((k) => k.name === 'port')?.default, '7');
+  t.is((await morgana(['describe', '-f', join(EXAMPLES, 'echo', 'config.ts'), '-b', buildDir, '--json', '--dot'])).code, 64);
 });

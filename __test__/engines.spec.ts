@@ -52,3 +52,11 @@ console.log(typeof morgana.createStack, typeof morgana.VirtualSwitch, typeof con
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout.trim(), 'function function function');
 });
+
+test('typescript, which configure and build load at run time, is a runtime dependency (not dev-only)', (t) => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; devDependencies?: Record<string, string> };
+  t.truthy(pkg.dependencies?.typescript, 'dependencies.typescript');
+  t.is(pkg.devDependencies?.typescript, undefined);
+  const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
+  t.not(lock.packages['node_modules/typescript']?.dev, true, 'the lock file agrees');
+});

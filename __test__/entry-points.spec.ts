@@ -39,6 +39,7 @@ const ENTRY_POINTS: Record<string, string[]> = {
   'morgana/wire': ['arp', 'udp', 'icmpv4', 'icmpv6', 'ipv4', 'ipv6', 'dhcp', 'dns', 'checksum', 'pseudoHeaderSum', 'DnsMalformedError'],
   'morgana/config': ['main', 'stack', 'defaultNet', 'tap', 'memKv'],
   'morgana/solo5': ['inspectSolo5Image', 'encodeManifest', 'deployUnikernel', 'libvirtXml'],
+  'morgana/daemon': ['startDaemon', 'daemonRequest', 'Solo5Daemon', 'renderMetrics'],
   'morgana/monitor': ['startMonitor', 'takeSnapshot', 'captureOutput'],
   'morgana/iperf3': ['startIperf3Server', 'runIperf3Client', 'IPERF3_STATE'],
 };
@@ -80,7 +81,7 @@ test('morgana/wire codecs work from the installed package, and are the same obje
 });
 
 test('internal modules and test-only names are not part of the package surface', (t) => {
-  const deep = runInProject(`await import('morgana/dist/apps/iperf3-udp.js');`);
+  const deep = runInProject(`await import('morgana/dist/apps/iperf3/udp.js');`);
   t.not(deep.status, 0);
   t.regex(deep.stderr, /ERR_PACKAGE_PATH_NOT_EXPORTED/);
   const r = runInProject(`const m = await import('morgana'); console.log(JSON.stringify(Object.keys(m)));`);

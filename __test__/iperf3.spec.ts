@@ -24,7 +24,7 @@ import {
   UdpReceiveStats as Iperf3UdpReceiveStats,
   readUdpHeader as readIperf3UdpHeader,
   writeUdpHeader as writeIperf3UdpHeader,
-} from '../ts/apps/iperf3-udp.js';
+} from '../ts/apps/iperf3/udp.js';
 import { type Netns, kernelTest, withNetns } from './helpers/netns.js';
 
 const KERNEL = '10.89.0.1';

@@ -7,7 +7,8 @@
  */
 import test from 'ava';
 import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { type DaemonUnikernelInfo, MorganaError, daemonRequest, encodeManifest } from 'morgana';
@@ -52,8 +53,8 @@ test.after.always(() => {
 });
 
 /** Starts `morgana daemon --dir <d>` (optionally via a prefix such as `ip netns exec NS`); resolves once it listens. */
-async function startDaemon(d: string, env: Record<string, string>, prefix: string[] = []): Promise<ChildProcessWithoutNullStreams> {
-  const cmd = [...prefix, process.execPath, cli, 'daemon', '--dir', d];
+async function startDaemon(d: string, env: Record<string, string>, prefix: string[] = [], extra: string[] = []): Promise<ChildProcessWithoutNullStreams> {
+  const cmd = [...prefix, process.execPath, cli, 'daemon', '--dir', d, ...extra];
   const child = spawn(cmd[0]!, cmd.slice(1), { env: { ...process.env, ...env }, stdio: 'pipe' });
   daemons.add(child);
   child.once('exit', () => daemons.delete(child));
@@ -144,7 +145,7 @@ withGcc(`daemon: owner-only socket, deploy, ps, console, follow, stats, restart,
   t.is(con.stdout, 'console line 1\nconsole line 2\n');
   t.regex(morgana(['daemon', 'console', 'alpha', '--dir', d]).stdout, /Command line is: 'hello\\ world'/);
 
-  const stats = JSON.parse(morgana(['daemon', 'stats', 'alpha', '--dir', d]).stdout) as { process: { pid: number; rssKiB: number } };
+  const stats = JSON.parse(morgana(['daemon', 'stats', 'alpha', '--json', '--dir', d]).stdout) as { process: { pid: number; rssKiB: number } };
   t.is(stats.process.pid, alphaPid);
   t.true(stats.process.rssKiB > 0);
 
@@ -238,4 +239,115 @@ kernelTest(test, 'daemon in a namespace: TAPs it created are removed on stop, al
     t.false(links.includes('brd0'));
     await stopDaemon(again);
   });
+});
+
+withGcc(`daemon: block devices attached by name (busy while used), CLI dump/restore, memory and bridge policies for Solo5 images${suffix}`, async (t) => {
+  const d = path.join(dir, 'd4');
+  const blockImage = buildImage(dir, path.join(dir, 'blk.spt'), {
+    abi: elfNote('Solo5', NT_ABI, abiDesc(2, 2)),
+    manifest: elfNote('Solo5', NT_MFT, encodeManifest([{ name: 'storage', type: 'BLOCK_BASIC' }])),
+  });
+  const daemon = await startDaemon(d, { STUB_SLEEP_MS: '-1', STUB_MANIFEST: 'block:storage' });
+  t.is(morgana(['daemon', 'block', 'create', 'acme:vol', '1M', '--dir', d]).stdout, 'acme:vol: 1048576 bytes\n');
+  const payload = randomBytes(300_000);
+  writeFileSync(path.join(dir, 'payload.bin'), payload);
+  const restore = morgana(['daemon', 'block', 'restore', 'acme:vol', path.join(dir, 'payload.bin'), '--dir', d]);
+  t.is(restore.stdout, 'acme:vol: 300000 bytes restored\n', restore.stderr);
+
+  t.is(morgana(['daemon', 'policy', 'set', 'acme', '--mem', '100', '--bridges', 'br0', '--block-quota', '1M', '--dir', d]).status, 0);
+  const quota = morgana(['daemon', 'block', 'create', 'acme:vol2', '512', '--dir', d]);
+  t.is(quota.status, 1);
+  t.regex(quota.stderr, /ERR_DAEMON_POLICY: block 'acme:vol2' refused by the policy of 'acme': block storage would be 2 MB, limit 1 MB/);
+  const tooBig = morgana(['daemon', 'deploy', blockImage, '--dir', d, '--tender', sptStub, '--name', 'acme:big', '--block', 'storage=@acme:vol']);
+  t.regex(tooBig.stderr, /ERR_DAEMON_POLICY: 'acme:big' refused by the policy of 'acme': memory would be 512 MB, limit 100 MB/);
+  const dep = morgana(['daemon', 'deploy', blockImage, '--dir', d, '--tender', sptStub, '--name', 'acme:db', '--mem', '64', '--block', 'storage=@acme:vol']);
+  t.is(dep.status, 0, dep.stderr);
+  const [db] = await ps(d);
+  stray.add(db!.pid!);
+  t.true(readFileSync(`/proc/${db!.pid}/cmdline`, 'utf8').split('\0').includes('--mem=64'));
+  await until('block attached', () => morgana(['daemon', 'console', 'acme:db', '--dir', d]).stdout.includes(`[storage] block ${path.join(d, 'blocks', 'acme:vol.img')}, 1048576 bytes`));
+  for (const args of [
+    ['block', 'delete', 'acme:vol'],
+    ['block', 'restore', 'acme:vol', path.join(dir, 'payload.bin')],
+  ]) {
+    const busy = morgana(['daemon', ...args, '--dir', d]);
+    t.is(busy.status, 1);
+    t.regex(busy.stderr, /ERR_DAEMON_BLOCK_BUSY: block device 'acme:vol' is attached to 'acme:db'/);
+  }
+  const twice = morgana(['daemon', 'deploy', blockImage, '--dir', d, '--tender', sptStub, '--name', 'acme:db2', '--mem', '16', '--block', 'storage=@acme:vol']);
+  t.regex(twice.stderr, /ERR_DAEMON_BLOCK_BUSY/);
+  const bridge = morgana(['daemon', 'deploy', netImage, '--dir', d, '--tender', hvtStub, '--name', 'acme:web', '--mem', '16', '--net', 'service0=tapx0@brx']);
+  t.regex(bridge.stderr, /ERR_DAEMON_POLICY: 'acme:web' refused by the policy of 'acme': bridge brx not allowed \(allowed bridges br0\)/);
+  t.is(morgana(['daemon', 'stop', 'acme:db', '--dir', d]).status, 0);
+
+  const out = path.join(dir, 'dump.bin');
+  const dump = morgana(['daemon', 'block', 'dump', 'acme:vol', out, '--dir', d]);
+  t.is(dump.status, 0, dump.stderr);
+  const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+  t.is(sha(readFileSync(out)), sha(Buffer.concat([payload, Buffer.alloc((1 << 20) - payload.length)])));
+  t.regex(morgana(['daemon', 'block', 'list', '--dir', d]).stdout, /^NAME\s+SIZE\s+ALLOCATED\nacme:vol\s+1048576\s+\d+\n$/);
+  t.is(morgana(['daemon', 'block', 'delete', 'acme:vol', '--dir', d]).status, 0);
+  const events = morgana(['daemon', 'events', '--dir', d]).stdout;
+  for (const step of ['block-created', 'block-restored', 'policy-set', 'refused', 'created', 'destroyed', 'block-deleted']) t.regex(events, new RegExp(`Z  ${step}\\s`));
+  await stopDaemon(daemon);
+});
+
+kernelTest(test, 'daemon metrics in a namespace: TAP counters per NET device grow between two scrapes, promtool accepts them', async (t) => {
+  const { withNetns } = await import('./helpers/netns.js');
+  await withNetns(async (ns) => {
+    const d = path.join(dir, 'd5');
+    await ns.ip('link', 'set', 'lo', 'up');
+    const env = { STUB_SLEEP_MS: '-1', STUB_MANIFEST: 'net:service0', STUB_SEND: '40' };
+    const daemon = await startDaemon(d, env, ['ip', 'netns', 'exec', ns.name], ['--metrics', '127.0.0.1:9464']);
+    await daemonRequest(d, { cmd: 'deploy', options: { image: netImage, tender: hvtStub, kvmDevice: '/dev/null', name: 'web', nets: [{ name: 'service0', tap: 'tapm0' }] } });
+    const [web] = await ps(d);
+    stray.add(web!.pid!);
+    const scrape = async (): Promise<string> => (await ns.exec('curl', ['-sf', 'http://127.0.0.1:9464/metrics'])).stdout;
+    const sent = (body: string): number => Number(/^morgana_unikernel_network_transmit_packets_total\{name="web",device="service0",tap="tapm0"\} (\d+)$/m.exec(body)?.[1] ?? -1);
+    await until('first frames counted', async () => sent(await scrape()) >= 2);
+    const first = await scrape();
+    await until('more frames counted', async () => sent(await scrape()) > sent(first));
+    const second = await scrape();
+    t.true(sent(second) > sent(first));
+    t.regex(second, /^morgana_unikernel_network_transmit_bytes_total\{name="web",device="service0",tap="tapm0"\} [1-9]\d*$/m);
+    t.regex(second, /^morgana_unikernel_network_receive_drops_total\{name="web",device="service0",tap="tapm0"\} \d+$/m);
+    for (const body of [first, second]) {
+      const check = spawnSync('promtool', ['check', 'metrics'], { input: body, encoding: 'utf8' });
+      t.is(check.status, 0, `${check.stdout}${check.stderr}`);
+    }
+    const stats = JSON.parse(morgana(['daemon', 'stats', 'web', '--json', '--dir', d]).stdout) as { nets: Record<string, { rxPackets: number }> };
+    t.true(stats.nets.service0!.rxPackets >= sent(first));
+    await daemonRequest(d, { cmd: 'stop', name: 'web' });
+    await stopDaemon(daemon);
+  });
+}, ['curl', 'promtool']);
+
+withGcc(`daemon update of a Solo5 image: refused before touching the running one when the new image cannot run, swapped otherwise${suffix}`, async (t) => {
+  const d = path.join(dir, 'd6');
+  const daemon = await startDaemon(d, { STUB_SLEEP_MS: '-1' });
+  t.is(morgana(['daemon', 'deploy', sptImage, '--dir', d, '--tender', sptStub, '--name', 'svc', '--start-order', '1', '--', 'v1']).status, 0);
+  const [before] = await ps(d);
+  stray.add(before!.pid!);
+  // An hvt image under the spt tender fails its pre-flight: the running unikernel is left alone.
+  const wrong = morgana(['daemon', 'update', 'svc', netImage, '--dir', d]);
+  t.is(wrong.status, 1);
+  t.regex(wrong.stderr, /ERR_SOLO5_/);
+  const [same] = await ps(d);
+  t.is(same!.pid, before!.pid);
+  t.true(alive(before!.pid!));
+  // A good new image replaces it, with the same configuration (arguments, start order).
+  const v2 = path.join(dir, 'svc-v2.spt');
+  writeFileSync(v2, readFileSync(sptImage));
+  const ok = morgana(['daemon', 'update', 'svc', v2, '--boot-ms', '300', '--dir', d]);
+  t.is(ok.status, 0, ok.stderr);
+  const [after] = await ps(d);
+  stray.add(after!.pid!);
+  t.is(after!.image, v2);
+  t.is(after!.startOrder, 1);
+  t.not(after!.pid, before!.pid);
+  t.false(alive(before!.pid!));
+  await until('v2 console', () => morgana(['daemon', 'console', 'svc', '--count', '100', '--dir', d]).stdout.includes("Command line is: 'v1'"));
+  t.regex(morgana(['daemon', 'events', 'svc', '--dir', d]).stdout, /updated\s+svc\s+now .*svc-v2\.spt/);
+  t.is(morgana(['daemon', 'stop', 'svc', '--dir', d]).status, 0);
+  await stopDaemon(daemon);
 });

@@ -185,18 +185,32 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
-/** Every process in the network namespace `inode` (`net:[…]`). */
-function processesIn(inode: string): number[] {
-  const pids: number[] = [];
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** Now, in clock ticks since boot (the unit of a process's start time in /proc/PID/stat). */
+function ticksNow(): number {
+  return Math.floor(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * CLK_TCK);
+}
+
+/**
+ * The processes in the network namespace `inode` (`net:[…]`) that started before `before`
+ * (ticks since boot): a namespace's inode number is reused once it is freed, so a process
+ * started later with the same number is in another namespace (another test's, or the next run's).
+ */
+function processesIn(inode: string, before: number): string[] {
+  const found: string[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (readlinkSync(`/proc/${entry}/ns/net`) === inode) pids.push(Number(entry));
+      if (readlinkSync(`/proc/${entry}/ns/net`) !== inode) continue;
+      const stat = readFileSync(`/proc/${entry}/stat`, 'latin1');
+      const started = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+      if (started < before) found.push(`${entry}: ${readFileSync(`/proc/${entry}/cmdline`, 'latin1')}`);
     } catch {
       // gone, or not ours to read
     }
   }
-  return pids;
+  return found;
 }
 
 async function gone(pid: number, timeoutMs = 20_000): Promise<boolean> {
@@ -281,12 +295,13 @@ for (const namespace of ['net', 'user'] as const) {
     t.true(gw.stack.stats().icmp.echoRepliesSent >= 1, JSON.stringify(gw.stack.stats().icmp));
     if (namespace === 'net') {
       // A restart makes a new namespace; the gateway (and its host port) carries on with the new link.
-      const firstNs = readlinkSync(`/proc/${uk.pid}/ns/net`);
+      const [firstPid, firstNs, restartedAt] = [uk.pid!, readlinkSync(`/proc/${uk.pid}/ns/net`), ticksNow()];
       await uk.restart({ timeoutMs: 2000 });
       const end = Date.now() + 60_000;
       while (uk.console().filter((l) => /guest ready/.test(l.line)).length < 2 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-      t.not(readlinkSync(`/proc/${uk.pid}/ns/net`), firstNs);
-      t.deepEqual(processesIn(firstNs), []);
+      t.not(uk.pid, firstPid);
+      t.true(await gone(firstPid));
+      t.deepEqual(processesIn(firstNs, restartedAt), []);
       t.is((await curl(`http://127.0.0.1:${port}/`)).toString(), 'hello from the guest\n');
     }
     const pid = uk.pid!;
@@ -299,8 +314,10 @@ for (const namespace of ['net', 'user'] as const) {
     t.regex(links, /^tap0\s/m);
     t.regex(links, /^mbr0\s/m);
     t.false(execFileSync('ip', ['-br', 'link'], { encoding: 'utf8' }).includes('mbr0'));
+    const stoppedAt = ticksNow();
     t.like(await uk.stop(), { kind: 'stopped' });
-    t.deepEqual(processesIn(ns), []);
+    t.true(await gone(pid));
+    t.deepEqual(processesIn(ns, stoppedAt), []);
     t.true(await bindable(port));
   });
 }
@@ -357,6 +374,7 @@ serial(`kill -9 of the deploying process, and a crash of the tender, leave nothi
     const tenderPid = childrenOf(run.child.pid!).find((p) => readFileSync(`/proc/${p}/cmdline`, 'latin1').includes('solo5-guest.mjs'));
     t.truthy(tenderPid, how);
     const ns = readlinkSync(`/proc/${tenderPid}/ns/net`);
+    const killedAt = ticksNow();
     if (how === 'kill -9 deploy') {
       run.child.kill('SIGKILL');
     } else {
@@ -366,7 +384,7 @@ serial(`kill -9 of the deploying process, and a crash of the tender, leave nothi
     }
     t.true(await gone(tenderPid!), how);
     await run.exited;
-    t.deepEqual(processesIn(ns), [], how);
+    t.deepEqual(processesIn(ns, killedAt), [], how);
     t.true(await bindable(port), how);
     t.deepEqual(readdirSync(tmp), [], how);
     t.false(/\bmbr0\b|\bmgw0\b/.test(execFileSync('ip', ['-br', 'link'], { encoding: 'utf8' })), how);

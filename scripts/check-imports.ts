@@ -33,6 +33,7 @@ type Graph = Map<string, Set<string>>;
  * The rooms of `ts/`, lowest first, and the rooms each may import besides itself. A room is a
  * folder of `ts/`; the files directly in `ts/` are `core`, except `index.ts` (`entry`, the
  * package root) and `cli.ts` (`cli`). Keep docs/architecture.md in step with this table.
+ * Each room's list names only rooms listed before it, so no two rooms can import each other.
  */
 export const ROOMS: Readonly<Record<string, readonly string[]>> = {
   core: [],
@@ -45,10 +46,12 @@ export const ROOMS: Readonly<Record<string, readonly string[]>> = {
   host: ['core', 'stack'],
   http: ['core', 'stack', 'dns'],
   apps: ['core', 'wire', 'net', 'stack', 'dns'],
-  solo5: ['core', 'net'],
-  config: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'solo5'],
-  entry: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'solo5', 'config'],
-  commands: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'solo5', 'config', 'entry'],
+  monitor: ['core', 'metrics', 'net', 'stack'],
+  config: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor'],
+  solo5: ['core', 'wire', 'net', 'stack', 'config'],
+  daemon: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'monitor', 'config', 'solo5'],
+  entry: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'daemon', 'config'],
+  commands: ['core', 'wire', 'kv', 'metrics', 'net', 'stack', 'dns', 'host', 'http', 'apps', 'monitor', 'solo5', 'daemon', 'config', 'entry'],
   cli: ['core', 'commands'],
 };
 

@@ -12,6 +12,7 @@ import { demo } from './commands/demo.js';
 import { iperf3 } from './commands/iperf3.js';
 import { daemon } from './commands/daemon.js';
 import { deploy } from './commands/deploy.js';
+import { events, logs, ps, stats, stop } from './commands/manage.js';
 import { solo5 } from './commands/solo5.js';
 import { start } from './commands/start.js';
 import { build, clean, configure, describe, query, run } from './commands/unikernel.js';
@@ -20,13 +21,14 @@ import { type Command, EXIT_USAGE } from './commands/command.js';
 // Re-exported for code that imported them from here before they moved to commands/command.ts.
 export { type Command, EXIT_USAGE } from './commands/command.js';
 
-const commands: Record<string, Command> = { start, demo, solo5, deploy, daemon, crunch, configure, build, run, clean, describe, query, iperf3 };
+const commands: Record<string, Command> = { start, demo, solo5, deploy, daemon, crunch, configure, build, run, clean, describe, query, iperf3, ps, logs, stop, stats, events };
 
 /** The commands as the top-level help groups them. */
 const GROUPS: Array<[string, string[]]> = [
   ['getting started', ['start', 'demo']],
   ['TypeScript unikernels (config.ts)', ['configure', 'build', 'run', 'describe', 'query', 'clean']],
   ['Solo5 unikernel images', ['solo5', 'deploy', 'daemon']],
+  ['managing unikernels the daemon supervises (run -d, daemon deploy)', ['ps', 'logs', 'stop', 'stats', 'events']],
   ['tools', ['iperf3', 'crunch']],
 ];
 

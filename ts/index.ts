@@ -7,7 +7,8 @@
  *
  * - `morgana/wire`: the wire formats (IPv4, IPv6, ICMPv4/v6, ARP, UDP, DHCP, DNS) and checksums.
  * - `morgana/config`: the `config.ts` DSL and its targets.
- * - `morgana/solo5`: Solo5 images, manifests, deployment and the daemon.
+ * - `morgana/solo5`: Solo5 images, manifests, deployment and the user-mode gateway.
+ * - `morgana/daemon`: the daemon that supervises Solo5 and TypeScript unikernels.
  * - `morgana/iperf3`: the iperf3 server and client over a stack.
  *
  * The names of those entry points that this one exported before 0.2 (the wire namespaces and
@@ -96,7 +97,7 @@ export {
 export { type Ipv6AddressEvent, type Ipv6AddressInfo, Slaac, type SlaacOptions, type SlaacStats, eui64Iid, stableIid } from './stack/slaac.js';
 export { Mld, type MldOptions, type MldStats } from './stack/mld.js';
 export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';
-export { type TapDevice, type TapOffloads, type TapOptions, adoptTap, openTap } from './net/tap.js';
+export { type TapDevice, type TapOffloads, type TapOptions, adoptTap, openTap, type TapNetDevice, tapNetDevice } from './net/tap.js';
 export {
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -172,9 +173,10 @@ export * as dhcp from './wire/dhcp.js';
 export { parseArgv, quoteArgv } from './config/argv.js';
 export * as config from './config/index.js';
 export * from './solo5/index.js';
+export * from './daemon/index.js';
 export { formatStackSummary } from './stack/summary.js';
 export { type InetAddressLike } from './stack/inet.js';
-export { Tcp, TcpConnection, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, type TcpServer, type TcpStats } from './stack/tcp.js';
+export { Tcp, TcpConnection, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, TcpServer, type TcpStats } from './stack/tcp.js';
 export {
   type Iperf3ClientOptions,
   type Iperf3Interval,

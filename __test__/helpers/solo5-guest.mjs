@@ -5,7 +5,8 @@
 //           anything else "hello from the guest\n";
 //   TCP 9:  a source: after the first byte from the client, 64 KiB blocks until the connection
 //           closes (the forwarded-port throughput benchmark);
-//   UDP 7:  echoes each datagram prefixed with "echo:".
+//   UDP 7:  echoes each datagram prefixed with "echo:";
+//   with GUEST_IPERF3=1, Morgana's iperf3 server on 5201 (the peers benchmark).
 // With GUEST_TCP_TO=ADDR:PORT / GUEST_UDP_TO=ADDR:PORT it also connects out once and prints what
 // came back ("outbound tcp: …", "outbound udp: …").
 import { createHash } from 'node:crypto';
@@ -57,6 +58,11 @@ stack.tcp.listen(9, (conn) => {
   });
 });
 const echo = stack.udp.bind(7, (data, from) => echo.send(from.address, from.port, Buffer.concat([Buffer.from('echo:'), data])));
+if (process.env.GUEST_IPERF3) {
+  const { startIperf3Server } = await import('morgana/iperf3');
+  startIperf3Server(stack, { port: 5201, interval: 0 });
+  console.log('iperf3: listening on 5201');
+}
 console.log(`guest ready on ${stack.address}`);
 if (process.env.GUEST_PING && gateway) {
   try {

@@ -1,141 +1,465 @@
 /**
- * `morgana daemon`: a supervisor for several Solo5 unikernels with a local control socket.
+ * `morgana daemon`: a supervisor for Solo5 and TypeScript unikernels with a local control socket
+ * (and optionally remote management over TLS and a metrics endpoint).
  *
- * - `morgana daemon [serve] [--dir DIR]`: runs the daemon until SIGINT / SIGTERM (the unikernels
- *   keep running; a restarted daemon adopts them).
- * - `morgana daemon deploy <image> [deploy options] [-- guest args]`: starts a unikernel under it.
- * - `morgana daemon ps [--json]`, `console <name> [--count N] [--follow]`, `stop <name>`,
- *   `restart <name>`, `stats <name>`.
+ * - `morgana daemon [serve] [--dir DIR] [--metrics H:P] [--http H:P (web view)] [--listen H:P --tls-cert F --tls-key F
+ *   --client-ca F [--crl F]] [--max-connections N] [--idle-timeout MS]`: runs the daemon until
+ *   SIGINT / SIGTERM (the unikernels keep running; a restarted daemon adopts them).
+ * - Client subcommands (local by default, `--remote H:P --cert F --key F --ca F` for a remote
+ *   daemon): deploy, ps, console, logs, stop, restart, stats, events, update, status, policy,
+ *   block.
  * @module
  */
+import { spawn } from 'node:child_process';
+import { createReadStream, createWriteStream, mkdirSync, openSync, closeSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { type DaemonWeb, startDaemonWeb } from '../daemon/web.js';
+import { parseListenAddress } from '../monitor/runtime.js';
 import type { Command } from './command.js';
+import { MorganaError } from '../errors.js';
+import type { DaemonEvent } from '../daemon/events.js';
+import type { ResourcePolicy } from '../daemon/policy.js';
 import { selfCommand } from './self.js';
 import type { ConsoleLine } from '../solo5/console.js';
-import { type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, startDaemon } from '../solo5/daemon.js';
+import { type DaemonTarget, type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, startDaemon } from '../daemon/supervisor.js';
+import { parseSize } from '../solo5/host.js';
 import { UsageError, parseDeployArgs, reportError } from './deploy.js';
 
-const USAGE = `morgana daemon [serve] [--dir DIR]
-       morgana daemon deploy <image> [deploy options] [-- guest args] [--dir DIR]
-       morgana daemon ps [--json] [--dir DIR]
-       morgana daemon console <name> [--count N] [--follow] [--dir DIR]
-       morgana daemon stop|restart|stats <name> [--dir DIR]`;
+const CLIENT = `[--dir DIR | --remote HOST:PORT --cert FILE --key FILE --ca FILE]`;
+const USAGE = `morgana daemon [serve] [--dir DIR] [--metrics HOST:PORT] [--http HOST:PORT] [--max-connections N] [--idle-timeout MS]
+               [--listen HOST:PORT --tls-cert FILE --tls-key FILE --client-ca FILE [--crl FILE]]
+       morgana daemon deploy <image> [deploy options] [--cpus 0,1] [--start-order N] [-- guest args]
+               (--block NAME=@DEVICE attaches a block device of the daemon)
+       morgana daemon ps [--json]
+       morgana daemon console|logs <name> [--count N] [-f|--follow]
+       morgana daemon stop|restart <name>
+       morgana daemon stats <name> [--json]
+       morgana daemon events [<name>] [--count N] [-f|--follow] [--json]
+       morgana daemon update <name> <image> [--boot-ms MS]
+       morgana daemon status
+       morgana daemon policy set <path> [--max-unikernels N] [--mem MB] [--cpus 0,1] [--bridges br0,br1] [--block-quota SIZE]
+       morgana daemon policy list | remove <path>
+       morgana daemon block create <name> <size> | list | info <name> | delete <name>
+       morgana daemon block dump <name> <file|-> | restore <name> <file|->
+   every client subcommand takes ${CLIENT}`;
 
-function takeDir(args: string[]): { dir: string; rest: string[] } {
+/** Where the client subcommands go, taken out of `args`. */
+export function takeTarget(args: string[]): { target: DaemonTarget; dir: string; remote: boolean; rest: string[] } {
   const dash = args.indexOf('--');
   const head = dash === -1 ? args : args.slice(0, dash);
   const tail = dash === -1 ? [] : args.slice(dash);
-  let dir = defaultDaemonDir();
+  const found: Record<string, string> = {};
   const rest: string[] = [];
   for (let i = 0; i < head.length; i++) {
     const a = head[i]!;
-    if (a === '--dir') {
-      if (head[i + 1] === undefined) throw new UsageError('--dir needs a value');
-      dir = head[++i]!;
-    } else if (a.startsWith('--dir=')) dir = a.slice(6);
-    else rest.push(a);
+    const m = /^--(dir|remote|cert|key|ca)(?:=(.*))?$/.exec(a);
+    if (!m) {
+      rest.push(a);
+      continue;
+    }
+    const value = m[2] ?? head[++i];
+    if (value === undefined) throw new UsageError(`--${m[1]} needs a value`);
+    found[m[1]!] = value;
   }
-  return { dir, rest: [...rest, ...tail] };
+  const dir = found.dir ?? defaultDaemonDir();
+  if (found.remote !== undefined) {
+    const missing = ['cert', 'key', 'ca'].filter((k) => found[k] === undefined);
+    if (missing.length) throw new UsageError(`--remote needs ${missing.map((k) => `--${k}`).join(', ')}`);
+    return { target: { remote: found.remote, cert: found.cert!, key: found.key!, ca: found.ca! }, dir, remote: true, rest: [...rest, ...tail] };
+  }
+  for (const k of ['cert', 'key', 'ca']) if (found[k] !== undefined) throw new UsageError(`--${k} goes with --remote`);
+  return { target: dir, dir, remote: false, rest: [...rest, ...tail] };
 }
 
 function printLine(l: ConsoleLine): void {
   (l.stream === 'stderr' ? process.stderr : process.stdout).write(`${l.line}\n`);
 }
 
-async function serve(dir: string): Promise<number> {
-  const daemon = await startDaemon(dir);
+function intOption(text: string | undefined, what: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text)) throw new UsageError(`${what} must be a whole number, got '${text}'`);
+  return Number(text);
+}
+
+/** Parses `0,1,4-6` into CPU ids. */
+export function parseCpuList(text: string): number[] {
+  const out = new Set<number>();
+  for (const part of text.split(',')) {
+    const m = /^(\d{1,4})(?:-(\d{1,4}))?$/.exec(part);
+    if (!m) throw new UsageError(`--cpus must be CPU ids such as 0,1 or 0-3, got '${text}'`);
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : Number(m[2]);
+    if (hi < lo || hi > 4095) throw new UsageError(`bad CPU range '${part}'`);
+    for (let c = lo; c <= hi; c++) out.add(c);
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+async function serve(dir: string, args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        metrics: { type: 'string' },
+        http: { type: 'string' },
+        listen: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'client-ca': { type: 'string' },
+        crl: { type: 'string' },
+        'max-connections': { type: 'string' },
+        'idle-timeout': { type: 'string' },
+        'boot-ms': { type: 'string' },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const tlsParts = [values['tls-cert'], values['tls-key'], values['client-ca']];
+  if (values.listen !== undefined && tlsParts.some((v) => v === undefined)) throw new UsageError('--listen needs --tls-cert, --tls-key and --client-ca (remote management is always mutually authenticated TLS)');
+  if (values.listen === undefined && tlsParts.some((v) => v !== undefined)) throw new UsageError('--tls-cert, --tls-key and --client-ca go with --listen');
+  const maxConnections = intOption(values['max-connections'], '--max-connections');
+  const idleTimeoutMs = intOption(values['idle-timeout'], '--idle-timeout');
+  const bootMs = intOption(values['boot-ms'], '--boot-ms');
+  const daemon = await startDaemon(dir, {
+    limits: { ...(maxConnections !== undefined ? { maxConnections } : {}), ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}) },
+    ...(values.metrics ? { metrics: values.metrics } : {}),
+    ...(values.listen ? { tls: { listen: values.listen, cert: values['tls-cert']!, key: values['tls-key']!, clientCa: values['client-ca']!, ...(values.crl ? { crl: values.crl } : {}) } } : {}),
+    ...(bootMs !== undefined ? { bootMs } : {}),
+  });
   process.stderr.write(`morgana daemon: listening on ${daemon.socket}\n`);
+  if (daemon.tlsAddress) process.stderr.write(`morgana daemon: TLS on ${daemon.tlsAddress.address}:${daemon.tlsAddress.port}\n`);
+  if (daemon.metricsAddress) process.stderr.write(`morgana daemon: metrics on http://${daemon.metricsAddress.address}:${daemon.metricsAddress.port}/metrics\n`);
+  let web: DaemonWeb | undefined;
+  if (values.http !== undefined) {
+    const { host, port } = parseListenAddress(values.http, '--http');
+    try {
+      web = await startDaemonWeb(dir, { host, port });
+    } catch (error) {
+      await daemon.close();
+      throw error;
+    }
+    process.stderr.write(`morgana daemon: web view on ${web.url}\n`);
+  }
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
+  await web?.close();
   await daemon.close();
   process.stderr.write('morgana daemon: stopped (unikernels keep running)\n');
   return 0;
 }
 
+/**
+ * Starts `morgana daemon --dir DIR` in the background (its output in `DIR/daemon.log`) and waits
+ * until it answers. Used by `morgana run -d` when no daemon runs.
+ */
+export async function spawnDaemon(dir: string): Promise<number> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const log = openSync(path.join(dir, 'daemon.log'), 'a', 0o600);
+  const cli = fileURLToPath(new URL('../cli.js', import.meta.url));
+  const child = spawn(process.execPath, [cli, 'daemon', '--dir', dir], { detached: true, stdio: ['ignore', log, log] });
+  closeSync(log);
+  child.unref();
+  const end = Date.now() + 15_000;
+  for (;;) {
+    try {
+      await daemonRequest(dir, { cmd: 'ping' });
+      return child.pid!;
+    } catch (error) {
+      if (child.exitCode !== null || Date.now() > end) throw new MorganaError('ERR_DAEMON_UNREACHABLE', `the daemon did not start (see ${path.join(dir, 'daemon.log')}): ${(error as Error).message}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 function one(rest: string[], what: string): string {
-  if (rest.length !== 1) throw new UsageError(`${what} takes exactly one unikernel name`);
+  if (rest.length !== 1) throw new UsageError(`${what} takes exactly one name`);
   return rest[0]!;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return `${rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n')}\n`;
+}
+
+/** `ps`: a table (or JSON) of the daemon's unikernels. */
+export async function psCommand(target: DaemonTarget, rest: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: rest, options: { json: { type: 'boolean' } }, allowPositionals: true });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+  const list = (await daemonRequest(target, { cmd: 'ps' })).unikernels as DaemonUnikernelInfo[];
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+    return 0;
+  }
+  process.stdout.write(table([['NAME', 'STATE', 'PID', 'TARGET', 'RESTARTS', 'LAST EXIT'], ...list.map((u) => [u.name, u.state, String(u.pid ?? '-'), u.target, String(u.restarts), u.lastExit?.description ?? '-'])]));
+  return 0;
+}
+
+/** `console`/`logs`: the console ring of one unikernel, and with `-f` what follows. */
+export async function consoleCommand(target: DaemonTarget, rest: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: rest, options: { count: { type: 'string' }, follow: { type: 'boolean', short: 'f' } }, allowPositionals: true });
+  const name = one(positionals, 'console');
+  const count = intOption(values.count, '--count');
+  await daemonRequest(target, { cmd: 'console', name, follow: Boolean(values.follow), ...(count !== undefined ? { count } : {}) }, (msg) => {
+    if (msg.console) printLine(msg.console as ConsoleLine);
+    if (msg.exit) process.stderr.write(`morgana: ${name}: ${(msg.exit as { description: string }).description}\n`);
+  });
+  return 0;
+}
+
+/** `stop`. */
+export async function stopCommand(target: DaemonTarget, rest: string[]): Promise<number> {
+  const name = one(rest, 'stop');
+  const r = await daemonRequest(target, { cmd: 'stop', name });
+  process.stdout.write(`${name}: ${(r.exit as { description?: string } | undefined)?.description ?? 'stopped'}\n`);
+  return 0;
+}
+
+/** `stats`: JSON with `--json`, else a short summary. */
+export async function statsCommand(target: DaemonTarget, rest: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: rest, options: { json: { type: 'boolean' } }, allowPositionals: true });
+  const name = one(positionals, 'stats');
+  const s = (await daemonRequest(target, { cmd: 'stats', name })).stats as {
+    state: string;
+    target: string;
+    restarts: number;
+    uptimeMs?: number;
+    process?: { pid: number; utimeMs: number; stimeMs: number; rssKiB: number };
+    nets: Record<string, { tap: string; rxBytes: number; txBytes: number } | undefined>;
+    cpus?: number[];
+  };
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
+    return 0;
+  }
+  const lines = [`${name}: ${s.state} (${s.target}), restarts ${s.restarts}${s.uptimeMs !== undefined ? `, up ${(s.uptimeMs / 1000).toFixed(1)} s` : ''}`];
+  if (s.process) lines.push(`  pid ${s.process.pid}, cpu ${((s.process.utimeMs + s.process.stimeMs) / 1000).toFixed(2)} s, rss ${s.process.rssKiB} KiB${s.cpus ? `, cpus ${s.cpus.join(',')}` : ''}`);
+  for (const [dev, c] of Object.entries(s.nets)) lines.push(c ? `  ${dev} (${c.tap}): guest rx ${c.txBytes} B, tx ${c.rxBytes} B` : `  ${dev}: gone`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+  return 0;
+}
+
+/** `events`. */
+export async function eventsCommand(target: DaemonTarget, rest: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: rest, options: { count: { type: 'string' }, follow: { type: 'boolean', short: 'f' }, json: { type: 'boolean' } }, allowPositionals: true });
+  if (positionals.length > 1) throw new UsageError('events takes at most one unikernel name');
+  const count = intOption(values.count, '--count');
+  await daemonRequest(target, { cmd: 'events', ...(positionals[0] ? { name: positionals[0] } : {}), follow: Boolean(values.follow), ...(count !== undefined ? { count } : {}) }, (msg) => {
+    if (!msg.event) return;
+    const e = msg.event as DaemonEvent;
+    process.stdout.write(values.json ? `${JSON.stringify(e)}\n` : `${e.time}  ${e.type.padEnd(13)} ${e.name ?? '-'}${e.reason ? ` [${e.reason}]` : ''}${e.message ? `  ${e.message}` : ''}${e.by && e.by !== 'local' ? `  (by ${e.by})` : ''}\n`);
+  });
+  return 0;
+}
+
+async function policyCommand(target: DaemonTarget, rest: string[]): Promise<number> {
+  const [sub, ...args] = rest;
+  if (sub === 'list') {
+    const r = await daemonRequest(target, { cmd: 'policy-list' });
+    process.stdout.write(`${JSON.stringify(r.policies, null, 2)}\n`);
+    return 0;
+  }
+  if (sub === 'remove') {
+    await daemonRequest(target, { cmd: 'policy-remove', path: one(args, 'policy remove') });
+    return 0;
+  }
+  if (sub !== 'set') throw new UsageError('policy set|list|remove');
+  const { values, positionals } = parseArgs({
+    args,
+    options: { 'max-unikernels': { type: 'string' }, mem: { type: 'string' }, cpus: { type: 'string' }, bridges: { type: 'string' }, 'block-quota': { type: 'string' } },
+    allowPositionals: true,
+  });
+  const p = one(positionals, 'policy set');
+  const policy: ResourcePolicy = {};
+  const max = intOption(values['max-unikernels'], '--max-unikernels');
+  if (max !== undefined) policy.maxUnikernels = max;
+  const mem = intOption(values.mem, '--mem');
+  if (mem !== undefined) policy.memoryMB = mem;
+  if (values.cpus !== undefined) policy.cpus = parseCpuList(values.cpus);
+  if (values.bridges !== undefined) policy.bridges = values.bridges === '' ? [] : values.bridges.split(',');
+  if (values['block-quota'] !== undefined) {
+    const bytes = parseSize(values['block-quota']);
+    if (!Number.isFinite(bytes)) throw new UsageError(`bad --block-quota '${values['block-quota']}'`);
+    policy.blockMB = Math.floor(bytes / (1024 * 1024));
+  }
+  const r = await daemonRequest(target, { cmd: 'policy-set', path: p, policy });
+  process.stdout.write(`${p}: ${JSON.stringify(r.policy)}\n`);
+  return 0;
+}
+
+async function blockCommand(target: DaemonTarget, rest: string[]): Promise<number> {
+  const [sub, ...args] = rest;
+  switch (sub) {
+    case 'create': {
+      if (args.length !== 2) throw new UsageError('block create <name> <size>');
+      const size = parseSize(args[1]!);
+      if (!Number.isFinite(size)) throw new UsageError(`bad size '${args[1]}'`);
+      const r = await daemonRequest(target, { cmd: 'block-create', name: args[0]!, size });
+      process.stdout.write(`${args[0]}: ${(r.block as { size: number }).size} bytes\n`);
+      return 0;
+    }
+    case 'list': {
+      const r = await daemonRequest(target, { cmd: 'block-list' });
+      const list = r.blocks as { name: string; size: number; allocated: number }[];
+      process.stdout.write(table([['NAME', 'SIZE', 'ALLOCATED'], ...list.map((b) => [b.name, String(b.size), String(b.allocated)])]));
+      return 0;
+    }
+    case 'info': {
+      const r = await daemonRequest(target, { cmd: 'block-info', name: one(args, 'block info') });
+      process.stdout.write(`${JSON.stringify(r.block, null, 2)}\n`);
+      return 0;
+    }
+    case 'delete':
+      await daemonRequest(target, { cmd: 'block-delete', name: one(args, 'block delete') });
+      return 0;
+    case 'dump': {
+      if (args.length !== 2) throw new UsageError('block dump <name> <file|->');
+      const out = args[1] === '-' ? process.stdout : createWriteStream(args[1]!, { mode: 0o600 });
+      let pending = Promise.resolve();
+      await daemonRequest(target, { cmd: 'block-dump', name: args[0]! }, (msg) => {
+        if (typeof msg.data === 'string') {
+          const buf = Buffer.from(msg.data, 'base64');
+          pending = pending.then(() => new Promise<void>((resolve, reject) => out.write(buf, (e) => (e ? reject(e) : resolve()))));
+        }
+      });
+      await pending;
+      if (out !== process.stdout) await new Promise<void>((resolve) => (out as ReturnType<typeof createWriteStream>).end(() => resolve()));
+      return 0;
+    }
+    case 'restore': {
+      if (args.length !== 2) throw new UsageError('block restore <name> <file|->');
+      const input = args[1] === '-' ? process.stdin : createReadStream(args[1]!);
+      const r = await daemonRequest(target, { cmd: 'block-restore', name: args[0]! }, undefined, input as AsyncIterable<Buffer>);
+      process.stdout.write(`${args[0]}: ${String(r.written)} bytes restored\n`);
+      return 0;
+    }
+    default:
+      throw new UsageError('block create|list|info|delete|dump|restore');
+  }
+}
+
+/** Splits daemon-only deploy options (`--cpus`, `--start-order`) from the deploy ones. */
+function takePlacement(args: string[]): { cpus?: number[]; startOrder?: number; rest: string[] } {
+  const rest: string[] = [];
+  let cpus: number[] | undefined;
+  let startOrder: number | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') {
+      rest.push(...args.slice(i));
+      break;
+    }
+    const m = /^--(cpus|start-order)(?:=(.*))?$/.exec(a);
+    if (!m) {
+      rest.push(a);
+      continue;
+    }
+    const v = m[2] ?? args[++i];
+    if (v === undefined) throw new UsageError(`--${m[1]} needs a value`);
+    if (m[1] === 'cpus') cpus = parseCpuList(v);
+    else startOrder = intOption(v, '--start-order');
+  }
+  return { ...(cpus ? { cpus } : {}), ...(startOrder !== undefined ? { startOrder } : {}), rest };
 }
 
 /** The daemon command. */
 export const daemon: Command = {
-  summary: 'Supervise several Solo5 unikernels behind a local control socket',
+  summary: 'Supervise Solo5 and TypeScript unikernels behind a local control socket (and TLS, metrics)',
   usage: USAGE,
   async run(args) {
     try {
-      const { dir, rest: all } = takeDir(args);
-      const [sub, ...rest] = all;
+      const { target, dir, remote, rest: all } = takeTarget(args);
+      // `morgana daemon --metrics …` is `serve` with options.
+      const [sub, ...rest] = all[0]?.startsWith('-') ? ['serve', ...all] : all;
       switch (sub) {
         case undefined:
         case 'serve':
-          if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0]}'`);
-          return await serve(dir);
+          if (remote) throw new UsageError('serve runs a local daemon (--remote is for client subcommands)');
+          return await serve(dir, rest);
         case 'deploy': {
-          const { dryRun, ...options } = parseDeployArgs(rest);
+          const { cpus, startOrder, rest: deployArgs } = takePlacement(rest);
+          const { dryRun, ...options } = parseDeployArgs(deployArgs);
           if (dryRun) throw new UsageError('--dry-run is for morgana deploy');
           if (options.logFile) throw new UsageError('the daemon keeps the console log itself (no --log)');
-          options.image = path.resolve(options.image);
-          if (options.tender?.includes('/')) options.tender = path.resolve(options.tender);
-          for (const b of options.blocks ?? []) b.file = path.resolve(b.file);
-          const r = await daemonRequest(dir, { cmd: 'deploy', options });
+          if (!remote) {
+            options.image = path.resolve(options.image);
+            if (options.tender?.includes('/')) options.tender = path.resolve(options.tender);
+            for (const b of options.blocks ?? []) if (!b.file.startsWith('@')) b.file = path.resolve(b.file);
+          }
+          const r = await daemonRequest(target, { cmd: 'deploy', options, ...(cpus ? { cpus } : {}), ...(startOrder !== undefined ? { startOrder } : {}) });
           const uk = r.unikernel as DaemonUnikernelInfo;
           process.stdout.write(`${uk.name} started (pid ${uk.pid})\n`);
           return 0;
         }
-        case 'ps': {
-          const { values, positionals } = parseArgs({ args: rest, options: { json: { type: 'boolean' } }, allowPositionals: true });
-          if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
-          const r = await daemonRequest(dir, { cmd: 'ps' });
-          const list = r.unikernels as DaemonUnikernelInfo[];
-          if (values.json) {
-            process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
-            return 0;
-          }
-          const rows = [['NAME', 'STATE', 'PID', 'TARGET', 'RESTARTS', 'LAST EXIT'], ...list.map((u) => [u.name, u.state, String(u.pid ?? '-'), u.target, String(u.restarts), u.lastExit?.description ?? '-'])];
-          const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-          process.stdout.write(`${rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n')}\n`);
-          return 0;
-        }
-        case 'console': {
-          const { values, positionals } = parseArgs({ args: rest, options: { count: { type: 'string' }, follow: { type: 'boolean', short: 'f' } }, allowPositionals: true });
-          const name = one(positionals, 'console');
-          if (values.count !== undefined && !/^\d+$/.test(values.count)) throw new UsageError('--count must be a whole number');
-          await daemonRequest(dir, { cmd: 'console', name, follow: Boolean(values.follow), ...(values.count !== undefined ? { count: Number(values.count) } : {}) }, (msg) => {
-            if (msg.console) printLine(msg.console as ConsoleLine);
-            if (msg.exit) process.stderr.write(`morgana daemon: ${name}: ${(msg.exit as { description: string }).description}\n`);
-          });
-          return 0;
-        }
-        case 'stop': {
-          const r = await daemonRequest(dir, { cmd: 'stop', name: one(rest, 'stop') });
-          process.stdout.write(`${rest[0]}: ${(r.exit as { description?: string } | undefined)?.description ?? 'stopped'}\n`);
-          return 0;
-        }
+        case 'ps':
+          return await psCommand(target, rest);
+        case 'console':
+        case 'logs':
+          return await consoleCommand(target, rest);
+        case 'stop':
+          return await stopCommand(target, rest);
         case 'restart': {
-          const r = await daemonRequest(dir, { cmd: 'restart', name: one(rest, 'restart') });
-          process.stdout.write(`${rest[0]} restarted (pid ${(r.unikernel as DaemonUnikernelInfo).pid})\n`);
+          const name = one(rest, 'restart');
+          const r = await daemonRequest(target, { cmd: 'restart', name });
+          process.stdout.write(`${name} restarted (pid ${(r.unikernel as DaemonUnikernelInfo).pid})\n`);
           return 0;
         }
-        case 'stats': {
-          const r = await daemonRequest(dir, { cmd: 'stats', name: one(rest, 'stats') });
-          process.stdout.write(`${JSON.stringify(r.stats, null, 2)}\n`);
+        case 'stats':
+          return await statsCommand(target, rest);
+        case 'events':
+          return await eventsCommand(target, rest);
+        case 'update': {
+          const { values, positionals } = parseArgs({ args: rest, options: { 'boot-ms': { type: 'string' } }, allowPositionals: true });
+          if (positionals.length !== 2) throw new UsageError('update <name> <image>');
+          const bootMs = intOption(values['boot-ms'], '--boot-ms');
+          const image = remote ? positionals[1]! : path.resolve(positionals[1]!);
+          const r = await daemonRequest(target, { cmd: 'update', name: positionals[0]!, image, ...(bootMs !== undefined ? { bootMs } : {}) });
+          process.stdout.write(`${positionals[0]} updated (pid ${(r.unikernel as DaemonUnikernelInfo).pid})\n`);
           return 0;
         }
+        case 'status': {
+          if (rest.length) throw new UsageError(`unexpected argument '${rest[0]}'`);
+          const r = await daemonRequest(target, { cmd: 'status' });
+          delete r.ok;
+          process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+          return 0;
+        }
+        case 'policy':
+          return await policyCommand(target, rest);
+        case 'block':
+          return await blockCommand(target, rest);
         default:
           throw new UsageError(`unknown subcommand '${sub}'`);
       }
-    } catch (error) {
+    } catch (caught) {
+      const error = asUsageError(caught);
       if (error instanceof UsageError) process.stderr.write(`usage: ${USAGE}\n`);
       const code = reportError('morgana daemon', error);
-      if ((error as { code?: unknown }).code === 'ERR_DAEMON_UNREACHABLE') {
-        const dirArg = args.findIndex((a) => a === '--dir' || a.startsWith('--dir='));
-        const dir = dirArg < 0 ? '' : args[dirArg]!.includes('=') ? ` ${args[dirArg]}` : ` --dir ${args[dirArg + 1] ?? 'DIR'}`;
-        process.stderr.write(`morgana daemon: no daemon is running; start one with: ${selfCommand()} daemon serve${dir} (it stays in the foreground: use another terminal, or append &)\n`);
+      if ((error as { code?: unknown }).code === 'ERR_DAEMON_UNREACHABLE' && !takeTargetSafe(args)?.remote) {
+        const dir = takeTargetSafe(args)?.dir ?? defaultDaemonDir();
+        process.stderr.write(`morgana daemon: no daemon is running; start one with: ${selfCommand()} daemon serve --dir ${dir} (it stays in the foreground: use another terminal, or append &)\n`);
       }
       return code;
     }
   },
 };
+
+/** `node:util` parseArgs errors are usage errors. */
+export function asUsageError(error: unknown): unknown {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS') ? new UsageError((error as Error).message) : error;
+}
+
+function takeTargetSafe(args: string[]): ReturnType<typeof takeTarget> | undefined {
+  try {
+    return takeTarget(args);
+  } catch {
+    return undefined;
+  }
+}
+

@@ -25,7 +25,7 @@ import { type Config, type DeviceGraph, checkKeyValues, deviceGraph } from './ds
 import { type Key, isKey, keysHelp, parseKeyArguments } from './keys.js';
 import type { StackV4 } from '../stack/stackv4.js';
 import type { Tcp } from '../stack/tcp.js';
-import { DEFAULT_VNET_MTU, type Forward, type TargetConfig, formatForward } from './targets.js';
+import { DEFAULT_VNET_MTU, type Forward, type TargetConfig, formatForward, parseForward } from './targets.js';
 
 /** Exit codes of a unikernel, as MirageOS's (functoria-runtime ≥ 3.0.1). */
 export const EXIT = { ok: 0, failure: 1, help: 63, usage: 64 } as const;
@@ -283,6 +283,18 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     return EXIT.failure;
   }
 
+  // Forwards added at run time (morgana run -p/--forward) on top of those configure fixed.
+  const extraForwards = process.env.MORGANA_FORWARD;
+  delete process.env.MORGANA_FORWARD;
+  if (extraForwards) {
+    try {
+      if (manifest.target.name !== 'vnet') throw new MorganaError('ERR_USAGE', `-p/--forward applies to the vnet target only (this unikernel is configured for ${manifest.target.name})`);
+      manifest.target = { ...manifest.target, forward: [...manifest.target.forward, ...extraForwards.split('\n').map(parseForward)] };
+    } catch (error) {
+      process.stderr.write(`${manifest.name}: ${errorMessage(error)}\n`);
+      return EXIT.usage;
+    }
+  }
   const keys = runtimeKeys(graph, manifest.target);
   let parsed;
   try {

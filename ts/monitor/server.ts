@@ -14,15 +14,13 @@
  * (`?token=…` or `Authorization: Bearer …`).
  * @module
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { MorganaError } from '../errors.js';
 import { METRICS_CONTENT_TYPE, MetricsWriter } from '../metrics/exposition.js';
 import { writeStackMetrics, writeSwitchMetrics } from '../metrics/collect.js';
 import { pcapGlobalHeader, pcapNowMicros, pcapRecord } from '../net/pcap.js';
+import { authorized, readBody, sendJson as json, serveAsset, tokenFor } from './http-kit.js';
 import { DASHBOARD_HTML } from './page.js';
 import { type MonitorSource, type Snapshot, takeSnapshot } from './snapshot.js';
 
@@ -62,49 +60,17 @@ interface Capture {
   startedAt: number;
 }
 
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
-
-function isLoopback(host: string): boolean {
-  return LOOPBACK.test(host);
-}
-
-let uplotAssets: { js: Buffer; css: Buffer } | undefined;
-function uplot(): { js: Buffer; css: Buffer } {
-  if (!uplotAssets) {
-    const require = createRequire(import.meta.url);
-    uplotAssets = {
-      js: readFileSync(require.resolve('uplot/dist/uPlot.iife.min.js')),
-      css: readFileSync(require.resolve('uplot/dist/uPlot.min.css')),
-    };
-  }
-  return uplotAssets;
-}
-
 /** Starts the monitor for `source`. */
 export async function startMonitor(source: MonitorSource, options: MonitorOptions = {}): Promise<Monitor> {
   const host = options.host ?? '127.0.0.1';
   const intervalMs = options.intervalMs ?? 1000;
   const captureLimit = options.captureLimitBytes ?? 64 * 1024 * 1024;
-  const token = options.token ?? (isLoopback(host) ? undefined : randomBytes(16).toString('hex'));
+  const token = tokenFor(host, options.token);
   const captures = new Map<number, Capture>();
   let nextCapture = 1;
   const streams = new Set<http.ServerResponse>();
 
   const snapshot = (): Snapshot => takeSnapshot(source, { medium: () => undefined });
-
-  const authorized = (req: http.IncomingMessage, url: URL): boolean => {
-    if (token === undefined) return true;
-    const given = url.searchParams.get('token') ?? /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
-    const a = Buffer.from(given);
-    const b = Buffer.from(token);
-    return a.length === b.length && timingSafeEqual(a, b);
-  };
-
-  const json = (res: http.ServerResponse, status: number, body: unknown) => {
-    const text = JSON.stringify(body);
-    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
-    res.end(text);
-  };
 
   const metrics = (accept: string | undefined): { type: string; body: string } => {
     const format = accept?.includes('application/openmetrics-text') ? 'openmetrics' : 'prometheus';
@@ -144,38 +110,16 @@ export async function startMonitor(source: MonitorSource, options: MonitorOption
 
   const captureView = (c: Capture) => ({ id: c.id, target: c.target, frames: c.frames, bytes: c.bytes, running: c.running, startedAt: c.startedAt });
 
-  const readBody = (req: http.IncomingMessage): Promise<string> =>
-    new Promise((resolve, reject) => {
-      let body = '';
-      req.setEncoding('utf8');
-      req.on('data', (chunk: string) => {
-        body += chunk;
-        if (body.length > 4096) {
-          reject(new MorganaError('ERR_MONITOR_REQUEST', 'request body too large'));
-          req.destroy();
-        }
-      });
-      req.on('end', () => resolve(body));
-      req.on('error', reject);
-    });
-
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://monitor.invalid');
     // The bundled chart library is public code with no data in it: the page loads it by tag.
-    if (!url.pathname.startsWith('/assets/') && !authorized(req, url)) return json(res, 401, { error: 'a token is required: ?token=… or Authorization: Bearer …' });
+    if (!url.pathname.startsWith('/assets/') && !authorized(req, url, token)) return json(res, 401, { error: 'a token is required: ?token=… or Authorization: Bearer …' });
     const path = url.pathname;
     if (req.method === 'GET' && path === '/') {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
       return void res.end(DASHBOARD_HTML);
     }
-    if (req.method === 'GET' && path === '/assets/uplot.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8' });
-      return void res.end(uplot().js);
-    }
-    if (req.method === 'GET' && path === '/assets/uplot.css') {
-      res.writeHead(200, { 'content-type': 'text/css; charset=utf-8' });
-      return void res.end(uplot().css);
-    }
+    if (req.method === 'GET' && serveAsset(path, res)) return;
     if (req.method === 'GET' && path === '/metrics') {
       const m = metrics(req.headers.accept);
       res.writeHead(200, { 'content-type': m.type });

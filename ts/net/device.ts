@@ -32,10 +32,10 @@ export interface NetOffloads {
   tso4: boolean;
   /** TCP/IPv6 super-frames (`gsoType` {@link GSO_TCPV6}; `VIRTIO_NET_F_HOST_TSO6`). */
   tso6: boolean;
-  /** The largest super-frame, Ethernet header included (at most 65,535 + 14). */
-  maxFrame: number;
-  /** Received frames may be coalesced in-order TCP segments (GRO), with metadata. */
-  rxCoalesce: boolean;
+  /** The largest super-frame, Ethernet header included (at most and by default 65,535 + 14). */
+  maxFrame?: number;
+  /** Received frames may be coalesced in-order TCP segments (GRO), with metadata (default false). */
+  rxCoalesce?: boolean;
 }
 
 /** `FrameOffload.flags`: the checksum from `csumStart` on is still to be computed. */
@@ -111,8 +111,11 @@ export function acceptsOffload(device: { readonly offloads?: NetOffloads }, offl
   if ((offload.flags & NEEDS_CSUM) !== 0 && !o.checksum) return false;
   if (offload.gsoType === GSO_NONE) return true;
   const tso = offload.gsoType === GSO_TCPV4 ? o.tso4 : offload.gsoType === GSO_TCPV6 ? o.tso6 : false;
-  return tso && length <= o.maxFrame;
+  return tso && length <= (o.maxFrame ?? MAX_SUPER_FRAME);
 }
+
+/** The largest super-frame: an Ethernet header and a 65,535-byte IP packet. */
+export const MAX_SUPER_FRAME = 14 + 65_535;
 
 /** Counters all at zero. */
 export function emptyNetStats(): NetStats {

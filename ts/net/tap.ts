@@ -32,9 +32,24 @@
 import { randomBytes } from 'node:crypto';
 import { InvalidArgumentError, MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
 import { native } from '../native.js';
-import { type FrameFill, type FrameHandler, type NetDevice, type NetStats, ETHERNET_HEADER_LENGTH } from './device.js';
+import {
+  type FrameFill,
+  type FrameHandler,
+  type FrameOffload,
+  type NetDevice,
+  type NetOffloads,
+  type NetStats,
+  ETHERNET_HEADER_LENGTH,
+  MAX_SUPER_FRAME,
+} from './device.js';
 import { formatMac, parseMac, randomLocalMac } from './mac.js';
-import { VIRTIO_NET_HDR_LENGTH } from './vnet-hdr.js';
+import {
+  VIRTIO_NET_HDR_F_DATA_VALID,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_LENGTH,
+} from './vnet-hdr.js';
 
 /** Options of {@link openTap}. */
 export interface TapOptions {
@@ -334,4 +349,122 @@ function tapError(error: unknown): Error {
     return new MorganaError(match[1]!, hint ? `${match[2]} (${hint})` : match[2]!, { cause: error });
   }
   return new MorganaError('ERR_TAP_OPEN', message, { cause: error });
+}
+
+/**
+ * The NET device of a TAP opened with `vnetHdr: true`: frames without the 12-byte
+ * `virtio_net_hdr`, whose fields travel as {@link FrameOffload} metadata instead, so a stack
+ * gets the kernel's coalesced (GRO) TCP frames of up to 64 KiB with partial checksums, and
+ * hands it TCP super-frames (TSO) the kernel cuts. Its {@link NetOffloads} are the ones the
+ * kernel granted. A TAP without the header passes frames through as they are, with no offloads.
+ */
+export function tapNetDevice(tap: TapDevice): TapNetDevice {
+  return new VnetHdrDevice(tap);
+}
+
+/** A TAP as a NET device, with counts of the offload metadata received. */
+export interface TapNetDevice extends NetDevice {
+  /** Frames received with a partial checksum (`NEEDS_CSUM`), and coalesced (GRO) TCP frames. */
+  offloadStats(): { partialChecksum: number; coalesced: number };
+}
+
+class VnetHdrDevice implements TapNetDevice {
+  readonly #tap: TapDevice;
+  #partialChecksum = 0;
+  #coalesced = 0;
+  readonly offloads: NetOffloads | undefined;
+  #fill: FrameFill | undefined;
+  #offload: FrameOffload | undefined;
+  readonly #fillWithHeader = (buffer: Buffer): number => {
+    const offload = this.#offload;
+    const frame = buffer.subarray(VIRTIO_NET_HDR_LENGTH);
+    const length = this.#fill!(frame);
+    buffer.fill(0, 0, VIRTIO_NET_HDR_LENGTH);
+    if (offload && offload.gsoType !== VIRTIO_NET_HDR_GSO_NONE && Number.isInteger(length) && length > offload.csumStart + offload.csumOffset + 1) {
+      // Linux cuts a super-frame from a partial checksum: the TCP checksum field holds the
+      // pseudo-header sum over the whole segment (NEEDS_CSUM), as a kernel stack leaves it.
+      const partial = pseudoSum(frame, offload.csumStart, length, offload.gsoType === VIRTIO_NET_HDR_GSO_TCPV4);
+      frame.writeUInt16BE(partial, offload.csumStart + offload.csumOffset);
+      buffer[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+      buffer[1] = offload.gsoType;
+      buffer.writeUInt16LE(offload.hdrLen, 2);
+      buffer.writeUInt16LE(offload.gsoSize, 4);
+      buffer.writeUInt16LE(offload.csumStart, 6);
+      buffer.writeUInt16LE(offload.csumOffset, 8);
+    }
+    return Number.isInteger(length) ? length + VIRTIO_NET_HDR_LENGTH : length;
+  };
+
+  constructor(tap: TapDevice) {
+    this.#tap = tap;
+    const o = tap.kernelOffloads;
+    this.offloads = tap.vnetHdr ? Object.freeze({ checksum: o.checksum, tso4: o.tso4, tso6: o.tso6, maxFrame: MAX_SUPER_FRAME, rxCoalesce: true }) : undefined;
+  }
+
+  get mac(): string {
+    return this.#tap.mac;
+  }
+
+  get mtu(): number {
+    return this.#tap.mtu;
+  }
+
+  write(size: number, fill: FrameFill, offload?: FrameOffload): void {
+    if (!this.#tap.vnetHdr) return this.#tap.write(size, fill);
+    this.#fill = fill;
+    this.#offload = offload;
+    try {
+      this.#tap.write(size + VIRTIO_NET_HDR_LENGTH, this.#fillWithHeader);
+    } finally {
+      this.#fill = undefined;
+      this.#offload = undefined;
+    }
+  }
+
+  listen(handler: FrameHandler): void {
+    if (!this.#tap.vnetHdr) return this.#tap.listen(handler);
+    this.#tap.listen((raw) => {
+      if (raw.length < VIRTIO_NET_HDR_LENGTH + ETHERNET_HEADER_LENGTH) return;
+      const flags = raw[0]!;
+      const gsoType = raw[1]!;
+      const frame = raw.subarray(VIRTIO_NET_HDR_LENGTH);
+      if (flags === 0 && gsoType === VIRTIO_NET_HDR_GSO_NONE) return handler(frame);
+      if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) this.#partialChecksum++;
+      if (gsoType !== VIRTIO_NET_HDR_GSO_NONE) this.#coalesced++;
+      // TCP over IPv4 is trusted as the kernel marks it (its engine skips the sum); anything
+      // else with a partial checksum is completed here, for layers that verify checksums.
+      const tcp4 = frame.readUInt16BE(12) === 0x0800 && frame[23] === 6;
+      if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !tcp4 && !native.gsoCompleteChecksum(frame, raw.readUInt16LE(6), raw.readUInt16LE(8))) return;
+      handler(frame, {
+        flags: flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID),
+        gsoType,
+        hdrLen: raw.readUInt16LE(2),
+        gsoSize: raw.readUInt16LE(4),
+        csumStart: raw.readUInt16LE(6),
+        csumOffset: raw.readUInt16LE(8),
+      });
+    });
+  }
+
+  stats(): NetStats {
+    return this.#tap.stats();
+  }
+
+  offloadStats(): { partialChecksum: number; coalesced: number } {
+    return { partialChecksum: this.#partialChecksum, coalesced: this.#coalesced };
+  }
+
+  close(): Promise<void> {
+    return this.#tap.close();
+  }
+}
+
+/** The TCP pseudo-header sum (folded, not complemented) of the segment at `frame[start..end]`. */
+function pseudoSum(frame: Buffer, start: number, end: number, v4: boolean): number {
+  const ip = ETHERNET_HEADER_LENGTH;
+  let sum = 6 + (end - start);
+  const [from, to] = v4 ? [ip + 12, ip + 20] : [ip + 8, ip + 40];
+  for (let i = from; i < to; i += 2) sum += frame.readUInt16BE(i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
 }

@@ -22,6 +22,7 @@ import {
   type FrameHandler,
   type FrameOffload,
   GSO_NONE,
+  MAX_SUPER_FRAME,
   type NetDevice,
   type NetOffloads,
   type NetStats,
@@ -160,7 +161,7 @@ class SwitchPort implements NetDevice {
     // Offload metadata counts only from a port that advertised it; a super-frame may exceed
     // the MTU up to the advertised size.
     const meta = offload && (offload.gsoType !== GSO_NONE || offload.flags !== 0) && acceptsOffload(this, offload, length) ? offload : undefined;
-    const limit = meta && meta.gsoType !== GSO_NONE ? this.offloads!.maxFrame : this.mtu + 14;
+    const limit = meta && meta.gsoType !== GSO_NONE ? (this.offloads!.maxFrame ?? MAX_SUPER_FRAME) : this.mtu + 14;
     if (length > limit || length < 14) {
       this.#stats.txDropped++;
       return;

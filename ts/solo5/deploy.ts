@@ -120,6 +120,8 @@ export interface DeployOptions {
   dumpcore?: string;
   /** Environment of the tender (default: this process's). */
   env?: NodeJS.ProcessEnv;
+  /** Working directory of the tender (default: this process's). */
+  cwd?: string;
   /** How long `stop()` waits after SIGTERM before SIGKILL, in ms (default 5000). */
   stopTimeoutMs?: number;
   /** KVM device checked for hvt (default `/dev/kvm`). */
@@ -190,7 +192,7 @@ export interface DeployPlan {
   warnings?: string[];
 }
 
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
 function badOption(message: string): never {
   throw new MorganaError('ERR_SOLO5_BAD_OPTION', message);
@@ -228,7 +230,7 @@ function validate(options: DeployOptions): void {
   if (typeof options !== 'object' || options === null) badOption('options must be an object');
   if (typeof options.image !== 'string' || options.image === '') badOption('image must be a path');
   if (options.target !== undefined && !['hvt', 'spt', 'virtio'].includes(options.target)) badOption(`unsupported target '${options.target}' (hvt, spt or virtio)`);
-  if (options.name !== undefined && !NAME_RE.test(options.name)) badOption(`invalid name '${options.name}': 1 to 64 letters, digits, '.', '_' or '-'`);
+  if (options.name !== undefined && !NAME_RE.test(options.name)) badOption(`invalid name '${options.name}': 1 to 128 letters, digits, '.', '_', '-' or ':' (owner path separator)`);
   if (options.memoryMB !== undefined && (!Number.isInteger(options.memoryMB) || options.memoryMB < 1 || options.memoryMB > 65536)) {
     badOption(`memory must be a whole number of MB from 1 to 65536, got ${options.memoryMB}`);
   }
@@ -618,6 +620,7 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
     const child = spawn(cmd, args, {
       stdio: [...stdio, ...extra] as ('ignore' | 'pipe')[],
       env: this.#options.env ?? process.env,
+      ...(this.#options.cwd ? { cwd: this.#options.cwd } : {}),
       detached,
       ...(this.#user && !this.#options.netns ? { uid: this.#user.uid, gid: this.#user.gid } : {}),
     });
@@ -685,8 +688,11 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
     if (this.#poll) return;
     const splitter = new LineSplitter((line, truncated) => this.#line('stdout', line, truncated), this.#options.maxLineLength ?? 4096);
     let busy = false;
-    const read = async (): Promise<void> => {
-      if (busy) return;
+    // Reads are chained, never skipped: the final drain after the exit must run after a poll
+    // that may be reading already, or the last lines (written just before the exit) are lost.
+    let last: Promise<void> = Promise.resolve();
+    const read = (): Promise<void> => (last = last.then(readOnce));
+    const readOnce = async (): Promise<void> => {
       busy = true;
       try {
         const fh = await open(file, 'r');
@@ -712,7 +718,7 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
     };
     // Start at the current end: only new output is captured.
     void read();
-    this.#poll = setInterval(() => void read(), 200);
+    this.#poll = setInterval(() => void (busy || read()), 200);
     this.#poll.unref();
     const onExit = (_e: ExitInfo, final: boolean): void => {
       if (!final) return;

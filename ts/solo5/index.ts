@@ -46,6 +46,5 @@ export {
   deployUnikernel,
   planDeployment,
 } from './deploy.js';
-export { type DaemonRequest, type DaemonUnikernelInfo, Solo5Daemon, daemonRequest, defaultDaemonDir, startDaemon } from './daemon.js';
 export { type BoundForward, type UserGateway, type UserGatewayOptions, type UserGatewayStats, startUserGateway, userGatewayAddresses } from './gateway.js';
 export { type NamespaceMode, type UserNetAttachment, hasNetAdmin } from './user-net.js';

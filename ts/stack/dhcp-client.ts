@@ -235,7 +235,7 @@ export class DhcpClient extends EventEmitter<DhcpClientEvents> {
     return this.#lease && { ...this.#lease, routers: [...this.#lease.routers], dns: [...this.#lease.dns] };
   }
 
-  /** Binds UDP port 68 and starts discovery. Throws `ERR_UDP_PORT_IN_USE` if port 68 is taken. */
+  /** Binds UDP port 68 and starts discovery. Throws `EADDRINUSE` if port 68 is taken. */
   start(): void {
     if (this.#state === 'closed') throw new MorganaError('ERR_DHCP_CLOSED', 'the DHCP client is closed');
     if (this.#socket) return;

@@ -128,7 +128,7 @@ function configError(message: string): MorganaError {
 /**
  * Starts a DHCP server on the first interface of `stack`, which must have an address:
  * `startDhcpServer(stack, { range: ['10.0.0.100', '10.0.0.200'], router: '10.0.0.1', dns: ['10.0.0.1'] })`.
- * Throws `ERR_DHCP_CONFIG` for a range off the subnet or too large, and `ERR_UDP_PORT_IN_USE`
+ * Throws `ERR_DHCP_CONFIG` for a range off the subnet or too large, and `EADDRINUSE`
  * when port 67 is bound.
  */
 export function startDhcpServer(stack: DhcpServerHost, options: DhcpServerOptions): DhcpServer {

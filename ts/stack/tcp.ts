@@ -16,6 +16,8 @@
  * touched only to hand it data (`send`) or take data (`recv`).
  * @module
  */
+import { KeepAlive } from './keep-alive.js';
+import { TcpServer } from './tcp-server.js';
 import { Duplex } from 'node:stream';
 import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
@@ -126,8 +128,8 @@ export interface TcpOptions {
 }
 
 /**
- * The range of each numeric {@link TcpOptions} field. Buffers: at least 1 KiB (smaller ones stall
- * on silly-window avoidance), at most 1 GiB (the largest window RFC 7323's scale 14 can offer).
+ * The range of each numeric {@link TcpOptions} field. Buffers: from 1 KiB to 1 GiB (the largest
+ * window RFC 7323's scale 14 can offer); delayed ACK at most 500 ms (RFC 1122 §4.2.3.2).
  */
 const TCP_OPTION_RANGES: Readonly<Record<string, readonly [number, number]>> = {
   sendBuffer: [1024, 1 << 30],
@@ -213,6 +215,11 @@ export interface TcpConnectOptions {
   congestionControl?: TcpCongestionControl;
   /** Keep the write side open after the peer's FIN (default false, like `net`). */
   allowHalfOpen?: boolean;
+  /**
+   * Milliseconds to wait for the handshake (default: none, the engine's SYN retransmissions
+   * decide). When they pass, the attempt is aborted and the promise rejects with `ETIMEDOUT`.
+   */
+  timeout?: number;
 }
 
 /** Engine counters plus the glue's. */
@@ -221,18 +228,10 @@ export interface TcpStats extends ReturnType<NativeEngine['stats']> {
   sendFailures: number;
 }
 
-/** A listening port. */
-export interface TcpServer {
-  readonly port: number;
-  /** The families it accepts: `'IPv4'`, `'IPv6'` or `'dual'`. */
-  readonly family: 'IPv4' | 'IPv6' | 'dual';
-  /** Stops accepting; established connections stay. */
-  close(): void;
-}
-
 interface Listener {
   onConnection: (conn: TcpConnection) => void;
   allowHalfOpen: boolean;
+  server: TcpServer;
 }
 
 /** The engine's listen family argument: 0 dual-stack, 4, 6. */
@@ -478,6 +477,7 @@ export class Tcp {
       }
       const conn = new TcpConnection(this, handle, listener.allowHalfOpen);
       this.#conns.set(handle, conn);
+      listener.server._accepted(conn);
       listener.onConnection(conn);
       return;
     }
@@ -552,19 +552,16 @@ export class Tcp {
     const family: ListenFamily = host === '0.0.0.0' ? 4 : options.ipv6Only ? 6 : 0;
     const result = this.engine.listen(port, backlog, family);
     if (result < 0) throw engineFailure(result, `listen on port ${port}`);
-    const listener: Listener = { onConnection, allowHalfOpen: options.allowHalfOpen ?? false };
+    const server = new TcpServer(port, family === 4 ? 'IPv4' : family === 6 ? 'IPv6' : 'dual', () => {
+      let open = false;
+      if (this.#listeners4.get(port) === listener) open = this.#listeners4.delete(port);
+      if (this.#listeners6.get(port) === listener) open = this.#listeners6.delete(port);
+      if (open) this.engine.unlisten(port, family);
+    });
+    const listener: Listener = { onConnection, allowHalfOpen: options.allowHalfOpen ?? false, server };
     if (family !== 6) this.#listeners4.set(port, listener);
     if (family !== 4) this.#listeners6.set(port, listener);
-    return {
-      port,
-      family: family === 4 ? 'IPv4' : family === 6 ? 'IPv6' : 'dual',
-      close: () => {
-        let open = false;
-        if (this.#listeners4.get(port) === listener) open = this.#listeners4.delete(port);
-        if (this.#listeners6.get(port) === listener) open = this.#listeners6.delete(port);
-        if (open) this.engine.unlisten(port, family);
-      },
-    };
+    return server;
   }
 
   /**
@@ -579,12 +576,26 @@ export class Tcp {
       try {
         if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
         assertInteger(port, 'port', 1, 65_535);
+        if (options.timeout !== undefined) assertInteger(options.timeout, 'timeout', 1, 0x7fff_ffff);
         if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
         const handle = this.#open(host, port, options.localPort);
         if (options.congestionControl !== undefined) this.engine.setCongestionControl(handle, options.congestionControl);
         const conn = new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
         this.#conns.set(handle, conn);
-        this.#connecting.set(handle, { resolve, reject });
+        if (options.timeout === undefined) this.#connecting.set(handle, { resolve, reject });
+        else {
+          const timer = this.clock.setTimer(options.timeout, () => {
+            if (this.#connecting.get(handle) !== pending) return;
+            this.#connecting.delete(handle);
+            conn.destroy();
+            reject(new MorganaError('ETIMEDOUT', `connect to ${formatEndpoint(conn.remoteAddress, conn.remotePort)} timed out after ${options.timeout} ms (no answer to the SYN: is the host up and the address right?)`));
+          });
+          const pending: PendingConnect = {
+            resolve: (c) => (timer.cancel(), resolve(c)),
+            reject: (e) => (timer.cancel(), reject(e)),
+          };
+          this.#connecting.set(handle, pending);
+        }
         this.schedule();
       } catch (error) {
         reject(error);
@@ -660,8 +671,10 @@ export class Tcp {
     this.#closed = true;
     this.#timer?.cancel();
     this.#timer = undefined;
+    const servers = new Set([...this.#listeners4.values(), ...this.#listeners6.values()].map((l) => l.server));
     this.#listeners4.clear();
     this.#listeners6.clear();
+    for (const server of servers) server._stackClosed();
     for (const [handle, pending] of [...this.#connecting]) {
       const conn = this.#conns.get(handle);
       const to = conn ? ` to ${formatEndpoint(conn.remoteAddress, conn.remotePort)}` : '';
@@ -702,10 +715,14 @@ export class TcpConnection extends Duplex {
   #bytesWritten = 0;
   #idleMs = 0;
   #idleTimer: Timer | undefined;
+  /** An open connection keeps the process alive, as a `net.Socket` does (see keep-alive.ts). */
+  readonly #keepAlive = new KeepAlive();
+  #hadError = false;
 
   /** @internal */
   constructor(tcp: Tcp, handle: number, allowHalfOpen: boolean, connecting = false) {
     super({ allowHalfOpen, decodeStrings: true });
+    this.once('close', () => this.#keepAlive.release());
     this.#tcp = tcp;
     this.handle = handle;
     this.connecting = connecting;
@@ -793,13 +810,15 @@ export class TcpConnection extends Duplex {
     }
   }
 
-  /** No-ops, for `net.Socket` compatibility. */
+  /** Keeps the process alive while the connection is open (the default, as `net.Socket`). */
   ref(): this {
+    this.#keepAlive.ref();
     return this;
   }
 
-  /** No-ops, for `net.Socket` compatibility. */
+  /** Lets the process exit while the connection is still open. */
   unref(): this {
+    this.#keepAlive.unref();
     return this;
   }
 
@@ -877,6 +896,9 @@ export class TcpConnection extends Duplex {
     if (this.#peerEnded && !this.#endPushed && (this.#engineGone || engine.readable(this.handle) === 0)) {
       this.#endPushed = true;
       this.push(null);
+      // As net.Socket does on EOF: with nothing left unread, 'end' comes now even if nobody
+      // reads, so a connection that is ended on both sides closes (and its server can close).
+      if (this.readableLength === 0) this.read(0);
     }
   }
 
@@ -905,7 +927,14 @@ export class TcpConnection extends Duplex {
     this.destroy(error);
   }
 
+  /** `'close'` carries `hadError`, as `net.Socket`'s does (a stream's own 'close' has no argument). */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'close' && args.length === 0) return super.emit('close', this.#hadError);
+    return super.emit(event, ...args);
+  }
+
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (error) this.#hadError = true;
     this.#idleTimer?.cancel();
     if (!this.#engineGone) {
       this.#engineGone = true;
@@ -925,3 +954,5 @@ export class TcpConnection extends Duplex {
     callback(error);
   }
 }
+
+export { TcpServer };

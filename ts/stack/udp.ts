@@ -116,12 +116,12 @@ export class Udp {
 
   /**
    * Binds `port` (0 picks a free ephemeral port at random) and calls `handler` for every datagram
-   * that arrives on it. Throws `ERR_UDP_PORT_IN_USE` when the port is taken.
+   * that arrives on it. Throws `EADDRINUSE` (as dgram and TCP do) when the port is taken.
    */
   bind(port: number, handler: UdpHandler): UdpSocket {
     assertInteger(port, 'port', 0, 65_535);
     const chosen = port === 0 ? this.#freeEphemeralPort() : port;
-    if (this.#bindings.has(chosen)) throw new MorganaError('ERR_UDP_PORT_IN_USE', `UDP port ${chosen} is already bound`);
+    if (this.#bindings.has(chosen)) throw new MorganaError('EADDRINUSE', `bind EADDRINUSE: UDP port ${chosen} is already bound`);
     const binding: Binding = { handler, errorListeners: [] };
     this.#bindings.set(chosen, binding);
     return {

@@ -325,6 +325,29 @@ mod tests {
         assert_eq!(lengths[0], 54);
     }
 
+    proptest::proptest! {
+        /// Whatever the bytes and the segment size, cutting returns a result and never panics;
+        /// what it returns adds up: the pieces fit the output and are at least a header long.
+        #[test]
+        fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2000), mss in 0usize..3000, valid in proptest::bool::ANY) {
+            let mut frame = if valid { frame4(&bytes) } else { bytes.clone() };
+            if valid && !bytes.is_empty() {
+                // Corrupt one header byte now and then.
+                let i = usize::from(bytes[0]) % 54;
+                frame[i] ^= bytes[bytes.len() - 1];
+            }
+            let mut out = vec![0u8; 16_384];
+            let mut lengths = [0u32; 64];
+            if let Ok(n) = segment_frame(&frame, mss, &mut out, &mut lengths) {
+                let total: usize = lengths[..n].iter().map(|&l| l as usize).sum();
+                proptest::prop_assert!(total <= out.len());
+                proptest::prop_assert!(lengths[..n].iter().all(|&l| l >= 54));
+            }
+            let _ = segment_tcp(&frame, &[10, 0, 0, 1], &[10, 0, 0, 2], mss, &mut out, &mut lengths);
+            let _ = complete_checksum(&mut frame, mss, 16);
+        }
+    }
+
     #[test]
     fn completes_a_partial_checksum() {
         let mut f = frame4(&[1, 2, 3, 4, 5]);

@@ -118,8 +118,7 @@ fn storm(addr_a: IpAddr, addr_b: IpAddr) {
     assert!(a.unacceptable_acks_suppressed + b.unacceptable_acks_suppressed > 0, "{a:?} {b:?}");
     assert!(a.unacceptable_acks > 0 && b.challenge_acks > 0, "{a:?} {b:?}");
 
-    // B's connection still works for B's application: it can close it, and a new connection
-    // between the same hosts carries data.
+    // Legitimate traffic is unaffected: a new connection between the same hosts carries data.
     let hb2 = p.b.connect((addr_b, 50_001), (addr_a, 80), p.now).unwrap();
     p.run(10);
     let ha2 = p.a.take_events().find(|e| matches!(e.kind, EventKind::Accepted(_))).unwrap().handle;

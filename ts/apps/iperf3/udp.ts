@@ -19,7 +19,6 @@
  *   the same rate.
  * @module
  */
-
 /** What an iperf3 client's connect datagram holds, as a 32-bit integer. */
 export const IPERF3_UDP_CONNECT_MSG = 0x36373839;
 /** What an iperf3 server answers, as a 32-bit integer. */
@@ -156,3 +155,12 @@ export class UdpReceiveStats {
     this.#prevTransit = undefined;
   }
 }
+
+/** How long a client waits for the server to answer a UDP stream's connect datagram. */
+export const UDP_CONNECT_TIMEOUT_MS = 10_000;
+
+/** The client sends the connect datagram again after this long without an answer. */
+export const UDP_CONNECT_RETRY_MS = 1_000;
+
+/** Datagrams one pacing tick may send at most, so a stalled event loop does not burst unboundedly. */
+export const UDP_BURST_LIMIT = 1_000;

@@ -1,0 +1,61 @@
+/**
+ * Who is calling the daemon and what they may do. Local callers (the owner-only Unix socket) may
+ * do everything. Remote callers connect over mutually authenticated TLS; their client
+ * certificate, signed by the CA given with `--client-ca`, carries their rights in its subject:
+ *
+ * - `CN`: who they are (logged with every event they cause);
+ * - `OU`: `admin` (every command) or `read-only` (ps, console, stats, events, policy and block
+ *   listing and dumps);
+ * - `O` (optional): the owner path they are confined to (`a:b`: only names under `a:b:`); absent
+ *   means the whole tree.
+ * @module
+ */
+import type { PeerCertificate } from 'node:tls';
+import { MorganaError } from '../errors.js';
+import { isUnder } from './policy.js';
+import { ADMIN_COMMANDS, READ_COMMANDS } from './protocol.js';
+
+/** The rights of a caller. */
+export interface Caller {
+  /** `local` for the Unix socket, else the certificate's CN. */
+  identity: string;
+  role: 'admin' | 'read-only';
+  /** Owner path the caller is confined to (`''`: everything). */
+  owner: string;
+  transport: 'unix' | 'tls';
+}
+
+/** The local owner of the Unix socket. */
+export const LOCAL_CALLER: Caller = Object.freeze({ identity: 'local', role: 'admin', owner: '', transport: 'unix' });
+
+function first(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Rights from a verified client certificate. Throws `ERR_DAEMON_FORBIDDEN` when it names none. */
+export function callerFromCertificate(cert: PeerCertificate): Caller {
+  const subject = cert.subject ?? {};
+  const cn = first(subject.CN);
+  const ou = first(subject.OU);
+  const o = first(subject.O) ?? '';
+  if (!cn) throw new MorganaError('ERR_DAEMON_FORBIDDEN', 'client certificate has no CN');
+  if (ou !== 'admin' && ou !== 'read-only') throw new MorganaError('ERR_DAEMON_FORBIDDEN', `client certificate of '${cn}' names no role (OU=admin or OU=read-only)`);
+  if (o !== '' && !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(o)) throw new MorganaError('ERR_DAEMON_FORBIDDEN', `client certificate of '${cn}' has an invalid owner path '${o}'`);
+  return { identity: cn, role: ou, owner: o, transport: 'tls' };
+}
+
+/**
+ * Checks that `caller` may run `cmd` on `names` (the unikernels, block devices or policy paths
+ * it touches). Throws `ERR_DAEMON_FORBIDDEN` saying which right is missing.
+ */
+export function authorize(caller: Caller, cmd: string, names: readonly string[]): void {
+  if (caller.role !== 'admin' && !READ_COMMANDS.has(cmd)) {
+    throw new MorganaError('ERR_DAEMON_FORBIDDEN', `'${caller.identity}' is read-only and may not run '${cmd}'`);
+  }
+  if (!READ_COMMANDS.has(cmd) && !ADMIN_COMMANDS.has(cmd)) throw new MorganaError('ERR_DAEMON_FORBIDDEN', `unknown command '${cmd}'`);
+  for (const n of names) {
+    if (!isUnder(n, caller.owner) || (caller.owner !== '' && n === caller.owner && cmd.startsWith('policy-'))) {
+      throw new MorganaError('ERR_DAEMON_FORBIDDEN', `'${caller.identity}' is confined to '${caller.owner}:' and may not ${cmd} '${n}'`);
+    }
+  }
+}

@@ -162,6 +162,15 @@ export const defaultKeys = {
   ipv6Only: key.bool('ipv6-only', { default: false, doc: 'IPv6 only (no IPv4); excludes --ipv4-only.' }),
 };
 
+/**
+ * What the `vnet` target's switch ports (the unikernel's and the gateway's) accept: TCP
+ * super-frames up to 64 KiB and partial checksums, as a virtio-net device with TSO would. Both
+ * ends are Morgana stacks in one process, so a bulk transfer crosses the switch in 64 KiB units
+ * whatever the link MTU; a port without offloads (or a pcap, or injected faults) still sees the
+ * real frames the switch cuts for it.
+ */
+export const VNET_PORT_OFFLOADS = { checksum: true, tso4: true, tso6: true } as const;
+
 const needsUserspace = (what: string) => (t: TargetConfig) =>
   t.name === 'unix' && t.net === 'socket' ? `${what} is a NET device, and unix --net socket has none (it uses host sockets); use -t vnet or --net direct` : undefined;
 
@@ -174,7 +183,7 @@ export function vnet(options: { mac?: Param<string> } = {}): Device<NetDevice> {
     unsupported: (t) => (t.name !== 'vnet' ? `vnet() is a port of the vnet target's virtual switch; target ${t.name} cannot provide it (use -t vnet, or defaultNet())` : undefined),
     async connect(ctx) {
       const mac = options.mac === undefined ? undefined : ctx.value(options.mac);
-      return ctx.vswitch!.connect(mac === undefined ? {} : { mac });
+      return ctx.vswitch!.connect(mac === undefined ? { offloads: VNET_PORT_OFFLOADS } : { mac, offloads: VNET_PORT_OFFLOADS });
     },
     disconnect: (net) => net.close(),
   });
@@ -232,7 +241,7 @@ export function defaultNet(): Device<NetDevice> {
     provides: 'net',
     keys: [defaultKeys.interface],
     async connect(ctx) {
-      if (ctx.target.name === 'vnet') return ctx.vswitch!.connect();
+      if (ctx.target.name === 'vnet') return ctx.vswitch!.connect({ offloads: VNET_PORT_OFFLOADS });
       if (ctx.target.net === 'socket') return hostNet();
       return openTap({ name: ctx.value(defaultKeys.interface) });
     },

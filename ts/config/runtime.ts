@@ -16,13 +16,15 @@ import { type Ipv6Options, type Stack, createStack } from '../stack/index.js';
 import { formatEndpoint } from '../stack/inet.js';
 import { formatStackSummary } from '../stack/summary.js';
 import { watchParent } from './parent-watch.js';
+import { relayTcp } from './tcp-relay.js';
 import { startRequestedMonitors } from '../monitor/runtime.js';
 import type { MonitoredForward } from '../monitor/snapshot.js';
 import { bootArguments } from './argv.js';
-import { type DeviceContext, defaultKeys, keyAppliesTo } from './devices.js';
+import { type DeviceContext, VNET_PORT_OFFLOADS, defaultKeys, keyAppliesTo } from './devices.js';
 import { type Config, type DeviceGraph, checkKeyValues, deviceGraph } from './dsl.js';
 import { type Key, isKey, keysHelp, parseKeyArguments } from './keys.js';
-import type { StackV4, TcpV4 } from '../stack/stackv4.js';
+import type { StackV4 } from '../stack/stackv4.js';
+import type { Tcp } from '../stack/tcp.js';
 import { DEFAULT_VNET_MTU, type Forward, type TargetConfig, formatForward, parseForward } from './targets.js';
 
 /** Exit codes of a unikernel, as MirageOS's (functoria-runtime ≥ 3.0.1). */
@@ -149,6 +151,15 @@ function gatewayIpv6(guest: GuestAddressing): { ipv6: Ipv6Options; text: string 
   };
 }
 
+/**
+ * The gateway's TCP buffers, larger than a stack's default 512 KiB: its connections relay
+ * forwarded ports, and its receive buffer is the window the unikernel may fill towards the host
+ * (the unikernel's own receive buffer bounds the other direction), so that a bulk transfer keeps
+ * more than eight 64 KiB super-segments in flight. Per relayed connection at most this much is
+ * held in each direction (the engine allocates as data arrives).
+ */
+const GATEWAY_TCP = { sendBuffer: 2 << 20, recvBuffer: 2 << 20 } as const;
+
 /** The vnet gateway: a stack on the switch (with a DHCP server when the unikernel uses DHCP, an IPv6 router when it has IPv6). */
 async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{ stack: Stack; stop(): Promise<void> }> {
   const [address, prefixText] = guest.ipv4.split('/') as [string, string];
@@ -158,7 +169,7 @@ async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{
   let gw = guest.gateway ?? formatIpv4Address(network + 1);
   if (!guest.dhcp && gw === address) gw = formatIpv4Address(network + 2);
   const v6 = guest.ipv6 ? gatewayIpv6(guest) : undefined;
-  const stack = await createStack({ net: sw.connect(), ipv4: `${gw}/${prefix}`, ...(v6 ? { ipv6: v6.ipv6 } : {}) });
+  const stack = await createStack({ net: sw.connect({ offloads: VNET_PORT_OFFLOADS }), tcp: GATEWAY_TCP, ipv4: `${gw}/${prefix}`, ...(v6 ? { ipv6: v6.ipv6 } : {}) });
   let dhcp: { close(): void } | undefined;
   if (guest.dhcp) {
     const broadcast = (network | (~mask >>> 0)) >>> 0;
@@ -192,7 +203,7 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
   for (const f of target.forward) {
     const guestAddress = f.guestAddress ?? address;
     if (f.protocol === 'tcp') {
-      const tcp = (gateway as unknown as { tcp?: TcpV4 }).tcp;
+      const tcp = (gateway as unknown as { tcp?: Tcp }).tcp;
       // Half-open: the client's FIN is relayed as a FIN, and the reply still flows back.
       const server = net.createServer({ allowHalfOpen: true }, (host) => {
         if (!tcp) {
@@ -201,18 +212,8 @@ async function vnetForwards(gateway: Stack, target: TargetConfig, address: strin
           return;
         }
         host.pause();
-        tcp.connect(guestAddress, f.guestPort).then(
-          (inner) => {
-            host.pipe(inner);
-            inner.pipe(host);
-            host.resume();
-            const end = () => {
-              host.destroy();
-              inner.destroy();
-            };
-            host.on('error', end).on('close', end);
-            inner.on('error', end).on('close', end);
-          },
+        tcp.connect(guestAddress, f.guestPort, { allowHalfOpen: true }).then(
+          (inner) => void relayTcp(host, inner),
           (error: Error) => {
             log(`vnet: ${formatEndpoint(guestAddress, f.guestPort)} refused a forwarded connection: ${error.message}`);
             host.destroy();

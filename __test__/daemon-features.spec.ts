@@ -12,17 +12,12 @@ import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { type DaemonEvent, type DaemonUnikernelInfo, MorganaError, type Solo5Daemon, daemonRequest, startDaemon } from 'morgana';
 import { until } from './helpers/wait.js';
+import { alive, killAll } from './helpers/process.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'morgana-daemon-features-'));
 const pids = new Set<number>();
 test.after.always(() => {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
+  killAll(pids);
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -49,14 +44,6 @@ process.on('SIGTERM', () => { clearInterval(t); console.log('bye'); process.exit
 const failing = path.join(root, 'failing.mjs');
 writeFileSync(failing, `console.log('booting a broken version'); setTimeout(() => process.exit(3), 100);\n`);
 
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
-  } catch {
-    return false;
-  }
-}
 
 async function run(d: Solo5Daemon, name: string, extra: Record<string, unknown> = {}, entry = busy): Promise<DaemonUnikernelInfo> {
   const r = await daemonRequest(d.dir, { cmd: 'run', options: { entry, name, cwd: root, args: [name] }, ...extra } as never);

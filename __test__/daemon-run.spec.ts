@@ -5,29 +5,15 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, morgana, project, tempDir } from './helpers/unikernel.js';
 import { until } from './helpers/wait.js';
+import { alive, killAll } from './helpers/process.js';
 
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
-  } catch {
-    return false;
-  }
-}
 
 const pids = new Set<number>();
 test.after.always(() => {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
+  killAll(pids);
 });
 
 test('run -d starts a daemon and the unikernel under it; ps, logs, logs -f, stats, events, stop', async (t) => {

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { type DaemonUnikernelInfo, MorganaError, daemonRequest, encodeManifest } from 'morgana';
 import { kernelTest } from './helpers/netns.js';
 import { NT_ABI, NT_MFT, abiDesc, buildImage, buildStubTender, elfNote, gccUnavailable } from './helpers/solo5-fixtures.js';
+import { alive } from './helpers/process.js';
 
 const skip = gccUnavailable();
 const withGcc = skip ? test.serial.skip : test.serial;
@@ -85,15 +86,6 @@ function morgana(args: string[]): { status: number | null; stdout: string; stder
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Whether `pid` runs (a zombie waiting for init to reap it does not count). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
-  } catch {
-    return false;
-  }
-}
 
 async function ps(d: string): Promise<DaemonUnikernelInfo[]> {
   return (await daemonRequest(d, { cmd: 'ps' })).unikernels as DaemonUnikernelInfo[];

@@ -97,6 +97,7 @@ export {
 export { type Ipv6AddressEvent, type Ipv6AddressInfo, Slaac, type SlaacOptions, type SlaacStats, eui64Iid, stableIid } from './stack/slaac.js';
 export { Mld, type MldOptions, type MldStats } from './stack/mld.js';
 export type { UdpHandler, UdpPeer, UdpSocket } from './stack/udp.js';
+export { UdpDgramSocket, type UdpBindOptions, type UdpMessage, type UdpRemoteInfo, type UdpSocketType } from './stack/udp-socket.js';
 export { type TapDevice, type TapOffloads, type TapOptions, adoptTap, openTap, type TapNetDevice, tapNetDevice } from './net/tap.js';
 export {
   VIRTIO_NET_HDR_F_DATA_VALID,
@@ -176,7 +177,7 @@ export * from './solo5/index.js';
 export * from './daemon/index.js';
 export { formatStackSummary } from './stack/summary.js';
 export { type InetAddressLike } from './stack/inet.js';
-export { Tcp, TcpConnection, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, TcpServer, type TcpStats } from './stack/tcp.js';
+export { Tcp, TcpConnection, DEFAULT_CONNECT_TIMEOUT, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, TcpServer, type TcpStats } from './stack/tcp.js';
 export {
   type Iperf3ClientOptions,
   type Iperf3Interval,

@@ -216,11 +216,18 @@ export interface TcpConnectOptions {
   /** Keep the write side open after the peer's FIN (default false, like `net`). */
   allowHalfOpen?: boolean;
   /**
-   * Milliseconds to wait for the handshake (default: none, the engine's SYN retransmissions
-   * decide). When they pass, the attempt is aborted and the promise rejects with `ETIMEDOUT`.
+   * Milliseconds the handshake may take (default {@link DEFAULT_CONNECT_TIMEOUT}, 75 s, the BSD
+   * connection-establishment timer); then the connect fails with `ETIMEDOUT` and the attempt is
+   * dropped. `Infinity` leaves it to the engine's SYN retries (6, about 127 s). Unlike `net`'s
+   * `timeout` option (an idle timeout, here {@link TcpConnection.setTimeout}), this one bounds the
+   * connect only. It reports `ETIMEDOUT` even when a soft ICMP error was heard meanwhile (the
+   * engine's own SYN timeout reports that one as `EHOSTUNREACH`).
    */
   timeout?: number;
 }
+
+/** Default bound of a connect's handshake, in milliseconds (see {@link TcpConnectOptions.timeout}). */
+export const DEFAULT_CONNECT_TIMEOUT = 75_000;
 
 /** Engine counters plus the glue's. */
 export interface TcpStats extends ReturnType<NativeEngine['stats']> {
@@ -240,6 +247,8 @@ type ListenFamily = 0 | 4 | 6;
 interface PendingConnect {
   resolve: (conn: TcpConnection) => void;
   reject: (error: Error) => void;
+  /** Failures are the connection's `'error'` event (createConnection), not only a rejection. */
+  emits: boolean;
 }
 
 /** The TCP layer of a stack. */
@@ -508,8 +517,8 @@ export class Tcp {
         const error = new MorganaError(code, `${ERROR_TEXT[code] ?? code} (${formatEndpoint(conn.remoteAddress, conn.remotePort)})`);
         const pending = this.#connecting.get(handle);
         this.#connecting.delete(handle);
-        // A connection still being opened fails through its promise only.
-        conn._failed(pending ? undefined : error);
+        // A connection still being opened by connect() fails through its promise only.
+        conn._failed(pending && !pending.emits ? undefined : error);
         pending?.reject(error);
         break;
       }
@@ -574,33 +583,66 @@ export class Tcp {
   connect(host: InetAddressLike, port: number, options: TcpConnectOptions = {}): Promise<TcpConnection> {
     return new Promise((resolve, reject) => {
       try {
-        if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
-        assertInteger(port, 'port', 1, 65_535);
-        if (options.timeout !== undefined) assertInteger(options.timeout, 'timeout', 1, 0x7fff_ffff);
-        if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
-        const handle = this.#open(host, port, options.localPort);
-        if (options.congestionControl !== undefined) this.engine.setCongestionControl(handle, options.congestionControl);
-        const conn = new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
-        this.#conns.set(handle, conn);
-        if (options.timeout === undefined) this.#connecting.set(handle, { resolve, reject });
-        else {
-          const timer = this.clock.setTimer(options.timeout, () => {
-            if (this.#connecting.get(handle) !== pending) return;
-            this.#connecting.delete(handle);
-            conn.destroy();
-            reject(new MorganaError('ETIMEDOUT', `connect to ${formatEndpoint(conn.remoteAddress, conn.remotePort)} timed out after ${options.timeout} ms (no answer to the SYN: is the host up and the address right?)`));
-          });
-          const pending: PendingConnect = {
-            resolve: (c) => (timer.cancel(), resolve(c)),
-            reject: (e) => (timer.cancel(), reject(e)),
-          };
-          this.#connecting.set(handle, pending);
-        }
-        this.schedule();
+        this.#start(host, port, options, { resolve, reject, emits: false });
       } catch (error) {
         reject(error);
       }
     });
+  }
+
+  /**
+   * Opens a connection the way `net.createConnection(port, host, listener)` does: returns the
+   * {@link TcpConnection} at once (`readyState` `'opening'`, `pending` true, writes queued), then
+   * emits `'connect'` and `'ready'` (`connectListener` is a `'connect'` listener) or `'error'`
+   * (`ECONNREFUSED`, `ETIMEDOUT` after `options.timeout`, `EHOSTUNREACH`, `ERR_STACK_CLOSED`)
+   * followed by `'close'` with `hadError` true. Bad arguments and a destination without a route
+   * throw at once (they need no network round trip), unlike net's asynchronous lookup errors.
+   */
+  createConnection(host: InetAddressLike, port: number, options: TcpConnectOptions = {}, connectListener?: () => void): TcpConnection {
+    const conn = this.#start(host, port, options, { resolve: () => {}, reject: () => {}, emits: true });
+    if (connectListener) conn.once('connect', connectListener);
+    return conn;
+  }
+
+  /** Validates, opens the engine connection and registers it as connecting, with its timeout. */
+  #start(host: InetAddressLike, port: number, options: TcpConnectOptions, pending: PendingConnect): TcpConnection {
+    if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
+    assertInteger(port, 'port', 1, 65_535);
+    const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT;
+    if (timeout !== Infinity) assertInteger(timeout, 'timeout', 1, 0x7fff_ffff);
+    if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
+    const handle = this.#open(host, port, options.localPort);
+    if (options.congestionControl !== undefined) this.engine.setCongestionControl(handle, options.congestionControl);
+    const conn = new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
+    this.#conns.set(handle, conn);
+    const timer = timeout !== Infinity ? this.#clock.setTimer(timeout, () => this.#connectTimedOut(handle, timeout)) : undefined;
+    this.#connecting.set(handle, {
+      resolve: (c) => {
+        timer?.cancel();
+        pending.resolve(c);
+      },
+      reject: (error) => {
+        timer?.cancel();
+        pending.reject(error);
+      },
+      emits: pending.emits,
+    });
+    this.schedule();
+    return conn;
+  }
+
+  /** A connect's `timeout` passed before the handshake completed: drop the attempt, reject. */
+  #connectTimedOut(handle: number, timeout: number): void {
+    const pending = this.#connecting.get(handle);
+    const conn = this.#conns.get(handle);
+    if (!pending || !conn) return;
+    this.#connecting.delete(handle);
+    const error = new MorganaError(
+      'ETIMEDOUT',
+      `connect to ${formatEndpoint(conn.remoteAddress, conn.remotePort)} timed out after ${timeout} ms (no answer to the SYN: is the host up and the address right?)`,
+    );
+    conn._abort(pending.emits ? error : undefined);
+    pending.reject(error);
   }
 
   /** Routes `host`, picks the source address and port, and opens the engine connection. */
@@ -678,7 +720,9 @@ export class Tcp {
     for (const [handle, pending] of [...this.#connecting]) {
       const conn = this.#conns.get(handle);
       const to = conn ? ` to ${formatEndpoint(conn.remoteAddress, conn.remotePort)}` : '';
-      pending.reject(stackClosed(`connect${to}`));
+      const error = stackClosed(`connect${to}`);
+      pending.reject(error);
+      if (pending.emits) conn?._failedOpening(error);
     }
     this.#connecting.clear();
     for (const conn of [...this.#conns.values()]) conn._stackClosed();
@@ -771,6 +815,62 @@ export class TcpConnection extends Duplex {
     return { address: this.localAddress, family: this.localFamily, port: this.localPort };
   }
 
+  /**
+   * As `net.Socket.readyState`: `'opening'` while connecting, then `'open'`, `'readOnly'` (our
+   * side ended), `'writeOnly'` (the peer's side ended and was read), `'closed'`.
+   */
+  get readyState(): 'opening' | 'open' | 'readOnly' | 'writeOnly' | 'closed' {
+    if (this.connecting) return 'opening';
+    if (this.readable && this.writable) return 'open';
+    if (this.readable) return 'readOnly';
+    if (this.writable) return 'writeOnly';
+    return 'closed';
+  }
+
+  /** As `net.Socket.pending`: true while connecting and once destroyed (no connection under it). */
+  get pending(): boolean {
+    return this.connecting || this.destroyed;
+  }
+
+  /**
+   * As `net.Socket.resetAndDestroy()`: closes with a RST (unsent and unread data dropped) instead
+   * of a FIN; `'close'` then has `hadError` false. Throws nothing on a connection already gone.
+   */
+  resetAndDestroy(): this {
+    if (this.destroyed) return this;
+    if (!this.#engineGone) {
+      this.#engineGone = true;
+      this.#tcp.engine.abort(this.handle);
+      this.#tcp.schedule();
+    }
+    this.destroy();
+    return this;
+  }
+
+  /**
+   * As `net.Socket.destroySoon()`: ends the write side (FIN after the queued data) and destroys
+   * the connection once everything written has been handed to the engine.
+   */
+  destroySoon(): void {
+    if (this.writable) this.end();
+    if (this.writableFinished) this.destroy();
+    else this.once('finish', () => this.destroy());
+  }
+
+  /**
+   * @internal Drops a connection still being opened (its connect timed out); `error` is its
+   * `'error'` event (none for a promise-form connect, which rejects instead).
+   */
+  _abort(error?: Error): void {
+    if (!this.#engineGone) {
+      this.#engineGone = true;
+      this.#tcp.engine.abort(this.handle);
+      this.#tcp.schedule();
+    }
+    this.connecting = false;
+    this.destroy(error);
+  }
+
   /** Turns Nagle's algorithm off (`true`, the default argument) or on. */
   setNoDelay(noDelay = true): this {
     if (!this.#engineGone) this.#tcp.engine.setNoDelay(this.handle, noDelay);
@@ -827,6 +927,15 @@ export class TcpConnection extends Duplex {
     this.connecting = false;
     this.emit('connect');
     this.emit('ready');
+    // Writes queued while connecting (createConnection) go out now.
+    this._drainPending();
+  }
+
+  /** @internal A createConnection attempt cut short by the stack's closing: `'error'`, then `'close'`. */
+  _failedOpening(error: Error): void {
+    this.#stackClosed = true;
+    this.connecting = false;
+    this.destroy(error);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -935,6 +1044,7 @@ export class TcpConnection extends Duplex {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     if (error) this.#hadError = true;
+    this.connecting = false;
     this.#idleTimer?.cancel();
     if (!this.#engineGone) {
       this.#engineGone = true;

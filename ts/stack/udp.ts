@@ -10,9 +10,10 @@ import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import { pseudoHeaderSum, pseudoHeaderSum6 } from '../checksum.js';
 import { MorganaError, assertBytes, assertInteger } from '../errors.js';
 import type { Icmp } from './icmp.js';
-import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
+import { type InetAddress, type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
 import type { IcmpErrorReport, Ipv4Datagram, Ipv4Layer } from './ipv4.js';
 import type { Icmpv6ErrorReport, Ipv6Datagram, Ipv6Layer } from './ipv6.js';
+import { UdpDgramSocket, type UdpSocketType } from './udp-socket.js';
 import {
   IP_PROTOCOL_UDP as PROTO_UDP,
   UDP_HEADER_LENGTH as HEADER,
@@ -132,6 +133,19 @@ export class Udp {
         if (this.#bindings.get(chosen) === binding) this.#bindings.delete(chosen);
       },
     };
+  }
+
+  /**
+   * A `dgram.Socket`-shaped socket (see {@link UdpDgramSocket}): `bind(port, address, cb)`,
+   * `send(msg, port, address, cb)`, `'message'` `(msg, rinfo)` events, `close()`, `ref()`/`unref()`.
+   */
+  createSocket(type: UdpSocketType): UdpDgramSocket {
+    return new UdpDgramSocket(this, type);
+  }
+
+  /** @internal Whether `address` is one of the stack's addresses. */
+  _isLocal(address: InetAddress): boolean {
+    return address.family === 4 ? this.#ip.isLocal(address.v4) : (this.#ip6?.isLocal(address.v6) ?? false);
   }
 
   /**

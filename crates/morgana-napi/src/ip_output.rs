@@ -38,6 +38,15 @@ impl NativeIpOutput {
         u32::from(self.inner.next_identification())
     }
 
+    /// Reserves `n` consecutive IPv4 identifications for packets built in TypeScript: returns
+    /// the first (they wrap at 2^16); packets built here continue after them.
+    #[napi]
+    pub fn reserve_identifications(&mut self, n: u32) -> u32 {
+        let first = self.inner.next_identification();
+        self.inner.skip_identifications((n.max(1) - 1) as usize);
+        u32::from(first)
+    }
+
     /// Sets the IPv6 hop limit (router advertisements may change it).
     #[napi]
     pub fn set_hop_limit(&mut self, hop_limit: u32) {

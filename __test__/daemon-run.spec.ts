@@ -70,6 +70,9 @@ test('run -d starts a daemon and the unikernel under it; ps, logs, logs -f, stat
 
   // A second one from the same build, then a duplicate name is refused.
   t.is((await morgana(['run', '-d', '--name', 'web2'], { cwd: dir, env })).code, 0);
+  // Detached unikernels outlive the daemon by design: remember every pid, so a failing test
+  // leaves none behind.
+  for (const u of JSON.parse((await morgana(['ps', '--json'], { cwd: dir, env })).stdout) as { pid?: number }[]) if (u.pid) pids.add(u.pid);
   const dup = await morgana(['run', '-d', '--name', 'web'], { cwd: dir, env });
   t.is(dup.code, 1);
   t.regex(dup.stderr, /unikernel 'web' is running; stop it first/);

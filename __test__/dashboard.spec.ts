@@ -51,6 +51,7 @@ async function twoStacks() {
 
 test('the JSON API shows the topology, a connection with its RTT and cwnd, and counters equal to stats()', async (t) => {
   const { a, b, monitor, close } = await twoStacks();
+  t.teardown(close);
   const get = async (path: string) => (await fetch(new URL(path, monitor.url))).json() as Promise<any>;
   const before = await get('/api/connections');
   t.deepEqual(before, []);
@@ -89,13 +90,14 @@ test('the JSON API shows the topology, a connection with its RTT and cwnd, and c
   t.true((await om.text()).endsWith('# EOF\n'));
   held?.destroy();
   conn.destroy();
-  await close();
 });
 
 test('server-sent events carry snapshots; a capture of the switch is a pcap that tshark reads', async (t) => {
   const { a, monitor, close } = await twoStacks();
+  t.teardown(close);
   const events: any[] = [];
   const stream = await new Promise<http.IncomingMessage>((resolve) => http.get(new URL('/events', monitor.url), resolve));
+  t.teardown(() => stream.destroy());
   t.regex(stream.headers['content-type']!, /text\/event-stream/);
   stream.setEncoding('utf8');
   let buffered = '';
@@ -109,7 +111,7 @@ test('server-sent events carry snapshots; a capture of the switch is a pcap that
     }
   });
   const started: any = await (await fetch(new URL('/api/captures', monitor.url), { method: 'POST', body: JSON.stringify({ switch: 'sw0' }) })).json();
-  for (let i = 0; i < 3; i++) await a.icmp.ping('10.0.0.2');
+  for (let i = 0; i < 3; i++) await a.icmp.ping('10.0.0.2', { timeoutMs: 15_000 });
   const stopped: any = await (await fetch(new URL(`/api/captures/${started.id}/stop`, monitor.url), { method: 'POST' })).json();
   t.false(stopped.running);
   t.true(stopped.frames >= 6, `frames ${stopped.frames}`);
@@ -127,12 +129,12 @@ test('server-sent events carry snapshots; a capture of the switch is a pcap that
   stream.destroy();
   t.true(events.length >= 2, `${events.length} snapshots`);
   t.true(events.at(-1).interfaces.find((i: any) => i.id === 'a/0').txFrames > events[0].interfaces.find((i: any) => i.id === 'a/0').txFrames);
-  await close();
 });
 
 test('with a token, requests without it are refused', async (t) => {
   const sw = new VirtualSwitch();
   const monitor = await startMonitor({ title: 't', stacks: () => [], switches: () => [{ name: 'sw', sw }], forwards: () => [], log: () => [] }, { token: 'sesame' });
+  t.teardown(() => monitor.close());
   t.true(monitor.url.endsWith('?token=sesame'));
   const base = monitor.url.replace(/\?.*$/, '');
   t.is((await fetch(new URL('/api/snapshot', base))).status, 401);
@@ -140,7 +142,6 @@ test('with a token, requests without it are refused', async (t) => {
   t.is((await fetch(new URL('/api/snapshot?token=wrong', base))).status, 401);
   t.is((await fetch(new URL('/api/snapshot', base), { headers: { authorization: 'Bearer sesame' } })).status, 200);
   t.is((await fetch(monitor.url)).status, 200);
-  await monitor.close();
 });
 
 /** `morgana start --port 0 --dashboard`: resolves the site's and the dashboard's URLs. */

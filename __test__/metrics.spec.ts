@@ -39,7 +39,7 @@ async function pairWithTraffic() {
   const conn = await a.tcp.connect('10.0.0.2', 7000);
   conn.end(payload);
   t0Check(sha256(await received) === sha256(payload));
-  await a.icmp.ping('10.0.0.2');
+  await a.icmp.ping('10.0.0.2', { timeoutMs: 15_000 });
   // A frame for nobody: an IPv4 packet with a bad header checksum, counted as a drop with a reason.
   return { sw, a, b, close: () => Promise.all([a.close(), b.close()]) };
 }
@@ -91,7 +91,7 @@ test('drop reasons are labelled, and counters grow between two scrapes', async (
   frame.writeUInt16BE(0x0800, 12);
   frame.set([0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0xde, 0xad, 10, 0, 0, 1, 10, 0, 0, 2], 14);
   a.ethernet.net.write(frame.length, (buf) => (frame.copy(buf), frame.length));
-  await a.icmp.ping('10.0.0.2');
+  await a.icmp.ping('10.0.0.2', { timeoutMs: 15_000 });
   const after = parseExposition(b.metrics()).samples;
   const drops = [...after].filter(([k]) => k.startsWith('morgana_ipv4_dropped_total{'));
   t.true(drops.length > 0, 'a labelled drop series');

@@ -299,7 +299,7 @@ test('errors: unknown target, unsupported device, missing config.ts, bad key val
   const broken = project({ 'config.ts': `import { main } from 'morgana/config';\nexport default main('./u.ts', {}) +;\n` });
   const syntax = await morgana(['configure', '-t', 'vnet'], { cwd: broken });
   t.is(syntax.code, 64);
-  t.regex(syntax.stderr, /config\.ts: Expression expected/);
+  t.regex(syntax.stderr, /^morgana configure: config\.ts:2:36: error TS1109: Expression expected\.$/m);
   const noDefault = project({ 'config.ts': `export const x = 1;\n` });
   const notMain = await morgana(['configure', '-t', 'vnet'], { cwd: noDefault });
   t.is(notMain.code, 64);

@@ -1,6 +1,6 @@
 /**
- * `morgana build`: compiles the unikernel's TypeScript into the build folder, runs the devices'
- * build steps (crunch), and links or checks its npm dependencies.
+ * `morgana build`: compiles the unikernel's TypeScript into the build folder (type-checked, with
+ * source maps), runs the devices' build steps (crunch), and links or checks its npm dependencies.
  * @module
  */
 import { spawnSync } from 'node:child_process';
@@ -18,18 +18,22 @@ export const build: Command = {
 
 ${PROJECT_OPTIONS}
   -q, --quiet           print nothing on success
+  --no-typecheck        skip type-checking config.ts and the unikernel against Morgana's types
+                        (strict, but untyped parameters are any; errors are printed as
+                        file:line:col: error TSxxxx and fail the build, exit 1)
   --install             run npm install in the build folder for dependencies that are missing
                         (registry packages and git pins; local folder pins are linked without it)`,
   run: (args) =>
     guarded('build', async () => {
-      const parsed = parseCommandArgs(args, { install: { value: false }, quiet: { short: 'q', value: false } }, false);
+      const parsed = parseCommandArgs(args, { install: { value: false }, quiet: { short: 'q', value: false }, 'no-typecheck': { value: false } }, false);
       if (parsed.positional.length) throw new MorganaError('ERR_USAGE', `unexpected argument ${JSON.stringify(parsed.positional[0])}`);
       const paths = pathsFrom(parsed);
-      let { project, missing } = await buildProject(paths);
+      const typecheck = !parsed.flags.has('no-typecheck');
+      let { project, missing } = await buildProject(paths, { typecheck });
       if (missing.length && parsed.flags.has('install')) {
         const npm = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--omit=dev'], { cwd: paths.buildDir, stdio: 'inherit' });
         if (npm.status !== 0) throw new MorganaError('ERR_BUILD', `npm install failed in ${paths.buildDir}`);
-        ({ project, missing } = await buildProject(paths));
+        ({ project, missing } = await buildProject(paths, { typecheck }));
       }
       const where = relative(process.cwd(), paths.buildDir) || '.';
       if (missing.length) {

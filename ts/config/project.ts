@@ -1,7 +1,8 @@
 /**
  * The project operations behind `morgana configure`, `build` and `clean`: compiling config.ts and
- * the unikernel's sources (TypeScript's `transpileModule`, no type check) into the build folder,
- * loading the configuration, and writing the generated entry point and package.json.
+ * the unikernel's sources (TypeScript's `transpileModule`, with source maps) into the build folder,
+ * type-checking them against Morgana's types (`build`), loading the configuration, and writing the
+ * generated entry point and package.json.
  * @module
  */
 import { existsSync } from 'node:fs';
@@ -66,25 +67,44 @@ async function loadTypeScript(projectDir: string): Promise<TypeScript> {
   throw new MorganaError('ERR_TYPESCRIPT_MISSING', 'compiling config.ts needs the typescript package: npm install --save-dev typescript');
 }
 
-/** Compiles one TypeScript module to an ES module (no type check); `ERR_CONFIG_COMPILE` on syntax errors. */
-function transpile(ts: TypeScript, source: string, fileName: string, shownName: string): string {
+/**
+ * A TypeScript diagnostic as compilers print it, `file:line:col: error TSxxxx: message`, with the
+ * file relative to `baseDir` (what terminals and editors turn into links).
+ */
+export function formatDiagnostic(ts: TypeScript, diagnostic: import('typescript').Diagnostic, baseDir: string): string {
+  const category = ts.DiagnosticCategory[diagnostic.category].toLowerCase();
+  const text = ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n', 2);
+  if (!diagnostic.file || diagnostic.start === undefined) return `${category} TS${diagnostic.code}: ${text}`;
+  const { line, character } = diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start);
+  const file = relative(baseDir, diagnostic.file.fileName) || diagnostic.file.fileName;
+  return `${file}:${line + 1}:${character + 1}: ${category} TS${diagnostic.code}: ${text}`;
+}
+
+/**
+ * Compiles one TypeScript module to an ES module (no type check); `ERR_CONFIG_COMPILE` on syntax
+ * errors, listing each as `file:line:col: error TSxxxx: message`. With `out`, the result carries a
+ * source map (`out.map` beside it) whose source is `fileName`, so stack traces point at the .ts file.
+ */
+function transpile(ts: TypeScript, source: string, fileName: string, baseDir: string, out?: string): { js: string; map?: string } {
   const result = ts.transpileModule(source, {
     fileName,
     reportDiagnostics: true,
     compilerOptions: {
       module: ts.ModuleKind.ESNext,
       target: ts.ScriptTarget.ES2022,
-      sourceMap: false,
-      inlineSourceMap: true,
+      sourceMap: out !== undefined,
       rewriteRelativeImportExtensions: true,
     } as import('typescript').CompilerOptions,
   });
   const errors = (result.diagnostics ?? []).filter((d) => d.category === ts.DiagnosticCategory.Error);
-  if (errors.length) {
-    const text = ts.flattenDiagnosticMessageText(errors[0]!.messageText, '\n');
-    throw new MorganaError('ERR_CONFIG_COMPILE', `${shownName}: ${text}`);
-  }
-  return result.outputText;
+  if (errors.length) throw new MorganaError('ERR_CONFIG_COMPILE', errors.map((d) => formatDiagnostic(ts, d, baseDir)).join('\n'));
+  const js = result.outputText.replace(/\n?\/\/# sourceMappingURL=.*\s*$/, '\n');
+  if (out === undefined || result.sourceMapText === undefined) return { js };
+  const map = JSON.parse(result.sourceMapText) as { file?: string; sourceRoot?: string; sources: string[] };
+  map.file = basename(out);
+  map.sourceRoot = '';
+  map.sources = [relative(dirname(out), fileName).split(sep).join('/')];
+  return { js: `${js}//# sourceMappingURL=${basename(out)}.map\n`, map: `${JSON.stringify(map)}\n` };
 }
 
 const SKIP_DIRS = new Set(['node_modules', '.git']);
@@ -101,6 +121,67 @@ async function sources(root: string, buildDir: string, dir = root): Promise<stri
     }
   }
   return out;
+}
+
+/** Where `@types/node` is, from the project or from Morgana's own install; undefined when neither has it. */
+function nodeTypesRoot(projectDir: string, morganaRoot: string): string | undefined {
+  for (const from of [join(projectDir, 'package.json'), join(morganaRoot, 'package.json')]) {
+    try {
+      return dirname(dirname(createRequire(from).resolve('@types/node/package.json')));
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Type-checks the project's TypeScript sources (config.ts and the unikernel's) with one program:
+ * `morgana` and `morgana/*` resolve to the Morgana the build folder links (the types of what will
+ * run), everything else as a bundler would. Resolves to the errors, formatted by
+ * {@link formatDiagnostic}; empty when the sources type-check.
+ */
+export async function typeCheck(paths: ProjectPaths): Promise<string[]> {
+  const ts = await loadTypeScript(paths.projectDir);
+  const { root } = await morganaPackage();
+  const files = (await sources(paths.projectDir, paths.buildDir)).filter((f) => /\.m?ts$/.test(f));
+  const typesRoot = nodeTypesRoot(paths.projectDir, root);
+  const options: import('typescript').CompilerOptions = {
+    noEmit: true,
+    // Everything typed is checked strictly; untyped parameters and packages are `any`, as in JavaScript.
+    strict: true,
+    noImplicitAny: false,
+    skipLibCheck: true,
+    target: ts.ScriptTarget.ES2022,
+    module: ts.ModuleKind.ESNext,
+    moduleResolution: ts.ModuleResolutionKind.Bundler,
+    allowImportingTsExtensions: true,
+    // Node's globals come from @types/node; without it, the DOM's stand in for console and timers.
+    lib: typesRoot ? ['lib.es2023.d.ts'] : ['lib.es2023.d.ts', 'lib.dom.d.ts'],
+    types: typesRoot ? ['node'] : [],
+    ...(typesRoot ? { typeRoots: [typesRoot] } : {}),
+  };
+  const host = ts.createCompilerHost(options);
+  // Resolved as from a module in the build folder, where node_modules/morgana is linked (linkMorgana).
+  const fromBuild = join(paths.buildDir, 'app', 'index.ts');
+  // Other packages resolve from the project first, then from the build folder (where build links
+  // config.ts's local pins and npm install puts the rest).
+  host.resolveModuleNameLiterals = (literals, containingFile, redirected, compilerOptions, containingSourceFile) =>
+    literals.map((literal) => {
+      const name = literal.text;
+      const mode = ts.getModeForUsageLocation(containingSourceFile, literal, compilerOptions);
+      const resolveFrom = (from: string) => ts.resolveModuleName(name, from, compilerOptions, host, undefined, redirected, mode);
+      if (name === 'morgana' || name.startsWith('morgana/')) return resolveFrom(fromBuild);
+      const here = resolveFrom(containingFile);
+      if (here.resolvedModule || name.startsWith('.') || name.startsWith('/')) return here;
+      const built = resolveFrom(fromBuild);
+      return built.resolvedModule ? built : here;
+    });
+  const program = ts.createProgram({ rootNames: files, options, host });
+  return ts
+    .getPreEmitDiagnostics(program)
+    .filter((d) => d.category === ts.DiagnosticCategory.Error)
+    .map((d) => formatDiagnostic(ts, d, paths.projectDir));
 }
 
 /** The compiled path (relative to the build folder) of a source path relative to the project. */
@@ -123,7 +204,9 @@ export async function compileProject(paths: ProjectPaths): Promise<number> {
     const out = join(paths.buildDir, compiledPath(rel));
     await mkdir(dirname(out), { recursive: true });
     if (/\.m?ts$/.test(file)) {
-      await writeFile(out, transpile(ts, await readFile(file, 'utf8'), file, rel));
+      const { js, map } = transpile(ts, await readFile(file, 'utf8'), file, paths.projectDir, out);
+      await writeFile(out, js);
+      if (map !== undefined) await writeFile(`${out}.map`, map);
     } else {
       await copyFile(file, out);
     }
@@ -275,7 +358,11 @@ export async function configure(paths: ProjectPaths, target: TargetConfig, keyAr
 // Edits are lost at the next configure. Devices, in start order:
 ${description}
 import { boot } from 'morgana/config';
-import config from '${configModule}';
+
+// Stack traces name config.ts and the unikernel's .ts lines: the compiled modules carry source
+// maps, read only for modules loaded after this (hence the dynamic import of config).
+process.setSourceMapsEnabled(true);
+const { default: config } = await import('${configModule}');
 
 const manifest = ${JSON.stringify(manifest, null, 2)};
 
@@ -297,8 +384,12 @@ export async function readConfigured(paths: ProjectPaths): Promise<{ commandLine
   }
 }
 
-/** `morgana build`: recompiles the sources, runs devices' build steps, checks dependencies. */
-export async function build(paths: ProjectPaths): Promise<{ project: LoadedProject; missing: string[] }> {
+/**
+ * `morgana build`: recompiles the sources, runs devices' build steps, checks dependencies, then
+ * type-checks the sources when none is missing (unless `typecheck` is false; `ERR_TYPECHECK` lists
+ * the errors).
+ */
+export async function build(paths: ProjectPaths, options: { typecheck?: boolean } = {}): Promise<{ project: LoadedProject; missing: string[] }> {
   const { manifest } = await readConfigured(paths);
   const project = await loadProject(paths);
   if (project.graph.nodes.map((n) => n.id).join(' ') !== manifest.devices.join(' ')) {
@@ -312,7 +403,7 @@ export async function build(paths: ProjectPaths): Promise<{ project: LoadedProje
       async writeModule(path, source) {
         const out = join(paths.buildDir, path.replace(/\.ts$/, '.js'));
         await mkdir(dirname(out), { recursive: true });
-        await writeFile(out, transpile(ts, source, join(paths.buildDir, path), path));
+        await writeFile(out, transpile(ts, source, join(paths.buildDir, path), paths.buildDir).js);
         return out;
       },
       projectDir: paths.projectDir,
@@ -328,6 +419,14 @@ export async function build(paths: ProjectPaths): Promise<{ project: LoadedProje
     const link = join(paths.buildDir, 'node_modules', ...spec.name.split('/'));
     if (spec.pin && 'path' in spec.pin) await linkTo(resolve(paths.projectDir, spec.pin.path), link);
     else if (!existsSync(link)) missing.push(`${spec.name}@${dependencyValue(spec, paths.projectDir, paths.buildDir)}`);
+  }
+  // Checked once the dependencies are there (their types count); missing ones are reported first.
+  if (options.typecheck !== false && !missing.length) {
+    const errors = await typeCheck(paths);
+    if (errors.length) {
+      const count = `${errors.length} type error${errors.length === 1 ? '' : 's'}`;
+      throw new MorganaError('ERR_TYPECHECK', `${count} (--no-typecheck builds without the check):\n${errors.join('\n')}`);
+    }
   }
   return { project, missing };
 }

@@ -15,9 +15,11 @@ function pathWithoutMorgana(): string {
     .join(delimiter);
 }
 
-const env = () => ({ ...process.env, PATH: pathWithoutMorgana(), npm_config_update_notifier: 'false', npm_config_offline: 'true' });
+// ignore-scripts: npx links the clone into its cache; it must not run the clone's `prepare` (a full
+// rebuild of dist/ and native/ while other test files use them).
+const env = () => ({ ...process.env, PATH: pathWithoutMorgana(), npm_config_update_notifier: 'false', npm_config_offline: 'true', npm_config_ignore_scripts: 'true' });
 
-test('in the clone, npx morgana runs the clone\'s CLI from an example folder, and its hints say npx morgana', async (t) => {
+test.serial('in the clone, npx morgana runs the clone\'s CLI from an example folder, and its hints say npx morgana', async (t) => {
   const example = join(ROOT, 'examples', 'echo');
   const version = await run('npx', ['--no-install', 'morgana', '--version'], { cwd: example, env: env() });
   t.is(version.code, 0, version.stderr);
@@ -29,7 +31,7 @@ test('in the clone, npx morgana runs the clone\'s CLI from an example folder, an
   t.regex(configured.stdout, new RegExp(`next: npx morgana build -b ${buildDir}\n`));
 });
 
-test('the generated _build/package.json build script works (npm run build in the build folder)', async (t) => {
+test.serial('the generated _build/package.json build script works (npm run build in the build folder)', async (t) => {
   const { args, buildDir } = exampleArgs('echo');
   const configured = await run(process.execPath, [CLI, 'configure', ...args]);
   t.is(configured.code, 0, configured.stderr);

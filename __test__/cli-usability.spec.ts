@@ -5,9 +5,10 @@
  * privileges matter it runs as nobody from a world-readable copy of the package.
  */
 import test from 'ava';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { EXAMPLES, ROOT, canDropPrivileges, morgana, morganaAsNobody, nobodyDir, readableCopy } from './helpers/unikernel.js';
+import { AS_NOBODY, EXAMPLES, ROOT, canDropPrivileges, morgana, morganaAsNobody, nobodyDir, readableCopy, run } from './helpers/unikernel.js';
 import { kernelTestsUnavailable, withNetns } from './helpers/netns.js';
 
 const asNobody = canDropPrivileges ? test : test.skip;
@@ -144,4 +145,47 @@ test('describe --json prints the device graph and keys as JSON', async (t) => {
   t.deepEqual(data.devices[1]!.roles, ['stack']);
   t.is(data.keys.find((k) => k.name === 'port')?.default, '7');
   t.is((await morgana(['describe', '-f', join(EXAMPLES, 'echo', 'config.ts'), '-b', buildDir, '--json', '--dot'])).code, 64);
+});
+
+const hasIperf3 = spawnSync('iperf3', ['--version']).status === 0;
+
+(canDropPrivileges && hasIperf3 ? test : test.skip)("iperf3 -s --vnet as an unprivileged user: Debian's iperf3 -c 127.0.0.1 measures it through the forwarded port", async (t) => {
+  const copy = readableCopy();
+  // -1: the server exits after one test and prints its report.
+  const server = spawn('setpriv', [...AS_NOBODY, process.execPath, copy.cli, 'iperf3', '-s', '--vnet', '-p', '0', '-1'], { cwd: nobodyDir(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  server.stdout.on('data', (d: Buffer) => (stdout += d));
+  const exited = new Promise<number | null>((resolve) => server.on('exit', resolve));
+  const killer = setTimeout(() => server.kill('SIGKILL'), 60_000);
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      server.stderr.on('data', (d: Buffer) => {
+        stderr += d;
+        const m = /Server listening on 127\.0\.0\.1 port (\d+)/.exec(stderr);
+        if (m) resolve(Number(m[1]));
+      });
+      void exited.then(() => reject(new Error(`exited before listening: ${stderr}`)));
+    });
+    t.true(port > 0, stderr);
+    const client = await run('iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', '2', '-J'], { timeoutMs: 30_000 });
+    const report = JSON.parse(client.stdout) as { error?: string; end: { sum_received: { bytes: number } } };
+    t.is(report.error, undefined, client.stderr);
+    t.true(report.end.sum_received.bytes > 0);
+    t.is(await exited, 0, stderr);
+    // The server's own report: the per-stream receiver line of iperf3's summary.
+    t.regex(stdout, /\[\s*\d+\]\s+0\.00-\d+\.\d+\s+sec\s+[\d.]+ [KMG]?Bytes\s+[\d.]+ [KMG]?bits\/sec\s+receiver/);
+  } finally {
+    clearTimeout(killer);
+    server.kill('SIGKILL');
+  }
+});
+
+test('iperf3 --vnet: serves only, and takes no TAP options', async (t) => {
+  const client = await morgana(['iperf3', '-c', '127.0.0.1', '--vnet']);
+  t.is(client.code, 64);
+  t.regex(client.stderr, /--vnet serves only/);
+  const tap = await morgana(['iperf3', '-s', '--vnet', '--tap', 'tap0']);
+  t.is(tap.code, 64);
+  t.regex(tap.stderr, /--vnet takes no --tap/);
 });

@@ -1,7 +1,8 @@
 /**
  * `morgana iperf3`: an iperf3-protocol server (`-s`) or client (`-c HOST`) on a Morgana stack
- * over a TAP device, so that Debian's `iperf3` and Morgana can measure each other. The options
- * and the text report follow iperf3's.
+ * over a TAP device, or (`-s --vnet`, no root) a server on an in-process virtual network whose
+ * gateway forwards a host port to it, so that Debian's `iperf3` and Morgana can measure each
+ * other. The options and the text report follow iperf3's.
  * @module
  */
 import { parseArgs } from 'node:util';
@@ -16,10 +17,20 @@ import {
 import type { Command } from './command.js';
 import { EXIT_USAGE } from './command.js';
 import { openTap } from '../net/tap.js';
+import { VirtualSwitch } from '../net/vswitch.js';
 import { type Stack, createStack, parseCidr } from '../stack/index.js';
 import { parseIpv4Address } from '../address.js';
+import { VNET_PORT_OFFLOADS } from '../config/devices.js';
+import { DEFAULT_VNET_MTU } from '../config/targets.js';
+import { type Running, vnetForwards, vnetGateway } from '../config/vnet-gateway.js';
+
+/** The `--vnet` server's address on its virtual network (the gateway is .1, as on the vnet target). */
+const VNET_GUEST = '10.0.0.2/24';
+/** The port the `--vnet` server listens on inside the virtual network. */
+const VNET_GUEST_PORT = 5201;
 
 const USAGE = `morgana iperf3 (-s | -c HOST) --tap NAME --ipv4 ADDR/PREFIX [options]
+       morgana iperf3 -s --vnet [-p HOSTPORT] [options]
 
   -s, --server          serve iperf3 tests (one at a time) until Ctrl-C
   -1, --one-off         with -s: serve one test, then exit
@@ -28,7 +39,12 @@ const USAGE = `morgana iperf3 (-s | -c HOST) --tap NAME --ipv4 ADDR/PREFIX [opti
   --netns NS            network namespace to create the TAP device in
   --ipv4 ADDR/PREFIX    the stack's address, e.g. 10.0.0.2/24
   --gateway ADDR        default gateway
-  -p, --port PORT       server port (default 5201)
+  --vnet                with -s, no root: serve on ${VNET_GUEST} on an in-process virtual network,
+                        reached through 127.0.0.1:PORT (TCP and UDP) forwarded by its gateway
+                        (-p 0 picks a free host port; the chosen one is printed; for -u
+                        tests the client needs -l 1472 or less: larger datagrams are not
+                        fragmented on the virtual link and get lost)
+  -p, --port PORT       server port (default 5201; with --vnet, the forwarded host port)
   -i, --interval SECS   seconds between interval reports (default 1; 0 for none)
   -J, --json            print the result as JSON (iperf3 -J shape)
  client only:
@@ -176,7 +192,7 @@ export function formatIperf3Result(result: Iperf3Result, server = false): string
 
 /** The iperf3 command. */
 export const iperf3: Command = {
-  summary: 'iperf3-protocol server or client on a userspace stack over a TAP device',
+  summary: 'iperf3-protocol server or client on a userspace stack over a TAP device, or a server on a virtual network (--vnet, no root)',
   usage: USAGE,
   async run(args) {
     let values: Record<string, string | boolean | undefined>;
@@ -191,6 +207,7 @@ export const iperf3: Command = {
           netns: { type: 'string' },
           ipv4: { type: 'string' },
           gateway: { type: 'string' },
+          vnet: { type: 'boolean' },
           port: { type: 'string', short: 'p', default: '5201' },
           interval: { type: 'string', short: 'i', default: '1' },
           json: { type: 'boolean', short: 'J' },
@@ -218,7 +235,12 @@ export const iperf3: Command = {
     const server = values.server === true;
     const host = typeof values.client === 'string' ? values.client : undefined;
     if (server === (host !== undefined)) return usage('give exactly one of -s or -c HOST');
-    if (typeof values.tap !== 'string' || typeof values.ipv4 !== 'string') return usage('--tap NAME and --ipv4 ADDR/PREFIX are required');
+    const vnet = values.vnet === true;
+    if (vnet && !server) return usage('--vnet serves only (-s): a client on the virtual network has no way out to the host');
+    if (vnet && (values.tap !== undefined || values.netns !== undefined || values.ipv4 !== undefined || values.gateway !== undefined)) {
+      return usage('--vnet takes no --tap, --netns, --ipv4 or --gateway (the virtual network is addressed 10.0.0.0/24)');
+    }
+    if (!vnet && (typeof values.tap !== 'string' || typeof values.ipv4 !== 'string')) return usage('--tap NAME and --ipv4 ADDR/PREFIX are required (or -s --vnet, without root)');
     const text = (name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
     const port = Number(values.port);
     const interval = Number(values.interval);
@@ -230,7 +252,7 @@ export const iperf3: Command = {
     const parallel = Number(values.parallel);
     const blockSize = text('length') === undefined ? undefined : parseSize(text('length')!);
     const bitrate = text('bitrate') === undefined ? undefined : parseRate(text('bitrate')!);
-    if (!Number.isInteger(port) || port < 1 || port > 65_535) return usage(`bad port ${String(values.port)}`);
+    if (!Number.isInteger(port) || port < (vnet ? 0 : 1) || port > 65_535) return usage(`bad port ${String(values.port)}`);
     if (!(interval === 0 || (interval >= 0.1 && interval <= 60))) return usage(`bad interval ${String(values.interval)} (0, or 0.1 to 60 seconds)`);
     if (!(duration > 0 && duration <= 86_400)) return usage(`bad duration ${String(values.time)}`);
     if (!Number.isSafeInteger(bytes) || bytes < 0) return usage(`bad byte count ${String(values.bytes)}`);
@@ -245,23 +267,60 @@ export const iperf3: Command = {
 
     // Addresses are checked before the TAP device is opened: an error after it would leave its
     // reader thread holding the process open (the command printed its error and hung).
-    try {
-      parseCidr(values.ipv4);
-      if (typeof values.gateway === 'string') parseIpv4Address(values.gateway);
-    } catch (error) {
-      return usage((error as Error).message);
-    }
-    const tap = await openTap({ name: values.tap, ...(typeof values.netns === 'string' ? { netns: values.netns } : {}) });
     let stack: Stack;
-    try {
-      stack = await createStack({
-        net: tap,
-        ipv4: values.ipv4,
-        ...(typeof values.gateway === 'string' ? { gateway: values.gateway } : {}),
-      });
-    } catch (error) {
-      await tap.close();
-      throw error;
+    let where: string;
+    // --vnet: the gateway of the vnet target and its host port forwards, in front of the server.
+    let gateway: Running | undefined;
+    let forwards: Running | undefined;
+    if (vnet) {
+      const sw = new VirtualSwitch({ mtu: DEFAULT_VNET_MTU });
+      const guest = VNET_GUEST.split('/')[0]!;
+      const gw = await vnetGateway(sw, { dhcp: false, ipv4: VNET_GUEST, gateway: undefined, ipv6: false, ipv6Only: false, ipv6Address: undefined, gateway6: undefined });
+      gateway = gw;
+      try {
+        stack = await createStack({ net: sw.connect({ offloads: VNET_PORT_OFFLOADS }), ipv4: VNET_GUEST, gateway: '10.0.0.1' });
+      } catch (error) {
+        await gw.stop();
+        throw error;
+      }
+      try {
+        // TCP first (its port may be 0, a free one), then UDP on the same host port for -u tests.
+        const tcp = await vnetForwards(gw.stack, { forward: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: port, guestAddress: guest, guestPort: VNET_GUEST_PORT }] }, guest);
+        const hostPort = Number(tcp.list[0]!.host.split(':').pop());
+        const udp = await vnetForwards(gw.stack, { forward: [{ protocol: 'udp', hostAddress: '127.0.0.1', hostPort, guestAddress: guest, guestPort: VNET_GUEST_PORT }] }, guest).catch(
+          (error: Error) => {
+            process.stderr.write(`morgana iperf3: no UDP forward, -u tests will fail: ${error.message}\n`);
+            return undefined;
+          },
+        );
+        forwards = { stop: async () => void (await udp?.stop(), await tcp.stop()) };
+        where = `127.0.0.1 port ${hostPort} (vnet: forwarded to ${guest} port ${VNET_GUEST_PORT})`;
+      } catch (error) {
+        await stack.close();
+        await gw.stop();
+        if ((error as { code?: unknown }).code === 'ERR_FORWARD') return usage((error as Error).message.replace(/^--forward \S+: /, `-p ${port}: `));
+        throw error;
+      }
+    } else {
+      if (typeof values.tap !== 'string' || typeof values.ipv4 !== 'string') return usage('--tap NAME and --ipv4 ADDR/PREFIX are required');
+      try {
+        parseCidr(values.ipv4);
+        if (typeof values.gateway === 'string') parseIpv4Address(values.gateway);
+      } catch (error) {
+        return usage((error as Error).message);
+      }
+      const tap = await openTap({ name: values.tap, ...(typeof values.netns === 'string' ? { netns: values.netns } : {}) });
+      try {
+        stack = await createStack({
+          net: tap,
+          ipv4: values.ipv4,
+          ...(typeof values.gateway === 'string' ? { gateway: values.gateway } : {}),
+        });
+      } catch (error) {
+        await tap.close();
+        throw error;
+      }
+      where = `${values.ipv4.split('/')[0]} port ${port} (TAP ${values.tap})`;
     }
     const json = values.json === true;
     const out = (s: string): void => void process.stdout.write(s);
@@ -307,7 +366,7 @@ export const iperf3: Command = {
       }
       const oneOff = values['one-off'] === true;
       const srv = startIperf3Server(stack, {
-        port,
+        port: vnet ? VNET_GUEST_PORT : port,
         oneOff,
         interval,
         onStart,
@@ -315,7 +374,7 @@ export const iperf3: Command = {
         onResult: print,
         onError: (error) => process.stderr.write(`morgana iperf3: test failed: ${error.message}\n`),
       });
-      process.stderr.write(`Server listening on ${values.ipv4.split('/')[0]} port ${port} (TAP ${values.tap})\n`);
+      process.stderr.write(`Server listening on ${where}\n`);
       await new Promise<void>((resolve) => {
         const stop = (): void => {
           srv.close();
@@ -330,7 +389,9 @@ export const iperf3: Command = {
       });
       return 0;
     } finally {
+      await forwards?.stop();
       await stack.close();
+      await gateway?.stop();
     }
   },
 };

@@ -28,8 +28,8 @@ export const start: Start<typeof config> = async ({ stack }, { signal }) => {
 }
 
 /** A spawned command with its output so far and a way to wait for a line. */
-function spawnCli(args: string[], cwd?: string) {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+function spawnCli(args: string[], cwd?: string, env: NodeJS.ProcessEnv = process.env) {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const waiters = new Set<() => void>();
   const append = (d: Buffer) => ((out += d), waiters.forEach((w) => w()));
@@ -92,6 +92,32 @@ test('run: SIGUSR2 prints the summary and leaves both running; SIGHUP stops the 
     t.regex(run.output(), /SIGHUP: stopping/);
     t.regex(run.output(), /unikernel stopping cleanly/);
     t.is(code, 0, run.output());
+    await gone(pid);
+  } finally {
+    killQuietly(run.child, pid);
+  }
+});
+
+test('run: with MORGANA_SUMMARY_JSON=1, SIGUSR2 prints the summary as one line of JSON', async (t) => {
+  const dir = pidProject();
+  await configureAndBuild(['-f', `${dir}/config.ts`], ['-t', 'vnet']);
+  const run = spawnCli(['run'], dir, { ...process.env, MORGANA_SUMMARY_JSON: '1' });
+  let pid: number | undefined;
+  try {
+    pid = Number((await run.waitFor(/unikernel pid (\d+)/))[1]);
+    process.kill(run.child.pid!, 'SIGUSR2');
+    const line = (await run.waitFor(/^\{"morganaSummary":.*$/m))[0];
+    const { morganaSummary } = JSON.parse(line) as {
+      morganaSummary: { stacks: Record<string, { interfaces: Array<{ address: string; arp: unknown[] }>; stats: { tcp: { connections: number } } }> };
+    };
+    t.is(morganaSummary.stacks.stack0?.interfaces[0]?.address, '10.0.0.2/24');
+    t.is(morganaSummary.stacks['vnet gateway']?.interfaces[0]?.address, '10.0.0.1/24');
+    t.is(typeof morganaSummary.stacks.stack0?.stats.tcp.connections, 'number');
+    // Not the human form as well.
+    t.notRegex(run.output(), /\[morgana\] stack0:\n/);
+    t.true(alive(pid), 'the unikernel survived SIGUSR2');
+    process.kill(run.child.pid!, 'SIGTERM');
+    await run.exited;
     await gone(pid);
   } finally {
     killQuietly(run.child, pid);

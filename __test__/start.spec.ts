@@ -7,6 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { kernelTest } from './helpers/netns.js';
+import { run } from './helpers/unikernel.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 
@@ -57,3 +58,31 @@ kernelTest(test, 'morgana start --tap serves the page on a TAP device in a names
   t.regex(result.stdout, /Unikernel addresses: 10\.0\.0\.2 · fe80::[0-9a-f:]+ \(link-local\)/);
   t.false(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.includes(`morgana-start-${result.pid}`), 'the namespace is gone');
 }, ['curl']);
+
+test('morgana start --json: the self-check, addresses and both stacks\' summary as one JSON object on stdout, the text on stderr', async (t) => {
+  // Spawned asynchronously: a spawnSync would stall the other tests of this file meanwhile.
+  const result = await run(process.execPath, [cli, 'start', '--port', '0', '--self-check-only', '--json'], { timeoutMs: 120_000 });
+  t.is(result.code, 0, result.stderr);
+  const lines = result.stdout.trim().split('\n');
+  t.is(lines.length, 1, result.stdout);
+  const report = JSON.parse(lines[0]!) as {
+    ok: boolean;
+    url: string;
+    selfCheck: { status: number; bytes: number };
+    addresses: { ipv4: string; ipv6: string[] };
+    summary: { name: string; stacks: Record<string, { interfaces: Array<{ address: string }>; stats: { tcp: { segmentsIn: number } } }> };
+  };
+  t.true(report.ok);
+  t.regex(report.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+  t.is(report.selfCheck.status, 200);
+  t.true(report.selfCheck.bytes > 0);
+  t.is(report.addresses.ipv4, '10.0.0.2');
+  t.true(report.addresses.ipv6.some((a) => a.startsWith('fe80:')));
+  t.is(report.summary.name, 'static-website');
+  t.is(report.summary.stacks.stack0?.interfaces[0]?.address, '10.0.0.2/24');
+  // The self-check's GET reached the unikernel's TCP.
+  t.true(report.summary.stacks.stack0!.stats.tcp.segmentsIn > 0);
+  t.truthy(report.summary.stacks['vnet gateway']);
+  t.regex(result.stderr, /Self-check: GET http:\/\/127\.0\.0\.1:\d+\/ through the forwarded port -> 200 OK/);
+  t.notRegex(result.stderr, /morganaSummary/);
+});

@@ -34,12 +34,12 @@ export function signalExitCode(signal: NodeJS.Signals | null): number {
 
 /**
  * Spawns `command args`, forwarding {@link FORWARDED_SIGNALS} to it and handing it the
- * parent-watch pipe on fd 3. `stdio` gives fds 0–2 (default inherit).
+ * parent-watch pipe on fd 3. `stdio` gives fds 0–2 (default inherit; a number is a file descriptor of ours).
  */
 export function superviseChild(
   command: string,
   args: readonly string[],
-  options: { stdio?: Array<'inherit' | 'pipe' | 'ignore'>; env?: NodeJS.ProcessEnv } = {},
+  options: { stdio?: Array<'inherit' | 'pipe' | 'ignore' | number>; env?: NodeJS.ProcessEnv } = {},
 ): Supervised {
   const stdio = [...(options.stdio ?? ['inherit', 'inherit', 'inherit']), 'pipe'] as SpawnOptions['stdio'];
   const child = spawn(command, args, { stdio, env: { ...(options.env ?? process.env), [PARENT_FD_ENV]: '3' } });

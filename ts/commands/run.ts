@@ -29,6 +29,8 @@ ${MONITOR_OPTIONS}
 
 Boot arguments are joined with single spaces and split again with MirageOS's parse-argv rules,
 so escape spaces for the unikernel as well as for the shell: morgana run -- '--hello=foo\\ bar'.
+Signals: SIGINT, SIGTERM and SIGHUP stop it; SIGUSR2 prints a summary of its stacks on stderr,
+as one line of JSON ({"morganaSummary":{"name":…,"stacks":{…}}}) when MORGANA_SUMMARY_JSON=1.
 Exit codes: the unikernel's (0 done, 1 failure, 63 after --help, 64 bad boot arguments).`,
   run: (args) =>
     guarded('run', async () => {

@@ -9,7 +9,7 @@ import { rmSync } from 'node:fs';
 import { MorganaError } from '../errors.js';
 import { VirtualSwitch } from '../net/vswitch.js';
 import type { Stack } from '../stack/index.js';
-import { formatStackSummary } from '../stack/summary.js';
+import { formatStackSummary, stackSummaryData } from '../stack/summary.js';
 import { watchParent } from './parent-watch.js';
 import { type Running, vnetForwards, vnetGateway } from './vnet-gateway.js';
 import { startRequestedMonitors } from '../monitor/runtime.js';
@@ -202,10 +202,17 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
     process.stderr.on('error', () => {});
     if (signalled === undefined) onSignal('parent process exited');
   });
-  // SIGUSR2 prints a summary of every Morgana stack (addresses, ARP, connections, counters).
+  // SIGUSR2 prints a summary of every Morgana stack (addresses, ARP, connections, counters) on
+  // stderr; with MORGANA_SUMMARY_JSON=1, as one line of JSON, {"morganaSummary":{"stacks":{ID:…}}}.
+  const summaryJson = process.env.MORGANA_SUMMARY_JSON === '1';
   const summary = () => {
     const stacks: Array<[string, unknown]> = [...byId];
     if (gateway) stacks.push(['vnet gateway', gateway.stack]);
+    if (summaryJson) {
+      const data = Object.fromEntries(stacks.filter(([, value]) => isMorganaStack(value)).map(([id, value]) => [id, stackSummaryData(value as Stack)]));
+      process.stderr.write(`${JSON.stringify({ morganaSummary: { name: manifest.name, stacks: data } })}\n`);
+      return;
+    }
     for (const [id, value] of stacks) {
       if (isMorganaStack(value)) log(`${id}:\n${formatStackSummary(value).replace(/^/gm, '    ')}`);
     }

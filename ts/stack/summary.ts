@@ -66,3 +66,32 @@ export function formatStackSummary(stack: Stack): string {
   );
   return lines.join('\n');
 }
+
+/**
+ * `stack`'s state as plain data that `JSON.stringify` keeps whole: what {@link formatStackSummary}
+ * prints, with every counter of `stack.stats()` (`Infinity`, a static ARP entry's lifetime,
+ * becomes `null`). Used by a running unikernel's SIGUSR2 summary under `MORGANA_SUMMARY_JSON=1`
+ * and by `morgana start --json`.
+ */
+export function stackSummaryData(stack: Stack): Record<string, unknown> {
+  const interfaces = stack.interfaces.map((iface, i) => {
+    const v6 = stack.ipv6?.interfaces[i];
+    return {
+      address: `${formatIpv4Address(iface.address)}/${iface.prefix}`,
+      mac: iface.eth.net.mac,
+      mtu: iface.eth.mtu,
+      arp: iface.arp.entries().map((e) => ({ ...e, expiresInMs: Number.isFinite(e.expiresInMs) ? Math.round(e.expiresInMs) : null })),
+      ...(v6 && {
+        ipv6: v6.addresses.map((e) => ({ address: formatIpv6Address(e.address), prefixLength: e.prefixLength, origin: e.origin, state: e.state })),
+        ipv6Mtu: v6.mtu,
+        routers: v6.routers.map((r) => formatIpv6Address(r.address)),
+        neighbours: (stack.ndp?.neighbours() ?? []).filter((n) => n.iface === i),
+      }),
+    };
+  });
+  return {
+    interfaces,
+    gateway: stack.ipv4.gateway ? formatIpv4Address(stack.ipv4.gateway) : null,
+    stats: stack.stats(),
+  };
+}

@@ -147,6 +147,8 @@ test('start: SIGUSR2 prints the summary again; SIGKILL of start stops the uniker
     const buildDir = (await start.waitFor(/for the vnet target in (\S+)\n/))[1]!;
     await start.waitFor(/Serving http:\/\/127\.0\.0\.1:\d+\//);
     const summaries = () => start.output().split('[morgana] stack0:\n').length - 1;
+    // The summary (stderr) is printed before "Serving" (stdout), but two pipes are read apart.
+    await start.waitFor(/\[morgana\] stack0:\n[^]*UDP · ICMP[^]*UDP · ICMP/);
     t.is(summaries(), 1);
     process.kill(start.child.pid!, 'SIGUSR2');
     await start.waitFor(/\[morgana\] stack0:\n[^]*\[morgana\] stack0:\n/);

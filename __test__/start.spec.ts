@@ -30,6 +30,9 @@ test('morgana start serves the front page through the forwarded port until Ctrl-
     void exited.then((code) => reject(new Error(`exited with ${code} before serving; stderr:\n${stderr}`)));
   });
   t.true(lines.some((l) => /^Self-check: GET .* -> 200 OK/.test(l)), lines.join('\n'));
+  // The summary (stderr) is printed before "Serving" (stdout), but two pipes are read apart:
+  // wait for it (liveness only; the deadline is generous).
+  for (let i = 0; i < 200 && !/TCP +\d+ connection/.test(stderr); i++) await new Promise((r) => setTimeout(r, 50));
   t.regex(stderr, /TCP +\d+ connection/, 'the stack summary was printed');
   // Dual-stack: the summary shows the unikernel's link-local address (usable: DAD is done before
   // it starts), and the address line repeats it next to the IPv4 one.

@@ -8,7 +8,7 @@ import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { AS_NOBODY, EXAMPLES, ROOT, canDropPrivileges, morgana, morganaAsNobody, nobodyDir, readableCopy, run } from './helpers/unikernel.js';
+import { AS_NOBODY, EXAMPLES, ROOT, canDropPrivileges, exampleArgs, morgana, morganaAsNobody, nobodyDir, readableCopy, run } from './helpers/unikernel.js';
 import { kernelTestsUnavailable, withNetns } from './helpers/netns.js';
 
 const asNobody = canDropPrivileges ? test : test.skip;
@@ -188,4 +188,28 @@ test('iperf3 --vnet: serves only, and takes no TAP options', async (t) => {
   const tap = await morgana(['iperf3', '-s', '--vnet', '--tap', 'tap0']);
   t.is(tap.code, 64);
   t.regex(tap.stderr, /--vnet takes no --tap/);
+});
+
+test('global -q/--quiet: configure, build and clean print no progress; errors still print', async (t) => {
+  const { args, buildDir } = exampleArgs('echo');
+  // Without -q, the progress lines this test expects to disappear.
+  const loud = await morgana(['configure', ...args, '-t', 'vnet']);
+  t.is(loud.code, 0, loud.stderr);
+  t.regex(loud.stdout, /for vnet/);
+  const configured = await morgana(['-q', 'configure', ...args, '-t', 'vnet']);
+  t.is(configured.code, 0, configured.stderr);
+  t.is(configured.stdout + configured.stderr, '');
+  const built = await morgana(['--quiet', 'build', ...args]);
+  t.is(built.code, 0, built.stderr);
+  t.is(built.stdout + built.stderr, '');
+  t.true(readFileSync(join(buildDir, 'main.mjs'), 'utf8').length > 0);
+  const cleaned = await morgana(['-q', 'clean', ...args]);
+  t.is(cleaned.code, 0, cleaned.stderr);
+  t.is(cleaned.stdout + cleaned.stderr, '');
+  // Errors are not progress: a missing config.ts is still reported, with its exit code.
+  const failed = await morgana(['-q', 'build', '-f', join(buildDir, 'nowhere', 'config.ts')]);
+  t.not(failed.code, 0);
+  t.regex(failed.stderr, /config\.ts/);
+  // The help says where -q goes.
+  t.regex((await morgana(['--help'])).stdout, /usage: morgana \[-q\|--quiet\] <command>/);
 });

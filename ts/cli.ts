@@ -17,6 +17,7 @@ import { solo5 } from './commands/solo5.js';
 import { start } from './commands/start.js';
 import { build, clean, configure, describe, query, run } from './commands/unikernel.js';
 import { type Command, EXIT_USAGE } from './commands/command.js';
+import { setQuiet } from './commands/progress.js';
 
 // Re-exported for code that imported them from here before they moved to commands/command.ts.
 export { type Command, EXIT_USAGE } from './commands/command.js';
@@ -35,7 +36,7 @@ const GROUPS: Array<[string, string[]]> = [
 function help(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));
   const groups = GROUPS.map(([title, names]) => `${title}:\n${names.map((name) => `  ${name.padEnd(width)}  ${commands[name]!.summary}`).join('\n')}`);
-  return `usage: morgana <command> [options]\n\n${groups.join('\n\n')}\n\nRun 'morgana help <command>' or 'morgana <command> --help' for a command's options; morgana --version prints the version.\n`;
+  return `usage: morgana [-q|--quiet] <command> [options]\n\n${groups.join('\n\n')}\n\nRun 'morgana help <command>' or 'morgana <command> --help' for a command's options; morgana --version prints the version.\n-q, --quiet before the command silences its progress lines (errors and results still print).\n`;
 }
 
 /** The version in Morgana's package.json. */
@@ -50,7 +51,11 @@ function commandHelp(command: Command): string {
 
 /** Runs the CLI with `argv` (without the node and script paths); resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  // The global -q/--quiet comes before the command name (after it, the command's own options).
+  let start = 0;
+  while (argv[start] === '-q' || argv[start] === '--quiet') start++;
+  setQuiet(start > 0);
+  const [name, ...rest] = argv.slice(start);
   if (name === '--version' || name === '-V' || name === 'version') {
     process.stdout.write(`morgana ${version()} (Node.js ${process.version})\n`);
     return 0;

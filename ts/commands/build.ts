@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { relative } from 'node:path';
 import type { Command } from './command.js';
+import { isQuiet } from './progress.js';
 import { MorganaError } from '../errors.js';
 import { build as buildProject } from '../config/project.js';
 import { projectFlags, selfCommand } from './self.js';
@@ -40,7 +41,7 @@ ${PROJECT_OPTIONS}
         process.stderr.write(`morgana build: missing dependencies ${missing.join(', ')}: run ${selfCommand()} build --install${projectFlags(parsed)} (or npm install in ${where})\n`);
         return 1;
       }
-      if (!parsed.flags.has('quiet')) process.stdout.write(`built ${project.name} in ${where}/; run it with ${selfCommand()} run${projectFlags(parsed)} (or node ${where}/main.mjs)\n`);
+      if (!parsed.flags.has('quiet') && !isQuiet()) process.stdout.write(`built ${project.name} in ${where}/; run it with ${selfCommand()} run${projectFlags(parsed)} (or node ${where}/main.mjs)\n`);
       return 0;
     }),
 };

@@ -4,6 +4,7 @@
  */
 import { relative } from 'node:path';
 import type { Command } from './command.js';
+import { progress } from './progress.js';
 import { MorganaError } from '../errors.js';
 import { clean as cleanProject } from '../config/project.js';
 import { PROJECT_OPTIONS, guarded, parseCommandArgs, pathsFrom } from './project-args.js';
@@ -19,7 +20,7 @@ export const clean: Command = {
       const paths = pathsFrom(parsed);
       const removed = await cleanProject(paths);
       const where = relative(process.cwd(), paths.buildDir) || paths.buildDir;
-      process.stdout.write(removed ? `removed ${where}/\n` : `nothing to clean (${where}/ does not exist)\n`);
+      progress(removed ? `removed ${where}/\n` : `nothing to clean (${where}/ does not exist)\n`, process.stdout);
       return 0;
     }),
 };

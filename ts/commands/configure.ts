@@ -5,6 +5,7 @@
  */
 import { relative } from 'node:path';
 import type { Command } from './command.js';
+import { isQuiet } from './progress.js';
 import { configure as configureProject } from '../config/project.js';
 import { TARGETS, describeTarget, targetConfig } from '../config/targets.js';
 import { projectFlags, selfCommand } from './self.js';
@@ -40,7 +41,7 @@ ${targets}`,
       const paths = pathsFrom(parsed);
       const result = await configureProject(paths, target, parsed.extra, ['configure', ...args]);
       const where = relative(process.cwd(), paths.buildDir) || '.';
-      if (!parsed.flags.has('quiet')) process.stdout.write(
+      if (!parsed.flags.has('quiet') && !isQuiet()) process.stdout.write(
         `configured ${result.project.name} for ${describeTarget(target)} in ${where}/ (${result.files.join(', ')}); next: ${selfCommand()} build${projectFlags(parsed)}\n`,
       );
       return 0;

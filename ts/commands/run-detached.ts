@@ -7,6 +7,7 @@
 import { MorganaError } from '../errors.js';
 import { type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir } from '../daemon/supervisor.js';
 import { spawnDaemon } from './daemon.js';
+import { progress } from './progress.js';
 
 /** Asks the daemon to run `entry` with boot arguments `args`; prints what it started. */
 export async function runDetached(entry: string, args: string[], options: { name?: string; cwd: string; env?: Record<string, string> }): Promise<number> {
@@ -18,11 +19,11 @@ export async function runDetached(entry: string, args: string[], options: { name
   } catch (error) {
     if (!(error instanceof MorganaError) || error.code !== 'ERR_DAEMON_UNREACHABLE') throw error;
     const pid = await spawnDaemon(dir);
-    process.stderr.write(`morgana run: started a daemon (pid ${pid}) in ${dir}; stop it with kill ${pid}\n`);
+    progress(`morgana run: started a daemon (pid ${pid}) in ${dir}; stop it with kill ${pid}\n`);
     r = await daemonRequest(dir, request);
   }
   const uk = r.unikernel as DaemonUnikernelInfo;
   process.stdout.write(`${uk.name}\n`);
-  process.stderr.write(`morgana run: ${uk.name} runs detached (pid ${uk.pid}); see morgana ps, morgana logs -f ${uk.name}, morgana stop ${uk.name}\n`);
+  progress(`morgana run: ${uk.name} runs detached (pid ${uk.pid}); see morgana ps, morgana logs -f ${uk.name}, morgana stop ${uk.name}\n`);
   return 0;
 }

@@ -18,6 +18,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Command, EXIT_USAGE } from './command.js';
+import { progress } from './progress.js';
 import { build } from './build.js';
 import { superviseChild } from './child.js';
 import { MONITOR_OPTIONS, monitorEnv, takeMonitorArgs } from './monitor-args.js';
@@ -146,7 +147,7 @@ ${MONITOR_OPTIONS}`,
     const report = new JsonReport(values.json === true);
     if (values.tap) return runOnTap(buildDir, project, values['self-check-only'] === true, report);
     try {
-      process.stderr.write(`Building the static-website example for the vnet target in ${buildDir}\n`);
+      progress(`Building the static-website example for the vnet target in ${buildDir}\n`);
       const configured = await configure.run(['-q', '-t', 'vnet', '--forward', `127.0.0.1:${port}:80`, ...project]);
       if (configured !== 0) return configured;
       const built = await build.run(['-q', ...project]);
@@ -230,7 +231,7 @@ function ip(...args: string[]): void {
 /** `morgana start --tap`: the main job on a TAP device inside a network namespace. */
 async function runOnTap(buildDir: string, project: string[], selfCheckOnly: boolean, report: JsonReport): Promise<number> {
   try {
-    process.stderr.write(`Building the static-website example for unix --net direct in ${buildDir}\n`);
+    progress(`Building the static-website example for unix --net direct in ${buildDir}\n`);
     const configured = await configure.run(['-q', '-t', 'unix', '--net', 'direct', `--interface=${TAP}`, ...project]);
     if (configured !== 0) return configured;
     const built = await build.run(['-q', ...project]);

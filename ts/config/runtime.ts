@@ -11,7 +11,7 @@ import net from 'node:net';
 import { formatIpv4Address, formatIpv6Address, parseIpv4Address, parseIpv6Address } from '../address.js';
 import { MorganaError } from '../errors.js';
 import { VirtualSwitch } from '../net/vswitch.js';
-import { startDhcpServer } from '../stack/dhcp-server.js';
+import { type DhcpServer, startDhcpServer } from '../stack/dhcp-server.js';
 import { type Ipv6Options, type Stack, createStack } from '../stack/index.js';
 import { formatEndpoint } from '../stack/inet.js';
 import { formatStackSummary } from '../stack/summary.js';
@@ -161,7 +161,7 @@ function gatewayIpv6(guest: GuestAddressing): { ipv6: Ipv6Options; text: string 
 const GATEWAY_TCP = { sendBuffer: 2 << 20, recvBuffer: 2 << 20 } as const;
 
 /** The vnet gateway: a stack on the switch (with a DHCP server when the unikernel uses DHCP, an IPv6 router when it has IPv6). */
-async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{ stack: Stack; stop(): Promise<void> }> {
+async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{ stack: Stack; dhcp: DhcpServer | undefined; stop(): Promise<void> }> {
   const [address, prefixText] = guest.ipv4.split('/') as [string, string];
   const prefix = Number(prefixText);
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
@@ -170,7 +170,7 @@ async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{
   if (!guest.dhcp && gw === address) gw = formatIpv4Address(network + 2);
   const v6 = guest.ipv6 ? gatewayIpv6(guest) : undefined;
   const stack = await createStack({ net: sw.connect({ offloads: VNET_PORT_OFFLOADS }), tcp: GATEWAY_TCP, ipv4: `${gw}/${prefix}`, ...(v6 ? { ipv6: v6.ipv6 } : {}) });
-  let dhcp: { close(): void } | undefined;
+  let dhcp: DhcpServer | undefined;
   if (guest.dhcp) {
     const broadcast = (network | (~mask >>> 0)) >>> 0;
     dhcp = startDhcpServer(stack, { range: [formatIpv4Address(network + 2), formatIpv4Address(broadcast - 1)], router: gw });
@@ -180,6 +180,7 @@ async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{
   if (v6) log(`vnet: IPv6 router ${v6.text}`);
   return {
     stack,
+    dhcp,
     async stop() {
       dhcp?.close();
       await stack.close();
@@ -323,7 +324,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
   const byId = new Map<string, unknown>();
   let forwards: (Running & { list: MonitoredForward[] }) | undefined;
   let monitors: Running | undefined;
-  let gateway: { stack: Stack; stop(): Promise<void> } | undefined;
+  let gateway: { stack: Stack; dhcp: DhcpServer | undefined; stop(): Promise<void> } | undefined;
   const sw = manifest.target.name === 'vnet' ? new VirtualSwitch({ mtu: manifest.target.mtu ?? DEFAULT_VNET_MTU }) : undefined;
   let signalled: string | undefined;
   let onSignal!: (name: string) => void;
@@ -444,6 +445,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
         ],
         switches: () => (sw ? [{ name: 'vnet', sw }] : []),
         forwards: () => forwards?.list ?? [],
+        dhcpServers: () => (gateway?.dhcp ? [{ name: 'vnet gateway', leases: () => gateway!.dhcp!.leases(), now: () => gateway!.stack.clock.now() }] : []),
       },
       log,
     );

@@ -260,3 +260,43 @@ async function startUnikernel(): Promise<{ child: ChildProcess; site: string; da
     await monitor.close();
   }
 });
+
+test('DHCP leases (server and client side) and IP reassembly counters are in the snapshot', async (t) => {
+  const { startDhcpServer } = await import('morgana');
+  const sw = new VirtualSwitch();
+  const server = await createStack({ net: sw.connect(), ipv4: '10.9.0.1/24' });
+  const dhcpServer = startDhcpServer(server, { range: ['10.9.0.50', '10.9.0.60'], router: '10.9.0.1' });
+  const client = await createStack({ net: sw.connect(), dhcp: true });
+  const monitor = await startMonitor(
+    {
+      title: 'dhcp',
+      stacks: () => [
+        { name: 'server', stack: server },
+        { name: 'client', stack: client },
+      ],
+      switches: () => [{ name: 'sw', sw }],
+      forwards: () => [],
+      dhcpServers: () => [{ name: 'server', leases: () => dhcpServer.leases(), now: () => server.clock.now() }],
+      log: () => [],
+    },
+    { intervalMs: 200 },
+  );
+  t.teardown(async () => {
+    await monitor.close();
+    dhcpServer.close();
+    await Promise.all([server.close(), client.close()]);
+  });
+  // A fragmented datagram (8 KiB over MTU 1500) to count reassembly.
+  const got = new Promise<Buffer>((resolve) => server.udp.bind(9, (data) => resolve(data)));
+  client.udp.bind(0, () => {}).send('10.9.0.1', 9, Buffer.alloc(8192, 7));
+  t.is((await got).length, 8192);
+  const dhcp = (await (await fetch(new URL('/api/dhcp', monitor.url))).json()) as any[];
+  const served = dhcp.find((d) => d.role === 'server');
+  const held = dhcp.find((d) => d.role === 'client');
+  t.like(served, { via: 'server', address: client.address, mac: client.ethernet.net.mac, state: 'bound' });
+  t.true(served.expiresInMs > 0);
+  t.like(held, { via: 'client', address: `${client.address}/24`, state: 'from 10.9.0.1' });
+  const reassembly = (await (await fetch(new URL('/api/reassembly', monitor.url))).json()) as any[];
+  t.like(reassembly.find((r) => r.stack === 'server' && r.family === 'IPv4'), { reassembled: server.stats().ipv4.reassembly.reassembled });
+  t.true(server.stats().ipv4.reassembly.reassembled >= 1);
+});

@@ -153,8 +153,9 @@ test('connect timeout: an unreachable host rejects with ETIMEDOUT and a clear me
   await t.throwsAsync(b.tcp.connect('10.0.0.2', 80, { timeout: 0 }), { code: 'ERR_OUT_OF_RANGE' });
   let served = 0;
   a.tcp.listen(80, (c) => (served++, c.pipe(c)));
-  const conn = await b.tcp.connect('10.0.0.2', 80, { timeout: 300 });
-  await new Promise((r) => setTimeout(r, 600));
+  // Generous for a loaded machine (ARP and the handshake must fit), then waited out in full.
+  const conn = await b.tcp.connect('10.0.0.2', 80, { timeout: 2000 });
+  await new Promise((r) => setTimeout(r, 2500));
   t.false(conn.destroyed, 'the timer of an established connection does not fire');
   conn.write('ping');
   const [echo] = (await once(conn, 'data')) as [Buffer];

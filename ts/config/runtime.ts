@@ -8,6 +8,7 @@
 import { rmSync } from 'node:fs';
 import { MorganaError } from '../errors.js';
 import { VirtualSwitch } from '../net/vswitch.js';
+import type { DhcpServer } from '../stack/dhcp-server.js';
 import type { Stack } from '../stack/index.js';
 import { formatStackSummary, stackSummaryData } from '../stack/summary.js';
 import { watchParent } from './parent-watch.js';
@@ -154,7 +155,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
   const byId = new Map<string, unknown>();
   let forwards: (Running & { list: MonitoredForward[] }) | undefined;
   let monitors: Running | undefined;
-  let gateway: { stack: Stack; stop(): Promise<void> } | undefined;
+  let gateway: { stack: Stack; dhcp: DhcpServer | undefined; stop(): Promise<void> } | undefined;
   const sw = manifest.target.name === 'vnet' ? new VirtualSwitch({ mtu: manifest.target.mtu ?? DEFAULT_VNET_MTU }) : undefined;
   let signalled: string | undefined;
   let onSignal!: (name: string) => void;
@@ -282,6 +283,7 @@ export async function boot(config: Config, manifest: BootManifest, args: readonl
         ],
         switches: () => (sw ? [{ name: 'vnet', sw }] : []),
         forwards: () => forwards?.list ?? [],
+        dhcpServers: () => (gateway?.dhcp ? [{ name: 'vnet gateway', leases: () => gateway!.dhcp!.leases(), now: () => gateway!.stack.clock.now() }] : []),
       },
       log,
     );

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { formatIpv4Address, formatIpv6Address, parseIpv4Address, parseIpv6Address } from '../address.js';
 import { MorganaError } from '../errors.js';
 import type { VirtualSwitch } from '../net/vswitch.js';
-import { startDhcpServer } from '../stack/dhcp-server.js';
+import { type DhcpServer, startDhcpServer } from '../stack/dhcp-server.js';
 import { type Ipv6Options, type Stack, createStack } from '../stack/index.js';
 import { formatEndpoint } from '../stack/inet.js';
 import type { Tcp } from '../stack/tcp.js';
@@ -97,7 +97,7 @@ function gatewayIpv6(guest: GuestAddressing): { ipv6: Ipv6Options; text: string 
 const GATEWAY_TCP = { sendBuffer: 2 << 20, recvBuffer: 2 << 20 } as const;
 
 /** The vnet gateway: a stack on the switch (with a DHCP server when the unikernel uses DHCP, an IPv6 router when it has IPv6). */
-export async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{ stack: Stack; stop(): Promise<void> }> {
+export async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Promise<{ stack: Stack; dhcp: DhcpServer | undefined; stop(): Promise<void> }> {
   const [address, prefixText] = guest.ipv4.split('/') as [string, string];
   const prefix = Number(prefixText);
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
@@ -106,7 +106,7 @@ export async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Pr
   if (!guest.dhcp && gw === address) gw = formatIpv4Address(network + 2);
   const v6 = guest.ipv6 ? gatewayIpv6(guest) : undefined;
   const stack = await createStack({ net: sw.connect({ offloads: VNET_PORT_OFFLOADS }), tcp: GATEWAY_TCP, ipv4: `${gw}/${prefix}`, ...(v6 ? { ipv6: v6.ipv6 } : {}) });
-  let dhcp: { close(): void } | undefined;
+  let dhcp: DhcpServer | undefined;
   if (guest.dhcp) {
     const broadcast = (network | (~mask >>> 0)) >>> 0;
     dhcp = startDhcpServer(stack, { range: [formatIpv4Address(network + 2), formatIpv4Address(broadcast - 1)], router: gw });
@@ -116,6 +116,7 @@ export async function vnetGateway(sw: VirtualSwitch, guest: GuestAddressing): Pr
   if (v6) log(`vnet: IPv6 router ${v6.text}`);
   return {
     stack,
+    dhcp,
     async stop() {
       dhcp?.close();
       await stack.close();

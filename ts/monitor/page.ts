@@ -51,6 +51,10 @@ export const DASHBOARD_HTML = `<!doctype html>
     <table id="neighbours"><thead><tr><th>stack</th><th>if</th><th>address</th><th>MAC</th><th>state</th></tr></thead><tbody></tbody></table></section>
   <section><h2>Drops and reasons</h2>
     <table id="drops"><thead><tr><th>stack</th><th>layer</th><th>reason</th><th>count</th></tr></thead><tbody></tbody></table></section>
+  <section><h2>DHCP leases</h2>
+    <table id="dhcp"><thead><tr><th>role</th><th>via</th><th>address</th><th>MAC</th><th>state</th><th>expires</th></tr></thead><tbody></tbody></table></section>
+  <section><h2>IP reassembly</h2>
+    <table id="reassembly"><thead><tr><th>stack</th><th>family</th><th>fragments</th><th>reassembled</th><th>pending</th><th>buffered</th></tr></thead><tbody></tbody></table></section>
   <section><h2>Forwards</h2>
     <table id="forwards"><thead><tr><th>protocol</th><th>host</th><th>guest</th><th>via</th></tr></thead><tbody></tbody></table></section>
   <section><h2>Capture</h2>
@@ -174,6 +178,8 @@ export const DASHBOARD_HTML = `<!doctype html>
     ], (n) => [n.stack, n.iface, n.address, n.mac, n.state]);
     rows('drops', s.drops, (d) => [d.stack, d.layer, d.reason, d.count]);
     rows('forwards', s.forwards, (f) => [f.protocol, f.host, f.guest, f.via]);
+    rows('dhcp', s.dhcp, (d) => [d.role, d.via, d.address, d.mac, d.state, d.expiresInMs === null ? '' : Math.round(d.expiresInMs / 1000) + ' s'], (d) => d.address);
+    rows('reassembly', s.reassembly, (r) => [r.stack, r.family, r.fragments, r.reassembled, r.pendingDatagrams, bytesText(r.bufferedBytes)]);
     const log = $('log');
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
     log.textContent = s.log.join('\\n');

@@ -5,7 +5,8 @@
  * - `GET /`: the page (charts with uPlot, bundled from the package; nothing from a CDN).
  * - `GET /events`: `snapshot` events every `intervalMs` (SSE; the browser reconnects by itself).
  * - `GET /api/snapshot`, `/api/topology`, `/api/interfaces`, `/api/connections`,
- *   `/api/neighbours`, `/api/drops`, `/api/log`: the same data as JSON.
+ *   `/api/neighbours`, `/api/drops`, `/api/reassembly`, `/api/dhcp`, `/api/forwards`, `/api/log`:
+ *   the same data as JSON.
  * - `GET /metrics`: every stack's and switch's series (OpenMetrics when asked by `Accept`).
  * - `POST /api/captures` `{"switch":"vnet"}` → `{ id }`, `POST /api/captures/ID/stop`,
  *   `GET /api/captures/ID.pcap` (a libpcap file), `GET /api/captures`.
@@ -142,6 +143,8 @@ export async function startMonitor(source: MonitorSource, options: MonitorOption
         connections: (s) => s.connections,
         neighbours: (s) => ({ arp: s.arp, neighbours: s.neighbours }),
         drops: (s) => s.drops,
+        reassembly: (s) => s.reassembly,
+        dhcp: (s) => s.dhcp,
         log: (s) => s.log,
         forwards: (s) => s.forwards,
       };

@@ -7,6 +7,7 @@
  */
 import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import type { VirtualSwitch } from '../net/vswitch.js';
+import type { DhcpServerLease } from '../stack/dhcp-server.js';
 import type { Stack } from '../stack/index.js';
 
 /** A stack the monitor shows, with the name it goes by (`stack0`, `vnet gateway`). */
@@ -35,6 +36,8 @@ export interface MonitorSource {
   stacks(): MonitoredStack[];
   switches(): Array<{ name: string; sw: VirtualSwitch }>;
   forwards(): MonitoredForward[];
+  /** DHCP servers (the vnet gateway's, when the unikernel takes its address by DHCP). */
+  dhcpServers?(): Array<{ name: string; leases(): DhcpServerLease[]; /** The server's clock (lease times are on it). */ now(): number }>;
   /** Recent log lines, oldest first. */
   log(): string[];
 }
@@ -86,6 +89,10 @@ export interface Snapshot {
   arp: Array<{ stack: string; interface: number; address: string; mac: string; expiresInMs: number | null }>;
   neighbours: Array<{ stack: string; interface: number; address: string; mac: string | null; state: string; router: boolean }>;
   drops: Array<{ stack: string; layer: string; reason: string; count: number }>;
+  /** IP reassembly per stack and family: datagrams put together, and what is held now. */
+  reassembly: Array<{ stack: string; family: 'IPv4' | 'IPv6'; fragments: number; reassembled: number; pendingDatagrams: number; bufferedBytes: number }>;
+  /** Leases: those the monitored DHCP servers gave, and those the stacks hold as clients. */
+  dhcp: Array<{ role: 'server' | 'client'; via: string; address: string; mac: string | null; state: string; expiresInMs: number | null }>;
   forwards: MonitoredForward[];
   log: string[];
 }
@@ -109,6 +116,8 @@ export function takeSnapshot(source: MonitorSource, captures: { medium(mac: stri
   const arp: Snapshot['arp'] = [];
   const neighbours: Snapshot['neighbours'] = [];
   const drops: Snapshot['drops'] = [];
+  const reassembly: Snapshot['reassembly'] = [];
+  const dhcp: Snapshot['dhcp'] = [];
   const nodes: TopologyView['nodes'] = [];
   const links: TopologyView['links'] = [];
   const switchOfMac = new Map<string, string>();
@@ -172,10 +181,18 @@ export function takeSnapshot(source: MonitorSource, captures: { medium(mac: stri
     for (const [reason, count] of Object.entries(stats.ipv4.reassembly)) {
       if (reason.startsWith('dropped') && typeof count === 'number' && count > 0) drops.push({ stack: name, layer: 'ipv4 reassembly', reason, count });
     }
+    for (const [family, r] of [['IPv4', stats.ipv4.reassembly], ['IPv6', stats.ipv6?.reassembly]] as const) {
+      if (r) reassembly.push({ stack: name, family, fragments: r.fragments, reassembled: r.reassembled, pendingDatagrams: r.pendingDatagrams, bufferedBytes: r.bufferedBytes });
+    }
+    const lease = stack.dhcp?.lease;
+    if (lease) dhcp.push({ role: 'client', via: name, address: `${lease.address}/${lease.prefix}`, mac: stack.interfaces[0]?.eth.net.mac ?? null, state: `from ${lease.server}`, expiresInMs: Math.max(0, lease.expiresAt - stack.clock.now()) });
     const tcp = stats.tcp as unknown as Record<string, number>;
     for (const reason of ['badChecksum', 'malformed', 'outOfOrderDropped', 'synQueueDrops', 'backlogDrops', 'pawsRejected', 'unacceptableAcksSuppressed', 'challengeAcksSuppressed']) {
       if ((tcp[reason] ?? 0) > 0) drops.push({ stack: name, layer: 'tcp', reason, count: tcp[reason]! });
     }
+  }
+  for (const server of source.dhcpServers?.() ?? []) {
+    for (const l of server.leases()) dhcp.push({ role: 'server', via: server.name, address: l.address, mac: l.mac, state: l.state, expiresInMs: Number.isFinite(l.expiresAt) ? Math.max(0, l.expiresAt - server.now()) : null });
   }
   const forwards = source.forwards();
   for (const f of forwards) {
@@ -192,6 +209,8 @@ export function takeSnapshot(source: MonitorSource, captures: { medium(mac: stri
     arp,
     neighbours,
     drops,
+    reassembly,
+    dhcp,
     forwards,
     log: source.log(),
   };

@@ -201,6 +201,20 @@ export function arpRequestTarget(frame: Buffer): number | undefined {
   return frame.readUInt32BE(ETH + 24);
 }
 
+/**
+ * The IPv4 address a frame says it comes from: an ARP packet's sender address or an IPv4
+ * header's source; undefined for anything else. The gateway learns the guest's MAC only from
+ * frames sent from the guest's address: the kernel's bridge and TAP on the private link may
+ * send frames of their own (IPv6 chatter, for one) from other MACs.
+ */
+export function senderIpv4(frame: Buffer): number | undefined {
+  if (frame.length < ETH + 20) return undefined;
+  const type = frame.readUInt16BE(12);
+  if (type === ETHERTYPE_IPV4) return frame[ETH]! >> 4 === 4 ? frame.readUInt32BE(ETH + 12) : undefined;
+  if (type === ETHERTYPE_ARP && frame.length >= ETH + 28 && frame.readUInt16BE(ETH + 2) === ETHERTYPE_IPV4) return frame.readUInt32BE(ETH + 14);
+  return undefined;
+}
+
 /** Writes the ARP reply to `request` saying `address` is at `mac`; returns its length (42). */
 export function writeArpReply(out: Buffer, request: Buffer, mac: Buffer, address: number): number {
   request.copy(out, 0, 6, 12); // to the asker

@@ -42,6 +42,7 @@ import {
   l4View,
   rewriteAddress,
   rewritePort,
+  senderIpv4,
   udpFrameLength,
   writeArpReply,
   writeUdpFrame,
@@ -497,7 +498,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
     close: async () => {},
   };
   lower.listen((frame) => {
-    if (frame.length >= 14 && !(frame[6]! & 1)) guestMac = Buffer.from(frame.subarray(6, 12));
+    if (!(frame[6]! & 1) && senderIpv4(frame) === guestIp) guestMac = Buffer.from(frame.subarray(6, 12));
     const asked = arpRequestTarget(frame);
     if (asked === dnsIp) {
       lower.write(42, (out) => writeArpReply(out, frame, gwMac, dnsIp));

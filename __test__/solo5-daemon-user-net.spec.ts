@@ -16,7 +16,7 @@ import test from 'ava';
 import { type ChildProcessWithoutNullStreams, execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -31,6 +31,7 @@ const serial = skip ? test.serial.skip : test.serial;
 const suffix = skip ? ` (skipped: ${skip})` : '';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'morgana-daemon-user-net-'));
+const tunCopy = path.join(dir, 'tun');
 const cli = path.resolve('dist/cli.js');
 const guestScript = path.resolve('__test__/helpers/solo5-guest.mjs');
 const daemons = new Set<ChildProcessWithoutNullStreams>();
@@ -38,8 +39,21 @@ const stray = new Set<number>();
 let tender: string;
 let image: string;
 
+/** Why uid 65534 cannot run a daemon here, if it cannot. */
+function nobodyUnavailable(): string | undefined {
+  if (skip) return skip;
+  if (spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cli, '--version']).status !== 0) return 'uid 65534 cannot read this checkout (dist/cli.js)';
+  execFileSync('mknod', [tunCopy, 'c', '10', '200']);
+  chmodSync(tunCopy, 0o666);
+  if (spawnSync('sh', ['-c', 'exec 3<>"$0"', tunCopy]).status !== 0) return `${tmpdir()} does not allow device nodes (nodev)`;
+  return undefined;
+}
+const nobodyReason = nobodyUnavailable();
+const asNobody = nobodyReason ? test.serial.skip : test.serial;
+
 test.before(() => {
   if (skip) return;
+  chmodSync(dir, 0o755);
   mkdirSync(path.join(dir, 'spt'));
   tender = buildStubTender(path.join(dir, 'spt'), 'solo5-spt', 2);
   image = buildImage(dir, path.join(dir, 'web.spt'), {
@@ -62,9 +76,17 @@ interface Daemon {
   metrics: string;
 }
 
-/** `morgana daemon --dir d --metrics 127.0.0.1:0`, resolved once it listens. */
-async function startDaemon(d: string): Promise<Daemon> {
-  const child = spawn(process.execPath, [cli, 'daemon', '--dir', d, '--metrics', '127.0.0.1:0'], { env: { ...process.env, ...guestEnv }, stdio: 'pipe' });
+/**
+ * `morgana daemon --dir d --metrics 127.0.0.1:0`, resolved once it listens; `unprivileged`: as
+ * uid 65534, in a private mount namespace whose /dev/net/tun is a 0666 copy of the device node
+ * (this machine's is 0600; most distributions' is 0666), so the host is left as it is.
+ */
+async function startDaemon(d: string, unprivileged = false): Promise<Daemon> {
+  const command = [process.execPath, cli, 'daemon', '--dir', d, '--metrics', '127.0.0.1:0'];
+  const env = { ...process.env, ...guestEnv, STUB_TENDER: tender };
+  const child = unprivileged
+    ? spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /dev/net/tun && exec setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"', tunCopy, ...command], { env, stdio: 'pipe' })
+    : spawn(command[0]!, command.slice(1), { env, stdio: 'pipe' });
   daemons.add(child);
   child.once('exit', () => daemons.delete(child));
   let err = '';
@@ -350,5 +372,31 @@ serial(`daemon deploy --net NAME=user: a taken port and bad forwards are refused
   const badPort = daemonRequest(d, { cmd: 'deploy', options: { image, tender, userNets: [{ name: 'service0', forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 70000, guestPort: 80 }] }] } as never });
   await t.throwsAsync(badPort, { code: 'ERR_SOLO5_BAD_OPTION', message: /hostPort must be 0 to 65535/ });
   t.deepEqual(await ps(d), []);
+  await stopDaemon(daemon);
+});
+
+asNobody(`as uid 65534: the daemon runs the gateway, the tender gets user and network namespaces; curl through the forward, stop frees the port${nobodyReason ? ` (skipped: ${nobodyReason})` : ''}`, async (t) => {
+  const d = path.join(dir, 'd3');
+  mkdirSync(d, { mode: 0o700 });
+  chownSync(d, 65534, 65534);
+  const daemon = await startDaemon(d, true);
+  t.teardown(() => void daemon.child.kill('SIGKILL'));
+  const port = await freePort();
+  // The client is root here; the daemon's socket (mode 0600, uid 65534) lets root in.
+  const dep = await morgana(['daemon', 'deploy', image, '--dir', d, '--tender', tender, '--name', 'web', '--net', 'service0=user', '-p', `${port}:80`]);
+  t.is(dep.status, 0, dep.stderr + daemon.err());
+  await guestReady(d, 'web', 1);
+  const { pid, ns } = await tenderOf(d, 'web');
+  t.regex(readFileSync(`/proc/${pid}/status`, 'utf8'), /^Uid:\s+65534\s/m);
+  t.not(readlinkSync(`/proc/${pid}/ns/user`), readlinkSync('/proc/self/ns/user'));
+  t.not(ns, readlinkSync('/proc/self/ns/net'));
+  t.regex(readFileSync(`/proc/${daemon.child.pid}/status`, 'utf8'), /^Uid:\s+65534\s/m);
+  t.is(sha(await curl(`http://127.0.0.1:${port}/bytes/1000000`)), sha(pattern(1_000_000)));
+  t.regex((await morgana(['daemon', 'ps', '--dir', d])).stdout, new RegExp(`^web\\s+running\\s+${pid}\\s+spt\\s+0\\s+127\\.0\\.0\\.1:${port}->80/tcp\\s`, 'm'));
+  const stoppedAt = ticksNow();
+  t.is((await morgana(['daemon', 'stop', 'web', '--dir', d])).status, 0);
+  t.true(await gone(pid));
+  t.deepEqual(processesIn(ns, stoppedAt), []);
+  t.true(await bindable(port));
   await stopDaemon(daemon);
 });

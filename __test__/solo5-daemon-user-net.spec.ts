@@ -20,7 +20,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync,
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { type DaemonUnikernelInfo, daemonRequest, encodeManifest } from 'morgana';
+import { type DaemonUnikernelInfo, daemonRequest, deployUnikernel, encodeManifest } from 'morgana';
 import { NT_ABI, NT_MFT, abiDesc, buildImage, buildStubTender, elfNote, gccUnavailable } from './helpers/solo5-fixtures.js';
 import { alive, killAll } from './helpers/process.js';
 
@@ -38,6 +38,8 @@ const daemons = new Set<ChildProcessWithoutNullStreams>();
 const stray = new Set<number>();
 let tender: string;
 let image: string;
+let virtio: string;
+let fakeQemu: string;
 
 /** Why uid 65534 cannot run a daemon here, if it cannot. */
 function nobodyUnavailable(): string | undefined {
@@ -60,6 +62,30 @@ test.before(() => {
     abi: elfNote('Solo5', NT_ABI, abiDesc(2, 2)),
     manifest: elfNote('Solo5', NT_MFT, encodeManifest([{ name: 'service0', type: 'NET_BASIC' }])),
   });
+  virtio = buildImage(dir, path.join(dir, 'web.virtio'), {
+    abi: elfNote('Solo5', NT_ABI, abiDesc(3, 1)),
+    manifest: elfNote('Solo5', NT_MFT, encodeManifest([{ name: 'service0', type: 'NET_BASIC' }])),
+  });
+  // A stand-in for QEMU: it reads the command line as QEMU does (the TAP of `-netdev tap,ifname=`,
+  // `-kernel`, `-append`) and runs the stub tender on that TAP, which attaches to it by name as
+  // QEMU's tap netdev does (TUNSETIFF on the existing device, inside the unikernel's namespace).
+  fakeQemu = path.join(dir, 'qemu-fake');
+  writeFileSync(
+    fakeQemu,
+    `#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -netdev) ifname=$(echo "$2" | sed -n 's/^tap,.*ifname=\\([^,]*\\).*$/\\1/p'); shift 2 ;;
+    -kernel) kernel=$2; shift 2 ;;
+    -append) append=$2; shift 2 ;;
+    *) shift ;;
+  esac
+done
+[ -n "$ifname" ] || { echo "qemu-fake: no -netdev tap,ifname=" >&2; exit 1; }
+exec "$STUB_TENDER" --net:service0="$ifname" -- "$kernel" $append
+`,
+    { mode: 0o755 },
+  );
 });
 
 test.after.always(() => {
@@ -399,4 +425,44 @@ asNobody(`as uid 65534: the daemon runs the gateway, the tender gets user and ne
   t.deepEqual(processesIn(ns, stoppedAt), []);
   t.true(await bindable(port));
   await stopDaemon(daemon);
+});
+
+serial(`virtio with --net service0=user under the daemon: QEMU's tap netdev attaches inside the namespace (a stand-in QEMU running the stub guest), curl through the forward${suffix}`, async (t) => {
+  const d = path.join(dir, 'd4');
+  const daemon = await startDaemon(d);
+  t.teardown(() => void daemon.child.kill('SIGKILL'));
+  const port = await freePort();
+  const dep = await morgana(['daemon', 'deploy', virtio, '--dir', d, '--tender', fakeQemu, '--accel', 'tcg', '--name', 'vweb', '--net', 'service0=user', '-p', `${port}:80`]);
+  t.is(dep.status, 0, dep.stderr);
+  await guestReady(d, 'vweb', 1);
+  const log = readFileSync(path.join(d, 'console', 'vweb.log'), 'utf8');
+  t.regex(log, /\[service0\] attached to tap0/);
+  t.regex(log, /Command line is: '--ipv4=10\.0\.2\.15\/24 --ipv4-gateway=10\.0\.2\.2'/);
+  const { pid, ns } = await tenderOf(d, 'vweb');
+  t.not(ns, readlinkSync('/proc/self/ns/net'));
+  t.is(sha(await curl(`http://127.0.0.1:${port}/bytes/500000`)), sha(pattern(500_000)));
+  const row = (await ps(d)).find((u) => u.name === 'vweb')!;
+  t.is(row.target, 'virtio');
+  t.is(row.networks?.[0]?.forwards[0]?.hostPort, port);
+  const stoppedAt = ticksNow();
+  t.is((await morgana(['daemon', 'stop', 'vweb', '--dir', d])).status, 0);
+  t.true(await gone(pid));
+  t.deepEqual(processesIn(ns, stoppedAt), []);
+  t.true(await bindable(port));
+  await stopDaemon(daemon);
+});
+
+const qemu = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).stdout.trim();
+(qemu && !skip ? test.serial : test.serial.skip)(`virtio with --net service0=user: the real QEMU opens its tap netdev in the namespace, both modes (it then stops at the test image, which is no bootable kernel)${qemu ? suffix : ' (skipped: no qemu-system-x86_64)'}`, async (t) => {
+  for (const namespace of ['net', 'user'] as const) {
+    const uk = await deployUnikernel({ image: virtio, tender: qemu, accel: 'tcg', namespace, userNets: [{ name: 'service0' }] });
+    t.teardown(() => void uk.stop({ timeoutMs: 1000 }));
+    t.true(uk.plan.command.includes('tap,id=n0,ifname=tap0,script=no,downscript=no'));
+    const exit = await uk.exited;
+    const lines = uk.console().map((l) => l.line).join(' | ');
+    // QEMU sets up its netdevs before it loads the kernel: an error about the kernel means the TAP
+    // attached (a failing one says "could not configure /dev/net/tun (tap0)").
+    t.regex(exit.description, /QEMU failed to start \(tcg\): .*kernel/i, lines);
+    t.notRegex(lines, /tun|tap0/, namespace);
+  }
 });

@@ -20,7 +20,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync,
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { type DaemonUnikernelInfo, daemonRequest, deployUnikernel, encodeManifest } from 'morgana';
+import { type DaemonUnikernelInfo, daemonRequest, daemonSnapshot, deployUnikernel, encodeManifest } from 'morgana';
 import { NT_ABI, NT_MFT, abiDesc, buildImage, buildStubTender, elfNote, gccUnavailable } from './helpers/solo5-fixtures.js';
 import { alive, killAll } from './helpers/process.js';
 
@@ -324,6 +324,11 @@ serial(`daemon deploy --net service0=user -p: curl and UDP through the forwards,
   const scrape2 = await scrape(daemon.metrics);
   t.true(sample(scrape2, 'morgana_unikernel_network_transmit_bytes_total', at) > sent1 + 100_000);
   t.is(sample(scrape2, 'morgana_unikernel_gateway_accepted_total', 'name="web",device="service0",protocol="tcp",direction="forwarded"'), 2);
+  // The web view's snapshot: the link's counters (its throughput series) and the forwards.
+  const snap = (await daemonSnapshot(d)).unikernels.find((u) => u.name === 'web')!;
+  t.is(snap.nets[0]!.tap, 'user');
+  t.true(snap.nets[0]!.rxBytes > 2_000_000);
+  t.deepEqual(snap.ports, [`127.0.0.1:${httpPort}->80/tcp`, `127.0.0.1:${udpPort}->7/udp`]);
   const prom = path.join(dir, 'metrics.txt');
   writeFileSync(prom, scrape2);
   const check = spawnSync('sh', ['-c', 'promtool check metrics < "$0"', prom], { encoding: 'utf8' });

@@ -23,7 +23,7 @@ import type { DaemonEvent } from '../daemon/events.js';
 import type { ResourcePolicy } from '../daemon/policy.js';
 import { selfCommand } from './self.js';
 import type { ConsoleLine } from '../solo5/console.js';
-import { type DaemonTarget, type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, startDaemon } from '../daemon/supervisor.js';
+import { type DaemonTarget, type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, formatForwards, startDaemon } from '../daemon/supervisor.js';
 import type { BoundForward } from '../solo5/gateway.js';
 import { parseSize } from '../solo5/host.js';
 import { UsageError, parseDeployArgs, reportError } from './deploy.js';
@@ -194,9 +194,8 @@ function hostPort(f: BoundForward): string {
 }
 
 /** A unikernel's forwarded ports in `ps`'s table, as `docker ps` shows them: `127.0.0.1:8080->80/tcp`. */
-export function formatPorts(u: Pick<DaemonUnikernelInfo, 'networks'>): string {
-  const ports = (u.networks ?? []).flatMap((n) => n.forwards.map((f) => `${hostPort(f)}->${f.guestPort}/${f.protocol}`));
-  return ports.length ? ports.join(',') : '-';
+function formatPorts(u: Pick<DaemonUnikernelInfo, 'networks'>): string {
+  return formatForwards(u.networks).join(',') || '-';
 }
 
 /** `ps`: a table (or JSON) of the daemon's unikernels. */

@@ -1103,6 +1103,11 @@ export class Solo5Daemon {
   }
 }
 
+/** Forwarded ports as `docker ps` shows them: `127.0.0.1:8080->80/tcp` (IPv6 host addresses in brackets). */
+export function formatForwards(networks: readonly DaemonUserNetworkInfo[] | undefined): string[] {
+  return (networks ?? []).flatMap((n) => n.forwards.map((f) => `${f.hostAddress.includes(':') ? `[${f.hostAddress}]` : f.hostAddress}:${f.hostPort}->${f.guestPort}/${f.protocol}`));
+}
+
 /** The `ps` view of an entry's user-mode networks. */
 function userNetworks(e: Entry): DaemonUserNetworkInfo[] {
   return e.uk.gateways.map((g, i) => ({ device: e.record.options.userNets![i]!.name, mode: 'user', guest: g.guest, gateway: g.gateway, dns: g.dns, forwards: g.forwards.map((f) => ({ ...f })) }));

@@ -304,6 +304,7 @@ serial(`daemon deploy --net service0=user -p: curl and UDP through the forwards,
   const json = JSON.parse((await morgana(['daemon', 'ps', '--json', '--dir', d])).stdout) as DaemonUnikernelInfo[];
   t.deepEqual(json[0]!.networks, row.networks);
   const table = (await morgana(['daemon', 'ps', '--dir', d])).stdout;
+  t.is((await morgana(['ps', '--dir', d])).stdout, table);
   t.regex(table, /^NAME\s+STATE\s+PID\s+TARGET\s+RESTARTS\s+PORTS\s+LAST EXIT$/m);
   t.regex(table, new RegExp(`^web\\s+running\\s+${first.pid}\\s+spt\\s+0\\s+127\\.0\\.0\\.1:${httpPort}->80/tcp,127\\.0\\.0\\.1:${udpPort}->7/udp\\s`, 'm'));
 

@@ -207,9 +207,10 @@ export async function psCommand(target: DaemonTarget, rest: string[]): Promise<n
     process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
     return 0;
   }
-  process.stdout.write(
-    table([['NAME', 'STATE', 'PID', 'TARGET', 'RESTARTS', 'PORTS', 'LAST EXIT'], ...list.map((u) => [u.name, u.state, String(u.pid ?? '-'), u.target, String(u.restarts), formatPorts(u), u.lastExit?.description ?? '-'])]),
-  );
+  // PORTS only when a unikernel has forwarded ports (user-mode networks).
+  const ports = list.some((u) => formatForwards(u.networks).length > 0);
+  const row = (u: DaemonUnikernelInfo): string[] => [u.name, u.state, String(u.pid ?? '-'), u.target, String(u.restarts), ...(ports ? [formatPorts(u)] : []), u.lastExit?.description ?? '-'];
+  process.stdout.write(table([['NAME', 'STATE', 'PID', 'TARGET', 'RESTARTS', ...(ports ? ['PORTS'] : []), 'LAST EXIT'], ...list.map(row)]));
   return 0;
 }
 

@@ -441,9 +441,12 @@ export class Solo5Daemon {
         // Not adoptable: its link and host ports were in the previous daemon process. The tender
         // died with it (SIGKILL on the parent's death); one still running cannot be reached.
         const live = record.pid !== undefined && record.startTime !== undefined && (await processStartTime(record.pid)) === record.startTime;
-        if (live) await killAndWait(record.pid!);
+        if (live) {
+          await killAndWait(record.pid!);
+          this.#events.add('exited', { name: record.name, reason: 'stopped', message: `killed pid ${record.pid}: still running, but its user-mode network was in the previous daemon process` });
+        }
         if (record.pid !== undefined || record.resume) {
-          if (!record.resume) record.lastExit = { kind: 'guest-exit', code: null, signal: null, description: 'ended with the daemon that ran its user-mode network', failed: true };
+          if (!record.resume) record.lastExit = { kind: 'guest-exit', code: null, signal: null, description: `ended with the daemon that ran its user-mode network${live ? ' (killed by the next one)' : ''}`, failed: true };
           record.pid = undefined;
           record.startTime = undefined;
           delete record.resume;

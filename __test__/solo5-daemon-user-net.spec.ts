@@ -10,7 +10,8 @@
  * metrics of the user-mode link and its gateway, `restart` (same host port, new namespace, the old
  * one empty), the daemon stopping (the unikernel stopped with it, its port free) and starting
  * again (the unikernel started again on the same port), SIGKILL of the daemon (the tender dies
- * with it), and `stop` (port bindable again, no process left in the namespace).
+ * with it), `stop` (port bindable again, no process left in the namespace), a crash of the tender
+ * (the same), a daemon running as uid 65534, and virtio (QEMU's tap netdev in the namespace).
  */
 import test from 'ava';
 import { type ChildProcessWithoutNullStreams, execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -471,4 +472,34 @@ const qemu = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding
     t.regex(exit.description, /QEMU failed to start \(tcg\): .*kernel/i, lines);
     t.notRegex(lines, /tun|tap0/, namespace);
   }
+});
+
+serial(`a crash of the tender under the daemon: the gateway closes, the host port is free, the namespace empty, ps shows no forwards${suffix}`, async (t) => {
+  const d = path.join(dir, 'd5');
+  const daemon = await startDaemon(d);
+  t.teardown(() => void daemon.child.kill('SIGKILL'));
+  const port = await freePort();
+  const dep = await morgana(['daemon', 'deploy', image, '--dir', d, '--tender', tender, '--name', 'web', '--net', 'service0=user', '-p', `${port}:80`]);
+  t.is(dep.status, 0, dep.stderr);
+  await guestReady(d, 'web', 1);
+  const { pid, ns } = await tenderOf(d, 'web');
+  t.is((await curl(`http://127.0.0.1:${port}/`)).toString(), 'hello from the guest\n');
+  const crashedAt = ticksNow();
+  process.kill(pid, 'SIGSEGV');
+  await until('the exit', async () => (await ps(d))[0]!.state === 'exited');
+  const row = (await ps(d))[0]!;
+  t.regex(row.lastExit!.description, /SIGSEGV/);
+  t.is(row.networks, undefined);
+  t.true(await gone(pid));
+  t.deepEqual(processesIn(ns, crashedAt), []);
+  t.true(await bindable(port));
+  t.notRegex((await morgana(['daemon', 'ps', '--dir', d])).stdout, /PORTS/);
+  // An exited unikernel is not started again by the next daemon.
+  await stopDaemon(daemon);
+  const next = await startDaemon(d);
+  t.teardown(() => void next.child.kill('SIGKILL'));
+  t.like((await ps(d))[0], { name: 'web', state: 'exited' });
+  t.is((await morgana(['daemon', 'stop', 'web', '--dir', d])).status, 0);
+  t.deepEqual(await ps(d), []);
+  await stopDaemon(next);
 });

@@ -17,7 +17,7 @@ import test from 'ava';
 import { type ChildProcessWithoutNullStreams, execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import dgram from 'node:dgram';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -434,23 +434,32 @@ asNobody(`as uid 65534: the daemon runs the gateway, the tender gets user and ne
   await stopDaemon(daemon);
 });
 
-serial(`virtio with --net service0=user under the daemon: QEMU's tap netdev attaches inside the namespace (a stand-in QEMU running the stub guest), curl through the forward${suffix}`, async (t) => {
+serial(`virtio with --net service0=user under the daemon: QEMU's tap netdev attaches inside the namespace (a stand-in QEMU running the stub guest), curl through a port the system picked, kept when the daemon starts again${suffix}`, async (t) => {
   const d = path.join(dir, 'd4');
-  const daemon = await startDaemon(d);
+  let daemon = await startDaemon(d);
   t.teardown(() => void daemon.child.kill('SIGKILL'));
-  const port = await freePort();
-  const dep = await morgana(['daemon', 'deploy', virtio, '--dir', d, '--tender', fakeQemu, '--accel', 'tcg', '--name', 'vweb', '--net', 'service0=user', '-p', `${port}:80`]);
+  const dep = await morgana(['daemon', 'deploy', virtio, '--dir', d, '--tender', fakeQemu, '--accel', 'tcg', '--name', 'vweb', '--net', 'service0=user', '-p', '0:80']);
   t.is(dep.status, 0, dep.stderr);
+  const port = Number(/forwarding tcp 127\.0\.0\.1:(\d+) -> 10\.0\.2\.15:80/.exec(dep.stdout)?.[1]);
+  t.true(port > 0, dep.stdout);
   await guestReady(d, 'vweb', 1);
   const log = readFileSync(path.join(d, 'console', 'vweb.log'), 'utf8');
   t.regex(log, /\[service0\] attached to tap0/);
   t.regex(log, /Command line is: '--ipv4=10\.0\.2\.15\/24 --ipv4-gateway=10\.0\.2\.2'/);
-  const { pid, ns } = await tenderOf(d, 'vweb');
-  t.not(ns, readlinkSync('/proc/self/ns/net'));
+  const first = await tenderOf(d, 'vweb');
+  t.not(first.ns, readlinkSync('/proc/self/ns/net'));
   t.is(sha(await curl(`http://127.0.0.1:${port}/bytes/500000`)), sha(pattern(500_000)));
   const row = (await ps(d)).find((u) => u.name === 'vweb')!;
   t.is(row.target, 'virtio');
   t.is(row.networks?.[0]?.forwards[0]?.hostPort, port);
+  // The next daemon starts it again on the port the system picked the first time.
+  await stopDaemon(daemon);
+  t.true(await gone(first.pid));
+  daemon = await startDaemon(d);
+  await guestReady(d, 'vweb', 2);
+  const { pid, ns } = await tenderOf(d, 'vweb');
+  t.is((await ps(d))[0]!.networks?.[0]?.forwards[0]?.hostPort, port);
+  t.is((await curl(`http://127.0.0.1:${port}/`)).toString(), 'hello from the guest\n');
   const stoppedAt = ticksNow();
   t.is((await morgana(['daemon', 'stop', 'vweb', '--dir', d])).status, 0);
   t.true(await gone(pid));
@@ -474,7 +483,7 @@ const qemu = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding
   }
 });
 
-serial(`a crash of the tender under the daemon: the gateway closes, the host port is free, the namespace empty, ps shows no forwards${suffix}`, async (t) => {
+serial(`update keeps the host port; a crash of the tender under the daemon: the gateway closes, the host port is free, the namespace empty, ps shows no forwards${suffix}`, async (t) => {
   const d = path.join(dir, 'd5');
   const daemon = await startDaemon(d);
   t.teardown(() => void daemon.child.kill('SIGKILL'));
@@ -482,7 +491,18 @@ serial(`a crash of the tender under the daemon: the gateway closes, the host por
   const dep = await morgana(['daemon', 'deploy', image, '--dir', d, '--tender', tender, '--name', 'web', '--net', 'service0=user', '-p', `${port}:80`]);
   t.is(dep.status, 0, dep.stderr);
   await guestReady(d, 'web', 1);
+  const before = await tenderOf(d, 'web');
+  // update swaps the image: the old run's gateway lets go of the port, the new one binds it again.
+  const copy = path.join(dir, 'web-v2.spt');
+  copyFileSync(image, copy);
+  const updatedAt = ticksNow();
+  const up = await morgana(['daemon', 'update', 'web', copy, '--dir', d, '--boot-ms', '500']);
+  t.is(up.status, 0, up.stderr);
+  await guestReady(d, 'web', 2);
   const { pid, ns } = await tenderOf(d, 'web');
+  t.not(pid, before.pid);
+  t.deepEqual(processesIn(before.ns, updatedAt), []);
+  t.is((await ps(d))[0]!.image, copy);
   t.is((await curl(`http://127.0.0.1:${port}/`)).toString(), 'hello from the guest\n');
   const crashedAt = ticksNow();
   process.kill(pid, 'SIGSEGV');

@@ -315,6 +315,7 @@ serial(`daemon deploy --net service0=user -p: curl and UDP through the forwards,
   t.true(stats.nets.service0!.rxBytes > 2_000_000, String(stats.nets.service0!.rxBytes));
   t.is(stats.nets.service0!.gateway.accepted.forwardedTcp, 1);
   t.is(stats.nets.service0!.gateway.accepted.forwardedUdp, 1);
+  t.regex((await morgana(['daemon', 'stats', 'web', '--dir', d])).stdout, /^ {2}service0 \(user\): guest rx [1-9]\d* B, tx [1-9]\d* B; gateway: \d+ TCP connections, \d+ UDP flows open, refused tcp 0, udp 0$/m);
   const scrape1 = await scrape(daemon.metrics);
   const at = 'name="web",device="service0",tap="user"';
   const sent1 = sample(scrape1, 'morgana_unikernel_network_transmit_bytes_total', at);
@@ -388,7 +389,7 @@ serial(`daemon deploy --net service0=user -p: curl and UDP through the forwards,
   await stopDaemon(daemon);
 });
 
-serial(`daemon deploy --net NAME=user: a taken port and bad forwards are refused, nothing is left running${suffix}`, async (t) => {
+serial(`daemon deploy --net NAME=user: a taken port, bad forwards and a policy without "user" in its bridges are refused, nothing is left running${suffix}`, async (t) => {
   const d = path.join(dir, 'd2');
   const daemon = await startDaemon(d);
   const busy = net.createServer();
@@ -405,6 +406,17 @@ serial(`daemon deploy --net NAME=user: a taken port and bad forwards are refused
   const badPort = daemonRequest(d, { cmd: 'deploy', options: { image, tender, userNets: [{ name: 'service0', forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 70000, guestPort: 80 }] }] } as never });
   await t.throwsAsync(badPort, { code: 'ERR_SOLO5_BAD_OPTION', message: /hostPort must be 0 to 65535/ });
   t.deepEqual(await ps(d), []);
+  // Under a policy restricting bridges, a user-mode network (a way to the host) needs `user` listed.
+  t.is((await morgana(['daemon', 'policy', 'set', 'tenant', '--bridges', 'br0', '--dir', d])).status, 0);
+  const refused = await morgana(['daemon', 'deploy', image, '--dir', d, '--tender', tender, '--name', 'tenant:web', '--net', 'service0=user']);
+  t.is(refused.status, 1);
+  t.regex(refused.stderr, /ERR_DAEMON_POLICY: 'tenant:web' refused by the policy of 'tenant': bridge user not allowed \(allowed bridges br0\)/);
+  t.is((await morgana(['daemon', 'policy', 'set', 'tenant', '--bridges', 'br0,user', '--dir', d])).status, 0);
+  const allowed = await morgana(['daemon', 'deploy', image, '--dir', d, '--tender', tender, '--name', 'tenant:web', '--net', 'service0=user']);
+  t.is(allowed.status, 0, allowed.stderr);
+  const { pid } = await tenderOf(d, 'tenant:web');
+  t.is((await morgana(['daemon', 'stop', 'tenant:web', '--dir', d])).status, 0);
+  t.true(await gone(pid));
   await stopDaemon(daemon);
 });
 

@@ -690,7 +690,9 @@ export class Solo5Daemon {
           unikernels: existing ? 0 : 1,
           memoryMB: countedMemoryMB({ ...record, plan: { target: record.options.target } as DeployPlan }) - (existing ? countedMemoryMB(existing.record) : 0),
           ...(req.cpus ? { cpus: req.cpus as number[] } : {}),
-          bridges: (record.options.nets ?? []).map((n) => n.bridge ?? '(no bridge)'),
+          // A user-mode network reaches the host (forwarded ports, outbound through the daemon's
+          // sockets): under a policy with bridges, it is allowed only when they list `user`.
+          bridges: [...(record.options.nets ?? []).map((n) => n.bridge ?? '(no bridge)'), ...(record.kind === 'solo5' && Array.isArray(record.options.userNets) ? record.options.userNets.map(() => 'user') : [])],
         },
         (p) => this.#usage(p),
       );

@@ -405,6 +405,8 @@ serial(`daemon deploy --net NAME=user: a taken port, bad forwards and a policy w
   await t.throwsAsync(bad, { code: 'ERR_SOLO5_BAD_OPTION', message: /protocol must be tcp or udp/ });
   const badPort = daemonRequest(d, { cmd: 'deploy', options: { image, tender, userNets: [{ name: 'service0', forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 70000, guestPort: 80 }] }] } as never });
   await t.throwsAsync(badPort, { code: 'ERR_SOLO5_BAD_OPTION', message: /hostPort must be 0 to 65535/ });
+  const relative = daemonRequest(d, { cmd: 'deploy', options: { image, tender, userNets: [{ name: 'service0', pcap: 'link.pcap' }] } });
+  await t.throwsAsync(relative, { code: 'ERR_SOLO5_BAD_OPTION', message: /pcap 'link\.pcap' must be an absolute path/ });
   t.deepEqual(await ps(d), []);
   // Under a policy restricting bridges, a user-mode network (a way to the host) needs `user` listed.
   t.is((await morgana(['daemon', 'policy', 'set', 'tenant', '--bridges', 'br0', '--dir', d])).status, 0);
@@ -500,7 +502,8 @@ serial(`update keeps the host port; a crash of the tender under the daemon: the 
   const daemon = await startDaemon(d);
   t.teardown(() => void daemon.child.kill('SIGKILL'));
   const port = await freePort();
-  const dep = await morgana(['daemon', 'deploy', image, '--dir', d, '--tender', tender, '--name', 'web', '--net', 'service0=user', '-p', `${port}:80`]);
+  const pcap = path.join(dir, 'd5-link.pcap');
+  const dep = await morgana(['daemon', 'deploy', image, '--dir', d, '--tender', tender, '--name', 'web', '--net', 'service0=user', '-p', `${port}:80`, '--pcap', pcap]);
   t.is(dep.status, 0, dep.stderr);
   await guestReady(d, 'web', 1);
   const before = await tenderOf(d, 'web');
@@ -526,6 +529,10 @@ serial(`update keeps the host port; a crash of the tender under the daemon: the 
   t.deepEqual(processesIn(ns, crashedAt), []);
   t.true(await bindable(port));
   t.notRegex((await morgana(['daemon', 'ps', '--dir', d])).stdout, /PORTS/);
+  // --pcap (a path the client made absolute) recorded the link of the run after the update: its one
+  // connection, answered by the guest.
+  const answers = execFileSync('tshark', ['-r', pcap, '-Y', 'tcp.srcport == 80 && tcp.flags.syn == 1 && tcp.flags.ack == 1', '-T', 'fields', '-e', 'ip.src'], { encoding: 'utf8' }).trim().split('\n');
+  t.deepEqual(answers, ['10.0.2.15']);
   // An exited unikernel is not started again by the next daemon.
   await stopDaemon(daemon);
   const next = await startDaemon(d);

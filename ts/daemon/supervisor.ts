@@ -659,6 +659,9 @@ export class Solo5Daemon {
     } else {
       const options = { ...(o as unknown as DeployOptions) };
       if (typeof options.image !== 'string') throw new MorganaError('ERR_SOLO5_BAD_OPTION', 'deploy needs an image');
+      for (const n of Array.isArray(options.userNets) ? options.userNets : []) {
+        if (typeof n?.pcap === 'string' && !path.isAbsolute(n.pcap)) throw new MorganaError('ERR_SOLO5_BAD_OPTION', `pcap '${n.pcap}' must be an absolute path (the daemon's working directory is not the client's)`);
+      }
       name = options.name ?? path.basename(options.image).replace(/\.[^.]*$/, '');
       options.name = name;
       record = { ...base, name, kind, options, plan: undefined as unknown as DeployPlan };

@@ -4,7 +4,8 @@
  *
  * - `morgana daemon [serve] [--dir DIR] [--metrics H:P] [--http H:P (web view)] [--listen H:P --tls-cert F --tls-key F
  *   --client-ca F [--crl F]] [--max-connections N] [--idle-timeout MS]`: runs the daemon until
- *   SIGINT / SIGTERM (the unikernels keep running; a restarted daemon adopts them).
+ *   SIGINT / SIGTERM (the unikernels keep running; a restarted daemon adopts them — except those on
+ *   user-mode networks, whose gateway runs in the daemon: stopped, then started again).
  * - Client subcommands (local by default, `--remote H:P --cert F --key F --ca F` for a remote
  *   daemon): deploy, ps, console, logs, stop, restart, stats, events, update, status, policy,
  *   block.
@@ -152,7 +153,7 @@ async function serve(dir: string, args: string[]): Promise<number> {
   });
   await web?.close();
   await daemon.close();
-  process.stderr.write('morgana daemon: stopped (unikernels keep running)\n');
+  process.stderr.write('morgana daemon: stopped (unikernels keep running; those on user-mode networks were stopped, and the next daemon starts them again)\n');
   return 0;
 }
 

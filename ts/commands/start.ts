@@ -23,6 +23,7 @@ import { build } from './build.js';
 import { superviseChild } from './child.js';
 import { MONITOR_OPTIONS, monitorEnv, takeMonitorArgs } from './monitor-args.js';
 import { configure } from './configure.js';
+import { START_NETNS_PREFIX, guardNetns, sweepStaleNetns } from './netns-guard.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -219,7 +220,7 @@ ${MONITOR_OPTIONS}`,
   },
 };
 
-const NETNS = `morgana-start-${process.pid}`;
+const NETNS = `${START_NETNS_PREFIX}${process.pid}`;
 const TAP = 'mtap0';
 
 /** Runs `ip ARGS…`, throwing with its stderr when it fails. */
@@ -230,7 +231,9 @@ function ip(...args: string[]): void {
 
 /** `morgana start --tap`: the main job on a TAP device inside a network namespace. */
 async function runOnTap(buildDir: string, project: string[], selfCheckOnly: boolean, report: JsonReport): Promise<number> {
+  let guard: ReturnType<typeof guardNetns> | undefined;
   try {
+    for (const name of sweepStaleNetns()) progress(`morgana start --tap: deleted ${name}, left behind by a start that is gone\n`);
     progress(`Building the static-website example for unix --net direct in ${buildDir}\n`);
     const configured = await configure.run(['-q', '-t', 'unix', '--net', 'direct', `--interface=${TAP}`, ...project]);
     if (configured !== 0) return configured;
@@ -238,6 +241,8 @@ async function runOnTap(buildDir: string, project: string[], selfCheckOnly: bool
     if (built !== 0) return built;
     // Everything lives in a namespace of our own: the TAP, its kernel-side address, curl.
     ip('netns', 'add', NETNS);
+    // Deleted when we die, even by SIGKILL (the finally below does not run then).
+    guard = guardNetns(NETNS);
     ip('-n', NETNS, 'link', 'set', 'lo', 'up');
     ip('-n', NETNS, 'tuntap', 'add', 'mode', 'tap', 'name', TAP);
     ip('-n', NETNS, 'addr', 'add', '10.0.0.1/24', 'dev', TAP);
@@ -304,6 +309,7 @@ async function runOnTap(buildDir: string, project: string[], selfCheckOnly: bool
     return 1;
   } finally {
     spawnSync('ip', ['netns', 'del', NETNS]);
+    guard?.disarm();
     rmSync(buildDir, { recursive: true, force: true });
   }
 }

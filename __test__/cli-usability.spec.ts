@@ -211,5 +211,5 @@ test('global -q/--quiet: configure, build and clean print no progress; errors st
   t.not(failed.code, 0);
   t.regex(failed.stderr, /config\.ts/);
   // The help says where -q goes.
-  t.regex((await morgana(['--help'])).stdout, /usage: morgana \[-q\|--quiet\] <command>/);
+  t.regex((await morgana(['--help'])).stdout, /usage: morgana \[-q\|--quiet \| -v\|--verbose\] <command>/);
 });

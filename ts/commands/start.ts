@@ -18,7 +18,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Command, EXIT_USAGE } from './command.js';
-import { progress } from './progress.js';
+import { detailCommand, progress } from './progress.js';
 import { build } from './build.js';
 import { superviseChild } from './child.js';
 import { MONITOR_OPTIONS, monitorEnv, takeMonitorArgs } from './monitor-args.js';
@@ -155,6 +155,7 @@ ${MONITOR_OPTIONS}`,
       if (built !== 0) return built;
 
       // Signals are forwarded to the unikernel, which stops (and removes the build folder) if we die.
+      detailCommand('start: the unikernel', [process.execPath, path.join(buildDir, 'main.mjs')], { MORGANA_TEMPORARY_BUILD_DIR: buildDir });
       const { child, exited } = superviseChild(process.execPath, [path.join(buildDir, 'main.mjs')], {
         // Under --json, stdout is ours: the unikernel's own output goes to stderr.
         stdio: ['ignore', report.enabled ? 2 : 'inherit', 'pipe'],
@@ -225,6 +226,7 @@ const TAP = 'mtap0';
 
 /** Runs `ip ARGS…`, throwing with its stderr when it fails. */
 function ip(...args: string[]): void {
+  detailCommand('start --tap', ['ip', ...args]);
   const result = spawnSync('ip', args, { encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`ip ${args.join(' ')}: ${result.stderr.trim() || result.error?.message}`);
 }
@@ -250,6 +252,7 @@ async function runOnTap(buildDir: string, project: string[], selfCheckOnly: bool
     // usable at once and never autoconfigured from the unikernel.
     spawnSync('ip', ['netns', 'exec', NETNS, 'sysctl', '-qw', `net.ipv6.conf.${TAP}.disable_ipv6=0`, `net.ipv6.conf.${TAP}.accept_dad=0`, `net.ipv6.conf.${TAP}.accept_ra=0`]);
     ip('-n', NETNS, 'link', 'set', TAP, 'up');
+    detailCommand('start --tap: the unikernel', ['ip', 'netns', 'exec', NETNS, process.execPath, path.join(buildDir, 'main.mjs')]);
     const { child, exited } = superviseChild('ip', ['netns', 'exec', NETNS, process.execPath, path.join(buildDir, 'main.mjs')], {
       stdio: ['ignore', report.enabled ? 2 : 'inherit', 'pipe'],
       env: { ...process.env, MORGANA_TEMPORARY_BUILD_DIR: buildDir, ...(report.enabled && { MORGANA_SUMMARY_JSON: '1' }) },

@@ -502,7 +502,8 @@ serial(`update keeps the host port; a crash of the tender under the daemon: the 
   const daemon = await startDaemon(d);
   t.teardown(() => void daemon.child.kill('SIGKILL'));
   const port = await freePort();
-  const pcap = path.join(dir, 'd5-link.pcap');
+  // Inside the daemon's files directory: the only place a client may have it write a pcap.
+  const pcap = path.join(d, 'files', 'd5-link.pcap');
   const dep = await morgana(['daemon', 'deploy', image, '--dir', d, '--tender', tender, '--name', 'web', '--net', 'service0=user', '-p', `${port}:80`, '--pcap', pcap]);
   t.is(dep.status, 0, dep.stderr);
   await guestReady(d, 'web', 1);

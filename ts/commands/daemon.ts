@@ -3,7 +3,7 @@
  * (and optionally remote management over TLS and a metrics endpoint).
  *
  * - `morgana daemon [serve] [--dir DIR] [--metrics H:P] [--http H:P (web view)] [--listen H:P --tls-cert F --tls-key F
- *   --client-ca F [--crl F]] [--max-connections N] [--idle-timeout MS]`: runs the daemon until
+ *   --client-ca F [--crl F]] [--max-connections N] [--idle-timeout MS] [--files-dir DIR]…`: runs the daemon until
  *   SIGINT / SIGTERM (the unikernels keep running; a restarted daemon adopts them — except those on
  *   user-mode networks, whose gateway runs in the daemon: stopped, then started again).
  * - Client subcommands (local by default, `--remote H:P --cert F --key F --ca F` for a remote
@@ -28,7 +28,8 @@ import { daemonDeploy } from './daemon-client.js';
 
 const CLIENT = `[--dir DIR | --remote HOST:PORT --cert FILE --key FILE --ca FILE]`;
 const USAGE = `morgana daemon [serve] [--dir DIR] [--metrics HOST:PORT] [--http HOST:PORT] [--max-connections N] [--idle-timeout MS]
-               [--listen HOST:PORT --tls-cert FILE --tls-key FILE --client-ca FILE [--crl FILE]]
+               [--listen HOST:PORT --tls-cert FILE --tls-key FILE --client-ca FILE [--crl FILE]] [--files-dir DIR]...
+               (clients may name host files — --pcap, --block NAME=FILE — only inside DIR/files and each --files-dir)
        morgana daemon deploy <image> [deploy options] [--cpus 0,1] [--start-order N] [-- guest args]
                (--block NAME=@DEVICE attaches a block device of the daemon; --net NAME=user and
                -p/--forward: a user-mode network whose gateway runs in the daemon)
@@ -40,6 +41,9 @@ const USAGE = `morgana daemon [serve] [--dir DIR] [--metrics HOST:PORT] [--http 
        morgana daemon update <name> <image> [--boot-ms MS]
        morgana daemon status
        morgana daemon policy set <path> [--max-unikernels N] [--mem MB] [--cpus 0,1] [--bridges br0,br1] [--block-quota SIZE]
+               [--forward-addresses 127.0.0.1,::1] [--forward-ports 1024-65535] [--max-forwards N]
+               (forwards of user-mode networks: host addresses and ports they may bind, how many per
+               unikernel; default where no policy says: 127.0.0.1,::1 and 1024-65535)
        morgana daemon policy list | remove <path>
        morgana daemon block create <name> <size> | list | info <name> | delete <name>
        morgana daemon block dump <name> <file|-> | restore <name> <file|->
@@ -113,6 +117,7 @@ async function serve(dir: string, args: string[]): Promise<number> {
         'max-connections': { type: 'string' },
         'idle-timeout': { type: 'string' },
         'boot-ms': { type: 'string' },
+        'files-dir': { type: 'string', multiple: true },
       },
     }));
   } catch (error) {
@@ -129,8 +134,10 @@ async function serve(dir: string, args: string[]): Promise<number> {
     ...(values.metrics ? { metrics: values.metrics } : {}),
     ...(values.listen ? { tls: { listen: values.listen, cert: values['tls-cert']!, key: values['tls-key']!, clientCa: values['client-ca']!, ...(values.crl ? { crl: values.crl } : {}) } } : {}),
     ...(bootMs !== undefined ? { bootMs } : {}),
+    ...(values['files-dir'] ? { filesDirs: values['files-dir'] } : {}),
   });
   process.stderr.write(`morgana daemon: listening on ${daemon.socket}\n`);
+  process.stderr.write(`morgana daemon: client files (pcap, block files) inside ${daemon.filesDirs.join(', ')}\n`);
   if (daemon.tlsAddress) process.stderr.write(`morgana daemon: TLS on ${daemon.tlsAddress.address}:${daemon.tlsAddress.port}\n`);
   if (daemon.metricsAddress) process.stderr.write(`morgana daemon: metrics on http://${daemon.metricsAddress.address}:${daemon.metricsAddress.port}/metrics\n`);
   let web: DaemonWeb | undefined;
@@ -248,6 +255,18 @@ export async function eventsCommand(target: DaemonTarget, rest: string[]): Promi
   return 0;
 }
 
+/** Parses `80,1024-65535` into `[[80, 80], [1024, 65535]]` (`''`: none). */
+export function parsePortRanges(text: string): [number, number][] {
+  if (text === '') return [];
+  return text.split(',').map((part) => {
+    const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(part);
+    const lo = Number(m?.[1]);
+    const hi = m?.[2] === undefined ? lo : Number(m[2]);
+    if (!m || lo < 1 || hi > 65535 || hi < lo) throw new UsageError(`--forward-ports must be ports or ranges from 1 to 65535 such as 80,1024-65535, got '${part}'`);
+    return [lo, hi];
+  });
+}
+
 async function policyCommand(target: DaemonTarget, rest: string[]): Promise<number> {
   const [sub, ...args] = rest;
   if (sub === 'list') {
@@ -262,7 +281,16 @@ async function policyCommand(target: DaemonTarget, rest: string[]): Promise<numb
   if (sub !== 'set') throw new UsageError('policy set|list|remove');
   const { values, positionals } = parseArgs({
     args,
-    options: { 'max-unikernels': { type: 'string' }, mem: { type: 'string' }, cpus: { type: 'string' }, bridges: { type: 'string' }, 'block-quota': { type: 'string' } },
+    options: {
+      'max-unikernels': { type: 'string' },
+      mem: { type: 'string' },
+      cpus: { type: 'string' },
+      bridges: { type: 'string' },
+      'block-quota': { type: 'string' },
+      'forward-addresses': { type: 'string' },
+      'forward-ports': { type: 'string' },
+      'max-forwards': { type: 'string' },
+    },
     allowPositionals: true,
   });
   const p = one(positionals, 'policy set');
@@ -278,6 +306,10 @@ async function policyCommand(target: DaemonTarget, rest: string[]): Promise<numb
     if (!Number.isFinite(bytes)) throw new UsageError(`bad --block-quota '${values['block-quota']}'`);
     policy.blockMB = Math.floor(bytes / (1024 * 1024));
   }
+  const maxForwards = intOption(values['max-forwards'], '--max-forwards');
+  if (maxForwards !== undefined) policy.maxForwards = maxForwards;
+  if (values['forward-addresses'] !== undefined) policy.forwardAddresses = values['forward-addresses'] === '' ? [] : values['forward-addresses'].split(',');
+  if (values['forward-ports'] !== undefined) policy.forwardPorts = parsePortRanges(values['forward-ports']);
   const r = await daemonRequest(target, { cmd: 'policy-set', path: p, policy });
   process.stdout.write(`${p}: ${JSON.stringify(r.policy)}\n`);
   return 0;

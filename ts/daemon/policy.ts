@@ -5,8 +5,17 @@
  * the CPU ids they may be pinned to, the bridges they may join, and the total size of block
  * devices. A policy is checked when it is set (it may not exceed any ancestor's, and its existing
  * descendants' must fit in it), and every create is checked against all policies on its path.
+ *
+ * User-mode network forwards (host ports the daemon binds for a unikernel) are limited by host
+ * address, host port and count. Unlike the other fields, an absent address or port field does
+ * not mean "unrestricted" but "as the parent", and at the top the daemon's defaults
+ * ({@link DEFAULT_FORWARD_ADDRESSES}, {@link DEFAULT_FORWARD_PORTS}): loopback only, ports from
+ * 1024. A top-level policy (which only an unconfined admin may set) may widen them; a child may
+ * not widen what applies to its parent.
  * @module
  */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { MorganaError } from '../errors.js';
 
 /** Limits for one owner path; an absent field does not restrict. */
@@ -21,6 +30,78 @@ export interface ResourcePolicy {
   bridges?: string[];
   /** Most total block-device size in MB under the path. */
   blockMB?: number;
+  /**
+   * Host addresses user-mode forwards may bind (IP literals; `0.0.0.0` or `::` only when listed).
+   * Absent: as the parent, at the top {@link DEFAULT_FORWARD_ADDRESSES}.
+   */
+  forwardAddresses?: string[];
+  /**
+   * Host port ranges user-mode forwards may bind, as `[from, to]` pairs (inclusive). Port 0 (the
+   * system picks) is allowed when the ranges cover the system's ephemeral range. Absent: as the
+   * parent, at the top {@link DEFAULT_FORWARD_PORTS}.
+   */
+  forwardPorts?: [number, number][];
+  /** Most forwards one unikernel under the path may have (all its user-mode networks together). */
+  maxForwards?: number;
+}
+
+/** Host addresses forwards may bind where no policy says otherwise: loopback. */
+export const DEFAULT_FORWARD_ADDRESSES: readonly string[] = Object.freeze(['127.0.0.1', '::1']);
+/** Host ports forwards may bind where no policy says otherwise: not the privileged ones. */
+export const DEFAULT_FORWARD_PORTS: readonly (readonly [number, number])[] = Object.freeze([Object.freeze([1024, 65535] as const)]);
+
+/** The forward addresses and ports that apply somewhere, and which policy (or default) each comes from. */
+export interface ForwardLimits {
+  addresses: readonly string[];
+  ports: readonly (readonly [number, number])[];
+  /** Where `addresses` come from (`the policy of 'a'`, `the daemon's default`). */
+  from: string;
+  /** Where `ports` come from. */
+  portsFrom: string;
+}
+
+/** A forward as a create asks for it. */
+export interface ForwardRequest {
+  protocol: string;
+  hostAddress: string;
+  hostPort: number;
+}
+
+/** An IP literal in one spelling (`::0001` → `::1`), for comparing addresses. */
+export function canonicalAddress(address: string): string {
+  return isIP(address) === 6 ? new URL(`http://[${address}]/`).hostname.slice(1, -1) : address;
+}
+
+/** The port range the system picks from when asked for port 0 (Linux `ip_local_port_range`). */
+export function ephemeralPortRange(): [number, number] {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (Number.isInteger(lo) && Number.isInteger(hi)) return [lo!, hi!];
+  } catch {
+    // not Linux
+  }
+  return [32768, 60999];
+}
+
+/** Whether `[lo, hi]` lies inside the union of `ranges` (sorted, merged). */
+function covered(lo: number, hi: number, ranges: readonly (readonly [number, number])[]): boolean {
+  return ranges.some(([a, b]) => a <= lo && hi <= b);
+}
+
+/** Ranges sorted and merged (adjacent ones joined), so containment is one range's. */
+function mergeRanges(ranges: readonly (readonly [number, number])[]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const [a, b] of [...ranges].sort((x, y) => x[0] - y[0])) {
+    const last = out[out.length - 1];
+    if (last && a <= last[1] + 1) last[1] = Math.max(last[1], b);
+    else out.push([a, b]);
+  }
+  return out;
+}
+
+/** `[[80,80],[1024,65535]]` → `80,1024-65535`. */
+export function formatPortRanges(ranges: readonly (readonly [number, number])[]): string {
+  return ranges.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(',') || 'none';
 }
 
 /** What is in use under one owner path, or what a create asks for. */
@@ -38,6 +119,8 @@ export interface ResourceRequest {
   cpus?: number[];
   bridges?: string[];
 }
+
+const POLICY_FIELDS = ['maxUnikernels', 'memoryMB', 'blockMB', 'cpus', 'bridges', 'maxForwards', 'forwardAddresses', 'forwardPorts'];
 
 const PATH_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?::[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,15}$/;
 
@@ -80,13 +163,28 @@ export function validatePolicy(path: string, p: ResourcePolicy): ResourcePolicy 
     if (!Array.isArray(p.bridges) || !p.bridges.every((b) => typeof b === 'string' && /^[A-Za-z0-9_.-]{1,15}$/.test(b))) bad('bridges must be a list of interface names');
     out.bridges = [...new Set(p.bridges)].sort();
   }
-  for (const k of Object.keys(p)) if (!['maxUnikernels', 'memoryMB', 'blockMB', 'cpus', 'bridges'].includes(k)) bad(`unknown policy field '${k}'`);
+  if (p.maxForwards !== undefined) {
+    if (!Number.isInteger(p.maxForwards) || p.maxForwards < 0 || p.maxForwards > 65536) bad(`maxForwards must be a whole number from 0 to 65536, got ${JSON.stringify(p.maxForwards)}`);
+    out.maxForwards = p.maxForwards;
+  }
+  if (p.forwardAddresses !== undefined) {
+    if (!Array.isArray(p.forwardAddresses) || p.forwardAddresses.length > 64 || !p.forwardAddresses.every((a) => typeof a === 'string' && isIP(a) !== 0)) bad('forwardAddresses must be a list of IP addresses');
+    out.forwardAddresses = [...new Set(p.forwardAddresses.map(canonicalAddress))].sort();
+  }
+  if (p.forwardPorts !== undefined) {
+    const port = (n: unknown): boolean => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
+    if (!Array.isArray(p.forwardPorts) || p.forwardPorts.length > 256 || !p.forwardPorts.every((r) => Array.isArray(r) && r.length === 2 && port(r[0]) && port(r[1]) && r[0] <= r[1])) {
+      bad('forwardPorts must be a list of [from, to] port ranges (1 to 65535, from ≤ to)');
+    }
+    out.forwardPorts = mergeRanges(p.forwardPorts);
+  }
+  for (const k of Object.keys(p)) if (!POLICY_FIELDS.includes(k)) bad(`unknown policy field '${k}'`);
   return out;
 }
 
 /** Why `child` exceeds `parent`, or undefined when it fits. */
 function exceeds(child: ResourcePolicy, parent: ResourcePolicy): string | undefined {
-  for (const k of ['maxUnikernels', 'memoryMB', 'blockMB'] as const) {
+  for (const k of ['maxUnikernels', 'memoryMB', 'blockMB', 'maxForwards'] as const) {
     if (parent[k] === undefined) continue;
     if (child[k] === undefined) return `${k} is unlimited but the parent allows ${parent[k]}`;
     if (child[k]! > parent[k]!) return `${k} ${child[k]} exceeds the parent's ${parent[k]}`;
@@ -98,6 +196,19 @@ function exceeds(child: ResourcePolicy, parent: ResourcePolicy): string | undefi
     if (mine === undefined) return `${k} is unrestricted but the parent allows only ${allowed.join(',')}`;
     const extra = mine.filter((x) => !allowed.includes(x));
     if (extra.length) return `${k} ${extra.join(',')} not allowed by the parent (${allowed.join(',') || 'none'})`;
+  }
+  return undefined;
+}
+
+/** Why `child`'s forward addresses or ports widen what applies to its parent (`applies`), or undefined. */
+function widensForwards(child: ResourcePolicy, applies: ForwardLimits): string | undefined {
+  if (child.forwardAddresses) {
+    const extra = child.forwardAddresses.filter((a) => !applies.addresses.includes(a));
+    if (extra.length) return `forwardAddresses ${extra.join(',')} not allowed by ${applies.from} (${applies.addresses.join(',') || 'none'})`;
+  }
+  if (child.forwardPorts) {
+    const extra = child.forwardPorts.filter(([a, b]) => !covered(a, b, applies.ports));
+    if (extra.length) return `forwardPorts ${formatPortRanges(extra)} not allowed by ${applies.portsFrom} (${formatPortRanges(applies.ports)})`;
   }
   return undefined;
 }
@@ -131,16 +242,73 @@ export class PolicyStore {
       const why = pp && exceeds(p, pp);
       if (why) refuse(`policy for '${path}' refused: ${why} ('${parent}')`);
     }
+    // Forward addresses and ports: what applies to the parent (a top-level policy sets the daemon's own).
+    if (ownerPaths(path).length > 0) {
+      const why = widensForwards(p, this.forwardLimits(path));
+      if (why) refuse(`policy for '${path}' refused: ${why}`);
+    }
     for (const [other, op] of this.#policies) {
       if (other === path || !other.startsWith(`${path}:`)) continue;
       const why = exceeds(op, p);
       if (why) refuse(`policy for '${path}' refused: the existing policy of '${other}' would exceed it (${why})`);
+      const saved = this.#policies.get(path);
+      this.#policies.set(path, p);
+      try {
+        const widens = widensForwards(op, this.forwardLimits(other));
+        if (widens) refuse(`policy for '${path}' refused: the existing policy of '${other}' would exceed it (${widens})`);
+      } finally {
+        if (saved) this.#policies.set(path, saved);
+        else this.#policies.delete(path);
+      }
     }
     if (p.maxUnikernels !== undefined && usage.unikernels > p.maxUnikernels) refuse(`policy for '${path}' refused: ${usage.unikernels} unikernels already run under it (maxUnikernels ${p.maxUnikernels})`);
     if (p.memoryMB !== undefined && usage.memoryMB > p.memoryMB) refuse(`policy for '${path}' refused: ${usage.memoryMB} MB already in use under it (memoryMB ${p.memoryMB})`);
     if (p.blockMB !== undefined && usage.blockMB > p.blockMB) refuse(`policy for '${path}' refused: ${usage.blockMB} MB of block devices already exist under it (blockMB ${p.blockMB})`);
     this.#policies.set(path, p);
     return p;
+  }
+
+  /**
+   * The forward addresses and ports that apply to `name` (a unikernel, or a policy path being
+   * set): those of the innermost policy on its owner paths that sets them, else the daemon's
+   * defaults; with where each comes from.
+   */
+  forwardLimits(name: string): ForwardLimits {
+    let addresses: { v: readonly string[]; from: string } | undefined;
+    let ports: { v: readonly (readonly [number, number])[]; from: string } | undefined;
+    for (const at of ownerPaths(name).reverse()) {
+      const p = this.#policies.get(at);
+      if (!addresses && p?.forwardAddresses) addresses = { v: p.forwardAddresses, from: `the policy of '${at}'` };
+      if (!ports && p?.forwardPorts) ports = { v: p.forwardPorts, from: `the policy of '${at}'` };
+    }
+    addresses ??= { v: DEFAULT_FORWARD_ADDRESSES, from: "the daemon's default" };
+    ports ??= { v: DEFAULT_FORWARD_PORTS, from: "the daemon's default" };
+    return { addresses: addresses.v, ports: ports.v, from: addresses.from, portsFrom: ports.from };
+  }
+
+  /**
+   * Checks the forwards of a create (or update) of `name`: their count against every `maxForwards`
+   * on its path, their host addresses and ports against what applies there
+   * ({@link forwardLimits}). Throws `ERR_DAEMON_POLICY` naming the forward and the limit.
+   */
+  checkForwards(name: string, forwards: readonly ForwardRequest[]): void {
+    for (const path of ownerPaths(name).reverse()) {
+      const max = this.#policies.get(path)?.maxForwards;
+      if (max !== undefined && forwards.length > max) refuse(`'${name}' refused by the policy of '${path}': ${forwards.length} forwards, limit ${max} (maxForwards)`);
+    }
+    const applies = this.forwardLimits(name);
+    for (const f of forwards) {
+      const shown = `${f.protocol} ${f.hostAddress.includes(':') ? `[${f.hostAddress}]` : f.hostAddress}:${f.hostPort}`;
+      if (!applies.addresses.includes(canonicalAddress(f.hostAddress))) {
+        refuse(`'${name}' refused by ${applies.from}: forward ${shown}: host address ${f.hostAddress} not allowed (allowed forwardAddresses ${applies.addresses.join(',') || 'none'})`);
+      }
+      if (f.hostPort === 0) {
+        const [lo, hi] = ephemeralPortRange();
+        if (!covered(lo, hi, applies.ports)) refuse(`'${name}' refused by ${applies.portsFrom}: forward ${shown}: port 0 (the system picks from ${lo}-${hi}) needs forwardPorts covering ${lo}-${hi} (allowed forwardPorts ${formatPortRanges(applies.ports)})`);
+      } else if (!covered(f.hostPort, f.hostPort, applies.ports)) {
+        refuse(`'${name}' refused by ${applies.portsFrom}: forward ${shown}: host port ${f.hostPort} not allowed (allowed forwardPorts ${formatPortRanges(applies.ports)})`);
+      }
+    }
   }
 
   /** Removes the policy of `path`; false when there was none. */

@@ -24,7 +24,7 @@
  */
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import type http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -35,7 +35,8 @@ import { BlockStore } from './blocks.js';
 import { type DaemonEvent, EventLog } from './events.js';
 import { type MetricFamily, parseHostPort, processIo, serveMetrics } from './metrics.js';
 import { type NodeRunOptions, defaultNodeName, nodePlan, validateNodeRun } from './node-unikernel.js';
-import { PolicyStore, type ResourcePolicy, type ResourceUsage, isUnder, ownerPaths } from './policy.js';
+import { confinedPath } from './paths.js';
+import { type ForwardRequest, PolicyStore, type ResourcePolicy, type ResourceUsage, isUnder, ownerPaths } from './policy.js';
 import {
   BoundedLineReader,
   type ControlCounters,
@@ -146,6 +147,11 @@ export interface DaemonOptions {
   tls?: { listen: string; cert: string; key: string; clientCa: string; crl?: string };
   /** Default boot window of `update` in ms (default 3000). */
   bootMs?: number;
+  /**
+   * Directories (besides `<dir>/files`) inside which clients may name host files: a user-mode
+   * network's pcap, a block device's backing file (see ts/daemon/paths.ts).
+   */
+  filesDirs?: string[];
 }
 
 /** Default daemon directory: `$MORGANA_DAEMON_DIR`, `/run/morgana` for root, else `$XDG_RUNTIME_DIR/morgana` or `/tmp/morgana-<uid>`. */
@@ -249,6 +255,8 @@ export class Solo5Daemon {
   #startedAt = Date.now();
   /** Open control connections, ended when the daemon closes (followers see the end). */
   #connections = new Set<net.Socket>();
+  /** Where clients may name host files (realpath'd): `<dir>/files` and `filesDirs`. */
+  #filesDirs: string[] = [];
 
   constructor(dir: string, options: DaemonOptions = {}) {
     this.dir = path.resolve(dir);
@@ -275,6 +283,11 @@ export class Solo5Daemon {
     return this.#metricsServer?.address() as net.AddressInfo | undefined;
   }
 
+  /** Directories inside which clients may name host files (pcap, block backing files), resolved. */
+  get filesDirs(): readonly string[] {
+    return this.#filesDirs;
+  }
+
   /** The event log. */
   get events(): EventLog {
     return this.#events;
@@ -287,6 +300,18 @@ export class Solo5Daemon {
     if (process.getuid && s.uid !== process.getuid()) throw new MorganaError('ERR_DAEMON_DIR', `${this.dir} is owned by uid ${s.uid}, not by this user`);
     await chmod(this.dir, 0o700);
     await mkdir(path.join(this.dir, 'console'), { recursive: true, mode: 0o700 });
+    await mkdir(path.join(this.dir, 'files'), { recursive: true, mode: 0o700 });
+    this.#filesDirs = [];
+    for (const d of [path.join(this.dir, 'files'), ...(this.#options.filesDirs ?? [])]) {
+      let real: string;
+      try {
+        real = await realpath(path.resolve(d));
+        if (!(await stat(real)).isDirectory()) throw new Error('not a directory');
+      } catch (error) {
+        throw new MorganaError('ERR_DAEMON_BAD_OPTION', `files directory ${d}: ${(error as Error).message}`);
+      }
+      if (!this.#filesDirs.includes(real)) this.#filesDirs.push(real);
+    }
     if (existsSync(this.socket)) {
       const live = await new Promise<boolean>((resolve) => {
         const c = net.connect(this.socket);
@@ -645,6 +670,40 @@ export class Solo5Daemon {
     return entry;
   }
 
+  /**
+   * What a Solo5 unikernel asks of the host beyond its resources: its user-mode forwards (host
+   * addresses, ports, count) against the policies on its path, and the host files it names (pcap,
+   * block backing files other than the store's) confined to the files directories, replaced by
+   * their resolved paths. Checked at create and at update; a refusal is logged as a `refused` event.
+   * Throws `ERR_DAEMON_POLICY` or `ERR_DAEMON_PATH`.
+   */
+  async #checkHostAccess(record: StateRecord, caller: Caller): Promise<void> {
+    if (record.kind !== 'solo5') return;
+    try {
+      const userNets = Array.isArray(record.options.userNets) ? record.options.userNets : [];
+      const forwards = userNets.flatMap((n) => (Array.isArray(n?.forwards) ? (n.forwards as unknown[]) : []));
+      // Malformed forwards are counted here and refused with their reason when the plan is made.
+      const wellFormed = forwards.filter((f): f is ForwardRequest => {
+        const o = f as Partial<ForwardRequest> | null;
+        return typeof o === 'object' && o !== null && typeof o.protocol === 'string' && typeof o.hostAddress === 'string' && net.isIP(o.hostAddress) !== 0 && Number.isInteger(o.hostPort) && o.hostPort! >= 0 && o.hostPort! <= 65535;
+      });
+      if (wellFormed.length === forwards.length) this.#policies.checkForwards(record.name, wellFormed);
+      for (const n of userNets) {
+        if (n?.pcap !== undefined) n.pcap = await confinedPath(n.pcap, this.#filesDirs, `pcap of '${String(n.name)}'`);
+      }
+      const store = new Set((record.volumes ?? []).map((v) => this.#blocks.file(v)));
+      for (const b of Array.isArray(record.options.blocks) ? record.options.blocks : []) {
+        if (!store.has(b?.file)) b.file = await confinedPath(b?.file, this.#filesDirs, `block '${String(b?.name)}' file`);
+      }
+    } catch (error) {
+      const code = (error as MorganaError).code;
+      if (code === 'ERR_DAEMON_POLICY' || code === 'ERR_DAEMON_PATH') {
+        this.#events.add('refused', { name: record.name, reason: code === 'ERR_DAEMON_PATH' ? 'path' : 'policy', message: (error as Error).message, by: caller.identity });
+      }
+      throw error;
+    }
+  }
+
   /** Checks policies and names, then launches a new unikernel. */
   async #create(kind: 'solo5' | 'node', req: Record<string, unknown>, caller: Caller): Promise<Entry> {
     const o = req.options as Record<string, unknown>;
@@ -708,6 +767,7 @@ export class Solo5Daemon {
       this.#events.add('refused', { name, reason: 'policy', message: (error as Error).message, by: caller.identity });
       throw error;
     }
+    await this.#checkHostAccess(record, caller);
     if (req.startOrder !== undefined) record.startOrder = req.startOrder as number;
     if (existing) this.#entries.delete(name);
     try {
@@ -731,6 +791,8 @@ export class Solo5Daemon {
     if (fresh.kind === 'node') fresh.node = { ...fresh.node!, entry: req.image };
     else fresh.options = { ...fresh.options, image: req.image };
     fresh.restarts = 0;
+    // The policies and files directories of now (either may have changed since the create).
+    await this.#checkHostAccess(fresh, caller);
     // Pre-flight the new image before touching the running one.
     if (fresh.kind === 'node') validateNodeRun(fresh.node!);
     else await planDeployment({ ...fresh.options, detached: true, logFile: path.join(this.dir, 'console', `${fresh.name}.log`) });
@@ -780,6 +842,7 @@ export class Solo5Daemon {
           limits: this.limits,
           counters: this.counters,
           unikernels: this.#entries.size,
+          filesDirs: this.#filesDirs,
           caller,
         };
       case 'ps':

@@ -685,7 +685,7 @@ export class Solo5Daemon {
       // Malformed forwards are counted here and refused with their reason when the plan is made.
       const wellFormed = forwards.filter((f): f is ForwardRequest => {
         const o = f as Partial<ForwardRequest> | null;
-        return typeof o === 'object' && o !== null && typeof o.protocol === 'string' && typeof o.hostAddress === 'string' && net.isIP(o.hostAddress) !== 0 && Number.isInteger(o.hostPort) && o.hostPort! >= 0 && o.hostPort! <= 65535;
+        return typeof o === 'object' && o !== null && (o.protocol === 'tcp' || o.protocol === 'udp') && typeof o.hostAddress === 'string' && net.isIP(o.hostAddress) !== 0 && Number.isInteger(o.hostPort) && o.hostPort! >= 0 && o.hostPort! <= 65535;
       });
       if (wellFormed.length === forwards.length) this.#policies.checkForwards(record.name, wellFormed);
       for (const n of userNets) {

@@ -98,3 +98,23 @@ test('outbound TCP through the proxy (translated super-frames), 8 MiB each way, 
   t.is(gw.stats().accepted.outboundTcp, 1);
   t.true(gw.stats().link.txFrames < (8 * MIB) / 1448 / 4);
 });
+
+test('close() ends promptly while a forwarded connection is half-open towards a guest that is gone', async (t) => {
+  const sw = new VirtualSwitch();
+  const gw = await startUserGateway({ forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 0, guestAddress: undefined, guestPort: 9 }] });
+  gw.attach(sw.connect());
+  const guest = await createStack({ net: sw.connect(), ipv4: gw.guest, gateway: gw.gateway });
+  const accepted = new Promise<void>((resolve) => guest.tcp.listen(9, () => resolve(), { allowHalfOpen: true }));
+  const host = net.connect(gw.forwards[0]!.hostPort, '127.0.0.1');
+  host.on('error', () => {});
+  await accepted;
+  // The guest vanishes without a word (the tender was killed), then the client half-closes: its
+  // FIN is relayed to nobody, and the gateway's side of the host socket stays open.
+  await guest.close();
+  host.end();
+  await new Promise((r) => setTimeout(r, 200));
+  const closed = gw.close().then(() => 'closed');
+  const late = new Promise((r) => setTimeout(() => r('still closing after 20 s'), 20_000).unref());
+  t.is(await Promise.race([closed, late]), 'closed');
+  host.destroy();
+});

@@ -586,7 +586,12 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
       if (!net.isIPv4(guestAddress)) bad(`forward ${f.hostPort}: the guest address must be IPv4, got ${guestAddress}`);
       const guestTarget = parseIpv4Address(guestAddress);
       if (f.protocol === 'tcp') {
+        // Open host sockets, destroyed by close(): a half-open one (its client's FIN relayed to a
+        // guest that is gone and never answers) would otherwise hold server.close() forever.
+        const sockets = new Set<net.Socket>();
         const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (host) => {
+          sockets.add(host);
+          host.once('close', () => sockets.delete(host));
           if (tcpActive >= maxConnections) {
             stats.refused.tcp++;
             host.destroy();
@@ -614,7 +619,13 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
           server.once('error', (e) => reject(new MorganaError('ERR_FORWARD', `forward tcp ${f.hostAddress}:${f.hostPort}: ${e.message}`)));
           server.listen(f.hostPort, f.hostAddress, () => resolve());
         });
-        closers.push(() => new Promise<void>((r) => server.close(() => r())));
+        closers.push(
+          () =>
+            new Promise<void>((r) => {
+              server.close(() => r());
+              for (const socket of sockets) socket.destroy();
+            }),
+        );
         bound.push({ protocol: 'tcp', hostAddress: f.hostAddress, hostPort: (server.address() as net.AddressInfo).port, guestAddress, guestPort: f.guestPort });
       } else {
         const socket = dgram.createSocket(f.hostAddress.includes(':') ? 'udp6' : 'udp4');

@@ -334,12 +334,13 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
   let tcpActive = 0;
   let guestMac: Buffer | undefined;
   let identification = 0;
-  const tcpFlows = new Map<string, TcpFlow>();
-  const udpFlows = new Map<string, UdpFlow>();
+  const tcpFlows = new Map<number, TcpFlow>();
+  const udpFlows = new Map<number, UdpFlow>();
   const udpPeers = new Map<number, UdpPeer>();
   let nextPeerPort = UDP_FORWARD_PORTS[0];
   let closed = false;
-  const flowKey = (ip: number, port: number) => `${ip}:${port}`;
+  /** A flow's key, address and port in one number (no string per frame). */
+  const flowKey = (ip: number, port: number) => (ip >>> 0) * 65_536 + port;
 
   /** Sends a UDP datagram into the link, as if from `src:srcPort`. */
   const sendUdp = (src: number, srcPort: number, dst: number, dstPort: number, payload: Uint8Array): void => {
@@ -366,7 +367,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
   // --- TCP: guest SYNs held until the host side connects -------------------------------------
 
   let deliver: FrameHandler = () => {};
-  const finishFlow = (key: string, flow: TcpFlow): void => {
+  const finishFlow = (key: number, flow: TcpFlow): void => {
     flow.finished = true;
     if (flow.counted) {
       flow.counted = false;
@@ -540,7 +541,8 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
     close: async () => {},
   };
   lower.listen((frame, offload) => {
-    if (!(frame[6]! & 1) && senderIpv4(frame) === guestIp) guestMac = Buffer.from(frame.subarray(6, 12));
+    // Copied only when it changes: every frame of a bulk transfer comes this way.
+    if (!(frame[6]! & 1) && senderIpv4(frame) === guestIp && (!guestMac || guestMac.compare(frame, 6, 12) !== 0)) guestMac = Buffer.from(frame.subarray(6, 12));
     const asked = arpRequestTarget(frame);
     if (asked === dnsIp) {
       lower.write(42, (out) => writeArpReply(out, frame, gwMac, dnsIp));
@@ -557,7 +559,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
   const proxy = stack.tcp.listen(
     PROXY_PORT,
     (conn: TcpConnection) => {
-      const flow = tcpFlows.get(`${parseIpv4Address(conn.remoteAddress)}:${conn.remotePort}`);
+      const flow = tcpFlows.get(flowKey(parseIpv4Address(conn.remoteAddress), conn.remotePort));
       const host = flow?.host;
       if (!flow || !host || flow.state !== 'open') {
         conn.destroy();

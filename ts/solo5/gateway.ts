@@ -99,8 +99,11 @@ export interface UserGatewayStats {
   accepted: { forwardedTcp: number; outboundTcp: number; forwardedUdp: number; outboundUdp: number };
   /** Refused by a limit or a policy (`outbound: false`, no host loopback), or by the host. */
   refused: { tcp: number; udp: number; hostRefusedTcp: number };
-  /** Frames dropped: datagrams too large for the link, frames while no link was attached. */
-  dropped: { oversizedUdp: number; noLink: number };
+  /**
+   * Frames dropped: datagrams too large for the link, frames while no link was attached,
+   * datagrams for a guest whose MAC did not resolve (ARP's queue for it was full).
+   */
+  dropped: { oversizedUdp: number; noLink: number; noGuestMac: number };
   /**
    * TCP super-frames of the gateway's stack cut into real frames here because the attached
    * device takes none (a TAP without the `virtio_net_hdr`, a plain switch port).
@@ -329,7 +332,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
   const stats = {
     accepted: { forwardedTcp: 0, outboundTcp: 0, forwardedUdp: 0, outboundUdp: 0 },
     refused: { tcp: 0, udp: 0, hostRefusedTcp: 0 },
-    dropped: { oversizedUdp: 0 },
+    dropped: { oversizedUdp: 0, noGuestMac: 0 },
   };
   let tcpActive = 0;
   let guestMac: Buffer | undefined;
@@ -344,14 +347,18 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
 
   /** Sends a UDP datagram into the link, as if from `src:srcPort`. */
   const sendUdp = (src: number, srcPort: number, dst: number, dstPort: number, payload: Uint8Array): void => {
-    if (!guestMac) return;
     if (udpFrameLength(payload.length) > lower.mtu + 14) {
       stats.dropped.oversizedUdp++;
       return;
     }
-    const mac = guestMac;
-    identification = (identification + 1) & 0xffff;
-    lower.write(udpFrameLength(payload.length), (out) => writeUdpFrame(out, { dstMac: mac, srcMac: gwMac, src, dst, srcPort, dstPort, identification, payload }));
+    const send = (mac: Buffer) => {
+      identification = (identification + 1) & 0xffff;
+      lower.write(udpFrameLength(payload.length), (out) => writeUdpFrame(out, { dstMac: mac, srcMac: gwMac, src, dst, srcPort, dstPort, identification, payload }));
+    };
+    if (guestMac) return send(guestMac);
+    // The guest has not spoken yet (a datagram for a forwarded port came first): ask for its MAC
+    // through the gateway stack's ARP, which queues a few packets per address and counts drops.
+    if (!stack.arp.resolve(dst, send)) stats.dropped.noGuestMac++;
   };
 
   /** The host endpoint for a guest destination, or undefined when policy refuses it. */

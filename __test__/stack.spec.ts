@@ -1,12 +1,13 @@
 import test from 'ava';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { type Stack, VirtualClock, VirtualSwitch, checksum, createStack, ipv4 } from 'morgana';
 
 const tick = () => new Promise((r) => setImmediate(r));
+const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 
 async function pair(options: { faults?: ConstructorParameters<typeof VirtualSwitch>[0]; clock?: VirtualClock; maxFragments?: number } = {}) {
   const sw = new VirtualSwitch(options.faults);
-  const common = { clock: options.clock, reassembly: { maxFragments: options.maxFragments ?? 16 } };
+  const common = { clock: options.clock, ...(options.maxFragments !== undefined && { reassembly: { maxFragments: options.maxFragments } }) };
   const a = await createStack({ net: sw.connect(), ipv4: '10.0.0.1/24', ...common });
   const b = await createStack({ net: sw.connect(), ipv4: '10.0.0.2/24', ...common });
   return { sw, a, b, close: async () => Promise.all([a.close(), b.close()]) };
@@ -127,6 +128,26 @@ for (const size of [8 * 1024, 60 * 1024]) {
     });
   }
 }
+
+test('with the default limits, 32 KiB and the largest (65,507-byte) UDP datagrams pass at MTU 1500', async (t) => {
+  // Regression: the default of 16 fragments per datagram dropped anything past 23,680 bytes
+  // (iperf3's 32 KiB UDP datagrams, 23 fragments, delivered nothing).
+  const { a, b, close } = await pair();
+  const received: Buffer[] = [];
+  b.udp.bind(5001, (data) => received.push(Buffer.from(data)));
+  await a.arp.query('10.0.0.2');
+  const sizes = [32 * 1024, 65_507, 65_507];
+  const sent = sizes.map((size) => randomBytes(size));
+  for (const data of sent) a.udp.send('10.0.0.2', 5001, data);
+  for (let i = 0; i < 200 && received.length < sent.length; i++) await tick();
+  t.deepEqual(received.map(sha256), sent.map(sha256));
+  t.is(a.ipv4.stats().fragmentsSent, 23 + 45 + 45);
+  const r = b.ipv4.stats().reassembly;
+  t.is(r.reassembled, 3);
+  t.is(r.droppedTooManyFragments, 0);
+  t.is(r.pendingDatagrams, 0);
+  await close();
+});
 
 test('a closed UDP port answers with ICMP port unreachable', async (t) => {
   const { a, b, close } = await pair();

@@ -10,9 +10,11 @@ export interface ReassemblerOptions {
   /** Fragment payload bytes held across all datagrams (default 256 KiB). */
   maxBytes?: number;
   /**
-   * Fragments held per datagram (default 16, as MirageOS 3.5: at MTU 1500 that is datagrams up
-   * to 23,680 bytes; raise it for larger ones). A datagram with more is dropped, and its later
-   * fragments too (counted in `droppedDiscarded`) until its timeout.
+   * Fragments held per datagram (default {@link DEFAULT_MAX_FRAGMENTS}, 128: a 65,535-byte
+   * datagram at any MTU from 576 up, even with 40 bytes of IPv4 options; it is 45 fragments at
+   * MTU 1500). A datagram with more is dropped, and its later fragments too (counted in
+   * `droppedDiscarded`) until its timeout. This bounds the work per fragment; `maxBytes` bounds
+   * memory (each fragment held is charged at least 8 bytes of payload).
    */
   maxFragments?: number;
   /** Milliseconds after its first fragment that an incomplete datagram is dropped (default 10 s). */
@@ -51,6 +53,16 @@ export interface ReassemblerStats {
   pendingDatagrams: number;
 }
 
+/** Default {@link ReassemblerOptions.maxBytes}: 256 KiB of fragment payload (as MirageOS 3.5). */
+export const DEFAULT_MAX_BYTES = 256 * 1024;
+/**
+ * Default {@link ReassemblerOptions.maxFragments}: 128, enough for the largest datagram at MTU 576
+ * (MirageOS 3.5 allows 16, which drops UDP datagrams past 23,680 bytes at MTU 1500).
+ */
+export const DEFAULT_MAX_FRAGMENTS = 128;
+/** Default {@link ReassemblerOptions.timeoutMs}: 10 s. */
+export const DEFAULT_TIMEOUT_MS = 10_000;
+
 /** Native `push` results: 0 not a fragment, 1 held, 2 dropped, from 20 up a completed datagram's length. */
 const NOT_FRAGMENT = 0;
 const MIN_DATAGRAM = 20;
@@ -84,7 +96,7 @@ export class Reassembler {
   #results = new Uint32Array(128);
 
   constructor(options: ReassemblerOptions = {}) {
-    const { maxBytes = 256 * 1024, maxFragments = 16, timeoutMs = 10_000 } = options;
+    const { maxBytes = DEFAULT_MAX_BYTES, maxFragments = DEFAULT_MAX_FRAGMENTS, timeoutMs = DEFAULT_TIMEOUT_MS } = options;
     assertInteger(maxBytes, 'maxBytes', 0, 0xffffffff);
     assertInteger(maxFragments, 'maxFragments', 1, 0xffff);
     assertInteger(timeoutMs, 'timeoutMs', 0, Number.MAX_SAFE_INTEGER);
@@ -252,7 +264,7 @@ export class Ipv6Reassembler {
   readonly #native: InstanceType<typeof native.NativeIpv6Reassembler>;
 
   constructor(options: Ipv6ReassemblerOptions = {}) {
-    const { maxBytes = 256 * 1024, maxFragments = 16, timeoutMs = 10_000, maxReports = 16 } = options;
+    const { maxBytes = DEFAULT_MAX_BYTES, maxFragments = DEFAULT_MAX_FRAGMENTS, timeoutMs = DEFAULT_TIMEOUT_MS, maxReports = 16 } = options;
     assertInteger(maxBytes, 'maxBytes', 0, 0xffffffff);
     assertInteger(maxFragments, 'maxFragments', 1, 0xffff);
     assertInteger(timeoutMs, 'timeoutMs', 0, Number.MAX_SAFE_INTEGER);

@@ -158,17 +158,40 @@ test('pushBatch: the same results as push, packet by packet, across many datagra
   t.deepEqual(batched.stats(), one.stats());
 });
 
-test('pushBatch: completed datagrams that overflow the slab are still returned whole and apart', (t) => {
-  // Ten 65,515-byte datagrams completing in one call: more than one 256 KiB slab holds.
-  const originals = Array.from({ length: 10 }, (_, id) => datagram(100 + id, 65_515));
-  const packets = originals.flatMap((d) => ipv4.fragment(d, 9000));
-  const r = new Reassembler({ maxFragments: 64, maxBytes: 1 << 20 });
+test('pushBatch without output: each completed datagram is a Buffer of its own, of its exact length', (t) => {
+  const originals = Array.from({ length: 10 }, (_, id) => datagram(100 + id, id % 2 === 0 ? 65_515 : 3000 + id));
+  const packets = originals.flatMap((d) => ipv4.fragment(d, 1500));
+  const r = new Reassembler({ maxBytes: 1 << 20 });
   const got = r.pushBatch(contiguous(packets).data, contiguous(packets).spans, 0).filter((g) => g !== undefined);
   t.is(got.length, 10);
   got.forEach((g, i) => t.deepEqual(Buffer.from(g!), originals[i]));
-  // Views never share bytes: each still equals its original after all were handed out.
-  t.true(got.every((g, i) => Buffer.from(g!).equals(originals[i]!)));
+  // Nothing shares memory: overwriting one leaves the others intact.
+  got[0]!.fill(0);
+  t.true(got.slice(1).every((g, i) => Buffer.from(g!).equals(originals[i + 1]!)));
+  t.true(got.every((g) => g!.byteLength === g!.buffer.byteLength || g!.byteLength < 4096), 'not a view of a shared slab');
   t.is(r.stats().reassembled, 10);
+});
+
+test('pushBatch with output: datagrams are views of it, in order and apart; those that do not fit get their own Buffer', (t) => {
+  const originals = Array.from({ length: 10 }, (_, id) => datagram(200 + id, id === 3 ? 500 : 65_515));
+  const packets = originals.flatMap((d) => ipv4.fragment(d, 1500));
+  const { data, spans } = contiguous(packets);
+  const output = Buffer.alloc(128 * 1024);
+  const r = new Reassembler({ maxBytes: 1 << 20 });
+  const got = r.pushBatch(data, spans, 0, undefined, output).filter((g) => g !== undefined);
+  t.is(got.length, 10);
+  got.forEach((g, i) => t.deepEqual(Buffer.from(g!), originals[i], `datagram ${i}`));
+  const inOutput = got.filter((g) => g!.buffer === output.buffer);
+  // The first fills 65,535 of the 131,072 bytes; the 520-byte one fits behind it (at 65,536), the rest do not.
+  t.is(inOutput.length, 2);
+  t.is(inOutput[1]!.byteOffset, 65_536, 'placed at the next multiple of 8');
+  // The same output again: the earlier views are overwritten, the new datagrams are intact.
+  const again = originals.map((_, id) => datagram(300 + id, 20_000));
+  const more = again.flatMap((d) => ipv4.fragment(d, 1500));
+  const next = r.pushBatch(contiguous(more).data, contiguous(more).spans, 0, undefined, output).filter((g) => g !== undefined);
+  next.forEach((g, i) => t.deepEqual(Buffer.from(g!), again[i]));
+  t.is(next.filter((g) => g!.buffer === output.buffer).length, 6, 'six 20,020-byte datagrams fit in 128 KiB');
+  t.throws(() => r.pushBatch(data, spans, 0, 0, 'x' as unknown as Uint8Array), { code: 'ERR_INVALID_ARG_TYPE' });
 });
 
 test('pushBatch: spans outside the data and bad arguments throw before anything is taken', (t) => {

@@ -66,16 +66,10 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
 /** Native `push` results: 0 not a fragment, 1 held, 2 dropped, from 20 up a completed datagram's length. */
 const NOT_FRAGMENT = 0;
 const MIN_DATAGRAM = 20;
-/** `pushBatch`: the completed datagram did not fit in the slab and waits for `take`. */
+/** `pushBatch`: the completed datagram did not fit in the output and waits for `take`. */
 const NOT_WRITTEN = 0xffff_ffff;
-/**
- * Completed datagrams of {@link Reassembler.pushBatch} are written into slabs of this size (below
- * glibc's 128 KiB mmap threshold, so a slab comes from the heap, not fresh zeroed pages) and
- * handed out as views of them; a slab is replaced once less than the largest datagram fits.
- */
-const BATCH_SLAB = 96 * 1024;
-/** The largest IPv4 datagram. */
-const MAX_DATAGRAM = 65_535;
+/** An output of no room: every completed datagram stops the native batch and gets its own Buffer. */
+const NO_OUTPUT = new Uint8Array(0);
 
 /**
  * Reassembles IPv4 fragments, keyed by (source, destination, protocol, identification), in any
@@ -89,9 +83,6 @@ export class Reassembler {
   readonly maxFragments: number;
   readonly timeoutMs: number;
   readonly #native: InstanceType<typeof native.NativeReassembler>;
-  /** Where `pushBatch` writes completed datagrams (views of it are handed out), and how far. */
-  #slab: Buffer | undefined;
-  #slabAt = 0;
   /** `pushBatch`'s per-packet [status, place] pairs, grown as needed. */
   #results = new Uint32Array(128);
 
@@ -127,15 +118,34 @@ export class Reassembler {
   /**
    * {@link push} for many packets with one crossing into Rust: packet `i` is `data.subarray(
    * spans[2i], spans[2i] + spans[2i+1])` (the shape of a TAP batch: frames back to back), for
-   * `i` from 0 to `count - 1`. Returns, per packet, what `push` would: the packet itself (a view
-   * of `data`) when it is not a fragment, the completed datagram, or `undefined`. Completed
-   * datagrams are views of a 96 KiB slab shared with later ones (copy one to keep it apart).
-   * Throws `ERR_OUT_OF_RANGE` (nothing taken) when a span lies outside `data`.
+   * `i` from 0 to `count - 1`. Each packet's IPv4 header is validated in Rust (malformed ones are
+   * counted in `droppedMalformed` and dropped). Returns, per packet, what `push` would: the
+   * packet itself (a view of `data`) when it is not a fragment, the completed datagram, or
+   * `undefined`.
+   *
+   * Where completed datagrams go:
+   * - without `output`, each gets a Buffer of its own, of its exact length (the batch leaves Rust
+   *   once per completed datagram to fetch it: one crossing per datagram, not per fragment);
+   * - with `output` (the caller's reusable buffer), they are written into it one after another
+   *   (each at a multiple of 8 bytes) and returned as views of it, so they cost no allocation and
+   *   land in memory that is already warm: the caller must be done with them, or copy them,
+   *   before it passes the same `output` again. One that does not fit gets a Buffer of its own.
+   *   A datagram is at most 65,535 bytes; 128 KiB holds any two.
+   *
+   * Throws `ERR_OUT_OF_RANGE` (nothing taken) when a span lies outside `data`, and
+   * `ERR_INVALID_ARG_TYPE` for arguments of the wrong type.
    */
-  pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, count = spans.length >>> 1): Array<Uint8Array | undefined> {
+  pushBatch(
+    data: Uint8Array,
+    spans: Uint32Array,
+    nowMs: number,
+    count = spans.length >>> 1,
+    output?: Uint8Array,
+  ): Array<Uint8Array | undefined> {
     assertBytes(data, 'data');
     if (!(spans instanceof Uint32Array)) throw new InvalidArgumentError('spans must be a Uint32Array');
     assertInteger(count, 'count', 0, spans.length >>> 1);
+    if (output !== undefined) assertBytes(output, 'output');
     for (let i = 0; i < count; i++) {
       if (spans[2 * i]! + spans[2 * i + 1]! > data.length) {
         throw new OutOfRangeError(`packet ${i} (${spans[2 * i + 1]} bytes at ${spans[2 * i]}) lies outside the ${data.length}-byte data`);
@@ -143,15 +153,12 @@ export class Reassembler {
     }
     if (this.#results.length < 2 * count) this.#results = new Uint32Array(2 * count);
     const results = this.#results;
+    const target = output ?? NO_OUTPUT;
     const out = new Array<Uint8Array | undefined>(count);
+    let outAt = 0;
     let next = 0;
     while (next < count) {
-      if (this.#slab === undefined || this.#slab.length - this.#slabAt < MAX_DATAGRAM) {
-        this.#slab = Buffer.allocUnsafeSlow(BATCH_SLAB);
-        this.#slabAt = 0;
-      }
-      const slab = this.#slab;
-      const end = this.#native.pushBatch(data, spans, next, count, nowMs, slab, this.#slabAt, results);
+      const end = this.#native.pushBatch(data, spans, next, count, nowMs, target, outAt, results);
       for (let i = next; i < end; i++) {
         const status = results[2 * i]!;
         if (status >= MIN_DATAGRAM) {
@@ -160,10 +167,9 @@ export class Reassembler {
             const whole = Buffer.allocUnsafe(status);
             this.#native.take(whole);
             out[i] = whole;
-            this.#slabAt = slab.length; // full: the next call starts a new slab
           } else {
-            out[i] = slab.subarray(at, at + status);
-            this.#slabAt = at + status;
+            out[i] = target.subarray(at, at + status);
+            outAt = at + status;
           }
         } else if (status === NOT_FRAGMENT) {
           out[i] = data.subarray(spans[2 * i], spans[2 * i]! + spans[2 * i + 1]!);

@@ -252,20 +252,26 @@ const BATCH = 64;
 
 /**
  * The same stream through `Reassembler.pushBatch`: the fragments back to back in one buffer (as
- * a TAP batch delivers frames), `BATCH` per call.
+ * a TAP batch delivers frames), `BATCH` per call. With `reuseOutput`, completed datagrams are
+ * written into one 128 KiB output buffer the caller passes again on every call (views valid
+ * until then); without it, each completed datagram gets a Buffer of its own, like the JS
+ * reassembler's.
  */
-function batchedReassemblyCase(): BenchCase {
+function batchedReassemblyCase(reuseOutput: boolean): BenchCase {
   let reassembler: Reassembler | undefined;
   let data = Buffer.alloc(0);
   let spans = new Uint32Array(0);
+  const output = reuseOutput ? Buffer.alloc(128 * 1024) : undefined;
   let count = 0;
   let cursor = 0;
   return {
-    name: 'reassembly · napi, batched',
+    name: reuseOutput ? 'reassembly · napi, batched' : 'reassembly · napi, batched, own Buffers',
     group: 'reassembly 64 KiB / MTU 1500',
     unit: 'fragments',
     bytesPerOp: 65_515 / 45,
-    description: `Reassembler.pushBatch from 'morgana' (same limits, same stream), ${BATCH} contiguous fragments per call`,
+    description: reuseOutput
+      ? `Reassembler.pushBatch from 'morgana' (default limits, same stream), ${BATCH} contiguous fragments per call, datagrams written into one reused 128 KiB output`
+      : `Reassembler.pushBatch from 'morgana' (default limits, same stream), ${BATCH} contiguous fragments per call, each datagram a new Buffer`,
     setup() {
       const { originals, fragments } = fragmentStream();
       data = Buffer.concat(fragments);
@@ -277,8 +283,10 @@ function batchedReassemblyCase(): BenchCase {
         spans[2 * i + 1] = f.length;
         at += f.length;
       });
-      reassembler = new Reassembler({ maxFragments: 64 });
-      const done = reassembler.pushBatch(data, spans, 0).filter((x) => x !== undefined);
+      reassembler = new Reassembler();
+      // The whole stream in one call, checked datagram by datagram (a 128 KiB output holds two;
+      // the rest get their own Buffers).
+      const done = reassembler.pushBatch(data, spans, 0, count, output).filter((x) => x !== undefined);
       if (done.length !== originals.length || !done.every((d, i) => Buffer.from(d!).equals(originals[i]!))) {
         throw new Error(`batched: ${done.length} of ${originals.length} datagrams reassembled correctly`);
       }
@@ -291,7 +299,7 @@ function batchedReassemblyCase(): BenchCase {
       while (left > 0) {
         const take = Math.min(BATCH, left, count - cursor);
         // A window of the spans: the packets from `cursor` on.
-        const out = r.pushBatch(data, spans.subarray(2 * cursor, 2 * (cursor + take)), 0);
+        const out = r.pushBatch(data, spans.subarray(2 * cursor, 2 * (cursor + take)), 0, take, output);
         for (const d of out) if (d !== undefined) completed++;
         left -= take;
         cursor += take;
@@ -317,7 +325,8 @@ export const cases: BenchCase[] = [
     description: "Reassembler from 'morgana' (Rust, 256 KiB / 64 fragments / 10 s limits); same stream",
     goal: { minOpsPerSec: 1_000_000, source: 'issue 2' },
   }),
-  { ...batchedReassemblyCase(), goal: { minRatio: 2, source: 'issue 14' } },
+  { ...batchedReassemblyCase(true), goal: { minRatio: 2, source: 'issue 14' } },
+  batchedReassemblyCase(false),
   reassemblyCase(
     'IPv6 reassembly · napi',
     () => new Ipv6Reassembler({ maxFragments: 64 }),

@@ -27,6 +27,7 @@ export {
   type Ipv6ReassemblerOptions,
   type Ipv6ReassemblerStats,
   type Ipv6ReassemblyReport,
+  type PushBatchOptions,
   Reassembler,
   type ReassemblerOptions,
   type ReassemblerStats,

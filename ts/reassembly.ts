@@ -2,7 +2,7 @@
  * The bounded IPv4 and IPv6 reassembly caches, in Rust (the MirageOS 3.5 design).
  * @module
  */
-import { InvalidArgumentError, OutOfRangeError, assertBytes, assertInteger } from './errors.js';
+import { InvalidArgumentError, type MorganaError, OutOfRangeError, assertBytes, assertInteger, nativeFailure } from './errors.js';
 import { native } from './native.js';
 
 /** Limits of a {@link Reassembler}. */
@@ -19,6 +19,25 @@ export interface ReassemblerOptions {
   maxFragments?: number;
   /** Milliseconds after its first fragment that an incomplete datagram is dropped (default 10 s). */
   timeoutMs?: number;
+}
+
+/** Options of {@link Reassembler.pushBatch}. */
+export interface PushBatchOptions {
+  /** Packets to take (default all that `spans` describes). */
+  count?: number;
+  /**
+   * A buffer of the caller's that completed datagrams are written into (each at a multiple of 8
+   * bytes) and returned as views of: no allocation, warm memory. The views are the caller's to
+   * consume, or copy, before it passes the same `output` again. A datagram that does not fit
+   * gets a Buffer of its own (65,535 bytes at most; 128 KiB holds any two).
+   */
+  output?: Uint8Array;
+  /**
+   * Called for each packet dropped as not valid IPv4 (also counted in `droppedMalformed`), with
+   * its index and the error (`ERR_IPV4_BAD_CHECKSUM`, `ERR_IPV4_TRUNCATED`, …) `ipv4.parse`
+   * would throw.
+   */
+  onMalformed?: (index: number, error: MorganaError) => void;
 }
 
 /** Counters of a {@link Reassembler}; `bufferedBytes` and `pendingDatagrams` are current. */
@@ -66,6 +85,8 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
 /** Native `push` results: 0 not a fragment, 1 held, 2 dropped, from 20 up a completed datagram's length. */
 const NOT_FRAGMENT = 0;
 const MIN_DATAGRAM = 20;
+/** `pushBatch`: the packet was not valid IPv4; the error's index in the native error table follows. */
+const MALFORMED = 3;
 /** `pushBatch`: the completed datagram did not fit in the output and waits for `take`. */
 const NOT_WRITTEN = 0xffff_ffff;
 /** An output of no room: every completed datagram stops the native batch and gets its own Buffer. */
@@ -123,27 +144,18 @@ export class Reassembler {
    * packet itself (a view of `data`) when it is not a fragment, the completed datagram, or
    * `undefined`.
    *
-   * Where completed datagrams go:
-   * - without `output`, each gets a Buffer of its own, of its exact length (the batch leaves Rust
-   *   once per completed datagram to fetch it: one crossing per datagram, not per fragment);
-   * - with `output` (the caller's reusable buffer), they are written into it one after another
-   *   (each at a multiple of 8 bytes) and returned as views of it, so they cost no allocation and
-   *   land in memory that is already warm: the caller must be done with them, or copy them,
-   *   before it passes the same `output` again. One that does not fit gets a Buffer of its own.
-   *   A datagram is at most 65,535 bytes; 128 KiB holds any two.
+   * Where completed datagrams go: without `options.output`, each gets a Buffer of its own, of
+   * its exact length (the batch leaves Rust once per completed datagram to fetch it: one
+   * crossing per datagram, not per fragment); with it, they are views of the caller's reusable
+   * `output` (see {@link PushBatchOptions.output}).
    *
-   * Throws `ERR_OUT_OF_RANGE` (nothing taken) when a span lies outside `data`, and
-   * `ERR_INVALID_ARG_TYPE` for arguments of the wrong type.
+   * Throws `ERR_OUT_OF_RANGE` (nothing taken) when a span lies outside `data` or `count` is past
+   * the spans, and `ERR_INVALID_ARG_TYPE` for arguments of the wrong type.
    */
-  pushBatch(
-    data: Uint8Array,
-    spans: Uint32Array,
-    nowMs: number,
-    count = spans.length >>> 1,
-    output?: Uint8Array,
-  ): Array<Uint8Array | undefined> {
+  pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, options: PushBatchOptions = {}): Array<Uint8Array | undefined> {
     assertBytes(data, 'data');
     if (!(spans instanceof Uint32Array)) throw new InvalidArgumentError('spans must be a Uint32Array');
+    const { count = spans.length >>> 1, output, onMalformed } = options;
     assertInteger(count, 'count', 0, spans.length >>> 1);
     if (output !== undefined) assertBytes(output, 'output');
     for (let i = 0; i < count; i++) {
@@ -173,6 +185,8 @@ export class Reassembler {
           }
         } else if (status === NOT_FRAGMENT) {
           out[i] = data.subarray(spans[2 * i], spans[2 * i]! + spans[2 * i + 1]!);
+        } else if (status === MALFORMED && onMalformed !== undefined) {
+          onMalformed(i, nativeFailure(-results[2 * i + 1]! - 1));
         }
       }
       next = end;

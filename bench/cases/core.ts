@@ -286,7 +286,7 @@ function batchedReassemblyCase(reuseOutput: boolean): BenchCase {
       reassembler = new Reassembler();
       // The whole stream in one call, checked datagram by datagram (a 128 KiB output holds two;
       // the rest get their own Buffers).
-      const done = reassembler.pushBatch(data, spans, 0, count, output).filter((x) => x !== undefined);
+      const done = reassembler.pushBatch(data, spans, 0, { count, output }).filter((x) => x !== undefined);
       if (done.length !== originals.length || !done.every((d, i) => Buffer.from(d!).equals(originals[i]!))) {
         throw new Error(`batched: ${done.length} of ${originals.length} datagrams reassembled correctly`);
       }
@@ -299,7 +299,7 @@ function batchedReassemblyCase(reuseOutput: boolean): BenchCase {
       while (left > 0) {
         const take = Math.min(BATCH, left, count - cursor);
         // A window of the spans: the packets from `cursor` on.
-        const out = r.pushBatch(data, spans.subarray(2 * cursor, 2 * (cursor + take)), 0, take, output);
+        const out = r.pushBatch(data, spans.subarray(2 * cursor, 2 * (cursor + take)), 0, { count: take, output });
         for (const d of out) if (d !== undefined) completed++;
         left -= take;
         cursor += take;

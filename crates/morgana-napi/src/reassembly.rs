@@ -1,5 +1,6 @@
 //! Reassembly cache bindings (IPv4 and IPv6).
 
+use crate::errors::failure;
 use morgana_net::reassembly::ipv6::{Ipv6Outcome, Ipv6Reassembler, MAX_QUOTE};
 use morgana_net::reassembly::{Outcome, Reassembler, ReassemblyConfig};
 use napi_derive::napi;
@@ -16,6 +17,9 @@ const NOT_FRAGMENT: u32 = 0;
 const PENDING: u32 = 1;
 /// Dropped; the stats say why.
 const DROPPED: u32 = 2;
+/// `push_batch`: dropped as not valid IPv4; the result's second entry is the error's index in
+/// the error table (the negation of the failure `ipv4_validate` returns, minus one).
+const MALFORMED: u32 = 3;
 
 /// `push_batch`: the datagram a packet completed did not fit in `out`; it is held for `take`.
 const NOT_WRITTEN: u32 = u32::MAX;
@@ -84,7 +88,7 @@ impl NativeReassembler {
             Outcome::Ready(len) => len as u32,
             Outcome::NotFragment => NOT_FRAGMENT,
             Outcome::Pending => PENDING,
-            Outcome::Dropped => DROPPED,
+            Outcome::Dropped | Outcome::Malformed(_) => DROPPED,
         }
     }
 
@@ -97,8 +101,9 @@ impl NativeReassembler {
 
     /// `push` for many packets in one call: packet `i` is `data[spans[2i] .. spans[2i] +
     /// spans[2i+1]]`, for `i` from `first` to `end - 1`. For each, `results[2i]` gets what `push`
-    /// returns; a completed datagram (from 20 up) is written into `out` at `results[2i+1]`
-    /// (from `out_at` on, at multiples of 8). When one does not fit, `results[2i+1]` is
+    /// returns, except that a packet that is not valid IPv4 gets 3 with its error's index in the
+    /// error table at `results[2i+1]`; a completed datagram (from 20 up) is written into `out` at
+    /// `results[2i+1]` (from `out_at` on, at multiples of 8). When one does not fit, `results[2i+1]` is
     /// `0xffffffff`, the datagram is held for `take`, and the call stops there: it returns the
     /// index after the last packet it took (`end` when it took them all). Throws, before taking
     /// any packet, when a span lies outside `data` or the arrays are too short.
@@ -154,6 +159,7 @@ impl NativeReassembler {
                 Outcome::NotFragment => (NOT_FRAGMENT, 0),
                 Outcome::Pending => (PENDING, 0),
                 Outcome::Dropped => (DROPPED, 0),
+                Outcome::Malformed(error) => (MALFORMED, (-failure(error.code()) - 1) as u32),
             };
             results[2 * i] = status;
             results[2 * i + 1] = place;

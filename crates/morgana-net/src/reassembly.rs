@@ -43,7 +43,7 @@
 //! key, header checks and header rewriting.
 
 use crate::checksum;
-use crate::wire::ipv4::{Ipv4Packet, MAX_PACKET_LEN, MIN_HEADER_LEN};
+use crate::wire::ipv4::{Ipv4Error, Ipv4Packet, MAX_PACKET_LEN, MIN_HEADER_LEN};
 use cache::{Cache, Family, Inserted, Piece};
 
 mod cache;
@@ -143,6 +143,8 @@ pub enum Outcome {
     Pending,
     /// The fragment, and possibly its datagram, was dropped; the reason is counted in the stats.
     Dropped,
+    /// The packet is not valid IPv4 (counted in `dropped_malformed`) for this reason.
+    Malformed(Ipv4Error),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,7 +197,7 @@ impl Reassembler {
         match self.push_ready(packet, now_ms) {
             Outcome::NotFragment => Pushed::NotFragment,
             Outcome::Pending => Pushed::Pending,
-            Outcome::Dropped => Pushed::Dropped,
+            Outcome::Dropped | Outcome::Malformed(_) => Pushed::Dropped,
             Outcome::Ready(len) => {
                 let mut whole = vec![0; len];
                 self.take_ready(&mut whole);
@@ -213,9 +215,9 @@ impl Reassembler {
         self.expire(now_ms);
         let packet = match Ipv4Packet::parse(packet) {
             Ok(p) => p,
-            Err(_) => {
+            Err(error) => {
                 self.core.stats.dropped_malformed += 1;
-                return Outcome::Dropped;
+                return Outcome::Malformed(error);
             }
         };
         if !packet.is_fragment() {

@@ -92,6 +92,74 @@ const NOT_WRITTEN = 0xffff_ffff;
 /** An output of no room: every completed datagram stops the native batch and gets its own Buffer. */
 const NO_OUTPUT = new Uint8Array(0);
 
+/** The native side of a batch: `NativeReassembler` or `NativeIpv6Reassembler`. */
+interface NativeBatchCache {
+  pushBatch(data: Uint8Array, spans: Uint32Array, first: number, end: number, nowMs: number, out: Uint8Array, outAt: number, results: Uint32Array): number;
+  take(out: Uint8Array): number;
+}
+
+/** The per-packet [status, value] pairs of a batch: `current`, or a larger array when it is too short. */
+function batchResults(current: Uint32Array<ArrayBuffer>, spans: Uint32Array, count: number | undefined): Uint32Array<ArrayBuffer> {
+  const needed = 2 * (count ?? spans.length >>> 1);
+  return current.length >= needed ? current : new Uint32Array(needed);
+}
+
+/**
+ * The body of `pushBatch` for both families: checks the arguments, runs the native batch (again
+ * after each completed packet that did not fit in the output), and maps the results. Statuses
+ * from `minPacket` up are completed packets; `passThrough` (a second one, the IPv6 atomic
+ * fragment, as `passThrough2`) hands the packet back as a view of `data`.
+ */
+function pushBatchInto(
+  cache: NativeBatchCache,
+  data: Uint8Array,
+  spans: Uint32Array,
+  nowMs: number,
+  options: PushBatchOptions,
+  results: Uint32Array,
+  minPacket: number,
+  passThrough: number,
+  passThrough2 = passThrough,
+): Array<Uint8Array | undefined> {
+  assertBytes(data, 'data');
+  if (!(spans instanceof Uint32Array)) throw new InvalidArgumentError('spans must be a Uint32Array');
+  const { count = spans.length >>> 1, output, onMalformed } = options;
+  assertInteger(count, 'count', 0, spans.length >>> 1);
+  if (output !== undefined) assertBytes(output, 'output');
+  for (let i = 0; i < count; i++) {
+    if (spans[2 * i]! + spans[2 * i + 1]! > data.length) {
+      throw new OutOfRangeError(`packet ${i} (${spans[2 * i + 1]} bytes at ${spans[2 * i]}) lies outside the ${data.length}-byte data`);
+    }
+  }
+  const target = output ?? NO_OUTPUT;
+  const out = new Array<Uint8Array | undefined>(count);
+  let outAt = 0;
+  let next = 0;
+  while (next < count) {
+    const end = cache.pushBatch(data, spans, next, count, nowMs, target, outAt, results);
+    for (let i = next; i < end; i++) {
+      const status = results[2 * i]!;
+      if (status >= minPacket) {
+        const at = results[2 * i + 1]!;
+        if (at === NOT_WRITTEN) {
+          const whole = Buffer.allocUnsafe(status);
+          cache.take(whole);
+          out[i] = whole;
+        } else {
+          out[i] = target.subarray(at, at + status);
+          outAt = at + status;
+        }
+      } else if (status === passThrough || status === passThrough2) {
+        out[i] = data.subarray(spans[2 * i], spans[2 * i]! + spans[2 * i + 1]!);
+      } else if (status === MALFORMED && minPacket === MIN_DATAGRAM && onMalformed !== undefined) {
+        onMalformed(i, nativeFailure(-results[2 * i + 1]! - 1));
+      }
+    }
+    next = end;
+  }
+  return out;
+}
+
 /**
  * Reassembles IPv4 fragments, keyed by (source, destination, protocol, identification), in any
  * arrival order, within fixed limits: at most `maxBytes` of fragment payload in total (least
@@ -153,45 +221,9 @@ export class Reassembler {
    * the spans, and `ERR_INVALID_ARG_TYPE` for arguments of the wrong type.
    */
   pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, options: PushBatchOptions = {}): Array<Uint8Array | undefined> {
-    assertBytes(data, 'data');
-    if (!(spans instanceof Uint32Array)) throw new InvalidArgumentError('spans must be a Uint32Array');
-    const { count = spans.length >>> 1, output, onMalformed } = options;
-    assertInteger(count, 'count', 0, spans.length >>> 1);
-    if (output !== undefined) assertBytes(output, 'output');
-    for (let i = 0; i < count; i++) {
-      if (spans[2 * i]! + spans[2 * i + 1]! > data.length) {
-        throw new OutOfRangeError(`packet ${i} (${spans[2 * i + 1]} bytes at ${spans[2 * i]}) lies outside the ${data.length}-byte data`);
-      }
-    }
-    if (this.#results.length < 2 * count) this.#results = new Uint32Array(2 * count);
-    const results = this.#results;
-    const target = output ?? NO_OUTPUT;
-    const out = new Array<Uint8Array | undefined>(count);
-    let outAt = 0;
-    let next = 0;
-    while (next < count) {
-      const end = this.#native.pushBatch(data, spans, next, count, nowMs, target, outAt, results);
-      for (let i = next; i < end; i++) {
-        const status = results[2 * i]!;
-        if (status >= MIN_DATAGRAM) {
-          const at = results[2 * i + 1]!;
-          if (at === NOT_WRITTEN) {
-            const whole = Buffer.allocUnsafe(status);
-            this.#native.take(whole);
-            out[i] = whole;
-          } else {
-            out[i] = target.subarray(at, at + status);
-            outAt = at + status;
-          }
-        } else if (status === NOT_FRAGMENT) {
-          out[i] = data.subarray(spans[2 * i], spans[2 * i]! + spans[2 * i + 1]!);
-        } else if (status === MALFORMED && onMalformed !== undefined) {
-          onMalformed(i, nativeFailure(-results[2 * i + 1]! - 1));
-        }
-      }
-      next = end;
-    }
-    return out;
+    const results = batchResults(this.#results, spans, options.count);
+    this.#results = results;
+    return pushBatchInto(this.#native, data, spans, nowMs, options, results, MIN_DATAGRAM, NOT_FRAGMENT);
   }
 
   /** Drops incomplete datagrams whose timeout has passed at `nowMs`; returns how many. */
@@ -282,6 +314,8 @@ export class Ipv6Reassembler {
   readonly timeoutMs: number;
   readonly maxReports: number;
   readonly #native: InstanceType<typeof native.NativeIpv6Reassembler>;
+  /** `pushBatch`'s per-packet [status, value] pairs, grown as needed. */
+  #results = new Uint32Array(128);
 
   constructor(options: Ipv6ReassemblerOptions = {}) {
     const { maxBytes = DEFAULT_MAX_BYTES, maxFragments = DEFAULT_MAX_FRAGMENTS, timeoutMs = DEFAULT_TIMEOUT_MS, maxReports = 16 } = options;
@@ -314,6 +348,19 @@ export class Ipv6Reassembler {
       return whole;
     }
     return result === IPV6_NOT_FRAGMENT || result === IPV6_ATOMIC ? packet : undefined;
+  }
+
+  /**
+   * {@link push} for many packets with one crossing into Rust, with the arguments of
+   * {@link Reassembler.pushBatch} (`onMalformed` is not called: malformed IPv6 packets are only
+   * counted). Returns, per packet, what `push` would: the packet itself (a view of `data`) when
+   * it is not a fragment or is an atomic fragment, the reassembled packet (a Buffer of its own,
+   * or a view of `options.output`), or `undefined`. Reports queue as with `push`.
+   */
+  pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, options: PushBatchOptions = {}): Array<Uint8Array | undefined> {
+    const results = batchResults(this.#results, spans, options.count);
+    this.#results = results;
+    return pushBatchInto(this.#native, data, spans, nowMs, options, results, MIN_IPV6_PACKET, IPV6_NOT_FRAGMENT, IPV6_ATOMIC);
   }
 
   /**

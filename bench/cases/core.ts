@@ -257,23 +257,24 @@ const BATCH = 64;
  * until then); without it, each completed datagram gets a Buffer of its own, like the JS
  * reassembler's.
  */
-function batchedReassemblyCase(reuseOutput: boolean): BenchCase {
-  let reassembler: Reassembler | undefined;
+function batchedReassemblyCase(reuseOutput: boolean, family: 4 | 6 = 4): BenchCase {
+  let reassembler: Reassembler | Ipv6Reassembler | undefined;
   let data = Buffer.alloc(0);
   let spans = new Uint32Array(0);
   const output = reuseOutput ? Buffer.alloc(128 * 1024) : undefined;
   let count = 0;
   let cursor = 0;
+  const v6 = family === 6;
   return {
-    name: reuseOutput ? 'reassembly · napi, batched' : 'reassembly · napi, batched, own Buffers',
-    group: 'reassembly 64 KiB / MTU 1500',
+    name: `${v6 ? 'IPv6 ' : ''}reassembly · napi, batched${reuseOutput ? '' : ', own Buffers'}`,
+    group: v6 ? 'IPv6 reassembly 64 KiB / MTU 1500' : 'reassembly 64 KiB / MTU 1500',
     unit: 'fragments',
-    bytesPerOp: 65_515 / 45,
+    bytesPerOp: v6 ? 65_535 / 46 : 65_515 / 45,
     description: reuseOutput
       ? `Reassembler.pushBatch from 'morgana' (default limits, same stream), ${BATCH} contiguous fragments per call, datagrams written into one reused 128 KiB output`
       : `Reassembler.pushBatch from 'morgana' (default limits, same stream), ${BATCH} contiguous fragments per call, each datagram a new Buffer`,
     setup() {
-      const { originals, fragments } = fragmentStream();
+      const { originals, fragments } = v6 ? fragmentStream6() : fragmentStream();
       data = Buffer.concat(fragments);
       count = fragments.length;
       spans = new Uint32Array(2 * count);
@@ -283,7 +284,7 @@ function batchedReassemblyCase(reuseOutput: boolean): BenchCase {
         spans[2 * i + 1] = f.length;
         at += f.length;
       });
-      reassembler = new Reassembler();
+      reassembler = v6 ? new Ipv6Reassembler() : new Reassembler();
       // The whole stream in one call, checked datagram by datagram (a 128 KiB output holds two;
       // the rest get their own Buffers).
       const done = reassembler.pushBatch(data, spans, 0, { count, output }).filter((x) => x !== undefined);
@@ -337,6 +338,7 @@ export const cases: BenchCase[] = [
     },
     fragmentStream6,
   ),
+  batchedReassemblyCase(true, 6),
   fragmentCase(),
 ];
 

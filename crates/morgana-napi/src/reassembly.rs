@@ -44,6 +44,92 @@ fn config(max_bytes: u32, max_fragments: u32, timeout_ms: f64) -> ReassemblyConf
     }
 }
 
+/// What one packet of a batch came to: a completed packet of this length (held for `take`), or
+/// a status and the value that goes with it.
+enum Step {
+    Ready(usize),
+    Status(u32, u32),
+}
+
+/// A cache whose completed packet a batch writes out.
+trait TakeReady {
+    fn take_ready(&mut self, out: &mut [u8]) -> Option<usize>;
+}
+
+impl TakeReady for Reassembler {
+    fn take_ready(&mut self, out: &mut [u8]) -> Option<usize> {
+        Reassembler::take_ready(self, out)
+    }
+}
+
+impl TakeReady for Ipv6Reassembler {
+    fn take_ready(&mut self, out: &mut [u8]) -> Option<usize> {
+        Ipv6Reassembler::take_ready(self, out)
+    }
+}
+
+/// The arguments of a `push_batch` call (the same for IPv4 and IPv6).
+struct Batch<'a> {
+    data: &'a [u8],
+    spans: &'a [u32],
+    first: u32,
+    end: u32,
+    out: &'a mut [u8],
+    out_at: u32,
+    results: &'a mut [u32],
+}
+
+impl Batch<'_> {
+    /// Checks every span, then pushes the packets one by one with `push`, writing completed
+    /// packets into `out` (see `NativeReassembler::push_batch`).
+    fn run<C: TakeReady>(
+        self,
+        cache: &mut C,
+        mut push: impl FnMut(&mut C, &[u8]) -> Step,
+    ) -> napi::Result<u32> {
+        let Batch { data, spans, first, end, out, out_at, results } = self;
+        let (first, end) = (first as usize, end as usize);
+        if first > end || spans.len() < 2 * end || results.len() < 2 * end {
+            return Err(napi::Error::new(
+                napi::Status::InvalidArg,
+                format!("packets {first}..{end} need {} span and result entries", 2 * end),
+            ));
+        }
+        for i in first..end {
+            let (at, len) = (spans[2 * i] as usize, spans[2 * i + 1] as usize);
+            if at.checked_add(len).is_none_or(|stop| stop > data.len()) {
+                return Err(napi::Error::new(
+                    napi::Status::InvalidArg,
+                    format!("packet {i} ({len} bytes at {at}) lies outside the {}-byte data", data.len()),
+                ));
+            }
+        }
+        let mut cursor = (out_at as usize).next_multiple_of(OUT_ALIGN);
+        for i in first..end {
+            let at = spans[2 * i] as usize;
+            let packet = &data[at..at + spans[2 * i + 1] as usize];
+            let (status, value) = match push(cache, packet) {
+                Step::Ready(len) => match out.get_mut(cursor..).and_then(|room| cache.take_ready(room)) {
+                    Some(written) => {
+                        let place = cursor;
+                        cursor = (cursor + written).next_multiple_of(OUT_ALIGN);
+                        (len as u32, place as u32)
+                    }
+                    None => {
+                        results[2 * i] = len as u32;
+                        results[2 * i + 1] = NOT_WRITTEN;
+                        return Ok(i as u32 + 1);
+                    }
+                },
+                Step::Status(status, value) => (status, value),
+            };
+            results[2 * i] = status;
+            results[2 * i + 1] = value;
+        }
+        Ok(end as u32)
+    }
+}
+
 /// Counters of a reassembly cache (numbers, exact below 2^53).
 #[napi(object)]
 pub struct ReassemblyStats {
@@ -103,8 +189,8 @@ impl NativeReassembler {
     /// spans[2i+1]]`, for `i` from `first` to `end - 1`. For each, `results[2i]` gets what `push`
     /// returns, except that a packet that is not valid IPv4 gets 3 with its error's index in the
     /// error table at `results[2i+1]`; a completed datagram (from 20 up) is written into `out` at
-    /// `results[2i+1]` (from `out_at` on, at multiples of 8). When one does not fit, `results[2i+1]` is
-    /// `0xffffffff`, the datagram is held for `take`, and the call stops there: it returns the
+    /// `results[2i+1]` (from `out_at` on, at multiples of 8). When one does not fit, `results[2i+1]`
+    /// is `0xffffffff`, the datagram is held for `take`, and the call stops there: it returns the
     /// index after the last packet it took (`end` when it took them all). Throws, before taking
     /// any packet, when a span lies outside `data` or the arrays are too short.
     #[napi]
@@ -120,51 +206,15 @@ impl NativeReassembler {
         out_at: u32,
         #[napi(ts_arg_type = "Uint32Array")] results: U32sMut<'_>,
     ) -> napi::Result<u32> {
-        let (first, end) = (first as usize, end as usize);
-        if first > end || spans.len() < 2 * end || results.len() < 2 * end {
-            return Err(napi::Error::new(
-                napi::Status::InvalidArg,
-                format!("packets {first}..{end} need {} span and result entries", 2 * end),
-            ));
-        }
-        for i in first..end {
-            let (at, len) = (spans[2 * i] as usize, spans[2 * i + 1] as usize);
-            if at.checked_add(len).is_none_or(|stop| stop > data.len()) {
-                return Err(napi::Error::new(
-                    napi::Status::InvalidArg,
-                    format!("packet {i} ({len} bytes at {at}) lies outside the {}-byte data", data.len()),
-                ));
-            }
-        }
         let now = millis(now_ms);
-        let mut cursor = (out_at as usize).next_multiple_of(OUT_ALIGN);
-        for i in first..end {
-            let at = spans[2 * i] as usize;
-            let packet = &data[at..at + spans[2 * i + 1] as usize];
-            let (status, place) = match self.inner.push_ready(packet, now) {
-                Outcome::Ready(len) => {
-                    match out.get_mut(cursor..).and_then(|room| self.inner.take_ready(room)) {
-                        Some(written) => {
-                            let place = cursor;
-                            cursor = (cursor + written).next_multiple_of(OUT_ALIGN);
-                            (len as u32, place as u32)
-                        }
-                        None => {
-                            results[2 * i] = len as u32;
-                            results[2 * i + 1] = NOT_WRITTEN;
-                            return Ok(i as u32 + 1);
-                        }
-                    }
-                }
-                Outcome::NotFragment => (NOT_FRAGMENT, 0),
-                Outcome::Pending => (PENDING, 0),
-                Outcome::Dropped => (DROPPED, 0),
-                Outcome::Malformed(error) => (MALFORMED, (-failure(error.code()) - 1) as u32),
-            };
-            results[2 * i] = status;
-            results[2 * i + 1] = place;
-        }
-        Ok(end as u32)
+        let batch = Batch { data, spans, first, end, out, out_at, results };
+        batch.run(&mut self.inner, |inner, packet| match inner.push_ready(packet, now) {
+            Outcome::Ready(len) => Step::Ready(len),
+            Outcome::NotFragment => Step::Status(NOT_FRAGMENT, 0),
+            Outcome::Pending => Step::Status(PENDING, 0),
+            Outcome::Dropped => Step::Status(DROPPED, 0),
+            Outcome::Malformed(error) => Step::Status(MALFORMED, (-failure(error.code()) - 1) as u32),
+        })
     }
 
     /// Drops datagrams past their timeout; returns how many.
@@ -258,6 +308,34 @@ impl NativeIpv6Reassembler {
     #[napi]
     pub fn take(&mut self, #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>) -> u32 {
         self.inner.take_ready(out).map_or(0, |len| len as u32)
+    }
+
+    /// `push` for many packets in one call, with the arguments and results of
+    /// `NativeReassembler.pushBatch`; the statuses are those of `push` (completed packets from 40
+    /// up, written into `out`). Reports queue as with `push`.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_batch(
+        &mut self,
+        data: &[u8],
+        #[napi(ts_arg_type = "Uint32Array")] spans: U32sMut<'_>,
+        first: u32,
+        end: u32,
+        now_ms: f64,
+        #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
+        out_at: u32,
+        #[napi(ts_arg_type = "Uint32Array")] results: U32sMut<'_>,
+    ) -> napi::Result<u32> {
+        let now = millis(now_ms);
+        let batch = Batch { data, spans, first, end, out, out_at, results };
+        batch.run(&mut self.inner, |inner, packet| match inner.push_ready(packet, now) {
+            Ipv6Outcome::Ready(len) => Step::Ready(len),
+            Ipv6Outcome::NotFragment => Step::Status(NOT_FRAGMENT, 0),
+            Ipv6Outcome::Pending => Step::Status(PENDING, 0),
+            Ipv6Outcome::Dropped => Step::Status(DROPPED, 0),
+            Ipv6Outcome::Atomic => Step::Status(ATOMIC, 0),
+            Ipv6Outcome::ParameterProblem { .. } => Step::Status(PARAMETER_PROBLEM, 0),
+        })
     }
 
     /// Drops datagrams past their timeout (queueing Time Exceeded reports); returns how many.

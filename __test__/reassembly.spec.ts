@@ -204,6 +204,8 @@ test('pushBatch: spans outside the data and bad arguments throw before anything 
   t.throws(() => r.pushBatch(data, spans, 0), { code: 'ERR_OUT_OF_RANGE' });
   t.is(r.stats().fragments, 0, 'not even the first packet was taken');
   t.throws(() => r.pushBatch(data, spans, 0, { count: 3 }), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => r.pushBatch(data, spans, 0, { count: 1e12 }), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => r.pushBatch(data, spans, 0, { count: 'x' as unknown as number }), { code: 'ERR_INVALID_ARG_TYPE' });
   t.throws(() => r.pushBatch(data, [0, 1] as unknown as Uint32Array, 0), { code: 'ERR_INVALID_ARG_TYPE' });
   spans[3] = spans[3]! - 1;
   const done = r.pushBatch(data, spans, 0, { count: 2 });

@@ -98,10 +98,9 @@ interface NativeBatchCache {
   take(out: Uint8Array): number;
 }
 
-/** The per-packet [status, value] pairs of a batch: `current`, or a larger array when it is too short. */
-function batchResults(current: Uint32Array<ArrayBuffer>, spans: Uint32Array, count: number | undefined): Uint32Array<ArrayBuffer> {
-  const needed = 2 * (count ?? spans.length >>> 1);
-  return current.length >= needed ? current : new Uint32Array(needed);
+/** What a reassembler keeps between batches: the per-packet [status, value] pairs, grown as needed. */
+interface BatchState {
+  results: Uint32Array;
 }
 
 /**
@@ -116,7 +115,7 @@ function pushBatchInto(
   spans: Uint32Array,
   nowMs: number,
   options: PushBatchOptions,
-  results: Uint32Array,
+  state: BatchState,
   minPacket: number,
   passThrough: number,
   passThrough2 = passThrough,
@@ -131,6 +130,8 @@ function pushBatchInto(
       throw new OutOfRangeError(`packet ${i} (${spans[2 * i + 1]} bytes at ${spans[2 * i]}) lies outside the ${data.length}-byte data`);
     }
   }
+  if (state.results.length < 2 * count) state.results = new Uint32Array(2 * count);
+  const results = state.results;
   const target = output ?? NO_OUTPUT;
   const out = new Array<Uint8Array | undefined>(count);
   let outAt = 0;
@@ -172,8 +173,7 @@ export class Reassembler {
   readonly maxFragments: number;
   readonly timeoutMs: number;
   readonly #native: InstanceType<typeof native.NativeReassembler>;
-  /** `pushBatch`'s per-packet [status, place] pairs, grown as needed. */
-  #results = new Uint32Array(128);
+  readonly #batch: BatchState = { results: new Uint32Array(128) };
 
   constructor(options: ReassemblerOptions = {}) {
     const { maxBytes = DEFAULT_MAX_BYTES, maxFragments = DEFAULT_MAX_FRAGMENTS, timeoutMs = DEFAULT_TIMEOUT_MS } = options;
@@ -221,9 +221,7 @@ export class Reassembler {
    * the spans, and `ERR_INVALID_ARG_TYPE` for arguments of the wrong type.
    */
   pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, options: PushBatchOptions = {}): Array<Uint8Array | undefined> {
-    const results = batchResults(this.#results, spans, options.count);
-    this.#results = results;
-    return pushBatchInto(this.#native, data, spans, nowMs, options, results, MIN_DATAGRAM, NOT_FRAGMENT);
+    return pushBatchInto(this.#native, data, spans, nowMs, options, this.#batch, MIN_DATAGRAM, NOT_FRAGMENT);
   }
 
   /** Drops incomplete datagrams whose timeout has passed at `nowMs`; returns how many. */
@@ -314,8 +312,7 @@ export class Ipv6Reassembler {
   readonly timeoutMs: number;
   readonly maxReports: number;
   readonly #native: InstanceType<typeof native.NativeIpv6Reassembler>;
-  /** `pushBatch`'s per-packet [status, value] pairs, grown as needed. */
-  #results = new Uint32Array(128);
+  readonly #batch: BatchState = { results: new Uint32Array(128) };
 
   constructor(options: Ipv6ReassemblerOptions = {}) {
     const { maxBytes = DEFAULT_MAX_BYTES, maxFragments = DEFAULT_MAX_FRAGMENTS, timeoutMs = DEFAULT_TIMEOUT_MS, maxReports = 16 } = options;
@@ -358,9 +355,7 @@ export class Ipv6Reassembler {
    * or a view of `options.output`), or `undefined`. Reports queue as with `push`.
    */
   pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, options: PushBatchOptions = {}): Array<Uint8Array | undefined> {
-    const results = batchResults(this.#results, spans, options.count);
-    this.#results = results;
-    return pushBatchInto(this.#native, data, spans, nowMs, options, results, MIN_IPV6_PACKET, IPV6_NOT_FRAGMENT, IPV6_ATOMIC);
+    return pushBatchInto(this.#native, data, spans, nowMs, options, this.#batch, MIN_IPV6_PACKET, IPV6_NOT_FRAGMENT, IPV6_ATOMIC);
   }
 
   /**

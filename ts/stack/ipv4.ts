@@ -1,6 +1,6 @@
 /**
  * The IPv4 layer of a stack: addresses and routes, receive (validation in Rust, reassembly in
- * the Rust cache, dispatch by protocol), send (in-place assembly, fragmentation above the MTU,
+ * the Rust cache with a turn's fragments in one batch, dispatch by protocol), send (in-place assembly, fragmentation above the MTU,
  * ARP resolution) and, when enabled, forwarding between interfaces.
  * @module
  */

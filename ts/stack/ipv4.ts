@@ -126,6 +126,11 @@ interface QueuedFragment {
  * 64 packets.
  */
 const FRAGMENT_BATCH = 64;
+/**
+ * A staging buffer larger than this (64 fragments of more than 4 KiB: a link with a large MTU)
+ * is released after its batch rather than kept.
+ */
+const STAGING_KEEP = 256 * 1024;
 const MIN_HEADER = 20;
 const MAX_PACKET = 65_535;
 const LIMITED_BROADCAST = 0xffffffff;
@@ -461,6 +466,7 @@ export class Ipv4Layer {
       }
     }
     const done = this.reassembler.pushBatch(data, spans, this.#clock.now(), { count, onMalformed: this.#onMalformed });
+    if (this.#staging.length > STAGING_KEEP) this.#staging = Buffer.allocUnsafeSlow(0);
     for (let i = 0; i < count; i++) {
       const entry = batch[i]!;
       const whole = done[i];

@@ -341,6 +341,11 @@ interface QueuedFragment {
  * this many at a time (a TAP read delivers up to 64 frames); this bounds the staging buffer.
  */
 const FRAGMENT_BATCH = 64;
+/**
+ * A staging buffer larger than this (64 fragments of more than 4 KiB: a link with a large MTU)
+ * is released after its batch rather than kept.
+ */
+const STAGING_KEEP = 256 * 1024;
 
 /** Outcome of the options of one hop-by-hop or destination options header. */
 type OptionVerdict = undefined | { drop: string; pointer?: number; evenIfMulticast?: boolean };
@@ -939,6 +944,7 @@ export class Ipv6Layer {
       }
     }
     const done = this.reassembler.pushBatch(data, spans, this.#clock.now(), { count });
+    if (this.#staging.length > STAGING_KEEP) this.#staging = Buffer.allocUnsafeSlow(0);
     if (this.reassembler.pendingReports > 0) this.#sendReassemblyReports(oneInterface);
     for (let i = 0; i < count; i++) {
       const whole = done[i];

@@ -265,7 +265,15 @@ async function startUnikernel(): Promise<{ child: ChildProcess; site: string; da
         }).on('error', reject);
       });
     t.true((await fetchOnce()) > 0);
-    await page.waitForSelector('#connections tbody tr', { timeout: 15_000 });
+    // The first snapshot with the connection may show it still opening (SYN-SENT): wait for the state.
+    await page
+      .waitForFunction(
+        // Runs in the page (a string: this file is compiled without the DOM's types).
+        `[...document.querySelectorAll('#connections tbody tr')].some((tr) => tr.textContent.includes('ESTABLISHED') && tr.textContent.includes(':80'))`,
+        undefined,
+        { timeout: 15_000 },
+      )
+      .catch(() => {});
     const rows = await page.$$eval('#connections tbody tr', (trs) => trs.map((tr) => tr.textContent));
     t.true(rows.some((r) => r!.includes('ESTABLISHED') && r!.includes(':80')), rows.join('\n'));
     // A transfer: the unikernel interface's chart records more bytes, and a non-zero rate.

@@ -324,7 +324,7 @@ function batchedReassemblyCase(reuseOutput: boolean, family: 4 | 6 = 4): BenchCa
     bytesPerOp: v6 ? 65_535 / 46 : 65_515 / 45,
     description: reuseOutput
       ? `Reassembler.pushBatch from 'morgana' (default limits, same stream), ${BATCH} contiguous fragments per call, datagrams written into one reused 128 KiB output`
-      : `Reassembler.pushBatch from 'morgana' (default limits, same stream), ${BATCH} contiguous fragments per call, each datagram a new Buffer`,
+      : `Reassembler.pushBatch from 'morgana' (default limits, same stream), ${BATCH} contiguous fragments per call, each datagram a new Buffer (fresh memory: like the JS baseline's, its page faults can dominate)`,
     setup() {
       const { originals, fragments } = v6 ? fragmentStream6() : fragmentStream();
       data = Buffer.concat(fragments);

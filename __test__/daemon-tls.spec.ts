@@ -7,7 +7,7 @@
  */
 import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -146,8 +146,25 @@ serial('admin may deploy, read-only may look but not deploy, a confined admin se
   const confined = await code(daemonRequest(carol, { cmd: 'stop', name: 'zeta:db' }));
   t.regex(confined.message, /'carol' is confined to 'acme:' and may not stop 'zeta:db'/);
   await daemonRequest(carol, { cmd: 'stop', name: 'acme:web' });
+  // Remote admins and the host (issue 18): a forward on 0.0.0.0 or a low port, or a pcap outside
+  // the daemon's files directories, is refused; a confined admin cannot widen the forward policy
+  // for a path of its own.
+  const userNet = (extra: object) => ({ image: '/nonexistent/web.spt', name: 'acme:web2', userNets: [{ name: 'service0', ...extra }] });
+  const anyAddress = await code(daemonRequest(carol, { cmd: 'deploy', options: userNet({ forwards: [{ protocol: 'tcp', hostAddress: '0.0.0.0', hostPort: 8080, guestPort: 80 }] }) }));
+  t.is(anyAddress.code, 'ERR_DAEMON_POLICY');
+  t.regex(anyAddress.message, /host address 0\.0\.0\.0 not allowed \(allowed forwardAddresses 127\.0\.0\.1,::1\)/);
+  const lowPort = await code(daemonRequest(alice, { cmd: 'deploy', options: userNet({ forwards: [{ protocol: 'udp', hostAddress: '127.0.0.1', hostPort: 53, guestPort: 53 }] }) }));
+  t.regex(lowPort.message, /host port 53 not allowed \(allowed forwardPorts 1024-65535\)/);
+  const widen = await code(daemonRequest(carol, { cmd: 'policy-set', path: 'acme:team', policy: { forwardAddresses: ['0.0.0.0'] } }));
+  t.is(widen.code, 'ERR_DAEMON_POLICY');
+  t.regex(widen.message, /forwardAddresses 0\.0\.0\.0 not allowed by the daemon's default/);
+  const pcap = await code(daemonRequest(alice, { cmd: 'deploy', options: userNet({ pcap: '/etc/morgana-test.pcap' }) }));
+  t.is(pcap.code, 'ERR_DAEMON_PATH');
+  t.false(existsSync('/etc/morgana-test.pcap'));
 
   const ev = await events();
+  t.true(ev.some((e) => e.type === 'refused' && e.reason === 'policy' && e.name === 'acme:web2' && e.by === 'carol'));
+  t.true(ev.some((e) => e.type === 'refused' && e.reason === 'path' && e.name === 'acme:web2' && e.by === 'alice'));
   t.true(ev.some((e) => e.type === 'created' && e.name === 'acme:web' && e.by === 'alice'));
   t.true(ev.some((e) => e.type === 'forbidden' && e.by === 'bob' && e.reason === 'run'));
   t.true(ev.some((e) => e.type === 'destroyed' && e.name === 'acme:web' && e.by === 'carol'));

@@ -80,6 +80,9 @@ test.serial('forward policies: defaults refuse 0.0.0.0 and low ports, a policy w
   // A parent may not be narrowed below an existing child's.
   t.regex(await codeAndMessage(set('acme', { forwardAddresses: ['0.0.0.0'], forwardPorts: [[1024, 65535]], maxForwards: 2 })), /the existing policy of 'acme:team' would exceed it \(forwardPorts 80 not allowed by the policy of 'acme' \(1024-65535\)\)/);
   t.deepEqual((await daemonRequest(d.dir, { cmd: 'policy-list' })).policies, { acme, 'acme:team': { forwardPorts: [[80, 80]], maxForwards: 1 } });
+  // Nor removed while a child relies on it for what it widens (it would fall back to the default).
+  t.regex(await codeAndMessage(daemonRequest(d.dir, { cmd: 'policy-remove', path: 'acme' })), /^ERR_DAEMON_POLICY: removing the policy of 'acme' refused: the policy of 'acme:team' would then be wider than what applies above it \(forwardPorts 80 not allowed by the daemon's default \(1024-65535\)\); remove or narrow it first$/);
+  t.deepEqual(Object.keys((await daemonRequest(d.dir, { cmd: 'policy-list' })).policies as object), ['acme', 'acme:team']);
   // Malformed fields are refused as such.
   t.regex(await codeAndMessage(set('acme:x', { forwardAddresses: ['localhost'] })), /^ERR_DAEMON_BAD_POLICY: forwardAddresses must be a list of IP addresses$/);
   t.regex(await codeAndMessage(set('acme:x', { forwardPorts: [[0, 80]] })), /^ERR_DAEMON_BAD_POLICY: forwardPorts must be a list of \[from, to\] port ranges/);

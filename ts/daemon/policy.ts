@@ -311,9 +311,22 @@ export class PolicyStore {
     }
   }
 
-  /** Removes the policy of `path`; false when there was none. */
+  /** Removes the policy of `path`; false when there was none. Throws `ERR_DAEMON_POLICY` when a descendant's forward fields would then widen what applies above it. */
   remove(path: string): boolean {
-    return this.#policies.delete(path);
+    const removed = this.#policies.get(path);
+    if (!removed) return false;
+    // Without it, its children's forward fields fall back to what applies above it: they may not
+    // then be wider (removing a policy that widened the defaults does not leave its children wide).
+    this.#policies.delete(path);
+    for (const [other, op] of this.#policies) {
+      if (!other.startsWith(`${path}:`)) continue;
+      const why = widensForwards(op, this.forwardLimits(other));
+      if (why) {
+        this.#policies.set(path, removed);
+        refuse(`removing the policy of '${path}' refused: the policy of '${other}' would then be wider than what applies above it (${why}); remove or narrow it first`);
+      }
+    }
+    return true;
   }
 
   /**

@@ -933,7 +933,14 @@ export class Solo5Daemon {
         }
       }
       case 'policy-remove': {
-        if (!this.#policies.remove(String(req.path))) throw new MorganaError('ERR_DAEMON_UNKNOWN', `no policy for '${String(req.path)}'`);
+        let removed: boolean;
+        try {
+          removed = this.#policies.remove(String(req.path));
+        } catch (error) {
+          this.#events.add('refused', { name: String(req.path), reason: 'policy', message: (error as Error).message, by: caller.identity });
+          throw error;
+        }
+        if (!removed) throw new MorganaError('ERR_DAEMON_UNKNOWN', `no policy for '${String(req.path)}'`);
         await this.#savePolicies();
         this.#events.add('policy-removed', { name: String(req.path), by: caller.identity });
         return {};

@@ -86,6 +86,10 @@ test.serial('forward policies: defaults refuse 0.0.0.0 and low ports, a policy w
   // Malformed fields are refused as such.
   t.regex(await codeAndMessage(set('acme:x', { forwardAddresses: ['localhost'] })), /^ERR_DAEMON_BAD_POLICY: forwardAddresses must be a list of IP addresses$/);
   t.regex(await codeAndMessage(set('acme:x', { forwardPorts: [[0, 80]] })), /^ERR_DAEMON_BAD_POLICY: forwardPorts must be a list of \[from, to\] port ranges/);
+  // ... and by the CLI before it asks the daemon.
+  const badRange = await morgana(['daemon', 'policy', 'set', 'acme:x', '--forward-ports', '80,90-85', '--dir', d.dir]);
+  t.is(badRange.status, 64);
+  t.regex(badRange.stderr, /--forward-ports must be ports or ranges from 1 to 65535 such as 80,1024-65535, got '90-85'/);
 
   // Every refusal is in the event log.
   const events = d.events.list().filter((e: DaemonEvent) => e.type === 'refused' && e.reason === 'policy');
@@ -107,6 +111,7 @@ test.serial('client paths: pcap and block files outside the files directories, w
   const files = path.join(d.dir, 'files');
   t.is(statSync(files).mode & 0o777, 0o700);
   t.deepEqual(d.filesDirs, [files, extra]);
+  t.deepEqual((await daemonRequest(d.dir, { cmd: 'status' })).filesDirs, [files, extra]);
   const outside = path.join(dir, 'outside');
   mkdirSync(outside);
   const pcap = (file: string) => daemonRequest(d.dir, { cmd: 'deploy', options: { image: '/nonexistent/web.spt', name: 'web', userNets: [{ name: 'service0', pcap: file }] } });

@@ -63,9 +63,9 @@ asNobody("iperf3 -c --vnet against Morgana's own iperf3 -s --vnet: TCP both ways
   }
 });
 
-(canDropPrivileges && hasIperf3 ? test.serial : test.skip)("iperf3 -c --vnet measures Debian's iperf3 -s on 127.0.0.1 through the gateway: TCP forward and -R, UDP -R", async (t) => {
+(canDropPrivileges && hasIperf3 ? test.serial : test.skip)("iperf3 -c --vnet measures Debian's iperf3 -s on 127.0.0.1 through the gateway: TCP and UDP, forward and -R", async (t) => {
   const copy = readableCopy();
-  for (const extra of [['-t', '2'], ['-t', '2', '-R'], ['-t', '2', '-u', '-b', '20M', '-l', '1400', '-R']]) {
+  for (const extra of [['-t', '2'], ['-t', '2', '-R'], ['-t', '2', '-u', '-b', '20M', '-l', '1400'], ['-t', '2', '-u', '-b', '20M', '-l', '1400', '-R']]) {
     const port = await freePort();
     const kernel = spawn('iperf3', ['-s', '-1', '--forceflush', '-B', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<number | null>((resolve) => kernel.on('exit', resolve));

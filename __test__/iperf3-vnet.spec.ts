@@ -67,7 +67,8 @@ asNobody("iperf3 -c --vnet against Morgana's own iperf3 -s --vnet: TCP both ways
   const copy = readableCopy();
   for (const extra of [['-t', '2'], ['-t', '2', '-R'], ['-t', '2', '-u', '-b', '20M', '-l', '1400'], ['-t', '2', '-u', '-b', '20M', '-l', '1400', '-R']]) {
     const port = await freePort();
-    const kernel = spawn('iperf3', ['-s', '-1', '--forceflush', '-B', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Bounded by `timeout`: a worker that dies (an ava timeout) leaves no server behind for long.
+    const kernel = spawn('timeout', ['120', 'iperf3', '-s', '-1', '--forceflush', '-B', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<number | null>((resolve) => kernel.on('exit', resolve));
     try {
       await new Promise<void>((resolve, reject) => {

@@ -83,7 +83,7 @@ asNobody("iperf3 -c --vnet against Morgana's own iperf3 -s --vnet: TCP both ways
       // The kernel's server ran the one test and exits cleanly.
       t.is(await exited, 0);
     } finally {
-      kernel.kill('SIGKILL');
+      kernel.kill('SIGTERM'); // timeout passes it on to iperf3 (a SIGKILL would orphan it)
     }
   }
 });

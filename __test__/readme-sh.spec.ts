@@ -115,6 +115,24 @@ function startBlock(ns: Netns, code: string, cwd: string, env: NodeJS.ProcessEnv
   return { child, output: () => output, exited };
 }
 
+/** Kills what a block started (its whole process group), if anything of it is left. */
+function killGroup(block: ReturnType<typeof startBlock>): void {
+  try {
+    process.kill(-block.child.pid!, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+/** Runs a block to completion (180 s at most); resolves with its exit code. */
+async function runBlock(block: ReturnType<typeof startBlock>, where: string): Promise<number | null> {
+  try {
+    return await within(block.exited, 180_000, () => `${where} still running after 180 s:\n${block.output()}`);
+  } finally {
+    killGroup(block);
+  }
+}
+
 async function within<T>(promise: Promise<T>, ms: number, what: () => string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -153,7 +171,7 @@ const runnable = !kernelTestsUnavailable();
     }
     if (mode.kind === 'run') {
       const block = startBlock(ns, code, dir, env);
-      const exit = await within(block.exited, 180_000, () => `${where} still running after 180 s:\n${block.output()}`);
+      const exit = await runBlock(block, where);
       t.is(exit, 0, `${where} exited ${exit}:\n${block.output()}`);
       ran.push(where);
       continue;
@@ -169,7 +187,7 @@ const runnable = !kernelTestsUnavailable();
       } else {
         const next = blocks[++i]!;
         const check = startBlock(ns, next.code, dir, env);
-        const exit = await within(check.exited, 180_000, () => `README.md:${next.line} still running after 180 s:\n${check.output()}`);
+        const exit = await runBlock(check, `README.md:${next.line}`);
         t.is(exit, 0, `README.md:${next.line} (while ${where} serves) exited ${exit}:\n${check.output()}`);
         ran.push(`README.md:${next.line}`);
       }
@@ -179,11 +197,7 @@ const runnable = !kernelTestsUnavailable();
       t.true(exit === 0 || exit === 130, `${where} exited ${exit} on SIGINT:\n${server.output()}`);
       ran.push(where);
     } finally {
-      try {
-        process.kill(-server.child.pid!, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      killGroup(server);
     }
   }
   t.log(`ran ${ran.join(', ')}`);

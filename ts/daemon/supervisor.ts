@@ -1100,7 +1100,7 @@ export class Solo5Daemon {
           { labels: { ...at, protocol: 'udp', reason: 'limit_or_policy' }, value: g.refused.udp },
           { labels: { ...at, protocol: 'tcp', reason: 'host_refused' }, value: g.refused.hostRefusedTcp },
         );
-        gwDropped.samples.push({ labels: { ...at, reason: 'oversized_udp' }, value: g.dropped.oversizedUdp }, { labels: { ...at, reason: 'no_link' }, value: g.dropped.noLink });
+        gwDropped.samples.push({ labels: { ...at, reason: 'oversized_udp' }, value: g.dropped.oversizedUdp }, { labels: { ...at, reason: 'no_link' }, value: g.dropped.noLink }, { labels: { ...at, reason: 'no_guest_mac' }, value: g.dropped.noGuestMac });
       }
     }
     const conns = fam('morgana_daemon_control_connections', 'counter', 'Control connections accepted.');

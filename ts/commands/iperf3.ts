@@ -16,11 +16,10 @@ import {
 } from '../apps/iperf3.js';
 import type { Command } from './command.js';
 import { EXIT_USAGE } from './command.js';
-import { openTap } from '../net/tap.js';
 import { VirtualSwitch } from '../net/vswitch.js';
 import { type Stack, createStack, parseCidr } from '../stack/index.js';
 import { parseIpv4Address } from '../address.js';
-import { VNET_PORT_OFFLOADS } from '../config/devices.js';
+import { VNET_PORT_OFFLOADS, describeTapOffloads, openTapNet } from '../config/devices.js';
 import { DEFAULT_VNET_MTU } from '../config/targets.js';
 import { type Running, vnetForwards, vnetGateway } from '../config/vnet-gateway.js';
 
@@ -39,6 +38,8 @@ const USAGE = `morgana iperf3 (-s | -c HOST) --tap NAME --ipv4 ADDR/PREFIX [opti
   --netns NS            network namespace to create the TAP device in
   --ipv4 ADDR/PREFIX    the stack's address, e.g. 10.0.0.2/24
   --gateway ADDR        default gateway
+  --no-offload          open the TAP without the kernel's checksum and TCP segmentation
+                        offloads (plain 1514-byte frames both ways)
   --vnet                with -s, no root: serve on ${VNET_GUEST} on an in-process virtual network,
                         reached through 127.0.0.1:PORT (TCP and UDP) forwarded by its gateway
                         (-p 0 picks a free host port; the chosen one is printed; for -u
@@ -207,6 +208,7 @@ export const iperf3: Command = {
           netns: { type: 'string' },
           ipv4: { type: 'string' },
           gateway: { type: 'string' },
+          'no-offload': { type: 'boolean' },
           vnet: { type: 'boolean' },
           port: { type: 'string', short: 'p', default: '5201' },
           interval: { type: 'string', short: 'i', default: '1' },
@@ -237,8 +239,8 @@ export const iperf3: Command = {
     if (server === (host !== undefined)) return usage('give exactly one of -s or -c HOST');
     const vnet = values.vnet === true;
     if (vnet && !server) return usage('--vnet serves only (-s): a client on the virtual network has no way out to the host');
-    if (vnet && (values.tap !== undefined || values.netns !== undefined || values.ipv4 !== undefined || values.gateway !== undefined)) {
-      return usage('--vnet takes no --tap, --netns, --ipv4 or --gateway (the virtual network is addressed 10.0.0.0/24)');
+    if (vnet && (values.tap !== undefined || values.netns !== undefined || values.ipv4 !== undefined || values.gateway !== undefined || values['no-offload'] !== undefined)) {
+      return usage('--vnet takes no --tap, --netns, --ipv4, --gateway or --no-offload (the virtual network is addressed 10.0.0.0/24)');
     }
     if (!vnet && (typeof values.tap !== 'string' || typeof values.ipv4 !== 'string')) return usage('--tap NAME and --ipv4 ADDR/PREFIX are required (or -s --vnet, without root)');
     const text = (name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
@@ -309,7 +311,8 @@ export const iperf3: Command = {
       } catch (error) {
         return usage((error as Error).message);
       }
-      const tap = await openTap({ name: values.tap, ...(typeof values.netns === 'string' ? { netns: values.netns } : {}) });
+      // With the kernel's offloads unless --no-offload: TCP super-frames out, GRO'd frames in.
+      const tap = await openTapNet({ name: values.tap, offload: values['no-offload'] !== true, ...(typeof values.netns === 'string' ? { netns: values.netns } : {}) });
       try {
         stack = await createStack({
           net: tap,
@@ -320,7 +323,7 @@ export const iperf3: Command = {
         await tap.close();
         throw error;
       }
-      where = `${values.ipv4.split('/')[0]} port ${port} (TAP ${values.tap})`;
+      where = `${values.ipv4.split('/')[0]} port ${port} (${describeTapOffloads(tap, values['no-offload'] !== true)})`;
     }
     const json = values.json === true;
     const out = (s: string): void => void process.stdout.write(s);

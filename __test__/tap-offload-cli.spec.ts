@@ -246,7 +246,7 @@ kernelTest(test, 'morgana iperf3 over a TAP made by ip tuntap: offloads by defau
     const kernel = ns.spawn('iperf3', ['-s', '-1', '-B', KERNEL]);
     await waitListening(ns, `${KERNEL}:5201`);
     const before = await linkPackets(ns, 'mtapc1');
-    const sent = await morganaIperf3(['-c', KERNEL, '-t', '2', '-J', '--tap', 'mtapc1', '--netns', ns.name, '--ipv4', `${MORGANA}/24`]);
+    const sent = await morganaIperf3(['-c', KERNEL, '-t', '2', '-J', '-w', '1M', '--tap', 'mtapc1', '--netns', ns.name, '--ipv4', `${MORGANA}/24`]);
     kernel.kill();
     t.is(sent.code, 0, sent.stderr);
     const result = JSON.parse(sent.stdout) as Iperf3Result;
@@ -262,10 +262,15 @@ kernelTest(test, 'morgana iperf3 over a TAP made by ip tuntap: offloads by defau
   });
 }, ['iperf3']);
 
-test('morgana iperf3 and start: --no-offload is refused where there is no TAP', async (t) => {
+test('morgana iperf3 and start: --no-offload is refused where there is no TAP; -w takes 1K to 1G', async (t) => {
   const iperf = await morganaIperf3(['-s', '--vnet', '--no-offload']);
   t.is(iperf.code, 64);
   t.regex(iperf.stderr, /--vnet takes no .*--no-offload/);
+  for (const w of ['100', '2G', 'lots']) {
+    const bad = await morganaIperf3(['-s', '--vnet', '-w', w]);
+    t.is(bad.code, 64, w);
+    t.regex(bad.stderr, new RegExp(`bad window ${w} \\(1K to 1G\\)`));
+  }
   const child = spawn(process.execPath, [CLI, 'start', '--no-offload'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));

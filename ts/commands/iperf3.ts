@@ -7,6 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import {
+  IPERF3_DEFAULT_WINDOW,
   type Iperf3Interval,
   type Iperf3IntervalSum,
   type Iperf3Result,
@@ -48,6 +49,8 @@ const USAGE = `morgana iperf3 (-s | -c HOST) --tap NAME --ipv4 ADDR/PREFIX [opti
   -p, --port PORT       server port (default 5201; with --vnet, the forwarded host port)
   -i, --interval SECS   seconds between interval reports (default 1; 0 for none)
   -J, --json            print the result as JSON (iperf3 -J shape)
+  -w, --window N[KMG]   TCP send and receive buffer per connection (default 4M, the most Linux's
+                        autotuning gives a socket; Morgana's TCP does not autotune)
  client only:
   -u, --udp             UDP streams instead of TCP
   -b, --bitrate N[KMG]  target bits/sec per stream (UDP default 1M; TCP default unlimited; 0 = unlimited)
@@ -213,6 +216,7 @@ export const iperf3: Command = {
           port: { type: 'string', short: 'p', default: '5201' },
           interval: { type: 'string', short: 'i', default: '1' },
           json: { type: 'boolean', short: 'J' },
+          window: { type: 'string', short: 'w' },
           udp: { type: 'boolean', short: 'u' },
           bitrate: { type: 'string', short: 'b' },
           time: { type: 'string', short: 't' },
@@ -265,6 +269,9 @@ export const iperf3: Command = {
       return usage(`bad block size ${String(values.length)}`);
     }
     if (bitrate !== undefined && !Number.isSafeInteger(bitrate)) return usage(`bad bitrate ${String(values.bitrate)}`);
+    const window = text('window') === undefined ? IPERF3_DEFAULT_WINDOW : parseSize(text('window')!);
+    if (!Number.isInteger(window) || window < 1024 || window > 1 << 30) return usage(`bad window ${String(values.window)} (1K to 1G)`);
+    const buffers = { sendBuffer: window, recvBuffer: window };
     if (values.reverse === true && values.bidir === true) return usage('-R and --bidir exclude each other');
 
     // Addresses are checked before the TAP device is opened: an error after it would leave its
@@ -280,7 +287,7 @@ export const iperf3: Command = {
       const gw = await vnetGateway(sw, { dhcp: false, ipv4: VNET_GUEST, gateway: undefined, ipv6: false, ipv6Only: false, ipv6Address: undefined, gateway6: undefined });
       gateway = gw;
       try {
-        stack = await createStack({ net: sw.connect({ offloads: VNET_PORT_OFFLOADS }), ipv4: VNET_GUEST, gateway: '10.0.0.1' });
+        stack = await createStack({ net: sw.connect({ offloads: VNET_PORT_OFFLOADS }), ipv4: VNET_GUEST, gateway: '10.0.0.1', tcp: buffers });
       } catch (error) {
         await gw.stop();
         throw error;
@@ -317,6 +324,7 @@ export const iperf3: Command = {
         stack = await createStack({
           net: tap,
           ipv4: values.ipv4,
+          tcp: buffers,
           ...(typeof values.gateway === 'string' ? { gateway: values.gateway } : {}),
         });
       } catch (error) {

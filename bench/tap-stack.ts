@@ -2,8 +2,9 @@
  * A Morgana stack on a TAP device inside a network namespace the benchmark creates (and
  * deletes), facing the kernel's own stack there: the kernel side of the link is `10.89.<subnet>.1`,
  * the Morgana stack `10.89.<subnet>.2`. Kernel-side peers (wrk, iperf3, a Node process) run in
- * the namespace with `ns.spawn` / `ns.exec`; no traffic leaves the namespace. Shared by the case
- * modules that measure Morgana against the kernel; needs root (see `kernelTestsUnavailable`).
+ * the namespace with `ns.spawn` / `ns.exec`; no traffic leaves the namespace. The TAP has the
+ * kernel's offloads, as `unix --net direct` opens it. Shared by the case modules that measure
+ * Morgana against the kernel; needs root (see `kernelTestsUnavailable`).
  * @module
  */
 import type { ChildProcess } from 'node:child_process';

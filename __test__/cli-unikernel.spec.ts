@@ -183,6 +183,7 @@ test('query packages, devices and keys', async (t) => {
       ['timeout', 'duration', '1s'],
       ['size', 'int', '56'],
       ['interface', 'string', 'tap0'],
+      ['tap-offload', 'bool', 'true'],
       ['ipv4', 'ipv4', '10.0.0.2/24'],
       ['ipv4-gateway', 'ipv4Address', null],
       ['ipv6', 'ipv6', null],

@@ -34,11 +34,11 @@ asNobody('the default target runs for an unprivileged user: configure, build and
   const ran = await morganaAsNobody(copy, ['run', '--', '10.0.0.1', '--count=1', '--interval=10ms'], { cwd: dir });
   t.is(ran.code, 0, ran.stderr);
   t.regex(ran.stdout, /64 bytes from 10\.0\.0\.1: icmp_seq=1/);
-  // The TAP-only --interface key is neither listed nor accepted on vnet.
+  // The TAP-only --interface and --tap-offload keys are neither listed nor accepted on vnet.
   const help = await morganaAsNobody(copy, ['run', '--', '--help'], { cwd: dir });
   t.is(help.code, 63);
   t.regex(help.stdout, /--count/);
-  t.notRegex(help.stdout, /--interface/);
+  t.notRegex(help.stdout, /--interface|--tap-offload/);
   const refused = await morganaAsNobody(copy, ['run', '--', '--interface=tap1', '10.0.0.1'], { cwd: dir });
   t.is(refused.code, 64, refused.stderr);
 });
@@ -59,9 +59,10 @@ asNobody('the default target runs for an unprivileged user: configure, build and
   t.is(r.code, 1, r.stderr);
   t.regex(r.stderr, /CAP_NET_ADMIN/);
   t.regex(r.stderr, /without root, configure -t vnet .* or -t unix --net socket/);
-  // On unix --net direct, --interface is a runtime key.
+  // On unix --net direct, --interface and --tap-offload are runtime keys.
   const help = await morganaAsNobody(copy, ['run', '-f', join(dir, 'config.ts'), '--', '--help']);
   t.regex(help.stdout, /--interface/);
+  t.regex(help.stdout, /--tap-offload/);
 });
 
 test('the top-level help groups Solo5 commands apart from the unikernel commands, and lists every command', async (t) => {

@@ -412,6 +412,7 @@ test('morgana configure refuses conflicting stack keys and bad IPv6 values (exit
     keys.map((k) => [k.name, k.type, k.default]),
     [
       ['interface', 'string', 'tap0'],
+      ['tap-offload', 'bool', 'true'],
       ['ipv4', 'ipv4', '10.0.0.2/24'],
       ['ipv4-gateway', 'ipv4Address', null],
       ['ipv6', 'ipv6', null],

@@ -76,6 +76,7 @@ test("the stack's keys: MirageOS names, types and defaults (dual-stack unless to
   const rows = Object.values(k as Record<string, config.Key<unknown>>).map((x) => [x.name, x.type, x.default === undefined ? null : x.format(x.default)]);
   t.deepEqual(rows, [
     ['interface', 'string', 'tap0'],
+    ['tap-offload', 'bool', 'true'],
     ['ipv4', 'ipv4', '10.0.0.2/24'],
     ['ipv4-gateway', 'ipv4Address', null],
     ['ipv6', 'ipv6', null],

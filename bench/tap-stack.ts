@@ -2,12 +2,13 @@
  * A Morgana stack on a TAP device inside a network namespace the benchmark creates (and
  * deletes), facing the kernel's own stack there: the kernel side of the link is `10.89.<subnet>.1`,
  * the Morgana stack `10.89.<subnet>.2`. Kernel-side peers (wrk, iperf3, a Node process) run in
- * the namespace with `ns.spawn` / `ns.exec`; no traffic leaves the namespace. Shared by the case
- * modules that measure Morgana against the kernel; needs root (see `kernelTestsUnavailable`).
+ * the namespace with `ns.spawn` / `ns.exec`; no traffic leaves the namespace. The TAP has the
+ * kernel's offloads, as `unix --net direct` opens it. Shared by the case modules that measure
+ * Morgana against the kernel; needs root (see `kernelTestsUnavailable`).
  * @module
  */
 import type { ChildProcess } from 'node:child_process';
-import { type Stack, type StackOptions, createStack, openTap } from '../ts/index.js';
+import { type Stack, type StackOptions, createStack, openTap, tapNetDevice } from '../ts/index.js';
 import { type Netns, createNetns } from '../__test__/helpers/netns.js';
 
 /** A stack on a TAP device in a fresh namespace. */
@@ -30,7 +31,9 @@ export async function tapStack(subnet: number, tcp?: StackOptions['tcp']): Promi
   const stackAddress = `10.89.${subnet}.2`;
   let stack: Stack | undefined;
   try {
-    const tap = await openTap({ name, netns: ns.name });
+    // With the kernel's offloads, as `unix --net direct` opens it: TSO super-frames out, GRO'd
+    // frames with partial checksums in (a plain TAP when the kernel refuses the header).
+    const tap = tapNetDevice(await openTap({ name, netns: ns.name, vnetHdr: true }));
     await ns.ip('addr', 'add', `${kernelAddress}/24`, 'dev', name);
     await ns.ip('link', 'set', name, 'up');
     stack = await createStack({ net: tap, ipv4: `${stackAddress}/24`, ...(tcp && { tcp }) });

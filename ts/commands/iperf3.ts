@@ -8,6 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import {
+  IPERF3_DEFAULT_WINDOW,
   type Iperf3Interval,
   type Iperf3IntervalSum,
   type Iperf3Result,
@@ -17,11 +18,10 @@ import {
 } from '../apps/iperf3.js';
 import type { Command } from './command.js';
 import { EXIT_USAGE } from './command.js';
-import { openTap } from '../net/tap.js';
 import { VirtualSwitch } from '../net/vswitch.js';
 import { type Stack, createStack, parseCidr } from '../stack/index.js';
 import { parseIpv4Address } from '../address.js';
-import { VNET_PORT_OFFLOADS } from '../config/devices.js';
+import { VNET_PORT_OFFLOADS, describeTapOffloads, openTapNet } from '../config/devices.js';
 import { DEFAULT_VNET_MTU } from '../config/targets.js';
 import { type Running, vnetForwards, vnetGateway } from '../config/vnet-gateway.js';
 import { relayOutbound } from './vnet-outbound.js';
@@ -44,6 +44,8 @@ const USAGE = `morgana iperf3 (-s | -c HOST) --tap NAME --ipv4 ADDR/PREFIX [opti
   --netns NS            network namespace to create the TAP device in
   --ipv4 ADDR/PREFIX    the stack's address, e.g. 10.0.0.2/24
   --gateway ADDR        default gateway
+  --no-offload          open the TAP without the kernel's checksum and TCP segmentation
+                        offloads (plain 1514-byte frames both ways)
   --vnet                no root: the stack is ${VNET_GUEST} on an in-process virtual network
                         behind a gateway at ${VNET_GATEWAY}. With -s, served through
                         127.0.0.1:PORT (TCP and UDP) forwarded by the gateway (-p 0 picks a
@@ -54,6 +56,8 @@ const USAGE = `morgana iperf3 (-s | -c HOST) --tap NAME --ipv4 ADDR/PREFIX [opti
   -p, --port PORT       server port (default 5201; with --vnet, the forwarded host port)
   -i, --interval SECS   seconds between interval reports (default 1; 0 for none)
   -J, --json            print the result as JSON (iperf3 -J shape)
+  -w, --window N[KMG]   TCP send and receive buffer per connection (default 4M, the most Linux's
+                        autotuning gives a socket; Morgana's TCP does not autotune)
  client only:
   -u, --udp             UDP streams instead of TCP
   -b, --bitrate N[KMG]  target bits/sec per stream (UDP default 1M; TCP default unlimited; 0 = unlimited)
@@ -214,10 +218,12 @@ export const iperf3: Command = {
           netns: { type: 'string' },
           ipv4: { type: 'string' },
           gateway: { type: 'string' },
+          'no-offload': { type: 'boolean' },
           vnet: { type: 'boolean' },
           port: { type: 'string', short: 'p', default: '5201' },
           interval: { type: 'string', short: 'i', default: '1' },
           json: { type: 'boolean', short: 'J' },
+          window: { type: 'string', short: 'w' },
           udp: { type: 'boolean', short: 'u' },
           bitrate: { type: 'string', short: 'b' },
           time: { type: 'string', short: 't' },
@@ -243,8 +249,8 @@ export const iperf3: Command = {
     const host = typeof values.client === 'string' ? values.client : undefined;
     if (server === (host !== undefined)) return usage('give exactly one of -s or -c HOST');
     const vnet = values.vnet === true;
-    if (vnet && (values.tap !== undefined || values.netns !== undefined || values.ipv4 !== undefined || values.gateway !== undefined)) {
-      return usage('--vnet takes no --tap, --netns, --ipv4 or --gateway (the virtual network is addressed 10.0.0.0/24)');
+    if (vnet && (values.tap !== undefined || values.netns !== undefined || values.ipv4 !== undefined || values.gateway !== undefined || values['no-offload'] !== undefined)) {
+      return usage('--vnet takes no --tap, --netns, --ipv4, --gateway or --no-offload (the virtual network is addressed 10.0.0.0/24)');
     }
     if (!vnet && (typeof values.tap !== 'string' || typeof values.ipv4 !== 'string')) return usage('--tap NAME and --ipv4 ADDR/PREFIX are required (or --vnet, without root)');
     const text = (name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
@@ -269,6 +275,9 @@ export const iperf3: Command = {
       return usage(`bad block size ${String(values.length)}`);
     }
     if (bitrate !== undefined && !Number.isSafeInteger(bitrate)) return usage(`bad bitrate ${String(values.bitrate)}`);
+    const window = text('window') === undefined ? IPERF3_DEFAULT_WINDOW : parseSize(text('window')!);
+    if (!Number.isInteger(window) || window < 1024 || window > 1 << 30) return usage(`bad window ${String(values.window)} (1K to 1G)`);
+    const buffers = { sendBuffer: window, recvBuffer: window };
     if (values.reverse === true && values.bidir === true) return usage('-R and --bidir exclude each other');
 
     // Addresses are checked before the TAP device is opened: an error after it would leave its
@@ -285,7 +294,7 @@ export const iperf3: Command = {
       const gw = await vnetGateway(sw, { dhcp: false, ipv4: VNET_GUEST, gateway: undefined, ipv6: false, ipv6Only: false, ipv6Address: undefined, gateway6: undefined });
       gateway = gw;
       try {
-        stack = await createStack({ net: sw.connect({ offloads: VNET_PORT_OFFLOADS }), ipv4: VNET_GUEST, gateway: VNET_GATEWAY });
+        stack = await createStack({ net: sw.connect({ offloads: VNET_PORT_OFFLOADS }), ipv4: VNET_GUEST, gateway: VNET_GATEWAY, tcp: buffers });
       } catch (error) {
         await gw.stop();
         throw error;
@@ -299,7 +308,7 @@ export const iperf3: Command = {
       const gw = await vnetGateway(sw, { dhcp: false, ipv4: VNET_GUEST, gateway: undefined, ipv6: false, ipv6Only: false, ipv6Address: undefined, gateway6: undefined });
       gateway = gw;
       try {
-        stack = await createStack({ net: sw.connect({ offloads: VNET_PORT_OFFLOADS }), ipv4: VNET_GUEST, gateway: '10.0.0.1' });
+        stack = await createStack({ net: sw.connect({ offloads: VNET_PORT_OFFLOADS }), ipv4: VNET_GUEST, gateway: '10.0.0.1', tcp: buffers });
       } catch (error) {
         await gw.stop();
         throw error;
@@ -330,18 +339,20 @@ export const iperf3: Command = {
       } catch (error) {
         return usage((error as Error).message);
       }
-      const tap = await openTap({ name: values.tap, ...(typeof values.netns === 'string' ? { netns: values.netns } : {}) });
+      // With the kernel's offloads unless --no-offload: TCP super-frames out, GRO'd frames in.
+      const tap = await openTapNet({ name: values.tap, offload: values['no-offload'] !== true, ...(typeof values.netns === 'string' ? { netns: values.netns } : {}) });
       try {
         stack = await createStack({
           net: tap,
           ipv4: values.ipv4,
+          tcp: buffers,
           ...(typeof values.gateway === 'string' ? { gateway: values.gateway } : {}),
         });
       } catch (error) {
         await tap.close();
         throw error;
       }
-      where = `${values.ipv4.split('/')[0]} port ${port} (TAP ${values.tap})`;
+      where = `${values.ipv4.split('/')[0]} port ${port} (${describeTapOffloads(tap, values['no-offload'] !== true)})`;
     }
     const json = values.json === true;
     const out = (s: string): void => void process.stdout.write(s);

@@ -112,22 +112,29 @@ class AddressLog {
 /** The start command. */
 export const start: Command = {
   summary: "Run the static-website example on the in-process virtual network, self-check it and keep serving (the README's main job)",
-  usage: `morgana start [--port PORT] [--tap] [--self-check-only] [--json]
+  usage: `morgana start [--port PORT] [--tap [--no-offload]] [--self-check-only] [--json]
 
   --port PORT          host port forwarded to the unikernel's port 80 (default 8080; 0 picks a free one)
   --tap                run on a TAP device in a network namespace instead (root; unix --net direct)
+  --no-offload         with --tap: no checksum or TCP segmentation offloads on the TAP (plain frames)
   --self-check-only    stop after the self-check and the summary (exit 0 when the page was served)
   --json               print the self-check, addresses, URL and the stacks' summary as one JSON
                        object on stdout once checked ({"ok","url","selfCheck","addresses",
                        "summary",…}); the human text goes to stderr
 ${MONITOR_OPTIONS}`,
   async run(args) {
-    let values: { port?: string; tap?: boolean; 'self-check-only'?: boolean; json?: boolean };
+    let values: { port?: string; tap?: boolean; 'no-offload'?: boolean; 'self-check-only'?: boolean; json?: boolean };
     let monitor: ReturnType<typeof takeMonitorArgs> | undefined;
     try {
       ({ values } = parseArgs({
         args: (monitor = takeMonitorArgs(args)).args,
-        options: { port: { type: 'string', default: '8080' }, tap: { type: 'boolean' }, 'self-check-only': { type: 'boolean' }, json: { type: 'boolean' } },
+        options: {
+          port: { type: 'string', default: '8080' },
+          tap: { type: 'boolean' },
+          'no-offload': { type: 'boolean' },
+          'self-check-only': { type: 'boolean' },
+          json: { type: 'boolean' },
+        },
       }));
     } catch (error) {
       process.stderr.write(`morgana start: ${(error as Error).message}\n`);
@@ -138,6 +145,10 @@ ${MONITOR_OPTIONS}`,
       process.stderr.write(`morgana start: --port must be 0..65535, got ${values.port}\n`);
       return EXIT_USAGE;
     }
+    if (values['no-offload'] && !values.tap) {
+      process.stderr.write('morgana start: --no-offload goes with --tap (the vnet target has no TAP)\n');
+      return EXIT_USAGE;
+    }
     if (values.tap && process.getuid?.() !== 0) {
       process.stderr.write('morgana start --tap needs root (a network namespace and /dev/net/tun): run it with sudo, or run morgana start (the vnet target, no root)\n');
       return 1;
@@ -146,7 +157,7 @@ ${MONITOR_OPTIONS}`,
     const buildDir = mkdtempSync(path.join(tmpdir(), 'morgana-start-'));
     const project = ['-f', path.join(example, 'config.ts'), '-b', buildDir];
     const report = new JsonReport(values.json === true);
-    if (values.tap) return runOnTap(buildDir, project, values['self-check-only'] === true, report);
+    if (values.tap) return runOnTap(buildDir, project, values['self-check-only'] === true, report, values['no-offload'] !== true);
     try {
       progress(`Building the static-website example for the vnet target in ${buildDir}\n`);
       const configured = await configure.run(['-q', '-t', 'vnet', '--forward', `127.0.0.1:${port}:80`, ...project]);
@@ -231,13 +242,16 @@ function ip(...args: string[]): void {
   if (result.status !== 0) throw new Error(`ip ${args.join(' ')}: ${result.stderr.trim() || result.error?.message}`);
 }
 
-/** `morgana start --tap`: the main job on a TAP device inside a network namespace. */
-async function runOnTap(buildDir: string, project: string[], selfCheckOnly: boolean, report: JsonReport): Promise<number> {
+/**
+ * `morgana start --tap`: the main job on a TAP device inside a network namespace, with the
+ * kernel's offloads on the TAP unless `offload` is false.
+ */
+async function runOnTap(buildDir: string, project: string[], selfCheckOnly: boolean, report: JsonReport, offload: boolean): Promise<number> {
   let guard: ReturnType<typeof guardNetns> | undefined;
   try {
     for (const name of sweepStaleNetns()) progress(`morgana start --tap: deleted ${name}, left behind by a start that is gone\n`);
     progress(`Building the static-website example for unix --net direct in ${buildDir}\n`);
-    const configured = await configure.run(['-q', '-t', 'unix', '--net', 'direct', `--interface=${TAP}`, ...project]);
+    const configured = await configure.run(['-q', '-t', 'unix', '--net', 'direct', `--interface=${TAP}`, `--tap-offload=${offload}`, ...project]);
     if (configured !== 0) return configured;
     const built = await build.run(['-q', ...project]);
     if (built !== 0) return built;

@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { type Clock, systemClock } from '../clock.js';
 import { MorganaError } from '../errors.js';
 import type { NetDevice } from '../net/device.js';
-import { openTap } from '../net/tap.js';
+import { type TapNetDevice, openTap, tapNetDevice } from '../net/tap.js';
 import { pcapRecorder } from '../net/pcap.js';
 import type { VirtualSwitch } from '../net/vswitch.js';
 import { defaultRandom, seededRandom, type Random } from '../random.js';
@@ -143,6 +143,11 @@ const fromProject = (ctx: { projectDir: string }, path: string) => (isAbsolute(p
 export const defaultKeys = {
   /** `unix --net direct`: the TAP interface of `defaultNet()`. */
   interface: key.string('interface', { default: 'tap0', doc: 'The TAP interface the default network device opens (unix --net direct).' }),
+  /** `unix --net direct`: open the TAP with the kernel's offloads (see {@link openTapNet}). */
+  tapOffload: key.bool('tap-offload', {
+    default: true,
+    doc: "Open the TAP (unix --net direct) with the kernel's checksum and TCP segmentation offloads where it grants them; false: plain frames.",
+  }),
   /** The address and prefix of `stack()` when none is given. */
   ipv4: key.ipv4('ipv4', { default: '10.0.0.2/24', doc: 'IPv4 address and prefix of the unikernel.' }),
   /** The gateway of `stack()` when none is given. */
@@ -194,24 +199,54 @@ export function vnet(options: { mac?: Param<string> } = {}): Device<NetDevice> {
  * `unix --net direct` only, so other targets neither list nor accept it.
  */
 export function keyAppliesTo(k: Key<unknown>, target: TargetConfig): boolean {
-  return k !== defaultKeys.interface || (target.name === 'unix' && target.net === 'direct');
+  return (k !== defaultKeys.interface && k !== defaultKeys.tapOffload) || (target.name === 'unix' && target.net === 'direct');
 }
 
-/** A Linux TAP interface (`unix --net direct`). */
-export function tap(name: Param<string>, options: { netns?: Param<string>; mac?: Param<string>; mtu?: number } = {}): Device<NetDevice> {
+/**
+ * Opens a TAP as the NET device of a stack. With `offload` (the default of `unix --net
+ * direct`), asks for the `virtio_net_hdr` and the kernel's checksum and TCP segmentation
+ * offloads: the stack then hands the kernel TCP super-frames of up to 64 KiB to cut, and takes
+ * its coalesced (GRO) frames. A kernel that refuses the header gives plain frames, as
+ * `offload: false` does.
+ */
+export async function openTapNet(options: { name: string; netns?: string; mac?: string; mtu?: number; offload: boolean }): Promise<TapNetDevice> {
+  const { offload, ...rest } = options;
+  return tapNetDevice(await openTap({ ...rest, vnetHdr: offload }));
+}
+
+/** The boot log's line about a TAP's framing: which offloads are on, or why none are. */
+export function describeTapOffloads(net: TapNetDevice, asked: boolean): string {
+  const { name, vnetHdr, kernelOffloads: o } = net.tap;
+  if (!asked) return `TAP ${name}: plain frames (--tap-offload=false)`;
+  if (!vnetHdr) return `TAP ${name}: plain frames (the kernel refused the virtio-net header)`;
+  const on = [o.checksum && 'checksum', o.tso4 && 'TSO4', o.tso6 && 'TSO6'].filter(Boolean);
+  return `TAP ${name}: offloads ${on.length > 0 ? on.join(', ') : 'none granted'}`;
+}
+
+/**
+ * A Linux TAP interface (`unix --net direct`). `offload` defaults to the `--tap-offload` key
+ * (true): see {@link openTapNet}.
+ */
+export function tap(name: Param<string>, options: { netns?: Param<string>; mac?: Param<string>; mtu?: number; offload?: Param<boolean> } = {}): Device<NetDevice> {
+  const offload = options.offload ?? defaultKeys.tapOffload;
   return device<NetDevice>({
     impl: 'tap',
     provides: 'net',
-    args: { name, netns: options.netns, mac: options.mac },
+    args: { name, netns: options.netns, mac: options.mac, offload },
     unsupported: (t) =>
       t.name !== 'unix' ? `tap() needs a TAP device, which target ${t.name} cannot provide (use -t unix --net direct, or defaultNet())` : needsUserspace('tap()')(t),
-    connect: (ctx) =>
-      openTap({
+    async connect(ctx) {
+      const asked = ctx.value(offload);
+      const net = await openTapNet({
         name: ctx.value(name),
+        offload: asked,
         ...(options.netns !== undefined ? { netns: ctx.value(options.netns) } : {}),
         ...(options.mac !== undefined ? { mac: ctx.value(options.mac) } : {}),
         ...(options.mtu !== undefined ? { mtu: options.mtu } : {}),
-      }),
+      });
+      ctx.log(describeTapOffloads(net, asked));
+      return net;
+    },
     disconnect: (net) => net.close(),
   });
 }
@@ -233,17 +268,21 @@ function hostNet(): NetDevice {
 
 /**
  * The target's network: a switch port on `vnet`, the TAP interface named by `--interface`
- * (default `tap0`) on `unix --net direct`, the host's sockets (through `stack()`) on `unix --net socket`.
+ * (default `tap0`) on `unix --net direct` (with the kernel's offloads unless `--tap-offload=false`,
+ * see {@link openTapNet}), the host's sockets (through `stack()`) on `unix --net socket`.
  */
 export function defaultNet(): Device<NetDevice> {
   return device<NetDevice>({
     impl: 'defaultNet',
     provides: 'net',
-    keys: [defaultKeys.interface],
+    keys: [defaultKeys.interface, defaultKeys.tapOffload],
     async connect(ctx) {
       if (ctx.target.name === 'vnet') return ctx.vswitch!.connect({ offloads: VNET_PORT_OFFLOADS });
       if (ctx.target.net === 'socket') return hostNet();
-      return openTap({ name: ctx.value(defaultKeys.interface) });
+      const asked = ctx.value(defaultKeys.tapOffload);
+      const net = await openTapNet({ name: ctx.value(defaultKeys.interface), offload: asked });
+      ctx.log(describeTapOffloads(net, asked));
+      return net;
     },
     disconnect: (net) => net.close(),
   });

@@ -364,12 +364,15 @@ export function tapNetDevice(tap: TapDevice): TapNetDevice {
 
 /** A TAP as a NET device, with counts of the offload metadata received. */
 export interface TapNetDevice extends NetDevice {
+  /** The TAP device underneath (its name, framing and the offloads the kernel granted). */
+  readonly tap: TapDevice;
   /** Frames received with a partial checksum (`NEEDS_CSUM`), and coalesced (GRO) TCP frames. */
   offloadStats(): { partialChecksum: number; coalesced: number };
 }
 
 class VnetHdrDevice implements TapNetDevice {
   readonly #tap: TapDevice;
+  readonly tap: TapDevice;
   #partialChecksum = 0;
   #coalesced = 0;
   readonly offloads: NetOffloads | undefined;
@@ -397,6 +400,7 @@ class VnetHdrDevice implements TapNetDevice {
 
   constructor(tap: TapDevice) {
     this.#tap = tap;
+    this.tap = tap;
     const o = tap.kernelOffloads;
     this.offloads = tap.vnetHdr ? Object.freeze({ checksum: o.checksum, tso4: o.tso4, tso6: o.tso6, maxFrame: MAX_SUPER_FRAME, rxCoalesce: true }) : undefined;
   }

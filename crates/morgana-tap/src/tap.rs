@@ -5,7 +5,7 @@ use crate::reader::{Batch, Delivery, Reader, ReaderConfig};
 use crate::sys;
 use crate::writer::{Writer, WriterConfig};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 /// Where and how to open a TAP interface.
@@ -108,6 +108,8 @@ impl Tap {
                 .map_err(|e| classify_device_error(e, "TUNSETVNETHDRSZ"))?;
             Framing { vnet_hdr: true, offloads: set_widest_offloads(fd.as_fd()) }
         } else {
+            // Plain frames: offloads left on the interface by an earlier open must go.
+            clear_offloads(fd.as_fd());
             Framing::default()
         };
         Ok(Tap { fd: Arc::new(fd), name, framing })
@@ -196,25 +198,35 @@ fn netns_path(netns: &str) -> Result<String, TapError> {
 /// Opens the device in the calling thread's network namespace; with `vnet_hdr`, asks for the
 /// header and offloads and falls back to a plain TAP when the kernel refuses the header.
 fn open_here(name: &str, mtu: Option<u32>, vnet_hdr: bool) -> Result<(OwnedFd, String, Framing), TapError> {
-    let plain = libc::IFF_TAP | libc::IFF_NO_PI;
     let (fd, name, framing) = if vnet_hdr {
         match open_vnet(name) {
             Ok(opened) => opened,
             // The kernel refused the header (or sizing it): open the interface as before.
-            Err(_) => {
-                let (fd, name) = open_flags(name, plain)?;
-                (fd, name, Framing::default())
-            }
+            Err(_) => open_plain(name)?,
         }
     } else {
-        let (fd, name) = open_flags(name, plain)?;
-        (fd, name, Framing::default())
+        open_plain(name)?
     };
     if let Some(mtu) = mtu {
         sys::set_mtu(&name, mtu)
             .map_err(|e| classify_device_error(e, &format!("set MTU {mtu} on {name}")))?;
     }
     Ok((fd, name, framing))
+}
+
+/// `/dev/net/tun` attached to `name` as a plain TAP (`IFF_TAP | IFF_NO_PI`), with no offloads.
+fn open_plain(name: &str) -> Result<(OwnedFd, String, Framing), TapError> {
+    let (fd, name) = open_flags(name, libc::IFF_TAP | libc::IFF_NO_PI)?;
+    clear_offloads(fd.as_fd());
+    Ok((fd, name, Framing::default()))
+}
+
+/// Switches the interface's offloads off. They belong to the interface, not the descriptor: a
+/// persistent TAP opened earlier with offloads keeps them, and the kernel would go on handing
+/// over TCP super-frames, which plain framing cannot carry (no header says how to cut them).
+fn clear_offloads(fd: BorrowedFd<'_>) {
+    // A kernel without TUNSETOFFLOAD has no offloads to clear either.
+    let _ = sys::tun_set_offload(fd, 0);
 }
 
 /// `/dev/net/tun` attached to `name` with `flags`.

@@ -19,7 +19,7 @@
  * `iperf3 -J` output from their own counts and the peer's.
  * @module
  */
-export { IPERF3_STATE, IPERF3_COOKIE_SIZE, IPERF3_DEFAULT_PORT, IPERF3_DEFAULT_BLOCK, makeIperf3Cookie } from './protocol.js';
+export { IPERF3_STATE, IPERF3_COOKIE_SIZE, IPERF3_DEFAULT_PORT, IPERF3_DEFAULT_BLOCK, IPERF3_DEFAULT_WINDOW, makeIperf3Cookie } from './protocol.js';
 export { type Iperf3Protocol, type Iperf3Sum, type Iperf3TcpStreamEnd, type Iperf3UdpStreamEnd, type Iperf3IntervalStream, type Iperf3IntervalSum, type Iperf3Interval, type Iperf3TestStart, type Iperf3Result } from './reports.js';
 export { type Iperf3ServerOptions, type Iperf3Server, startIperf3Server } from './server.js';
 export { type Iperf3ClientOptions, runIperf3Client } from './client.js';

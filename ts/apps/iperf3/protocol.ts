@@ -35,6 +35,15 @@ export const IPERF3_DEFAULT_PORT = 5201;
 /** iperf3's default TCP block size (128 KiB). */
 export const IPERF3_DEFAULT_BLOCK = 128 * 1024;
 
+/**
+ * The TCP send and receive buffer per connection of the stacks `morgana iperf3` makes (its
+ * `-w` default): 4 MiB, the most Linux's buffer autotuning gives a socket to send
+ * (`net.ipv4.tcp_wmem`), which the kernel's iperf3 gets. Morgana's TCP does not autotune: with
+ * its 512 KiB default a stream moves at most 512 KiB per round trip, and round trips stretch to
+ * milliseconds on a loaded machine.
+ */
+export const IPERF3_DEFAULT_WINDOW = 4 * 1024 * 1024;
+
 /** iperf3's largest TCP block (1 MiB). */
 export const MAX_TCP_BLOCK = 1 << 20;
 

@@ -105,3 +105,21 @@ test('bad options are refused', (t) => {
   t.throws(() => new VirtualSwitch({ faults: { loss: 2 } }), { code: 'ERR_OUT_OF_RANGE' });
   t.throws(() => new VirtualSwitch().connect({ mac: 'zz' }), { code: 'ERR_INVALID_MAC' });
 });
+
+test('writeOwned hands the very bytes given to the receiver (no copy), and drops frames over the MTU', async (t) => {
+  const sw = new VirtualSwitch();
+  const [a, b] = [sw.connect(), sw.connect()];
+  const got = collect(b);
+  const given = frame(b.mac, a.mac, Buffer.from('given away, not copied'.padEnd(46, '.')));
+  a.writeOwned!(given);
+  a.writeOwned!(frame(b.mac, a.mac, Buffer.alloc(1501)));
+  await tick();
+  t.is(got.length, 1);
+  t.deepEqual(got[0], given);
+  // The receiver's frame is the sender's memory: a write to one shows in the other.
+  given[20] = 0x21;
+  t.is(got[0]![20], 0x21);
+  t.like(a.stats(), { txFrames: 1, txBytes: given.length, txDropped: 1 });
+  await a.close();
+  t.throws(() => a.writeOwned!(given), { code: 'ERR_NET_CLOSED' });
+});

@@ -91,6 +91,13 @@ export interface NetDevice {
    * a super-frame or partial checksum; pass it only to a device whose {@link offloads} accept it.
    */
   write(size: number, fill: FrameFill, offload?: FrameOffload): void;
+  /**
+   * Optional: sends a frame the caller gives away. The device may keep `frame` itself (queue
+   * it, hand it to a receiver) instead of copying it, so the caller must never write to those
+   * bytes again. Otherwise as {@link write}. In-process media implement it to save a copy per
+   * frame; callers fall back to {@link write} when it is absent.
+   */
+  writeOwned?(frame: Buffer, offload?: FrameOffload): void;
   /** What the device accepts beyond plain frames; absent: nothing. */
   readonly offloads?: NetOffloads;
   /** Sets the function that receives every incoming frame (replacing any earlier one). */

@@ -30,6 +30,7 @@ import {
   emptyNetStats,
 } from './device.js';
 import { realFrames } from './gso.js';
+import { Slab } from './slab.js';
 import { formatMac, parseMac } from './mac.js';
 import { type MetricsOptions, switchMetrics } from '../metrics/collect.js';
 
@@ -92,32 +93,6 @@ export interface VirtualSwitchStats {
 /** Frames up to this size come from Node's own buffer pool (Buffer.allocUnsafe). */
 const SMALL_FRAME = 4096;
 
-/**
- * Carves large frames (jumbo MTUs up to 64 KiB) out of 1 MiB slabs. A fresh ArrayBuffer per
- * 64 KiB frame made the garbage collector the largest cost of a bulk transfer at MTU 65535;
- * with slabs it sees one allocation per ~16 frames. The price, as with Node's own pool: a
- * receiver that keeps a frame keeps its whole slab alive.
- */
-class FrameSlab {
-  static readonly SIZE = 1 << 20;
-  #slab: Buffer | undefined;
-  #used = 0;
-
-  /** A view of `size` bytes; only the part given to {@link commit} is consumed. */
-  take(size: number): Buffer {
-    if (this.#slab === undefined || this.#used + size > FrameSlab.SIZE) {
-      this.#slab = Buffer.allocUnsafeSlow(Math.max(FrameSlab.SIZE, size));
-      this.#used = 0;
-    }
-    return this.#slab.subarray(this.#used, this.#used + size);
-  }
-
-  /** Consumes the first `length` bytes of the last view (kept 8-byte aligned). */
-  commit(length: number): void {
-    this.#used += (length + 7) & ~7;
-  }
-}
-
 /** A frame on its way through the switch, with its offload metadata if it has any. */
 interface Queued {
   frame: Buffer;
@@ -152,12 +127,25 @@ class SwitchPort implements NetDevice {
     if (this.#closed) throw new MorganaError('ERR_NET_CLOSED', 'write on a closed switch port');
     assertInteger(size, 'size', 0, 0x7fffffff);
     // A buffer per frame: it is the one queued and handed to the receiver, so the frame is
-    // copied once, by `fill`. Large frames are carved from a shared slab (see FrameSlab).
+    // copied once, by `fill`. Large frames are carved from a shared slab (see slab.ts).
     const buffer = size <= SMALL_FRAME ? Buffer.allocUnsafe(size) : this.#switch.slab.take(size);
     const length = fill(buffer);
     if (!Number.isInteger(length) || length < 0 || length > size) {
       throw new OutOfRangeError(`fill must return a length from 0 to ${size}, got ${length}`);
     }
+    if (size > SMALL_FRAME) this.#switch.slab.commit(length);
+    this.#admit(buffer.subarray(0, length), offload);
+  }
+
+  /** Takes `frame` as it is, with no copy: it is the buffer queued and handed to the receiver. */
+  writeOwned(frame: Buffer, offload?: FrameOffload): void {
+    if (this.#closed) throw new MorganaError('ERR_NET_CLOSED', 'write on a closed switch port');
+    this.#admit(frame, offload);
+  }
+
+  /** Counts and forwards a written frame, or drops it when it is too long or too short. */
+  #admit(frame: Buffer, offload: FrameOffload | undefined): void {
+    const length = frame.length;
     // Offload metadata counts only from a port that advertised it; a super-frame may exceed
     // the MTU up to the advertised size.
     const meta = offload && (offload.gsoType !== GSO_NONE || offload.flags !== 0) && acceptsOffload(this, offload, length) ? offload : undefined;
@@ -166,10 +154,9 @@ class SwitchPort implements NetDevice {
       this.#stats.txDropped++;
       return;
     }
-    if (size > SMALL_FRAME) this.#switch.slab.commit(length);
     this.#stats.txFrames++;
     this.#stats.txBytes += length;
-    this.#switch.forward(this, buffer.subarray(0, length), meta);
+    this.#switch.forward(this, frame, meta);
   }
 
   listen(handler: FrameHandler): void {
@@ -213,8 +200,8 @@ export class VirtualSwitch {
   readonly #queueLimit: number;
   readonly #ports = new Set<SwitchPort>();
   readonly #mirrors = new Set<(frame: Buffer, port: number) => void>();
-  /** @internal Where ports' large frames are carved from. */
-  readonly slab = new FrameSlab();
+  /** @internal Where ports' large frames are carved from (see slab.ts). */
+  readonly slab = new Slab();
   /** MAC (as a 48-bit number: no string per frame) → port that last sent from it. */
   readonly #table = new Map<number, SwitchPort>();
   #nextPortId = 0;

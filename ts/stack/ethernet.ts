@@ -99,14 +99,22 @@ export class Ethernet {
   /**
    * Sends a frame built whole elsewhere (headers included) at `source[at..at+length]`, copied
    * once into the device's buffer. Frames longer than the MTU allows are the device's to drop,
-   * unless `offload` describes a super-frame the device accepts.
+   * unless `offload` describes a super-frame the device accepts. With `giveAway` the caller
+   * gives those bytes up: a device that can keep them ({@link NetDevice.writeOwned}) takes them
+   * without a copy, and the result is true; false means they were copied and are the caller's.
    */
-  writeFrame(source: Buffer, at: number, length: number, offload?: FrameOffload): void {
+  writeFrame(source: Buffer, at: number, length: number, offload?: FrameOffload, giveAway = false): boolean {
+    if (giveAway && this.net.writeOwned) {
+      this.net.writeOwned(source.subarray(at, at + length), offload);
+      this.#stats.txFrames++;
+      return true;
+    }
     this.#frameSource = source;
     this.#frameAt = at;
     this.#frameLength = length;
     this.net.write(length, this.#copyFrame, offload);
     this.#stats.txFrames++;
+    return false;
   }
 
   /** Counters. */

@@ -48,9 +48,9 @@ const EPHEMERAL_LOW = 49_152;
 const EPHEMERAL_COUNT = 65_536 - EPHEMERAL_LOW;
 const READ_CHUNK = 64 * 1024;
 /** Output room per turn: at most, at least (else a fresh slab), and the slabs it comes from. */
-const OUT_MAX = 1 << 20;
-const OUT_MIN = 256 * 1024;
-const OUT_SLAB = 2 << 20;
+const OUT_MAX = 512 * 1024;
+const OUT_MIN = 128 * 1024;
+const OUT_SLAB = 1 << 20;
 
 const EVENT_CONNECTED = native.TCP_EVENT_CONNECTED;
 const EVENT_ACCEPTED = native.TCP_EVENT_ACCEPTED;
@@ -306,6 +306,8 @@ export class Tcp {
     // they are cut in Rust for any path that does not.
     const gsoMax = ip.interfaces.some((i) => tsoMax(i.eth, 4) > 0 || tsoMax(i.eth, 6) > 0) ? GSO_MAX : 0;
     this.engine = new native.NativeTcpEngine({ ...options, mtu, gsoMax }, key);
+    // The first output slab now, as a stack's fixed cost (not counted against its first connections).
+    this.#outRoom();
     ip.on(PROTO_TCP, (d) => this.#receive(d));
     ip.onIcmpError(PROTO_TCP, (report) => this.#icmpError(report));
   }

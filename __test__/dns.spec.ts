@@ -372,11 +372,17 @@ test('resolver: spoofed answers (wrong id, question, port or address) are ignore
     attacker.udp.send(from.address, from.port, reply({}, '6.6.6.4'), { srcPort: 53 });
     sock.send(from.address, from.port, reply({ qr: false }, '6.6.6.5'));
     sock.send(from.address, from.port, Buffer.from([1, 2, 3]));
-    // The genuine answer comes last, after the attacker's (which needs ARP first) has arrived.
-    setTimeout(() => sock.send(from.address, from.port, reply({}, '10.0.0.7')), 50);
+    // The genuine answer comes last, once the resolver has seen all six others (the attacker's
+    // needs ARP first): a fixed delay is not enough on a loaded machine. 10 s is only a deadline.
+    const deadline = Date.now() + 10_000;
+    const answerWhenSpoofsSeen = () => {
+      if (r.stats().ignored >= 6 || Date.now() > deadline) sock.send(from.address, from.port, reply({}, '10.0.0.7'));
+      else setTimeout(answerWhenSpoofsSeen, 10);
+    };
+    answerWhenSpoofsSeen();
   });
+  const r = new Resolver(client, { servers: ['10.0.0.53'] });
   try {
-    const r = new Resolver(client, { servers: ['10.0.0.53'] });
     t.deepEqual(await r.resolve4('www.example.test'), ['10.0.0.7']);
     t.is(r.stats().ignored, 6);
     t.is(r.stats().malformed, 1);

@@ -287,8 +287,12 @@ test('resetAndDestroy() sends a RST: the peer sees ECONNRESET, as with net.Socke
     };
   });
   server.close();
-  t.deepEqual(morgana, node);
-  t.true(morgana.includes('peer error ECONNRESET'), morgana.join('\n'));
+  // What net.Socket does on an idle machine. On a loaded one the kernel sometimes sends FIN before
+  // the reset reaches it (the peer sees 'end'): then Node itself is the odd one out, and Morgana is
+  // held to the usual outcome.
+  const expected = ['after resetAndDestroy closed destroyed=true', 'client close hadError=false', 'peer close hadError=true', 'peer error ECONNRESET'];
+  if (JSON.stringify(node) !== JSON.stringify(expected)) t.log(`net.Socket on this machine: ${node.join(', ')}`);
+  t.deepEqual(morgana, expected);
 });
 
 test('destroySoon() sends everything written, then FIN, then closes, as net.Socket', async (t) => {

@@ -17,7 +17,7 @@ import { solo5 } from './commands/solo5.js';
 import { start } from './commands/start.js';
 import { build, clean, configure, describe, query, run } from './commands/unikernel.js';
 import { type Command, EXIT_USAGE } from './commands/command.js';
-import { setQuiet } from './commands/progress.js';
+import { detail, elapsed, setQuiet, setVerbose } from './commands/progress.js';
 
 // Re-exported for code that imported them from here before they moved to commands/command.ts.
 export { type Command, EXIT_USAGE } from './commands/command.js';
@@ -36,7 +36,7 @@ const GROUPS: Array<[string, string[]]> = [
 function help(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));
   const groups = GROUPS.map(([title, names]) => `${title}:\n${names.map((name) => `  ${name.padEnd(width)}  ${commands[name]!.summary}`).join('\n')}`);
-  return `usage: morgana [-q|--quiet] <command> [options]\n\n${groups.join('\n\n')}\n\nRun 'morgana help <command>' or 'morgana <command> --help' for a command's options; morgana --version prints the version.\n-q, --quiet before the command silences its progress lines (errors and results still print).\n`;
+  return `usage: morgana [-q|--quiet | -v|--verbose] <command> [options]\n\n${groups.join('\n\n')}\n\nRun 'morgana help <command>' or 'morgana <command> --help' for a command's options; morgana --version prints the version.\nBefore the command:\n  -q, --quiet     silence its progress lines (errors and results still print)\n  -v, --verbose   more detail on stderr: the commands it runs (configure, build, the unikernel,\n                  ip), the files and folders it writes, and how long each step took\n`;
 }
 
 /** The version in Morgana's package.json. */
@@ -51,10 +51,22 @@ function commandHelp(command: Command): string {
 
 /** Runs the CLI with `argv` (without the node and script paths); resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  // The global -q/--quiet comes before the command name (after it, the command's own options).
+  // The global -q/--quiet and -v/--verbose come before the command name (after it, the
+  // command's own options).
   let start = 0;
-  while (argv[start] === '-q' || argv[start] === '--quiet') start++;
-  setQuiet(start > 0);
+  let quiet = false;
+  let verbose = false;
+  for (; ; start++) {
+    if (argv[start] === '-q' || argv[start] === '--quiet') quiet = true;
+    else if (argv[start] === '-v' || argv[start] === '--verbose') verbose = true;
+    else break;
+  }
+  if (quiet && verbose) {
+    process.stderr.write("morgana: -q/--quiet and -v/--verbose exclude each other ('morgana --help' says what each does)\n");
+    return EXIT_USAGE;
+  }
+  setQuiet(quiet);
+  setVerbose(verbose);
   const [name, ...rest] = argv.slice(start);
   if (name === '--version' || name === '-V' || name === 'version') {
     process.stdout.write(`morgana ${version()} (Node.js ${process.version})\n`);
@@ -79,7 +91,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(commandHelp(command));
     return 0;
   }
-  return command.run(rest);
+  const began = performance.now();
+  const code = await command.run(rest);
+  detail(`${name} exited ${code} after ${elapsed(began)}`);
+  return code;
 }
 
 function unknownCommand(name: string): number {

@@ -33,11 +33,17 @@ export function run(command: string, args: string[], options: { cwd?: string; en
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d));
     child.stderr.on('data', (d: Buffer) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+    // A liveness deadline only (a build type-checks with tsc: minutes on a loaded 2-core machine).
+    const limitMs = options.timeoutMs ?? 180_000;
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill('SIGKILL');
+    }, limitMs);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
-      resolve({ code, stdout, stderr });
+      resolve({ code, stdout, stderr: killed ? `${stderr}\n(killed by the test after ${limitMs / 1000} s)` : stderr });
     });
     child.stdin.end(options.input ?? '');
   });

@@ -4,9 +4,9 @@
  * @module
  */
 import { spawnSync } from 'node:child_process';
-import { relative } from 'node:path';
+import { join, relative } from 'node:path';
 import type { Command } from './command.js';
-import { isQuiet } from './progress.js';
+import { detail, detailCommand, elapsed, isQuiet } from './progress.js';
 import { MorganaError } from '../errors.js';
 import { build as buildProject } from '../config/project.js';
 import { projectFlags, selfCommand } from './self.js';
@@ -30,13 +30,21 @@ ${PROJECT_OPTIONS}
       if (parsed.positional.length) throw new MorganaError('ERR_USAGE', `unexpected argument ${JSON.stringify(parsed.positional[0])}`);
       const paths = pathsFrom(parsed);
       const typecheck = !parsed.flags.has('no-typecheck');
+      detail(`build: ${paths.configFile} into ${join(paths.buildDir, 'app')}${typecheck ? ', type-checked' : ' (--no-typecheck)'}`);
+      let began = performance.now();
       let { project, missing } = await buildProject(paths, { typecheck });
+      detail(`build: compiled${typecheck && !missing.length ? ' and type-checked' : ''} in ${elapsed(began)}${missing.length ? `; missing ${missing.join(', ')}` : ''}`);
       if (missing.length && parsed.flags.has('install')) {
-        const npm = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--omit=dev'], { cwd: paths.buildDir, stdio: 'inherit' });
+        const npmArgs = ['install', '--no-audit', '--no-fund', '--omit=dev'];
+        detailCommand(`build: in ${paths.buildDir}`, ['npm', ...npmArgs]);
+        began = performance.now();
+        const npm = spawnSync('npm', npmArgs, { cwd: paths.buildDir, stdio: 'inherit' });
+        detail(`build: npm install exited ${npm.status} after ${elapsed(began)}`);
         if (npm.status !== 0) throw new MorganaError('ERR_BUILD', `npm install failed in ${paths.buildDir}`);
         ({ project, missing } = await buildProject(paths, { typecheck }));
       }
       const where = relative(process.cwd(), paths.buildDir) || '.';
+      detail(`build: entry point ${join(paths.buildDir, 'main.mjs')}`);
       if (missing.length) {
         process.stderr.write(`morgana build: missing dependencies ${missing.join(', ')}: run ${selfCommand()} build --install${projectFlags(parsed)} (or npm install in ${where})\n`);
         return 1;

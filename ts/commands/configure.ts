@@ -3,9 +3,9 @@
  * the build folder (generated entry point, package.json, saved configuration).
  * @module
  */
-import { relative } from 'node:path';
+import { join, relative } from 'node:path';
 import type { Command } from './command.js';
-import { isQuiet } from './progress.js';
+import { detail, elapsed, isQuiet } from './progress.js';
 import { configure as configureProject } from '../config/project.js';
 import { TARGETS, describeTarget, targetConfig } from '../config/targets.js';
 import { projectFlags, selfCommand } from './self.js';
@@ -39,7 +39,10 @@ ${targets}`,
         mtu: optionValue(parsed, 'mtu'),
       });
       const paths = pathsFrom(parsed);
+      detail(`configure: ${paths.configFile} for ${describeTarget(target)}${parsed.extra.length ? `, keys ${parsed.extra.join(' ')}` : ''}`);
+      const began = performance.now();
       const result = await configureProject(paths, target, parsed.extra, ['configure', ...args]);
+      detail(`configure: wrote ${result.files.map((f) => join(paths.buildDir, f)).join(', ')} in ${elapsed(began)}`);
       const where = relative(process.cwd(), paths.buildDir) || '.';
       if (!parsed.flags.has('quiet') && !isQuiet()) process.stdout.write(
         `configured ${result.project.name} for ${describeTarget(target)} in ${where}/ (${result.files.join(', ')}); next: ${selfCommand()} build${projectFlags(parsed)}\n`,

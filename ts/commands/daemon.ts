@@ -23,7 +23,8 @@ import type { DaemonEvent } from '../daemon/events.js';
 import type { ResourcePolicy } from '../daemon/policy.js';
 import { selfCommand } from './self.js';
 import type { ConsoleLine } from '../solo5/console.js';
-import { type DaemonTarget, type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, startDaemon } from '../daemon/supervisor.js';
+import { type DaemonTarget, type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, formatForwards, startDaemon } from '../daemon/supervisor.js';
+import type { BoundForward } from '../solo5/gateway.js';
 import { parseSize } from '../solo5/host.js';
 import { UsageError, parseDeployArgs, reportError } from './deploy.js';
 
@@ -31,7 +32,8 @@ const CLIENT = `[--dir DIR | --remote HOST:PORT --cert FILE --key FILE --ca FILE
 const USAGE = `morgana daemon [serve] [--dir DIR] [--metrics HOST:PORT] [--http HOST:PORT] [--max-connections N] [--idle-timeout MS]
                [--listen HOST:PORT --tls-cert FILE --tls-key FILE --client-ca FILE [--crl FILE]]
        morgana daemon deploy <image> [deploy options] [--cpus 0,1] [--start-order N] [-- guest args]
-               (--block NAME=@DEVICE attaches a block device of the daemon)
+               (--block NAME=@DEVICE attaches a block device of the daemon; --net NAME=user and
+               -p/--forward: a user-mode network whose gateway runs in the daemon)
        morgana daemon ps [--json]
        morgana daemon console|logs <name> [--count N] [-f|--follow]
        morgana daemon stop|restart <name>
@@ -187,6 +189,15 @@ function table(rows: string[][]): string {
   return `${rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n')}\n`;
 }
 
+function hostPort(f: BoundForward): string {
+  return `${f.hostAddress.includes(':') ? `[${f.hostAddress}]` : f.hostAddress}:${f.hostPort}`;
+}
+
+/** A unikernel's forwarded ports in `ps`'s table, as `docker ps` shows them: `127.0.0.1:8080->80/tcp`. */
+function formatPorts(u: Pick<DaemonUnikernelInfo, 'networks'>): string {
+  return formatForwards(u.networks).join(',') || '-';
+}
+
 /** `ps`: a table (or JSON) of the daemon's unikernels. */
 export async function psCommand(target: DaemonTarget, rest: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: rest, options: { json: { type: 'boolean' } }, allowPositionals: true });
@@ -196,7 +207,10 @@ export async function psCommand(target: DaemonTarget, rest: string[]): Promise<n
     process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
     return 0;
   }
-  process.stdout.write(table([['NAME', 'STATE', 'PID', 'TARGET', 'RESTARTS', 'LAST EXIT'], ...list.map((u) => [u.name, u.state, String(u.pid ?? '-'), u.target, String(u.restarts), u.lastExit?.description ?? '-'])]));
+  // PORTS only when a unikernel has forwarded ports (user-mode networks).
+  const ports = list.some((u) => formatForwards(u.networks).length > 0);
+  const row = (u: DaemonUnikernelInfo): string[] => [u.name, u.state, String(u.pid ?? '-'), u.target, String(u.restarts), ...(ports ? [formatPorts(u)] : []), u.lastExit?.description ?? '-'];
+  process.stdout.write(table([['NAME', 'STATE', 'PID', 'TARGET', 'RESTARTS', ...(ports ? ['PORTS'] : []), 'LAST EXIT'], ...list.map(row)]));
   return 0;
 }
 
@@ -230,7 +244,7 @@ export async function statsCommand(target: DaemonTarget, rest: string[]): Promis
     restarts: number;
     uptimeMs?: number;
     process?: { pid: number; utimeMs: number; stimeMs: number; rssKiB: number };
-    nets: Record<string, { tap: string; rxBytes: number; txBytes: number } | undefined>;
+    nets: Record<string, { tap: string; rxBytes: number; txBytes: number; gateway?: { tcpConnections: number; udpFlows: number; refused: { tcp: number; udp: number } } } | undefined>;
     cpus?: number[];
   };
   if (values.json) {
@@ -239,7 +253,11 @@ export async function statsCommand(target: DaemonTarget, rest: string[]): Promis
   }
   const lines = [`${name}: ${s.state} (${s.target}), restarts ${s.restarts}${s.uptimeMs !== undefined ? `, up ${(s.uptimeMs / 1000).toFixed(1)} s` : ''}`];
   if (s.process) lines.push(`  pid ${s.process.pid}, cpu ${((s.process.utimeMs + s.process.stimeMs) / 1000).toFixed(2)} s, rss ${s.process.rssKiB} KiB${s.cpus ? `, cpus ${s.cpus.join(',')}` : ''}`);
-  for (const [dev, c] of Object.entries(s.nets)) lines.push(c ? `  ${dev} (${c.tap}): guest rx ${c.txBytes} B, tx ${c.rxBytes} B` : `  ${dev}: gone`);
+  for (const [dev, c] of Object.entries(s.nets)) {
+    if (!c) lines.push(`  ${dev}: gone`);
+    else if (!c.gateway) lines.push(`  ${dev} (${c.tap}): guest rx ${c.txBytes} B, tx ${c.rxBytes} B`);
+    else lines.push(`  ${dev} (user): guest rx ${c.txBytes} B, tx ${c.rxBytes} B; gateway: ${c.gateway.tcpConnections} TCP connections, ${c.gateway.udpFlows} UDP flows open, refused tcp ${c.gateway.refused.tcp}, udp ${c.gateway.refused.udp}`);
+  }
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;
 }
@@ -390,10 +408,15 @@ export const daemon: Command = {
             options.image = path.resolve(options.image);
             if (options.tender?.includes('/')) options.tender = path.resolve(options.tender);
             for (const b of options.blocks ?? []) if (!b.file.startsWith('@')) b.file = path.resolve(b.file);
+            for (const n of options.userNets ?? []) if (n.pcap) n.pcap = path.resolve(n.pcap);
           }
           const r = await daemonRequest(target, { cmd: 'deploy', options, ...(cpus ? { cpus } : {}), ...(startOrder !== undefined ? { startOrder } : {}) });
           const uk = r.unikernel as DaemonUnikernelInfo;
           process.stdout.write(`${uk.name} started (pid ${uk.pid})\n`);
+          for (const n of uk.networks ?? []) {
+            process.stdout.write(`${uk.name}: ${n.device}: user-mode network: guest ${n.guest}, gateway ${n.gateway}, DNS ${n.dns}\n`);
+            for (const f of n.forwards) process.stdout.write(`${uk.name}: ${n.device}: forwarding ${f.protocol} ${hostPort(f)} -> ${f.guestAddress}:${f.guestPort}\n`);
+          }
           return 0;
         }
         case 'ps':

@@ -1,7 +1,8 @@
 /**
  * `morgana iperf3`: an iperf3-protocol server (`-s`) or client (`-c HOST`) on a Morgana stack
- * over a TAP device, or (`-s --vnet`, no root) a server on an in-process virtual network whose
- * gateway forwards a host port to it, so that Debian's `iperf3` and Morgana can measure each
+ * over a TAP device, or (`--vnet`, no root) on an in-process virtual network: a server whose
+ * gateway forwards a host port to it, or a client whose gateway relays its connections and
+ * datagrams to the server on the host, so that Debian's `iperf3` and Morgana can measure each
  * other. The options and the text report follow iperf3's.
  * @module
  */
@@ -23,6 +24,10 @@ import { parseIpv4Address } from '../address.js';
 import { VNET_PORT_OFFLOADS } from '../config/devices.js';
 import { DEFAULT_VNET_MTU } from '../config/targets.js';
 import { type Running, vnetForwards, vnetGateway } from '../config/vnet-gateway.js';
+import { relayOutbound } from './vnet-outbound.js';
+
+/** The `--vnet` gateway's address, where the client's connections leave the virtual network. */
+const VNET_GATEWAY = '10.0.0.1';
 
 /** The `--vnet` server's address on its virtual network (the gateway is .1, as on the vnet target). */
 const VNET_GUEST = '10.0.0.2/24';
@@ -30,7 +35,7 @@ const VNET_GUEST = '10.0.0.2/24';
 const VNET_GUEST_PORT = 5201;
 
 const USAGE = `morgana iperf3 (-s | -c HOST) --tap NAME --ipv4 ADDR/PREFIX [options]
-       morgana iperf3 -s --vnet [-p HOSTPORT] [options]
+       morgana iperf3 (-s | -c HOST) --vnet [-p PORT] [options]
 
   -s, --server          serve iperf3 tests (one at a time) until Ctrl-C
   -1, --one-off         with -s: serve one test, then exit
@@ -39,11 +44,13 @@ const USAGE = `morgana iperf3 (-s | -c HOST) --tap NAME --ipv4 ADDR/PREFIX [opti
   --netns NS            network namespace to create the TAP device in
   --ipv4 ADDR/PREFIX    the stack's address, e.g. 10.0.0.2/24
   --gateway ADDR        default gateway
-  --vnet                with -s, no root: serve on ${VNET_GUEST} on an in-process virtual network,
-                        reached through 127.0.0.1:PORT (TCP and UDP) forwarded by its gateway
-                        (-p 0 picks a free host port; the chosen one is printed; for -u
-                        tests the client needs -l 1472 or less: larger datagrams are not
-                        fragmented on the virtual link and get lost)
+  --vnet                no root: the stack is ${VNET_GUEST} on an in-process virtual network
+                        behind a gateway at ${VNET_GATEWAY}. With -s, served through
+                        127.0.0.1:PORT (TCP and UDP) forwarded by the gateway (-p 0 picks a
+                        free host port; the chosen one is printed; for -u tests the client
+                        needs -l 1472 or less: larger datagrams are not fragmented on the
+                        virtual link and get lost). With -c HOST, the client connects to the
+                        gateway's PORT, which relays TCP and UDP to HOST:PORT from the host
   -p, --port PORT       server port (default 5201; with --vnet, the forwarded host port)
   -i, --interval SECS   seconds between interval reports (default 1; 0 for none)
   -J, --json            print the result as JSON (iperf3 -J shape)
@@ -192,7 +199,7 @@ export function formatIperf3Result(result: Iperf3Result, server = false): string
 
 /** The iperf3 command. */
 export const iperf3: Command = {
-  summary: 'iperf3-protocol server or client on a userspace stack over a TAP device, or a server on a virtual network (--vnet, no root)',
+  summary: 'iperf3-protocol server or client on a userspace stack over a TAP device, or on a virtual network (--vnet, no root)',
   usage: USAGE,
   async run(args) {
     let values: Record<string, string | boolean | undefined>;
@@ -236,11 +243,10 @@ export const iperf3: Command = {
     const host = typeof values.client === 'string' ? values.client : undefined;
     if (server === (host !== undefined)) return usage('give exactly one of -s or -c HOST');
     const vnet = values.vnet === true;
-    if (vnet && !server) return usage('--vnet serves only (-s): a client on the virtual network has no way out to the host');
     if (vnet && (values.tap !== undefined || values.netns !== undefined || values.ipv4 !== undefined || values.gateway !== undefined)) {
       return usage('--vnet takes no --tap, --netns, --ipv4 or --gateway (the virtual network is addressed 10.0.0.0/24)');
     }
-    if (!vnet && (typeof values.tap !== 'string' || typeof values.ipv4 !== 'string')) return usage('--tap NAME and --ipv4 ADDR/PREFIX are required (or -s --vnet, without root)');
+    if (!vnet && (typeof values.tap !== 'string' || typeof values.ipv4 !== 'string')) return usage('--tap NAME and --ipv4 ADDR/PREFIX are required (or --vnet, without root)');
     const text = (name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
     const port = Number(values.port);
     const interval = Number(values.interval);
@@ -252,7 +258,7 @@ export const iperf3: Command = {
     const parallel = Number(values.parallel);
     const blockSize = text('length') === undefined ? undefined : parseSize(text('length')!);
     const bitrate = text('bitrate') === undefined ? undefined : parseRate(text('bitrate')!);
-    if (!Number.isInteger(port) || port < (vnet ? 0 : 1) || port > 65_535) return usage(`bad port ${String(values.port)}`);
+    if (!Number.isInteger(port) || port < (vnet && server ? 0 : 1) || port > 65_535) return usage(`bad port ${String(values.port)}`);
     if (!(interval === 0 || (interval >= 0.1 && interval <= 60))) return usage(`bad interval ${String(values.interval)} (0, or 0.1 to 60 seconds)`);
     if (!(duration > 0 && duration <= 86_400)) return usage(`bad duration ${String(values.time)}`);
     if (!Number.isSafeInteger(bytes) || bytes < 0) return usage(`bad byte count ${String(values.bytes)}`);
@@ -272,7 +278,22 @@ export const iperf3: Command = {
     // --vnet: the gateway of the vnet target and its host port forwards, in front of the server.
     let gateway: Running | undefined;
     let forwards: Running | undefined;
-    if (vnet) {
+    // -c --vnet: the client connects to the gateway, which relays to the host.
+    let target = host;
+    if (vnet && host !== undefined) {
+      const sw = new VirtualSwitch({ mtu: DEFAULT_VNET_MTU });
+      const gw = await vnetGateway(sw, { dhcp: false, ipv4: VNET_GUEST, gateway: undefined, ipv6: false, ipv6Only: false, ipv6Address: undefined, gateway6: undefined });
+      gateway = gw;
+      try {
+        stack = await createStack({ net: sw.connect({ offloads: VNET_PORT_OFFLOADS }), ipv4: VNET_GUEST, gateway: VNET_GATEWAY });
+      } catch (error) {
+        await gw.stop();
+        throw error;
+      }
+      forwards = relayOutbound(gw.stack, host, port, (message) => process.stderr.write(`morgana iperf3: vnet gateway: ${message}\n`));
+      target = VNET_GATEWAY;
+      where = `${host} port ${port} (vnet: from ${VNET_GUEST.split('/')[0]} through the gateway ${VNET_GATEWAY})`;
+    } else if (vnet) {
       const sw = new VirtualSwitch({ mtu: DEFAULT_VNET_MTU });
       const guest = VNET_GUEST.split('/')[0]!;
       const gw = await vnetGateway(sw, { dhcp: false, ipv4: VNET_GUEST, gateway: undefined, ipv6: false, ipv6Only: false, ipv6Address: undefined, gateway6: undefined });
@@ -342,8 +363,8 @@ export const iperf3: Command = {
     };
     try {
       if (host !== undefined) {
-        if (!json) out(`Connecting to host ${host}, port ${port}\n`);
-        const result = await runIperf3Client(stack, host, {
+        if (!json) out(`Connecting to host ${vnet ? where : `${host}, port ${port}`}\n`);
+        const result = await runIperf3Client(stack, target!, {
           port,
           protocol: udp ? 'UDP' : 'TCP',
           duration,

@@ -14,6 +14,7 @@ import { MONITOR_OPTIONS, monitorEnv, takeMonitorArgs } from './monitor-args.js'
 import { projectFlags, selfCommand } from './self.js';
 import { PROJECT_OPTIONS, guarded, optionValue, parseCommandArgs, pathsFrom } from './project-args.js';
 import { runDetached } from './run-detached.js';
+import { detailCommand } from './progress.js';
 
 /** The run command. */
 export const run: Command = {
@@ -59,7 +60,9 @@ Exit codes: the unikernel's (0 done, 1 failure, 63 after --help, 64 bad boot arg
       if (optionValue(parsed, 'name') !== undefined) throw new MorganaError('ERR_USAGE', '--name goes with -d');
       // Signals the unikernel handles (SIGUSR2's summary, SIGHUP, …) are forwarded, and it stops
       // if this process dies (see child.ts).
-      const { exited } = superviseChild(process.execPath, [entry, ...parsed.rest], { env: monitorEnv(monitor.request, forwardEnv(process.env)) });
+      const env = monitorEnv(monitor.request, forwardEnv(process.env));
+      detailCommand('run', [process.execPath, entry, ...parsed.rest], Object.fromEntries(Object.entries(env).filter(([k, v]) => /^MORGANA_/.test(k) && process.env[k] !== v)));
+      const { exited } = superviseChild(process.execPath, [entry, ...parsed.rest], { env });
       const code = await exited;
       return code;
     }),

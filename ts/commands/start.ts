@@ -18,11 +18,12 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type Command, EXIT_USAGE } from './command.js';
-import { progress } from './progress.js';
+import { detailCommand, progress } from './progress.js';
 import { build } from './build.js';
 import { superviseChild } from './child.js';
 import { MONITOR_OPTIONS, monitorEnv, takeMonitorArgs } from './monitor-args.js';
 import { configure } from './configure.js';
+import { START_NETNS_PREFIX, guardNetns, sweepStaleNetns } from './netns-guard.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -154,6 +155,7 @@ ${MONITOR_OPTIONS}`,
       if (built !== 0) return built;
 
       // Signals are forwarded to the unikernel, which stops (and removes the build folder) if we die.
+      detailCommand('start: the unikernel', [process.execPath, path.join(buildDir, 'main.mjs')], { MORGANA_TEMPORARY_BUILD_DIR: buildDir });
       const { child, exited } = superviseChild(process.execPath, [path.join(buildDir, 'main.mjs')], {
         // Under --json, stdout is ours: the unikernel's own output goes to stderr.
         stdio: ['ignore', report.enabled ? 2 : 'inherit', 'pipe'],
@@ -219,18 +221,21 @@ ${MONITOR_OPTIONS}`,
   },
 };
 
-const NETNS = `morgana-start-${process.pid}`;
+const NETNS = `${START_NETNS_PREFIX}${process.pid}`;
 const TAP = 'mtap0';
 
 /** Runs `ip ARGS…`, throwing with its stderr when it fails. */
 function ip(...args: string[]): void {
+  detailCommand('start --tap', ['ip', ...args]);
   const result = spawnSync('ip', args, { encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`ip ${args.join(' ')}: ${result.stderr.trim() || result.error?.message}`);
 }
 
 /** `morgana start --tap`: the main job on a TAP device inside a network namespace. */
 async function runOnTap(buildDir: string, project: string[], selfCheckOnly: boolean, report: JsonReport): Promise<number> {
+  let guard: ReturnType<typeof guardNetns> | undefined;
   try {
+    for (const name of sweepStaleNetns()) progress(`morgana start --tap: deleted ${name}, left behind by a start that is gone\n`);
     progress(`Building the static-website example for unix --net direct in ${buildDir}\n`);
     const configured = await configure.run(['-q', '-t', 'unix', '--net', 'direct', `--interface=${TAP}`, ...project]);
     if (configured !== 0) return configured;
@@ -238,6 +243,8 @@ async function runOnTap(buildDir: string, project: string[], selfCheckOnly: bool
     if (built !== 0) return built;
     // Everything lives in a namespace of our own: the TAP, its kernel-side address, curl.
     ip('netns', 'add', NETNS);
+    // Deleted when we die, even by SIGKILL (the finally below does not run then).
+    guard = guardNetns(NETNS);
     ip('-n', NETNS, 'link', 'set', 'lo', 'up');
     ip('-n', NETNS, 'tuntap', 'add', 'mode', 'tap', 'name', TAP);
     ip('-n', NETNS, 'addr', 'add', '10.0.0.1/24', 'dev', TAP);
@@ -245,6 +252,7 @@ async function runOnTap(buildDir: string, project: string[], selfCheckOnly: bool
     // usable at once and never autoconfigured from the unikernel.
     spawnSync('ip', ['netns', 'exec', NETNS, 'sysctl', '-qw', `net.ipv6.conf.${TAP}.disable_ipv6=0`, `net.ipv6.conf.${TAP}.accept_dad=0`, `net.ipv6.conf.${TAP}.accept_ra=0`]);
     ip('-n', NETNS, 'link', 'set', TAP, 'up');
+    detailCommand('start --tap: the unikernel', ['ip', 'netns', 'exec', NETNS, process.execPath, path.join(buildDir, 'main.mjs')]);
     const { child, exited } = superviseChild('ip', ['netns', 'exec', NETNS, process.execPath, path.join(buildDir, 'main.mjs')], {
       stdio: ['ignore', report.enabled ? 2 : 'inherit', 'pipe'],
       env: { ...process.env, MORGANA_TEMPORARY_BUILD_DIR: buildDir, ...(report.enabled && { MORGANA_SUMMARY_JSON: '1' }) },
@@ -304,6 +312,7 @@ async function runOnTap(buildDir: string, project: string[], selfCheckOnly: bool
     return 1;
   } finally {
     spawnSync('ip', ['netns', 'del', NETNS]);
+    guard?.disarm();
     rmSync(buildDir, { recursive: true, force: true });
   }
 }

@@ -17,6 +17,7 @@ export type DaemonEventType =
   | 'destroyed'
   | 'adopted'
   | 'restored'
+  | 'suspended'
   | 'updated'
   | 'rolled-back'
   | 'refused'

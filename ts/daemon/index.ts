@@ -11,6 +11,7 @@ export {
   type DaemonRequest,
   type DaemonTarget,
   type DaemonUnikernelInfo,
+  type DaemonUserNetworkInfo,
   PROTOCOL_VERSION,
   Solo5Daemon,
   daemonRequest,

@@ -17,7 +17,7 @@ export interface ResourcePolicy {
   memoryMB?: number;
   /** CPU ids unikernels under the path may be pinned to (they are pinned to them by default). */
   cpus?: number[];
-  /** Bridges NET devices under the path may join. */
+  /** Bridges NET devices under the path may join; `user` allows user-mode networks (`--net NAME=user`). */
   bridges?: string[];
   /** Most total block-device size in MB under the path. */
   blockMB?: number;

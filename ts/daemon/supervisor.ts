@@ -45,6 +45,8 @@ import type { ConsoleLine } from '../solo5/console.js';
 import { type DeployOptions, type DeployPlan, type Provisioned, Unikernel, planDeployment, provisionDevices, releaseDevices } from '../solo5/deploy.js';
 import { type ExitInfo, restartDelay } from '../solo5/exit.js';
 import { processStartTime } from '../solo5/host.js';
+import type { BoundForward } from '../solo5/gateway.js';
+import { UserNetwork } from '../solo5/user-net.js';
 
 export { PROTOCOL_VERSION, type ControlCounters, type ControlLimits } from './protocol.js';
 
@@ -75,6 +77,21 @@ export interface DaemonUnikernelInfo {
   /** CPU ids the unikernel is pinned to. */
   cpus?: number[];
   startOrder?: number;
+  /** User-mode networks (`--net NAME=user`) while their gateway runs: addresses and forwarded host ports. */
+  networks?: DaemonUserNetworkInfo[];
+}
+
+/** A user-mode NET device of a unikernel, as `ps` shows it. */
+export interface DaemonUserNetworkInfo {
+  /** Manifest device name. */
+  device: string;
+  mode: 'user';
+  /** Guest address and prefix (`10.0.2.15/24`). */
+  guest: string;
+  gateway: string;
+  dns: string;
+  /** Forwarded host ports as bound. */
+  forwards: BoundForward[];
 }
 
 interface StateRecord {
@@ -96,6 +113,16 @@ interface StateRecord {
   startOrder?: number;
   /** Block devices of the store attached by name. */
   volumes?: string[];
+  /**
+   * Stopped by the daemon's own shutdown (its user-mode network lived in the daemon): started
+   * again when a daemon starts on this directory.
+   */
+  resume?: boolean;
+}
+
+/** Whether a record's unikernel has a user-mode network, whose gateway lives in the daemon process. */
+function hasUserNet(r: Pick<StateRecord, 'kind' | 'options'>): boolean {
+  return r.kind === 'solo5' && (r.options.userNets?.length ?? 0) > 0;
 }
 
 interface Entry {
@@ -360,8 +387,23 @@ export class Solo5Daemon {
     this.#tlsServer = server;
   }
 
-  /** Stops listening; the unikernels keep running (a restarted daemon adopts them). */
+  /**
+   * Stops listening; the unikernels keep running (a restarted daemon adopts them), except those
+   * on a user-mode network: their gateway lives in this process, so they are stopped first (and
+   * would get SIGKILL when it ends anyway), then started again by the next daemon on this
+   * directory.
+   */
   async close(): Promise<void> {
+    const suspended = [...this.#entries.values()].filter((e) => !e.exited && hasUserNet(e.record));
+    await Promise.all(
+      suspended.map(async (e) => {
+        await e.uk.stop();
+        e.record.resume = true;
+        e.record.lastExit = { kind: 'stopped', code: null, signal: null, description: 'stopped with the daemon, which ran its user-mode network; started again when the daemon starts', failed: false };
+        this.#events.add('suspended', { name: e.record.name, message: 'stopped with the daemon (its user-mode network lives in the daemon process)' });
+      }),
+    );
+    if (suspended.length) await this.#save();
     await this.#saving;
     const closing: Promise<void>[] = [];
     for (const s of [this.#server, this.#tlsServer, this.#metricsServer]) {
@@ -395,6 +437,25 @@ export class Solo5Daemon {
       uk.restarts = record.restarts;
       const entry: Entry = { uk, record, adopted: true, exited: true };
       this.#entries.set(record.name, entry);
+      if (hasUserNet(record)) {
+        // Not adoptable: its link and host ports were in the previous daemon process. The tender
+        // died with it (SIGKILL on the parent's death); one still running cannot be reached.
+        const live = record.pid !== undefined && record.startTime !== undefined && (await processStartTime(record.pid)) === record.startTime;
+        if (live) {
+          await killAndWait(record.pid!);
+          this.#events.add('exited', { name: record.name, reason: 'stopped', message: `killed pid ${record.pid}: still running, but its user-mode network was in the previous daemon process` });
+        }
+        if (record.pid !== undefined || record.resume) {
+          if (!record.resume) record.lastExit = { kind: 'guest-exit', code: null, signal: null, description: `ended with the daemon that ran its user-mode network${live ? ' (killed by the next one)' : ''}`, failed: true };
+          record.pid = undefined;
+          record.startTime = undefined;
+          delete record.resume;
+          await releaseDevices(record.provisioned, record.options.netns).catch(() => {});
+          relaunch.push(record);
+        }
+        uk.lastExit = record.lastExit;
+        continue;
+      }
       if (record.pid !== undefined && record.startTime !== undefined && (await processStartTime(record.pid)) === record.startTime) {
         entry.exited = false;
         this.#watch(entry);
@@ -411,13 +472,15 @@ export class Solo5Daemon {
         uk.lastExit = record.lastExit;
       }
     }
-    // Started again in their declared order (then by name), one after the other.
-    relaunch.sort((a, b) => a.startOrder! - b.startOrder! || a.name.localeCompare(b.name));
+    // Started again in their declared order (then by name; those without one last), one after the other.
+    const order = (r: StateRecord): number => r.startOrder ?? Number.MAX_SAFE_INTEGER;
+    relaunch.sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name));
     for (const record of relaunch) {
       try {
         this.#entries.delete(record.name);
         const entry = await this.#launch(record);
-        this.#events.add('restored', { name: record.name, message: `started again (start order ${record.startOrder}), pid ${entry.uk.pid}` });
+        const why = hasUserNet(record) ? 'its user-mode network lives in the daemon' : `start order ${record.startOrder}`;
+        this.#events.add('restored', { name: record.name, message: `started again (${why}), pid ${entry.uk.pid}` });
       } catch (error) {
         const uk = new Unikernel(record.options, record.plan, record.provisioned);
         uk.lastExit = record.lastExit;
@@ -508,6 +571,7 @@ export class Solo5Daemon {
       lastExit: e.uk.lastExit ? ownExit(e.record, e.uk.lastExit) : e.record.lastExit,
       ...(e.record.cpus ? { cpus: e.record.cpus } : {}),
       ...(e.record.startOrder !== undefined ? { startOrder: e.record.startOrder } : {}),
+      ...(!e.exited && e.uk.gateways.length ? { networks: userNetworks(e) } : {}),
     };
   }
 
@@ -547,7 +611,18 @@ export class Solo5Daemon {
     }
     if (record.cpus?.length) plan = { ...plan, command: ['taskset', '--cpu-list', record.cpus.join(','), ...plan.command] };
     if (record.kind === 'solo5') provisioned = await provisionDevices(options, user);
-    const uk = new Unikernel(options, plan, provisioned, user);
+    let network: UserNetwork | undefined;
+    if (hasUserNet({ kind: record.kind, options })) {
+      try {
+        network = await UserNetwork.start(options.userNets!);
+      } catch (error) {
+        await releaseDevices(provisioned, options.netns).catch(() => {});
+        throw error;
+      }
+      // A port picked by the system (0) is kept: the unikernel gets it again when it is started again.
+      options.userNets!.forEach((n, i) => n.forwards?.forEach((f, j) => (f.hostPort = network!.gateways[i]!.forwards[j]!.hostPort)));
+    }
+    const uk = new Unikernel(options, plan, provisioned, user, network);
     uk.restarts = record.restarts;
     record.options = options;
     record.plan = plan;
@@ -615,7 +690,9 @@ export class Solo5Daemon {
           unikernels: existing ? 0 : 1,
           memoryMB: countedMemoryMB({ ...record, plan: { target: record.options.target } as DeployPlan }) - (existing ? countedMemoryMB(existing.record) : 0),
           ...(req.cpus ? { cpus: req.cpus as number[] } : {}),
-          bridges: (record.options.nets ?? []).map((n) => n.bridge ?? '(no bridge)'),
+          // A user-mode network reaches the host (forwarded ports, outbound through the daemon's
+          // sockets): under a policy with bridges, it is allowed only when they list `user`.
+          bridges: [...(record.options.nets ?? []).map((n) => n.bridge ?? '(no bridge)'), ...(record.kind === 'solo5' && Array.isArray(record.options.userNets) ? record.options.userNets.map(() => 'user') : [])],
         },
         (p) => this.#usage(p),
       );
@@ -968,6 +1045,10 @@ export class Solo5Daemon {
     const txPackets = fam('morgana_unikernel_network_transmit_packets', 'counter', 'Frames the guest sent on a NET device.');
     const rxDrops = fam('morgana_unikernel_network_receive_drops', 'counter', 'Frames for the guest dropped on a NET device.');
     const txDrops = fam('morgana_unikernel_network_transmit_drops', 'counter', 'Frames from the guest dropped on a NET device.');
+    const gwOpen = fam('morgana_unikernel_gateway_open', 'gauge', "User-mode network: TCP connections and UDP flows open now through the unikernel's gateway.");
+    const gwAccepted = fam('morgana_unikernel_gateway_accepted', 'counter', 'User-mode network: connections (tcp) and flows (udp) accepted, forwarded from a host port or outbound from the guest.');
+    const gwRefused = fam('morgana_unikernel_gateway_refused', 'counter', 'User-mode network: connections and flows refused by a limit or policy (reason limit_or_policy), or by the host (host_refused).');
+    const gwDropped = fam('morgana_unikernel_gateway_dropped', 'counter', 'User-mode network: frames for the guest dropped by the gateway (oversized UDP datagrams, no link while the tender restarts).');
     const blockRead = fam('morgana_unikernel_block_read_bytes', 'counter', 'Bytes the tender read from storage (/proc/PID/io read_bytes).');
     const blockWrite = fam('morgana_unikernel_block_write_bytes', 'counter', 'Bytes the tender wrote to storage (/proc/PID/io write_bytes).');
     for (const e of this.#entries.values()) {
@@ -997,6 +1078,22 @@ export class Solo5Daemon {
         txPackets.samples.push({ labels, value: c.rxPackets });
         rxDrops.samples.push({ labels, value: c.txDropped });
         txDrops.samples.push({ labels, value: c.rxDropped });
+        const g = c.gateway;
+        if (!g) continue;
+        const at = { name, device };
+        gwOpen.samples.push({ labels: { ...at, protocol: 'tcp' }, value: g.tcpConnections }, { labels: { ...at, protocol: 'udp' }, value: g.udpFlows });
+        gwAccepted.samples.push(
+          { labels: { ...at, protocol: 'tcp', direction: 'forwarded' }, value: g.accepted.forwardedTcp },
+          { labels: { ...at, protocol: 'tcp', direction: 'outbound' }, value: g.accepted.outboundTcp },
+          { labels: { ...at, protocol: 'udp', direction: 'forwarded' }, value: g.accepted.forwardedUdp },
+          { labels: { ...at, protocol: 'udp', direction: 'outbound' }, value: g.accepted.outboundUdp },
+        );
+        gwRefused.samples.push(
+          { labels: { ...at, protocol: 'tcp', reason: 'limit_or_policy' }, value: g.refused.tcp },
+          { labels: { ...at, protocol: 'udp', reason: 'limit_or_policy' }, value: g.refused.udp },
+          { labels: { ...at, protocol: 'tcp', reason: 'host_refused' }, value: g.refused.hostRefusedTcp },
+        );
+        gwDropped.samples.push({ labels: { ...at, reason: 'oversized_udp' }, value: g.dropped.oversizedUdp }, { labels: { ...at, reason: 'no_link' }, value: g.dropped.noLink });
       }
     }
     const conns = fam('morgana_daemon_control_connections', 'counter', 'Control connections accepted.');
@@ -1007,8 +1104,29 @@ export class Solo5Daemon {
       active.samples.push({ labels: { listener }, value: c.active });
       for (const reason of ['refusedBusy', 'idleTimeouts', 'malformed', 'oversized', 'forbidden'] as const) refused.samples.push({ labels: { listener, reason }, value: c[reason] });
     }
-    return [up, cpu, rss, uptime, restarts, exits, rxBytes, txBytes, rxPackets, txPackets, rxDrops, txDrops, blockRead, blockWrite, conns, active, refused];
+    return [up, cpu, rss, uptime, restarts, exits, rxBytes, txBytes, rxPackets, txPackets, rxDrops, txDrops, gwOpen, gwAccepted, gwRefused, gwDropped, blockRead, blockWrite, conns, active, refused];
   }
+}
+
+/** Forwarded ports as `docker ps` shows them: `127.0.0.1:8080->80/tcp` (IPv6 host addresses in brackets). */
+export function formatForwards(networks: readonly DaemonUserNetworkInfo[] | undefined): string[] {
+  return (networks ?? []).flatMap((n) => n.forwards.map((f) => `${f.hostAddress.includes(':') ? `[${f.hostAddress}]` : f.hostAddress}:${f.hostPort}->${f.guestPort}/${f.protocol}`));
+}
+
+/** The `ps` view of an entry's user-mode networks. */
+function userNetworks(e: Entry): DaemonUserNetworkInfo[] {
+  return e.uk.gateways.map((g, i) => ({ device: e.record.options.userNets![i]!.name, mode: 'user', guest: g.guest, gateway: g.gateway, dns: g.dns, forwards: g.forwards.map((f) => ({ ...f })) }));
+}
+
+/** SIGKILL to `pid`, then waits (at most 5 s) until it is gone. */
+async function killAndWait(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  const end = Date.now() + 5000;
+  while (existsSync(`/proc/${pid}`) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
 }
 
 /** Starts a daemon in `dir` (default {@link defaultDaemonDir}); adopts still-running unikernels from its state. */

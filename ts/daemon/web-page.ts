@@ -90,7 +90,7 @@ export const DAEMON_HTML = `<!doctype html>
     $('unikernels').querySelector('tbody').innerHTML = s.unikernels.map((u) =>
       '<tr data-name="' + esc(u.name) + '" data-state="' + esc(u.state) + '"' + (u.name === selected ? ' class="selected"' : '') + '>' +
       [u.name, u.state, u.pid, u.target, u.restarts, (u.cpus || []).join(','), secs(u.cpuMs), kib(u.rssKiB), secs(u.uptimeMs),
-       u.nets.map((n) => n.name + '=' + n.tap).join(' '), u.lastExit ? (u.lastExit.kind || '') + ' ' + (u.lastExit.code ?? u.lastExit.signal ?? '') : '']
+       [...u.nets.map((n) => n.name + '=' + n.tap), ...(u.ports || [])].join(' '), u.lastExit ? (u.lastExit.kind || '') + ' ' + (u.lastExit.code ?? u.lastExit.signal ?? '') : '']
         .map((c) => '<td>' + esc(c) + '</td>').join('') + '</tr>').join('');
     for (const tr of $('unikernels').querySelectorAll('tbody tr')) tr.onclick = () => { selected = tr.dataset.name; render(s); showConsole(); };
     const dt = previous ? (s.time - previous.time) / 1000 : 0;

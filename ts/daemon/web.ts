@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { MorganaError } from '../errors.js';
 import { authorized, sendJson, serveAsset, tokenFor } from '../monitor/http-kit.js';
 import { DAEMON_HTML } from './web-page.js';
-import { type DaemonTarget, daemonRequest } from './supervisor.js';
+import { type DaemonTarget, type DaemonUserNetworkInfo, daemonRequest, formatForwards } from './supervisor.js';
 
 /** Options of {@link startDaemonWeb}. */
 export interface DaemonWebOptions {
@@ -44,6 +44,8 @@ export interface DaemonWebUnikernel {
   rssKiB: number | undefined;
   uptimeMs: number | undefined;
   nets: Array<{ name: string; tap: string; rxBytes: number; txBytes: number; rxPackets: number; txPackets: number; rxDropped: number; txDropped: number }>;
+  /** Forwarded host ports of user-mode networks (`127.0.0.1:8080->80/tcp`). */
+  ports: string[];
 }
 
 /** What `/events` sends and `/api/snapshot` answers. */
@@ -86,6 +88,7 @@ export async function daemonSnapshot(target: DaemonTarget): Promise<DaemonWebSna
         rssKiB: stats?.process?.rssKiB,
         uptimeMs: stats?.uptimeMs,
         nets,
+        ports: formatForwards(info.networks as DaemonUserNetworkInfo[] | undefined),
       };
     }),
   );

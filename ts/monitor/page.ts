@@ -184,9 +184,19 @@ export const DASHBOARD_HTML = `<!doctype html>
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
     log.textContent = s.log.join('\\n');
     if (atBottom) log.scrollTop = log.scrollHeight;
-    const switches = s.topology.nodes.filter((n) => n.kind === 'switch').map((n) => n.label);
+    // Capture targets: every switch (all its ports), then every stack interface (its device, TAP or other).
+    const targets = [
+      ...s.topology.nodes.filter((n) => n.kind === 'switch').map((n) => ({ value: 'switch:' + n.label, label: 'switch ' + n.label })),
+      ...s.interfaces.map((i) => ({ value: 'interface:' + i.id, label: 'interface ' + i.id + ' (' + i.medium + ')' })),
+    ];
     const select = $('capture-target');
-    if (select.options.length !== switches.length) select.innerHTML = switches.map((n) => '<option>' + esc(n) + '</option>').join('');
+    const wanted = targets.map((o) => o.value).join('|');
+    if (select.dataset.targets !== wanted) {
+      const chosen = select.value;
+      select.innerHTML = targets.map((o) => '<option value="' + esc(o.value) + '">' + esc(o.label) + '</option>').join('');
+      select.dataset.targets = wanted;
+      if (targets.some((o) => o.value === chosen)) select.value = chosen;
+    }
     previous = s;
   }
 
@@ -198,8 +208,9 @@ export const DASHBOARD_HTML = `<!doctype html>
     $('capture-stop').disabled = !list.some((c) => c.running);
   }
   let running;
+  const captureBody = (value) => value.startsWith('interface:') ? { interface: value.slice('interface:'.length) } : { switch: value.slice('switch:'.length) };
   $('capture-start').onclick = async () => {
-    const res = await fetch(withToken('/api/captures'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ switch: $('capture-target').value }) });
+    const res = await fetch(withToken('/api/captures'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(captureBody($('capture-target').value)) });
     running = (await res.json()).id;
     await refreshCaptures();
   };

@@ -8,8 +8,10 @@
  *   `/api/neighbours`, `/api/drops`, `/api/reassembly`, `/api/dhcp`, `/api/forwards`, `/api/log`:
  *   the same data as JSON.
  * - `GET /metrics`: every stack's and switch's series (OpenMetrics when asked by `Accept`).
- * - `POST /api/captures` `{"switch":"vnet"}` → `{ id }`, `POST /api/captures/ID/stop`,
- *   `GET /api/captures/ID.pcap` (a libpcap file), `GET /api/captures`.
+ * - `POST /api/captures` `{"switch":"vnet"}` (every port of a virtual switch) or
+ *   `{"interface":"stack0/0"}` (one interface of a stack, whatever its device: TAP, socket link,
+ *   switch port) → `{ id }`; `POST /api/captures/ID/stop`, `GET /api/captures/ID.pcap` (a libpcap
+ *   file; super-frames are recorded as the real frames they stand for), `GET /api/captures`.
  *
  * Bound to another address than loopback, every request needs the token printed at start
  * (`?token=…` or `Authorization: Bearer …`).
@@ -20,6 +22,8 @@ import type { AddressInfo } from 'node:net';
 import { MorganaError } from '../errors.js';
 import { METRICS_CONTENT_TYPE, MetricsWriter } from '../metrics/exposition.js';
 import { writeStackMetrics, writeSwitchMetrics } from '../metrics/collect.js';
+import { type FrameOffload, GSO_NONE } from '../net/device.js';
+import { realFrames } from '../net/gso.js';
 import { pcapGlobalHeader, pcapNowMicros, pcapRecord } from '../net/pcap.js';
 import { authorized, readBody, sendJson as json, serveAsset, tokenFor } from './http-kit.js';
 import { DASHBOARD_HTML } from './page.js';
@@ -81,12 +85,25 @@ export async function startMonitor(source: MonitorSource, options: MonitorOption
     return { type: METRICS_CONTENT_TYPE[format], body: writer.text(format) };
   };
 
-  const startCapture = (target: string): Capture => {
-    const found = source.switches().find((s) => s.name === target);
-    if (!found) throw new MorganaError('ERR_MONITOR_CAPTURE', `no virtual switch named ${JSON.stringify(target)} (captures record a virtual switch)`);
+  /** What a capture can record: a switch's mirror port, or one stack interface's Ethernet layer. */
+  const captureSource = (target: { switch?: string; interface?: string }): ((record: (frame: Buffer, offload?: FrameOffload) => void) => () => void) => {
+    if (target.interface !== undefined) {
+      const m = /^(.*)\/(\d+)$/.exec(target.interface);
+      const stack = m ? source.stacks().find((s) => s.name === m[1])?.stack : undefined;
+      const iface = stack?.interfaces[Number(m?.[2])];
+      if (!iface) throw new MorganaError('ERR_MONITOR_CAPTURE', `no interface ${JSON.stringify(target.interface)} (interfaces are named STACK/INDEX, as /api/interfaces lists them)`);
+      return (record) => iface.eth.mirror((frame, _direction, offload) => record(frame, offload));
+    }
+    const found = source.switches().find((s) => s.name === target.switch);
+    if (!found) throw new MorganaError('ERR_MONITOR_CAPTURE', `no virtual switch named ${JSON.stringify(target.switch)}`);
+    return (record) => found.sw.mirror((frame) => record(frame));
+  };
+
+  const startCapture = (target: { switch?: string; interface?: string }): Capture => {
+    const attach = captureSource(target);
     const capture: Capture = {
       id: nextCapture++,
-      target,
+      target: target.interface ?? target.switch!,
       chunks: [pcapGlobalHeader(65_535)],
       bytes: 24,
       frames: 0,
@@ -94,16 +111,22 @@ export async function startMonitor(source: MonitorSource, options: MonitorOption
       startedAt: Date.now(),
       stop: () => {},
     };
-    const unmirror = found.sw.mirror((frame) => {
+    const keep = (frame: Buffer) => {
+      if (!capture.running) return;
       const record = pcapRecord(frame, frame.length, 65_535, pcapNowMicros());
       capture.chunks.push(record);
       capture.bytes += record.length;
       capture.frames++;
       if (capture.bytes >= captureLimit) capture.stop();
+    };
+    const detach = attach((frame, offload) => {
+      // A super-frame is recorded as the wire frames it stands for (a copy: the cut completes checksums).
+      if (offload && offload.gsoType !== GSO_NONE) for (const piece of realFrames(Buffer.from(frame), offload)) keep(piece);
+      else keep(frame);
     });
     capture.stop = () => {
       capture.running = false;
-      unmirror();
+      detach();
     };
     captures.set(capture.id, capture);
     return capture;
@@ -152,14 +175,19 @@ export async function startMonitor(source: MonitorSource, options: MonitorOption
       if (req.method === 'GET' && part === 'captures') return json(res, 200, [...captures.values()].map(captureView));
       if (req.method === 'POST' && part === 'captures') {
         const body = await readBody(req);
-        let target: unknown;
+        let asked: { switch?: unknown; interface?: unknown };
         try {
-          target = (JSON.parse(body || '{}') as { switch?: unknown }).switch ?? source.switches()[0]?.name;
+          asked = JSON.parse(body || '{}') as { switch?: unknown; interface?: unknown };
         } catch {
-          return json(res, 400, { error: 'the body must be JSON: {"switch":"NAME"}' });
+          return json(res, 400, { error: 'the body must be JSON: {"switch":"NAME"} or {"interface":"STACK/INDEX"}' });
         }
-        if (typeof target !== 'string') return json(res, 400, { error: 'nothing to capture: no virtual switch here' });
-        return json(res, 201, captureView(startCapture(target)));
+        if (asked.interface !== undefined) {
+          if (typeof asked.interface !== 'string') return json(res, 400, { error: 'interface must be a string such as "stack0/0"' });
+          return json(res, 201, captureView(startCapture({ interface: asked.interface })));
+        }
+        const name = asked.switch ?? source.switches()[0]?.name;
+        if (typeof name !== 'string') return json(res, 400, { error: 'nothing to capture: name a switch or an interface ({"interface":"STACK/INDEX"})' });
+        return json(res, 201, captureView(startCapture({ switch: name })));
       }
       const stop = /^captures\/(\d+)\/stop$/.exec(part);
       if (req.method === 'POST' && stop) {

@@ -14,7 +14,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { constants, createWriteStream, type WriteStream, openSync, closeSync, fstatSync, statSync } from 'node:fs';
 import { access, chown, open } from 'node:fs/promises';
+import { isIP, isIPv4 } from 'node:net';
 import path from 'node:path';
+import type { Forward } from '../config/targets.js';
 import { MorganaError } from '../errors.js';
 import { parseMac } from '../net/mac.js';
 import { type Solo5LogLevel, guestArgv } from './args.js';
@@ -36,6 +38,7 @@ import {
 } from './host.js';
 import { type Solo5Abi, type Solo5ImageInfo, inspectSolo5Image } from './image.js';
 import type { Solo5Manifest } from './manifest.js';
+import type { UserGatewayStats } from './gateway.js';
 import { type NamespaceMode, type RunHooks, type UserNetAttachment, UserNetwork, hasNetAdmin, mirageNetArgs, userNetCommand, userNetTap } from './user-net.js';
 
 /** Targets Morgana can deploy. */
@@ -128,7 +131,8 @@ export interface DeployOptions {
   kvmDevice?: string;
   /**
    * Start the tender in its own session with its output appended to `logFile` (required), so it
-   * survives the death of this process (used by `morgana daemon`).
+   * survives the death of this process (used by `morgana daemon`). Not so with `userNets`: their
+   * gateway lives in this process, and the tender gets SIGKILL when it dies.
    */
   detached?: boolean;
 }
@@ -138,8 +142,12 @@ export interface UnikernelStats {
   name: string;
   /** Process statistics of the tender, or undefined when it is not running. */
   process: ProcessStats | undefined;
-  /** Counters of each TAP, by manifest device name (undefined when the TAP is gone). */
-  nets: Record<string, (InterfaceCounters & { tap: string }) | undefined>;
+  /**
+   * Counters of each TAP, by manifest device name (undefined when the TAP is gone), seen from
+   * the host as a TAP's are (`rx`: what the guest sent). A user-mode device has `tap: 'user'`,
+   * its private link's counters in the same orientation, and its gateway's counters.
+   */
+  nets: Record<string, (InterfaceCounters & { tap: string; gateway?: UserGatewayStats }) | undefined>;
   restarts: number;
   consoleLines: number;
   consoleDropped: number;
@@ -226,6 +234,18 @@ export function checkDevices(manifest: Solo5Manifest, nets: readonly { name: str
   }
 }
 
+/** A forward as it arrives (from the command line, or as JSON over the daemon's socket). */
+function checkForward(device: string, f: unknown): void {
+  const o = f as Partial<Forward> | null;
+  const where = `user-mode network '${device}': forward ${JSON.stringify(f)}`;
+  if (typeof o !== 'object' || o === null) badOption(`${where} is not an object`);
+  if (o.protocol !== 'tcp' && o.protocol !== 'udp') badOption(`${where}: protocol must be tcp or udp`);
+  if (typeof o.hostAddress !== 'string' || !isIP(o.hostAddress)) badOption(`${where}: hostAddress must be an IP address`);
+  if (!Number.isInteger(o.hostPort) || o.hostPort! < 0 || o.hostPort! > 65535) badOption(`${where}: hostPort must be 0 to 65535`);
+  if (!Number.isInteger(o.guestPort) || o.guestPort! < 1 || o.guestPort! > 65535) badOption(`${where}: guestPort must be 1 to 65535`);
+  if (o.guestAddress !== undefined && o.guestAddress !== null && (typeof o.guestAddress !== 'string' || !isIPv4(o.guestAddress))) badOption(`${where}: guestAddress must be an IPv4 address`);
+}
+
 function validate(options: DeployOptions): void {
   if (typeof options !== 'object' || options === null) badOption('options must be an object');
   if (typeof options.image !== 'string' || options.image === '') badOption('image must be a path');
@@ -240,14 +260,17 @@ function validate(options: DeployOptions): void {
     if (n.bridge !== undefined && !validInterfaceName(n.bridge)) badOption(`invalid bridge name '${n.bridge}'`);
     if (n.mac !== undefined) parseMac(n.mac);
   }
+  if (options.userNets !== undefined && !Array.isArray(options.userNets)) badOption('userNets must be a list');
   for (const n of options.userNets ?? []) {
-    if (!/^[A-Za-z0-9]{1,67}$/.test(n.name)) badOption(`invalid net device name '${n.name}'`);
+    if (typeof n !== 'object' || n === null || typeof n.name !== 'string' || !/^[A-Za-z0-9]{1,67}$/.test(n.name)) badOption(`invalid net device name '${String(n?.name)}'`);
     if (n.mac !== undefined) parseMac(n.mac);
+    if (n.forwards !== undefined && !Array.isArray(n.forwards)) badOption(`user-mode network '${n.name}': forwards must be a list`);
+    for (const f of n.forwards ?? []) checkForward(n.name, f);
+    if (n.pcap !== undefined && (typeof n.pcap !== 'string' || n.pcap === '')) badOption(`user-mode network '${n.name}': pcap must be a file path`);
   }
   if (options.userNets?.length) {
     if (options.netns) badOption('--netns and user-mode networks (--net NAME=user) do not go together: the tender gets a namespace of its own');
     if (options.user !== undefined) badOption('--user and user-mode networks do not go together (the tender runs in its own user namespace)');
-    if (options.detached) badOption('user-mode networks need the deploying process (their gateway runs in it): not with detached deployments');
   }
   if (options.namespace !== undefined && !['auto', 'user', 'net'].includes(options.namespace)) badOption(`namespace must be auto, user or net, got '${options.namespace}'`);
   if (options.accel !== undefined && !['kvm', 'tcg', 'auto'].includes(options.accel)) badOption(`accel must be kvm, tcg or auto, got '${options.accel}'`);
@@ -528,6 +551,24 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
       const c = await interfaceCounters(this.#options.netns, n.tap);
       nets[n.name] = c ? { tap: n.tap, ...c } : undefined;
     }
+    this.#options.userNets?.forEach((n, i) => {
+      const gateway = this.gateways[i];
+      if (!gateway) return;
+      const g = gateway.stats();
+      // The gateway's end of the link reads what the guest sent: the tender TAP's receive side.
+      nets[n.name] = {
+        tap: 'user',
+        rxBytes: g.link.rxBytes,
+        rxPackets: g.link.rxFrames,
+        rxDropped: g.link.rxDropped,
+        rxErrors: 0,
+        txBytes: g.link.txBytes,
+        txPackets: g.link.txFrames,
+        txDropped: g.link.txDropped + g.dropped.noLink + g.dropped.oversizedUdp,
+        txErrors: 0,
+        gateway: g,
+      };
+    });
     return {
       name: this.name,
       process: this.#pid !== undefined ? await processStats(this.#pid) : undefined,
@@ -804,6 +845,9 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
  * after removing whatever it created.
  */
 export async function deployUnikernel(options: DeployOptions): Promise<Unikernel> {
+  if (options.detached && options.userNets?.length) {
+    badOption('user-mode networks need the deploying process (their gateway runs in it, and the tender dies with it): not with detached deployments (morgana daemon runs the gateways itself)');
+  }
   const plan = await planDeployment(options);
   const provisioned = await provisionDevices(options, plan.user);
   const { info: _info, user, ...rest } = plan;

@@ -31,6 +31,12 @@ export interface EthernetWrite {
   src?: Buffer;
 }
 
+/**
+ * Sees a copy of every frame an {@link Ethernet} layer sends or receives (a capture). `frame` is
+ * only valid during the call; super-frames come with their `offload`.
+ */
+export type EthernetMirror = (frame: Buffer, direction: 'in' | 'out', offload?: FrameOffload) => void;
+
 /** Ethernet counters. */
 export interface EthernetStats {
   rxFrames: number;
@@ -50,6 +56,8 @@ export class Ethernet {
   readonly mac: Buffer;
   readonly #handlers = new Map<number, EthernetHandler>();
   readonly #stats: EthernetStats = { rxFrames: 0, txFrames: 0, droppedMalformed: 0, droppedUnknownType: 0, droppedNotForUs: 0 };
+  /** Captures watching this interface (none on the usual path: one length check per frame). */
+  #mirrors: EthernetMirror[] = [];
 
   constructor(net: NetDevice) {
     this.net = net;
@@ -65,6 +73,22 @@ export class Ethernet {
   /** Registers the handler for one EtherType (replacing any earlier one). */
   on(ethertype: number, handler: EthernetHandler): void {
     this.#handlers.set(ethertype, handler);
+  }
+
+  /**
+   * Calls `observer` with every frame this interface sends and receives from now on, before
+   * filtering (as a capture on the device would see them); returns the function that stops it.
+   * The dashboard's capture of an interface (a TAP device, a socket link) uses it.
+   */
+  mirror(observer: EthernetMirror): () => void {
+    this.#mirrors = [...this.#mirrors, observer];
+    return () => {
+      this.#mirrors = this.#mirrors.filter((m) => m !== observer);
+    };
+  }
+
+  #mirrorOut(frame: Buffer, offload?: FrameOffload): void {
+    for (const m of this.#mirrors) m(frame, 'out', offload);
   }
 
   /** Sends a frame to `dst` (6 bytes or `'aa:bb:…'`), its payload written in place by `request.fill`. */
@@ -83,6 +107,7 @@ export class Ethernet {
       if (!Number.isInteger(length) || length < 0 || length > request.size) {
         throw new OutOfRangeError(`fill must return a length from 0 to ${request.size}, got ${length}`);
       }
+      if (this.#mirrors.length > 0) this.#mirrorOut(buffer.subarray(0, ETHERNET_HEADER + length));
       return ETHERNET_HEADER + length;
     });
     this.#stats.txFrames++;
@@ -113,6 +138,7 @@ export class Ethernet {
     this.#frameAt = at;
     this.#frameLength = length;
     this.net.write(length, this.#copyFrame, offload);
+    if (this.#mirrors.length > 0) this.#mirrorOut(source.subarray(at, at + length), offload);
     this.#stats.txFrames++;
     return false;
   }
@@ -123,6 +149,7 @@ export class Ethernet {
   }
 
   #receive(frame: Buffer, offload?: FrameOffload): void {
+    if (this.#mirrors.length > 0) for (const m of this.#mirrors) m(frame, 'in', offload);
     if (frame.length < ETHERNET_HEADER) {
       this.#stats.droppedMalformed++;
       return;

@@ -150,3 +150,19 @@ test('a pcap of an offloading port shows only real frames (≤ 1514 bytes) with 
   // Both directions' data went through the capture (retransmissions may add more).
   t.true(tcpPayload >= 8 * MIB, `${tcpPayload} TCP payload bytes captured`);
 });
+
+test("an interface's Ethernet mirror sees the TCP frames given to a switch port without a copy", async (t) => {
+  const { a, b } = await stacks(t, true, true);
+  let out = 0;
+  let superFrames = 0;
+  const stop = a.interfaces[0]!.eth.mirror((frame, direction, offload) => {
+    if (direction !== 'out' || frame.readUInt16BE(12) !== 0x0800 || frame[23] !== 6) return;
+    out += frame.length;
+    if (offload && offload.gsoType !== 0) superFrames++;
+  });
+  const r = await exchange(a, b, '10.0.0.2', 2 * MIB);
+  stop();
+  sameBothWays(t, r, 2 * MIB);
+  t.true(out > 2 * MIB, `${out} bytes of TCP frames mirrored`);
+  t.true(superFrames > 0);
+});

@@ -130,7 +130,10 @@ export class Ethernet {
    */
   writeFrame(source: Buffer, at: number, length: number, offload?: FrameOffload, giveAway = false): boolean {
     if (giveAway && this.net.writeOwned) {
-      this.net.writeOwned(source.subarray(at, at + length), offload);
+      const frame = source.subarray(at, at + length);
+      // Before it is given away: from then on the bytes are the device's.
+      if (this.#mirrors.length > 0) this.#mirrorOut(frame, offload);
+      this.net.writeOwned(frame, offload);
       this.#stats.txFrames++;
       return true;
     }

@@ -123,3 +123,38 @@ test('writeOwned hands the very bytes given to the receiver (no copy), and drops
   await a.close();
   t.throws(() => a.writeOwned!(given), { code: 'ERR_NET_CLOSED' });
 });
+
+test("a frame given away comes back (done) once a reusing listener says it kept nothing, or it was dropped; never from a plain listener", async (t) => {
+  const sw = new VirtualSwitch();
+  const [a, b, c] = [sw.connect(), sw.connect(), sw.connect()];
+  // Learn every port so frames are forwarded, not flooded.
+  for (const p of [a, b, c]) p.write(60, (buf) => frame('ff:ff:ff:ff:ff:ff', p.mac, Buffer.alloc(46)).copy(buf));
+  let answer = true;
+  const seenByB: Buffer[] = [];
+  b.listenReusing!((f) => {
+    seenByB.push(f);
+    return answer;
+  });
+  c.listen(() => true as unknown as void); // a plain listener's result means nothing
+  await tick();
+  seenByB.length = 0;
+  let backs = 0;
+  const done = () => void backs++;
+  a.writeOwned!(frame(b.mac, a.mac, Buffer.alloc(46)), undefined, done);
+  t.is(backs, 0, 'not before the receiver had it');
+  await tick();
+  t.is(seenByB.length, 1);
+  t.is(backs, 1);
+  answer = false;
+  a.writeOwned!(frame(b.mac, a.mac, Buffer.alloc(46)), undefined, done);
+  await tick();
+  t.is(backs, 1, 'the reusing listener kept it');
+  a.writeOwned!(frame(c.mac, a.mac, Buffer.alloc(46)), undefined, done);
+  await tick();
+  t.is(backs, 1, 'a plain listener owns what it gets');
+  a.writeOwned!(frame(b.mac, a.mac, Buffer.alloc(1501)), undefined, done);
+  t.is(backs, 2, 'dropped as too long');
+  sw.setFaults({ loss: 1 });
+  a.writeOwned!(frame(b.mac, a.mac, Buffer.alloc(46)), undefined, done);
+  t.is(backs, 3, 'lost');
+});

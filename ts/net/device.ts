@@ -73,6 +73,13 @@ export interface FrameOffload {
 export type FrameHandler = (frame: Buffer, offload?: FrameOffload) => void;
 
 /**
+ * A {@link FrameHandler} that returns `true` when it kept no reference to the frame's bytes (it
+ * copied what it needed), so that an in-process medium may reuse them at once; `false` leaves
+ * them to the handler. See {@link NetDevice.listenReusing}.
+ */
+export type ReusingFrameHandler = (frame: Buffer, offload?: FrameOffload) => boolean;
+
+/**
  * Fills the buffer a device lends it with one Ethernet frame and returns the frame's length.
  * The buffer must not be kept after `fill` returns.
  */
@@ -93,15 +100,23 @@ export interface NetDevice {
   write(size: number, fill: FrameFill, offload?: FrameOffload): void;
   /**
    * Optional: sends a frame the caller gives away. The device may keep `frame` itself (queue
-   * it, hand it to a receiver) instead of copying it, so the caller must never write to those
-   * bytes again. Otherwise as {@link write}. In-process media implement it to save a copy per
-   * frame; callers fall back to {@link write} when it is absent.
+   * it, hand it to a receiver) instead of copying it, so the caller must not write to those
+   * bytes again until `done` is called. `done`, if given, is called at most once, when nothing
+   * refers to the bytes any more (dropped, copied, or read by a receiver whose
+   * {@link ReusingFrameHandler} returned true); it may never be called. Otherwise as {@link write}. In-process media implement it to
+   * save a copy per frame; callers fall back to {@link write} when it is absent.
    */
-  writeOwned?(frame: Buffer, offload?: FrameOffload): void;
+  writeOwned?(frame: Buffer, offload?: FrameOffload, done?: () => void): void;
   /** What the device accepts beyond plain frames; absent: nothing. */
   readonly offloads?: NetOffloads;
   /** Sets the function that receives every incoming frame (replacing any earlier one). */
   listen(handler: FrameHandler): void;
+  /**
+   * Optional: as {@link listen}, for a handler that says whether it kept the frame's bytes
+   * (Morgana's Ethernet layer); a medium that gives frames away without a copy can then give
+   * their memory back to the sender (see {@link writeOwned}'s `done`).
+   */
+  listenReusing?(handler: ReusingFrameHandler): void;
   /** Counters since the device was created. */
   stats(): NetStats;
   /** Stops sending and receiving and releases the medium. Idempotent. */

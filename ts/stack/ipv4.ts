@@ -54,6 +54,12 @@ export interface Ipv4Datagram {
 /** A transport protocol's receive function. */
 export type ProtocolHandler = (datagram: Ipv4Datagram) => void;
 
+/**
+ * A {@link ProtocolHandler} that returns `true` when it kept no reference to the datagram's
+ * buffers (it copied what it needed), so that an in-process medium may reuse them.
+ */
+export type ReusingProtocolHandler = (datagram: Ipv4Datagram) => boolean;
+
 /** Options of {@link Ipv4Layer.write}. */
 export interface Ipv4WriteOptions {
   /** Bytes lent to `fill` right after the IP header. */
@@ -129,7 +135,9 @@ export class Ipv4Layer {
   forwarding: boolean;
   readonly reassembler: Reassembler;
   readonly #clock: Clock;
-  readonly #handlers = new Map<number, ProtocolHandler>();
+  readonly #handlers = new Map<number, ProtocolHandler | ReusingProtocolHandler>();
+  /** Protocols whose handler was registered with {@link onReusing}. */
+  readonly #reusing = new Set<number>();
   readonly #errorSinks = new Map<number, IcmpErrorListener[]>();
   /** The send path's Rust state (identification, fast-path neighbours), shared with IPv6. */
   readonly output: IpOutput;
@@ -149,7 +157,7 @@ export class Ipv4Layer {
     this.#clock = options.clock;
     this.output = new IpOutput(options.randomUint32, this.defaultTtl, options.hopLimit ?? this.defaultTtl);
     for (const iface of this.interfaces) {
-      iface.eth.on(ETHERTYPE.IPV4, (payload, _src, _frame, offload) => this.#receive(payload, iface, offload));
+      iface.eth.onReusing(ETHERTYPE.IPV4, (payload, _src, _frame, offload) => this.#receive(payload, iface, offload) === true);
       iface.arp.setAddresses(iface.address ? [iface.address] : []);
     }
     this.#scheduleExpiry();
@@ -157,6 +165,16 @@ export class Ipv4Layer {
 
   /** Registers the receive function of a transport protocol. */
   on(protocol: number, handler: ProtocolHandler): void {
+    this.#reusing.delete(protocol);
+    this.#handlers.set(protocol, handler);
+  }
+
+  /**
+   * As {@link on}, for a handler that returns true when it kept no reference to the datagram's
+   * buffers: a frame given away by an in-process medium can then go back to its sender (TCP).
+   */
+  onReusing(protocol: number, handler: ReusingProtocolHandler): void {
+    this.#reusing.add(protocol);
     this.#handlers.set(protocol, handler);
   }
 
@@ -338,7 +356,8 @@ export class Ipv4Layer {
     this.#stats.dropped[reason] = (this.#stats.dropped[reason] ?? 0) + 1;
   }
 
-  #receive(payload: Buffer, iface: Ipv4Interface, offload?: FrameOffload): void {
+  /** Returns true only when the protocol handler kept no reference to the packet's bytes. */
+  #receive(payload: Buffer, iface: Ipv4Interface, offload?: FrameOffload): boolean | void {
     this.#stats.received++;
     const total = native.ipv4Validate(payload, true);
     if (total < 0) {
@@ -375,7 +394,8 @@ export class Ipv4Layer {
       return;
     }
     this.#stats.delivered++;
-    handler({
+    // A reassembled packet is a buffer of its own: only an unfragmented one is the frame's.
+    const kept = handler({
       src,
       dst,
       protocol,
@@ -386,6 +406,7 @@ export class Ipv4Layer {
       broadcast,
       checksumVerified: offload !== undefined && (offload.flags & (DATA_VALID | NEEDS_CSUM)) !== 0,
     });
+    return kept === true && this.#reusing.has(protocol) && (flags & 0x3fff) === 0;
   }
 
   #forward(packet: Buffer, inbound: Ipv4Interface): void {

@@ -51,6 +51,8 @@ const READ_CHUNK = 64 * 1024;
 const OUT_MAX = 512 * 1024;
 const OUT_MIN = 128 * 1024;
 const OUT_SLAB = 1 << 20;
+/** Output slabs whose frames all came back, kept for reuse. */
+const OUT_SLABS_KEPT = 4;
 
 const EVENT_CONNECTED = native.TCP_EVENT_CONNECTED;
 const EVENT_ACCEPTED = native.TCP_EVENT_ACCEPTED;
@@ -283,7 +285,7 @@ export class Tcp {
    * ({@link NetDevice.writeOwned}, e.g. a switch port) leave without a copy, and the slab moves
    * past them; everything else is copied out and its room reused.
    */
-  readonly #outSlab = new Slab(OUT_SLAB);
+  readonly #outSlab = new Slab(OUT_SLAB, OUT_SLABS_KEPT);
   readonly #outMeta = new Uint32Array(3 * 4096);
   readonly #events = new Uint32Array(3 * 1024);
   /** `turn`'s result: packets, events, next deadline, more. */
@@ -308,7 +310,7 @@ export class Tcp {
     this.engine = new native.NativeTcpEngine({ ...options, mtu, gsoMax }, key);
     // The first output slab now, as a stack's fixed cost (not counted against its first connections).
     this.#outRoom();
-    ip.on(PROTO_TCP, (d) => this.#receive(d));
+    ip.onReusing(PROTO_TCP, (d) => this.#receive(d));
     ip.onIcmpError(PROTO_TCP, (report) => this.#icmpError(report));
   }
 
@@ -395,11 +397,13 @@ export class Tcp {
     this.schedule();
   }
 
-  #receive(d: Ipv4Datagram): void {
-    if (this.#closed || d.broadcast) return;
+  /** Returns true: a segment is copied into the batch or read in place, never kept. */
+  #receive(d: Ipv4Datagram): boolean {
+    if (this.#closed || d.broadcast) return true;
     const family = d.checksumVerified ? 4 | IN_CHECKSUM_VERIFIED : 4;
-    if (d.payload.length >= IN_PLACE) return this.#feed(d.payload, family, d.src, d.dst, this.#addr6);
-    this.#push(this.#reserve(d.payload.length), d.payload, family, d.src, d.dst);
+    if (d.payload.length >= IN_PLACE) this.#feed(d.payload, family, d.src, d.dst, this.#addr6);
+    else this.#push(this.#reserve(d.payload.length), d.payload, family, d.src, d.dst);
+    return true;
   }
 
   /** @internal The stack's clock. */
@@ -467,7 +471,11 @@ export class Tcp {
           const eth = ipOutput.device(meta[i * 3 + 1]!);
           const gsoSize = meta[i * 3 + 2]!;
           if (!eth) this.#sendFailures++;
-          else if (eth.writeFrame(out, at, len, gsoSize === 0 ? undefined : superFrame(out, at, gsoSize), true)) given = at + len;
+          else {
+            // Frames given away are lent from the output slab, which is reused once all are back.
+            const done = eth.net.writeOwned ? this.#outSlab.lend() : undefined;
+            if (eth.writeFrame(out, at, len, gsoSize === 0 ? undefined : superFrame(out, at, gsoSize), true, done)) given = at + len;
+          }
         } else if ((word & OUT_IPV6) !== 0) {
           this.#transmit6(out, at, len);
           at += 32;

@@ -188,9 +188,12 @@ test('TCP frames given to a switch port come back to the sender once the receivi
     close: () => net.close(),
   });
   const { a, b } = await stacks(t, true, true, undefined, counting);
-  sameBothWays(t, await exchange(a, b, '10.0.0.2', 4 * MIB), 4 * MIB);
-  await new Promise((resolve) => setImmediate(resolve));
-  t.true(given > 0);
-  // Every frame went to B's TCP, which copies or reads in place and keeps nothing.
-  t.is(back, given, `${back} of ${given} frames came back`);
+  for (const [host, port] of [['10.0.0.2', 7000], ['fd00::2', 7001]] as const) {
+    given = back = 0;
+    sameBothWays(t, await exchange(a, b, host, 4 * MIB, port), 4 * MIB);
+    await new Promise((resolve) => setImmediate(resolve));
+    t.true(given > 0);
+    // Every frame went to B's TCP, which copies or reads in place and keeps nothing.
+    t.is(back, given, `${back} of ${given} frames over ${host} came back`);
+  }
 });

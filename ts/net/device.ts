@@ -103,8 +103,10 @@ export interface NetDevice {
    * it, hand it to a receiver) instead of copying it, so the caller must not write to those
    * bytes again until `done` is called. `done`, if given, is called at most once, when nothing
    * refers to the bytes any more (dropped, copied, or read by a receiver whose
-   * {@link ReusingFrameHandler} returned true); it may never be called. Otherwise as {@link write}. In-process media implement it to
-   * save a copy per frame; callers fall back to {@link write} when it is absent.
+   * {@link ReusingFrameHandler} returned true); it may never be called. The frame reaches a
+   * receiver on a later turn, never from inside this call (the caller may still be sending the
+   * rest of its batch from the same memory). Otherwise as {@link write}. In-process media
+   * implement it to save a copy per frame; callers fall back to {@link write} when it is absent.
    */
   writeOwned?(frame: Buffer, offload?: FrameOffload, done?: () => void): void;
   /** What the device accepts beyond plain frames; absent: nothing. */

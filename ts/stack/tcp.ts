@@ -321,22 +321,24 @@ export class Tcp {
   attachIpv6(ip6: Ipv6Layer): void {
     if (this.#ip6) throw new MorganaError('ERR_STACK_CONFIG', 'TCP already carries IPv6');
     this.#ip6 = ip6;
-    ip6.on(PROTO_TCP, (d) => this.#receive6(d));
+    ip6.onReusing(PROTO_TCP, (d) => this.#receive6(d));
     ip6.onIcmpError(PROTO_TCP, (report) => this.#icmpError6(report));
   }
 
-  #receive6(d: Ipv6Datagram): void {
-    if (this.#closed || d.multicast) return;
+  /** Returns true: a segment is copied into the batch or read in place, never kept. */
+  #receive6(d: Ipv6Datagram): boolean {
+    if (this.#closed || d.multicast) return true;
     if (d.payload.length >= IN_PLACE) {
       this.#addr6.set(d.src, 0);
       this.#addr6.set(d.dst, 16);
       this.#feed(d.payload, 6, 0, 0, this.#addr6);
-      return;
+      return true;
     }
     const at = this.#reserve(32 + d.payload.length);
     this.#in.set(d.src, at);
     this.#in.set(d.dst, at + 16);
     this.#push(at + 32, d.payload, 6, 0, 0);
+    return true;
   }
 
   /** Room for `size` bytes in the input batch (running a turn first when it is full). */

@@ -43,6 +43,15 @@ test('-v/--verbose: configure, build, run and clean say which files they write, 
   t.notRegex(plain.stderr, /^morgana: /m);
 });
 
+test('-v start: the unikernel command it runs, after configure and build say what they wrote', async (t) => {
+  const r = await morgana(['-v', 'start', '--port', '0', '--self-check-only'], { timeoutMs: 180_000 });
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, /^morgana: configure: \S+\/examples\/static-website\/config\.ts for vnet --forward tcp:127\.0\.0\.1:0:80$/m);
+  t.regex(r.stderr, /^morgana: build: compiled and type-checked in [\d.]+ m?s$/m);
+  t.regex(r.stderr, /^morgana: start: the unikernel: MORGANA_TEMPORARY_BUILD_DIR=(\S+) \S*node\S* \1\/main\.mjs$/m);
+  t.regex(r.stderr, /^morgana: start exited 0 after [\d.]+ m?s$/m);
+});
+
 test('-v and -q exclude each other (exit 64), and --help documents -v', async (t) => {
   const both = await morgana(['-q', '-v', 'clean']);
   t.is(both.code, 64);

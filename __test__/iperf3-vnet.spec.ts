@@ -63,11 +63,12 @@ asNobody("iperf3 -c --vnet against Morgana's own iperf3 -s --vnet: TCP both ways
   }
 });
 
-(canDropPrivileges && hasIperf3 ? test.serial : test.skip)("iperf3 -c --vnet measures Debian's iperf3 -s on 127.0.0.1 through the gateway: TCP forward and -R, UDP -R", async (t) => {
+(canDropPrivileges && hasIperf3 ? test.serial : test.skip)("iperf3 -c --vnet measures Debian's iperf3 -s on 127.0.0.1 through the gateway: TCP and UDP, forward and -R", async (t) => {
   const copy = readableCopy();
-  for (const extra of [['-t', '2'], ['-t', '2', '-R'], ['-t', '2', '-u', '-b', '20M', '-l', '1400', '-R']]) {
+  for (const extra of [['-t', '2'], ['-t', '2', '-R'], ['-t', '2', '-u', '-b', '20M', '-l', '1400'], ['-t', '2', '-u', '-b', '20M', '-l', '1400', '-R']]) {
     const port = await freePort();
-    const kernel = spawn('iperf3', ['-s', '-1', '--forceflush', '-B', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Bounded by `timeout`: a worker that dies (an ava timeout) leaves no server behind for long.
+    const kernel = spawn('timeout', ['120', 'iperf3', '-s', '-1', '--forceflush', '-B', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<number | null>((resolve) => kernel.on('exit', resolve));
     try {
       await new Promise<void>((resolve, reject) => {
@@ -82,7 +83,7 @@ asNobody("iperf3 -c --vnet against Morgana's own iperf3 -s --vnet: TCP both ways
       // The kernel's server ran the one test and exits cleanly.
       t.is(await exited, 0);
     } finally {
-      kernel.kill('SIGKILL');
+      kernel.kill('SIGTERM'); // timeout passes it on to iperf3 (a SIGKILL would orphan it)
     }
   }
 });

@@ -120,6 +120,44 @@ test('packets without a fragment header and atomic fragments come back as they a
   t.is(r.stats().reassembled, 1);
 });
 
+test('pushBatch: the same results, stats and reports as push, packet by packet; output views and own Buffers', (t) => {
+  // Shuffled fragments of three packets, a plain packet, an atomic fragment, a duplicate, a
+  // fragment with a bad length (a Parameter Problem report) and a malformed packet.
+  const originals = [udpPacket(60_000), udpPacket(3000), udpPacket(65_000)];
+  const pieces = originals.flatMap((p, id) => fragmentIpv6(p, 1500, 100 + id));
+  for (let i = pieces.length - 1; i > 0; i--) {
+    const j = (i * 7919) % (i + 1);
+    [pieces[i], pieces[j]] = [pieces[j]!, pieces[i]!];
+  }
+  const atomic = piece(9, 0, bytes(12), false, UDP);
+  const packets = [...pieces.slice(0, 20), udpPacket(10), atomic, pieces[3]!, piece(8, 0, bytes(12), true), Buffer.from([0x60, 0]), ...pieces.slice(20)];
+  const one = new Ipv6Reassembler();
+  const expected = packets.map((p) => one.push(p, 0));
+  const reports = one.takeReports();
+  t.is(reports.length, 1, 'a Parameter Problem for the fragment with a bad length');
+  for (const output of [undefined, Buffer.alloc(96 * 1024)]) {
+    const batched = new Ipv6Reassembler();
+    const parts: Buffer[] = [];
+    const spans = new Uint32Array(2 * packets.length);
+    let at = 0;
+    packets.forEach((p, i) => {
+      parts.push(Buffer.alloc(14), p);
+      spans[2 * i] = at + 14;
+      spans[2 * i + 1] = p.length;
+      at += 14 + p.length;
+    });
+    const data = Buffer.concat(parts);
+    const got = batched.pushBatch(data, spans, 0, { output });
+    t.is(got.length, packets.length);
+    got.forEach((g, i) => t.deepEqual(g && Buffer.from(g), expected[i] && Buffer.from(expected[i]!), `packet ${i}`));
+    t.is(got.filter((g) => g !== undefined).length, 5, 'three reassembled, a plain packet and an atomic fragment passed through');
+    t.is(got[21]!.buffer, data.buffer, 'the atomic fragment is a view of the input');
+    if (output) t.is(got.filter((g) => g?.buffer === output.buffer).length, 2, 'the 3 KiB packet and one 64 KiB packet fit in 96 KiB');
+    t.deepEqual(batched.stats(), one.stats());
+    t.deepEqual(batched.takeReports(), reports);
+  }
+});
+
 test('an overlap drops the datagram and its later fragments, counted', (t) => {
   const r = new Ipv6Reassembler();
   const [a, b, c] = fragmentIpv6(udpPacket(3000), 1280, 5);

@@ -4,6 +4,7 @@
  * and what happens to malformed or unexpected packets (sent from a raw switch port).
  */
 import test from 'ava';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   type NetDevice,
   type Stack,
@@ -168,6 +169,35 @@ test('two stacks ping each other over link-local and static addresses; the echo 
   // Still IPv4 as before.
   t.is((await until(clock, a.icmp.ping('10.0.0.2'))).from, '10.0.0.2');
   await Promise.all([a.close(), b.close()]);
+});
+
+test('with the default limits, 32 KiB and the largest (65,527-byte) UDP datagrams pass over IPv6 at MTU 1500, reassembled in batches', async (t) => {
+  const clock = new VirtualClock();
+  const { a, b, close } = await pair(clock);
+  const received: Buffer[] = [];
+  b.udp.bind(5003, (data) => received.push(Buffer.from(data)));
+  await until(clock, a.icmpv6!.ping('2001:db8::2'));
+  // The receive path hands each turn's fragments to the reassembler in batches, never one by one.
+  const batches: number[] = [];
+  const reassembler = b.ipv6!.reassembler;
+  const pushBatch = reassembler.pushBatch.bind(reassembler);
+  reassembler.pushBatch = (data, spans, now, options) => {
+    batches.push(options?.count ?? spans.length / 2);
+    return pushBatch(data, spans, now, options);
+  };
+  reassembler.push = () => t.fail('a fragment was pushed on its own') as never;
+  const sent = [randomBytes(32 * 1024), randomBytes(65_527), randomBytes(65_527)];
+  for (const data of sent) a.udp.send('2001:db8::2', 5003, data);
+  a.udp.send('2001:db8::2', 5003, Buffer.from('last'));
+  for (let i = 0; i < 200 && received.length < sent.length + 1; i++) await tick();
+  const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
+  t.deepEqual(received.map(sha256), [...sent, Buffer.from('last')].map(sha256), 'intact and in order');
+  const r = b.stats().ipv6!.reassembly;
+  t.is(r.reassembled, 3);
+  t.is(r.droppedTooManyFragments, 0);
+  t.is(batches.reduce((x, y) => x + y, 0), r.fragments);
+  t.true(batches.length <= 4, `${batches.length} batches: ${batches.join(', ')}`);
+  await close();
 });
 
 test('link-local addresses: RFC 7217 stable identifiers by default, EUI-64 on request; ping without DAD on the system clock', async (t) => {

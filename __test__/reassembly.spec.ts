@@ -150,7 +150,9 @@ test('pushBatch: the same results as push, packet by packet, across many datagra
   const expected = packets.map((p) => one.push(p, 0));
   const batched = new Reassembler({ maxFragments: 64 });
   const { data, spans } = contiguous(packets, 14);
-  const got = batched.pushBatch(data, spans, 0);
+  const malformed: Array<[number, string]> = [];
+  const got = batched.pushBatch(data, spans, 0, { onMalformed: (i, error) => malformed.push([i, error.code]) });
+  t.deepEqual(malformed, [[32, 'ERR_IPV4_TRUNCATED']], 'the malformed packet is reported with its error');
   t.is(got.length, packets.length);
   got.forEach((g, i) => t.deepEqual(g === undefined ? undefined : Buffer.from(g), expected[i] === undefined ? undefined : Buffer.from(expected[i]!), `packet ${i}`));
   t.is(got.filter((g) => g !== undefined).length, 4, 'three datagrams completed, one packet passed through');
@@ -158,17 +160,40 @@ test('pushBatch: the same results as push, packet by packet, across many datagra
   t.deepEqual(batched.stats(), one.stats());
 });
 
-test('pushBatch: completed datagrams that overflow the slab are still returned whole and apart', (t) => {
-  // Ten 65,515-byte datagrams completing in one call: more than one 256 KiB slab holds.
-  const originals = Array.from({ length: 10 }, (_, id) => datagram(100 + id, 65_515));
-  const packets = originals.flatMap((d) => ipv4.fragment(d, 9000));
-  const r = new Reassembler({ maxFragments: 64, maxBytes: 1 << 20 });
+test('pushBatch without output: each completed datagram is a Buffer of its own, of its exact length', (t) => {
+  const originals = Array.from({ length: 10 }, (_, id) => datagram(100 + id, id % 2 === 0 ? 65_515 : 3000 + id));
+  const packets = originals.flatMap((d) => ipv4.fragment(d, 1500));
+  const r = new Reassembler({ maxBytes: 1 << 20 });
   const got = r.pushBatch(contiguous(packets).data, contiguous(packets).spans, 0).filter((g) => g !== undefined);
   t.is(got.length, 10);
   got.forEach((g, i) => t.deepEqual(Buffer.from(g!), originals[i]));
-  // Views never share bytes: each still equals its original after all were handed out.
-  t.true(got.every((g, i) => Buffer.from(g!).equals(originals[i]!)));
+  // Nothing shares memory: overwriting one leaves the others intact.
+  got[0]!.fill(0);
+  t.true(got.slice(1).every((g, i) => Buffer.from(g!).equals(originals[i + 1]!)));
+  t.true(got.every((g) => g!.byteLength === g!.buffer.byteLength || g!.byteLength < 4096), 'not a view of a shared slab');
   t.is(r.stats().reassembled, 10);
+});
+
+test('pushBatch with output: datagrams are views of it, in order and apart; those that do not fit get their own Buffer', (t) => {
+  const originals = Array.from({ length: 10 }, (_, id) => datagram(200 + id, id === 3 ? 500 : 65_515));
+  const packets = originals.flatMap((d) => ipv4.fragment(d, 1500));
+  const { data, spans } = contiguous(packets);
+  const output = Buffer.alloc(128 * 1024);
+  const r = new Reassembler({ maxBytes: 1 << 20 });
+  const got = r.pushBatch(data, spans, 0, { output }).filter((g) => g !== undefined);
+  t.is(got.length, 10);
+  got.forEach((g, i) => t.deepEqual(Buffer.from(g!), originals[i], `datagram ${i}`));
+  const inOutput = got.filter((g) => g!.buffer === output.buffer);
+  // The first fills 65,535 of the 131,072 bytes; the 520-byte one fits behind it (at 65,536), the rest do not.
+  t.is(inOutput.length, 2);
+  t.is(inOutput[1]!.byteOffset, 65_536, 'placed at the next multiple of 8');
+  // The same output again: the earlier views are overwritten, the new datagrams are intact.
+  const again = originals.map((_, id) => datagram(300 + id, 20_000));
+  const more = again.flatMap((d) => ipv4.fragment(d, 1500));
+  const next = r.pushBatch(contiguous(more).data, contiguous(more).spans, 0, { output }).filter((g) => g !== undefined);
+  next.forEach((g, i) => t.deepEqual(Buffer.from(g!), again[i]));
+  t.is(next.filter((g) => g!.buffer === output.buffer).length, 6, 'six 20,020-byte datagrams fit in 128 KiB');
+  t.throws(() => r.pushBatch(data, spans, 0, { output: 'x' as unknown as Uint8Array }), { code: 'ERR_INVALID_ARG_TYPE' });
 });
 
 test('pushBatch: spans outside the data and bad arguments throw before anything is taken', (t) => {
@@ -178,10 +203,12 @@ test('pushBatch: spans outside the data and bad arguments throw before anything 
   spans[3] = spans[3]! + 1; // the second packet runs one byte past the data
   t.throws(() => r.pushBatch(data, spans, 0), { code: 'ERR_OUT_OF_RANGE' });
   t.is(r.stats().fragments, 0, 'not even the first packet was taken');
-  t.throws(() => r.pushBatch(data, spans, 0, 3), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => r.pushBatch(data, spans, 0, { count: 3 }), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => r.pushBatch(data, spans, 0, { count: 1e12 }), { code: 'ERR_OUT_OF_RANGE' });
+  t.throws(() => r.pushBatch(data, spans, 0, { count: 'x' as unknown as number }), { code: 'ERR_INVALID_ARG_TYPE' });
   t.throws(() => r.pushBatch(data, [0, 1] as unknown as Uint32Array, 0), { code: 'ERR_INVALID_ARG_TYPE' });
   spans[3] = spans[3]! - 1;
-  const done = r.pushBatch(data, spans, 0, 2);
+  const done = r.pushBatch(data, spans, 0, { count: 2 });
   t.deepEqual(Buffer.from(done[1]!), datagram(20, 2000));
-  t.deepEqual(r.pushBatch(data, spans, 0, 0), []);
+  t.deepEqual(r.pushBatch(data, spans, 0, { count: 0 }), []);
 });

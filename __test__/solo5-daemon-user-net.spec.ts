@@ -133,9 +133,9 @@ async function stopDaemon(daemon: Daemon, signal: NodeJS.Signals = 'SIGTERM'): P
   await done;
 }
 
-function morgana(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function morgana(args: string[], env?: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 60_000 }, (error, stdout, stderr) => resolve({ status: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    execFile(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 60_000, ...(env ? { env } : {}) }, (error, stdout, stderr) => resolve({ status: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }));
   });
 }
 
@@ -405,6 +405,8 @@ serial(`daemon deploy --net NAME=user: a taken port, bad forwards and a policy w
   await t.throwsAsync(bad, { code: 'ERR_SOLO5_BAD_OPTION', message: /protocol must be tcp or udp/ });
   const badPort = daemonRequest(d, { cmd: 'deploy', options: { image, tender, userNets: [{ name: 'service0', forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 70000, guestPort: 80 }] }] } as never });
   await t.throwsAsync(badPort, { code: 'ERR_SOLO5_BAD_OPTION', message: /hostPort must be 0 to 65535/ });
+  const relative = daemonRequest(d, { cmd: 'deploy', options: { image, tender, userNets: [{ name: 'service0', pcap: 'link.pcap' }] } });
+  await t.throwsAsync(relative, { code: 'ERR_SOLO5_BAD_OPTION', message: /pcap 'link\.pcap' must be an absolute path/ });
   t.deepEqual(await ps(d), []);
   // Under a policy restricting bridges, a user-mode network (a way to the host) needs `user` listed.
   t.is((await morgana(['daemon', 'policy', 'set', 'tenant', '--bridges', 'br0', '--dir', d])).status, 0);
@@ -500,7 +502,8 @@ serial(`update keeps the host port; a crash of the tender under the daemon: the 
   const daemon = await startDaemon(d);
   t.teardown(() => void daemon.child.kill('SIGKILL'));
   const port = await freePort();
-  const dep = await morgana(['daemon', 'deploy', image, '--dir', d, '--tender', tender, '--name', 'web', '--net', 'service0=user', '-p', `${port}:80`]);
+  const pcap = path.join(dir, 'd5-link.pcap');
+  const dep = await morgana(['daemon', 'deploy', image, '--dir', d, '--tender', tender, '--name', 'web', '--net', 'service0=user', '-p', `${port}:80`, '--pcap', pcap]);
   t.is(dep.status, 0, dep.stderr);
   await guestReady(d, 'web', 1);
   const before = await tenderOf(d, 'web');
@@ -526,6 +529,10 @@ serial(`update keeps the host port; a crash of the tender under the daemon: the 
   t.deepEqual(processesIn(ns, crashedAt), []);
   t.true(await bindable(port));
   t.notRegex((await morgana(['daemon', 'ps', '--dir', d])).stdout, /PORTS/);
+  // --pcap (a path the client made absolute) recorded the link of the run after the update: its one
+  // connection, answered by the guest.
+  const answers = execFileSync('tshark', ['-r', pcap, '-Y', 'tcp.srcport == 80 && tcp.flags.syn == 1 && tcp.flags.ack == 1', '-T', 'fields', '-e', 'ip.src'], { encoding: 'utf8' }).trim().split('\n');
+  t.deepEqual(answers, ['10.0.2.15']);
   // An exited unikernel is not started again by the next daemon.
   await stopDaemon(daemon);
   const next = await startDaemon(d);
@@ -534,4 +541,31 @@ serial(`update keeps the host port; a crash of the tender under the daemon: the 
   t.is((await morgana(['daemon', 'stop', 'web', '--dir', d])).status, 0);
   t.deepEqual(await ps(d), []);
   await stopDaemon(next);
+});
+
+serial(`morgana deploy -d --net service0=user -p: starts a daemon, which runs the unikernel and its gateway; morgana ps shows the forward, morgana stop frees the port${suffix}`, async (t) => {
+  const d = path.join(dir, 'd6');
+  const env = { ...process.env, ...guestEnv, MORGANA_DAEMON_DIR: d };
+  const port = await freePort();
+  const dep = await morgana(['deploy', image, '--tender', tender, '--name', 'web', '--net', 'service0=user', '-p', `${port}:80`, '-d'], env);
+  const daemonPid = Number(/started a daemon \(pid (\d+)\)/.exec(dep.stderr)?.[1]);
+  if (daemonPid > 0) stray.add(daemonPid);
+  t.is(dep.status, 0, dep.stderr);
+  t.true(daemonPid > 0, dep.stderr);
+  t.regex(dep.stdout, new RegExp(`^web: service0: forwarding tcp 127\\.0\\.0\\.1:${port} -> 10\\.0\\.2\\.15:80$`, 'm'));
+  t.regex(dep.stderr, /web runs under the daemon; see morgana ps/);
+  await guestReady(d, 'web', 1);
+  const { pid, ns } = await tenderOf(d, 'web');
+  t.is(sha(await curl(`http://127.0.0.1:${port}/bytes/700000`)), sha(pattern(700_000)));
+  t.regex((await morgana(['ps'], env)).stdout, new RegExp(`^web\\s+running\\s+${pid}\\s+spt\\s+0\\s+127\\.0\\.0\\.1:${port}->80/tcp\\s`, 'm'));
+  // A second deploy -d finds the daemon running; --log and --dry-run do not go with -d.
+  t.is((await morgana(['deploy', image, '--tender', tender, '--name', 'web', '--net', 'service0=user', '-d'], env)).status, 1);
+  t.is((await morgana(['deploy', image, '--tender', tender, '--net', 'service0=user', '-d', '--log', 'x.log'], env)).status, 64);
+  const stoppedAt = ticksNow();
+  t.is((await morgana(['stop', 'web'], env)).status, 0);
+  t.true(await gone(pid));
+  t.deepEqual(processesIn(ns, stoppedAt), []);
+  t.true(await bindable(port));
+  process.kill(daemonPid, 'SIGTERM');
+  t.true(await gone(daemonPid));
 });

@@ -60,3 +60,19 @@ test('a frame from another MAC on the link (the kernel bridge) does not take the
   t.is(await udpAsk(port, 'two'), 'echo:two');
   t.is(gw.stats().accepted.forwardedUdp, 2);
 });
+
+test('a forwarded datagram that arrives before the guest has sent anything is delivered (the gateway ARPs for the guest)', async (t) => {
+  const sw = new VirtualSwitch();
+  // The guest comes up (and announces itself) before the gateway is on the link: the gateway
+  // has seen nothing from it when the first datagram arrives.
+  const guest = await createStack({ net: sw.connect(), ipv4: '10.0.2.15/24', gateway: '10.0.2.2' });
+  t.teardown(() => guest.close());
+  const echo = guest.udp.bind(7, (data, from) => echo.send(from.address, from.port, Buffer.concat([Buffer.from('echo:'), data])));
+  await new Promise((r) => setTimeout(r, 50));
+  const gw = await startUserGateway({ forwards: [{ protocol: 'udp', hostAddress: '127.0.0.1', hostPort: 0, guestAddress: undefined, guestPort: 7 }] });
+  t.teardown(() => gw.close());
+  gw.attach(sw.connect());
+  t.is(await udpAsk(gw.forwards[0]!.hostPort, 'first'), 'echo:first');
+  t.is(gw.stats().dropped.noGuestMac, 0);
+  t.true(gw.stack.stats().arp[0]!.requestsSent >= 1, JSON.stringify(gw.stack.stats().arp[0]));
+});

@@ -5,17 +5,21 @@
  */
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { type Stack, createStack, openTap, pcapRecorder } from 'morgana';
+import { type ReassemblerOptions, type Stack, createStack, openTap, pcapRecorder } from 'morgana';
 import { type Netns, kernelTest, withNetns } from './helpers/netns.js';
 
 const KERNEL = '10.88.0.1';
 const MORGANA = '10.88.0.2';
 
 /** Runs `body` with a stack on a TAP whose kernel side is KERNEL/24, recording to a pcap. */
-async function withTapStack(body: (stack: Stack, ns: Netns, pcap: string) => Promise<void>): Promise<void> {
+async function withTapStack(
+  body: (stack: Stack, ns: Netns, pcap: string, dir: string) => Promise<void>,
+  reassembly: ReassemblerOptions | undefined = { maxFragments: 64 },
+): Promise<void> {
   const dir = mkdtempSync(path.join(tmpdir(), 'morgana-tap-stack-'));
   const pcap = path.join(dir, 'session.pcap');
   try {
@@ -27,10 +31,10 @@ async function withTapStack(body: (stack: Stack, ns: Netns, pcap: string) => Pro
         net: pcapRecorder(tap, pcap),
         ipv4: `${MORGANA}/24`,
         gateway: KERNEL,
-        reassembly: { maxFragments: 64 },
+        reassembly,
       });
       try {
-        await body(stack, ns, pcap);
+        await body(stack, ns, pcap, dir);
       } finally {
         await stack.close();
       }
@@ -104,4 +108,39 @@ kernelTest(test, 'UDP both ways with socat, including an 8000-byte datagram the 
     t.is(received.length, 13 + 7000);
     t.is(tsharkProblems(pcap), '');
   });
+}, ['socat', 'tshark']);
+
+kernelTest(test, 'with the default limits, 32 KiB and 65,507-byte UDP datagrams from the kernel at MTU 1500 arrive intact, and ours reach it', async (t) => {
+  const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
+  await withTapStack(async (stack, ns, pcap, dir) => {
+    // Kernel → Morgana: socat sends each file as one datagram, which the kernel cuts into 23
+    // and 45 fragments (a 32 KiB one is what iperf3 -u sends by default).
+    const datagrams = [randomBytes(32 * 1024), randomBytes(65_507)];
+    const received: Buffer[] = [];
+    const socket = stack.udp.bind(5000, (data) => received.push(Buffer.from(data)));
+    for (const [i, data] of datagrams.entries()) {
+      const file = path.join(dir, `datagram-${i}`);
+      writeFileSync(file, data);
+      await ns.exec('socat', ['-u', '-b', '70000', `OPEN:${file}`, `UDP4-SENDTO:${MORGANA}:5000`], { timeoutMs: 10_000 });
+    }
+    for (let i = 0; i < 50 && received.length < datagrams.length; i++) await new Promise((r) => setTimeout(r, 100));
+    socket.close();
+    t.deepEqual(received.map(sha256), datagrams.map(sha256));
+    const r = stack.ipv4.stats().reassembly;
+    t.is(r.reassembled, 2);
+    t.is(r.fragments, 23 + 45);
+    t.is(r.droppedTooManyFragments, 0);
+
+    // Morgana → kernel: the largest datagram, fragmented here and reassembled by Linux.
+    const receiver = ns.spawn('socat', ['-u', '-b', '70000', `UDP4-RECV:9001,bind=${KERNEL}`, 'STDOUT']);
+    const chunks: Buffer[] = [];
+    receiver.stdout!.on('data', (chunk: Buffer) => chunks.push(chunk));
+    await new Promise((r) => setTimeout(r, 300)); // let socat bind
+    const ours = randomBytes(65_507);
+    stack.udp.send(KERNEL, 9001, ours);
+    for (let i = 0; i < 50 && Buffer.concat(chunks).length < ours.length; i++) await new Promise((r) => setTimeout(r, 100));
+    receiver.kill();
+    t.is(sha256(Buffer.concat(chunks)), sha256(ours));
+    t.is(tsharkProblems(pcap), '');
+  }, undefined);
 }, ['socat', 'tshark']);

@@ -1,12 +1,13 @@
 import test from 'ava';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { type Stack, VirtualClock, VirtualSwitch, checksum, createStack, ipv4 } from 'morgana';
 
 const tick = () => new Promise((r) => setImmediate(r));
+const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 
 async function pair(options: { faults?: ConstructorParameters<typeof VirtualSwitch>[0]; clock?: VirtualClock; maxFragments?: number } = {}) {
   const sw = new VirtualSwitch(options.faults);
-  const common = { clock: options.clock, reassembly: { maxFragments: options.maxFragments ?? 16 } };
+  const common = { clock: options.clock, ...(options.maxFragments !== undefined && { reassembly: { maxFragments: options.maxFragments } }) };
   const a = await createStack({ net: sw.connect(), ipv4: '10.0.0.1/24', ...common });
   const b = await createStack({ net: sw.connect(), ipv4: '10.0.0.2/24', ...common });
   return { sw, a, b, close: async () => Promise.all([a.close(), b.close()]) };
@@ -127,6 +128,77 @@ for (const size of [8 * 1024, 60 * 1024]) {
     });
   }
 }
+
+test('with the default limits, 32 KiB and the largest (65,507-byte) UDP datagrams pass at MTU 1500', async (t) => {
+  // Regression: the default of 16 fragments per datagram dropped anything past 23,680 bytes
+  // (iperf3's 32 KiB UDP datagrams, 23 fragments, delivered nothing).
+  const { a, b, close } = await pair();
+  const received: Buffer[] = [];
+  b.udp.bind(5001, (data) => received.push(Buffer.from(data)));
+  await a.arp.query('10.0.0.2');
+  // The receive path hands each turn's fragments to the reassembler in batches, never one by one.
+  const batches: number[] = [];
+  const reassembler = b.ipv4.reassembler;
+  const pushBatch = reassembler.pushBatch.bind(reassembler);
+  reassembler.pushBatch = (data, spans, now, options) => {
+    batches.push(options?.count ?? spans.length / 2);
+    return pushBatch(data, spans, now, options);
+  };
+  reassembler.push = () => t.fail('a fragment was pushed on its own') as never;
+  const sizes = [32 * 1024, 65_507, 65_507];
+  const sent = sizes.map((size) => randomBytes(size));
+  for (const data of sent) a.udp.send('10.0.0.2', 5001, data);
+  // A small datagram sent last, in the same turn, is delivered last.
+  a.udp.send('10.0.0.2', 5001, Buffer.from('last'));
+  for (let i = 0; i < 200 && received.length < sent.length + 1; i++) await tick();
+  t.deepEqual(received.map(sha256), [...sent, Buffer.from('last')].map(sha256));
+  t.is(batches.reduce((x, y) => x + y, 0), 23 + 45 + 45);
+  t.true(batches.length <= 4, `${batches.length} batches: ${batches.join(', ')}`);
+  t.is(a.ipv4.stats().fragmentsSent, 23 + 45 + 45);
+  const r = b.ipv4.stats().reassembly;
+  t.is(r.reassembled, 3);
+  t.is(r.droppedTooManyFragments, 0);
+  t.is(r.pendingDatagrams, 0);
+  await close();
+});
+
+test('fragments with a bad header checksum are dropped in the batch and counted by reason; the rest still reassemble', async (t) => {
+  const sw = new VirtualSwitch();
+  const b = await createStack({ net: sw.connect(), ipv4: '10.0.0.2/24' });
+  const raw = sw.connect();
+  raw.listen(() => {});
+  const received: Buffer[] = [];
+  b.udp.bind(5002, (data) => received.push(Buffer.from(data)));
+  const data = randomBytes(4000);
+  const udp = Buffer.alloc(8 + data.length);
+  udp.writeUInt16BE(1234, 0);
+  udp.writeUInt16BE(5002, 2);
+  udp.writeUInt16BE(udp.length, 4);
+  data.copy(udp, 8);
+  const send = (id: number, corrupt: boolean) => {
+    const packet = ipv4.emit({ src: '10.0.0.9', dst: '10.0.0.2', protocol: 17, identification: id }, udp);
+    const pieces = ipv4.fragment(packet, 1500);
+    if (corrupt) pieces[1]![10]! ^= 0xff;
+    for (const piece of pieces) {
+      raw.write(14 + piece.length, (frame) => {
+        Buffer.from(b.ethernet.net.mac.replaceAll(':', ''), 'hex').copy(frame, 0);
+        Buffer.from(raw.mac.replaceAll(':', ''), 'hex').copy(frame, 6);
+        frame.writeUInt16BE(0x0800, 12);
+        piece.copy(frame, 14);
+        return 14 + piece.length;
+      });
+    }
+  };
+  send(1, true);
+  send(2, false);
+  for (let i = 0; i < 50 && received.length < 1; i++) await tick();
+  t.is(received.length, 1);
+  t.true(received[0]!.equals(data));
+  t.is(b.ipv4.stats().dropped.ERR_IPV4_BAD_CHECKSUM, 1);
+  t.is(b.ipv4.stats().reassembly.droppedMalformed, 1);
+  t.is(b.ipv4.stats().reassembly.pendingDatagrams, 1, 'the datagram that lost a fragment waits for its timeout');
+  await Promise.all([b.close(), raw.close()]);
+});
 
 test('a closed UDP port answers with ICMP port unreachable', async (t) => {
   const { a, b, close } = await pair();

@@ -23,10 +23,14 @@ export { type Ipv6AddressLike, formatIpv6Address, parseIpv6Address, toIpv6Bytes 
 export * as ipv6 from './wire/ipv6.js';
 export { Ipv6ParseError, fragment as fragmentIpv6 } from './wire/ipv6.js';
 export {
+  DEFAULT_MAX_BYTES as REASSEMBLY_DEFAULT_MAX_BYTES,
+  DEFAULT_MAX_FRAGMENTS as REASSEMBLY_DEFAULT_MAX_FRAGMENTS,
+  DEFAULT_TIMEOUT_MS as REASSEMBLY_DEFAULT_TIMEOUT_MS,
   Ipv6Reassembler,
   type Ipv6ReassemblerOptions,
   type Ipv6ReassemblerStats,
   type Ipv6ReassemblyReport,
+  type PushBatchOptions,
   Reassembler,
   type ReassemblerOptions,
   type ReassemblerStats,

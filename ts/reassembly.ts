@@ -2,7 +2,7 @@
  * The bounded IPv4 and IPv6 reassembly caches, in Rust (the MirageOS 3.5 design).
  * @module
  */
-import { InvalidArgumentError, OutOfRangeError, assertBytes, assertInteger } from './errors.js';
+import { InvalidArgumentError, type MorganaError, OutOfRangeError, assertBytes, assertInteger, nativeFailure } from './errors.js';
 import { native } from './native.js';
 
 /** Limits of a {@link Reassembler}. */
@@ -10,13 +10,34 @@ export interface ReassemblerOptions {
   /** Fragment payload bytes held across all datagrams (default 256 KiB). */
   maxBytes?: number;
   /**
-   * Fragments held per datagram (default 16, as MirageOS 3.5: at MTU 1500 that is datagrams up
-   * to 23,680 bytes; raise it for larger ones). A datagram with more is dropped, and its later
-   * fragments too (counted in `droppedDiscarded`) until its timeout.
+   * Fragments held per datagram (default {@link DEFAULT_MAX_FRAGMENTS}, 128: a 65,535-byte
+   * datagram at any MTU from 576 up, even with 40 bytes of IPv4 options; it is 45 fragments at
+   * MTU 1500). A datagram with more is dropped, and its later fragments too (counted in
+   * `droppedDiscarded`) until its timeout. This bounds the work per fragment; `maxBytes` bounds
+   * memory (each fragment held is charged at least 8 bytes of payload).
    */
   maxFragments?: number;
   /** Milliseconds after its first fragment that an incomplete datagram is dropped (default 10 s). */
   timeoutMs?: number;
+}
+
+/** Options of {@link Reassembler.pushBatch}. */
+export interface PushBatchOptions {
+  /** Packets to take (default all that `spans` describes). */
+  count?: number;
+  /**
+   * A buffer of the caller's that completed datagrams are written into (each at a multiple of 8
+   * bytes) and returned as views of: no allocation, warm memory. The views are the caller's to
+   * consume, or copy, before it passes the same `output` again. A datagram that does not fit
+   * gets a Buffer of its own (65,535 bytes at most; 128 KiB holds any two).
+   */
+  output?: Uint8Array;
+  /**
+   * Called for each packet dropped as not valid IPv4 (also counted in `droppedMalformed`), with
+   * its index and the error (`ERR_IPV4_BAD_CHECKSUM`, `ERR_IPV4_TRUNCATED`, …) `ipv4.parse`
+   * would throw.
+   */
+  onMalformed?: (index: number, error: MorganaError) => void;
 }
 
 /** Counters of a {@link Reassembler}; `bufferedBytes` and `pendingDatagrams` are current. */
@@ -51,19 +72,94 @@ export interface ReassemblerStats {
   pendingDatagrams: number;
 }
 
+/** Default {@link ReassemblerOptions.maxBytes}: 256 KiB of fragment payload (as MirageOS 3.5). */
+export const DEFAULT_MAX_BYTES = 256 * 1024;
+/**
+ * Default {@link ReassemblerOptions.maxFragments}: 128, enough for the largest datagram at MTU 576
+ * (MirageOS 3.5 allows 16, which drops UDP datagrams past 23,680 bytes at MTU 1500).
+ */
+export const DEFAULT_MAX_FRAGMENTS = 128;
+/** Default {@link ReassemblerOptions.timeoutMs}: 10 s. */
+export const DEFAULT_TIMEOUT_MS = 10_000;
+
 /** Native `push` results: 0 not a fragment, 1 held, 2 dropped, from 20 up a completed datagram's length. */
 const NOT_FRAGMENT = 0;
 const MIN_DATAGRAM = 20;
-/** `pushBatch`: the completed datagram did not fit in the slab and waits for `take`. */
+/** `pushBatch`: the packet was not valid IPv4; the error's index in the native error table follows. */
+const MALFORMED = 3;
+/** `pushBatch`: the completed datagram did not fit in the output and waits for `take`. */
 const NOT_WRITTEN = 0xffff_ffff;
+/** An output of no room: every completed datagram stops the native batch and gets its own Buffer. */
+const NO_OUTPUT = new Uint8Array(0);
+
+/** The native side of a batch: `NativeReassembler` or `NativeIpv6Reassembler`. */
+interface NativeBatchCache {
+  pushBatch(data: Uint8Array, spans: Uint32Array, first: number, end: number, nowMs: number, out: Uint8Array, outAt: number, results: Uint32Array): number;
+  take(out: Uint8Array): number;
+}
+
+/** What a reassembler keeps between batches: the per-packet [status, value] pairs, grown as needed. */
+interface BatchState {
+  results: Uint32Array;
+}
+
 /**
- * Completed datagrams of {@link Reassembler.pushBatch} are written into slabs of this size (below
- * glibc's 128 KiB mmap threshold, so a slab comes from the heap, not fresh zeroed pages) and
- * handed out as views of them; a slab is replaced once less than the largest datagram fits.
+ * The body of `pushBatch` for both families: checks the arguments, runs the native batch (again
+ * after each completed packet that did not fit in the output), and maps the results. Statuses
+ * from `minPacket` up are completed packets; `passThrough` (a second one, the IPv6 atomic
+ * fragment, as `passThrough2`) hands the packet back as a view of `data`.
  */
-const BATCH_SLAB = 96 * 1024;
-/** The largest IPv4 datagram. */
-const MAX_DATAGRAM = 65_535;
+function pushBatchInto(
+  cache: NativeBatchCache,
+  data: Uint8Array,
+  spans: Uint32Array,
+  nowMs: number,
+  options: PushBatchOptions,
+  state: BatchState,
+  minPacket: number,
+  passThrough: number,
+  passThrough2 = passThrough,
+): Array<Uint8Array | undefined> {
+  assertBytes(data, 'data');
+  if (!(spans instanceof Uint32Array)) throw new InvalidArgumentError('spans must be a Uint32Array');
+  const { count = spans.length >>> 1, output, onMalformed } = options;
+  assertInteger(count, 'count', 0, spans.length >>> 1);
+  if (output !== undefined) assertBytes(output, 'output');
+  for (let i = 0; i < count; i++) {
+    if (spans[2 * i]! + spans[2 * i + 1]! > data.length) {
+      throw new OutOfRangeError(`packet ${i} (${spans[2 * i + 1]} bytes at ${spans[2 * i]}) lies outside the ${data.length}-byte data`);
+    }
+  }
+  if (state.results.length < 2 * count) state.results = new Uint32Array(2 * count);
+  const results = state.results;
+  const target = output ?? NO_OUTPUT;
+  const out = new Array<Uint8Array | undefined>(count);
+  let outAt = 0;
+  let next = 0;
+  while (next < count) {
+    const end = cache.pushBatch(data, spans, next, count, nowMs, target, outAt, results);
+    for (let i = next; i < end; i++) {
+      const status = results[2 * i]!;
+      if (status >= minPacket) {
+        const at = results[2 * i + 1]!;
+        if (at === NOT_WRITTEN) {
+          const whole = Buffer.allocUnsafe(status);
+          cache.take(whole);
+          out[i] = whole;
+        } else {
+          out[i] = target.subarray(at, at + status);
+          outAt = at + status;
+        }
+      } else if (status === passThrough || status === passThrough2) {
+        out[i] = data.subarray(spans[2 * i], spans[2 * i]! + spans[2 * i + 1]!);
+      } else if (status === MALFORMED && minPacket === MIN_DATAGRAM && onMalformed !== undefined) {
+        onMalformed(i, nativeFailure(-results[2 * i + 1]! - 1));
+      }
+    }
+    next = end;
+  }
+  return out;
+}
 
 /**
  * Reassembles IPv4 fragments, keyed by (source, destination, protocol, identification), in any
@@ -77,14 +173,10 @@ export class Reassembler {
   readonly maxFragments: number;
   readonly timeoutMs: number;
   readonly #native: InstanceType<typeof native.NativeReassembler>;
-  /** Where `pushBatch` writes completed datagrams (views of it are handed out), and how far. */
-  #slab: Buffer | undefined;
-  #slabAt = 0;
-  /** `pushBatch`'s per-packet [status, place] pairs, grown as needed. */
-  #results = new Uint32Array(128);
+  readonly #batch: BatchState = { results: new Uint32Array(128) };
 
   constructor(options: ReassemblerOptions = {}) {
-    const { maxBytes = 256 * 1024, maxFragments = 16, timeoutMs = 10_000 } = options;
+    const { maxBytes = DEFAULT_MAX_BYTES, maxFragments = DEFAULT_MAX_FRAGMENTS, timeoutMs = DEFAULT_TIMEOUT_MS } = options;
     assertInteger(maxBytes, 'maxBytes', 0, 0xffffffff);
     assertInteger(maxFragments, 'maxFragments', 1, 0xffff);
     assertInteger(timeoutMs, 'timeoutMs', 0, Number.MAX_SAFE_INTEGER);
@@ -115,51 +207,21 @@ export class Reassembler {
   /**
    * {@link push} for many packets with one crossing into Rust: packet `i` is `data.subarray(
    * spans[2i], spans[2i] + spans[2i+1])` (the shape of a TAP batch: frames back to back), for
-   * `i` from 0 to `count - 1`. Returns, per packet, what `push` would: the packet itself (a view
-   * of `data`) when it is not a fragment, the completed datagram, or `undefined`. Completed
-   * datagrams are views of a 96 KiB slab shared with later ones (copy one to keep it apart).
-   * Throws `ERR_OUT_OF_RANGE` (nothing taken) when a span lies outside `data`.
+   * `i` from 0 to `count - 1`. Each packet's IPv4 header is validated in Rust (malformed ones are
+   * counted in `droppedMalformed` and dropped). Returns, per packet, what `push` would: the
+   * packet itself (a view of `data`) when it is not a fragment, the completed datagram, or
+   * `undefined`.
+   *
+   * Where completed datagrams go: without `options.output`, each gets a Buffer of its own, of
+   * its exact length (the batch leaves Rust once per completed datagram to fetch it: one
+   * crossing per datagram, not per fragment); with it, they are views of the caller's reusable
+   * `output` (see {@link PushBatchOptions.output}).
+   *
+   * Throws `ERR_OUT_OF_RANGE` (nothing taken) when a span lies outside `data` or `count` is past
+   * the spans, and `ERR_INVALID_ARG_TYPE` for arguments of the wrong type.
    */
-  pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, count = spans.length >>> 1): Array<Uint8Array | undefined> {
-    assertBytes(data, 'data');
-    if (!(spans instanceof Uint32Array)) throw new InvalidArgumentError('spans must be a Uint32Array');
-    assertInteger(count, 'count', 0, spans.length >>> 1);
-    for (let i = 0; i < count; i++) {
-      if (spans[2 * i]! + spans[2 * i + 1]! > data.length) {
-        throw new OutOfRangeError(`packet ${i} (${spans[2 * i + 1]} bytes at ${spans[2 * i]}) lies outside the ${data.length}-byte data`);
-      }
-    }
-    if (this.#results.length < 2 * count) this.#results = new Uint32Array(2 * count);
-    const results = this.#results;
-    const out = new Array<Uint8Array | undefined>(count);
-    let next = 0;
-    while (next < count) {
-      if (this.#slab === undefined || this.#slab.length - this.#slabAt < MAX_DATAGRAM) {
-        this.#slab = Buffer.allocUnsafeSlow(BATCH_SLAB);
-        this.#slabAt = 0;
-      }
-      const slab = this.#slab;
-      const end = this.#native.pushBatch(data, spans, next, count, nowMs, slab, this.#slabAt, results);
-      for (let i = next; i < end; i++) {
-        const status = results[2 * i]!;
-        if (status >= MIN_DATAGRAM) {
-          const at = results[2 * i + 1]!;
-          if (at === NOT_WRITTEN) {
-            const whole = Buffer.allocUnsafe(status);
-            this.#native.take(whole);
-            out[i] = whole;
-            this.#slabAt = slab.length; // full: the next call starts a new slab
-          } else {
-            out[i] = slab.subarray(at, at + status);
-            this.#slabAt = at + status;
-          }
-        } else if (status === NOT_FRAGMENT) {
-          out[i] = data.subarray(spans[2 * i], spans[2 * i]! + spans[2 * i + 1]!);
-        }
-      }
-      next = end;
-    }
-    return out;
+  pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, options: PushBatchOptions = {}): Array<Uint8Array | undefined> {
+    return pushBatchInto(this.#native, data, spans, nowMs, options, this.#batch, MIN_DATAGRAM, NOT_FRAGMENT);
   }
 
   /** Drops incomplete datagrams whose timeout has passed at `nowMs`; returns how many. */
@@ -250,9 +312,10 @@ export class Ipv6Reassembler {
   readonly timeoutMs: number;
   readonly maxReports: number;
   readonly #native: InstanceType<typeof native.NativeIpv6Reassembler>;
+  readonly #batch: BatchState = { results: new Uint32Array(128) };
 
   constructor(options: Ipv6ReassemblerOptions = {}) {
-    const { maxBytes = 256 * 1024, maxFragments = 16, timeoutMs = 10_000, maxReports = 16 } = options;
+    const { maxBytes = DEFAULT_MAX_BYTES, maxFragments = DEFAULT_MAX_FRAGMENTS, timeoutMs = DEFAULT_TIMEOUT_MS, maxReports = 16 } = options;
     assertInteger(maxBytes, 'maxBytes', 0, 0xffffffff);
     assertInteger(maxFragments, 'maxFragments', 1, 0xffff);
     assertInteger(timeoutMs, 'timeoutMs', 0, Number.MAX_SAFE_INTEGER);
@@ -282,6 +345,17 @@ export class Ipv6Reassembler {
       return whole;
     }
     return result === IPV6_NOT_FRAGMENT || result === IPV6_ATOMIC ? packet : undefined;
+  }
+
+  /**
+   * {@link push} for many packets with one crossing into Rust, with the arguments of
+   * {@link Reassembler.pushBatch} (`onMalformed` is not called: malformed IPv6 packets are only
+   * counted). Returns, per packet, what `push` would: the packet itself (a view of `data`) when
+   * it is not a fragment or is an atomic fragment, the reassembled packet (a Buffer of its own,
+   * or a view of `options.output`), or `undefined`. Reports queue as with `push`.
+   */
+  pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, options: PushBatchOptions = {}): Array<Uint8Array | undefined> {
+    return pushBatchInto(this.#native, data, spans, nowMs, options, this.#batch, MIN_IPV6_PACKET, IPV6_NOT_FRAGMENT, IPV6_ATOMIC);
   }
 
   /**

@@ -1,6 +1,7 @@
 /**
- * L2/L3 benchmarks: frames through the VirtualSwitch, UDP datagrams and ping round trips between
- * two Morgana stacks, each next to Node's own `dgram` over loopback measured in the same run.
+ * L2/L3 benchmarks: frames through the VirtualSwitch, UDP datagrams (64 B, and 64 KiB ones that
+ * are fragmented and reassembled) and ping round trips between two Morgana stacks, each next to
+ * Node's own `dgram` over loopback measured in the same run.
  */
 import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
@@ -33,6 +34,30 @@ async function dgramTeardown(): Promise<void> {
 }
 
 const payload64 = Buffer.alloc(64, 0x5a);
+
+/** The largest UDP payload over IPv4, and how many such datagrams are in flight (a socket's default receive buffer holds about three). */
+const BIG_UDP = 65_507;
+const BIG_WINDOW = 2;
+const payloadBig = Buffer.alloc(BIG_UDP, 0x5a);
+
+/** Sends `n` datagrams with at most {@link BIG_WINDOW} in flight; `listen` installs the arrival callback. */
+function bigWindow(n: number, send: () => void, listen: (arrived: () => void) => void): Promise<void> {
+  let sent = 0;
+  let received = 0;
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${received} of ${n} arrived`)), 30_000);
+    listen(() => {
+      if (++received === n) {
+        clearTimeout(timer);
+        resolve();
+      } else if (sent < n) {
+        sent++;
+        send();
+      }
+    });
+    for (; sent < Math.min(n, BIG_WINDOW); sent++) send();
+  });
+}
 
 // --- Two Morgana stacks on a VirtualSwitch ------------------------------------------------------
 
@@ -178,6 +203,31 @@ export const cases: BenchCase[] = [
     setup: () => stackSetup(true),
     async run(n) {
       for (let i = 0; i < n; i++) await stacks!.a.icmp.ping('10.0.0.2');
+    },
+    teardown: stackTeardown,
+  },
+  {
+    name: 'UDP 64 KiB one-way · node:dgram loopback',
+    group: 'UDP datagrams 64 KiB',
+    baseline: true,
+    unit: 'datagrams',
+    bytesPerOp: BIG_UDP,
+    description: `kernel UDP sockets over 127.0.0.1 (MTU 65536: not fragmented), ${BIG_WINDOW} in flight`,
+    setup: () => dgramSetup(false),
+    async run(n) {
+      await bigWindow(n, () => dgramA!.send(payloadBig, (dgramB!.address() as AddressInfo).port, '127.0.0.1'), (arrived) => (onDgram = arrived));
+    },
+    teardown: dgramTeardown,
+  },
+  {
+    name: 'UDP 64 KiB one-way · Morgana stacks',
+    group: 'UDP datagrams 64 KiB',
+    unit: 'datagrams',
+    bytesPerOp: BIG_UDP,
+    description: `two stacks on a VirtualSwitch at MTU 1500: each datagram is 45 fragments, reassembled in batches; ${BIG_WINDOW} in flight`,
+    setup: () => stackSetup(false),
+    async run(n) {
+      await bigWindow(n, () => stacks!.a.udp.send('10.0.0.2', 7, payloadBig, { srcPort: 9000 }), (arrived) => (onUdp = arrived));
     },
     teardown: stackTeardown,
   },

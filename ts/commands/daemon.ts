@@ -4,29 +4,27 @@
  *
  * - `morgana daemon [serve] [--dir DIR] [--metrics H:P] [--http H:P (web view)] [--listen H:P --tls-cert F --tls-key F
  *   --client-ca F [--crl F]] [--max-connections N] [--idle-timeout MS]`: runs the daemon until
- *   SIGINT / SIGTERM (the unikernels keep running; a restarted daemon adopts them).
+ *   SIGINT / SIGTERM (the unikernels keep running; a restarted daemon adopts them — except those on
+ *   user-mode networks, whose gateway runs in the daemon: stopped, then started again).
  * - Client subcommands (local by default, `--remote H:P --cert F --key F --ca F` for a remote
  *   daemon): deploy, ps, console, logs, stop, restart, stats, events, update, status, policy,
  *   block.
  * @module
  */
-import { spawn } from 'node:child_process';
-import { createReadStream, createWriteStream, mkdirSync, openSync, closeSync } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type DaemonWeb, startDaemonWeb } from '../daemon/web.js';
 import { parseListenAddress } from '../monitor/runtime.js';
 import type { Command } from './command.js';
-import { MorganaError } from '../errors.js';
 import type { DaemonEvent } from '../daemon/events.js';
 import type { ResourcePolicy } from '../daemon/policy.js';
 import { selfCommand } from './self.js';
 import type { ConsoleLine } from '../solo5/console.js';
 import { type DaemonTarget, type DaemonUnikernelInfo, daemonRequest, defaultDaemonDir, formatForwards, startDaemon } from '../daemon/supervisor.js';
-import type { BoundForward } from '../solo5/gateway.js';
 import { parseSize } from '../solo5/host.js';
 import { UsageError, parseDeployArgs, reportError } from './deploy.js';
+import { daemonDeploy } from './daemon-client.js';
 
 const CLIENT = `[--dir DIR | --remote HOST:PORT --cert FILE --key FILE --ca FILE]`;
 const USAGE = `morgana daemon [serve] [--dir DIR] [--metrics HOST:PORT] [--http HOST:PORT] [--max-connections N] [--idle-timeout MS]
@@ -152,32 +150,11 @@ async function serve(dir: string, args: string[]): Promise<number> {
   });
   await web?.close();
   await daemon.close();
-  process.stderr.write('morgana daemon: stopped (unikernels keep running)\n');
+  process.stderr.write('morgana daemon: stopped (unikernels keep running; those on user-mode networks were stopped, and the next daemon starts them again)\n');
   return 0;
 }
 
-/**
- * Starts `morgana daemon --dir DIR` in the background (its output in `DIR/daemon.log`) and waits
- * until it answers. Used by `morgana run -d` when no daemon runs.
- */
-export async function spawnDaemon(dir: string): Promise<number> {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const log = openSync(path.join(dir, 'daemon.log'), 'a', 0o600);
-  const cli = fileURLToPath(new URL('../cli.js', import.meta.url));
-  const child = spawn(process.execPath, [cli, 'daemon', '--dir', dir], { detached: true, stdio: ['ignore', log, log] });
-  closeSync(log);
-  child.unref();
-  const end = Date.now() + 15_000;
-  for (;;) {
-    try {
-      await daemonRequest(dir, { cmd: 'ping' });
-      return child.pid!;
-    } catch (error) {
-      if (child.exitCode !== null || Date.now() > end) throw new MorganaError('ERR_DAEMON_UNREACHABLE', `the daemon did not start (see ${path.join(dir, 'daemon.log')}): ${(error as Error).message}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
+export { spawnDaemon } from './daemon-client.js';
 
 function one(rest: string[], what: string): string {
   if (rest.length !== 1) throw new UsageError(`${what} takes exactly one name`);
@@ -187,10 +164,6 @@ function one(rest: string[], what: string): string {
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return `${rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n')}\n`;
-}
-
-function hostPort(f: BoundForward): string {
-  return `${f.hostAddress.includes(':') ? `[${f.hostAddress}]` : f.hostAddress}:${f.hostPort}`;
 }
 
 /** A unikernel's forwarded ports in `ps`'s table, as `docker ps` shows them: `127.0.0.1:8080->80/tcp`. */
@@ -401,22 +374,11 @@ export const daemon: Command = {
           return await serve(dir, rest);
         case 'deploy': {
           const { cpus, startOrder, rest: deployArgs } = takePlacement(rest);
-          const { dryRun, ...options } = parseDeployArgs(deployArgs);
+          const { dryRun, detach, ...options } = parseDeployArgs(deployArgs);
           if (dryRun) throw new UsageError('--dry-run is for morgana deploy');
+          if (detach) throw new UsageError('-d/--detach is for morgana deploy (daemon deploy always hands the unikernel to the daemon)');
           if (options.logFile) throw new UsageError('the daemon keeps the console log itself (no --log)');
-          if (!remote) {
-            options.image = path.resolve(options.image);
-            if (options.tender?.includes('/')) options.tender = path.resolve(options.tender);
-            for (const b of options.blocks ?? []) if (!b.file.startsWith('@')) b.file = path.resolve(b.file);
-            for (const n of options.userNets ?? []) if (n.pcap) n.pcap = path.resolve(n.pcap);
-          }
-          const r = await daemonRequest(target, { cmd: 'deploy', options, ...(cpus ? { cpus } : {}), ...(startOrder !== undefined ? { startOrder } : {}) });
-          const uk = r.unikernel as DaemonUnikernelInfo;
-          process.stdout.write(`${uk.name} started (pid ${uk.pid})\n`);
-          for (const n of uk.networks ?? []) {
-            process.stdout.write(`${uk.name}: ${n.device}: user-mode network: guest ${n.guest}, gateway ${n.gateway}, DNS ${n.dns}\n`);
-            for (const f of n.forwards) process.stdout.write(`${uk.name}: ${n.device}: forwarding ${f.protocol} ${hostPort(f)} -> ${f.guestAddress}:${f.guestPort}\n`);
-          }
+          await daemonDeploy(target, options, { remote, ...(cpus ? { cpus } : {}), ...(startOrder !== undefined ? { startOrder } : {}) });
           return 0;
         }
         case 'ps':

@@ -14,6 +14,8 @@ import type { ExitInfo } from '../solo5/exit.js';
 import { parseSize } from '../solo5/host.js';
 import type { UserNetAttachment } from '../solo5/user-net.js';
 import { type Forward, parseForward } from '../config/targets.js';
+import { daemonRequest, defaultDaemonDir } from '../daemon/supervisor.js';
+import { daemonDeploy, spawnDaemon } from './daemon-client.js';
 
 const USAGE = `morgana deploy <image> [--target hvt|spt|virtio] [--name N] [--mem MB]
          [--net NAME=TAP[@BRIDGE][,mac=MAC]]... [--block NAME=FILE[,size=64M][,sector=512]]...
@@ -22,7 +24,9 @@ const USAGE = `morgana deploy <image> [--target hvt|spt|virtio] [--name N] [--me
          [--accel kvm|tcg|auto]
          [--tender PATH] [--restart no|on-failure] [--max-restarts N] [--backoff MS]
          [--log FILE] [--log-level quiet|error|warn|info|debug] [--user NAME]
-         [--gdb] [--gdb-port N] [--dumpcore DIR] [--netns NS] [--dry-run] [-- guest args]`;
+         [--gdb] [--gdb-port N] [--dumpcore DIR] [--netns NS] [--dry-run] [-d|--detach] [-- guest args]
+   -d: hand the unikernel to the daemon (started when none runs), as morgana daemon deploy does;
+       then morgana ps, logs -f NAME, stop NAME`;
 
 /** Thrown for malformed command-line options. */
 export class UsageError extends Error {}
@@ -83,7 +87,7 @@ function int(text: string | undefined, what: string): number | undefined {
 }
 
 /** Parses `deploy` arguments into {@link DeployOptions} (plus `dryRun`). Throws {@link UsageError}. */
-export function parseDeployArgs(args: string[]): DeployOptions & { dryRun: boolean } {
+export function parseDeployArgs(args: string[]): DeployOptions & { dryRun: boolean; detach: boolean } {
   const dash = args.indexOf('--');
   const guest = dash === -1 ? [] : args.slice(dash + 1);
   let parsed;
@@ -108,6 +112,7 @@ export function parseDeployArgs(args: string[]): DeployOptions & { dryRun: boole
         'gdb-port': { type: 'string' },
         dumpcore: { type: 'string' },
         'dry-run': { type: 'boolean' },
+        detach: { type: 'boolean', short: 'd' },
         netns: { type: 'string' },
         forward: { type: 'string', multiple: true, short: 'p' },
         pcap: { type: 'string' },
@@ -168,6 +173,7 @@ export function parseDeployArgs(args: string[]): DeployOptions & { dryRun: boole
     ...(v.dumpcore ? { dumpcore: v.dumpcore } : {}),
     ...(v.netns ? { netns: v.netns } : {}),
     dryRun: Boolean(v['dry-run']),
+    detach: Boolean(v.detach),
   };
 }
 
@@ -191,6 +197,24 @@ export function reportError(prefix: string, error: unknown): number {
   throw error;
 }
 
+/**
+ * `morgana deploy -d`: the deployment goes to the daemon in the default directory, started in the
+ * background when none answers (as `morgana run -d` does).
+ */
+async function deployDetached(options: DeployOptions): Promise<number> {
+  const dir = defaultDaemonDir();
+  try {
+    await daemonRequest(dir, { cmd: 'ping' });
+  } catch (error) {
+    if (!(error instanceof MorganaError) || error.code !== 'ERR_DAEMON_UNREACHABLE') throw error;
+    const pid = await spawnDaemon(dir);
+    process.stderr.write(`morgana deploy: started a daemon (pid ${pid}) in ${dir}; stop it with kill ${pid}\n`);
+  }
+  const uk = await daemonDeploy(dir, options);
+  process.stderr.write(`morgana deploy: ${uk.name} runs under the daemon; see morgana ps, morgana logs -f ${uk.name}, morgana stop ${uk.name}\n`);
+  return 0;
+}
+
 /** The deploy command. */
 export const deploy: Command = {
   summary: 'Check, provision and run a Solo5 unikernel (hvt, spt, virtio) in the foreground',
@@ -203,8 +227,13 @@ export const deploy: Command = {
       if (error instanceof UsageError) process.stderr.write(`usage: ${USAGE}\n`);
       return reportError('morgana deploy', error);
     }
-    const { dryRun, ...deployOptions } = options;
+    const { dryRun, detach, ...deployOptions } = options;
     try {
+      if (detach) {
+        if (dryRun) throw new UsageError('--dry-run and -d do not go together');
+        if (deployOptions.logFile) throw new UsageError('the daemon keeps the console log itself (no --log with -d)');
+        return await deployDetached(deployOptions);
+      }
       if (dryRun) {
         const plan = await planDeployment(deployOptions);
         process.stdout.write(`${JSON.stringify({ name: plan.name, target: plan.target, abi: plan.abi, tender: plan.tender, tenderVersion: plan.tenderVersion, command: plan.command }, null, 2)}\n`);

@@ -8,7 +8,8 @@
  * Each TCP connection to the gateway gets one host connection (half-open both ways, relayed by
  * {@link relayTcp}); each UDP peer on the virtual network (address and port) gets one host
  * socket connected to `HOST:PORT`, whose replies go back to that peer from the gateway's port.
- * At most {@link MAX_OUTBOUND_UDP_PEERS} UDP peers are relayed; datagrams of more are dropped.
+ * At most {@link MAX_OUTBOUND_UDP_PEERS} UDP peers are relayed; datagrams of more are dropped
+ * and counted.
  * @module
  */
 import dgram from 'node:dgram';
@@ -19,9 +20,12 @@ import type { Stack } from '../stack/index.js';
 /** UDP peers (address and port on the virtual network) relayed at most; iperf3 uses one per stream. */
 export const MAX_OUTBOUND_UDP_PEERS = 256;
 
+/** Datagrams of one peer held while its host socket connects; more are dropped (and counted). */
+const MAX_QUEUED = 64;
+
 /** A running outbound relay. */
 export interface VnetOutbound {
-  /** Datagrams dropped because {@link MAX_OUTBOUND_UDP_PEERS} peers were already relayed. */
+  /** Datagrams dropped: of peers beyond {@link MAX_OUTBOUND_UDP_PEERS}, or beyond the queue of a peer whose host socket was still connecting. */
   readonly droppedUdp: number;
   stop(): Promise<void>;
 }
@@ -43,28 +47,38 @@ export function relayOutbound(gateway: Stack, host: string, port: number, onErro
     },
     { allowHalfOpen: true },
   );
-  const peers = new Map<string, dgram.Socket>();
+  const peers = new Map<string, { socket: dgram.Socket; queue: Buffer[] | undefined }>();
   let droppedUdp = 0;
+  // A refused UDP peer fails every send: each distinct error is reported once, not per datagram.
+  const reported = new Set<string>();
+  const udpError = (error: Error) => {
+    const message = `udp ${host}:${port}: ${error.message}`;
+    if (reported.size < 64 && !reported.has(message)) reported.add(message), onError(message);
+  };
+  const send = (socket: dgram.Socket, data: Buffer) => socket.send(data, (error) => error && udpError(error));
   const udp = gateway.udp.bind(port, (data, from) => {
     const id = `${from.address}|${from.port}`;
-    let socket = peers.get(id);
-    if (!socket) {
+    let peer = peers.get(id);
+    if (!peer) {
       if (peers.size >= MAX_OUTBOUND_UDP_PEERS) {
         droppedUdp++;
         return;
       }
-      const s = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
-      socket = s;
-      peers.set(id, s);
-      s.on('message', (reply) => udp.send(from.address, from.port, reply));
-      s.on('error', (error) => onError(`udp ${host}:${port}: ${error.message}`));
-      s.connect(port, host);
+      const socket = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+      const created = { socket, queue: [] as Buffer[] | undefined };
+      peer = created;
+      peers.set(id, created);
+      socket.on('message', (reply) => udp.send(from.address, from.port, reply));
+      socket.on('error', udpError);
+      // Datagrams that arrive before connect() completes wait for it (at most MAX_QUEUED).
+      socket.connect(port, host, () => {
+        for (const d of created.queue ?? []) send(created.socket, d);
+        created.queue = undefined;
+      });
     }
-    // Until connect() completes, send() with no address fails: queue through the 'connect' event.
-    const s = socket;
-    const send = () => s.send(data, (error) => error && onError(`udp ${host}:${port}: ${error.message}`));
-    if (isConnected(s)) send();
-    else s.once('connect', send);
+    if (!peer.queue) send(peer.socket, data);
+    else if (peer.queue.length < MAX_QUEUED) peer.queue.push(data);
+    else droppedUdp++;
   });
   return {
     get droppedUdp() {
@@ -72,20 +86,10 @@ export function relayOutbound(gateway: Stack, host: string, port: number, onErro
     },
     async stop() {
       udp.close();
-      for (const s of peers.values()) s.close();
+      for (const p of peers.values()) p.socket.close();
       peers.clear();
       for (const s of hostSockets) s.destroy();
       server.close();
     },
   };
-}
-
-/** Whether a dgram socket has finished `connect()`. */
-function isConnected(socket: dgram.Socket): boolean {
-  try {
-    socket.remoteAddress();
-    return true;
-  } catch {
-    return false;
-  }
 }

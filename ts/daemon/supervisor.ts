@@ -9,6 +9,10 @@
  * - Tenders (and `node main.mjs` for TypeScript unikernels) are started detached (own session)
  *   with their output appended to `<dir>/console/<name>.log`, which the daemon tails into a ring
  *   buffer per unikernel (several followers at once), so they keep running when the daemon stops.
+ * - User-mode networks (`--net NAME=user`): the gateway (host ports, outbound proxy) runs in the
+ *   daemon, so those unikernels do not outlive it: the daemon stops them when it stops (their
+ *   tenders get SIGKILL if it dies), and the next daemon starts them again, on the same host
+ *   ports, instead of adopting them.
  * - State: `<dir>/state.json` (previous copy `state.json.bak`) lists every unikernel with its
  *   options, plan, provisioned devices, pid and process start time. A restarted daemon adopts the
  *   unikernels whose pid still runs with the same start time, and starts again, in ascending
@@ -659,6 +663,9 @@ export class Solo5Daemon {
     } else {
       const options = { ...(o as unknown as DeployOptions) };
       if (typeof options.image !== 'string') throw new MorganaError('ERR_SOLO5_BAD_OPTION', 'deploy needs an image');
+      for (const n of Array.isArray(options.userNets) ? options.userNets : []) {
+        if (typeof n?.pcap === 'string' && !path.isAbsolute(n.pcap)) throw new MorganaError('ERR_SOLO5_BAD_OPTION', `pcap '${n.pcap}' must be an absolute path (the daemon's working directory is not the client's)`);
+      }
       name = options.name ?? path.basename(options.image).replace(/\.[^.]*$/, '');
       options.name = name;
       record = { ...base, name, kind, options, plan: undefined as unknown as DeployPlan };
@@ -1093,7 +1100,7 @@ export class Solo5Daemon {
           { labels: { ...at, protocol: 'udp', reason: 'limit_or_policy' }, value: g.refused.udp },
           { labels: { ...at, protocol: 'tcp', reason: 'host_refused' }, value: g.refused.hostRefusedTcp },
         );
-        gwDropped.samples.push({ labels: { ...at, reason: 'oversized_udp' }, value: g.dropped.oversizedUdp }, { labels: { ...at, reason: 'no_link' }, value: g.dropped.noLink });
+        gwDropped.samples.push({ labels: { ...at, reason: 'oversized_udp' }, value: g.dropped.oversizedUdp }, { labels: { ...at, reason: 'no_link' }, value: g.dropped.noLink }, { labels: { ...at, reason: 'no_guest_mac' }, value: g.dropped.noGuestMac });
       }
     }
     const conns = fam('morgana_daemon_control_connections', 'counter', 'Control connections accepted.');

@@ -564,7 +564,7 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
         rxErrors: 0,
         txBytes: g.link.txBytes,
         txPackets: g.link.txFrames,
-        txDropped: g.link.txDropped + g.dropped.noLink + g.dropped.oversizedUdp,
+        txDropped: g.link.txDropped + g.dropped.noLink + g.dropped.oversizedUdp + g.dropped.noGuestMac,
         txErrors: 0,
         gateway: g,
       };

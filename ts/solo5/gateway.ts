@@ -26,7 +26,9 @@ import net from 'node:net';
 import { formatIpv4Address, parseIpv4Address } from '../address.js';
 import type { Forward } from '../config/targets.js';
 import { MorganaError } from '../errors.js';
-import { type FrameFill, type FrameHandler, type NetDevice, type NetStats, emptyNetStats } from '../net/device.js';
+import { type FrameFill, type FrameHandler, type FrameOffload, type NetDevice, type NetOffloads, type NetStats, MAX_SUPER_FRAME, NEEDS_CSUM, acceptsOffload, emptyNetStats } from '../net/device.js';
+import { realFrames } from '../net/gso.js';
+import { native } from '../native.js';
 import { formatMac, parseMac, randomLocalMac } from '../net/mac.js';
 import { pcapRecorder } from '../net/pcap.js';
 import { startDhcpServer } from '../stack/dhcp-server.js';
@@ -97,8 +99,16 @@ export interface UserGatewayStats {
   accepted: { forwardedTcp: number; outboundTcp: number; forwardedUdp: number; outboundUdp: number };
   /** Refused by a limit or a policy (`outbound: false`, no host loopback), or by the host. */
   refused: { tcp: number; udp: number; hostRefusedTcp: number };
-  /** Frames dropped: datagrams too large for the link, frames while no link was attached. */
-  dropped: { oversizedUdp: number; noLink: number };
+  /**
+   * Frames dropped: datagrams too large for the link, frames while no link was attached,
+   * datagrams for a guest whose MAC did not resolve (ARP's queue for it was full).
+   */
+  dropped: { oversizedUdp: number; noLink: number; noGuestMac: number };
+  /**
+   * TCP super-frames of the gateway's stack cut into real frames here because the attached
+   * device takes none (a TAP without the `virtio_net_hdr`, a plain switch port).
+   */
+  segmented: number;
   /** Frames of the private link. */
   link: NetStats;
 }
@@ -139,14 +149,27 @@ function limit(value: number | undefined, fallback: number, what: string): numbe
   return v;
 }
 
+/**
+ * What the gateway's stack may hand its link: TCP/IPv4 super-frames of up to 64 KiB. The
+ * private link's TAP takes them when it was opened with the `virtio_net_hdr` (the kernel cuts
+ * them on the bridge to the tender's plain TAP, in one write instead of one per 1,500 bytes);
+ * for a device that does not, {@link LinkSlot} cuts them itself.
+ */
+const LINK_OFFLOADS: NetOffloads = Object.freeze({ checksum: false, tso4: true, tso6: false, maxFrame: MAX_SUPER_FRAME, rxCoalesce: true });
+
 /** A device whose medium (the TAP of the current tender run) can be swapped. */
 class LinkSlot implements NetDevice {
   readonly mac: string;
   readonly mtu = 1500;
+  readonly offloads = LINK_OFFLOADS;
   device: NetDevice | undefined;
   #handler: FrameHandler | undefined;
   noLink = 0;
+  /** Super-frames the attached device did not take, cut here into real frames. */
+  segmented = 0;
   #closedStats: NetStats = emptyNetStats();
+  /** Where a super-frame for a device without TSO is built before it is cut. */
+  #scratch: Buffer | undefined;
 
   constructor(mac: string) {
     this.mac = mac;
@@ -157,12 +180,20 @@ class LinkSlot implements NetDevice {
     if (device && this.#handler) device.listen(this.#handler);
   }
 
-  write(size: number, fill: FrameFill): void {
-    if (!this.device) {
+  write(size: number, fill: FrameFill, offload?: FrameOffload): void {
+    const device = this.device;
+    if (!device) {
       this.noLink++;
       return;
     }
-    this.device.write(size, fill);
+    if (!offload || acceptsOffload(device, offload, size)) return device.write(size, fill, offload);
+    // A super-frame for a device without TSO (a TAP the kernel gave no header): cut in Rust.
+    this.segmented++;
+    const scratch = this.#scratch && this.#scratch.length >= size ? this.#scratch : (this.#scratch = Buffer.allocUnsafe(Math.max(size, MAX_SUPER_FRAME)));
+    const length = fill(scratch);
+    for (const piece of realFrames(scratch.subarray(0, length), offload)) {
+      device.write(piece.length, (out) => piece.copy(out));
+    }
   }
 
   listen(handler: FrameHandler): void {
@@ -301,28 +332,33 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
   const stats = {
     accepted: { forwardedTcp: 0, outboundTcp: 0, forwardedUdp: 0, outboundUdp: 0 },
     refused: { tcp: 0, udp: 0, hostRefusedTcp: 0 },
-    dropped: { oversizedUdp: 0 },
+    dropped: { oversizedUdp: 0, noGuestMac: 0 },
   };
   let tcpActive = 0;
   let guestMac: Buffer | undefined;
   let identification = 0;
-  const tcpFlows = new Map<string, TcpFlow>();
-  const udpFlows = new Map<string, UdpFlow>();
+  const tcpFlows = new Map<number, TcpFlow>();
+  const udpFlows = new Map<number, UdpFlow>();
   const udpPeers = new Map<number, UdpPeer>();
   let nextPeerPort = UDP_FORWARD_PORTS[0];
   let closed = false;
-  const flowKey = (ip: number, port: number) => `${ip}:${port}`;
+  /** A flow's key, address and port in one number (no string per frame). */
+  const flowKey = (ip: number, port: number) => (ip >>> 0) * 65_536 + port;
 
   /** Sends a UDP datagram into the link, as if from `src:srcPort`. */
   const sendUdp = (src: number, srcPort: number, dst: number, dstPort: number, payload: Uint8Array): void => {
-    if (!guestMac) return;
     if (udpFrameLength(payload.length) > lower.mtu + 14) {
       stats.dropped.oversizedUdp++;
       return;
     }
-    const mac = guestMac;
-    identification = (identification + 1) & 0xffff;
-    lower.write(udpFrameLength(payload.length), (out) => writeUdpFrame(out, { dstMac: mac, srcMac: gwMac, src, dst, srcPort, dstPort, identification, payload }));
+    const send = (mac: Buffer) => {
+      identification = (identification + 1) & 0xffff;
+      lower.write(udpFrameLength(payload.length), (out) => writeUdpFrame(out, { dstMac: mac, srcMac: gwMac, src, dst, srcPort, dstPort, identification, payload }));
+    };
+    if (guestMac) return send(guestMac);
+    // The guest has not spoken yet (a datagram for a forwarded port came first): ask for its MAC
+    // through the gateway stack's ARP, which queues a few packets per address and counts drops.
+    if (!stack.arp.resolve(dst, send)) stats.dropped.noGuestMac++;
   };
 
   /** The host endpoint for a guest destination, or undefined when policy refuses it. */
@@ -338,7 +374,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
   // --- TCP: guest SYNs held until the host side connects -------------------------------------
 
   let deliver: FrameHandler = () => {};
-  const finishFlow = (key: string, flow: TcpFlow): void => {
+  const finishFlow = (key: number, flow: TcpFlow): void => {
     flow.finished = true;
     if (flow.counted) {
       flow.counted = false;
@@ -352,26 +388,34 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
     flow.linger.unref();
   };
   /** Hands a guest segment of `flow` to the stack, translated to the proxy (or closed) port. */
-  const toStack = (frame: Buffer, v: L4View, flow: TcpFlow): void => {
+  const toStack = (frame: Buffer, v: L4View, flow: TcpFlow, offload?: FrameOffload): void => {
+    // The rewrite updates checksums incrementally: a partial one (NEEDS_CSUM, the pseudo-header
+    // sum) is completed first.
+    if (offload && (offload.flags & NEEDS_CSUM) !== 0) {
+      if (!native.gsoCompleteChecksum(frame, offload.csumStart, offload.csumOffset)) return;
+      offload = { ...offload, flags: offload.flags & ~NEEDS_CSUM };
+    }
     rewriteAddress(frame, v, 'dst', gwIp);
     rewritePort(frame, v, 'dst', flow.state === 'open' ? PROXY_PORT : CLOSED_PORT);
-    deliver(frame);
+    deliver(frame, offload);
   };
-  const guestTcp = (frame: Buffer, v: L4View): void => {
+  const guestTcp = (frame: Buffer, v: L4View, offload: FrameOffload | undefined): void => {
     const key = flowKey(v.src, v.srcPort);
     let flow = tcpFlows.get(key);
     const isSyn = (v.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
     // Another destination from the same port, or the same one again after the last connection
     // ended: a new flow.
     if (flow && (flow.dstIp !== v.dst || flow.dstPort !== v.dstPort || (isSyn && flow.finished && flow.state === 'open'))) {
-      if (!isSyn) return deliver(frame); // not this flow's: the stack drops what is not its own
+      if (!isSyn) return deliver(frame, offload); // not this flow's: the stack drops what is not its own
       finishFlow(key, flow);
       tcpFlows.delete(key);
       flow = undefined;
     }
     if (!flow) {
-      if (!isSyn) return deliver(frame); // forwarded connections (to the gateway's own ports)
+      if (!isSyn) return deliver(frame, offload); // forwarded connections (to the gateway's own ports)
       const target = hostTarget(v.dst, v.dstPort);
+      // A held SYN goes to the stack later without its metadata: its checksum is made whole now.
+      if (offload && (offload.flags & NEEDS_CSUM) !== 0 && !native.gsoCompleteChecksum(frame, offload.csumStart, offload.csumOffset)) return;
       flow = { guestIp: v.src, guestPort: v.srcPort, dstIp: v.dst, dstPort: v.dstPort, state: 'connecting', syn: frame, host: undefined, counted: false, finished: false, linger: undefined };
       tcpFlows.set(key, flow);
       if (!target || tcpActive >= maxConnections) {
@@ -408,10 +452,11 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
       return;
     }
     if (flow.state === 'connecting') {
-      if (isSyn) flow.syn = frame; // a retransmitted SYN replaces the held one
+      // A retransmitted SYN replaces the held one.
+      if (isSyn && !(offload && (offload.flags & NEEDS_CSUM) !== 0 && !native.gsoCompleteChecksum(frame, offload.csumStart, offload.csumOffset))) flow.syn = frame;
       return;
     }
-    toStack(frame, v, flow);
+    toStack(frame, v, flow, offload);
   };
   /** A stack segment from the proxy (or closed) port goes out as if from the original destination. */
   const fromStackTcp = (frame: Buffer, v: L4View): void => {
@@ -482,14 +527,19 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
   const port: NetDevice = {
     mac: slot.mac,
     mtu: slot.mtu,
-    write(size, fill) {
-      lower.write(size, (buf) => {
-        const n = fill(buf);
-        const frame = buf.subarray(0, n);
-        const v = l4View(frame);
-        if (v?.protocol === PROTO_TCP) fromStackTcp(frame, v);
-        return n;
-      });
+    offloads: slot.offloads,
+    write(size, fill, offload) {
+      lower.write(
+        size,
+        (buf) => {
+          const n = fill(buf);
+          const frame = buf.subarray(0, n);
+          const v = l4View(frame);
+          if (v?.protocol === PROTO_TCP) fromStackTcp(frame, v);
+          return n;
+        },
+        offload,
+      );
     },
     listen(handler) {
       deliver = handler;
@@ -497,17 +547,18 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
     stats: () => lower.stats(),
     close: async () => {},
   };
-  lower.listen((frame) => {
-    if (!(frame[6]! & 1) && senderIpv4(frame) === guestIp) guestMac = Buffer.from(frame.subarray(6, 12));
+  lower.listen((frame, offload) => {
+    // Copied only when it changes: every frame of a bulk transfer comes this way.
+    if (!(frame[6]! & 1) && senderIpv4(frame) === guestIp && (!guestMac || guestMac.compare(frame, 6, 12) !== 0)) guestMac = Buffer.from(frame.subarray(6, 12));
     const asked = arpRequestTarget(frame);
     if (asked === dnsIp) {
       lower.write(42, (out) => writeArpReply(out, frame, gwMac, dnsIp));
       return;
     }
     const v = l4View(frame);
-    if (v?.protocol === PROTO_TCP) return guestTcp(frame, v);
+    if (v?.protocol === PROTO_TCP) return guestTcp(frame, v, offload);
     if (v?.protocol === PROTO_UDP) return guestUdp(frame, v);
-    deliver(frame);
+    deliver(frame, offload);
   });
 
   const stack = await createStack({ net: port, ipv4: `${formatIpv4Address(gwIp)}/${prefix}` });
@@ -515,7 +566,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
   const proxy = stack.tcp.listen(
     PROXY_PORT,
     (conn: TcpConnection) => {
-      const flow = tcpFlows.get(`${parseIpv4Address(conn.remoteAddress)}:${conn.remotePort}`);
+      const flow = tcpFlows.get(flowKey(parseIpv4Address(conn.remoteAddress), conn.remotePort));
       const host = flow?.host;
       if (!flow || !host || flow.state !== 'open') {
         conn.destroy();
@@ -544,7 +595,12 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
       if (!net.isIPv4(guestAddress)) bad(`forward ${f.hostPort}: the guest address must be IPv4, got ${guestAddress}`);
       const guestTarget = parseIpv4Address(guestAddress);
       if (f.protocol === 'tcp') {
+        // Open host sockets, destroyed by close(): a half-open one (its client's FIN relayed to a
+        // guest that is gone and never answers) would otherwise hold server.close() forever.
+        const sockets = new Set<net.Socket>();
         const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (host) => {
+          sockets.add(host);
+          host.once('close', () => sockets.delete(host));
           if (tcpActive >= maxConnections) {
             stats.refused.tcp++;
             host.destroy();
@@ -572,7 +628,13 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
           server.once('error', (e) => reject(new MorganaError('ERR_FORWARD', `forward tcp ${f.hostAddress}:${f.hostPort}: ${e.message}`)));
           server.listen(f.hostPort, f.hostAddress, () => resolve());
         });
-        closers.push(() => new Promise<void>((r) => server.close(() => r())));
+        closers.push(
+          () =>
+            new Promise<void>((r) => {
+              server.close(() => r());
+              for (const socket of sockets) socket.destroy();
+            }),
+        );
         bound.push({ protocol: 'tcp', hostAddress: f.hostAddress, hostPort: (server.address() as net.AddressInfo).port, guestAddress, guestPort: f.guestPort });
       } else {
         const socket = dgram.createSocket(f.hostAddress.includes(':') ? 'udp6' : 'udp4');
@@ -649,6 +711,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
       accepted: { ...stats.accepted },
       refused: { ...stats.refused },
       dropped: { ...stats.dropped, noLink: slot.noLink },
+      segmented: slot.segmented,
       link: slot.stats(),
     }),
     async close() {

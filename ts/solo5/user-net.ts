@@ -19,7 +19,7 @@ import { access } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { Forward } from '../config/targets.js';
 import { MorganaError } from '../errors.js';
-import { adoptTap } from '../net/tap.js';
+import { adoptTap, tapNetDevice } from '../net/tap.js';
 import { native } from '../native.js';
 import { type UserGateway, type UserGatewayOptions, startUserGateway, userGatewayAddresses } from './gateway.js';
 import { findExecutable } from './host.js';
@@ -203,7 +203,7 @@ export class UserNetwork implements RunHooks {
         if (fds) {
           fds.forEach((fd, i) => {
             const gateway = this.gateways[i];
-            if (gateway) gateway.attach(adoptTap(fd, { mtu: 1500 }));
+            if (gateway) gateway.attach(tapNetDevice(adoptTap(fd, { mtu: 1500 })));
             else closeSync(fd);
           });
           return;

@@ -110,9 +110,9 @@ export interface StackOptions {
   arp?: ArpOptions;
   icmp?: IcmpOptions;
   /**
-   * Reassembly limits (default 256 KiB / 16 fragments / 10 s, as MirageOS 3.5). 16 fragments
-   * of 1,480 bytes at MTU 1500 make datagrams up to 23,680 bytes; larger ones are dropped
-   * (counted) unless `maxFragments` is raised.
+   * Reassembly limits (default 256 KiB / 128 fragments / 10 s): any datagram up to 65,535 bytes
+   * at an MTU of 576 or more is reassembled (a 64 KiB one at MTU 1500 is 45 fragments), at most
+   * 256 KiB of fragment payload is held, the least recently used datagram evicted first.
    */
   reassembly?: ReassemblerOptions;
   /** TCP settings (buffers, timers), each checked against its range (`ERR_OUT_OF_RANGE`). */

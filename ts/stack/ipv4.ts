@@ -1,6 +1,6 @@
 /**
  * The IPv4 layer of a stack: addresses and routes, receive (validation in Rust, reassembly in
- * the Rust cache, dispatch by protocol), send (in-place assembly, fragmentation above the MTU,
+ * the Rust cache with a turn's fragments in one batch, dispatch by protocol), send (in-place assembly, fragmentation above the MTU,
  * ARP resolution) and, when enabled, forwarding between interfaces.
  * @module
  */
@@ -118,6 +118,25 @@ export interface IcmpErrorReport {
   original: { src: number; dst: number; protocol: number; payload: Buffer };
 }
 
+/** A fragment waiting for this turn's reassembly batch. */
+interface QueuedFragment {
+  packet: Buffer;
+  iface: Ipv4Interface;
+  broadcast: boolean;
+  offload: FrameOffload | undefined;
+}
+
+/**
+ * Fragments per reassembly batch: a turn's fragments go to the reassembler together, at most
+ * this many at a time (a TAP read delivers up to 64 frames); this bounds the staging buffer to
+ * 64 packets.
+ */
+const FRAGMENT_BATCH = 64;
+/**
+ * A staging buffer larger than this (64 fragments of more than 4 KiB: a link with a large MTU)
+ * is released after its batch rather than kept.
+ */
+const STAGING_KEEP = 256 * 1024;
 const MIN_HEADER = 20;
 const MAX_PACKET = 65_535;
 const LIMITED_BROADCAST = 0xffffffff;
@@ -143,6 +162,12 @@ export class Ipv4Layer {
   readonly output: IpOutput;
   #expiryTimer: Timer | undefined;
   #closed = false;
+  /** Fragments for us received in this turn, waiting for `#flushFragments`. */
+  #batch: QueuedFragment[] = [];
+  #queued = 0;
+  #spans = new Uint32Array(2 * FRAGMENT_BATCH);
+  /** Where fragments from different buffers are put back to back for the batch. */
+  #staging = Buffer.allocUnsafeSlow(0);
   /** Set by the ICMP layer: sends ICMP errors about a received packet. */
   icmpErrorSender: ((kind: 'time-exceeded' | 'protocol-unreachable' | 'fragmentation-needed', packet: Buffer, iface: Ipv4Interface, mtu?: number) => void) | undefined;
   readonly #stats: Ipv4Stats = { received: 0, delivered: 0, sent: 0, forwarded: 0, fragmentsSent: 0, dropped: {}, sendFailures: 0 };
@@ -359,6 +384,23 @@ export class Ipv4Layer {
   /** Returns true only when the protocol handler kept no reference to the packet's bytes. */
   #receive(payload: Buffer, iface: Ipv4Interface, offload?: FrameOffload): boolean | void {
     this.#stats.received++;
+    // A fragment for us waits for the others of this turn: they go into the reassembler
+    // together, validated there (one crossing into Rust per turn, not two per fragment).
+    if (payload.length >= MIN_HEADER && payload[0]! >> 4 === 4 && ((payload[6]! & 0x3f) | payload[7]!) !== 0) {
+      const src = payload.readUInt32BE(12);
+      const dst = payload.readUInt32BE(16);
+      const broadcast = this.#isBroadcastFor(dst, iface);
+      if (broadcast || this.isLocal(dst) || (iface.address === 0 && payload[9] === 17)) {
+        if (src >>> 28 === 0xe || src === LIMITED_BROADCAST || src >>> 24 === 127) {
+          this.#drop('martian-source');
+          return;
+        }
+        this.#queueFragment(payload, iface, broadcast, offload);
+        return;
+      }
+    }
+    // Anything else in order behind the fragments queued before it.
+    if (this.#queued > 0) this.#flushFragments();
     const total = native.ipv4Validate(payload, true);
     if (total < 0) {
       this.#drop(nativeFailure(total).code);
@@ -381,20 +423,99 @@ export class Ipv4Layer {
     }
     const flags = packet.readUInt16BE(6);
     if ((flags & 0x3fff) !== 0) {
+      // Not reached (fragments for us were queued above, by the same test on the same bytes);
+      // kept so that no fragment is ever delivered as it is.
       const whole = this.reassembler.push(packet, this.#clock.now());
       if (!whole) return;
       packet = Buffer.isBuffer(whole) ? whole : Buffer.from(whole.buffer, whole.byteOffset, whole.byteLength);
+      this.#deliver(packet, src, dst, iface, broadcast, offload);
+      return;
     }
+    // Unfragmented: the packet is the frame's bytes, reusable when the handler kept nothing.
+    return this.#deliver(packet, src, dst, iface, broadcast, offload);
+  }
+
+  /** Queues a fragment for this turn's batch; flushes at the end of the turn or when full. */
+  #queueFragment(packet: Buffer, iface: Ipv4Interface, broadcast: boolean, offload: FrameOffload | undefined): void {
+    const i = this.#queued++;
+    this.#batch[i] = { packet, iface, broadcast, offload };
+    if (this.#queued === FRAGMENT_BATCH) this.#flushFragments();
+    else if (i === 0) queueMicrotask(this.#flushTurn);
+  }
+
+  readonly #flushTurn = (): void => {
+    if (this.#queued > 0) this.#flushFragments();
+  };
+
+  /**
+   * Hands the queued fragments to the reassembler in one batch and delivers the datagrams they
+   * complete. Fragments that are views of one buffer (a TAP read) are passed where they lie;
+   * others are copied back to back into a staging buffer first.
+   */
+  #flushFragments(): void {
+    const count = this.#queued;
+    this.#queued = 0;
+    // A handler may receive (loop back) fragments while this batch is delivered: they start a new one.
+    const batch = this.#batch;
+    this.#batch = [];
+    if (this.#spans.length < 2 * count) this.#spans = new Uint32Array(2 * FRAGMENT_BATCH);
+    const spans = this.#spans;
+    const first = batch[0]!.packet;
+    let shared = true;
+    let bytes = 0;
+    for (let i = 0; i < count; i++) {
+      const p = batch[i]!.packet;
+      if (p.buffer !== first.buffer) shared = false;
+      bytes += p.length;
+    }
+    let data: Uint8Array;
+    if (shared) {
+      data = new Uint8Array(first.buffer);
+      for (let i = 0; i < count; i++) {
+        spans[2 * i] = batch[i]!.packet.byteOffset;
+        spans[2 * i + 1] = batch[i]!.packet.length;
+      }
+    } else {
+      if (this.#staging.length < bytes) this.#staging = Buffer.allocUnsafeSlow(Math.max(bytes, 2 * this.#staging.length));
+      data = this.#staging;
+      let at = 0;
+      for (let i = 0; i < count; i++) {
+        const p = batch[i]!.packet;
+        this.#staging.set(p, at);
+        spans[2 * i] = at;
+        spans[2 * i + 1] = p.length;
+        at += p.length;
+      }
+    }
+    const done = this.reassembler.pushBatch(data, spans, this.#clock.now(), { count, onMalformed: this.#onMalformed });
+    if (this.#staging.length > STAGING_KEEP) this.#staging = Buffer.allocUnsafeSlow(0);
+    for (let i = 0; i < count; i++) {
+      const entry = batch[i]!;
+      const whole = done[i];
+      if (whole === undefined) continue;
+      // A completed datagram is a Buffer of its own; a packet that turned out not to be a
+      // fragment (never queued) would be a view of `data`, which is why it is copied.
+      const packet = whole.buffer === data.buffer ? Buffer.from(whole) : (whole as Buffer);
+      this.#deliver(packet, packet.readUInt32BE(12), packet.readUInt32BE(16), entry.iface, entry.broadcast, entry.offload);
+    }
+  }
+
+  readonly #onMalformed = (_index: number, error: MorganaError): void => this.#drop(error.code);
+
+  /**
+   * Hands a datagram for us to its protocol; true when a handler registered with
+   * {@link onReusing} kept no reference to it.
+   */
+  #deliver(packet: Buffer, src: number, dst: number, iface: Ipv4Interface, broadcast: boolean, offload: FrameOffload | undefined): boolean {
     const headerLength = (packet[0]! & 0x0f) * 4;
     const protocol = packet[9]!;
     const handler = this.#handlers.get(protocol);
     if (!handler) {
       this.#drop('unknown-protocol');
       if (!broadcast) this.icmpErrorSender?.('protocol-unreachable', packet, iface);
-      return;
+      return false;
     }
     this.#stats.delivered++;
-    // A reassembled packet is a buffer of its own: only an unfragmented one is the frame's.
     const kept = handler({
       src,
       dst,
@@ -406,7 +527,7 @@ export class Ipv4Layer {
       broadcast,
       checksumVerified: offload !== undefined && (offload.flags & (DATA_VALID | NEEDS_CSUM)) !== 0,
     });
-    return kept === true && this.#reusing.has(protocol) && (flags & 0x3fff) === 0;
+    return kept === true && this.#reusing.has(protocol);
   }
 
   #forward(packet: Buffer, inbound: Ipv4Interface): void {
@@ -450,6 +571,9 @@ export class Ipv4Layer {
 
   /** Stops timers. */
   close(): void {
+    // Fragments still queued are dropped with the stack, as the cache's datagrams are.
+    this.#batch = [];
+    this.#queued = 0;
     this.#closed = true;
     this.#expiryTimer?.cancel();
   }

@@ -332,6 +332,27 @@ export function longTimer(clock: Clock, delayMs: number, callback: () => void): 
 
 const slots = new Uint32Array(native.IPV6_PARSE_SLOTS);
 
+/** A checked fragment waiting for this turn's reassembly batch. */
+interface QueuedFragment {
+  packet: Buffer;
+  iface: Ipv6Interface;
+  linkMulticast: boolean;
+  multicast: boolean;
+  /** Where the Fragment header was: the headers from there on are checked after reassembly. */
+  fragmentAt: number;
+}
+
+/**
+ * Fragments per reassembly batch: a turn's fragments go to the reassembler together, at most
+ * this many at a time (a TAP read delivers up to 64 frames); this bounds the staging buffer.
+ */
+const FRAGMENT_BATCH = 64;
+/**
+ * A staging buffer larger than this (64 fragments of more than 4 KiB: a link with a large MTU)
+ * is released after its batch rather than kept.
+ */
+const STAGING_KEEP = 256 * 1024;
+
 /** Outcome of the options of one hop-by-hop or destination options header. */
 type OptionVerdict = undefined | { drop: string; pointer?: number; evenIfMulticast?: boolean };
 
@@ -358,6 +379,12 @@ export class Ipv6Layer {
   readonly #pmtuLimit: number;
   readonly #pmtuTimeoutMs: number;
   readonly reassembler: Ipv6Reassembler;
+  /** Fragments for us received in this turn, waiting for `#flushFragments`. */
+  #batch: QueuedFragment[] = [];
+  #queued = 0;
+  readonly #spans = new Uint32Array(2 * FRAGMENT_BATCH);
+  /** Where fragments from different buffers are put back to back for the batch. */
+  #staging = Buffer.allocUnsafeSlow(0);
   readonly #random: () => number;
   /** The stack's send path for packets built in Rust, when there is one. */
   readonly output: IpOutput | undefined;
@@ -835,8 +862,8 @@ export class Ipv6Layer {
       }
       return;
     }
-    let packet = payload.subarray(0, slots[0]!);
-    let dst = packet.subarray(24, 40);
+    const packet = payload.subarray(0, slots[0]!);
+    const dst = packet.subarray(24, 40);
     const src = packet.subarray(8, 24);
     if (isMulticast(src)) {
       this.#drop('martian-source');
@@ -861,9 +888,9 @@ export class Ipv6Layer {
         return;
       }
     }
-    let nextHeader = slots[1]!;
-    let nextHeaderPointer = slots[2]!;
-    let payloadOffset = slots[3]!;
+    const nextHeader = slots[1]!;
+    const nextHeaderPointer = slots[2]!;
+    const payloadOffset = slots[3]!;
     const count = slots[8]!;
     const extensions: Array<[number, number, number]> = [];
     for (let i = 0; i < count; i++) extensions.push([slots[9 + i * 3]!, slots[10 + i * 3]!, slots[11 + i * 3]!]);
@@ -872,40 +899,129 @@ export class Ipv6Layer {
       if (!this.#extensionOk(packet, kind, offset, length, iface, linkMulticast, multicast)) return;
     }
     if (fragmented) {
-      const whole = this.reassembler.push(packet, this.#clock.now());
-      if (this.reassembler.pendingReports > 0) this.#sendReassemblyReports(iface);
-      if (!whole) return;
-      packet = Buffer.isBuffer(whole) ? whole : Buffer.from(whole.buffer, whole.byteOffset, whole.byteLength);
-      const m = native.ipv6Parse(packet, slots);
-      if (m < 0 || (slots[4] === 1 && !(slots[5] === 0 && slots[6] === 0))) {
-        this.#drop('bad-reassembly');
-        return;
+      // Reassembled with the other fragments of this turn, in one batch.
+      this.#queueFragment({ packet, iface, linkMulticast, multicast, fragmentAt: extensions.at(-1)![1] });
+      return;
+    }
+    // Delivered in order behind the fragments queued before it. Unfragmented, the packet is the
+    // frame's bytes: reusable when the handler kept nothing.
+    if (this.#queued > 0) this.#flushFragments();
+    return this.#deliver(packet, dst, nextHeader, nextHeaderPointer, payloadOffset, iface, linkMulticast, multicast);
+  }
+
+  /** Queues a checked fragment for this turn's batch; flushes at the end of the turn or when full. */
+  #queueFragment(fragment: QueuedFragment): void {
+    const i = this.#queued++;
+    this.#batch[i] = fragment;
+    if (this.#queued === FRAGMENT_BATCH) this.#flushFragments();
+    else if (i === 0) queueMicrotask(this.#flushTurn);
+  }
+
+  readonly #flushTurn = (): void => {
+    if (this.#queued > 0) this.#flushFragments();
+  };
+
+  /**
+   * Hands the queued fragments to the reassembler in one batch, sends the ICMPv6 errors it
+   * asked for, and delivers the packets they complete. Fragments that are views of one buffer
+   * (a TAP read) are passed where they lie; others are copied back to back into a staging
+   * buffer first.
+   */
+  #flushFragments(): void {
+    const count = this.#queued;
+    this.#queued = 0;
+    // A handler may receive (loop back) fragments while this batch is delivered: they start a new one.
+    const batch = this.#batch;
+    this.#batch = [];
+    const spans = this.#spans;
+    const first = batch[0]!.packet;
+    let shared = true;
+    let bytes = 0;
+    let oneInterface: Ipv6Interface | undefined = batch[0]!.iface;
+    for (let i = 0; i < count; i++) {
+      const { packet, iface } = batch[i]!;
+      if (packet.buffer !== first.buffer) shared = false;
+      if (iface !== oneInterface) oneInterface = undefined;
+      bytes += packet.length;
+    }
+    let data: Uint8Array;
+    if (shared) {
+      data = new Uint8Array(first.buffer);
+      for (let i = 0; i < count; i++) {
+        spans[2 * i] = batch[i]!.packet.byteOffset;
+        spans[2 * i + 1] = batch[i]!.packet.length;
       }
-      dst = packet.subarray(24, 40);
-      nextHeader = slots[1]!;
-      nextHeaderPointer = slots[2]!;
-      payloadOffset = slots[3]!;
-      // The unfragmentable part was checked above; walk what was fragment data (the headers
-      // from where the fragment header was).
-      const fragmentAt = extensions.at(-1)![1];
-      const inner: Array<[number, number, number]> = [];
-      for (let i = 0; i < slots[8]!; i++) {
-        if (slots[10 + i * 3]! >= fragmentAt) inner.push([slots[9 + i * 3]!, slots[10 + i * 3]!, slots[11 + i * 3]!]);
-      }
-      for (const [kind, offset, length] of inner) {
-        if (!this.#extensionOk(packet, kind, offset, length, iface, linkMulticast, multicast)) return;
+    } else {
+      if (this.#staging.length < bytes) this.#staging = Buffer.allocUnsafeSlow(Math.max(bytes, 2 * this.#staging.length));
+      data = this.#staging;
+      let at = 0;
+      for (let i = 0; i < count; i++) {
+        const p = batch[i]!.packet;
+        this.#staging.set(p, at);
+        spans[2 * i] = at;
+        spans[2 * i + 1] = p.length;
+        at += p.length;
       }
     }
+    const done = this.reassembler.pushBatch(data, spans, this.#clock.now(), { count });
+    if (this.#staging.length > STAGING_KEEP) this.#staging = Buffer.allocUnsafeSlow(0);
+    if (this.reassembler.pendingReports > 0) this.#sendReassemblyReports(oneInterface);
+    for (let i = 0; i < count; i++) {
+      const whole = done[i];
+      if (whole === undefined) continue;
+      const { iface, linkMulticast, multicast, fragmentAt } = batch[i]!;
+      // Completed packets are Buffers of their own; an atomic fragment comes back as a view of
+      // `data`, which may be the staging buffer: copied.
+      const packet = whole.buffer === data.buffer ? Buffer.from(whole) : (whole as Buffer);
+      this.#deliverReassembled(packet, fragmentAt, iface, linkMulticast, multicast);
+    }
+  }
+
+  /** Checks what was fragment data in a reassembled packet (the headers from `fragmentAt` on) and delivers it. */
+  #deliverReassembled(packet: Buffer, fragmentAt: number, iface: Ipv6Interface, linkMulticast: boolean, multicast: boolean): void {
+    const m = native.ipv6Parse(packet, slots);
+    if (m < 0 || (slots[4] === 1 && !(slots[5] === 0 && slots[6] === 0))) {
+      this.#drop('bad-reassembly');
+      return;
+    }
+    const nextHeader = slots[1]!;
+    const nextHeaderPointer = slots[2]!;
+    const payloadOffset = slots[3]!;
+    // The unfragmentable part was checked before reassembly.
+    const inner: Array<[number, number, number]> = [];
+    for (let i = 0; i < slots[8]!; i++) {
+      if (slots[10 + i * 3]! >= fragmentAt) inner.push([slots[9 + i * 3]!, slots[10 + i * 3]!, slots[11 + i * 3]!]);
+    }
+    for (const [kind, offset, length] of inner) {
+      if (!this.#extensionOk(packet, kind, offset, length, iface, linkMulticast, multicast)) return;
+    }
+    this.#deliver(packet, packet.subarray(24, 40), nextHeader, nextHeaderPointer, payloadOffset, iface, linkMulticast, multicast);
+  }
+
+  /**
+   * Hands a packet for us to the handler of its upper-layer protocol; true when a handler
+   * registered with {@link onReusing} kept no reference to it.
+   */
+  #deliver(
+    packet: Buffer,
+    dst: Buffer,
+    nextHeader: number,
+    nextHeaderPointer: number,
+    payloadOffset: number,
+    iface: Ipv6Interface,
+    linkMulticast: boolean,
+    multicast: boolean,
+  ): boolean {
     if (nextHeader === NH.NO_NEXT_HEADER) {
       this.#drop('no-next-header');
-      return;
+      return false;
     }
     const handler = this.#handlers.get(nextHeader);
     if (!handler) {
       this.#drop('unknown-next-header');
       // RFC 8200 §4: parameter problem code 1 pointing at the field that named it (not for multicast, RFC 4443 §2.4 e).
       this.icmpErrorSender?.(4, 1, nextHeaderPointer, packet, { iface, linkMulticast, evenIfMulticast: false });
-      return;
+      return false;
     }
     this.#stats.delivered++;
     const kept = handler({
@@ -918,8 +1034,7 @@ export class Ipv6Layer {
       iface,
       multicast,
     });
-    // A reassembled packet is a buffer of its own: only an unfragmented one is the frame's.
-    return kept === true && this.#reusing.has(nextHeader) && !fragmented;
+    return kept === true && this.#reusing.has(nextHeader);
   }
 
   #isForUs(dst: Uint8Array, iface: Ipv6Interface): boolean {
@@ -975,6 +1090,9 @@ export class Ipv6Layer {
 
   /** Stops timers; later writes throw `ERR_STACK_CLOSED` and received packets are ignored. */
   close(): void {
+    // Fragments still queued are dropped with the stack, as the cache's datagrams are.
+    this.#batch = [];
+    this.#queued = 0;
     this.#closed = true;
     this.#expiryTimer?.cancel();
   }

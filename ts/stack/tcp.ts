@@ -656,8 +656,13 @@ export class Tcp {
     return conn;
   }
 
+  /** @internal Opens a new engine connection under `conn`, a closed connection object (TcpConnection#connect). */
+  _reopen(conn: TcpConnection, host: InetAddressLike, port: number, options: TcpConnectOptions): void {
+    this.#start(host, port, options, { resolve: () => {}, reject: () => {}, emits: true }, conn);
+  }
+
   /** Validates, opens the engine connection and registers it as connecting, with its timeout. */
-  #start(host: InetAddressLike, port: number, options: TcpConnectOptions, pending: PendingConnect): TcpConnection {
+  #start(host: InetAddressLike, port: number, options: TcpConnectOptions, pending: PendingConnect, reuse?: TcpConnection): TcpConnection {
     if (this.#closed) throw stackClosed(`connect to ${formatEndpoint(String(host), port)}`);
     assertInteger(port, 'port', 1, 65_535);
     const timeout = options.timeout ?? DEFAULT_CONNECT_TIMEOUT;
@@ -665,7 +670,7 @@ export class Tcp {
     if (options.congestionControl !== undefined) assertCongestionControl(options.congestionControl);
     const handle = this.#open(host, port, options.localPort);
     if (options.congestionControl !== undefined) this.engine.setCongestionControl(handle, options.congestionControl);
-    const conn = new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
+    const conn = reuse ? reuse._attach(handle) : new TcpConnection(this, handle, options.allowHalfOpen ?? false, true);
     this.#conns.set(handle, conn);
     const timer = timeout !== Infinity ? this.#clock.setTimer(timeout, () => this.#connectTimedOut(handle, timeout)) : undefined;
     this.#connecting.set(handle, {
@@ -812,7 +817,7 @@ export class TcpConnection extends Duplex {
   #idleMs = 0;
   #idleTimer: Timer | undefined;
   /** An open connection keeps the process alive, as a `net.Socket` does (see keep-alive.ts). */
-  readonly #keepAlive = new KeepAlive();
+  #keepAlive = new KeepAlive();
   #hadError = false;
 
   /** @internal */
@@ -829,6 +834,77 @@ export class TcpConnection extends Duplex {
     this.localPort = info?.localPort ?? 0;
     this.remoteAddress = addresses ? addresses[1] : info ? formatIpv4Address(info.remoteAddress) : '0.0.0.0';
     this.remotePort = info?.remotePort ?? 0;
+  }
+
+  /**
+   * As `net.Socket#connect`: opens a new connection under this object once the old one has
+   * closed (after `'close'`), so code that reconnects a socket it keeps works unchanged. The
+   * forms are `connect(port, host?, listener?)` and `connect({ port, host, localPort, timeout,
+   * congestionControl }, listener?)`; `host` and `port` default to the previous peer's, so
+   * `connect()` alone reconnects to it. The object then goes through `'opening'` again (fresh
+   * local port, `bytesRead`/`bytesWritten` from 0) to `'connect'`, or to `'error'` and
+   * `'close'` with `hadError` true (`ECONNREFUSED`, `ETIMEDOUT`, `EHOSTUNREACH`; a destination
+   * without a route or a bad argument arrives the same way, asynchronously, as net's lookup
+   * errors do). While connecting, a second `connect()` fails the attempt with `EALREADY`, as
+   * net's does; on a connection that is open it throws `EISCONN` (net's leaves such a socket
+   * 'opening' for good).
+   */
+  connect(port?: number | (TcpConnectOptions & { port?: number; host?: InetAddressLike }), host?: InetAddressLike | (() => void), connectListener?: () => void): this {
+    const options: TcpConnectOptions & { port?: number; host?: InetAddressLike } = typeof port === 'object' && port !== null ? { ...port } : { port, host: typeof host === 'function' ? undefined : host };
+    const listener = typeof host === 'function' ? host : connectListener;
+    const target = { host: options.host ?? this.remoteAddress, port: options.port ?? this.remotePort };
+    if (this.connecting) {
+      if (listener) this.once('connect', listener);
+      const error = new MorganaError('EALREADY', `connect EALREADY ${formatEndpoint(String(target.host), target.port)}: a connect is already in progress`);
+      process.nextTick(() => this._abort(error));
+      return this;
+    }
+    if (!this.destroyed) {
+      throw new MorganaError('EISCONN', `already connected to ${formatEndpoint(this.remoteAddress, this.remotePort)}: connect() reopens a connection once it has closed`);
+    }
+    if (listener) this.once('connect', listener);
+    (this as unknown as { _undestroy(): void })._undestroy();
+    this.#wantRead = false;
+    this.#peerEnded = false;
+    this.#endPushed = false;
+    this.#stackClosed = false;
+    this.#hadError = false;
+    this.#bytesRead = 0;
+    this.#bytesWritten = 0;
+    this.#keepAlive = new KeepAlive();
+    const keepAlive = this.#keepAlive;
+    this.once('close', () => keepAlive.release());
+    this.connecting = true;
+    try {
+      const { port: _p, host: _h, ...rest } = options;
+      this.#tcp._reopen(this, target.host, target.port, rest);
+      // As net does once connected: a reader that was flowing before the close reads again.
+      this.read(0);
+    } catch (error) {
+      // No engine connection was opened: fail as net does with a lookup error, asynchronously.
+      this.#engineGone = true;
+      process.nextTick(() => {
+        this.connecting = false;
+        this.destroy(error as Error);
+      });
+    }
+    return this;
+  }
+
+  /** @internal Puts a fresh engine connection under this (reopened) object. */
+  _attach(handle: number): this {
+    const info = this.#tcp.engine.info(handle);
+    const addresses = info?.family === 6 ? this.#tcp._addresses6(handle) : undefined;
+    const self = this as { -readonly [K in 'handle' | 'localFamily' | 'remoteFamily' | 'localAddress' | 'localPort' | 'remoteAddress' | 'remotePort']: TcpConnection[K] };
+    self.handle = handle;
+    self.localFamily = self.remoteFamily = addresses ? 'IPv6' : 'IPv4';
+    self.localAddress = addresses ? addresses[0] : info ? formatIpv4Address(info.localAddress) : '0.0.0.0';
+    self.localPort = info?.localPort ?? 0;
+    self.remoteAddress = addresses ? addresses[1] : info ? formatIpv4Address(info.remoteAddress) : '0.0.0.0';
+    self.remotePort = info?.remotePort ?? 0;
+    this.#engineGone = false;
+    this.connecting = true;
+    return this;
   }
 
   /** Bytes received and handed to the stream. */

@@ -1,5 +1,6 @@
 //! Reassembly cache bindings (IPv4 and IPv6).
 
+use crate::errors::failure;
 use morgana_net::reassembly::ipv6::{Ipv6Outcome, Ipv6Reassembler, MAX_QUOTE};
 use morgana_net::reassembly::{Outcome, Reassembler, ReassemblyConfig};
 use napi_derive::napi;
@@ -16,6 +17,9 @@ const NOT_FRAGMENT: u32 = 0;
 const PENDING: u32 = 1;
 /// Dropped; the stats say why.
 const DROPPED: u32 = 2;
+/// `push_batch`: dropped as not valid IPv4; the result's second entry is the error's index in
+/// the error table (the negation of the failure `ipv4_validate` returns, minus one).
+const MALFORMED: u32 = 3;
 
 /// `push_batch`: the datagram a packet completed did not fit in `out`; it is held for `take`.
 const NOT_WRITTEN: u32 = u32::MAX;
@@ -37,6 +41,92 @@ fn config(max_bytes: u32, max_fragments: u32, timeout_ms: f64) -> ReassemblyConf
         max_bytes: max_bytes as usize,
         max_fragments: max_fragments as usize,
         timeout_ms: millis(timeout_ms),
+    }
+}
+
+/// What one packet of a batch came to: a completed packet of this length (held for `take`), or
+/// a status and the value that goes with it.
+enum Step {
+    Ready(usize),
+    Status(u32, u32),
+}
+
+/// A cache whose completed packet a batch writes out.
+trait TakeReady {
+    fn take_ready(&mut self, out: &mut [u8]) -> Option<usize>;
+}
+
+impl TakeReady for Reassembler {
+    fn take_ready(&mut self, out: &mut [u8]) -> Option<usize> {
+        Reassembler::take_ready(self, out)
+    }
+}
+
+impl TakeReady for Ipv6Reassembler {
+    fn take_ready(&mut self, out: &mut [u8]) -> Option<usize> {
+        Ipv6Reassembler::take_ready(self, out)
+    }
+}
+
+/// The arguments of a `push_batch` call (the same for IPv4 and IPv6).
+struct Batch<'a> {
+    data: &'a [u8],
+    spans: &'a [u32],
+    first: u32,
+    end: u32,
+    out: &'a mut [u8],
+    out_at: u32,
+    results: &'a mut [u32],
+}
+
+impl Batch<'_> {
+    /// Checks every span, then pushes the packets one by one with `push`, writing completed
+    /// packets into `out` (see `NativeReassembler::push_batch`).
+    fn run<C: TakeReady>(
+        self,
+        cache: &mut C,
+        mut push: impl FnMut(&mut C, &[u8]) -> Step,
+    ) -> napi::Result<u32> {
+        let Batch { data, spans, first, end, out, out_at, results } = self;
+        let (first, end) = (first as usize, end as usize);
+        if first > end || spans.len() < 2 * end || results.len() < 2 * end {
+            return Err(napi::Error::new(
+                napi::Status::InvalidArg,
+                format!("packets {first}..{end} need {} span and result entries", 2 * end),
+            ));
+        }
+        for i in first..end {
+            let (at, len) = (spans[2 * i] as usize, spans[2 * i + 1] as usize);
+            if at.checked_add(len).is_none_or(|stop| stop > data.len()) {
+                return Err(napi::Error::new(
+                    napi::Status::InvalidArg,
+                    format!("packet {i} ({len} bytes at {at}) lies outside the {}-byte data", data.len()),
+                ));
+            }
+        }
+        let mut cursor = (out_at as usize).next_multiple_of(OUT_ALIGN);
+        for i in first..end {
+            let at = spans[2 * i] as usize;
+            let packet = &data[at..at + spans[2 * i + 1] as usize];
+            let (status, value) = match push(cache, packet) {
+                Step::Ready(len) => match out.get_mut(cursor..).and_then(|room| cache.take_ready(room)) {
+                    Some(written) => {
+                        let place = cursor;
+                        cursor = (cursor + written).next_multiple_of(OUT_ALIGN);
+                        (len as u32, place as u32)
+                    }
+                    None => {
+                        results[2 * i] = len as u32;
+                        results[2 * i + 1] = NOT_WRITTEN;
+                        return Ok(i as u32 + 1);
+                    }
+                },
+                Step::Status(status, value) => (status, value),
+            };
+            results[2 * i] = status;
+            results[2 * i + 1] = value;
+        }
+        Ok(end as u32)
     }
 }
 
@@ -84,7 +174,7 @@ impl NativeReassembler {
             Outcome::Ready(len) => len as u32,
             Outcome::NotFragment => NOT_FRAGMENT,
             Outcome::Pending => PENDING,
-            Outcome::Dropped => DROPPED,
+            Outcome::Dropped | Outcome::Malformed(_) => DROPPED,
         }
     }
 
@@ -97,9 +187,10 @@ impl NativeReassembler {
 
     /// `push` for many packets in one call: packet `i` is `data[spans[2i] .. spans[2i] +
     /// spans[2i+1]]`, for `i` from `first` to `end - 1`. For each, `results[2i]` gets what `push`
-    /// returns; a completed datagram (from 20 up) is written into `out` at `results[2i+1]`
-    /// (from `out_at` on, at multiples of 8). When one does not fit, `results[2i+1]` is
-    /// `0xffffffff`, the datagram is held for `take`, and the call stops there: it returns the
+    /// returns, except that a packet that is not valid IPv4 gets 3 with its error's index in the
+    /// error table at `results[2i+1]`; a completed datagram (from 20 up) is written into `out` at
+    /// `results[2i+1]` (from `out_at` on, at multiples of 8). When one does not fit, `results[2i+1]`
+    /// is `0xffffffff`, the datagram is held for `take`, and the call stops there: it returns the
     /// index after the last packet it took (`end` when it took them all). Throws, before taking
     /// any packet, when a span lies outside `data` or the arrays are too short.
     #[napi]
@@ -115,50 +206,15 @@ impl NativeReassembler {
         out_at: u32,
         #[napi(ts_arg_type = "Uint32Array")] results: U32sMut<'_>,
     ) -> napi::Result<u32> {
-        let (first, end) = (first as usize, end as usize);
-        if first > end || spans.len() < 2 * end || results.len() < 2 * end {
-            return Err(napi::Error::new(
-                napi::Status::InvalidArg,
-                format!("packets {first}..{end} need {} span and result entries", 2 * end),
-            ));
-        }
-        for i in first..end {
-            let (at, len) = (spans[2 * i] as usize, spans[2 * i + 1] as usize);
-            if at.checked_add(len).is_none_or(|stop| stop > data.len()) {
-                return Err(napi::Error::new(
-                    napi::Status::InvalidArg,
-                    format!("packet {i} ({len} bytes at {at}) lies outside the {}-byte data", data.len()),
-                ));
-            }
-        }
         let now = millis(now_ms);
-        let mut cursor = (out_at as usize).next_multiple_of(OUT_ALIGN);
-        for i in first..end {
-            let at = spans[2 * i] as usize;
-            let packet = &data[at..at + spans[2 * i + 1] as usize];
-            let (status, place) = match self.inner.push_ready(packet, now) {
-                Outcome::Ready(len) => {
-                    match out.get_mut(cursor..).and_then(|room| self.inner.take_ready(room)) {
-                        Some(written) => {
-                            let place = cursor;
-                            cursor = (cursor + written).next_multiple_of(OUT_ALIGN);
-                            (len as u32, place as u32)
-                        }
-                        None => {
-                            results[2 * i] = len as u32;
-                            results[2 * i + 1] = NOT_WRITTEN;
-                            return Ok(i as u32 + 1);
-                        }
-                    }
-                }
-                Outcome::NotFragment => (NOT_FRAGMENT, 0),
-                Outcome::Pending => (PENDING, 0),
-                Outcome::Dropped => (DROPPED, 0),
-            };
-            results[2 * i] = status;
-            results[2 * i + 1] = place;
-        }
-        Ok(end as u32)
+        let batch = Batch { data, spans, first, end, out, out_at, results };
+        batch.run(&mut self.inner, |inner, packet| match inner.push_ready(packet, now) {
+            Outcome::Ready(len) => Step::Ready(len),
+            Outcome::NotFragment => Step::Status(NOT_FRAGMENT, 0),
+            Outcome::Pending => Step::Status(PENDING, 0),
+            Outcome::Dropped => Step::Status(DROPPED, 0),
+            Outcome::Malformed(error) => Step::Status(MALFORMED, (-failure(error.code()) - 1) as u32),
+        })
     }
 
     /// Drops datagrams past their timeout; returns how many.
@@ -252,6 +308,34 @@ impl NativeIpv6Reassembler {
     #[napi]
     pub fn take(&mut self, #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>) -> u32 {
         self.inner.take_ready(out).map_or(0, |len| len as u32)
+    }
+
+    /// `push` for many packets in one call, with the arguments and results of
+    /// `NativeReassembler.pushBatch`; the statuses are those of `push` (completed packets from 40
+    /// up, written into `out`). Reports queue as with `push`.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_batch(
+        &mut self,
+        data: &[u8],
+        #[napi(ts_arg_type = "Uint32Array")] spans: U32sMut<'_>,
+        first: u32,
+        end: u32,
+        now_ms: f64,
+        #[napi(ts_arg_type = "Uint8Array")] out: BytesMut<'_>,
+        out_at: u32,
+        #[napi(ts_arg_type = "Uint32Array")] results: U32sMut<'_>,
+    ) -> napi::Result<u32> {
+        let now = millis(now_ms);
+        let batch = Batch { data, spans, first, end, out, out_at, results };
+        batch.run(&mut self.inner, |inner, packet| match inner.push_ready(packet, now) {
+            Ipv6Outcome::Ready(len) => Step::Ready(len),
+            Ipv6Outcome::NotFragment => Step::Status(NOT_FRAGMENT, 0),
+            Ipv6Outcome::Pending => Step::Status(PENDING, 0),
+            Ipv6Outcome::Dropped => Step::Status(DROPPED, 0),
+            Ipv6Outcome::Atomic => Step::Status(ATOMIC, 0),
+            Ipv6Outcome::ParameterProblem { .. } => Step::Status(PARAMETER_PROBLEM, 0),
+        })
     }
 
     /// Drops datagrams past their timeout (queueing Time Exceeded reports); returns how many.

@@ -146,7 +146,8 @@ impl TapHandle {
 
     /// Like `open`, for a TAP descriptor opened elsewhere (received with `tapReceiveFds`): this
     /// handle owns `fd` from then on (also when adopting fails). The MTU is not set on the
-    /// kernel side, only used for the rings.
+    /// kernel side, only used for the rings. A descriptor opened with the `virtio_net_hdr`
+    /// (`tapSendFds` with `vnetHdr`) keeps it: see `vnetHdr` and `offloads`.
     #[napi(factory)]
     pub fn adopt(
         env: Env,
@@ -414,13 +415,15 @@ pub fn tap_socket_pair() -> Result<Vec<i32>> {
 
 /// In a helper process inside a network namespace: opens (attaching to) each TAP interface of
 /// `names` there and sends their descriptors, with the names as payload, over `socketFd` in
-/// one message; closes its own copies afterwards.
+/// one message; closes its own copies afterwards. With `vnetHdr` they are opened with the
+/// `virtio_net_hdr` and its offloads (as `TapHandle.open`'s `vnetHdr`), which `adopt` keeps.
 #[napi]
-pub fn tap_send_fds(socket_fd: i32, names: Vec<String>) -> Result<()> {
+pub fn tap_send_fds(socket_fd: i32, names: Vec<String>, vnet_hdr: Option<bool>) -> Result<()> {
     let mut taps = Vec::with_capacity(names.len());
     for name in &names {
-        let tap = Tap::open(&TapOptions { name, netns: None, mtu: None, vnet_hdr: false })
-            .map_err(|e| Error::new(Status::GenericFailure, format!("{}: {e}", e.code())))?;
+        let tap =
+            Tap::open(&TapOptions { name, netns: None, mtu: None, vnet_hdr: vnet_hdr.unwrap_or(false) })
+                .map_err(|e| Error::new(Status::GenericFailure, format!("{}: {e}", e.code())))?;
         taps.push(tap);
     }
     // SAFETY: the descriptor stays open for this call (the caller owns it).

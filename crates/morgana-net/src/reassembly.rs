@@ -8,11 +8,15 @@
 //! - `max_bytes` (default 256 KiB): fragment payload held across all datagrams. When a new
 //!   fragment would exceed it, the least recently used *other* datagrams are evicted; if that
 //!   is not enough the datagram the fragment belongs to is dropped.
-//! - `max_fragments` (default 16, as MirageOS 3.5) fragments per datagram; one more drops the
-//!   datagram, and its key is remembered until its timeout (charged 64 bytes against
-//!   `max_bytes`) so that its later fragments are dropped rather than starting it again. At MTU
-//!   1500 (1,480 payload bytes per fragment) 16 fragments carry datagrams up to 23,680 bytes;
-//!   raise the limit for larger ones.
+//! - `max_fragments` (default [`DEFAULT_MAX_FRAGMENTS`], 128) fragments per datagram; one more
+//!   drops the datagram, and its key is remembered until its timeout (charged 64 bytes against
+//!   `max_bytes`) so that its later fragments are dropped rather than starting it again. 128
+//!   admits the largest datagram (65,535 bytes) at any MTU from 576 up, even with 40 bytes of IP
+//!   options (576 − 60 leaves 512 payload bytes per fragment: 128 fragments), as Linux accepts
+//!   any datagram up to 64 KiB; a 64 KiB datagram at MTU 1500 is 45 fragments. (MirageOS 3.5
+//!   and earlier Morgana allowed 16, which drops UDP datagrams past 23,680 bytes at MTU 1500.)
+//!   The limit bounds the work per fragment (a sorted insert among at most 128), not memory:
+//!   `max_bytes` does that.
 //! - `timeout_ms` (default 10 s) after the *first* fragment of a datagram arrived, an incomplete
 //!   datagram is dropped, whether or not more of its fragments arrive ([`Reassembler::expire`]
 //!   runs at the start of every [`Reassembler::push`], and can be called from a timer).
@@ -20,7 +24,11 @@
 //! Bookkeeping per datagram is a small fixed overhead (about 150 bytes plus 32 per fragment,
 //! and at most two 24-byte entries of the expiry queue, plus 64 in all) on top of the payload
 //! bytes counted against `max_bytes`. Since non-final fragments carry at least 8 bytes, the
-//! number of datagrams is bounded too. Outside `max_bytes`: one completed datagram waiting for
+//! number of fragments and of datagrams held is at most `max_bytes / 8` (plus one final fragment
+//! per datagram), whatever `max_fragments` is: with the default 256 KiB the worst case, a flood
+//! of datagrams of one 8-byte fragment each, holds 32,768 of them in about 10 MiB of bookkeeping,
+//! while full-size fragments cost little beyond their payload (256 KiB holds four 64 KiB
+//! datagrams). Outside `max_bytes`: one completed datagram waiting for
 //! [`Reassembler::take_ready`], and up to 64 spare fragment buffers of at most 2 KiB each,
 //! reused so that a fragment costs no allocation.
 //!
@@ -35,7 +43,7 @@
 //! key, header checks and header rewriting.
 
 use crate::checksum;
-use crate::wire::ipv4::{Ipv4Packet, MAX_PACKET_LEN, MIN_HEADER_LEN};
+use crate::wire::ipv4::{Ipv4Error, Ipv4Packet, MAX_PACKET_LEN, MIN_HEADER_LEN};
 use cache::{Cache, Family, Inserted, Piece};
 
 mod cache;
@@ -46,16 +54,30 @@ pub mod ipv6;
 pub struct ReassemblyConfig {
     /// Fragment payload bytes held across all datagrams.
     pub max_bytes: usize,
-    /// Fragments held per datagram (default 16: datagrams up to 23,680 bytes at MTU 1500). A
-    /// datagram with more is dropped, and its later fragments too until its timeout.
+    /// Fragments held per datagram (default [`DEFAULT_MAX_FRAGMENTS`]: 65,535-byte datagrams at
+    /// any MTU from 576 up). A datagram with more is dropped, and its later fragments too until
+    /// its timeout.
     pub max_fragments: usize,
     /// Milliseconds after its first fragment that an incomplete datagram is dropped.
     pub timeout_ms: u64,
 }
 
+/// The default [`ReassemblyConfig::max_bytes`]: 256 KiB of fragment payload (as MirageOS 3.5).
+pub const DEFAULT_MAX_BYTES: usize = 256 * 1024;
+/// The default [`ReassemblyConfig::max_fragments`]: enough for a 65,535-byte datagram at MTU 576
+/// with the longest IPv4 header (512 payload bytes per fragment), or an IPv6 packet of 65,535
+/// bytes of payload at its minimum MTU of 1280 (54 fragments).
+pub const DEFAULT_MAX_FRAGMENTS: usize = 128;
+/// The default [`ReassemblyConfig::timeout_ms`]: 10 s.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
 impl Default for ReassemblyConfig {
     fn default() -> Self {
-        ReassemblyConfig { max_bytes: 256 * 1024, max_fragments: 16, timeout_ms: 10_000 }
+        ReassemblyConfig {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_fragments: DEFAULT_MAX_FRAGMENTS,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+        }
     }
 }
 
@@ -121,6 +143,8 @@ pub enum Outcome {
     Pending,
     /// The fragment, and possibly its datagram, was dropped; the reason is counted in the stats.
     Dropped,
+    /// The packet is not valid IPv4 (counted in `dropped_malformed`) for this reason.
+    Malformed(Ipv4Error),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -173,7 +197,7 @@ impl Reassembler {
         match self.push_ready(packet, now_ms) {
             Outcome::NotFragment => Pushed::NotFragment,
             Outcome::Pending => Pushed::Pending,
-            Outcome::Dropped => Pushed::Dropped,
+            Outcome::Dropped | Outcome::Malformed(_) => Pushed::Dropped,
             Outcome::Ready(len) => {
                 let mut whole = vec![0; len];
                 self.take_ready(&mut whole);
@@ -191,9 +215,9 @@ impl Reassembler {
         self.expire(now_ms);
         let packet = match Ipv4Packet::parse(packet) {
             Ok(p) => p,
-            Err(_) => {
+            Err(error) => {
                 self.core.stats.dropped_malformed += 1;
-                return Outcome::Dropped;
+                return Outcome::Malformed(error);
             }
         };
         if !packet.is_fragment() {
@@ -368,9 +392,33 @@ mod tests {
         assert_eq!(r.stats().dropped_too_big, 1);
     }
 
+    /// A cache that admits 16 fragments per datagram (the limit's tests use small numbers).
+    fn sixteen() -> Reassembler {
+        Reassembler::new(ReassemblyConfig { max_fragments: 16, ..Default::default() })
+    }
+
+    #[test]
+    fn default_admits_a_64_kib_datagram_at_mtu_576_with_options() {
+        // 40 bytes of options copied into every fragment (Router Alert has the copy flag) leave
+        // 516 bytes per fragment at MTU 576, 512 of them usable: 128 fragments.
+        let options = [0x94, 4, 0, 0].repeat(10);
+        let original = datagram(31, 65_535 - 60, &options);
+        let pieces = fragment(&original, 576).unwrap();
+        assert_eq!(pieces.len(), 128);
+        let mut r = Reassembler::default();
+        let mut completed = None;
+        for p in pieces.iter().rev() {
+            if let Pushed::Complete(whole) = r.push(p, 0) {
+                completed = Some(whole);
+            }
+        }
+        assert_eq!(completed, Some(original));
+        assert_eq!(r.stats().dropped_too_many_fragments, 0);
+    }
+
     #[test]
     fn too_many_fragments() {
-        let mut r = Reassembler::default();
+        let mut r = sixteen();
         for i in 0..16 {
             assert_eq!(r.push(&piece(12, i * 8, &[1; 8], true), 0), Pushed::Pending);
         }
@@ -380,7 +428,7 @@ mod tests {
 
     #[test]
     fn late_fragments_of_a_datagram_with_too_many_do_not_reopen_it() {
-        let mut r = Reassembler::default();
+        let mut r = sixteen();
         for i in 0..16 {
             r.push(&piece(12, i * 8, &[1; 8], true), 0);
         }
@@ -506,7 +554,7 @@ mod tests {
                 pieces.swap(i, (state >> 33) as usize % (i + 1));
             }
             pieces.push(pieces[0].clone());
-            let mut r = Reassembler::default();
+            let mut r = sixteen();
             for p in &pieces {
                 prop_assert!(!matches!(r.push(p, 0), Pushed::Complete(_)));
             }

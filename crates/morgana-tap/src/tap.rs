@@ -92,13 +92,25 @@ impl Tap {
 
     /// Adopts an open TAP descriptor (one received from a helper inside another network
     /// namespace, see [`crate::fdpass`]): checks it is a TAP (`TUNGETIFF`), learns its name and
-    /// makes it non-blocking. The MTU is left as it is.
+    /// makes it non-blocking. The MTU is left as it is. A descriptor attached with
+    /// `IFF_VNET_HDR` (the helper opened it with [`TapOptions::vnet_hdr`]) keeps its header: its
+    /// size is set to [`VNET_HDR_LEN`] again and the offloads asked for again, widest first, so
+    /// that [`Tap::vnet_hdr`] and [`Tap::offloads`] say what is in effect (the kernel has no
+    /// getter for them).
     pub fn adopt(fd: OwnedFd) -> Result<Tap, TapError> {
         let name = crate::fdpass::tap_name(fd.as_fd())
             .map_err(|e| TapError::new(TapErrorKind::Open, "adopt: not a TAP descriptor", Some(e)))?;
         crate::fdpass::set_nonblocking(fd.as_fd())
             .map_err(|e| TapError::new(TapErrorKind::Open, "adopt: O_NONBLOCK", Some(e)))?;
-        Ok(Tap { fd: Arc::new(fd), name, framing: Framing::default() })
+        let flags = sys::tun_get_flags(fd.as_fd()).map_err(|e| classify_device_error(e, "TUNGETIFF"))?;
+        let framing = if flags & libc::IFF_VNET_HDR != 0 {
+            sys::tun_set_vnet_hdr_size(fd.as_fd(), VNET_HDR_LEN as libc::c_int)
+                .map_err(|e| classify_device_error(e, "TUNSETVNETHDRSZ"))?;
+            Framing { vnet_hdr: true, offloads: set_widest_offloads(fd.as_fd()) }
+        } else {
+            Framing::default()
+        };
+        Ok(Tap { fd: Arc::new(fd), name, framing })
     }
 
     /// The interface name the kernel assigned.
@@ -224,11 +236,16 @@ fn open_vnet(name: &str) -> Result<(OwnedFd, String, Framing), TapError> {
     }
     sys::tun_set_vnet_hdr_size(fd.as_fd(), VNET_HDR_LEN as libc::c_int)
         .map_err(|e| classify_device_error(e, "TUNSETVNETHDRSZ"))?;
-    let offloads = [WANTED_OFFLOADS, libc::TUN_F_CSUM, 0]
-        .into_iter()
-        .find(|&o| sys::tun_set_offload(fd.as_fd(), o).is_ok())
-        .unwrap_or(0);
+    let offloads = set_widest_offloads(fd.as_fd());
     Ok((fd, name, Framing { vnet_hdr: true, offloads }))
+}
+
+/// Asks for the widest set of offloads the kernel grants (`TUNSETOFFLOAD`) and returns it.
+fn set_widest_offloads(fd: std::os::fd::BorrowedFd<'_>) -> u32 {
+    [WANTED_OFFLOADS, libc::TUN_F_CSUM, 0]
+        .into_iter()
+        .find(|&o| sys::tun_set_offload(fd, o).is_ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

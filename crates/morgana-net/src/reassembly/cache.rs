@@ -130,6 +130,10 @@ pub(crate) struct Cache<K> {
     ready: Option<Datagram<K>>,
     /// Fragment buffers of finished datagrams, reused to spare an allocation per fragment.
     pub(crate) spare: Vec<Vec<u8>>,
+    /// The slot of the last datagram a fragment went to: a datagram's fragments mostly arrive
+    /// back to back, and comparing keys is cheaper than hashing one. Checked against the slot's
+    /// key before use, so it is never wrong, only sometimes useless.
+    last_slot: usize,
 }
 
 impl<K: Copy + Eq + Hash> Cache<K> {
@@ -149,6 +153,7 @@ impl<K: Copy + Eq + Hash> Cache<K> {
             discarded: 0,
             ready: None,
             spare: Vec::new(),
+            last_slot: 0,
         }
     }
 
@@ -202,10 +207,16 @@ impl<K: Copy + Eq + Hash> Cache<K> {
 
     /// Adds `piece` to the datagram `key` (created if new, at `now_ms`).
     pub fn insert(&mut self, key: K, now_ms: u64, piece: Piece<'_>) -> Inserted {
-        let slot = match self.index.get(&key) {
-            Some(&slot) => slot,
-            None => self.create(key, now_ms),
+        let last = self.last_slot;
+        let slot = if self.slots.get(last).and_then(Option::as_ref).is_some_and(|d| d.key == key) {
+            last
+        } else {
+            match self.index.get(&key) {
+                Some(&slot) => slot,
+                None => self.create(key, now_ms),
+            }
         };
+        self.last_slot = slot;
         self.touch(slot);
         if self.slots[slot].as_ref().is_some_and(|d| d.discarded) {
             self.stats.dropped_discarded += 1;

@@ -1,7 +1,7 @@
 //! The IPv6 reassembly cache (RFC 8200 §4.5), on the same bounded core as the IPv4 one.
 //!
 //! Fragments are keyed by (source, destination, identification). The limits and their defaults
-//! are those of [`ReassemblyConfig`] (256 KiB, 16 fragments per datagram, 10 s from the first
+//! are those of [`ReassemblyConfig`] (256 KiB, 128 fragments per datagram, 10 s from the first
 //! fragment), with one difference in accounting: the stored unfragmentable part of a datagram
 //! (up to about 1 KiB of extension headers) is charged against `max_bytes` along with the
 //! fragment data.

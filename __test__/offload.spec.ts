@@ -79,6 +79,9 @@ test('two stacks with offloads exchange super-frames whole over IPv4 and IPv6', 
   }
   t.is(sw.stats().segmented, 0, 'nothing needed cutting');
   t.is(a.tcp.stats().badChecksum + b.tcp.stats().badChecksum, 0);
+  // Super-segments are read in place (feed) after the segments batched before them: a clean
+  // link delivers everything in order.
+  t.is(a.tcp.stats().outOfOrder + b.tcp.stats().outOfOrder, 0, 'nothing arrived out of order');
 });
 
 test('a stack with offloads and one without on the same switch: the switch cuts super-frames for the plain port', async (t) => {
@@ -146,4 +149,60 @@ test('a pcap of an offloading port shows only real frames (≤ 1514 bytes) with 
   }
   // Both directions' data went through the capture (retransmissions may add more).
   t.true(tcpPayload >= 8 * MIB, `${tcpPayload} TCP payload bytes captured`);
+});
+
+test("an interface's Ethernet mirror sees the TCP frames given to a switch port without a copy", async (t) => {
+  const { a, b } = await stacks(t, true, true);
+  let out = 0;
+  let superFrames = 0;
+  const stop = a.interfaces[0]!.eth.mirror((frame, direction, offload) => {
+    if (direction !== 'out' || frame.readUInt16BE(12) !== 0x0800 || frame[23] !== 6) return;
+    out += frame.length;
+    if (offload && offload.gsoType !== 0) superFrames++;
+  });
+  const r = await exchange(a, b, '10.0.0.2', 2 * MIB);
+  stop();
+  sameBothWays(t, r, 2 * MIB);
+  t.true(out > 2 * MIB, `${out} bytes of TCP frames mirrored`);
+  t.true(superFrames > 0);
+});
+
+test('TCP frames given to a switch port come back to the sender once the receiving stack has read them', async (t) => {
+  let given = 0;
+  let back = 0;
+  const counting = (net: NetDevice): NetDevice => ({
+    mac: net.mac,
+    mtu: net.mtu,
+    offloads: net.offloads,
+    write: (size, fill, offload) => net.write(size, fill, offload),
+    writeOwned(frame, offload, done) {
+      given++;
+      net.writeOwned!(frame, offload, () => {
+        back++;
+        done?.();
+      });
+    },
+    listen: (handler) => net.listen(handler),
+    listenReusing: (handler) => net.listenReusing!(handler),
+    stats: () => net.stats(),
+    close: () => net.close(),
+  });
+  const { a, b } = await stacks(t, true, true, undefined, counting);
+  for (const [host, port] of [['10.0.0.2', 7000], ['fd00::2', 7001]] as const) {
+    given = back = 0;
+    sameBothWays(t, await exchange(a, b, host, 4 * MIB, port), 4 * MIB);
+    await new Promise((resolve) => setImmediate(resolve));
+    t.true(given > 0);
+    // Every frame went to B's TCP, which copies or reads in place and keeps nothing.
+    t.is(back, given, `${back} of ${given} frames over ${host} came back`);
+  }
+});
+
+test('frames held back by delay and jitter are not reused while they wait: 16 MiB each way, SHA-256 equal', async (t) => {
+  t.timeout(120_000);
+  // Frames wait on timers (jitter also reorders them) while the sender keeps writing output
+  // from recycled memory; the order of release itself is checked in vswitch.spec.ts.
+  const { a, b } = await stacks(t, false, false, { delayMs: 1, jitterMs: 2 });
+  sameBothWays(t, await exchange(a, b, '10.0.0.2', 16 * MIB), 16 * MIB);
+  t.is(a.tcp.stats().badChecksum + b.tcp.stats().badChecksum, 0);
 });

@@ -105,3 +105,56 @@ test('bad options are refused', (t) => {
   t.throws(() => new VirtualSwitch({ faults: { loss: 2 } }), { code: 'ERR_OUT_OF_RANGE' });
   t.throws(() => new VirtualSwitch().connect({ mac: 'zz' }), { code: 'ERR_INVALID_MAC' });
 });
+
+test('writeOwned hands the very bytes given to the receiver (no copy), and drops frames over the MTU', async (t) => {
+  const sw = new VirtualSwitch();
+  const [a, b] = [sw.connect(), sw.connect()];
+  const got = collect(b);
+  const given = frame(b.mac, a.mac, Buffer.from('given away, not copied'.padEnd(46, '.')));
+  a.writeOwned!(given);
+  a.writeOwned!(frame(b.mac, a.mac, Buffer.alloc(1501)));
+  await tick();
+  t.is(got.length, 1);
+  t.deepEqual(got[0], given);
+  // The receiver's frame is the sender's memory: a write to one shows in the other.
+  given[20] = 0x21;
+  t.is(got[0]![20], 0x21);
+  t.like(a.stats(), { txFrames: 1, txBytes: given.length, txDropped: 1 });
+  await a.close();
+  t.throws(() => a.writeOwned!(given), { code: 'ERR_NET_CLOSED' });
+});
+
+test("a frame given away comes back (done) once a reusing listener says it kept nothing, or it was dropped; never from a plain listener", async (t) => {
+  const sw = new VirtualSwitch();
+  const [a, b, c] = [sw.connect(), sw.connect(), sw.connect()];
+  // Learn every port so frames are forwarded, not flooded.
+  for (const p of [a, b, c]) p.write(60, (buf) => frame('ff:ff:ff:ff:ff:ff', p.mac, Buffer.alloc(46)).copy(buf));
+  let answer = true;
+  const seenByB: Buffer[] = [];
+  b.listenReusing!((f) => {
+    seenByB.push(f);
+    return answer;
+  });
+  c.listen(() => true as unknown as void); // a plain listener's result means nothing
+  await tick();
+  seenByB.length = 0;
+  let backs = 0;
+  const done = () => void backs++;
+  a.writeOwned!(frame(b.mac, a.mac, Buffer.alloc(46)), undefined, done);
+  t.is(backs, 0, 'not before the receiver had it');
+  await tick();
+  t.is(seenByB.length, 1);
+  t.is(backs, 1);
+  answer = false;
+  a.writeOwned!(frame(b.mac, a.mac, Buffer.alloc(46)), undefined, done);
+  await tick();
+  t.is(backs, 1, 'the reusing listener kept it');
+  a.writeOwned!(frame(c.mac, a.mac, Buffer.alloc(46)), undefined, done);
+  await tick();
+  t.is(backs, 1, 'a plain listener owns what it gets');
+  a.writeOwned!(frame(b.mac, a.mac, Buffer.alloc(1501)), undefined, done);
+  t.is(backs, 2, 'dropped as too long');
+  sw.setFaults({ loss: 1 });
+  a.writeOwned!(frame(b.mac, a.mac, Buffer.alloc(46)), undefined, done);
+  t.is(backs, 3, 'lost');
+});

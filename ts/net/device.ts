@@ -73,6 +73,13 @@ export interface FrameOffload {
 export type FrameHandler = (frame: Buffer, offload?: FrameOffload) => void;
 
 /**
+ * A {@link FrameHandler} that returns `true` when it kept no reference to the frame's bytes (it
+ * copied what it needed), so that an in-process medium may reuse them at once; `false` leaves
+ * them to the handler. See {@link NetDevice.listenReusing}.
+ */
+export type ReusingFrameHandler = (frame: Buffer, offload?: FrameOffload) => boolean;
+
+/**
  * Fills the buffer a device lends it with one Ethernet frame and returns the frame's length.
  * The buffer must not be kept after `fill` returns.
  */
@@ -91,10 +98,27 @@ export interface NetDevice {
    * a super-frame or partial checksum; pass it only to a device whose {@link offloads} accept it.
    */
   write(size: number, fill: FrameFill, offload?: FrameOffload): void;
+  /**
+   * Optional: sends a frame the caller gives away. The device may keep `frame` itself (queue
+   * it, hand it to a receiver) instead of copying it, so the caller must not write to those
+   * bytes again until `done` is called. `done`, if given, is called at most once, when nothing
+   * refers to the bytes any more (dropped, copied, or read by a receiver whose
+   * {@link ReusingFrameHandler} returned true); it may never be called. The frame reaches a
+   * receiver on a later turn, never from inside this call (the caller may still be sending the
+   * rest of its batch from the same memory). Otherwise as {@link write}. In-process media
+   * implement it to save a copy per frame; callers fall back to {@link write} when it is absent.
+   */
+  writeOwned?(frame: Buffer, offload?: FrameOffload, done?: () => void): void;
   /** What the device accepts beyond plain frames; absent: nothing. */
   readonly offloads?: NetOffloads;
   /** Sets the function that receives every incoming frame (replacing any earlier one). */
   listen(handler: FrameHandler): void;
+  /**
+   * Optional: as {@link listen}, for a handler that says whether it kept the frame's bytes
+   * (Morgana's Ethernet layer); a medium that gives frames away without a copy can then give
+   * their memory back to the sender (see {@link writeOwned}'s `done`).
+   */
+  listenReusing?(handler: ReusingFrameHandler): void;
   /** Counters since the device was created. */
   stats(): NetStats;
   /** Stops sending and receiving and releases the medium. Idempotent. */

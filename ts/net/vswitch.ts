@@ -26,10 +26,12 @@ import {
   type NetDevice,
   type NetOffloads,
   type NetStats,
+  type ReusingFrameHandler,
   acceptsOffload,
   emptyNetStats,
 } from './device.js';
 import { realFrames } from './gso.js';
+import { Slab } from './slab.js';
 import { formatMac, parseMac } from './mac.js';
 import { type MetricsOptions, switchMetrics } from '../metrics/collect.js';
 
@@ -92,36 +94,12 @@ export interface VirtualSwitchStats {
 /** Frames up to this size come from Node's own buffer pool (Buffer.allocUnsafe). */
 const SMALL_FRAME = 4096;
 
-/**
- * Carves large frames (jumbo MTUs up to 64 KiB) out of 1 MiB slabs. A fresh ArrayBuffer per
- * 64 KiB frame made the garbage collector the largest cost of a bulk transfer at MTU 65535;
- * with slabs it sees one allocation per ~16 frames. The price, as with Node's own pool: a
- * receiver that keeps a frame keeps its whole slab alive.
- */
-class FrameSlab {
-  static readonly SIZE = 1 << 20;
-  #slab: Buffer | undefined;
-  #used = 0;
-
-  /** A view of `size` bytes; only the part given to {@link commit} is consumed. */
-  take(size: number): Buffer {
-    if (this.#slab === undefined || this.#used + size > FrameSlab.SIZE) {
-      this.#slab = Buffer.allocUnsafeSlow(Math.max(FrameSlab.SIZE, size));
-      this.#used = 0;
-    }
-    return this.#slab.subarray(this.#used, this.#used + size);
-  }
-
-  /** Consumes the first `length` bytes of the last view (kept 8-byte aligned). */
-  commit(length: number): void {
-    this.#used += (length + 7) & ~7;
-  }
-}
-
 /** A frame on its way through the switch, with its offload metadata if it has any. */
 interface Queued {
   frame: Buffer;
   offload: FrameOffload | undefined;
+  /** For a frame given with {@link SwitchPort.writeOwned}: called once nothing refers to it. */
+  done?: (() => void) | undefined;
 }
 
 class SwitchPort implements NetDevice {
@@ -130,7 +108,9 @@ class SwitchPort implements NetDevice {
   readonly offloads: NetOffloads | undefined;
   readonly #switch: VirtualSwitch;
   readonly id: number;
-  #handler: FrameHandler | undefined;
+  #handler: FrameHandler | ReusingFrameHandler | undefined;
+  /** The handler came through listenReusing: its `true` gives a frame given away back. */
+  #reusing = false;
   #stats: NetStats = emptyNetStats();
   #closed = false;
   /** Frames waiting for the next delivery turn. */
@@ -152,28 +132,51 @@ class SwitchPort implements NetDevice {
     if (this.#closed) throw new MorganaError('ERR_NET_CLOSED', 'write on a closed switch port');
     assertInteger(size, 'size', 0, 0x7fffffff);
     // A buffer per frame: it is the one queued and handed to the receiver, so the frame is
-    // copied once, by `fill`. Large frames are carved from a shared slab (see FrameSlab).
+    // copied once, by `fill`. Large frames are carved from a shared slab (see slab.ts).
     const buffer = size <= SMALL_FRAME ? Buffer.allocUnsafe(size) : this.#switch.slab.take(size);
     const length = fill(buffer);
     if (!Number.isInteger(length) || length < 0 || length > size) {
       throw new OutOfRangeError(`fill must return a length from 0 to ${size}, got ${length}`);
     }
+    if (size > SMALL_FRAME) this.#switch.slab.commit(length);
+    this.#admit(buffer.subarray(0, length), offload, undefined);
+  }
+
+  /**
+   * Takes `frame` as it is, with no copy: it is the buffer queued and handed to the receiver.
+   * `done` is called once the frame was dropped, cut into copies, or read by a receiver whose
+   * handler returned true.
+   */
+  writeOwned(frame: Buffer, offload?: FrameOffload, done?: () => void): void {
+    if (this.#closed) throw new MorganaError('ERR_NET_CLOSED', 'write on a closed switch port');
+    this.#admit(frame, offload, done);
+  }
+
+  /** Counts and forwards a written frame, or drops it when it is too long or too short. */
+  #admit(frame: Buffer, offload: FrameOffload | undefined, done: (() => void) | undefined): void {
+    const length = frame.length;
     // Offload metadata counts only from a port that advertised it; a super-frame may exceed
     // the MTU up to the advertised size.
     const meta = offload && (offload.gsoType !== GSO_NONE || offload.flags !== 0) && acceptsOffload(this, offload, length) ? offload : undefined;
     const limit = meta && meta.gsoType !== GSO_NONE ? (this.offloads!.maxFrame ?? MAX_SUPER_FRAME) : this.mtu + 14;
     if (length > limit || length < 14) {
       this.#stats.txDropped++;
+      done?.();
       return;
     }
-    if (size > SMALL_FRAME) this.#switch.slab.commit(length);
     this.#stats.txFrames++;
     this.#stats.txBytes += length;
-    this.#switch.forward(this, buffer.subarray(0, length), meta);
+    this.#switch.forward(this, frame, meta, done);
   }
 
   listen(handler: FrameHandler): void {
     this.#handler = handler;
+    this.#reusing = false;
+  }
+
+  listenReusing(handler: ReusingFrameHandler): void {
+    this.#handler = handler;
+    this.#reusing = true;
   }
 
   stats(): NetStats {
@@ -188,15 +191,17 @@ class SwitchPort implements NetDevice {
   }
 
   /** Hands a frame to the listener (called by the switch's delivery turn). */
-  deliver(frame: Buffer, offload: FrameOffload | undefined): void {
-    if (this.#closed) return;
+  deliver(frame: Buffer, offload: FrameOffload | undefined, done: (() => void) | undefined): void {
+    if (this.#closed) return done?.();
     if (!this.#handler) {
       this.#stats.rxDropped++;
-      return;
+      return done?.();
     }
     this.#stats.rxFrames++;
     this.#stats.rxBytes += frame.length;
-    this.#handler(frame, offload);
+    // Only a handler that says it kept nothing lets the sender reuse the bytes.
+    const kept = this.#handler(frame, offload);
+    if (this.#reusing && kept === true) done?.();
   }
 
   countQueueDrop(): void {
@@ -213,8 +218,8 @@ export class VirtualSwitch {
   readonly #queueLimit: number;
   readonly #ports = new Set<SwitchPort>();
   readonly #mirrors = new Set<(frame: Buffer, port: number) => void>();
-  /** @internal Where ports' large frames are carved from. */
-  readonly slab = new FrameSlab();
+  /** @internal Where ports' large frames are carved from (see slab.ts). */
+  readonly slab = new Slab();
   /** MAC (as a 48-bit number: no string per frame) → port that last sent from it. */
   readonly #table = new Map<number, SwitchPort>();
   #nextPortId = 0;
@@ -330,8 +335,11 @@ export class VirtualSwitch {
     return () => void this.#mirrors.delete(onFrame);
   }
 
-  /** @internal Forwards a frame written by `from` (with the offload metadata it may carry). */
-  forward(from: SwitchPort, frame: Buffer, offload?: FrameOffload): void {
+  /**
+   * @internal Forwards a frame written by `from` (with the offload metadata it may carry);
+   * `done` (a frame given away) is called once nothing here or at the receiver refers to it.
+   */
+  forward(from: SwitchPort, frame: Buffer, offload?: FrameOffload, done?: () => void): void {
     if (this.#mirrors.size > 0) {
       const pieces = offload ? realFrames(frame, offload) : [frame];
       for (const mirror of this.#mirrors) for (const piece of pieces) mirror(piece, from.id);
@@ -342,36 +350,44 @@ export class VirtualSwitch {
     const target = multicast ? undefined : this.#table.get(frame.readUIntBE(0, 6));
     if (target && target !== from && !target.closed) {
       this.#stats.forwarded++;
-      this.#send(target, frame, offload);
+      this.#send(target, frame, offload, done);
       return;
     }
-    if (target === from) return; // destination is on the ingress port: nothing to do
-    this.#stats.flooded++;
-    let first = true;
-    for (const port of this.#ports) {
-      if (port === from) continue;
-      // Every receiver owns its frame, so all but the first get a copy.
-      this.#send(port, first ? frame : Buffer.from(frame), offload);
-      first = false;
+    if (target !== from) {
+      this.#stats.flooded++;
+      let first = true;
+      for (const port of this.#ports) {
+        if (port === from) continue;
+        // Every receiver owns its frame, so all but the first get a copy (all of them when the
+        // frame goes back to its sender once the copies are made).
+        this.#send(port, first && !done ? frame : Buffer.from(frame), offload, undefined);
+        first = false;
+      }
     }
+    // Flooded as copies, or for the ingress port itself (nothing to do): the frame is free.
+    done?.();
   }
 
   /**
    * Sends a frame towards `port`: a super-frame (or partial checksum) whole when the port takes
    * it and no faults are set, else as the real frames it stands for, each meeting the faults.
    */
-  #send(port: SwitchPort, frame: Buffer, offload: FrameOffload | undefined): void {
+  #send(port: SwitchPort, frame: Buffer, offload: FrameOffload | undefined, done: (() => void) | undefined): void {
     if (!offload || (!this.#faulty && acceptsOffload(port, offload, frame.length))) {
-      this.#emit(port, { frame, offload: offload && { ...offload, flags: offload.flags | DATA_VALID } });
+      this.#emit(port, { frame, offload: offload && { ...offload, flags: offload.flags | DATA_VALID }, done });
       return;
     }
     const pieces = realFrames(frame, offload);
     if (pieces.length === 0) {
       this.#stats.segmentDrops++;
+      done?.();
       return;
     }
     if (offload.gsoType !== GSO_NONE) this.#stats.segmented++;
-    for (const piece of pieces) this.#emit(port, { frame: piece, offload: undefined });
+    // A super-frame's pieces are copies (the frame is free now); a real frame is itself.
+    const same = pieces[0] === frame;
+    for (const piece of pieces) this.#emit(port, { frame: piece, offload: undefined, done: same ? done : undefined });
+    if (!same) done?.();
   }
 
   #chance(p: number): boolean {
@@ -382,12 +398,13 @@ export class VirtualSwitch {
     const f = this.#faults;
     if (this.#chance(f.loss)) {
       this.#stats.lost++;
+      frame.done?.();
       return;
     }
     const copies = this.#chance(f.duplicate) ? 2 : 1;
     if (copies === 2) this.#stats.duplicated++;
     for (let i = 0; i < copies; i++) {
-      const copy = i === 0 ? frame : { frame: Buffer.from(frame.frame), offload: frame.offload };
+      const copy = i === 0 ? frame : { frame: Buffer.from(frame.frame), offload: frame.offload, done: undefined };
       if (this.#chance(f.reorder) && !this.#held.has(port)) {
         this.#stats.reordered++;
         this.#held.set(port, copy);
@@ -413,10 +430,11 @@ export class VirtualSwitch {
   }
 
   #enqueue(port: SwitchPort, frame: Queued): void {
-    if (port.closed) return;
+    if (port.closed) return frame.done?.();
     if (port.queue.length >= this.#queueLimit) {
       this.#stats.queueDrops++;
       port.countQueueDrop();
+      frame.done?.();
       return;
     }
     port.queue.push(frame);
@@ -436,7 +454,7 @@ export class VirtualSwitch {
         port.queue = [];
       }
     }
-    for (const [port, frames] of batches) for (const q of frames) port.deliver(q.frame, q.offload);
+    for (const [port, frames] of batches) for (const q of frames) port.deliver(q.frame, q.offload, q.done);
     // Release frames held for reordering that nothing overtook this turn.
     if (this.#held.size > 0 && !this.#deliveryScheduled) {
       for (const [port, frame] of this.#held) this.#schedule(port, frame);

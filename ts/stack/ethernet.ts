@@ -21,6 +21,12 @@ export const BROADCAST = Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
  */
 export type EthernetHandler = (payload: Buffer, src: Buffer, frame: Buffer, offload?: FrameOffload) => void;
 
+/**
+ * An {@link EthernetHandler} that returns `true` when it kept no reference to the frame's bytes
+ * (see {@link Ethernet.onReusing}).
+ */
+export type ReusingEthernetHandler = (payload: Buffer, src: Buffer, frame: Buffer, offload?: FrameOffload) => boolean;
+
 /** What {@link Ethernet.write} asks of its caller. */
 export interface EthernetWrite {
   /** Room to lend to `fill` after the Ethernet header, in bytes. */
@@ -54,7 +60,9 @@ export class Ethernet {
   readonly net: NetDevice;
   /** This interface's MAC, as bytes. */
   readonly mac: Buffer;
-  readonly #handlers = new Map<number, EthernetHandler>();
+  readonly #handlers = new Map<number, EthernetHandler | ReusingEthernetHandler>();
+  /** EtherTypes whose handler was registered with {@link onReusing}. */
+  readonly #reusing = new Set<number>();
   readonly #stats: EthernetStats = { rxFrames: 0, txFrames: 0, droppedMalformed: 0, droppedUnknownType: 0, droppedNotForUs: 0 };
   /** Captures watching this interface (none on the usual path: one length check per frame). */
   #mirrors: EthernetMirror[] = [];
@@ -62,7 +70,8 @@ export class Ethernet {
   constructor(net: NetDevice) {
     this.net = net;
     this.mac = parseMac(net.mac);
-    net.listen((frame, offload) => this.#receive(frame, offload));
+    if (net.listenReusing) net.listenReusing((frame, offload) => this.#receive(frame, offload));
+    else net.listen((frame, offload) => void this.#receive(frame, offload));
   }
 
   /** The IP MTU of the device. */
@@ -73,6 +82,17 @@ export class Ethernet {
   /** Registers the handler for one EtherType (replacing any earlier one). */
   on(ethertype: number, handler: EthernetHandler): void {
     this.#handlers.set(ethertype, handler);
+    this.#reusing.delete(ethertype);
+  }
+
+  /**
+   * As {@link on}, for a handler that returns true when it kept no reference to the frame (it
+   * copied what it needed): a device that gave the frame away without a copy may then give its
+   * memory back to the sender (see {@link NetDevice.listenReusing}).
+   */
+  onReusing(ethertype: number, handler: ReusingEthernetHandler): void {
+    this.#handlers.set(ethertype, handler);
+    this.#reusing.add(ethertype);
   }
 
   /**
@@ -124,15 +144,27 @@ export class Ethernet {
   /**
    * Sends a frame built whole elsewhere (headers included) at `source[at..at+length]`, copied
    * once into the device's buffer. Frames longer than the MTU allows are the device's to drop,
-   * unless `offload` describes a super-frame the device accepts.
+   * unless `offload` describes a super-frame the device accepts. With `giveAway` the caller
+   * gives those bytes up: a device that can keep them ({@link NetDevice.writeOwned}) takes them
+   * without a copy, and the result is true; false means they were copied and are the caller's.
+   * `done` goes with bytes given away (see {@link NetDevice.writeOwned}).
    */
-  writeFrame(source: Buffer, at: number, length: number, offload?: FrameOffload): void {
+  writeFrame(source: Buffer, at: number, length: number, offload?: FrameOffload, giveAway = false, done?: () => void): boolean {
+    if (giveAway && this.net.writeOwned) {
+      const frame = source.subarray(at, at + length);
+      // Before it is given away: from then on the bytes are the device's.
+      if (this.#mirrors.length > 0) this.#mirrorOut(frame, offload);
+      this.net.writeOwned(frame, offload, done);
+      this.#stats.txFrames++;
+      return true;
+    }
     this.#frameSource = source;
     this.#frameAt = at;
     this.#frameLength = length;
     this.net.write(length, this.#copyFrame, offload);
     if (this.#mirrors.length > 0) this.#mirrorOut(source.subarray(at, at + length), offload);
     this.#stats.txFrames++;
+    return false;
   }
 
   /** Counters. */
@@ -140,24 +172,26 @@ export class Ethernet {
     return { ...this.#stats };
   }
 
-  #receive(frame: Buffer, offload?: FrameOffload): void {
+  /** Returns true when nothing here kept a reference to `frame` (the EtherType handler said so). */
+  #receive(frame: Buffer, offload?: FrameOffload): boolean {
     if (this.#mirrors.length > 0) for (const m of this.#mirrors) m(frame, 'in', offload);
     if (frame.length < ETHERNET_HEADER) {
       this.#stats.droppedMalformed++;
-      return;
+      return false;
     }
     // Accept frames for our MAC and group (broadcast/multicast) frames.
     if ((frame[0]! & 1) === 0 && this.mac.compare(frame, 0, 6) !== 0) {
       this.#stats.droppedNotForUs++;
-      return;
+      return false;
     }
     const ethertype = (frame[12]! << 8) | frame[13]!;
     const handler = this.#handlers.get(ethertype);
     if (!handler) {
       this.#stats.droppedUnknownType++;
-      return;
+      return false;
     }
     this.#stats.rxFrames++;
-    handler(frame.subarray(ETHERNET_HEADER), frame.subarray(6, 12), frame, offload);
+    const kept = handler(frame.subarray(ETHERNET_HEADER), frame.subarray(6, 12), frame, offload);
+    return kept === true && this.#reusing.has(ethertype);
   }
 }

@@ -54,6 +54,12 @@ export interface Ipv4Datagram {
 /** A transport protocol's receive function. */
 export type ProtocolHandler = (datagram: Ipv4Datagram) => void;
 
+/**
+ * A {@link ProtocolHandler} that returns `true` when it kept no reference to the datagram's
+ * buffers (it copied what it needed), so that an in-process medium may reuse them.
+ */
+export type ReusingProtocolHandler = (datagram: Ipv4Datagram) => boolean;
+
 /** Options of {@link Ipv4Layer.write}. */
 export interface Ipv4WriteOptions {
   /** Bytes lent to `fill` right after the IP header. */
@@ -148,7 +154,9 @@ export class Ipv4Layer {
   forwarding: boolean;
   readonly reassembler: Reassembler;
   readonly #clock: Clock;
-  readonly #handlers = new Map<number, ProtocolHandler>();
+  readonly #handlers = new Map<number, ProtocolHandler | ReusingProtocolHandler>();
+  /** Protocols whose handler was registered with {@link onReusing}. */
+  readonly #reusing = new Set<number>();
   readonly #errorSinks = new Map<number, IcmpErrorListener[]>();
   /** The send path's Rust state (identification, fast-path neighbours), shared with IPv6. */
   readonly output: IpOutput;
@@ -174,7 +182,7 @@ export class Ipv4Layer {
     this.#clock = options.clock;
     this.output = new IpOutput(options.randomUint32, this.defaultTtl, options.hopLimit ?? this.defaultTtl);
     for (const iface of this.interfaces) {
-      iface.eth.on(ETHERTYPE.IPV4, (payload, _src, _frame, offload) => this.#receive(payload, iface, offload));
+      iface.eth.onReusing(ETHERTYPE.IPV4, (payload, _src, _frame, offload) => this.#receive(payload, iface, offload) === true);
       iface.arp.setAddresses(iface.address ? [iface.address] : []);
     }
     this.#scheduleExpiry();
@@ -182,6 +190,16 @@ export class Ipv4Layer {
 
   /** Registers the receive function of a transport protocol. */
   on(protocol: number, handler: ProtocolHandler): void {
+    this.#reusing.delete(protocol);
+    this.#handlers.set(protocol, handler);
+  }
+
+  /**
+   * As {@link on}, for a handler that returns true when it kept no reference to the datagram's
+   * buffers: a frame given away by an in-process medium can then go back to its sender (TCP).
+   */
+  onReusing(protocol: number, handler: ReusingProtocolHandler): void {
+    this.#reusing.add(protocol);
     this.#handlers.set(protocol, handler);
   }
 
@@ -363,7 +381,8 @@ export class Ipv4Layer {
     this.#stats.dropped[reason] = (this.#stats.dropped[reason] ?? 0) + 1;
   }
 
-  #receive(payload: Buffer, iface: Ipv4Interface, offload?: FrameOffload): void {
+  /** Returns true only when the protocol handler kept no reference to the packet's bytes. */
+  #receive(payload: Buffer, iface: Ipv4Interface, offload?: FrameOffload): boolean | void {
     this.#stats.received++;
     // A fragment for us waits for the others of this turn: they go into the reassembler
     // together, validated there (one crossing into Rust per turn, not two per fragment).
@@ -409,8 +428,11 @@ export class Ipv4Layer {
       const whole = this.reassembler.push(packet, this.#clock.now());
       if (!whole) return;
       packet = Buffer.isBuffer(whole) ? whole : Buffer.from(whole.buffer, whole.byteOffset, whole.byteLength);
+      this.#deliver(packet, src, dst, iface, broadcast, offload);
+      return;
     }
-    this.#deliver(packet, src, dst, iface, broadcast, offload);
+    // Unfragmented: the packet is the frame's bytes, reusable when the handler kept nothing.
+    return this.#deliver(packet, src, dst, iface, broadcast, offload);
   }
 
   /** Queues a fragment for this turn's batch; flushes at the end of the turn or when full. */
@@ -480,18 +502,21 @@ export class Ipv4Layer {
 
   readonly #onMalformed = (_index: number, error: MorganaError): void => this.#drop(error.code);
 
-  /** Hands a datagram for us to its protocol. */
-  #deliver(packet: Buffer, src: number, dst: number, iface: Ipv4Interface, broadcast: boolean, offload: FrameOffload | undefined): void {
+  /**
+   * Hands a datagram for us to its protocol; true when a handler registered with
+   * {@link onReusing} kept no reference to it.
+   */
+  #deliver(packet: Buffer, src: number, dst: number, iface: Ipv4Interface, broadcast: boolean, offload: FrameOffload | undefined): boolean {
     const headerLength = (packet[0]! & 0x0f) * 4;
     const protocol = packet[9]!;
     const handler = this.#handlers.get(protocol);
     if (!handler) {
       this.#drop('unknown-protocol');
       if (!broadcast) this.icmpErrorSender?.('protocol-unreachable', packet, iface);
-      return;
+      return false;
     }
     this.#stats.delivered++;
-    handler({
+    const kept = handler({
       src,
       dst,
       protocol,
@@ -502,6 +527,7 @@ export class Ipv4Layer {
       broadcast,
       checksumVerified: offload !== undefined && (offload.flags & (DATA_VALID | NEEDS_CSUM)) !== 0,
     });
+    return kept === true && this.#reusing.has(protocol);
   }
 
   #forward(packet: Buffer, inbound: Ipv4Interface): void {

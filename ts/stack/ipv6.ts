@@ -114,6 +114,12 @@ export interface Ipv6Datagram {
 /** An upper protocol's receive function. */
 export type Ipv6Handler = (datagram: Ipv6Datagram) => void;
 
+/**
+ * An {@link Ipv6Handler} that returns `true` when it kept no reference to the datagram's
+ * buffers (it copied what it needed), so that an in-process medium may reuse them.
+ */
+export type ReusingIpv6Handler = (datagram: Ipv6Datagram) => boolean;
+
 /** Options of {@link Ipv6Layer.write}. */
 export interface Ipv6WriteOptions {
   /** Bytes lent to `fill` right after the IPv6 header (and extension headers). */
@@ -364,7 +370,9 @@ export class Ipv6Layer {
   gateway: { address: Buffer; iface: Ipv6Interface } | undefined;
   readonly preferTemporary: boolean;
   readonly #clock: Clock;
-  readonly #handlers = new Map<number, Ipv6Handler>();
+  readonly #handlers = new Map<number, Ipv6Handler | ReusingIpv6Handler>();
+  /** Next headers whose handler was registered with {@link onReusing}. */
+  readonly #reusing = new Set<number>();
   readonly #errorSinks = new Map<number, Icmpv6ErrorListener[]>();
   readonly #groupListeners: Array<(iface: Ipv6Interface, group: Buffer, joined: boolean) => void> = [];
   readonly #pmtu = new Map<string, { mtu: number; expiresAt: number }>();
@@ -413,13 +421,23 @@ export class Ipv6Layer {
       this.gateway = { address: options.gateway, iface };
     }
     for (const iface of this.interfaces) {
-      iface.eth.on(ETHERTYPE.IPV6, (payload, _src, frame) => this.#receive(payload, iface, (frame[0]! & 1) === 1));
+      iface.eth.onReusing(ETHERTYPE.IPV6, (payload, _src, frame) => this.#receive(payload, iface, (frame[0]! & 1) === 1) === true);
     }
     this.#scheduleExpiry();
   }
 
   /** Registers the receive function of an upper-layer protocol (6 TCP, 17 UDP, 58 ICMPv6). */
   on(nextHeader: number, handler: Ipv6Handler): void {
+    this.#reusing.delete(nextHeader);
+    this.#handlers.set(nextHeader, handler);
+  }
+
+  /**
+   * As {@link on}, for a handler that returns true when it kept no reference to the datagram's
+   * buffers: a frame given away by an in-process medium can then go back to its sender (TCP).
+   */
+  onReusing(nextHeader: number, handler: ReusingIpv6Handler): void {
+    this.#reusing.add(nextHeader);
     this.#handlers.set(nextHeader, handler);
   }
 
@@ -826,7 +844,8 @@ export class Ipv6Layer {
     this.#stats.dropped[reason] = (this.#stats.dropped[reason] ?? 0) + 1;
   }
 
-  #receive(payload: Buffer, iface: Ipv6Interface, linkMulticast: boolean): void {
+  /** Returns true only when the handler kept no reference to the packet's bytes. */
+  #receive(payload: Buffer, iface: Ipv6Interface, linkMulticast: boolean): boolean | void {
     this.#stats.received++;
     if (this.#closed) return;
     const n = native.ipv6Parse(payload, slots);
@@ -884,9 +903,10 @@ export class Ipv6Layer {
       this.#queueFragment({ packet, iface, linkMulticast, multicast, fragmentAt: extensions.at(-1)![1] });
       return;
     }
-    // Delivered in order behind the fragments queued before it.
+    // Delivered in order behind the fragments queued before it. Unfragmented, the packet is the
+    // frame's bytes: reusable when the handler kept nothing.
     if (this.#queued > 0) this.#flushFragments();
-    this.#deliver(packet, dst, nextHeader, nextHeaderPointer, payloadOffset, iface, linkMulticast, multicast);
+    return this.#deliver(packet, dst, nextHeader, nextHeaderPointer, payloadOffset, iface, linkMulticast, multicast);
   }
 
   /** Queues a checked fragment for this turn's batch; flushes at the end of the turn or when full. */
@@ -978,7 +998,10 @@ export class Ipv6Layer {
     this.#deliver(packet, packet.subarray(24, 40), nextHeader, nextHeaderPointer, payloadOffset, iface, linkMulticast, multicast);
   }
 
-  /** Hands a packet for us to the handler of its upper-layer protocol. */
+  /**
+   * Hands a packet for us to the handler of its upper-layer protocol; true when a handler
+   * registered with {@link onReusing} kept no reference to it.
+   */
   #deliver(
     packet: Buffer,
     dst: Buffer,
@@ -988,20 +1011,20 @@ export class Ipv6Layer {
     iface: Ipv6Interface,
     linkMulticast: boolean,
     multicast: boolean,
-  ): void {
+  ): boolean {
     if (nextHeader === NH.NO_NEXT_HEADER) {
       this.#drop('no-next-header');
-      return;
+      return false;
     }
     const handler = this.#handlers.get(nextHeader);
     if (!handler) {
       this.#drop('unknown-next-header');
       // RFC 8200 §4: parameter problem code 1 pointing at the field that named it (not for multicast, RFC 4443 §2.4 e).
       this.icmpErrorSender?.(4, 1, nextHeaderPointer, packet, { iface, linkMulticast, evenIfMulticast: false });
-      return;
+      return false;
     }
     this.#stats.delivered++;
-    handler({
+    const kept = handler({
       src: packet.subarray(8, 24),
       dst,
       nextHeader,
@@ -1011,6 +1034,7 @@ export class Ipv6Layer {
       iface,
       multicast,
     });
+    return kept === true && this.#reusing.has(nextHeader);
   }
 
   #isForUs(dst: Uint8Array, iface: Ipv6Interface): boolean {

@@ -24,6 +24,7 @@ import type { Clock, Timer } from '../clock.js';
 import { InvalidArgumentError, MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
 import { native } from '../native.js';
 import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_TCPV4, GSO_TCPV6 } from '../net/device.js';
+import { Slab } from '../net/slab.js';
 import { tsoMax } from './ip-output.js';
 import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
 import type { IcmpErrorReport, Ipv4Datagram, Ipv4Layer } from './ipv4.js';
@@ -41,9 +42,17 @@ const GSO_MAX = 65_000;
 /** Input batch: bytes, and segments, per turn (a fuller batch runs a turn at once). */
 const IN_BYTES = 1 << 20;
 const IN_SEGMENTS = 2048;
+/** Segments from this size on (super-frames, coalesced ones) are read in place, not batched. */
+const IN_PLACE = 8192;
 const EPHEMERAL_LOW = 49_152;
 const EPHEMERAL_COUNT = 65_536 - EPHEMERAL_LOW;
 const READ_CHUNK = 64 * 1024;
+/** Output room per turn: at most, at least (else a fresh slab), and the slabs it comes from. */
+const OUT_MAX = 512 * 1024;
+const OUT_MIN = 128 * 1024;
+const OUT_SLAB = 1 << 20;
+/** Output slabs whose frames all came back, kept for reuse. */
+const OUT_SLABS_KEPT = 4;
 
 const EVENT_CONNECTED = native.TCP_EVENT_CONNECTED;
 const EVENT_ACCEPTED = native.TCP_EVENT_ACCEPTED;
@@ -263,7 +272,7 @@ export class Tcp {
   readonly #listeners4 = new Map<number, Listener>();
   readonly #listeners6 = new Map<number, Listener>();
   #ip6: Ipv6Layer | undefined;
-  /** Scratch for the engine's `addresses6`. */
+  /** Scratch for the engine's `addresses6` and for `feed`'s IPv6 addresses. */
   readonly #addr6 = Buffer.alloc(32);
   readonly #connecting = new Map<number, PendingConnect>();
   /** Segments received this turn: bytes, `[offset, length, family, src, dst]` per segment. */
@@ -271,7 +280,12 @@ export class Tcp {
   readonly #inMeta = new Uint32Array(IN_WORDS * IN_SEGMENTS);
   #inCount = 0;
   #inAt = 0;
-  readonly #out = Buffer.allocUnsafe(1 << 20);
+  /**
+   * Where each turn's output is written: frames for a device that keeps what it is given
+   * ({@link NetDevice.writeOwned}, e.g. a switch port) leave without a copy, and the slab moves
+   * past them; everything else is copied out and its room reused.
+   */
+  readonly #outSlab = new Slab(OUT_SLAB, OUT_SLABS_KEPT);
   readonly #outMeta = new Uint32Array(3 * 4096);
   readonly #events = new Uint32Array(3 * 1024);
   /** `turn`'s result: packets, events, next deadline, more. */
@@ -294,7 +308,9 @@ export class Tcp {
     // they are cut in Rust for any path that does not.
     const gsoMax = ip.interfaces.some((i) => tsoMax(i.eth, 4) > 0 || tsoMax(i.eth, 6) > 0) ? GSO_MAX : 0;
     this.engine = new native.NativeTcpEngine({ ...options, mtu, gsoMax }, key);
-    ip.on(PROTO_TCP, (d) => this.#receive(d));
+    // The first output slab now, as a stack's fixed cost (not counted against its first connections).
+    this.#outRoom();
+    ip.onReusing(PROTO_TCP, (d) => this.#receive(d));
     ip.onIcmpError(PROTO_TCP, (report) => this.#icmpError(report));
   }
 
@@ -305,22 +321,42 @@ export class Tcp {
   attachIpv6(ip6: Ipv6Layer): void {
     if (this.#ip6) throw new MorganaError('ERR_STACK_CONFIG', 'TCP already carries IPv6');
     this.#ip6 = ip6;
-    ip6.on(PROTO_TCP, (d) => this.#receive6(d));
+    ip6.onReusing(PROTO_TCP, (d) => this.#receive6(d));
     ip6.onIcmpError(PROTO_TCP, (report) => this.#icmpError6(report));
   }
 
-  #receive6(d: Ipv6Datagram): void {
-    if (this.#closed || d.multicast) return;
+  /** Returns true: a segment is copied into the batch or read in place, never kept. */
+  #receive6(d: Ipv6Datagram): boolean {
+    if (this.#closed || d.multicast) return true;
+    if (d.payload.length >= IN_PLACE) {
+      this.#addr6.set(d.src, 0);
+      this.#addr6.set(d.dst, 16);
+      this.#feed(d.payload, 6, 0, 0, this.#addr6);
+      return true;
+    }
     const at = this.#reserve(32 + d.payload.length);
     this.#in.set(d.src, at);
     this.#in.set(d.dst, at + 16);
     this.#push(at + 32, d.payload, 6, 0, 0);
+    return true;
   }
 
   /** Room for `size` bytes in the input batch (running a turn first when it is full). */
   #reserve(size: number): number {
     if (this.#inAt + size > IN_BYTES || this.#inCount === IN_SEGMENTS) this.#flush();
     return this.#inAt;
+  }
+
+  /**
+   * Hands a large segment to the engine in place, after the batch so far (order kept), and
+   * schedules the turn that runs the timers and output.
+   */
+  #feed(payload: Buffer, family: number, src: number, dst: number, addresses6: Buffer): void {
+    const count = this.#inCount;
+    this.#inCount = 0;
+    this.#inAt = 0;
+    this.engine.feed(this.#in, this.#inMeta, count, payload, family, src, dst, addresses6, this.#clock.now());
+    this.schedule();
   }
 
   /** Copies one segment into the input batch at `at` and schedules the turn. */
@@ -363,10 +399,13 @@ export class Tcp {
     this.schedule();
   }
 
-  #receive(d: Ipv4Datagram): void {
-    if (this.#closed || d.broadcast) return;
+  /** Returns true: a segment is copied into the batch or read in place, never kept. */
+  #receive(d: Ipv4Datagram): boolean {
+    if (this.#closed || d.broadcast) return true;
     const family = d.checksumVerified ? 4 | IN_CHECKSUM_VERIFIED : 4;
-    this.#push(this.#reserve(d.payload.length), d.payload, family, d.src, d.dst);
+    if (d.payload.length >= IN_PLACE) this.#feed(d.payload, family, d.src, d.dst, this.#addr6);
+    else this.#push(this.#reserve(d.payload.length), d.payload, family, d.src, d.dst);
+    return true;
   }
 
   /** @internal The stack's clock. */
@@ -390,7 +429,8 @@ export class Tcp {
     this.#inAt = 0;
     const r = this.#result;
     const output = this.#ip.output.native;
-    this.engine.turn(output, this.#in, this.#inMeta, count, this.#clock.now(), this.#out, this.#outMeta, this.#events, r);
+    let out = this.#outRoom();
+    this.engine.turn(output, this.#in, this.#inMeta, count, this.#clock.now(), out, this.#outMeta, this.#events, r);
     let packets = r[0]!;
     const events = r[1]!;
     const deadline = r[2]!;
@@ -398,8 +438,10 @@ export class Tcp {
     // Copy the events: handlers may take further events into the shared array.
     const batch = events > 0 ? this.#events.slice(0, events * 3) : undefined;
     while (packets > 0) {
-      this.#transmit(packets);
-      packets = more ? this.engine.drain(output, this.#out, this.#outMeta, this.#clock.now()) : 0;
+      this.#outSlab.commit(this.#transmit(out, packets));
+      if (!more) break;
+      out = this.#outRoom();
+      packets = this.engine.drain(output, out, this.#outMeta, this.#clock.now());
     }
     if (batch) this.#dispatch(batch, events);
     if (more) {
@@ -414,13 +456,14 @@ export class Tcp {
   /**
    * Sends the `n` packets of a turn's output: whole frames straight to their interface's
    * Ethernet, bare segments through the IP layer's general path, which may then install the
-   * destination's neighbour entry so that later packets come back as frames.
+   * destination's neighbour entry so that later packets come back as frames. Returns how many
+   * bytes of `out` were given away (up to the end of the last frame a device kept).
    */
-  #transmit(n: number): void {
-    const out = this.#out;
+  #transmit(out: Buffer, n: number): number {
     const meta = this.#outMeta;
     const ipOutput = this.#ip.output;
     let at = 0;
+    let given = 0;
     let lastOffer = -1;
     for (let i = 0; i < n; i++) {
       const word = meta[i * 3]!;
@@ -430,10 +473,13 @@ export class Tcp {
           const eth = ipOutput.device(meta[i * 3 + 1]!);
           const gsoSize = meta[i * 3 + 2]!;
           if (!eth) this.#sendFailures++;
-          else if (gsoSize === 0) eth.writeFrame(out, at, len);
-          else eth.writeFrame(out, at, len, superFrame(out, at, gsoSize));
+          else {
+            // Frames given away are lent from the output slab, which is reused once all are back.
+            const done = eth.net.writeOwned ? this.#outSlab.lend() : undefined;
+            if (eth.writeFrame(out, at, len, gsoSize === 0 ? undefined : superFrame(out, at, gsoSize), true, done)) given = at + len;
+          }
         } else if ((word & OUT_IPV6) !== 0) {
-          this.#transmit6(at, len);
+          this.#transmit6(out, at, len);
           at += 32;
         } else {
           const dst = meta[i * 3 + 2]!;
@@ -448,6 +494,13 @@ export class Tcp {
       }
       at += len;
     }
+    return given;
+  }
+
+  /** Room for a turn's output: the rest of the output slab, or a fresh one when little is left. */
+  #outRoom(): Buffer {
+    const left = this.#outSlab.left;
+    return this.#outSlab.take(left >= OUT_MIN ? Math.min(left, OUT_MAX) : OUT_MAX);
   }
 
   /**
@@ -455,13 +508,12 @@ export class Tcp {
    * addresses in the 32 bytes before) through the IPv6 layer. A link-local destination leaves
    * through the interface that owns the source address.
    */
-  #transmit6(at: number, len: number): void {
+  #transmit6(out: Buffer, at: number, len: number): void {
     const ip6 = this.#ip6;
     if (!ip6) {
       this.#sendFailures++;
       return;
     }
-    const out = this.#out;
     // Copied: the layer may keep them while the neighbour resolves, and `out` is reused.
     const src = Buffer.from(out.subarray(at, at + 16));
     const dst = Buffer.from(out.subarray(at + 16, at + 32));

@@ -3,7 +3,9 @@
 //! every segment received in the turn (one buffer plus a Uint32Array of where each is), runs
 //! them, the due timers and the output of every touched connection, and returns the segments
 //! to send, the events and the next deadline in caller-owned arrays. JavaScript touches a
-//! connection only to hand it data (`send`) or take data (`recv`).
+//! connection only to hand it data (`send`) or take data (`recv`). A large received segment (a
+//! super-frame or a coalesced one) is read in place by [`NativeTcpEngine::feed`] instead of being
+//! copied into the batch: one crossing costs less than copying tens of kilobytes.
 //!
 //! The binding writes no IP header of its own: a segment whose destination has a fresh
 //! neighbour entry in the stack's [`NativeIpOutput`] (installed by the TypeScript IP layer)
@@ -444,22 +446,7 @@ impl NativeTcpEngine {
         #[napi(ts_arg_type = "Float64Array")] result: F64sMut<'_>,
     ) {
         let now = now_ms(now);
-        let words = TCP_IN_WORDS as usize;
-        for i in 0..(count as usize).min(meta.len() / words) {
-            let m = &meta[i * words..i * words + words];
-            let (offset, len) = (m[0] as usize, m[1] as usize);
-            let Some(segment) = input.get(offset..offset + len) else { continue };
-            let verified = m[2] & TCP_IN_CHECKSUM_VERIFIED != 0;
-            if m[2] & 0xff == 6 {
-                let Some(addresses) = offset.checked_sub(32).and_then(|a| input.get(a..offset)) else {
-                    continue;
-                };
-                let (Some(src), Some(dst)) = (v6(&addresses[..16]), v6(&addresses[16..])) else { continue };
-                self.inner.on_segment_verified(src, dst, segment, now, verified);
-            } else {
-                self.inner.on_segment_verified(v4(m[3]), v4(m[4]), segment, now, verified);
-            }
-        }
+        self.take_input(input, meta, count, now);
         self.inner.poll(now);
         let packets = self.drain_into(&mut ip.inner, out, out_meta, now);
         let n_events = self.take_events(events);
@@ -469,6 +456,41 @@ impl NativeTcpEngine {
             result[2] = self.next_deadline();
             let more = self.seg_cursor > 0 || !self.events.is_empty() || self.inner.has_pending();
             result[3] = if more { 1.0 } else { 0.0 };
+        }
+    }
+
+    /// Hands in the `count` batched segments described by `meta` (as `turn` does), then one more
+    /// read in place: `segment`, of `family` 4 (addresses `src`, `dst` as numbers) or 6 (the 32
+    /// bytes of `addresses6`, source then destination), `family | TCP_IN_CHECKSUM_VERIFIED` when
+    /// the device vouched for its checksum. For large (super- or coalesced) segments, which cost
+    /// more to copy into the batch than this crossing. Timers and output wait for the next
+    /// `turn`.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn feed(
+        &mut self,
+        #[napi(ts_arg_type = "Uint8Array")] input: BytesMut<'_>,
+        #[napi(ts_arg_type = "Uint32Array")] meta: U32sMut<'_>,
+        count: u32,
+        segment: &[u8],
+        family: u32,
+        src: u32,
+        dst: u32,
+        addresses6: &[u8],
+        now: f64,
+    ) {
+        let now = now_ms(now);
+        self.take_input(input, meta, count, now);
+        let verified = family & TCP_IN_CHECKSUM_VERIFIED != 0;
+        if family & 0xff == 6 {
+            let (Some(src), Some(dst)) =
+                (addresses6.get(..16).and_then(v6), addresses6.get(16..32).and_then(v6))
+            else {
+                return;
+            };
+            self.inner.on_segment_verified(src, dst, segment, now, verified);
+        } else {
+            self.inner.on_segment_verified(v4(src), v4(dst), segment, now, verified);
         }
     }
 
@@ -738,6 +760,26 @@ impl NativeTcpEngine {
 }
 
 impl NativeTcpEngine {
+    /// Runs the `count` segments of an input batch (see the module documentation).
+    fn take_input(&mut self, input: &[u8], meta: &[u32], count: u32, now: u64) {
+        let words = TCP_IN_WORDS as usize;
+        for i in 0..(count as usize).min(meta.len() / words) {
+            let m = &meta[i * words..i * words + words];
+            let (offset, len) = (m[0] as usize, m[1] as usize);
+            let Some(segment) = input.get(offset..offset + len) else { continue };
+            let verified = m[2] & TCP_IN_CHECKSUM_VERIFIED != 0;
+            if m[2] & 0xff == 6 {
+                let Some(addresses) = offset.checked_sub(32).and_then(|a| input.get(a..offset)) else {
+                    continue;
+                };
+                let (Some(src), Some(dst)) = (v6(&addresses[..16]), v6(&addresses[16..])) else { continue };
+                self.inner.on_segment_verified(src, dst, segment, now, verified);
+            } else {
+                self.inner.on_segment_verified(v4(m[3]), v4(m[4]), segment, now, verified);
+            }
+        }
+    }
+
     /// Copies produced segments into `out`: as whole frames through `ip` when it holds a fresh
     /// neighbour entry for the destination and the packet fits its MTU (a super-segment whole
     /// when the interface takes super-frames of its size), else bare for the IP layer's general

@@ -15,6 +15,7 @@ import { DATA_VALID, type FrameOffload, NEEDS_CSUM } from '../net/device.js';
 import type { Arp } from './arp.js';
 import { IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
 import { BROADCAST, ETHERTYPE, type Ethernet } from './ethernet.js';
+import { FRAGMENT_BATCH, FragmentBatchLayout } from './fragment-batch.js';
 
 /** One interface's IPv4 configuration, as numbers. */
 export interface Ipv4Interface {
@@ -126,17 +127,6 @@ interface QueuedFragment {
   offload: FrameOffload | undefined;
 }
 
-/**
- * Fragments per reassembly batch: a turn's fragments go to the reassembler together, at most
- * this many at a time (a TAP read delivers up to 64 frames); this bounds the staging buffer to
- * 64 packets.
- */
-const FRAGMENT_BATCH = 64;
-/**
- * A staging buffer larger than this (64 fragments of more than 4 KiB: a link with a large MTU)
- * is released after its batch rather than kept.
- */
-const STAGING_KEEP = 256 * 1024;
 const MIN_HEADER = 20;
 const MAX_PACKET = 65_535;
 const LIMITED_BROADCAST = 0xffffffff;
@@ -165,9 +155,7 @@ export class Ipv4Layer {
   /** Fragments for us received in this turn, waiting for `#flushFragments`. */
   #batch: QueuedFragment[] = [];
   #queued = 0;
-  #spans = new Uint32Array(2 * FRAGMENT_BATCH);
-  /** Where fragments from different buffers are put back to back for the batch. */
-  #staging = Buffer.allocUnsafeSlow(0);
+  readonly #layout = new FragmentBatchLayout();
   /** Set by the ICMP layer: sends ICMP errors about a received packet. */
   icmpErrorSender: ((kind: 'time-exceeded' | 'protocol-unreachable' | 'fragmentation-needed', packet: Buffer, iface: Ipv4Interface, mtu?: number) => void) | undefined;
   readonly #stats: Ipv4Stats = { received: 0, delivered: 0, sent: 0, forwarded: 0, fragmentsSent: 0, dropped: {}, sendFailures: 0 };
@@ -406,7 +394,7 @@ export class Ipv4Layer {
       this.#drop(nativeFailure(total).code);
       return;
     }
-    let packet = payload.subarray(0, total);
+    const packet = payload.subarray(0, total);
     const src = packet.readUInt32BE(12);
     const dst = packet.readUInt32BE(16);
     // Martian sources: multicast, limited broadcast, loopback.
@@ -421,14 +409,10 @@ export class Ipv4Layer {
       else this.#drop('not-for-us');
       return;
     }
-    const flags = packet.readUInt16BE(6);
-    if ((flags & 0x3fff) !== 0) {
-      // Not reached (fragments for us were queued above, by the same test on the same bytes);
-      // kept so that no fragment is ever delivered as it is.
-      const whole = this.reassembler.push(packet, this.#clock.now());
-      if (!whole) return;
-      packet = Buffer.isBuffer(whole) ? whole : Buffer.from(whole.buffer, whole.byteOffset, whole.byteLength);
-      this.#deliver(packet, src, dst, iface, broadcast, offload);
+    if ((packet.readUInt16BE(6) & 0x3fff) !== 0) {
+      // Not reached: fragments for us were queued above, by the same test on the same bytes. A
+      // guard, so that no fragment is ever delivered as it is; the batch would take it.
+      this.#queueFragment(packet, iface, broadcast, offload);
       return;
     }
     // Unfragmented: the packet is the frame's bytes, reusable when the handler kept nothing.
@@ -458,37 +442,9 @@ export class Ipv4Layer {
     // A handler may receive (loop back) fragments while this batch is delivered: they start a new one.
     const batch = this.#batch;
     this.#batch = [];
-    if (this.#spans.length < 2 * count) this.#spans = new Uint32Array(2 * FRAGMENT_BATCH);
-    const spans = this.#spans;
-    const first = batch[0]!.packet;
-    let shared = true;
-    let bytes = 0;
-    for (let i = 0; i < count; i++) {
-      const p = batch[i]!.packet;
-      if (p.buffer !== first.buffer) shared = false;
-      bytes += p.length;
-    }
-    let data: Uint8Array;
-    if (shared) {
-      data = new Uint8Array(first.buffer);
-      for (let i = 0; i < count; i++) {
-        spans[2 * i] = batch[i]!.packet.byteOffset;
-        spans[2 * i + 1] = batch[i]!.packet.length;
-      }
-    } else {
-      if (this.#staging.length < bytes) this.#staging = Buffer.allocUnsafeSlow(Math.max(bytes, 2 * this.#staging.length));
-      data = this.#staging;
-      let at = 0;
-      for (let i = 0; i < count; i++) {
-        const p = batch[i]!.packet;
-        this.#staging.set(p, at);
-        spans[2 * i] = at;
-        spans[2 * i + 1] = p.length;
-        at += p.length;
-      }
-    }
-    const done = this.reassembler.pushBatch(data, spans, this.#clock.now(), { count, onMalformed: this.#onMalformed });
-    if (this.#staging.length > STAGING_KEEP) this.#staging = Buffer.allocUnsafeSlow(0);
+    const data = this.#layout.lay(batch, count);
+    const done = this.reassembler.pushBatch(data, this.#layout.spans, this.#clock.now(), { count, onMalformed: this.#onMalformed });
+    this.#layout.release();
     for (let i = 0; i < count; i++) {
       const entry = batch[i]!;
       const whole = done[i];

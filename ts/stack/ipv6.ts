@@ -22,6 +22,7 @@ import { native } from '../native.js';
 import { Ipv6Reassembler, type Ipv6ReassemblerOptions, type Ipv6ReassemblerStats } from '../reassembly.js';
 import { ETHERTYPE, type Ethernet } from './ethernet.js';
 import { type IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
+import { FRAGMENT_BATCH, FragmentBatchLayout } from './fragment-batch.js';
 
 /** Upper-layer and extension next-header values the layer looks at. */
 const NH = { HOP_BY_HOP: 0, ROUTING: 43, FRAGMENT: 44, NO_NEXT_HEADER: 59, DESTINATION_OPTIONS: 60 } as const;
@@ -342,16 +343,6 @@ interface QueuedFragment {
   fragmentAt: number;
 }
 
-/**
- * Fragments per reassembly batch: a turn's fragments go to the reassembler together, at most
- * this many at a time (a TAP read delivers up to 64 frames); this bounds the staging buffer.
- */
-const FRAGMENT_BATCH = 64;
-/**
- * A staging buffer larger than this (64 fragments of more than 4 KiB: a link with a large MTU)
- * is released after its batch rather than kept.
- */
-const STAGING_KEEP = 256 * 1024;
 
 /** Outcome of the options of one hop-by-hop or destination options header. */
 type OptionVerdict = undefined | { drop: string; pointer?: number; evenIfMulticast?: boolean };
@@ -382,9 +373,7 @@ export class Ipv6Layer {
   /** Fragments for us received in this turn, waiting for `#flushFragments`. */
   #batch: QueuedFragment[] = [];
   #queued = 0;
-  readonly #spans = new Uint32Array(2 * FRAGMENT_BATCH);
-  /** Where fragments from different buffers are put back to back for the batch. */
-  #staging = Buffer.allocUnsafeSlow(0);
+  readonly #layout = new FragmentBatchLayout();
   readonly #random: () => number;
   /** The stack's send path for packets built in Rust, when there is one. */
   readonly output: IpOutput | undefined;
@@ -933,38 +922,11 @@ export class Ipv6Layer {
     // A handler may receive (loop back) fragments while this batch is delivered: they start a new one.
     const batch = this.#batch;
     this.#batch = [];
-    const spans = this.#spans;
-    const first = batch[0]!.packet;
-    let shared = true;
-    let bytes = 0;
     let oneInterface: Ipv6Interface | undefined = batch[0]!.iface;
-    for (let i = 0; i < count; i++) {
-      const { packet, iface } = batch[i]!;
-      if (packet.buffer !== first.buffer) shared = false;
-      if (iface !== oneInterface) oneInterface = undefined;
-      bytes += packet.length;
-    }
-    let data: Uint8Array;
-    if (shared) {
-      data = new Uint8Array(first.buffer);
-      for (let i = 0; i < count; i++) {
-        spans[2 * i] = batch[i]!.packet.byteOffset;
-        spans[2 * i + 1] = batch[i]!.packet.length;
-      }
-    } else {
-      if (this.#staging.length < bytes) this.#staging = Buffer.allocUnsafeSlow(Math.max(bytes, 2 * this.#staging.length));
-      data = this.#staging;
-      let at = 0;
-      for (let i = 0; i < count; i++) {
-        const p = batch[i]!.packet;
-        this.#staging.set(p, at);
-        spans[2 * i] = at;
-        spans[2 * i + 1] = p.length;
-        at += p.length;
-      }
-    }
-    const done = this.reassembler.pushBatch(data, spans, this.#clock.now(), { count });
-    if (this.#staging.length > STAGING_KEEP) this.#staging = Buffer.allocUnsafeSlow(0);
+    for (let i = 1; i < count && oneInterface; i++) if (batch[i]!.iface !== oneInterface) oneInterface = undefined;
+    const data = this.#layout.lay(batch, count);
+    const done = this.reassembler.pushBatch(data, this.#layout.spans, this.#clock.now(), { count });
+    this.#layout.release();
     if (this.reassembler.pendingReports > 0) this.#sendReassemblyReports(oneInterface);
     for (let i = 0; i < count; i++) {
       const whole = done[i];

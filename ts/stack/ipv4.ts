@@ -15,7 +15,7 @@ import { DATA_VALID, type FrameOffload, NEEDS_CSUM } from '../net/device.js';
 import type { Arp } from './arp.js';
 import { IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
 import { BROADCAST, ETHERTYPE, type Ethernet } from './ethernet.js';
-import { FRAGMENT_BATCH, FragmentBatchLayout } from './fragment-batch.js';
+import { FragmentBatch } from './fragment-batch.js';
 
 /** One interface's IPv4 configuration, as numbers. */
 export interface Ipv4Interface {
@@ -152,10 +152,8 @@ export class Ipv4Layer {
   readonly output: IpOutput;
   #expiryTimer: Timer | undefined;
   #closed = false;
-  /** Fragments for us received in this turn, waiting for `#flushFragments`. */
-  #batch: QueuedFragment[] = [];
-  #queued = 0;
-  readonly #layout = new FragmentBatchLayout();
+  /** Fragments for us received in this turn, waiting for `#reassembleBatch`. */
+  readonly #fragments = new FragmentBatch<QueuedFragment>((batch, count) => this.#reassembleBatch(batch, count));
   /** Set by the ICMP layer: sends ICMP errors about a received packet. */
   icmpErrorSender: ((kind: 'time-exceeded' | 'protocol-unreachable' | 'fragmentation-needed', packet: Buffer, iface: Ipv4Interface, mtu?: number) => void) | undefined;
   readonly #stats: Ipv4Stats = { received: 0, delivered: 0, sent: 0, forwarded: 0, fragmentsSent: 0, dropped: {}, sendFailures: 0 };
@@ -383,12 +381,12 @@ export class Ipv4Layer {
           this.#drop('martian-source');
           return;
         }
-        this.#queueFragment(payload, iface, broadcast, offload);
+        this.#fragments.add({ packet: payload, iface, broadcast, offload });
         return;
       }
     }
     // Anything else in order behind the fragments queued before it.
-    if (this.#queued > 0) this.#flushFragments();
+    this.#fragments.flush();
     const total = native.ipv4Validate(payload, true);
     if (total < 0) {
       this.#drop(nativeFailure(total).code);
@@ -412,39 +410,22 @@ export class Ipv4Layer {
     if ((packet.readUInt16BE(6) & 0x3fff) !== 0) {
       // Not reached: fragments for us were queued above, by the same test on the same bytes. A
       // guard, so that no fragment is ever delivered as it is; the batch would take it.
-      this.#queueFragment(packet, iface, broadcast, offload);
+      this.#fragments.add({ packet, iface, broadcast, offload });
       return;
     }
     // Unfragmented: the packet is the frame's bytes, reusable when the handler kept nothing.
     return this.#deliver(packet, src, dst, iface, broadcast, offload);
   }
 
-  /** Queues a fragment for this turn's batch; flushes at the end of the turn or when full. */
-  #queueFragment(packet: Buffer, iface: Ipv4Interface, broadcast: boolean, offload: FrameOffload | undefined): void {
-    const i = this.#queued++;
-    this.#batch[i] = { packet, iface, broadcast, offload };
-    if (this.#queued === FRAGMENT_BATCH) this.#flushFragments();
-    else if (i === 0) queueMicrotask(this.#flushTurn);
-  }
-
-  readonly #flushTurn = (): void => {
-    if (this.#queued > 0) this.#flushFragments();
-  };
-
   /**
    * Hands the queued fragments to the reassembler in one batch and delivers the datagrams they
    * complete. Fragments that are views of one buffer (a TAP read) are passed where they lie;
    * others are copied back to back into a staging buffer first.
    */
-  #flushFragments(): void {
-    const count = this.#queued;
-    this.#queued = 0;
-    // A handler may receive (loop back) fragments while this batch is delivered: they start a new one.
-    const batch = this.#batch;
-    this.#batch = [];
-    const data = this.#layout.lay(batch, count);
-    const done = this.reassembler.pushBatch(data, this.#layout.spans, this.#clock.now(), { count, onMalformed: this.#onMalformed });
-    this.#layout.release();
+  #reassembleBatch(batch: readonly QueuedFragment[], count: number): void {
+    const data = this.#fragments.lay(batch, count);
+    const done = this.reassembler.pushBatch(data, this.#fragments.spans, this.#clock.now(), { count, onMalformed: this.#onMalformed });
+    this.#fragments.release();
     for (let i = 0; i < count; i++) {
       const entry = batch[i]!;
       const whole = done[i];
@@ -528,8 +509,7 @@ export class Ipv4Layer {
   /** Stops timers. */
   close(): void {
     // Fragments still queued are dropped with the stack, as the cache's datagrams are.
-    this.#batch = [];
-    this.#queued = 0;
+    this.#fragments.clear();
     this.#closed = true;
     this.#expiryTimer?.cancel();
   }

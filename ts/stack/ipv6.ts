@@ -22,7 +22,7 @@ import { native } from '../native.js';
 import { Ipv6Reassembler, type Ipv6ReassemblerOptions, type Ipv6ReassemblerStats } from '../reassembly.js';
 import { ETHERTYPE, type Ethernet } from './ethernet.js';
 import { type IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
-import { FRAGMENT_BATCH, FragmentBatchLayout } from './fragment-batch.js';
+import { FragmentBatch } from './fragment-batch.js';
 
 /** Upper-layer and extension next-header values the layer looks at. */
 const NH = { HOP_BY_HOP: 0, ROUTING: 43, FRAGMENT: 44, NO_NEXT_HEADER: 59, DESTINATION_OPTIONS: 60 } as const;
@@ -370,10 +370,8 @@ export class Ipv6Layer {
   readonly #pmtuLimit: number;
   readonly #pmtuTimeoutMs: number;
   readonly reassembler: Ipv6Reassembler;
-  /** Fragments for us received in this turn, waiting for `#flushFragments`. */
-  #batch: QueuedFragment[] = [];
-  #queued = 0;
-  readonly #layout = new FragmentBatchLayout();
+  /** Fragments for us received in this turn, waiting for `#reassembleBatch`. */
+  readonly #fragments = new FragmentBatch<QueuedFragment>((batch, count) => this.#reassembleBatch(batch, count));
   readonly #random: () => number;
   /** The stack's send path for packets built in Rust, when there is one. */
   readonly output: IpOutput | undefined;
@@ -889,26 +887,14 @@ export class Ipv6Layer {
     }
     if (fragmented) {
       // Reassembled with the other fragments of this turn, in one batch.
-      this.#queueFragment({ packet, iface, linkMulticast, multicast, fragmentAt: extensions.at(-1)![1] });
+      this.#fragments.add({ packet, iface, linkMulticast, multicast, fragmentAt: extensions.at(-1)![1] });
       return;
     }
     // Delivered in order behind the fragments queued before it. Unfragmented, the packet is the
     // frame's bytes: reusable when the handler kept nothing.
-    if (this.#queued > 0) this.#flushFragments();
+    this.#fragments.flush();
     return this.#deliver(packet, dst, nextHeader, nextHeaderPointer, payloadOffset, iface, linkMulticast, multicast);
   }
-
-  /** Queues a checked fragment for this turn's batch; flushes at the end of the turn or when full. */
-  #queueFragment(fragment: QueuedFragment): void {
-    const i = this.#queued++;
-    this.#batch[i] = fragment;
-    if (this.#queued === FRAGMENT_BATCH) this.#flushFragments();
-    else if (i === 0) queueMicrotask(this.#flushTurn);
-  }
-
-  readonly #flushTurn = (): void => {
-    if (this.#queued > 0) this.#flushFragments();
-  };
 
   /**
    * Hands the queued fragments to the reassembler in one batch, sends the ICMPv6 errors it
@@ -916,17 +902,12 @@ export class Ipv6Layer {
    * (a TAP read) are passed where they lie; others are copied back to back into a staging
    * buffer first.
    */
-  #flushFragments(): void {
-    const count = this.#queued;
-    this.#queued = 0;
-    // A handler may receive (loop back) fragments while this batch is delivered: they start a new one.
-    const batch = this.#batch;
-    this.#batch = [];
+  #reassembleBatch(batch: readonly QueuedFragment[], count: number): void {
     let oneInterface: Ipv6Interface | undefined = batch[0]!.iface;
     for (let i = 1; i < count && oneInterface; i++) if (batch[i]!.iface !== oneInterface) oneInterface = undefined;
-    const data = this.#layout.lay(batch, count);
-    const done = this.reassembler.pushBatch(data, this.#layout.spans, this.#clock.now(), { count });
-    this.#layout.release();
+    const data = this.#fragments.lay(batch, count);
+    const done = this.reassembler.pushBatch(data, this.#fragments.spans, this.#clock.now(), { count });
+    this.#fragments.release();
     if (this.reassembler.pendingReports > 0) this.#sendReassemblyReports(oneInterface);
     for (let i = 0; i < count; i++) {
       const whole = done[i];
@@ -1053,8 +1034,7 @@ export class Ipv6Layer {
   /** Stops timers; later writes throw `ERR_STACK_CLOSED` and received packets are ignored. */
   close(): void {
     // Fragments still queued are dropped with the stack, as the cache's datagrams are.
-    this.#batch = [];
-    this.#queued = 0;
+    this.#fragments.clear();
     this.#closed = true;
     this.#expiryTimer?.cancel();
   }

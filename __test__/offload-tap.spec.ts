@@ -9,10 +9,10 @@ import test from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { type ChildProcess, execFileSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { type Stack, type TapNetDevice, createStack, openTap, tapNetDevice } from 'morgana';
 import { expectedSha } from './helpers/generated.js';
-import { MIB, curlDownload, curlUpload, serveHttp, tsharkCount } from './helpers/kernel-tcp.js';
+import { MIB, curlDownload, curlUpload, serveHttp, tsharkCount, tsharkProblems } from './helpers/kernel-tcp.js';
 import { type Netns, kernelTest, waitForwarding, withNetns } from './helpers/netns.js';
 
 const KERNEL = '10.89.0.1';
@@ -64,17 +64,6 @@ async function capture(ns: Netns, dev: string, file: string, snaplen?: number): 
   return child;
 }
 
-/** Frames from `src` that tshark finds malformed or with a bad IPv4 or TCP checksum. */
-function tsharkFrom(pcap: string, src: string): string {
-  const filter = `ip.src == ${src} && (_ws.malformed || _ws.expert.severity >= error || ip.checksum.status == "Bad" || tcp.checksum.status == "Bad")`;
-  // HTTP is not dissected: a capture that starts mid-response makes tshark read body bytes as
-  // headers ("Illegal characters found in header name"), which says nothing about the wire.
-  return execFileSync('tshark', ['-r', pcap, '--disable-protocol', 'http', '-o', 'ip.check_checksum:TRUE', '-o', 'tcp.check_checksum:TRUE', '-Y', filter, '-T', 'fields', '-e', 'frame.number', '-e', '_ws.expert.message'], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'ignore'],
-  }).trim();
-}
-
 async function stop(child: ChildProcess): Promise<void> {
   const done = new Promise((r) => child.once('exit', r));
   child.kill('SIGINT');
@@ -122,7 +111,7 @@ kernelTest(test, 'offloads on over TAP: curl 100 MiB each way through a bridge a
       // What Morgana sent (cut by the kernel from its super-frames) is checked; the kernel's own
       // frames leave vko0 with partial checksums (tx checksum offload), which a capture shows as
       // bad: they are the NEEDS_CSUM frames the TAP hands Morgana, and the upload above got them.
-      t.is(tsharkFrom(session, MORGANA), '', 'tshark finds no bad checksum or malformed frame from Morgana');
+      t.is(tsharkProblems(session, ['ip', 'tcp'], { from: MORGANA }), '', 'tshark finds no bad checksum or malformed frame from Morgana');
       // (A capture may drop frames under load: this counts that it saw Morgana's, not all of them.)
       t.true(tsharkCount(session, `ip.src == ${MORGANA} && tcp.len > 0`) > 100, 'the capture holds Morgana segments');
       t.is(tsharkCount(session, 'frame.len > 1514'), 0);

@@ -8,7 +8,7 @@
  * The TAPs are persistent ones made with `ip tuntap add` (no `vnet_hdr`), as someone else would.
  */
 import test, { type ExecutionContext } from 'ava';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, rmSync, mkdtempSync } from 'node:fs';
 import { once } from 'node:events';
@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Iperf3Result } from 'morgana';
 import { expectedSha } from './helpers/generated.js';
-import { MIB, curlDownload, curlUpload, tsharkCount } from './helpers/kernel-tcp.js';
+import { MIB, curlDownload, curlUpload, tsharkCount, tsharkProblems } from './helpers/kernel-tcp.js';
 import { type Netns, kernelTest, waitForwarding, withNetns } from './helpers/netns.js';
 import { CLI, EXAMPLES, configureAndBuild, project, start } from './helpers/unikernel.js';
 
@@ -108,13 +108,6 @@ async function capture(ns: Netns, dev: string, file: string): Promise<ChildProce
   return child;
 }
 
-/** Frames from `src` that tshark finds malformed or with a bad IPv4 or TCP checksum (HTTP not dissected: a capture of headers only cuts bodies). */
-function tsharkFrom(pcap: string, src: string): string {
-  const filter = `ip.src == ${src} && (_ws.malformed || _ws.expert.severity >= error || ip.checksum.status == "Bad" || tcp.checksum.status == "Bad")`;
-  const args = ['-r', pcap, '--disable-protocol', 'http', '-o', 'ip.check_checksum:TRUE', '-o', 'tcp.check_checksum:TRUE', '-Y', filter, '-T', 'fields', '-e', 'frame.number', '-e', '_ws.expert.message'];
-  return execFileSync('tshark', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-}
-
 async function stopCapture(child: ChildProcess): Promise<void> {
   const done = once(child, 'exit');
   child.kill('SIGINT');
@@ -155,7 +148,7 @@ kernelTest(test, 'unix --net direct opens its TAP with offloads: curl 64 MiB eac
       t.true(tsharkCount(pcap, `ip.src == ${MORGANA} && tcp.len > 0`) > 1000, 'the veth carried real segments from Morgana');
       // The kernel's own frames leave with partial checksums (tx offload on its veth end), which a
       // capture shows as bad; Morgana's are checked.
-      t.is(tsharkFrom(pcap, MORGANA), '', 'tshark finds no malformed frame or bad checksum from Morgana');
+      t.is(tsharkProblems(pcap, ['ip', 'tcp'], { from: MORGANA }), '', 'tshark finds no malformed frame or bad checksum from Morgana');
     } finally {
       t.is(await u.stop(), 0, u.output().stderr);
     }

@@ -12,10 +12,11 @@
  * preallocated slab shared with Rust, `mtu + 14`-byte slots, 1024 of them at MTU 1500) and
  * hands the frame over with one native call: no copy, no allocation. The first 32 frames of
  * an event-loop turn are written at once on the JS thread when nothing is queued (a thread hop
- * costs more than small exchanges gain); the rest are queued. A full ring is waited on for up
- * to 1 ms while the writer frees room (pacing the caller to the kernel, as a blocking write
- * would); if it does not, the frame is dropped and counted in `txDropped`, as a NIC drops on a
- * full transmit queue. `txFrames` counts frames written to the kernel; `close()` writes what
+ * costs more than small exchanges gain); the rest are queued. A full ring whose writer thread
+ * is not running (starved of CPU on a busy machine) is written out on the JS thread rather than
+ * dropped; while the writer is writing, a full ring is waited on for up to 1 ms (pacing the
+ * caller to the kernel, as a blocking write would); if no room frees, the frame is dropped and
+ * counted in `txDropped`, as a NIC drops on a full transmit queue. `txFrames` counts frames written to the kernel; `close()` writes what
  * is still queued first.
  *
  * Offloads (`vnetHdr: true`): the interface is opened with `IFF_VNET_HDR`, `TUNSETVNETHDRSZ` 12
@@ -247,7 +248,7 @@ class Tap implements TapDevice {
     if (this.#slab !== undefined && size <= this.#slotLength) {
       // Fill the ring slot in place, then hand it over: one native call, no copy.
       let slot = this.#slot;
-      if (slot < 0) slot = this.#handle.reserve(); // a full ring: waits up to 1 ms for room
+      if (slot < 0) slot = this.#handle.reserve(); // a full ring: written out here if the writer is starved, else waits up to 1 ms
       if (slot >= 0) {
         this.#slot = slot;
         const length = this.#checked(fill(this.#view(slot)), size);

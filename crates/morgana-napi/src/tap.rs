@@ -101,6 +101,9 @@ pub struct TapNativeStats {
     pub tx_parks: f64,
     /// Times JS found the ring full and waited for room.
     pub tx_waits: f64,
+    /// Of `tx_frames`, those JS wrote from a full ring itself because the writer thread was
+    /// not running (starved of CPU) rather than drop the frame.
+    pub tx_assisted: f64,
     /// The first write error, if any.
     pub tx_error: Option<String>,
 }
@@ -273,8 +276,9 @@ impl TapHandle {
     }
 
     /// The index of the free slot the next frame goes into, or -1 when the ring is full, or
-    /// -9 (EBADF) after close. A full ring is waited on for up to 1 ms (less once the writer
-    /// has caught up) unless a wait already timed out since the last free slot. Counts nothing.
+    /// -9 (EBADF) after close. A full ring whose writer thread is not writing is written out on
+    /// this thread (`txAssisted`); otherwise it is waited on for up to 1 ms (less once the
+    /// writer has caught up) unless a wait already timed out since the last free slot.
     #[napi]
     pub fn reserve(&mut self) -> i32 {
         let Some(writer) = &mut self.writer else { return -EBADF };
@@ -357,6 +361,7 @@ impl TapHandle {
             tx_parks: tx.parks as f64,
             tx_inline: tx.inline as f64,
             tx_waits: tx.waits as f64,
+            tx_assisted: tx.assisted as f64,
             tx_error,
         }
     }

@@ -44,6 +44,10 @@
 //!   pings go out as before, while a burst (a TCP window) goes to the thread after its first
 //!   32 frames, so the kernel time spent on the JS thread per turn stays bounded (a few hundred
 //!   microseconds) however much is sent.
+//! - **A starved thread is assisted.** A caller that finds the ring full while the thread is
+//!   not writing (it waits for a core on a busy machine) writes the queued frames itself, in
+//!   order ([`WriterConfig::assist`]): on a loaded 2-core machine a TCP sender otherwise lost
+//!   a ring of frames every few seconds, and each loss cost it a retransmission timeout.
 //! - **A full ring waits, briefly, then drops and counts.** A caller with a frame sleeps up to
 //!   1 ms ([`WriterConfig::max_wait`]) until the thread has freed a sixteenth of the ring: while
 //!   the thread runs this paces the caller to the kernel, as the blocking write did, instead of

@@ -250,11 +250,6 @@ impl Consumer {
         }
     }
 
-    /// The shared ring.
-    pub(crate) fn ring(&self) -> &Ring {
-        &self.ring
-    }
-
     /// Frames released so far.
     #[cfg(test)]
     pub(crate) fn consumed(&self) -> u64 {

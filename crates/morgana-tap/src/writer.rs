@@ -20,8 +20,16 @@
 //!   caller's thread when nothing is queued; the caller bounds how many frames may go that way
 //!   (the JS device: the first 32 of each event-loop turn), so a burst's kernel work still moves
 //!   to the thread and the time the caller spends in the kernel per turn stays bounded.
-//! - **A full ring.** A caller with a frame in hand waits up to [`WriterConfig::max_wait`] for
-//!   the thread to free slots (it sleeps until a sixteenth of the ring is free, like a NIC
+//! - **A starved thread.** On a busy machine the thread may wait for a core for milliseconds
+//!   while the caller keeps producing (a TCP sender answering the ACKs of frames already
+//!   written). A caller that finds the ring full while the thread is not in the middle of a
+//!   write therefore writes the queued frames itself, oldest first ([`WriterConfig::assist`],
+//!   counted in [`WriterStats::assisted`]): the frames go out late rather than being dropped,
+//!   which would cost a TCP sender a retransmission timeout and its congestion window. The
+//!   consumer's end is behind a lock that the thread holds only while it writes one frame, so
+//!   frames still leave in order.
+//! - **A full ring.** A caller with a frame in hand that cannot assist (the thread is writing)
+//!   waits up to [`WriterConfig::max_wait`] for the thread to free slots (it sleeps until a sixteenth of the ring is free, like a NIC
 //!   driver waking its queue at a threshold): while the thread is running this paces the caller
 //!   to the kernel, as a blocking `write(2)` did, instead of dropping. If no slot frees in time
 //!   (the thread is starved of CPU), the frame is dropped and counted ([`WriterStats::full`]),
@@ -55,7 +63,14 @@ pub struct WriterConfig {
     /// How long a caller with a frame waits for a slot when the ring is full before the frame
     /// is dropped; zero drops at once.
     pub max_wait: Duration,
+    /// Whether a caller that finds the ring full writes the queued frames itself when the
+    /// thread is not writing one (see the module docs). Needs a descriptor whose writes do
+    /// not block (a TAP opened `O_NONBLOCK`): the caller must never sleep in `write(2)`.
+    pub assist: bool,
 }
+
+/// How often a producer waiting for room looks whether it can assist the thread.
+const ASSIST_POLL: Duration = Duration::from_micros(200);
 
 /// Frames queued at most, whatever the MTU (the kernel's default `txqueuelen` is 1000).
 pub const MAX_TX_SLOTS: usize = 1024;
@@ -76,6 +91,7 @@ impl WriterConfig {
             slots: (TX_RING_BYTES / slot).clamp(MIN_TX_SLOTS, MAX_TX_SLOTS),
             spin: Duration::from_micros(20),
             max_wait: Duration::from_millis(1),
+            assist: true,
         }
     }
 }
@@ -123,11 +139,16 @@ pub struct WriterStats {
     pub parks: u64,
     /// Times a caller found the ring full and waited for a slot.
     pub waits: u64,
+    /// Of `frames`, those a caller that found the ring full wrote from the ring itself
+    /// ([`WriterConfig::assist`]: the thread was starved of CPU).
+    pub assisted: u64,
 }
 
 /// State shared by the writer thread and its [`Writer`].
-#[derive(Default)]
 struct Shared {
+    /// The ring's consuming end: the thread holds the lock while it writes one frame; a
+    /// producer facing a full ring takes it (never waiting for it) to write frames itself.
+    consumer: Mutex<Consumer>,
     stopping: AtomicBool,
     /// The producer sleeps on `room` until enough slots are free.
     producer_waiting: AtomicBool,
@@ -139,9 +160,37 @@ struct Shared {
     parks: AtomicU64,
     /// The first write error.
     error: Mutex<Option<io::Error>>,
+    /// Tests: the thread takes no frame while set, as a thread that gets no CPU.
+    #[cfg(test)]
+    starved: AtomicBool,
 }
 
 impl Shared {
+    fn new(consumer: Consumer) -> Shared {
+        Shared {
+            consumer: Mutex::new(consumer),
+            stopping: AtomicBool::new(false),
+            producer_waiting: AtomicBool::new(false),
+            room_lock: Mutex::new(()),
+            room: Condvar::new(),
+            frames: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            parks: AtomicU64::new(0),
+            error: Mutex::new(None),
+            #[cfg(test)]
+            starved: AtomicBool::new(false),
+        }
+    }
+
+    /// Writes the oldest queued frame, if any, and frees its slot; with `consumer` locked.
+    fn write_oldest(&self, fd: &OwnedFd, consumer: &mut Consumer) -> bool {
+        let Some((ptr, len)) = consumer.peek() else { return false };
+        self.write(fd, ptr, len);
+        consumer.release();
+        true
+    }
+
     /// Writes one frame to `fd` and counts it (before the write: see [`WriterStats::frames`]).
     fn write(&self, fd: &OwnedFd, ptr: *const u8, len: usize) {
         self.frames.fetch_add(1, Ordering::Relaxed);
@@ -226,6 +275,9 @@ pub struct Writer {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     max_wait: Duration,
+    assist: bool,
+    /// Frames written from the ring by the producer.
+    assisted: u64,
     /// A wait for a slot timed out and no slot has been free since: drop without waiting.
     congested: bool,
     /// Frames dropped on a full ring (only the producer counts them).
@@ -249,14 +301,34 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     pub(crate) fn spawn(fd: Arc<OwnedFd>, config: WriterConfig) -> io::Result<Writer> {
+        Writer::spawn_with(fd, config, Shared::new)
+    }
+
+    /// Tests: a writer whose thread starts starved (takes no frame until `shared.starved` is
+    /// cleared).
+    #[cfg(test)]
+    fn spawn_starved(fd: Arc<OwnedFd>, config: WriterConfig) -> io::Result<Writer> {
+        Writer::spawn_with(fd, config, |consumer| {
+            let shared = Shared::new(consumer);
+            shared.starved.store(true, Ordering::SeqCst);
+            shared
+        })
+    }
+
+    fn spawn_with(
+        fd: Arc<OwnedFd>,
+        config: WriterConfig,
+        shared: impl FnOnce(Consumer) -> Shared,
+    ) -> io::Result<Writer> {
         let (producer, consumer) = ring::ring(config.max_frame, config.slots);
-        let shared = Arc::new(Shared::default());
+        let ring = producer.ring().clone();
+        let shared = Arc::new(shared(consumer));
         let thread = {
             let (shared, fd) = (shared.clone(), fd.clone());
             let spin = config.spin;
             std::thread::Builder::new()
                 .name("morgana-tap-tx".into())
-                .spawn(move || run(&fd, consumer, &shared, spin))?
+                .spawn(move || run(&fd, &ring, &shared, spin))?
         };
         Ok(Writer {
             producer,
@@ -264,6 +336,8 @@ impl Writer {
             shared,
             thread: Some(thread),
             max_wait: config.max_wait,
+            assist: config.assist,
+            assisted: 0,
             congested: false,
             full: 0,
             inline: 0,
@@ -305,6 +379,11 @@ impl Writer {
             return Some(slot);
         }
         self.thread.as_ref()?;
+        if self.assist_thread() {
+            if let Some(slot) = self.try_reserve() {
+                return Some(slot);
+            }
+        }
         if self.congested || self.max_wait.is_zero() {
             return None;
         }
@@ -396,8 +475,26 @@ impl Writer {
         result
     }
 
-    /// Sleeps until the thread has freed a sixteenth of the ring or `max_wait` has passed;
-    /// returns the free slot, if any.
+    /// With [`WriterConfig::assist`]: writes every queued frame on this thread when the
+    /// writer thread is not writing one (its lock is free: it waits for a core, or is between
+    /// frames). Returns whether any frame was written. Never waits for the lock.
+    fn assist_thread(&mut self) -> bool {
+        let Some(fd) = self.fd.as_ref().filter(|_| self.assist) else { return false };
+        let mut consumer = match self.shared.consumer.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        let mut written = 0;
+        while self.shared.write_oldest(fd, &mut consumer) {
+            written += 1;
+        }
+        self.assisted += written;
+        written > 0
+    }
+
+    /// Sleeps until the thread has freed a sixteenth of the ring or `max_wait` has passed
+    /// (assisting the thread whenever it stops writing); returns the free slot, if any.
     fn wait_for_room(&mut self) -> Option<usize> {
         let deadline = Instant::now() + self.max_wait;
         let shared = self.shared.clone();
@@ -410,11 +507,17 @@ impl Writer {
             if let Some(slot) = self.producer.reserve() {
                 break Some(slot);
             }
+            if self.assist_thread() {
+                continue;
+            }
             let now = Instant::now();
             if now >= deadline {
                 break None;
             }
-            guard = shared.room.wait_timeout(guard, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            // Woken when the thread frees room; with assist, also looks again shortly in case
+            // the thread lost its core right after a write, with the lock still held.
+            let nap = if self.assist { (deadline - now).min(ASSIST_POLL) } else { deadline - now };
+            guard = shared.room.wait_timeout(guard, nap).unwrap_or_else(|p| p.into_inner()).0;
         };
         shared.producer_waiting.store(false, Ordering::Relaxed);
         drop(guard);
@@ -436,6 +539,7 @@ impl Writer {
             queued: self.producer.ring().queued(),
             parks: s.parks.load(Ordering::Relaxed),
             waits: self.waits,
+            assisted: self.assisted,
         }
     }
 
@@ -466,17 +570,21 @@ impl Drop for Writer {
     }
 }
 
-fn run(fd: &OwnedFd, mut ring: Consumer, shared: &Shared, spin: Duration) {
-    let slots = ring.ring().slots() as u64;
+fn run(fd: &OwnedFd, ring: &Ring, shared: &Shared, spin: Duration) {
+    let slots = ring.slots() as u64;
     // A waiting producer is woken once this many slots are free (or the ring is empty).
     let wake_at = (slots / 16).max(1);
     loop {
-        if let Some((ptr, len)) = ring.peek() {
-            shared.write(fd, ptr, len);
-            ring.release();
+        #[cfg(test)]
+        while shared.starved.load(Ordering::SeqCst) && !shared.stopping.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        // The lock only while one frame is written: a producer may assist between frames.
+        let wrote = shared.write_oldest(fd, &mut shared.consumer.lock().unwrap_or_else(|p| p.into_inner()));
+        if wrote {
             // Pairs with the producer's fence in `wait_for_room`.
             fence(Ordering::SeqCst);
-            if shared.producer_waiting.load(Ordering::Relaxed) && slots - ring.ring().queued() >= wake_at {
+            if shared.producer_waiting.load(Ordering::Relaxed) && slots - ring.queued() >= wake_at {
                 let _guard = shared.room_lock.lock().unwrap_or_else(|p| p.into_inner());
                 shared.room.notify_one();
             }
@@ -484,18 +592,17 @@ fn run(fd: &OwnedFd, mut ring: Consumer, shared: &Shared, spin: Duration) {
         }
         if shared.stopping.load(Ordering::Acquire) {
             // Every frame was published before `stopping`: an empty ring now stays empty.
-            if ring.peek().is_none() {
+            if ring.queued() == 0 {
                 return;
             }
             continue;
         }
         if !spin.is_zero() {
             let start = Instant::now();
-            while ring.peek().is_none() && start.elapsed() < spin && !shared.stopping.load(Ordering::Relaxed)
-            {
+            while ring.queued() == 0 && start.elapsed() < spin && !shared.stopping.load(Ordering::Relaxed) {
                 std::hint::spin_loop();
             }
-            if ring.peek().is_some() {
+            if ring.queued() > 0 {
                 continue;
             }
         }
@@ -570,7 +677,13 @@ mod tests {
 
     fn config(max_frame: usize, slots: usize) -> WriterConfig {
         // No waiting by default, so full rings are deterministic.
-        WriterConfig { max_frame, slots, spin: Duration::from_micros(20), max_wait: Duration::ZERO }
+        WriterConfig {
+            max_frame,
+            slots,
+            spin: Duration::from_micros(20),
+            max_wait: Duration::ZERO,
+            assist: false,
+        }
     }
 
     #[test]
@@ -846,6 +959,64 @@ mod tests {
         assert_eq!(frames[junk..], [frame(0, 64), frame(1, 64), frame(2, 64), frame(3, 64), frame(6, 64)]);
         let stats = writer.stats();
         assert_eq!((stats.frames, stats.full, stats.errors), (got as u64, 3, 0));
+    }
+
+    #[test]
+    fn a_starved_thread_is_assisted_in_order_and_nothing_is_dropped() {
+        let (ours, theirs) = socket_pair(false);
+        set_nonblocking(&theirs, true);
+        let done = Arc::new(AtomicBool::new(false));
+        let collected = collector(theirs, done.clone());
+        // No waiting at all: without assisting, the fifth frame would be dropped.
+        let mut writer =
+            Writer::spawn_starved(Arc::new(ours), WriterConfig { assist: true, ..config(100, 4) }).unwrap();
+        let sent: Vec<Vec<u8>> = (0..20).map(|i| frame(i, 30 + i as usize)).collect();
+        for f in &sent {
+            assert_eq!(writer.push(f), Ok(()));
+        }
+        // Each full ring was written by the producer: frames 0..16; 16..20 are still queued.
+        let stats = writer.stats();
+        assert_eq!((stats.frames, stats.assisted, stats.full, stats.queued), (16, 16, 0, 4));
+        writer.shared.starved.store(false, Ordering::SeqCst);
+        writer.stop();
+        done.store(true, Ordering::SeqCst);
+        assert!(collected.join().unwrap() == sent, "every frame arrives once, in order");
+        let stats = writer.stats();
+        assert_eq!((stats.frames, stats.assisted, stats.full, stats.errors), (20, 16, 0, 0));
+    }
+
+    #[test]
+    fn a_producer_never_assists_while_the_thread_is_writing() {
+        let (ours, theirs, junk) = stuck_pair();
+        let mut writer =
+            Writer::spawn(Arc::new(ours), WriterConfig { assist: true, ..config(100, 4) }).unwrap();
+        writer.push(&frame(0, 64)).unwrap();
+        // Counted as its write starts: from then on the thread is blocked in write(2).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while writer.stats().frames == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for i in 1..4 {
+            writer.push(&frame(i, 64)).unwrap();
+        }
+        // Writing frame 4 now would overtake frame 0: dropped instead.
+        assert_eq!(writer.push(&frame(4, 64)), Err(Refused::Full));
+        let stats = writer.stats();
+        assert_eq!((stats.frames, stats.assisted, stats.full, stats.queued), (1, 0, 1, 4));
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 2000];
+            let mut frames = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while frames.len() < junk + 4 && Instant::now() < deadline {
+                match sys::read(theirs.as_fd(), &mut buf) {
+                    Ok(n) => frames.push(buf[..n].to_vec()),
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            frames.split_off(junk)
+        });
+        writer.stop();
+        assert_eq!(reader.join().unwrap(), (0..4).map(|i| frame(i, 64)).collect::<Vec<_>>());
     }
 
     #[test]

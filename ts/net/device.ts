@@ -109,6 +109,14 @@ export interface NetDevice {
    * implement it to save a copy per frame; callers fall back to {@link write} when it is absent.
    */
   writeOwned?(frame: Buffer, offload?: FrameOffload, done?: () => void): void;
+  /**
+   * Optional: sends the whole frame at `source[at..at+length]`, which the caller keeps: the
+   * device has read it (written it out, or copied it) when this returns, and leaves its bytes
+   * as they were. Devices that write frames to the kernel implement it to send straight from
+   * the caller's memory, saving the copy into the buffer {@link write} lends. Otherwise as
+   * {@link write}.
+   */
+  writeFrom?(source: Buffer, at: number, length: number, offload?: FrameOffload): void;
   /** What the device accepts beyond plain frames; absent: nothing. */
   readonly offloads?: NetOffloads;
   /** Sets the function that receives every incoming frame (replacing any earlier one). */

@@ -120,6 +120,8 @@ const MAX_OFFLOAD_FRAME = VIRTIO_NET_HDR_LENGTH + ETHERNET_HEADER_LENGTH + 65_53
  * thread. Bounds the kernel work done on the JS thread per turn to a few hundred µs.
  */
 const INLINE_PER_TURN = 32;
+/** No header in front of a frame sent with `writeFrom`. */
+const EMPTY = Buffer.alloc(0);
 
 /**
  * Opens a TAP interface as a NET device. Needs `CAP_NET_ADMIN` (in the target namespace) and
@@ -288,6 +290,37 @@ class Tap implements TapDevice {
     if (written !== length && written !== -105) this.#txDropped++;
   }
 
+  /**
+   * Sends `source[at..at+length]` (a whole frame, the virtio header first when `vnetHdr`)
+   * without filling a slot: written from `source` on this thread when nothing is queued and
+   * the turn's inline budget allows, else copied into the ring. `source` is left unchanged.
+   */
+  writeFrom(source: Buffer, at: number, length: number): void {
+    this.writeParts(EMPTY, source, at, length);
+  }
+
+  /** As {@link writeFrom}, for a frame made of `head` (e.g. a virtio header) and `source[at..at+length]`. */
+  writeParts(head: Buffer, source: Buffer, at: number, length: number): void {
+    if (this.#closed) throw new MorganaError('ERR_NET_CLOSED', `write on closed TAP device ${this.name}`);
+    if (!Number.isInteger(at) || !Number.isInteger(length) || at < 0 || length < 0 || at + length > source.length) {
+      throw new OutOfRangeError(`frame range ${at}+${length} outside a buffer of ${source.length} bytes`);
+    }
+    if (!this.#sendable(head.length + length)) return;
+    let inline = false;
+    if (this.#inlineLeft > 0) {
+      this.#inlineLeft--;
+      if (!this.#turnPending) {
+        this.#turnPending = true;
+        queueMicrotask(this.#newTurn);
+      }
+      inline = true;
+    }
+    const next = this.#handle.sendParts(head, source, at, length, inline);
+    // Like `send`: the next free slot (or -1: full); -105 was counted natively as dropped.
+    this.#slot = next < 0 ? -1 : next;
+    if (next < -1 && next !== -105) this.#txDropped++;
+  }
+
   /** `fill`'s result, which must be a length from 0 to `size`. */
   #checked(length: number, size: number): number {
     if (!Number.isInteger(length) || length < 0 || length > size) {
@@ -379,6 +412,8 @@ class VnetHdrDevice implements TapNetDevice {
   readonly offloads: NetOffloads | undefined;
   #fill: FrameFill | undefined;
   #offload: FrameOffload | undefined;
+  /** The virtio header of a frame sent with `writeFrom`. */
+  readonly #header = Buffer.alloc(VIRTIO_NET_HDR_LENGTH);
   readonly #fillWithHeader = (buffer: Buffer): number => {
     const offload = this.#offload;
     const frame = buffer.subarray(VIRTIO_NET_HDR_LENGTH);
@@ -387,7 +422,7 @@ class VnetHdrDevice implements TapNetDevice {
     if (offload && offload.gsoType !== VIRTIO_NET_HDR_GSO_NONE && Number.isInteger(length) && length > offload.csumStart + offload.csumOffset + 1) {
       // Linux cuts a super-frame from a partial checksum: the TCP checksum field holds the
       // pseudo-header sum over the whole segment (NEEDS_CSUM), as a kernel stack leaves it.
-      const partial = pseudoSum(frame, offload.csumStart, length, offload.gsoType === VIRTIO_NET_HDR_GSO_TCPV4);
+      const partial = pseudoSum(frame, 0, offload.csumStart, length, offload.gsoType === VIRTIO_NET_HDR_GSO_TCPV4);
       frame.writeUInt16BE(partial, offload.csumStart + offload.csumOffset);
       buffer[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
       buffer[1] = offload.gsoType;
@@ -423,6 +458,40 @@ class VnetHdrDevice implements TapNetDevice {
     } finally {
       this.#fill = undefined;
       this.#offload = undefined;
+    }
+  }
+
+  /**
+   * Sends `source[at..at+length]` from where it is (see {@link NetDevice.writeFrom}): the
+   * virtio header goes in front through `writev`, and a super-frame's TCP checksum field holds
+   * the pseudo-header sum the kernel needs only for the duration of the call.
+   */
+  writeFrom(source: Buffer, at: number, length: number, offload?: FrameOffload): void {
+    const tap = this.#tap;
+    if (!(tap instanceof Tap)) {
+      this.write(length, (buffer) => source.copy(buffer, 0, at, at + length), offload);
+      return;
+    }
+    if (!tap.vnetHdr) return tap.writeFrom(source, at, length);
+    const header = this.#header;
+    header.fill(0);
+    if (!offload || offload.gsoType === VIRTIO_NET_HDR_GSO_NONE || length <= offload.csumStart + offload.csumOffset + 1) {
+      return tap.writeParts(header, source, at, length);
+    }
+    // As `#fillWithHeader`, but the caller's bytes are put back afterwards.
+    const field = at + offload.csumStart + offload.csumOffset;
+    const saved = source.readUInt16BE(field);
+    source.writeUInt16BE(pseudoSum(source, at, offload.csumStart, length, offload.gsoType === VIRTIO_NET_HDR_GSO_TCPV4), field);
+    header[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    header[1] = offload.gsoType;
+    header.writeUInt16LE(offload.hdrLen, 2);
+    header.writeUInt16LE(offload.gsoSize, 4);
+    header.writeUInt16LE(offload.csumStart, 6);
+    header.writeUInt16LE(offload.csumOffset, 8);
+    try {
+      tap.writeParts(header, source, at, length);
+    } finally {
+      source.writeUInt16BE(saved, field);
     }
   }
 
@@ -464,9 +533,9 @@ class VnetHdrDevice implements TapNetDevice {
   }
 }
 
-/** The TCP pseudo-header sum (folded, not complemented) of the segment at `frame[start..end]`. */
-function pseudoSum(frame: Buffer, start: number, end: number, v4: boolean): number {
-  const ip = ETHERNET_HEADER_LENGTH;
+/** The TCP pseudo-header sum (folded, not complemented) of the segment at `frame[start..end]` of the frame at `frame[base..]`. */
+function pseudoSum(frame: Buffer, base: number, start: number, end: number, v4: boolean): number {
+  const ip = base + ETHERNET_HEADER_LENGTH;
   let sum = 6 + (end - start);
   const [from, to] = v4 ? [ip + 12, ip + 20] : [ip + 8, ip + 40];
   for (let i = from; i < to; i += 2) sum += frame.readUInt16BE(i);

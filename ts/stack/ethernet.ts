@@ -143,7 +143,8 @@ export class Ethernet {
 
   /**
    * Sends a frame built whole elsewhere (headers included) at `source[at..at+length]`, copied
-   * once into the device's buffer. Frames longer than the MTU allows are the device's to drop,
+   * once into the device's buffer (or sent from `source` by a device with
+   * {@link NetDevice.writeFrom}). Frames longer than the MTU allows are the device's to drop,
    * unless `offload` describes a super-frame the device accepts. With `giveAway` the caller
    * gives those bytes up: a device that can keep them ({@link NetDevice.writeOwned}) takes them
    * without a copy, and the result is true; false means they were copied and are the caller's.
@@ -157,6 +158,12 @@ export class Ethernet {
       this.net.writeOwned(frame, offload, done);
       this.#stats.txFrames++;
       return true;
+    }
+    if (this.net.writeFrom) {
+      this.net.writeFrom(source, at, length, offload);
+      if (this.#mirrors.length > 0) this.#mirrorOut(source.subarray(at, at + length), offload);
+      this.#stats.txFrames++;
+      return false;
     }
     this.#frameSource = source;
     this.#frameAt = at;

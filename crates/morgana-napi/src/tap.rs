@@ -319,6 +319,22 @@ impl TapHandle {
         }
     }
 
+    /// Sends one frame made of `head` followed by `source[at..at+length]` (a header built apart
+    /// from a frame this device does not own): with `inline` and nothing queued, written at once
+    /// on this thread by one `writev(2)` straight from both buffers, without a copy; otherwise
+    /// both are copied into a free slot (waiting or assisting as `claim` does) and queued. Same
+    /// return values as `send`; -105 (ENOBUFS) counts the frame as dropped (`txQueueFull`),
+    /// -22 (EINVAL) is also a range outside `source`.
+    #[napi]
+    pub fn send_parts(&mut self, head: &[u8], source: &[u8], at: u32, length: u32, inline: bool) -> i32 {
+        let Some(writer) = &mut self.writer else { return -EBADF };
+        let Some(body) = source.get(at as usize..at as usize + length as usize) else { return -EINVAL };
+        match writer.send_parts(head, body, inline) {
+            Ok(_) => writer.try_reserve().map_or(QUEUED_NO_SLOT, |slot| slot as i32),
+            Err(e) => refused(e),
+        }
+    }
+
     /// Copies `frame[0..length]` into the transmit ring. Returns `length`, or a negative errno:
     /// -105 (ENOBUFS, ring full; counted), -22 (EINVAL, bad length), -9 (EBADF, closed).
     /// Any slot index JS held is stale afterwards: `claim` again.

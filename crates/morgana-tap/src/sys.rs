@@ -144,6 +144,21 @@ pub(crate) unsafe fn write_raw(fd: BorrowedFd<'_>, ptr: *const u8, len: usize) -
     }
 }
 
+/// `writev(2)` of `head` then `body` as one frame.
+pub(crate) fn writev2(fd: BorrowedFd<'_>, head: &[u8], body: &[u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec { iov_base: head.as_ptr().cast_mut().cast(), iov_len: head.len() },
+        libc::iovec { iov_base: body.as_ptr().cast_mut().cast(), iov_len: body.len() },
+    ];
+    // SAFETY: both iovecs describe memory we borrow for the call; the kernel only reads it.
+    let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Waits until `a` (when given) or `b` is readable (no timeout); returns their `revents`.
 pub(crate) fn poll2(
     a: Option<BorrowedFd<'_>>,

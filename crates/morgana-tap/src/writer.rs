@@ -193,13 +193,23 @@ impl Shared {
 
     /// Writes one frame to `fd` and counts it (before the write: see [`WriterStats::frames`]).
     fn write(&self, fd: &OwnedFd, ptr: *const u8, len: usize) {
+        // SAFETY: the callers pass `len` readable bytes of a slot nobody writes during the
+        // call (a published slot the producer does not reuse before it is released, or the
+        // producer's own free slot).
+        self.write_with(len, || unsafe { sys::write_raw(fd.as_fd(), ptr, len) });
+    }
+
+    /// Writes one frame made of `head` and `body` to `fd` (one `writev(2)`) and counts it.
+    fn write_parts(&self, fd: &OwnedFd, head: &[u8], body: &[u8]) {
+        self.write_with(head.len() + body.len(), || sys::writev2(fd.as_fd(), head, body));
+    }
+
+    /// Counts a frame of `len` bytes and writes it with `write`, retried on EINTR.
+    fn write_with(&self, len: usize, mut write: impl FnMut() -> io::Result<usize>) {
         self.frames.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(len as u64, Ordering::Relaxed);
         let result = loop {
-            // SAFETY: the callers pass `len` readable bytes of a slot nobody writes during
-            // the call (a published slot the producer does not reuse before it is released,
-            // or the producer's own free slot).
-            match unsafe { sys::write_raw(fd.as_fd(), ptr, len) } {
+            match write() {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
@@ -441,6 +451,36 @@ impl Writer {
             }
         }
         self.commit(len).map(|()| Sent::Queued)
+    }
+
+    /// Sends a frame made of `head` followed by `body`, both in the caller's memory (a header
+    /// built apart from a frame it does not own): with `inline` and nothing queued, written at
+    /// once on this thread by one `writev(2)`, without a copy; otherwise copied into a free
+    /// slot (waiting, assisting or dropping as [`Writer::claim`] does) and queued.
+    pub fn send_parts(&mut self, head: &[u8], body: &[u8], inline: bool) -> Result<Sent, Refused> {
+        if self.thread.is_none() {
+            return Err(Refused::Stopped);
+        }
+        let len = head.len() + body.len();
+        if len > self.slot_len() {
+            return Err(Refused::TooLong);
+        }
+        if let Some(fd) = self.fd.as_ref().filter(|_| inline) {
+            if self.producer.is_drained() {
+                // Nothing is queued: the thread is not writing, and the order holds.
+                self.shared.write_parts(fd, head, body);
+                self.inline += 1;
+                return Ok(Sent::Inline);
+            }
+        }
+        if self.claim().is_none() {
+            return Err(Refused::Full);
+        }
+        let slot = self.producer.slot_mut().ok_or(Refused::Full)?;
+        slot[..head.len()].copy_from_slice(head);
+        slot[head.len()..len].copy_from_slice(body);
+        let result = self.producer.commit(len);
+        self.queued(result).map(|()| Sent::Queued)
     }
 
     /// Copies `frame` into a free slot (waiting as [`Writer::reserve`] does) and queues it
@@ -1017,6 +1057,35 @@ mod tests {
         });
         writer.stop();
         assert_eq!(reader.join().unwrap(), (0..4).map(|i| frame(i, 64)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn send_parts_writes_one_frame_inline_or_queues_a_copy_in_order() {
+        let (ours, theirs) = socket_pair(false);
+        set_nonblocking(&theirs, true);
+        let config =
+            WriterConfig { spin: Duration::ZERO, max_wait: Duration::from_secs(10), ..config(100, 8) };
+        let mut writer = Writer::spawn(Arc::new(ours), config).unwrap();
+        // Nothing queued: one writev on this thread, one frame on the wire.
+        assert_eq!(writer.send_parts(b"head:", b"body", true), Ok(Sent::Inline));
+        let mut buf = [0u8; 200];
+        let n = sys::read(theirs.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"head:body");
+        // Not inline: copied into a slot and written by the thread, behind what is queued.
+        writer.push(b"queued").unwrap();
+        assert_eq!(writer.send_parts(b"h2:", b"second", true), Ok(Sent::Queued));
+        assert_eq!(writer.send_parts(b"h3:", b"third", false), Ok(Sent::Queued));
+        assert_eq!(writer.send_parts(&[0; 60], &[0; 69], true), Err(Refused::TooLong));
+        writer.stop();
+        let mut frames = Vec::new();
+        // Until the queue is empty (EAGAIN) or our end is closed (0).
+        while let Ok(n @ 1..) = sys::read(theirs.as_fd(), &mut buf) {
+            frames.push(buf[..n].to_vec());
+        }
+        assert_eq!(frames, [b"queued".to_vec(), b"h2:second".to_vec(), b"h3:third".to_vec()]);
+        let stats = writer.stats();
+        assert_eq!((stats.frames, stats.inline, stats.bytes), (4, 1, 9 + 6 + 9 + 8));
+        assert_eq!(writer.send_parts(b"a", b"b", true), Err(Refused::Stopped));
     }
 
     #[test]

@@ -7,7 +7,8 @@
  * to Rust, and the listener gets views of it in one callback: no thread hop, no allocation, no
  * copy of our own. The buffer is reused for the next batch when the listener said it kept no
  * frame (a {@link ReusingFrameHandler} from `listenReusing` returning true, as Morgana's stack
- * does for TCP); otherwise those frames keep the old buffer and a fresh one is lent.
+ * does for TCP); otherwise those frames keep their bytes and the next batch is read after them,
+ * in the same slab while it has room.
  *
  * Writes: a TAP `write(2)` runs the kernel's whole receive path for the frame (its TCP, its
  * ACKs) before returning, so a Rust writer thread does most of them, on another core, off the
@@ -123,6 +124,8 @@ const MAX_OFFLOAD_FRAME = VIRTIO_NET_HDR_LENGTH + ETHERNET_HEADER_LENGTH + 65_53
  * thread. Bounds the kernel work done on the JS thread per turn to a few hundred µs.
  */
 const INLINE_PER_TURN = 32;
+/** A receive slab holds this many receive buffers (batches kept whole by their listeners). */
+const RX_SLAB_BUFFERS = 4;
 
 /**
  * Opens a TAP interface as a NET device. Needs `CAP_NET_ADMIN` (in the target namespace) and
@@ -176,8 +179,12 @@ class Tap implements TapDevice {
   #handler: FrameHandler | ReusingFrameHandler | undefined;
   /** The handler came through listenReusing: its `true` lets the receive buffer be reused. */
   #reusing = false;
-  /** The receive buffer lent to Rust: each batch's frames, back to back. */
-  #rxBuffer: Buffer;
+  /** The receive buffer lent to Rust: each batch's frames, back to back (a view of the slab). */
+  #rxBuffer!: Buffer;
+  /** Receive buffers are carved from this, one after the other, as listeners keep frames. */
+  #rxSlab: Buffer | undefined;
+  /** Where {@link #rxBuffer} starts in the slab. */
+  #rxAt = 0;
   /** Their lengths, written by Rust (never handed out, so never replaced). */
   readonly #rxLengths: Uint32Array;
   /** The transmit ring's memory (external, owned by Rust), or undefined when not shareable. */
@@ -212,7 +219,7 @@ class Tap implements TapDevice {
       throw tapError(error);
     }
     this.#rxLengths = new Uint32Array(this.#handle.rxBatchFrames);
-    this.#rxBuffer = this.#lendRxBuffer();
+    this.#lendRxBuffer(0);
     this.name = this.#handle.name;
     this.vnetHdr = this.#handle.vnetHdr;
     const bits = this.#handle.offloads;
@@ -235,11 +242,22 @@ class Tap implements TapDevice {
     return view;
   }
 
-  /** A fresh receive buffer, lent to Rust for the batches from now on. */
-  #lendRxBuffer(): Buffer {
-    const buffer = Buffer.allocUnsafeSlow(this.#handle.rxBufferLength);
-    this.#handle.rxLend(buffer, this.#rxLengths);
-    return buffer;
+  /**
+   * Lends Rust the receive buffer for the batches from now on: the slab's room after the `kept`
+   * bytes of the last batch (which a listener may still refer to), or a new slab when too little
+   * is left. Small batches kept by listeners (ARP, ICMP, UDP) then share a slab, as Node's
+   * Buffer pool does, instead of costing a full-size buffer each.
+   */
+  #lendRxBuffer(kept: number): void {
+    const length = this.#handle.rxBufferLength;
+    let at = (this.#rxAt + kept + 7) & ~7;
+    if (this.#rxSlab === undefined || at + length > this.#rxSlab.length) {
+      this.#rxSlab = Buffer.allocUnsafeSlow(length * RX_SLAB_BUFFERS);
+      at = 0;
+    }
+    this.#rxAt = at;
+    this.#rxBuffer = this.#rxSlab.subarray(at, at + length);
+    this.#handle.rxLend(this.#rxBuffer, this.#rxLengths);
   }
 
   /** A batch of `count` frames is in the receive buffer (called from the event loop). */
@@ -269,8 +287,12 @@ class Tap implements TapDevice {
       reusable = false;
       throw error;
     } finally {
-      // Frames a listener may still refer to keep this buffer; the next batch goes elsewhere.
-      if (!reusable && !this.#closed) this.#rxBuffer = this.#lendRxBuffer();
+      // Frames a listener may still refer to keep their bytes; the next batch goes after them.
+      if (!reusable && !this.#closed) {
+        let kept = 0;
+        for (let i = 0; i < count; i++) kept += lengths[i]!;
+        this.#lendRxBuffer(kept);
+      }
     }
   }
 

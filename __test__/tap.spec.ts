@@ -294,6 +294,9 @@ kernelTest(test, 'an open TAP keeps the event loop alive; close releases it', as
     t.is(closed.stdout.trim(), 'closed');
 
     const open = runChild(ns, 'keep-open');
+    // From the moment it says it opened the device (a loaded machine may take seconds to get there).
+    const opened = new Promise<'open'>((resolve) => open.child.stdout!.on('data', (d: Buffer) => d.includes('open') && resolve('open')));
+    t.is(await Promise.race([open.done, opened]), 'open', 'the child opened the device');
     const early = await Promise.race([open.done, new Promise<'alive'>((r) => setTimeout(() => r('alive'), 1500))]);
     t.is(early, 'alive', 'still running 1.5 s after opening');
     open.child.kill('SIGTERM');

@@ -71,6 +71,7 @@ const ERROR_TEXT: Record<string, string> = {
 };
 
 type NativeEngine = InstanceType<typeof native.NativeTcpEngine>;
+type FastCalls = ReturnType<typeof native.tcpFastCalls>;
 
 const engineErrors = native.tcpErrorCodes();
 
@@ -267,6 +268,12 @@ export class Tcp {
   readonly #random: () => number;
   /** @internal */
   readonly engine: NativeEngine;
+  /**
+   * @internal The engine's per-request calls (`send`, `recv`, `readable`) as plain native
+   * functions bound to it: without napi-rs's per-call receiver and borrow bookkeeping, which
+   * costs several times their work on a small request.
+   */
+  readonly fast: FastCalls;
   readonly #conns = new Map<number, TcpConnection>();
   /** Listeners by port, per family (a dual-stack listener is in both maps). */
   readonly #listeners4 = new Map<number, Listener>();
@@ -308,6 +315,7 @@ export class Tcp {
     // they are cut in Rust for any path that does not.
     const gsoMax = ip.interfaces.some((i) => tsoMax(i.eth, 4) > 0 || tsoMax(i.eth, 6) > 0) ? GSO_MAX : 0;
     this.engine = new native.NativeTcpEngine({ ...options, mtu, gsoMax }, key);
+    this.fast = native.tcpFastCalls(this.engine);
     // The first output slab now, as a stack's fixed cost (not counted against its first connections).
     this.#outRoom();
     ip.onReusing(PROTO_TCP, (d) => this.#receive(d));
@@ -806,6 +814,8 @@ export class TcpConnection extends Duplex {
   /** True until the handshake completes (active opens). */
   connecting: boolean;
   #wantRead = false;
+  /** The last read emptied the engine's receive buffer and no readable event came since. */
+  #drained = false;
   #peerEnded = false;
   #endPushed = false;
   #engineGone = false;
@@ -816,6 +826,9 @@ export class TcpConnection extends Duplex {
   #bytesWritten = 0;
   #idleMs = 0;
   #idleTimer: Timer | undefined;
+  /** When the armed idle timer fires, and the last activity it measures from. */
+  #idleDue = 0;
+  #lastActive = 0;
   /** An open connection keeps the process alive, as a `net.Socket` does (see keep-alive.ts). */
   #keepAlive = new KeepAlive();
   #hadError = false;
@@ -865,6 +878,7 @@ export class TcpConnection extends Duplex {
     if (listener) this.once('connect', listener);
     (this as unknown as { _undestroy(): void })._undestroy();
     this.#wantRead = false;
+    this.#drained = false;
     this.#peerEnded = false;
     this.#endPushed = false;
     this.#stackClosed = false;
@@ -1027,15 +1041,33 @@ export class TcpConnection extends Duplex {
     return this;
   }
 
+  /**
+   * Activity: the idle timeout counts from now. The timer is not re-armed on every read and
+   * write (node:http sets and clears a socket's timeout on every request): one armed for a
+   * time no later than the new deadline stays, and when it fires early it arms itself again
+   * for the rest, as Node's own socket timers are refreshed rather than replaced. A timer
+   * left armed after `setTimeout(0)` does nothing when it fires.
+   */
   #touch(): void {
+    if (this.#idleMs <= 0 || this.destroyed) return;
+    const now = this.#tcp.clock.now();
+    this.#lastActive = now;
+    const due = now + this.#idleMs;
+    if (this.#idleTimer !== undefined && this.#idleDue <= due) return;
     this.#idleTimer?.cancel();
-    this.#idleTimer = undefined;
-    if (this.#idleMs > 0 && !this.destroyed) {
-      this.#idleTimer = this.#tcp.clock.setTimer(this.#idleMs, () => {
-        this.#idleTimer = undefined;
-        this.emit('timeout');
-      });
-    }
+    this.#armIdle(now, due);
+  }
+
+  #armIdle(now: number, due: number): void {
+    this.#idleDue = due;
+    this.#idleTimer = this.#tcp.clock.setTimer(due - now, () => {
+      this.#idleTimer = undefined;
+      if (this.#idleMs <= 0 || this.destroyed) return;
+      const at = this.#tcp.clock.now();
+      const deadline = this.#lastActive + this.#idleMs;
+      if (at < deadline) this.#armIdle(at, deadline);
+      else this.emit('timeout');
+    });
   }
 
   /** Keeps the process alive while the connection is open (the default, as `net.Socket`). */
@@ -1067,6 +1099,8 @@ export class TcpConnection extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    // Nothing to hand over (node:http ends every response with an empty write).
+    if (chunk.length === 0 && !this.#engineGone) return callback();
     this.#touch();
     this.#pending = { chunk, callback };
     this.#tcp.schedule();
@@ -1077,7 +1111,7 @@ export class TcpConnection extends Duplex {
   _drainPending(): void {
     const pending = this.#pending;
     if (!pending || this.#engineGone) return;
-    const n = this.#tcp.engine.send(this.handle, pending.chunk);
+    const n = this.#tcp.fast.send(this.handle, pending.chunk);
     if (n < 0) {
       this.#pending = undefined;
       pending.callback(engineFailure(n, 'write'));
@@ -1112,31 +1146,42 @@ export class TcpConnection extends Duplex {
    */
   _pull(readable?: number): void {
     if (this.#engineGone && !this.#peerEnded) return;
-    const engine = this.#tcp.engine;
+    const fast = this.#tcp.fast;
     let moved = false;
-    let available = this.#wantRead && !this.#engineGone ? (readable ?? engine.readable(this.handle)) : 0;
+    if (readable !== undefined) this.#drained = false;
+    let available = this.#wantRead && !this.#engineGone ? (readable ?? this.#readable()) : 0;
     while (this.#wantRead && !this.#engineGone && available > 0) {
       const size = Math.min(available, READ_CHUNK);
       const chunk = Buffer.allocUnsafe(size);
-      const n = engine.recv(this.handle, chunk);
+      const n = fast.recv(this.handle, chunk);
       if (n <= 0) break;
       moved = true;
       this.#bytesRead += n;
-      this.#wantRead = this.push(n === size ? chunk : chunk.subarray(0, n));
       // A full chunk may leave more behind; a short one emptied the buffer.
-      available = n === size ? engine.readable(this.handle) : 0;
+      this.#drained = n < size;
+      this.#wantRead = this.push(n === size ? chunk : chunk.subarray(0, n));
+      available = this.#drained ? 0 : this.#readable();
     }
     if (moved) {
       this.#touch();
       this.#tcp.schedule();
     }
-    if (this.#peerEnded && !this.#endPushed && (this.#engineGone || engine.readable(this.handle) === 0)) {
+    if (this.#peerEnded && !this.#endPushed && (this.#engineGone || this.#readable() === 0)) {
       this.#endPushed = true;
       this.push(null);
       // As net.Socket does on EOF: with nothing left unread, 'end' comes now even if nobody
       // reads, so a connection that is ended on both sides closes (and its server can close).
       if (this.readableLength === 0) this.read(0);
     }
+  }
+
+  /**
+   * Bytes the engine holds for this connection. A read that emptied the buffer makes it 0
+   * without asking: the engine raises a readable event for the next byte that arrives (its
+   * readable signal is re-armed by every read), and that event's count clears `#drained`.
+   */
+  #readable(): number {
+    return this.#drained ? 0 : this.#tcp.fast.readable(this.handle);
   }
 
   /** @internal The peer sent FIN. */

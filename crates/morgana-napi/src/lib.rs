@@ -19,5 +19,6 @@ mod random;
 mod reassembly;
 mod tap;
 mod tcp;
+mod tcp_fast;
 
 pub use errors::error_codes;

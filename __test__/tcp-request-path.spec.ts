@@ -175,7 +175,7 @@ test('idle timeout: activity postpones it, setTimeout(0) cancels it, the latest 
 
 test('the fast TCP calls check their arguments and report engine errors as the methods do', (t) => {
   const engine = new native.NativeTcpEngine({ mtu: 1500, gsoMax: 0 }, Buffer.alloc(16));
-  const fast = native.tcpFastCalls(engine);
+  const fast = native.tcpFastCalls(engine, new native.NativeIpOutput(1, 64, 64));
   const buffer = Buffer.alloc(8);
   t.throws(() => fast.send('x' as unknown as number, buffer), { name: 'TypeError' });
   t.throws(() => fast.recv(1, 'x' as unknown as Uint8Array), { name: 'TypeError' });
@@ -185,4 +185,16 @@ test('the fast TCP calls check their arguments and report engine errors as the m
   t.true(fast.send(7, buffer) < 0);
   t.is(fast.recv(7, buffer), engine.recv(7, buffer));
   t.is(fast.readable(7), 0);
+  // turn: the arrays must be of their types and must not overlap (the engine writes to them).
+  const input = Buffer.alloc(64);
+  const meta = new Uint32Array(10);
+  const out = Buffer.alloc(4096);
+  const outMeta = new Uint32Array(30);
+  const events = new Uint32Array(30);
+  const result = new Float64Array(4).fill(7);
+  fast.turn(input, meta, 0, 0, out, outMeta, events, result);
+  t.deepEqual([...result], [0, 0, -1, 0], 'an idle engine: no packets, no events, no deadline');
+  t.throws(() => fast.turn(input, meta, 0, 0, input, outMeta, events, result), { name: 'TypeError' });
+  t.throws(() => fast.turn(input, meta, 0, 0, out, new Uint32Array(events.buffer, 0, 10), events, result), { name: 'TypeError' });
+  t.throws(() => fast.turn(input, new Float64Array(4) as unknown as Uint32Array, 0, 0, out, outMeta, events, result), { name: 'TypeError' });
 });

@@ -168,6 +168,8 @@ class Tap implements TapDevice {
   /** The shortest: an Ethernet header (after the virtio header with `vnetHdr`). */
   readonly #minFrame: number;
   #handle: Handle;
+  /** `#handle.send` as a plain native function (no napi-rs per-call bookkeeping). */
+  #send: (length: number) => number;
   #closed = false;
   #handler: FrameHandler | undefined;
   /** The transmit ring's memory (external, owned by Rust), or undefined when not shareable. */
@@ -201,6 +203,7 @@ class Tap implements TapDevice {
     } catch (error) {
       throw tapError(error);
     }
+    this.#send = native.tapFastSend(this.#handle);
     this.name = this.#handle.name;
     this.vnetHdr = this.#handle.vnetHdr;
     const bits = this.#handle.offloads;
@@ -259,7 +262,7 @@ class Tap implements TapDevice {
             this.#turnPending = true;
             queueMicrotask(this.#newTurn);
           }
-          next = this.#handle.send(length);
+          next = this.#send(length);
         } else {
           next = this.#handle.commit(length);
         }

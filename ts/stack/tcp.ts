@@ -269,9 +269,9 @@ export class Tcp {
   /** @internal */
   readonly engine: NativeEngine;
   /**
-   * @internal The engine's per-request calls (`send`, `recv`, `readable`) as plain native
-   * functions bound to it: without napi-rs's per-call receiver and borrow bookkeeping, which
-   * costs several times their work on a small request.
+   * @internal The engine's per-request calls (`send`, `recv`, `readable`, `turn`) as plain
+   * native functions bound to it: without napi-rs's per-call receiver and borrow bookkeeping,
+   * which costs several times their work on a small request.
    */
   readonly fast: FastCalls;
   readonly #conns = new Map<number, TcpConnection>();
@@ -315,7 +315,7 @@ export class Tcp {
     // they are cut in Rust for any path that does not.
     const gsoMax = ip.interfaces.some((i) => tsoMax(i.eth, 4) > 0 || tsoMax(i.eth, 6) > 0) ? GSO_MAX : 0;
     this.engine = new native.NativeTcpEngine({ ...options, mtu, gsoMax }, key);
-    this.fast = native.tcpFastCalls(this.engine);
+    this.fast = native.tcpFastCalls(this.engine, ip.output.native);
     // The first output slab now, as a stack's fixed cost (not counted against its first connections).
     this.#outRoom();
     ip.onReusing(PROTO_TCP, (d) => this.#receive(d));
@@ -438,7 +438,7 @@ export class Tcp {
     const r = this.#result;
     const output = this.#ip.output.native;
     let out = this.#outRoom();
-    this.engine.turn(output, this.#in, this.#inMeta, count, this.#clock.now(), out, this.#outMeta, this.#events, r);
+    this.fast.turn(this.#in, this.#inMeta, count, this.#clock.now(), out, this.#outMeta, this.#events, r);
     let packets = r[0]!;
     const events = r[1]!;
     const deadline = r[2]!;

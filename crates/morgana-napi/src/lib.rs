@@ -11,6 +11,7 @@
 
 mod checksum;
 mod errors;
+mod fast;
 mod ip_output;
 mod ipv4;
 mod ipv6;
@@ -19,6 +20,5 @@ mod random;
 mod reassembly;
 mod tap;
 mod tcp;
-mod tcp_fast;
 
 pub use errors::error_codes;

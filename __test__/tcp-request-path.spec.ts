@@ -198,3 +198,21 @@ test('the fast TCP calls check their arguments and report engine errors as the m
   t.throws(() => fast.turn(input, meta, 0, 0, out, new Uint32Array(events.buffer, 0, 10), events, result), { name: 'TypeError' });
   t.throws(() => fast.turn(input, new Float64Array(4) as unknown as Uint32Array, 0, 0, out, outMeta, events, result), { name: 'TypeError' });
 });
+
+test('the fast ipv4Validate gives the results of the napi function and checks its arguments', (t) => {
+  const validate = native.ipv4FastValidate();
+  // A 20-byte header with a good checksum and 4 bytes of payload, then 2 bytes of padding.
+  const packet = Buffer.from('450000180001000040110000c0000201c000020201020304', 'hex');
+  packet.writeUInt16BE(0xffff - (packet.subarray(0, 20).reduce((sum, _b, i, h) => (i % 2 ? sum : sum + h.readUInt16BE(i)), 0) % 0xffff), 10);
+  const padded = Buffer.concat([packet, Buffer.alloc(2)]);
+  t.is(validate(padded, true), 24);
+  t.is(validate(padded, true), native.ipv4Validate(padded, true));
+  const bad = Buffer.from(padded);
+  bad[10]! ^= 1;
+  t.true(validate(bad, true) < 0);
+  t.is(validate(bad, true), native.ipv4Validate(bad, true));
+  t.is(validate(bad, false), 24);
+  t.is(validate(Buffer.alloc(3), true), native.ipv4Validate(Buffer.alloc(3), true));
+  t.throws(() => validate('x' as unknown as Uint8Array, true), { name: 'TypeError' });
+  t.throws(() => validate(padded, 1 as unknown as boolean), { name: 'TypeError' });
+});

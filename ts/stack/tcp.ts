@@ -1157,8 +1157,9 @@ export class TcpConnection extends Duplex {
       if (n <= 0) break;
       moved = true;
       this.#bytesRead += n;
-      // A full chunk may leave more behind; a short one emptied the buffer.
-      this.#drained = n < size;
+      // All that was readable fitted (or a short read emptied the buffer); only a chunk cut at
+      // READ_CHUNK may leave more behind.
+      this.#drained = n < size || size < READ_CHUNK;
       this.#wantRead = this.push(n === size ? chunk : chunk.subarray(0, n));
       available = this.#drained ? 0 : this.#readable();
     }

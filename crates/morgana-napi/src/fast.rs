@@ -314,3 +314,24 @@ unsafe extern "C" fn tap_send(env: sys::napi_env, info: sys::napi_callback_info)
     let handle = unsafe { &mut *handle };
     unsafe { int(env, handle.send(length)) }
 }
+
+/// `ipv4Validate` as a plain Node-API function (it runs once per received IPv4 packet):
+/// `validate(packet, verifyChecksum)` has its results. A wrong argument type throws a
+/// `TypeError`.
+#[napi(ts_return_type = "(packet: Uint8Array, verifyChecksum: boolean) => number")]
+pub fn ipv4_fast_validate(env: &Env) -> napi::Result<RawValue> {
+    bind(env, "ipv4Validate", Some(ipv4_validate), (), &[]).map(RawValue)
+}
+
+unsafe extern "C" fn ipv4_validate(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    const USAGE: &CStr = c"ipv4Validate(packet: Uint8Array, verifyChecksum: boolean)";
+    let Some(((), [packet, verify])) = (unsafe { arguments::<(), 2>(env, info) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let mut verify_checksum = false;
+    let Some(packet) = (unsafe { bytes_of(env, packet) }) else { return unsafe { type_error(env, USAGE) } };
+    if unsafe { sys::napi_get_value_bool(env, verify, &mut verify_checksum) } != sys::Status::napi_ok {
+        return unsafe { type_error(env, USAGE) };
+    }
+    unsafe { int(env, crate::ipv4::ipv4_validate(packet, verify_checksum)) }
+}

@@ -19,6 +19,7 @@ mod out;
 mod random;
 mod reassembly;
 mod tap;
+mod tap_rx;
 mod tcp;
 
 pub use errors::error_codes;

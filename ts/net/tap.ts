@@ -3,7 +3,7 @@
  *
  * The descriptor is opened from Rust, optionally inside a named network namespace. Reception runs
  * on the event loop thread: libuv watches the descriptor, and when it is readable the frames that
- * are ready (up to 64, about 256 KiB) are read straight into a receive buffer this device lent
+ * are ready (up to 64 frames or 64 KiB) are read straight into a receive buffer this device lent
  * to Rust, and the listener gets views of it in one callback: no thread hop, no allocation, no
  * copy of our own. The buffer is reused for the next batch when the listener said it kept no
  * frame (a {@link ReusingFrameHandler} from `listenReusing` returning true, as Morgana's stack

@@ -217,7 +217,6 @@ export interface TcpListenOptions {
   host?: '0.0.0.0' | '::';
 }
 
-/** Options of {@link Tcp.connect}. */
 /** What {@link TcpConnection.setOnRead} takes: a buffer received data is copied into, and its reader. */
 export interface TcpOnRead {
   /** Reused for every chunk: at most its length is copied at a time. */
@@ -226,6 +225,7 @@ export interface TcpOnRead {
   callback: (nread: number, buffer: Buffer) => unknown;
 }
 
+/** Options of {@link Tcp.connect}. */
 export interface TcpConnectOptions {
   /** Local port (default: a random free ephemeral port). */
   localPort?: number;
@@ -1023,7 +1023,6 @@ export class TcpConnection extends Duplex {
     this.destroy(error);
   }
 
-  /** Turns Nagle's algorithm off (`true`, the default argument) or on. */
   /**
    * Like `net.Socket`'s `onread` option: from now on received data is copied into
    * `onread.buffer` (up to its length at a time) and handed to `onread.callback(nread, buffer)`
@@ -1046,6 +1045,7 @@ export class TcpConnection extends Duplex {
     return this;
   }
 
+  /** Turns Nagle's algorithm off (`true`, the default argument) or on. */
   setNoDelay(noDelay = true): this {
     if (!this.#engineGone) this.#tcp.engine.setNoDelay(this.handle, noDelay);
     this.#tcp.schedule();

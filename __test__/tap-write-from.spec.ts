@@ -9,7 +9,17 @@ import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { type FrameOffload, createStack, openTap, tapNetDevice } from 'morgana';
+import { native } from '../ts/native.js';
 import { kernelTest, withNetns } from './helpers/netns.js';
+
+/** The native handles of the TAP devices opened from now on (each lends its slab once, at open). */
+const handles: Array<{ stats(): { txFrames: number; txInline: number; txQueued: number } }> = [];
+const proto = (native as unknown as { TapHandle: { prototype: { txSlab(this: unknown): unknown } } }).TapHandle.prototype;
+const txSlab = proto.txSlab;
+proto.txSlab = function (this: unknown) {
+  handles.push(this as (typeof handles)[number]);
+  return txSlab.call(this);
+};
 
 const KERNEL = '10.89.7.1';
 const MORGANA = '10.89.7.2';
@@ -64,3 +74,40 @@ kernelTest(
   },
   ['python3'],
 );
+
+kernelTest(test, 'writeFrom: a turn writes its first 4 MiB on the JS thread (no thread hop, no copy), the rest through the ring, all in order', async (t) => {
+  await withNetns(async (ns) => {
+    const tap = await openTap({ name: 'mtapw1', netns: ns.name, mtu: 9000 });
+    const handle = handles.at(-1)!;
+    await ns.ip('link', 'set', 'mtapw1', 'up');
+    try {
+      const FRAME = 9014;
+      const N = 600;
+      const frames = Buffer.alloc(FRAME * N);
+      for (let i = 0; i < N; i++) {
+        frames.fill(0xff, i * FRAME, i * FRAME + 6); // broadcast
+        frames.writeUInt16BE(0x88b5, i * FRAME + 12); // local experimental EtherType: the kernel drops it quietly
+        frames.writeUInt32BE(i, i * FRAME + 14);
+      }
+      const before = handle.stats();
+      for (let i = 0; i < N; i++) tap.writeFrom!(frames, i * FRAME, FRAME);
+      const inline = handle.stats().txInline - before.txInline;
+      // The byte budget is checked before each frame: the frame that crosses 4 MiB still goes inline.
+      t.is(inline, Math.ceil((4 << 20) / FRAME), 'inline until 4 MiB were written in this turn, then queued');
+      const deadline = Date.now() + 20_000;
+      // Counted as a write starts; the ring is empty once the last one returned.
+      while ((handle.stats().txFrames - before.txFrames < N || handle.stats().txQueued > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      t.is(handle.stats().txFrames - before.txFrames, N, 'the queued rest is written by the thread');
+      t.is(tap.stats().txDropped, 0);
+      // A new turn: inline again.
+      await new Promise((r) => setImmediate(r));
+      const next = handle.stats();
+      tap.writeFrom!(frames, 0, FRAME);
+      t.is(handle.stats().txInline - next.txInline, 1);
+      const rx = Number((await ns.exec('cat', ['/sys/class/net/mtapw1/statistics/rx_packets'])).stdout);
+      t.is(rx, N + 1, 'the kernel received every frame');
+    } finally {
+      await tap.close();
+    }
+  });
+});

@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Stack, VirtualSwitch, createStack } from 'morgana';
 import { VNET_PORT_OFFLOADS } from '../ts/config/devices.js';
-import { type TcpRelay, relayTcp } from '../ts/config/tcp-relay.js';
+import { HOST_READ_BUFFERS_KEPT, type TcpRelay, relayAccepted } from '../ts/config/tcp-relay.js';
 import { digest } from './helpers/streams.js';
 
 const MIB = 1 << 20;
@@ -45,9 +45,10 @@ async function rig(mtu: number): Promise<Rig> {
     }
   }
   const relays: TcpRelay[] = [];
-  const server = net.createServer({ allowHalfOpen: true }, (host) => {
-    host.pause();
-    void gateway.tcp.connect('10.0.0.2', GUEST_PORT, { allowHalfOpen: true }).then((inner) => relays.push(relayTcp(host, inner)));
+  // As vnet --forward does: nothing read from the client until the guest accepted, then its
+  // descriptor taken over by a socket reading into the relay's reused buffer.
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (host) => {
+    void gateway.tcp.connect('10.0.0.2', GUEST_PORT, { allowHalfOpen: true }).then((inner) => relays.push(relayAccepted(host, inner).relay));
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -95,6 +96,8 @@ for (const mtu of [1500, 65_520]) {
       t.is(hostGot.sha, guestSent);
       t.is(r.relays[0]!.inward, 64 * MIB);
       t.is(r.relays[0]!.outward, 64 * MIB);
+      // The host socket read 64 MiB into a handful of reused buffers, not one per read.
+      t.true(r.relays[0]!.hostReadBuffers >= 1 && r.relays[0]!.hostReadBuffers <= 1 + HOST_READ_BUFFERS_KEPT + 2, `${r.relays[0]!.hostReadBuffers} read buffers`);
       // The guest super-frames crossed the switch whole: far fewer frames than 1500-byte segments.
       if (mtu === 1500) for (const port of r.sw.ports()) t.true(port.stats.rxFrames < (64 * MIB) / 1460 / 4, `port ${port.id}: ${port.stats.rxFrames} frames`);
     } finally {
@@ -160,6 +163,8 @@ test('a guest that stops reading stops the relay reading from the host: its buff
     const got = digest(guestConn);
     guestConn.resume();
     t.is((await got).sha, await sent);
+    // The engine's full send buffer held a chunk, whose read buffer was lent (and came back).
+    t.true(relay.hostReadBuffers >= 2 && relay.hostReadBuffers <= 1 + HOST_READ_BUFFERS_KEPT + 2, `${relay.hostReadBuffers} read buffers`);
   } finally {
     await r.close();
   }

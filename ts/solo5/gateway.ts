@@ -25,6 +25,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { formatIpv4Address, parseIpv4Address } from '../address.js';
 import type { Forward } from '../config/targets.js';
+import { relayAccepted } from '../config/tcp-relay.js';
 import { MorganaError } from '../errors.js';
 import { type FrameFill, type FrameHandler, type FrameOffload, type NetDevice, type NetOffloads, type NetStats, MAX_SUPER_FRAME, NEEDS_CSUM, acceptsOffload, emptyNetStats } from '../net/device.js';
 import { realFrames } from '../net/gso.js';
@@ -615,7 +616,15 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
           stack.tcp.connect(guestAddress, f.guestPort, { allowHalfOpen: true }).then(
             (inner) => {
               stats.accepted.forwardedTcp++;
-              pipeBoth(host, inner, release);
+              // The relay reads the client into a reused buffer through a socket that takes over
+              // the accepted one's descriptor (see relayAccepted): that socket is the one tracked.
+              sockets.delete(host);
+              const relayed = relayAccepted(host, inner).host;
+              sockets.add(relayed);
+              relayed.once('close', () => {
+                sockets.delete(relayed);
+                release();
+              });
             },
             (error: Error) => {
               release();

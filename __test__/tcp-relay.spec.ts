@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type Stack, VirtualSwitch, createStack } from 'morgana';
 import { VNET_PORT_OFFLOADS } from '../ts/config/devices.js';
 import { HOST_READ_BUFFERS_KEPT, type TcpRelay, relayAccepted } from '../ts/config/tcp-relay.js';
+import { vnetForwards } from '../ts/config/vnet-gateway.js';
 import { digest } from './helpers/streams.js';
 
 const MIB = 1 << 20;
@@ -187,6 +188,33 @@ test('a host that stops reading stops the relay reading from the guest: its buff
     const got = digest(host);
     host.resume();
     t.is((await got).sha, await sent);
+  } finally {
+    await r.close();
+  }
+});
+
+test("vnet --forward's stop() closes relayed connections that are still open (their sockets are no longer the server's)", async (t) => {
+  t.timeout(120_000);
+  const r = await rig(1500);
+  try {
+    const forwards = await vnetForwards(r.gateway, { forward: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 0, guestAddress: '10.0.0.2', guestPort: GUEST_PORT }] }, '10.0.0.2');
+    const port = Number(/:(\d+)$/.exec(forwards.list[0]!.host)![1]);
+    const host = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    host.on('error', () => {});
+    const guestConn = (await r.accepted.next()).value as Duplex;
+    guestConn.on('error', () => {});
+    // One exchange each way first: the relay is up.
+    host.write('ping');
+    t.is(String((await once(guestConn, 'data'))[0]), 'ping');
+    guestConn.write('pong');
+    t.is(String((await once(host, 'data'))[0]), 'pong');
+    // The client sees its connection end (FIN, or RST): it half-opens, so 'end' rather than 'close'.
+    const hostEnded = new Promise((resolve) => (host.once('end', resolve), host.once('close', resolve)));
+    const stopped = forwards.stop().then(() => 'stopped');
+    const late = new Promise((resolve) => setTimeout(() => resolve('still stopping after 20 s'), 20_000).unref());
+    t.is(await Promise.race([stopped, late]), 'stopped');
+    await hostEnded;
+    host.destroy();
   } finally {
     await r.close();
   }

@@ -103,6 +103,32 @@ test.serial('forward policies: defaults refuse 0.0.0.0 and low ports, a policy w
   );
 });
 
+test.serial('user-mode access policies: no host loopback by default, filled in when left out, refused when asked for; a top-level policy allows it, a child may not allow what its parent does not', async (t) => {
+  const d = await startDaemon(path.join(dir, 'access'));
+  t.teardown(() => d.close());
+  const deploy = (name: string, net: object) => daemonRequest(d.dir, { cmd: 'deploy', options: { image: '/nonexistent/web.spt', name, userNets: [{ name: 'service0', ...net }] } });
+  const set = (p: string, policy: object) => daemonRequest(d.dir, { cmd: 'policy-set', path: p, policy } as never);
+
+  // Asking for host loopback under the default is refused, naming the network and the field.
+  t.regex(await codeAndMessage(deploy('acme:web', { hostLoopback: true })), /^ERR_DAEMON_POLICY: 'acme:web' refused by the daemon's default: user-mode network 'service0' asks for hostLoopback, which is not allowed$/);
+  // Leaving it out (or saying false) passes the policy: the deploy fails later, on the missing image.
+  t.regex(await codeAndMessage(deploy('acme:web', {})), /^ERR_SOLO5_/);
+  t.regex(await codeAndMessage(deploy('acme:web', { hostLoopback: false, outbound: true })), /^ERR_SOLO5_/);
+  // Not a boolean: a typed error, not "truthy".
+  t.regex(await codeAndMessage(deploy('acme:web', { hostLoopback: 'yes' })), /^ERR_SOLO5_BAD_OPTION: user-mode network 'service0': hostLoopback must be true or false, got "yes"$/);
+  t.regex(await codeAndMessage(set('acme', { hostLoopback: 'yes' })), /^ERR_DAEMON_BAD_POLICY: hostLoopback must be true or false/);
+
+  // A child may not allow what applies above it; the top-level policy may.
+  t.regex(await codeAndMessage(set('acme:team', { hostLoopback: true })), /^ERR_DAEMON_POLICY: policy for 'acme:team' refused: hostLoopback not allowed by the daemon's default$/);
+  t.is((await codeAndMessage(set('acme', { hostLoopback: true, outbound: false }))), 'resolved');
+  t.regex(await codeAndMessage(deploy('acme:web', { hostLoopback: true })), /^ERR_SOLO5_/);
+  t.regex(await codeAndMessage(deploy('acme:web', { outbound: true })), /^ERR_DAEMON_POLICY: 'acme:web' refused by the policy of 'acme': user-mode network 'service0' asks for outbound, which is not allowed$/);
+  t.regex(await codeAndMessage(set('acme:team', { outbound: true })), /outbound not allowed by the policy of 'acme'/);
+  t.is(await codeAndMessage(set('acme:team', { hostLoopback: true })), 'resolved');
+  // Removing 'acme' would leave its child wider than the default: refused until the child goes.
+  t.regex(await codeAndMessage(daemonRequest(d.dir, { cmd: 'policy-remove', path: 'acme' } as never)), /hostLoopback not allowed by the daemon's default/);
+});
+
 test.serial('client paths: pcap and block files outside the files directories, with .. or through symbolic links are refused; nothing is written', async (t) => {
   const extra = path.join(dir, 'extra');
   mkdirSync(extra);
@@ -185,7 +211,12 @@ kernel(`a policy allowing 0.0.0.0:80: the forward works (curl to another address
   t.teardown(() => ns.destroy());
   // An address of the namespace other than loopback, reached only through a 0.0.0.0 binding.
   await ns.ip('addr', 'add', '10.231.0.1/32', 'dev', 'lo');
-  const env = { ...process.env, STUB_GUEST: path.resolve('__test__/helpers/solo5-guest.mjs'), STUB_NODE: process.execPath, STUB_TENDER: tender };
+  // A service on the namespace's loopback, which guests reach through 10.0.2.2 only where a policy allows it.
+  const loopbackPort = 47_123;
+  const service = ns.spawn(process.execPath, ['-e', `require('node:net').createServer((s) => s.end('pong\\n')).listen(${loopbackPort}, '127.0.0.1', () => console.log('up'))`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => void service.kill());
+  await new Promise((r) => service.stdout!.once('data', r));
+  const env = { ...process.env, STUB_GUEST: path.resolve('__test__/helpers/solo5-guest.mjs'), STUB_NODE: process.execPath, STUB_TENDER: tender, GUEST_TCP_TO: `10.0.2.2:${loopbackPort}` };
   const daemon: ChildProcess = ns.spawn(process.execPath, [cli, 'daemon', '--dir', d, '--files-dir', extra], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   daemon.stderr!.on('data', (c: Buffer) => (err += c.toString()));
@@ -221,7 +252,11 @@ kernel(`a policy allowing 0.0.0.0:80: the forward works (curl to another address
   t.regex(dep.stdout, /forwarding tcp 0\.0\.0\.0:80 -> 10\.0\.2\.15:80/);
   const row = ((await daemonRequest(d, { cmd: 'ps' })).unikernels as DaemonUnikernelInfo[])[0]!;
   if (row.pid) stray.add(row.pid);
-  await until('the guest is ready', () => existsSync(path.join(d, 'console', 'tenant:web.log')) && /guest ready on 10\.0\.2\.15/.test(readFileSync(path.join(d, 'console', 'tenant:web.log'), 'utf8')));
+  const consoleOf = (name: string) => (existsSync(path.join(d, 'console', `${name}.log`)) ? readFileSync(path.join(d, 'console', `${name}.log`), 'utf8') : '');
+  await until('the guest is ready', () => /guest ready on 10\.0\.2\.15/.test(consoleOf('tenant:web')));
+  // No policy allows host loopback here: the guest's connection to 10.0.2.2 is refused.
+  await until('the outbound attempt ends', () => /outbound tcp/.test(consoleOf('tenant:web')));
+  t.regex(consoleOf('tenant:web'), /outbound tcp failed/);
   // curl in the namespace, to its non-loopback address: only the 0.0.0.0 binding answers there.
   const body = path.join(work, 'body');
   await ns.exec('curl', ['-sS', '--fail', '-m', '60', '-o', body, 'http://10.231.0.1:80/bytes/300000'], { timeoutMs: 90_000 });
@@ -258,6 +293,15 @@ kernel(`a policy allowing 0.0.0.0:80: the forward works (curl to another address
   t.true(refused.some((r) => /^path tenant:web: pcap of 'service0'/.test(r)));
   t.true(refused.some((r) => /^policy tenant:web2: .*2 forwards, limit 1/.test(r)));
   t.true(refused.some((r) => /^policy tenant:web: .*allowed forwardAddresses 127\.0\.0\.1\)$/.test(r)));
+
+  // Where the top-level policy allows it, the guest reaches the namespace's loopback service.
+  t.is((await morgana(['daemon', 'policy', 'set', 'tenant', '--forward-addresses', '127.0.0.1', '--host-loopback', 'yes', '--dir', d])).status, 0);
+  const lo = await deploy('tenant:lo');
+  t.is(lo.status, 0, lo.stderr);
+  const loRow = ((await daemonRequest(d, { cmd: 'ps' })).unikernels as DaemonUnikernelInfo[]).find((u) => u.name === 'tenant:lo')!;
+  if (loRow.pid) stray.add(loRow.pid);
+  await until('the outbound attempt ends', () => /outbound tcp/.test(consoleOf('tenant:lo')));
+  t.regex(consoleOf('tenant:lo'), /outbound tcp: pong/);
 
   const exited = new Promise((r) => daemon.once('exit', r));
   daemon.kill('SIGTERM');

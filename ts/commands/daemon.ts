@@ -42,8 +42,11 @@ const USAGE = `morgana daemon [serve] [--dir DIR] [--metrics HOST:PORT] [--http 
        morgana daemon status
        morgana daemon policy set <path> [--max-unikernels N] [--mem MB] [--cpus 0,1] [--bridges br0,br1] [--block-quota SIZE]
                [--forward-addresses 127.0.0.1,::1] [--forward-ports 1024-65535] [--max-forwards N]
+               [--host-loopback yes|no] [--outbound yes|no]
                (forwards of user-mode networks: host addresses and ports they may bind, how many per
-               unikernel; default where no policy says: 127.0.0.1,::1 and 1024-65535)
+               unikernel; default where no policy says: 127.0.0.1,::1 and 1024-65535; whether their
+               guests may reach the host's loopback through the gateway and go outbound: default no
+               and yes)
        morgana daemon policy list | remove <path>
        morgana daemon block create <name> <size> | list | info <name> | delete <name>
        morgana daemon block dump <name> <file|-> | restore <name> <file|->
@@ -290,10 +293,17 @@ async function policyCommand(target: DaemonTarget, rest: string[]): Promise<numb
       'forward-addresses': { type: 'string' },
       'forward-ports': { type: 'string' },
       'max-forwards': { type: 'string' },
+      'host-loopback': { type: 'string' },
+      outbound: { type: 'string' },
     },
     allowPositionals: true,
   });
   const p = one(positionals, 'policy set');
+  const yesNo = (v: string | undefined, flag: string): boolean | undefined => {
+    if (v === undefined) return undefined;
+    if (v === 'yes' || v === 'no') return v === 'yes';
+    throw new UsageError(`${flag} must be yes or no, got '${v}'`);
+  };
   const policy: ResourcePolicy = {};
   const max = intOption(values['max-unikernels'], '--max-unikernels');
   if (max !== undefined) policy.maxUnikernels = max;
@@ -310,6 +320,10 @@ async function policyCommand(target: DaemonTarget, rest: string[]): Promise<numb
   if (maxForwards !== undefined) policy.maxForwards = maxForwards;
   if (values['forward-addresses'] !== undefined) policy.forwardAddresses = values['forward-addresses'] === '' ? [] : values['forward-addresses'].split(',');
   if (values['forward-ports'] !== undefined) policy.forwardPorts = parsePortRanges(values['forward-ports']);
+  const hostLoopback = yesNo(values['host-loopback'], '--host-loopback');
+  if (hostLoopback !== undefined) policy.hostLoopback = hostLoopback;
+  const outbound = yesNo(values.outbound, '--outbound');
+  if (outbound !== undefined) policy.outbound = outbound;
   const r = await daemonRequest(target, { cmd: 'policy-set', path: p, policy });
   process.stdout.write(`${p}: ${JSON.stringify(r.policy)}\n`);
   return 0;

@@ -19,7 +19,7 @@ export {
   startDaemon,
 } from './supervisor.js';
 export { type DaemonEvent, type DaemonEventType } from './events.js';
-export { DEFAULT_FORWARD_ADDRESSES, DEFAULT_FORWARD_PORTS, type ResourcePolicy } from './policy.js';
+export { DEFAULT_FORWARD_ADDRESSES, DEFAULT_FORWARD_PORTS, DEFAULT_USER_NET_ACCESS, type ResourcePolicy } from './policy.js';
 export { type BlockInfo } from './blocks.js';
 export { type MetricFamily, renderMetrics } from './metrics.js';
 export { type DaemonWeb, type DaemonWebOptions, type DaemonWebSnapshot, type DaemonWebUnikernel, daemonSnapshot, startDaemonWeb } from './web.js';

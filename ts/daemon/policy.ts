@@ -12,6 +12,13 @@
  * ({@link DEFAULT_FORWARD_ADDRESSES}, {@link DEFAULT_FORWARD_PORTS}): loopback only, ports from
  * 1024. A top-level policy (which only an unconfined admin may set) may widen them; a child may
  * not widen what applies to its parent.
+ *
+ * What a user-mode guest may reach through its gateway is a policy too: `hostLoopback` (the
+ * gateway's address leads to the daemon host's loopback, where other tenants' forwards and the
+ * daemon's own metrics listen) and `outbound` (connections out through the daemon's sockets).
+ * Absent means "as the parent"; at the top {@link DEFAULT_USER_NET_ACCESS}: no host loopback (as
+ * rootless podman sets slirp4netns), outbound allowed. A unikernel that does not say takes what
+ * applies; one that asks for more is refused.
  * @module
  */
 import { readFileSync } from 'node:fs';
@@ -43,6 +50,30 @@ export interface ResourcePolicy {
   forwardPorts?: [number, number][];
   /** Most forwards one unikernel under the path may have (all its user-mode networks together). */
   maxForwards?: number;
+  /**
+   * Whether user-mode guests under the path may reach the host's loopback through the gateway's
+   * address. Absent: as the parent, at the top {@link DEFAULT_USER_NET_ACCESS} (no).
+   */
+  hostLoopback?: boolean;
+  /**
+   * Whether user-mode guests under the path may open connections and UDP flows out through the
+   * daemon's sockets. Absent: as the parent, at the top {@link DEFAULT_USER_NET_ACCESS} (yes).
+   */
+  outbound?: boolean;
+}
+
+/** What user-mode guests may reach where no policy says otherwise. */
+export const DEFAULT_USER_NET_ACCESS: Readonly<{ hostLoopback: boolean; outbound: boolean }> = Object.freeze({ hostLoopback: false, outbound: true });
+
+/** The user-mode access fields of a policy. */
+const ACCESS_FIELDS = ['hostLoopback', 'outbound'] as const;
+type AccessField = (typeof ACCESS_FIELDS)[number];
+
+/** What one user-mode network of a create asks for (absent fields are filled in from the policy). */
+export interface UserNetAccessRequest {
+  name?: unknown;
+  hostLoopback?: boolean;
+  outbound?: boolean;
 }
 
 /** Host addresses forwards may bind where no policy says otherwise: loopback. */
@@ -120,7 +151,7 @@ export interface ResourceRequest {
   bridges?: string[];
 }
 
-const POLICY_FIELDS = ['maxUnikernels', 'memoryMB', 'blockMB', 'cpus', 'bridges', 'maxForwards', 'forwardAddresses', 'forwardPorts'];
+const POLICY_FIELDS = ['maxUnikernels', 'memoryMB', 'blockMB', 'cpus', 'bridges', 'maxForwards', 'forwardAddresses', 'forwardPorts', ...ACCESS_FIELDS];
 
 const PATH_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?::[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,15}$/;
 
@@ -178,6 +209,11 @@ export function validatePolicy(path: string, p: ResourcePolicy): ResourcePolicy 
     }
     out.forwardPorts = mergeRanges(p.forwardPorts);
   }
+  for (const k of ACCESS_FIELDS) {
+    if (p[k] === undefined) continue;
+    if (typeof p[k] !== 'boolean') bad(`${k} must be true or false, got ${JSON.stringify(p[k])}`);
+    out[k] = p[k];
+  }
   for (const k of Object.keys(p)) if (!POLICY_FIELDS.includes(k)) bad(`unknown policy field '${k}'`);
   return out;
 }
@@ -213,6 +249,17 @@ function widensForwards(child: ResourcePolicy, applies: ForwardLimits): string |
   return undefined;
 }
 
+/** Why `child`'s user-mode access fields allow what `applies` (its parent's) does not, or undefined. */
+function widensAccess(child: ResourcePolicy, applies: UserNetAccess): string | undefined {
+  for (const k of ACCESS_FIELDS) {
+    if (child[k] === true && !applies[k].allowed) return `${k} not allowed by ${applies[k].from}`;
+  }
+  return undefined;
+}
+
+/** Whether user-mode guests may reach the host's loopback and go outbound somewhere, and which policy (or default) says so. */
+export type UserNetAccess = Record<AccessField, { allowed: boolean; from: string }>;
+
 /** The policies of a daemon, by owner path. */
 export class PolicyStore {
   #policies = new Map<string, ResourcePolicy>();
@@ -244,7 +291,7 @@ export class PolicyStore {
     }
     // Forward addresses and ports: what applies to the parent (a top-level policy sets the daemon's own).
     if (ownerPaths(path).length > 0) {
-      const why = widensForwards(p, this.forwardLimits(path));
+      const why = widensForwards(p, this.forwardLimits(path)) ?? widensAccess(p, this.userNetAccess(path));
       if (why) refuse(`policy for '${path}' refused: ${why}`);
     }
     for (const [other, op] of this.#policies) {
@@ -254,7 +301,7 @@ export class PolicyStore {
       const saved = this.#policies.get(path);
       this.#policies.set(path, p);
       try {
-        const widens = widensForwards(op, this.forwardLimits(other));
+        const widens = widensForwards(op, this.forwardLimits(other)) ?? widensAccess(op, this.userNetAccess(other));
         if (widens) refuse(`policy for '${path}' refused: the existing policy of '${other}' would exceed it (${widens})`);
       } finally {
         if (saved) this.#policies.set(path, saved);
@@ -284,6 +331,37 @@ export class PolicyStore {
     addresses ??= { v: DEFAULT_FORWARD_ADDRESSES, from: "the daemon's default" };
     ports ??= { v: DEFAULT_FORWARD_PORTS, from: "the daemon's default" };
     return { addresses: addresses.v, ports: ports.v, from: addresses.from, portsFrom: ports.from };
+  }
+
+  /**
+   * What user-mode guests named `name` (or under a policy path being set) may reach: for each
+   * field, the innermost policy on its owner paths that sets it, else
+   * {@link DEFAULT_USER_NET_ACCESS}; with where each comes from.
+   */
+  userNetAccess(name: string): UserNetAccess {
+    const out: Partial<UserNetAccess> = {};
+    for (const at of ownerPaths(name).reverse()) {
+      const p = this.#policies.get(at);
+      for (const k of ACCESS_FIELDS) if (!out[k] && p?.[k] !== undefined) out[k] = { allowed: p[k]!, from: `the policy of '${at}'` };
+    }
+    for (const k of ACCESS_FIELDS) out[k] ??= { allowed: DEFAULT_USER_NET_ACCESS[k], from: "the daemon's default" };
+    return out as UserNetAccess;
+  }
+
+  /**
+   * Checks what the user-mode networks of a create (or update) of `name` ask to reach against
+   * {@link userNetAccess}, and fills in what they leave out with what applies (so a guest under
+   * the default gets no host loopback). Throws `ERR_DAEMON_POLICY` naming the network and field.
+   */
+  checkUserNetAccess(name: string, nets: UserNetAccessRequest[]): void {
+    const applies = this.userNetAccess(name);
+    for (const n of nets) {
+      for (const k of ACCESS_FIELDS) {
+        if (n[k] === undefined) n[k] = applies[k].allowed;
+        else if (typeof n[k] !== 'boolean') throw new MorganaError('ERR_SOLO5_BAD_OPTION', `user-mode network '${String(n.name)}': ${k} must be true or false, got ${JSON.stringify(n[k])}`);
+        else if (n[k] === true && !applies[k].allowed) refuse(`'${name}' refused by ${applies[k].from}: user-mode network '${String(n.name)}' asks for ${k}, which is not allowed`);
+      }
+    }
   }
 
   /**
@@ -320,7 +398,7 @@ export class PolicyStore {
     this.#policies.delete(path);
     for (const [other, op] of this.#policies) {
       if (!other.startsWith(`${path}:`)) continue;
-      const why = widensForwards(op, this.forwardLimits(other));
+      const why = widensForwards(op, this.forwardLimits(other)) ?? widensAccess(op, this.userNetAccess(other));
       if (why) {
         this.#policies.set(path, removed);
         refuse(`removing the policy of '${path}' refused: the policy of '${other}' would then be wider than what applies above it (${why}); remove or narrow it first`);

@@ -36,7 +36,7 @@ import { type DaemonEvent, EventLog } from './events.js';
 import { type MetricFamily, parseHostPort, processIo, serveMetrics } from './metrics.js';
 import { type NodeRunOptions, defaultNodeName, nodePlan, validateNodeRun } from './node-unikernel.js';
 import { confinedPath } from './paths.js';
-import { type ForwardRequest, PolicyStore, type ResourcePolicy, type ResourceUsage, isUnder, ownerPaths } from './policy.js';
+import { type ForwardRequest, PolicyStore, type ResourcePolicy, type ResourceUsage, type UserNetAccessRequest, isUnder, ownerPaths } from './policy.js';
 import {
   BoundedLineReader,
   type ControlCounters,
@@ -688,6 +688,10 @@ export class Solo5Daemon {
         return typeof o === 'object' && o !== null && (o.protocol === 'tcp' || o.protocol === 'udp') && typeof o.hostAddress === 'string' && net.isIP(o.hostAddress) !== 0 && Number.isInteger(o.hostPort) && o.hostPort! >= 0 && o.hostPort! <= 65535;
       });
       if (wellFormed.length === forwards.length) this.#policies.checkForwards(record.name, wellFormed);
+      this.#policies.checkUserNetAccess(
+        record.name,
+        userNets.filter((n) => typeof n === 'object' && n !== null) as UserNetAccessRequest[],
+      );
       for (const n of userNets) {
         if (n?.pcap !== undefined) n.pcap = await confinedPath(n.pcap, this.#filesDirs, `pcap of '${String(n.name)}'`);
       }

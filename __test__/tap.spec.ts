@@ -5,7 +5,7 @@ import { chmodSync, cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type NetDevice, checksum, ipv4, openTap, parseMac, pcapRecorder } from 'morgana';
+import { type NetDevice, type TapDevice, checksum, ipv4, openTap, parseMac, pcapRecorder } from 'morgana';
 import { frame, netConformance } from './helpers/net-conformance.js';
 import { type Netns, kernelSuite, kernelTest, withNetns } from './helpers/netns.js';
 import { tapPair } from './helpers/tap-pair.js';
@@ -294,6 +294,9 @@ kernelTest(test, 'an open TAP keeps the event loop alive; close releases it', as
     t.is(closed.stdout.trim(), 'closed');
 
     const open = runChild(ns, 'keep-open');
+    // From the moment it says it opened the device (a loaded machine may take seconds to get there).
+    const opened = new Promise<'open'>((resolve) => open.child.stdout!.on('data', (d: Buffer) => d.includes('open') && resolve('open')));
+    t.is(await Promise.race([open.done, opened]), 'open', 'the child opened the device');
     const early = await Promise.race([open.done, new Promise<'alive'>((r) => setTimeout(() => r('alive'), 1500))]);
     t.is(early, 'alive', 'still running 1.5 s after opening');
     open.child.kill('SIGTERM');
@@ -453,4 +456,88 @@ kernelTest(test, 'close flushes the ring: frames queued before close are written
       await tap.close();
     }
   });
+});
+
+// --- the receive buffer: reused only when the listener kept nothing ---------------------------
+
+/** Frame `i` of the receive-buffer tests: its own length (60 to 1514 B) and content. */
+function numberedFrame(dst: string, src: string, i: number): Buffer {
+  const length = 60 + ((i * 7919) % 1455);
+  const out = Buffer.alloc(length);
+  parseMac(dst).copy(out, 0);
+  parseMac(src).copy(out, 6);
+  out.writeUInt16BE(0x88b5, 12);
+  out.writeUInt32BE(i, 14);
+  for (let at = 18; at < length; at++) out[at] = (i * 31 + at) & 0xff;
+  return out;
+}
+
+/**
+ * Sends frames 0…n-1 from `a` across the bridge to `b` in rounds small enough for the kernel's
+ * queues (the test waits for each round, so nothing is lost to a full queue); `onRound` waits.
+ */
+async function sendNumbered(a: TapDevice, b: TapDevice, n: number, arrived: () => number): Promise<void> {
+  const ROUND = 200;
+  for (let start = 0; start < n; start += ROUND) {
+    const end = Math.min(n, start + ROUND);
+    for (let i = start; i < end; i++) {
+      const bytes = numberedFrame(b.mac, a.mac, i);
+      a.write(bytes.length, (buffer) => bytes.copy(buffer));
+    }
+    const deadline = Date.now() + 10_000;
+    while (arrived() < end) {
+      if (Date.now() > deadline) throw new Error(`only ${arrived()} of ${end} frames arrived`);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  }
+}
+
+kernelTest(test, 'receive buffer: frames a listener keeps stay intact while later batches arrive; a reusing listener that keeps nothing sees one buffer', async (t) => {
+  const { a, b, cleanup } = await tapPair();
+  try {
+    const N = 3000;
+    // A plain listener owns every frame: none may be overwritten by a later batch.
+    const kept: Buffer[] = [];
+    b.listen((f) => {
+      if (f.readUInt16BE(12) === 0x88b5) kept.push(f);
+    });
+    await sendNumbered(a, b, N, () => kept.length);
+    const batches = new Set(kept.map((f) => f.buffer));
+    t.true(batches.size > 1, 'kept frames fill more than one receive slab');
+    const bad = kept.filter((f) => !f.equals(numberedFrame(b.mac, a.mac, f.readUInt32BE(14))));
+    t.is(bad.length, 0, 'kept frames are intact');
+    t.deepEqual(kept.map((f) => f.readUInt32BE(14)), [...Array(N).keys()]);
+
+    // A reusing listener that copies what it needs: every frame intact when it is called, and
+    // all batches read into the same memory.
+    const buffers = new Set<ArrayBufferLike>();
+    let seen = 0;
+    let intact = 0;
+    b.listenReusing!((f) => {
+      if (f.readUInt16BE(12) !== 0x88b5) return true;
+      buffers.add(f.buffer);
+      seen++;
+      if (f.equals(numberedFrame(b.mac, a.mac, f.readUInt32BE(14)))) intact++;
+      return true;
+    });
+    await sendNumbered(a, b, N, () => seen);
+    t.is(intact, N);
+    t.is(buffers.size, 1, 'one receive buffer for every batch');
+
+    // A reusing listener that keeps every 10th frame (returns false for it): those stay intact.
+    const some: Buffer[] = [];
+    seen = 0;
+    b.listenReusing!((f) => {
+      if (f.readUInt16BE(12) !== 0x88b5) return true;
+      seen++;
+      if (f.readUInt32BE(14) % 10 !== 0) return true;
+      some.push(f);
+      return false;
+    });
+    await sendNumbered(a, b, N, () => seen);
+    t.is(some.length, N / 10);
+    t.is(some.filter((f) => !f.equals(numberedFrame(b.mac, a.mac, f.readUInt32BE(14)))).length, 0, 'frames kept by a reusing listener are intact');
+  } finally {
+    await cleanup();
+  }
 });

@@ -8,11 +8,12 @@
  * and the kernel side generates the same bytes with `openssl enc`, so nothing is held twice.
  */
 import test from 'ava';
+import { createHash } from 'node:crypto';
 import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import type { NetDevice, Stack } from 'morgana';
+import type { NetDevice, Stack, TcpConnection } from 'morgana';
 import { expectedSha, generated, generatorShell } from './helpers/generated.js';
 import {
   MIB,
@@ -245,3 +246,47 @@ kernelTest(test, '20 MiB curl transfers each way with 1 % loss and 1 % reorderin
     }
   });
 }, ['curl', 'openssl']);
+
+kernelTest(test, 'setOnRead: 64 MiB from the kernel read into one reused buffer, then through the stream again, SHA-256 equal', async (t) => {
+  t.timeout(120_000);
+  const size = 64 * MIB;
+  const switchAt = 40 * MIB;
+  const expected = await expectedSha(size);
+  await withTapStack({}, async (stack, ns) => {
+    const hash = createHash('sha256');
+    let viaBuffer = 0;
+    let viaStream = 0;
+    const buffers = new Set<Buffer>();
+    const received = new Promise<TcpConnection>((resolve, reject) => {
+      const server = stack.tcp.listen(9000, (conn) => {
+        server.close();
+        // An odd length, so reads end mid-segment.
+        const onread = {
+          buffer: Buffer.alloc(10_007),
+          callback: (n: number, buffer: Buffer) => {
+            buffers.add(buffer);
+            hash.update(buffer.subarray(0, n));
+            viaBuffer += n;
+            // Back to the stream part-way: the rest must follow in order, nothing lost or doubled.
+            if (viaBuffer >= switchAt) conn.setOnRead(undefined).on('data', (chunk: Buffer) => {
+              hash.update(chunk);
+              viaStream += chunk.length;
+            });
+          },
+        };
+        conn.setOnRead(onread);
+        conn.on('end', () => resolve(conn));
+        conn.on('error', reject);
+      });
+    });
+    const sender = ns.exec('bash', ['-c', `${generatorShell(size)} > /dev/tcp/${MORGANA}/9000`]);
+    const conn = await received;
+    await sender;
+    t.is(hash.digest('hex'), expected, 'data intact');
+    t.is(viaBuffer + viaStream, size);
+    t.true(viaBuffer >= switchAt && viaStream > 0, `${viaBuffer} B through the buffer, ${viaStream} B through the stream`);
+    t.is(buffers.size, 1, 'one buffer for every chunk');
+    t.is(conn.bytesRead, size);
+    t.throws(() => conn.setOnRead({ buffer: Buffer.alloc(0), callback: () => {} }), { code: 'ERR_INVALID_ARG_TYPE' });
+  });
+}, ['openssl']);

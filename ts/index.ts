@@ -181,7 +181,7 @@ export * from './solo5/index.js';
 export * from './daemon/index.js';
 export { formatStackSummary } from './stack/summary.js';
 export { type InetAddressLike } from './stack/inet.js';
-export { Tcp, TcpConnection, DEFAULT_CONNECT_TIMEOUT, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOptions, TcpServer, type TcpStats } from './stack/tcp.js';
+export { Tcp, TcpConnection, DEFAULT_CONNECT_TIMEOUT, type TcpCongestionControl, type TcpConnectionInfo, type TcpConnectOptions, type TcpListenOptions, type TcpOnRead, type TcpOptions, TcpServer, type TcpStats } from './stack/tcp.js';
 export {
   type Iperf3ClientOptions,
   type Iperf3Interval,

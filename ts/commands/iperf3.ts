@@ -281,7 +281,7 @@ export const iperf3: Command = {
     if (values.reverse === true && values.bidir === true) return usage('-R and --bidir exclude each other');
 
     // Addresses are checked before the TAP device is opened: an error after it would leave its
-    // reader thread holding the process open (the command printed its error and hung).
+    // reader holding the process open (the command printed its error and hung).
     let stack: Stack;
     let where: string;
     // --vnet: the gateway of the vnet target and its host port forwards, in front of the server.

@@ -1,10 +1,14 @@
 /**
  * A NET device backed by a Linux TAP interface (`/dev/net/tun`, `IFF_TAP | IFF_NO_PI`).
  *
- * The descriptor is opened from Rust, optionally inside a named network namespace. A Rust reader
- * thread drains every frame that is ready on a wake-up into one buffer plus a lengths array and
- * hands the batch to JavaScript with a single threadsafe-function call; the listener receives
- * views of that (fresh) buffer.
+ * The descriptor is opened from Rust, optionally inside a named network namespace. Reception runs
+ * on the event loop thread: libuv watches the descriptor, and when it is readable the frames that
+ * are ready (up to 64, about 256 KiB) are read straight into a receive buffer this device lent
+ * to Rust, and the listener gets views of it in one callback: no thread hop, no allocation, no
+ * copy of our own. The buffer is reused for the next batch when the listener said it kept no
+ * frame (a {@link ReusingFrameHandler} from `listenReusing` returning true, as Morgana's stack
+ * does for TCP); otherwise those frames keep their bytes and the next batch is read after them,
+ * in the same slab while it has room.
  *
  * Writes: a TAP `write(2)` runs the kernel's whole receive path for the frame (its TCP, its
  * ACKs) before returning, so a Rust writer thread does most of them, on another core, off the
@@ -36,6 +40,7 @@ import {
   type FrameFill,
   type FrameHandler,
   type FrameOffload,
+  type ReusingFrameHandler,
   type NetDevice,
   type NetOffloads,
   type NetStats,
@@ -119,6 +124,8 @@ const MAX_OFFLOAD_FRAME = VIRTIO_NET_HDR_LENGTH + ETHERNET_HEADER_LENGTH + 65_53
  * thread. Bounds the kernel work done on the JS thread per turn to a few hundred µs.
  */
 const INLINE_PER_TURN = 32;
+/** A receive slab holds this many receive buffers (batches kept whole by their listeners). */
+const RX_SLAB_BUFFERS = 4;
 
 /**
  * Opens a TAP interface as a NET device. Needs `CAP_NET_ADMIN` (in the target namespace) and
@@ -169,7 +176,17 @@ class Tap implements TapDevice {
   readonly #minFrame: number;
   #handle: Handle;
   #closed = false;
-  #handler: FrameHandler | undefined;
+  #handler: FrameHandler | ReusingFrameHandler | undefined;
+  /** The handler came through listenReusing: its `true` lets the receive buffer be reused. */
+  #reusing = false;
+  /** The receive buffer lent to Rust: each batch's frames, back to back (a view of the slab). */
+  #rxBuffer!: Buffer;
+  /** Receive buffers are carved from this, one after the other, as listeners keep frames. */
+  #rxSlab: Buffer | undefined;
+  /** Where {@link #rxBuffer} starts in the slab. */
+  #rxAt = 0;
+  /** Their lengths, written by Rust (never handed out, so never replaced). */
+  readonly #rxLengths: Uint32Array;
   /** The transmit ring's memory (external, owned by Rust), or undefined when not shareable. */
   #slab: Buffer | undefined;
   /** Bytes per ring slot (≥ mtu + 14). */
@@ -193,14 +210,16 @@ class Tap implements TapDevice {
   #rxBytes = 0;
   #rxUnheard = 0;
 
-  constructor(open: (onBatch: (frames: Buffer, lengths: Uint32Array) => void) => Handle, mac: string, mtu: number) {
+  constructor(open: (onBatch: (count: number) => void) => Handle, mac: string, mtu: number) {
     this.mac = mac;
     this.mtu = mtu;
     try {
-      this.#handle = open((frames, lengths) => this.#receive(frames, lengths));
+      this.#handle = open((count) => this.#receive(count));
     } catch (error) {
       throw tapError(error);
     }
+    this.#rxLengths = new Uint32Array(this.#handle.rxBatchFrames);
+    this.#lendRxBuffer(0);
     this.name = this.#handle.name;
     this.vnetHdr = this.#handle.vnetHdr;
     const bits = this.#handle.offloads;
@@ -223,21 +242,57 @@ class Tap implements TapDevice {
     return view;
   }
 
-  #receive(frames: Buffer, lengths: Uint32Array): void {
+  /**
+   * Lends Rust the receive buffer for the batches from now on: the slab's room after the `kept`
+   * bytes of the last batch (which a listener may still refer to), or a new slab when too little
+   * is left. Small batches kept by listeners (ARP, ICMP, UDP) then share a slab, as Node's
+   * Buffer pool does, instead of costing a full-size buffer each.
+   */
+  #lendRxBuffer(kept: number): void {
+    const length = this.#handle.rxBufferLength;
+    let at = (this.#rxAt + kept + 7) & ~7;
+    if (this.#rxSlab === undefined || at + length > this.#rxSlab.length) {
+      this.#rxSlab = Buffer.allocUnsafeSlow(length * RX_SLAB_BUFFERS);
+      at = 0;
+    }
+    this.#rxAt = at;
+    this.#rxBuffer = this.#rxSlab.subarray(at, at + length);
+    this.#handle.rxLend(this.#rxBuffer, this.#rxLengths);
+  }
+
+  /** A batch of `count` frames is in the receive buffer (called from the event loop). */
+  #receive(count: number): void {
     if (this.#closed) return;
+    const frames = this.#rxBuffer;
+    const lengths = this.#rxLengths;
     let offset = 0;
-    for (let i = 0; i < lengths.length; i++) {
-      const length = lengths[i]!;
-      const frame = frames.subarray(offset, offset + length);
-      offset += length;
-      const handler = this.#handler;
-      if (handler === undefined || this.#closed) {
-        this.#rxUnheard++;
-        continue;
+    // Whether every listener call returned "kept nothing", so the buffer may be read into again.
+    let reusable = true;
+    try {
+      for (let i = 0; i < count; i++) {
+        const length = lengths[i]!;
+        const handler = this.#handler;
+        if (handler === undefined || this.#closed) {
+          this.#rxUnheard++;
+          offset += length;
+          continue;
+        }
+        const frame = frames.subarray(offset, offset + length);
+        offset += length;
+        this.#rxFrames++;
+        this.#rxBytes += length;
+        reusable = handler(frame) === true && this.#reusing && reusable;
       }
-      this.#rxFrames++;
-      this.#rxBytes += length;
-      handler(frame);
+    } catch (error) {
+      reusable = false;
+      throw error;
+    } finally {
+      // Frames a listener may still refer to keep their bytes; the next batch goes after them.
+      if (!reusable && !this.#closed) {
+        let kept = 0;
+        for (let i = 0; i < count; i++) kept += lengths[i]!;
+        this.#lendRxBuffer(kept);
+      }
     }
   }
 
@@ -307,6 +362,13 @@ class Tap implements TapDevice {
   listen(handler: FrameHandler): void {
     if (typeof handler !== 'function') throw new InvalidArgumentError('handler must be a function');
     this.#handler = handler;
+    this.#reusing = false;
+  }
+
+  listenReusing(handler: ReusingFrameHandler): void {
+    if (typeof handler !== 'function') throw new InvalidArgumentError('handler must be a function');
+    this.#handler = handler;
+    this.#reusing = true;
   }
 
   stats(): NetStats {
@@ -316,7 +378,7 @@ class Tap implements TapDevice {
       rxBytes: this.#rxBytes,
       txFrames: n.txFrames,
       txBytes: n.txBytes,
-      rxDropped: this.#rxUnheard + n.rxQueueDropped + n.rxOversized,
+      rxDropped: this.#rxUnheard + n.rxOversized,
       txDropped: this.#txDropped + n.txQueueFull + n.txErrors,
     };
   }
@@ -427,27 +489,35 @@ class VnetHdrDevice implements TapNetDevice {
 
   listen(handler: FrameHandler): void {
     if (!this.#tap.vnetHdr) return this.#tap.listen(handler);
-    this.#tap.listen((raw) => {
-      if (raw.length < VIRTIO_NET_HDR_LENGTH + ETHERNET_HEADER_LENGTH) return;
-      const flags = raw[0]!;
-      const gsoType = raw[1]!;
-      const frame = raw.subarray(VIRTIO_NET_HDR_LENGTH);
-      if (flags === 0 && gsoType === VIRTIO_NET_HDR_GSO_NONE) return handler(frame);
-      if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) this.#partialChecksum++;
-      if (gsoType !== VIRTIO_NET_HDR_GSO_NONE) this.#coalesced++;
-      // TCP over IPv4 is trusted as the kernel marks it (its engine skips the sum); anything
-      // else with a partial checksum is completed here, for layers that verify checksums.
-      const tcp4 = frame.readUInt16BE(12) === 0x0800 && frame[23] === 6;
-      if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !tcp4 && !native.gsoCompleteChecksum(frame, raw.readUInt16LE(6), raw.readUInt16LE(8))) return;
-      handler(frame, {
-        flags: flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID),
-        gsoType,
-        hdrLen: raw.readUInt16LE(2),
-        gsoSize: raw.readUInt16LE(4),
-        csumStart: raw.readUInt16LE(6),
-        csumOffset: raw.readUInt16LE(8),
-      });
-    });
+    this.#tap.listen((raw) => void this.#receive(raw, handler));
+  }
+
+  listenReusing(handler: ReusingFrameHandler): void {
+    if (!this.#tap.vnetHdr) return this.#tap.listenReusing!(handler);
+    this.#tap.listenReusing!((raw) => this.#receive(raw, handler));
+  }
+
+  /** Strips the header and passes the frame on, with its metadata; returns what `handler` did. */
+  #receive(raw: Buffer, handler: FrameHandler | ReusingFrameHandler): boolean {
+    if (raw.length < VIRTIO_NET_HDR_LENGTH + ETHERNET_HEADER_LENGTH) return true;
+    const flags = raw[0]!;
+    const gsoType = raw[1]!;
+    const frame = raw.subarray(VIRTIO_NET_HDR_LENGTH);
+    if (flags === 0 && gsoType === VIRTIO_NET_HDR_GSO_NONE) return handler(frame) === true;
+    if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) this.#partialChecksum++;
+    if (gsoType !== VIRTIO_NET_HDR_GSO_NONE) this.#coalesced++;
+    // TCP over IPv4 is trusted as the kernel marks it (its engine skips the sum); anything
+    // else with a partial checksum is completed here, for layers that verify checksums.
+    const tcp4 = frame.readUInt16BE(12) === 0x0800 && frame[23] === 6;
+    if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !tcp4 && !native.gsoCompleteChecksum(frame, raw.readUInt16LE(6), raw.readUInt16LE(8))) return true;
+    return handler(frame, {
+      flags: flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID),
+      gsoType,
+      hdrLen: raw.readUInt16LE(2),
+      gsoSize: raw.readUInt16LE(4),
+      csumStart: raw.readUInt16LE(6),
+      csumOffset: raw.readUInt16LE(8),
+    }) === true;
   }
 
   stats(): NetStats {

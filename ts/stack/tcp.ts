@@ -217,6 +217,14 @@ export interface TcpListenOptions {
 }
 
 /** Options of {@link Tcp.connect}. */
+/** What {@link TcpConnection.setOnRead} takes: a buffer received data is copied into, and its reader. */
+export interface TcpOnRead {
+  /** Reused for every chunk: at most its length is copied at a time. */
+  buffer: Buffer;
+  /** Called with the number of bytes just copied to the start of `buffer`. */
+  callback: (nread: number, buffer: Buffer) => unknown;
+}
+
 export interface TcpConnectOptions {
   /** Local port (default: a random free ephemeral port). */
   localPort?: number;
@@ -806,6 +814,8 @@ export class TcpConnection extends Duplex {
   /** True until the handshake completes (active opens). */
   connecting: boolean;
   #wantRead = false;
+  /** Set by {@link setOnRead}: data goes into this buffer and to this callback, not the stream. */
+  #onread: TcpOnRead | undefined;
   #peerEnded = false;
   #endPushed = false;
   #engineGone = false;
@@ -1000,6 +1010,28 @@ export class TcpConnection extends Duplex {
   }
 
   /** Turns Nagle's algorithm off (`true`, the default argument) or on. */
+  /**
+   * Like `net.Socket`'s `onread` option: from now on received data is copied into
+   * `onread.buffer` (up to its length at a time) and handed to `onread.callback(nread, buffer)`
+   * as it arrives, instead of going through the stream ('data' events, `read()`). The bytes are
+   * the callback's only until it returns: the same buffer takes the next chunk, so a reader that
+   * looks at data and drops it (iperf3, a checksum, a parser that copies) allocates nothing per
+   * chunk, where the stream allocates a Buffer per chunk (64 KiB at a time, whose turnover drives
+   * V8's old-space collections at high rates). The callback's return value is ignored: data is
+   * delivered as soon as it is readable. `'end'` and `'close'` come as usual. `undefined`
+   * returns to the stream for data that arrives afterwards.
+   */
+  setOnRead(onread: TcpOnRead | undefined): this {
+    if (onread !== undefined) {
+      if (typeof onread !== 'object' || onread === null || !Buffer.isBuffer(onread.buffer) || onread.buffer.length === 0 || typeof onread.callback !== 'function') {
+        throw new InvalidArgumentError('onread must be { buffer: a non-empty Buffer, callback: a function }');
+      }
+    }
+    this.#onread = onread;
+    if (onread !== undefined) this._pull();
+    return this;
+  }
+
   setNoDelay(noDelay = true): this {
     if (!this.#engineGone) this.#tcp.engine.setNoDelay(this.handle, noDelay);
     this.#tcp.schedule();
@@ -1114,7 +1146,16 @@ export class TcpConnection extends Duplex {
     if (this.#engineGone && !this.#peerEnded) return;
     const engine = this.#tcp.engine;
     let moved = false;
-    let available = this.#wantRead && !this.#engineGone ? (readable ?? engine.readable(this.handle)) : 0;
+    const onread = this.#onread;
+    if (onread !== undefined && !this.#engineGone && (readable ?? engine.readable(this.handle)) > 0) {
+      // Into the reader's own buffer, as long as anything is readable (or it switches back).
+      for (let n = engine.recv(this.handle, onread.buffer); n > 0; n = this.#onread === onread && !this.#engineGone ? engine.recv(this.handle, onread.buffer) : 0) {
+        moved = true;
+        this.#bytesRead += n;
+        onread.callback(n, onread.buffer);
+      }
+    }
+    let available = onread === undefined && this.#onread === undefined && this.#wantRead && !this.#engineGone ? (readable ?? engine.readable(this.handle)) : 0;
     while (this.#wantRead && !this.#engineGone && available > 0) {
       const size = Math.min(available, READ_CHUNK);
       const chunk = Buffer.allocUnsafe(size);

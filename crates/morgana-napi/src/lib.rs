@@ -18,6 +18,7 @@ mod out;
 mod random;
 mod reassembly;
 mod tap;
+mod tap_rx;
 mod tcp;
 
 pub use errors::error_codes;

@@ -1,55 +1,24 @@
 //! Linux TAP device bindings: open; transmission through the writer thread's ring, whose slab
-//! JS fills in place (`txSlab` + `commit`) or copies into (`write`); and the reader thread's
-//! batches delivered to a JS callback through one bounded threadsafe function call per wake-up.
+//! JS fills in place (`txSlab` + `commit`) or copies into (`write`); and reception on the event
+//! loop thread into buffers JS lends (`rxLend`, see `tap_rx.rs`), one JS call per batch.
 
+use crate::tap_rx::{RxReader, RX_BUFFER_LENGTH, RX_FRAMES};
 use morgana_tap::fdpass::{self, Received};
-use morgana_tap::{
-    Batch, Delivery, Reader, ReaderConfig, Refused, Slab, Tap, TapOptions, Writer, WriterConfig, WriterStats,
-    MAX_OFFLOAD_FRAME,
-};
-use napi::bindgen_prelude::{Buffer, BufferSlice, FnArgs, Function, Uint32Array};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use morgana_tap::{Refused, Slab, Tap, TapOptions, Writer, WriterConfig, WriterStats, MAX_OFFLOAD_FRAME};
+use napi::bindgen_prelude::{BufferSlice, Function, JsValue, Unknown};
 use napi::{CleanupEnvHook, Env, Error, Result, Status};
 use napi_derive::napi;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, Weak};
 
-/// Batches handed to the JS thread and not yet taken up, at most. Beyond that the reader keeps
-/// filling its pending batch and then leaves frames in the kernel's queue.
-const IN_FLIGHT_BATCHES: usize = 4;
-/// Hard bound of the threadsafe function's queue (the in-flight limit keeps it from filling);
-/// a batch refused by a full queue is dropped and counted.
-const QUEUED_BATCHES: usize = 16;
-
-/// Called as `onBatch(frames, lengths)`: two arguments, not one array.
-type BatchArgs = FnArgs<(Buffer, Uint32Array)>;
-type BatchTsfn = ThreadsafeFunction<Batch, (), BatchArgs, Status, false, false, QUEUED_BATCHES>;
-
-/// The reader thread and the threadsafe function it calls, torn down together.
-struct Running {
-    reader: Reader,
-    tsfn: Arc<BatchTsfn>,
-}
-
-impl Running {
-    fn shutdown(mut self) {
-        // Joining the thread drops its clone of the threadsafe function, so ours is the last.
-        self.reader.stop();
-        if let Ok(tsfn) = Arc::try_unwrap(self.tsfn) {
-            // Abort rather than release: batches still queued are discarded and the event loop
-            // is let go at once.
-            #[allow(deprecated)]
-            let _ = tsfn.abort();
-        }
-    }
-}
+type Running = RxReader;
 
 type Shared = Arc<Mutex<Option<Running>>>;
 
 fn shutdown(shared: &Mutex<Option<Running>>) {
     let running = shared.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(running) = running {
-        running.shutdown();
+        running.stop();
     }
 }
 
@@ -77,12 +46,8 @@ pub struct TapNativeStats {
     pub rx_bytes: f64,
     /// Batches handed to JS.
     pub rx_batches: f64,
-    /// Frames dropped because the JS queue was full.
-    pub rx_queue_dropped: f64,
     /// Frames longer than the MTU allows, dropped by the reader.
     pub rx_oversized: f64,
-    /// Times the reader paused reading because JS had not caught up.
-    pub rx_stalls: f64,
     /// The read error that stopped the reader early, if any.
     pub rx_error: Option<String>,
     /// Frames written to the device (counted as the write starts).
@@ -105,7 +70,7 @@ pub struct TapNativeStats {
     pub tx_error: Option<String>,
 }
 
-/// An open TAP interface with its reader and writer threads.
+/// An open TAP interface with its writer thread and its reader on the event loop.
 #[napi]
 pub struct TapHandle {
     tap: Option<Tap>,
@@ -124,7 +89,8 @@ pub struct TapHandle {
 impl TapHandle {
     /// Opens TAP interface `name` (in network namespace `netns` if given), sets the kernel-side
     /// MTU, and starts the writer thread (a ring of `WriterConfig::for_mtu(mtu)`) and the
-    /// reader, which calls `onBatch(frames, lengths)` once per wake-up.
+    /// reader, which, once buffers are lent (`rxLend`), reads the frames that are ready into
+    /// them and calls `onBatch(count)` on the event loop thread.
     /// With `vnetHdr`, asks for a 12-byte `virtio_net_hdr` in front of every frame both ways and
     /// for checksum and TSO offloads (see `vnetHdr` and `offloads` for what the kernel granted);
     /// frames are then up to 12 + 14 + 65,535 bytes and the ring's slots that long.
@@ -136,7 +102,7 @@ impl TapHandle {
         netns: Option<String>,
         mtu: u32,
         vnet_hdr: bool,
-        on_batch: Function<FnArgs<(Buffer, Uint32Array)>, ()>,
+        on_batch: Function<u32, ()>,
     ) -> Result<TapHandle> {
         let options = TapOptions { name: &name, netns: netns.as_deref(), mtu: Some(mtu), vnet_hdr };
         let tap = Tap::open(&options)
@@ -149,57 +115,27 @@ impl TapHandle {
     /// kernel side, only used for the rings. A descriptor opened with the `virtio_net_hdr`
     /// (`tapSendFds` with `vnetHdr`) keeps it: see `vnetHdr` and `offloads`.
     #[napi(factory)]
-    pub fn adopt(
-        env: Env,
-        fd: i32,
-        mtu: u32,
-        on_batch: Function<FnArgs<(Buffer, Uint32Array)>, ()>,
-    ) -> Result<TapHandle> {
+    pub fn adopt(env: Env, fd: i32, mtu: u32, on_batch: Function<u32, ()>) -> Result<TapHandle> {
         let fd = owned_fd(fd)?;
         let tap =
             Tap::adopt(fd).map_err(|e| Error::new(Status::GenericFailure, format!("{}: {e}", e.code())))?;
         TapHandle::start(env, tap, mtu, on_batch)
     }
 
-    fn start(
-        env: Env,
-        tap: Tap,
-        mtu: u32,
-        on_batch: Function<FnArgs<(Buffer, Uint32Array)>, ()>,
-    ) -> Result<TapHandle> {
-        let tsfn: Arc<BatchTsfn> = Arc::new(
-            on_batch
-                .build_threadsafe_function::<Batch>()
-                .callee_handled::<false>()
-                .max_queue_size::<QUEUED_BATCHES>()
-                .build_callback(|ctx| {
-                    let batch = ctx.value;
-                    // The rest of `batch` (its in-flight ticket) is dropped here, on the JS thread.
-                    Ok(FnArgs::from((Buffer::from(batch.data), Uint32Array::new(batch.lengths))))
-                })?,
-        );
+    fn start(env: Env, tap: Tap, mtu: u32, on_batch: Function<u32, ()>) -> Result<TapHandle> {
         let offload = tap.vnet_hdr();
         let writer = tap
             .spawn_writer(if offload { WriterConfig::for_offload() } else { WriterConfig::for_mtu(mtu) })
             .map_err(|e| Error::new(Status::GenericFailure, format!("ERR_TAP_OPEN: writer thread: {e}")))?;
-        let config = ReaderConfig {
-            max_frame: if offload { MAX_OFFLOAD_FRAME } else { mtu as usize + 14 },
-            max_batch_frames: 64,
-            max_batch_bytes: 256 * 1024,
-            max_in_flight: IN_FLIGHT_BATCHES,
+        let max_frame = if offload { MAX_OFFLOAD_FRAME } else { mtu as usize + 14 };
+        // SAFETY: `env` and `on_batch` are this call's live values; the descriptor stays open
+        // until `close` (or drop) has stopped the reader.
+        let reader = unsafe {
+            RxReader::start(env.raw(), tap.as_fd().as_raw_fd(), max_frame, on_batch.value().value)?
         };
-        let caller = tsfn.clone();
-        let reader = tap
-            .spawn_reader(config, move |batch| {
-                match caller.call(batch, ThreadsafeFunctionCallMode::NonBlocking) {
-                    Status::Ok => Delivery::Delivered,
-                    _ => Delivery::Dropped,
-                }
-            })
-            .map_err(|e| Error::new(Status::GenericFailure, format!("ERR_TAP_OPEN: reader thread: {e}")))?;
-        let running: Shared = Arc::new(Mutex::new(Some(Running { reader, tsfn })));
-        // Stop the thread before Node tears the environment down (process exit with the device
-        // still open), so it never calls into a dying environment.
+        let running: Shared = Arc::new(Mutex::new(Some(reader)));
+        // Stop reading before Node tears the environment down (process exit with the device
+        // still open), so nothing calls into a dying environment.
         let hook = env.add_env_cleanup_hook(Arc::downgrade(&running), |weak| {
             if let Some(shared) = weak.upgrade() {
                 shutdown(&shared);
@@ -328,7 +264,34 @@ impl TapHandle {
         }
     }
 
-    /// Counters of the reader and writer threads.
+    /// Lends the buffers received frames are read into, back to back, with their lengths:
+    /// `frames` of at least `rxBufferLength` bytes, `lengths` of at least `rxBatchFrames`
+    /// entries. Batch `onBatch(count)` is in them until the callback returns; a caller that
+    /// keeps frames lends new buffers before the next batch. Replaces earlier buffers; reading
+    /// starts with the first call. Does nothing after close.
+    #[napi(ts_args_type = "frames: Buffer, lengths: Uint32Array")]
+    pub fn rx_lend(&self, frames: Unknown<'_>, lengths: Unknown<'_>) -> Result<()> {
+        let guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        match &*guard {
+            // SAFETY: both are live values of this call, on the JS thread.
+            Some(reader) => unsafe { reader.lend(frames.value().value, lengths.value().value) },
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes the frame buffer given to `rxLend` must have.
+    #[napi(getter)]
+    pub fn rx_buffer_length(&self) -> u32 {
+        RX_BUFFER_LENGTH as u32
+    }
+
+    /// Entries the lengths array given to `rxLend` must have: the most frames in one batch.
+    #[napi(getter)]
+    pub fn rx_batch_frames(&self) -> u32 {
+        RX_FRAMES as u32
+    }
+
+    /// Counters of the reader and the writer thread.
     #[napi]
     pub fn stats(&self) -> TapNativeStats {
         let (tx, tx_error) = match &self.writer {
@@ -337,7 +300,7 @@ impl TapHandle {
         };
         let guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let (s, error) = match (&*guard, self.stats_after_close) {
-            (Some(r), _) => (r.reader.stats(), r.reader.error()),
+            (Some(r), _) => (r.stats(), r.error()),
             (None, Some(s)) => (s, None),
             (None, None) => (Default::default(), None),
         };
@@ -345,9 +308,7 @@ impl TapHandle {
             rx_frames: s.frames as f64,
             rx_bytes: s.bytes as f64,
             rx_batches: s.batches as f64,
-            rx_queue_dropped: s.dropped as f64,
             rx_oversized: s.oversized as f64,
-            rx_stalls: s.stalls as f64,
             rx_error: error,
             tx_frames: tx.frames as f64,
             tx_bytes: tx.bytes as f64,
@@ -362,8 +323,8 @@ impl TapHandle {
     }
 
     /// Flushes the transmit ring and joins the writer (nothing is written afterwards), stops
-    /// and joins the reader, releases the threadsafe function (and with it the event loop),
-    /// and closes the descriptor. Idempotent.
+    /// the reader (releasing the event loop and the lent buffers), and closes the descriptor.
+    /// Idempotent.
     #[napi]
     pub fn close(&mut self, env: Env) -> Result<()> {
         if let Some(mut writer) = self.writer.take() {
@@ -373,8 +334,8 @@ impl TapHandle {
         }
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(running) = running {
-            self.stats_after_close = Some(running.reader.stats());
-            running.shutdown();
+            self.stats_after_close = Some(running.stats());
+            running.stop();
         }
         self.tap = None;
         if let Some(hook) = self.hook.take() {

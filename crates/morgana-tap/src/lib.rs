@@ -17,6 +17,8 @@
 //!   the TAP descriptor and a stop `eventfd`, drains every frame that is ready (up to a batch cap)
 //!   into one buffer plus a lengths array, and hands the [`Batch`] to a callback: one call per
 //!   wake-up, never one per frame.
+//! - [`drain`] reads the frames that are ready into buffers the caller owns and reuses, with no
+//!   thread: for a reader on someone else's event loop (Node's, in the napi binding).
 //!
 //! # Why transmission has a thread of its own
 //!
@@ -78,7 +80,7 @@ mod tap;
 mod writer;
 
 pub use error::{TapError, TapErrorKind};
-pub use reader::{Batch, Delivery, Reader, ReaderConfig, ReaderStats};
+pub use reader::{drain, Batch, Delivery, Drained, Reader, ReaderConfig, ReaderStats, READ_WINDOW};
 pub use ring::Refused;
 pub use tap::{Tap, TapOptions, VNET_HDR_LEN, WANTED_OFFLOADS};
 pub use writer::{

@@ -9,13 +9,13 @@
 
 use crate::sys;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Room for one read: the largest frame a TAP can hand out (64 KiB MTU plus headers).
-const READ_WINDOW: usize = 65_536 + 64;
+pub const READ_WINDOW: usize = 65_536 + 64;
 
 /// Caps for one batch and for the batches out with the consumer.
 #[derive(Clone, Copy, Debug)]
@@ -251,29 +251,67 @@ where
         if !room || tap_events == 0 {
             continue;
         }
-        while lengths.len() < max_frames && used < config.max_batch_bytes {
-            match sys::read(fd.as_fd(), &mut scratch[used..used + READ_WINDOW]) {
-                Ok(0) => break,
-                Ok(n) if n > config.max_frame => {
-                    shared.oversized.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(n) => {
-                    used += n;
-                    lengths.push(n as u32);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // Deliver what was read, then report the error.
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
+        // Continue the pending batch: its frames so far stay where they are.
+        let count = lengths.len();
+        lengths.resize(max_frames, 0);
+        let (drained, error) = drain(
+            fd.as_fd(),
+            &mut scratch[used..],
+            &mut lengths[count..],
+            config.max_frame,
+            config.max_batch_bytes - used,
+        );
+        lengths.truncate(count + drained.frames);
+        used += drained.bytes;
+        shared.oversized.fetch_add(drained.oversized, Ordering::Relaxed);
+        // Deliver what was read, then report the error.
+        failure = error;
         if failure.is_some() && lengths.is_empty() {
             return Err(failure.take().unwrap_or_else(|| io::Error::other("read failed")));
         }
     }
+}
+
+/// What one [`drain`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Frames stored, back to back from the start of the buffer, their lengths in `lengths`.
+    pub frames: usize,
+    /// Bytes of those frames.
+    pub bytes: usize,
+    /// Frames longer than `max_frame`, read and thrown away.
+    pub oversized: u64,
+}
+
+/// Reads the frames that are ready on the non-blocking descriptor `fd` into `buf`, back to
+/// back, and their lengths into `lengths`, until the descriptor has none left, `lengths` is
+/// full, `max_bytes` are stored, or `buf` has less than [`READ_WINDOW`] bytes of room (a read
+/// needs room for the longest frame a TAP hands out). Frames longer than `max_frame` are read,
+/// dropped and counted. A read error other than `EAGAIN`/`EINTR` ends the drain and comes back
+/// next to what was read before it. Allocates nothing: the caller's buffers are reused.
+pub fn drain(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    lengths: &mut [u32],
+    max_frame: usize,
+    max_bytes: usize,
+) -> (Drained, Option<io::Error>) {
+    let mut out = Drained::default();
+    while out.frames < lengths.len() && out.bytes < max_bytes && buf.len() - out.bytes >= READ_WINDOW {
+        match sys::read(fd, &mut buf[out.bytes..out.bytes + READ_WINDOW]) {
+            Ok(0) => break,
+            Ok(n) if n > max_frame => out.oversized += 1,
+            Ok(n) => {
+                lengths[out.frames] = n as u32;
+                out.frames += 1;
+                out.bytes += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
 }
 
 #[cfg(test)]
@@ -390,5 +428,42 @@ mod tests {
         reader.stop();
         assert_eq!(reader.stats().dropped, 0);
         assert_eq!(reader.stats().frames, 151);
+    }
+
+    #[test]
+    fn drain_reads_what_is_ready_into_the_callers_buffers() {
+        let (ours, theirs) = socket_pair();
+        for i in 0..5u8 {
+            sys::write(theirs.as_fd(), &vec![i; 100 + i as usize]).unwrap();
+        }
+        sys::write(theirs.as_fd(), &[9u8; 3000]).unwrap();
+        sys::write(theirs.as_fd(), &[7u8; 60]).unwrap();
+        let mut buf = vec![0u8; 2 * READ_WINDOW];
+        let mut lengths = [0u32; 3];
+        // The lengths array caps the drain: three frames, the rest stays queued.
+        let (d, e) = drain(ours.as_fd(), &mut buf, &mut lengths, 2000, usize::MAX);
+        assert!(e.is_none());
+        assert_eq!((d.frames, d.bytes, d.oversized), (3, 303, 0));
+        assert_eq!(lengths, [100, 101, 102]);
+        assert!(buf[..100].iter().all(|&b| b == 0) && buf[201..303].iter().all(|&b| b == 2));
+        // Then the rest, into the same memory: the 3000-byte frame is over max_frame.
+        let (d, e) = drain(ours.as_fd(), &mut buf, &mut lengths, 2000, usize::MAX);
+        assert!(e.is_none());
+        assert_eq!((d.frames, d.oversized), (3, 1));
+        assert_eq!(lengths, [103, 104, 60]);
+        assert!(buf[207..267].iter().all(|&b| b == 7));
+        // Nothing ready: nothing read, no error.
+        let (d, e) = drain(ours.as_fd(), &mut buf, &mut lengths, 2000, usize::MAX);
+        assert!(e.is_none() && d == Drained::default());
+        // Less room than the longest frame: no read at all.
+        sys::write(theirs.as_fd(), &[1u8; 80]).unwrap();
+        let (d, _) = drain(ours.as_fd(), &mut buf[..READ_WINDOW - 1], &mut lengths, 2000, usize::MAX);
+        assert_eq!(d.frames, 0);
+        // A byte cap closes the batch once reached.
+        sys::write(theirs.as_fd(), &[2u8; 80]).unwrap();
+        let (d, _) = drain(ours.as_fd(), &mut buf, &mut lengths, 2000, 50);
+        assert_eq!((d.frames, d.bytes), (1, 80));
+        let (d, _) = drain(ours.as_fd(), &mut buf, &mut lengths, 2000, 50);
+        assert_eq!((d.frames, d.bytes), (1, 80));
     }
 }

@@ -13,7 +13,8 @@
  * the engine copies what it is given, the buffer is free again as soon as the connection has
  * taken the chunk, and only a chunk the connection still holds (its send buffer full) costs a
  * new one. Fresh ArrayBuffers at a few GB/s were what made V8 run a full collection every
- * ~100 ms during a bulk transfer.
+ * ~100 ms during a bulk transfer. The other way, a Morgana connection reads into a reused buffer
+ * of the relay too (`TcpConnection.setOnRead`), whose chunks net copies into the kernel.
  * @module
  */
 import net from 'node:net';
@@ -39,6 +40,12 @@ export interface TcpRelay {
    * reads into buffers of its own ({@link relayTcp}).
    */
   readonly hostReadBuffers: number;
+  /**
+   * Of {@link outward}, the bytes the inner connection read into the relay's reused buffer
+   * (a Morgana connection relayed by {@link relayAccepted} or {@link relayConnected}); the rest
+   * came through its stream, as Buffers of their own, while the host socket was full.
+   */
+  readonly outwardViaBuffer: number;
 }
 
 /** The size of a host socket's read buffer (net's own reads are 64 KiB too). */
@@ -119,6 +126,60 @@ function forwardReads(from: net.Socket, reads: HostReads, to: Duplex, count: (n:
   from.once('end', () => to.end());
 }
 
+/** A Morgana connection that can read into a buffer of ours ({@link TcpConnection.setOnRead}). */
+interface ReadsInto extends Duplex {
+  setOnRead(onread: { buffer: Buffer; callback: (nread: number) => unknown } | undefined): unknown;
+}
+
+function readsInto(stream: Duplex): stream is ReadsInto {
+  return typeof (stream as Partial<ReadsInto>).setOnRead === 'function';
+}
+
+/**
+ * The inner → host direction for a Morgana connection: it reads into one reused buffer
+ * (`setOnRead`) whose chunks go to `to` (net copies a chunk into the kernel when the socket
+ * takes it at once). When `to` keeps a chunk (the kernel's buffer is full, or the socket is
+ * still connecting) the connection goes back to its paused stream, which leaves the rest in the
+ * engine (its window closes), until that chunk's write is done: then what the stream took
+ * meanwhile goes first, and the reused buffer takes over again. So `to` holds at most one chunk
+ * from here, and never one the buffer's next read could overwrite.
+ */
+function forwardInto(from: ReadsInto, to: net.Socket, count: (n: number) => void, counted: { viaBuffer: number }): void {
+  const buffer = Buffer.allocUnsafe(HOST_READ_BUFFER);
+  /** Writes `chunk`; false when `to` keeps it: `from` then waits for that write's callback. */
+  const write = (chunk: Buffer): boolean => {
+    count(chunk.length);
+    let kept = false;
+    to.write(chunk, () => {
+      if (kept) resume();
+    });
+    if (to.writableLength === 0) return true;
+    kept = true;
+    return false;
+  };
+  const onread = {
+    buffer,
+    callback: (n: number) => {
+      counted.viaBuffer += n;
+      if (!write(buffer.subarray(0, n))) pause();
+    },
+  };
+  const pause = () => {
+    from.setOnRead(undefined);
+    from.pause();
+  };
+  const resume = () => {
+    if (to.destroyed) return;
+    // What the stream took meanwhile (fresh Buffers of its own) goes first, in order.
+    for (let chunk = from.read() as Buffer | null; chunk !== null; chunk = from.read() as Buffer | null) {
+      if (!write(chunk)) return pause();
+    }
+    from.setOnRead(onread);
+  };
+  from.once('end', () => to.end());
+  resume();
+}
+
 /** One direction: `from`'s chunks written to `to`, `from` paused while `to` is full. */
 function forward(from: Duplex, to: Duplex, count: (n: number) => void): void {
   let waiting = false;
@@ -186,6 +247,7 @@ export function relayConnected(options: net.TcpNetConnectOpts, inner: Duplex): H
 }
 
 function startRelay(host: Duplex, inner: Duplex, reads: HostReads | undefined): TcpRelay {
+  const outwardCounts = { viaBuffer: 0 };
   const relay = {
     inward: 0,
     outward: 0,
@@ -193,10 +255,14 @@ function startRelay(host: Duplex, inner: Duplex, reads: HostReads | undefined): 
     get hostReadBuffers() {
       return reads?.allocated ?? 0;
     },
+    get outwardViaBuffer() {
+      return outwardCounts.viaBuffer;
+    },
   };
   if (reads) forwardReads(host as net.Socket, reads, inner, (n) => (relay.inward += n));
   else forward(host, inner, (n) => (relay.inward += n));
-  forward(inner, host, (n) => (relay.outward += n));
+  if (reads && readsInto(inner)) forwardInto(inner, host as net.Socket, (n) => (relay.outward += n), outwardCounts);
+  else forward(inner, host, (n) => (relay.outward += n));
   const fail = () => {
     host.destroy();
     inner.destroy();

@@ -541,3 +541,25 @@ kernelTest(test, 'receive buffer: frames a listener keeps stay intact while late
     await cleanup();
   }
 });
+
+kernelTest(test, 'receive: a listener that closes its device mid-batch gets no further frame, and the process stays sound', async (t) => {
+  const { a, b, cleanup } = await tapPair();
+  try {
+    let seen = 0;
+    b.listen((f) => {
+      if (f.readUInt16BE(12) !== 0x88b5) return;
+      seen++;
+      if (seen === 5) void b.close();
+    });
+    // 200 frames queue up together, so the close happens inside a batch with more behind it.
+    const bytes = numberedFrame(b.mac, a.mac, 1);
+    for (let i = 0; i < 200; i++) a.write(bytes.length, (buffer) => bytes.copy(buffer));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    for (let i = 0; i < 50; i++) a.write(bytes.length, (buffer) => bytes.copy(buffer));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    t.is(seen, 5);
+    t.is(b.stats().rxFrames, 5);
+  } finally {
+    await cleanup();
+  }
+});

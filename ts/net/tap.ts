@@ -3,7 +3,7 @@
  *
  * The descriptor is opened from Rust, optionally inside a named network namespace. Reception runs
  * on the event loop thread: libuv watches the descriptor, and when it is readable the frames that
- * are ready (up to 64, about 256 KiB) are read straight into a receive buffer this device lent
+ * are ready (up to 64 frames or 64 KiB) are read straight into a receive buffer this device lent
  * to Rust, and the listener gets views of it in one callback: no thread hop, no allocation, no
  * copy of our own. The buffer is reused for the next batch when the listener said it kept no
  * frame (a {@link ReusingFrameHandler} from `listenReusing` returning true, as Morgana's stack
@@ -175,6 +175,8 @@ class Tap implements TapDevice {
   /** The shortest: an Ethernet header (after the virtio header with `vnetHdr`). */
   readonly #minFrame: number;
   #handle: Handle;
+  /** `#handle.send` as a plain native function (no napi-rs per-call bookkeeping). */
+  #send: (length: number) => number;
   #closed = false;
   #handler: FrameHandler | ReusingFrameHandler | undefined;
   /** The handler came through listenReusing: its `true` lets the receive buffer be reused. */
@@ -218,6 +220,7 @@ class Tap implements TapDevice {
     } catch (error) {
       throw tapError(error);
     }
+    this.#send = native.tapFastSend(this.#handle);
     this.#rxLengths = new Uint32Array(this.#handle.rxBatchFrames);
     this.#lendRxBuffer(0);
     this.name = this.#handle.name;
@@ -314,7 +317,7 @@ class Tap implements TapDevice {
             this.#turnPending = true;
             queueMicrotask(this.#newTurn);
           }
-          next = this.#handle.send(length);
+          next = this.#send(length);
         } else {
           next = this.#handle.commit(length);
         }

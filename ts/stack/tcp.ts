@@ -71,6 +71,7 @@ const ERROR_TEXT: Record<string, string> = {
 };
 
 type NativeEngine = InstanceType<typeof native.NativeTcpEngine>;
+type FastCalls = ReturnType<typeof native.tcpFastCalls>;
 
 const engineErrors = native.tcpErrorCodes();
 
@@ -216,7 +217,6 @@ export interface TcpListenOptions {
   host?: '0.0.0.0' | '::';
 }
 
-/** Options of {@link Tcp.connect}. */
 /** What {@link TcpConnection.setOnRead} takes: a buffer received data is copied into, and its reader. */
 export interface TcpOnRead {
   /** Reused for every chunk: at most its length is copied at a time. */
@@ -225,6 +225,7 @@ export interface TcpOnRead {
   callback: (nread: number, buffer: Buffer) => unknown;
 }
 
+/** Options of {@link Tcp.connect}. */
 export interface TcpConnectOptions {
   /** Local port (default: a random free ephemeral port). */
   localPort?: number;
@@ -275,6 +276,12 @@ export class Tcp {
   readonly #random: () => number;
   /** @internal */
   readonly engine: NativeEngine;
+  /**
+   * @internal The engine's per-request calls (`send`, `recv`, `readable`, `turn`) as plain
+   * native functions bound to it: without napi-rs's per-call receiver and borrow bookkeeping,
+   * which costs several times their work on a small request.
+   */
+  readonly fast: FastCalls;
   readonly #conns = new Map<number, TcpConnection>();
   /** Listeners by port, per family (a dual-stack listener is in both maps). */
   readonly #listeners4 = new Map<number, Listener>();
@@ -316,6 +323,7 @@ export class Tcp {
     // they are cut in Rust for any path that does not.
     const gsoMax = ip.interfaces.some((i) => tsoMax(i.eth, 4) > 0 || tsoMax(i.eth, 6) > 0) ? GSO_MAX : 0;
     this.engine = new native.NativeTcpEngine({ ...options, mtu, gsoMax }, key);
+    this.fast = native.tcpFastCalls(this.engine, ip.output.native);
     // The first output slab now, as a stack's fixed cost (not counted against its first connections).
     this.#outRoom();
     ip.onReusing(PROTO_TCP, (d) => this.#receive(d));
@@ -438,7 +446,7 @@ export class Tcp {
     const r = this.#result;
     const output = this.#ip.output.native;
     let out = this.#outRoom();
-    this.engine.turn(output, this.#in, this.#inMeta, count, this.#clock.now(), out, this.#outMeta, this.#events, r);
+    this.fast.turn(this.#in, this.#inMeta, count, this.#clock.now(), out, this.#outMeta, this.#events, r);
     let packets = r[0]!;
     const events = r[1]!;
     const deadline = r[2]!;
@@ -814,6 +822,8 @@ export class TcpConnection extends Duplex {
   /** True until the handshake completes (active opens). */
   connecting: boolean;
   #wantRead = false;
+  /** The last read emptied the engine's receive buffer and no readable event came since. */
+  #drained = false;
   /** Set by {@link setOnRead}: data goes into this buffer and to this callback, not the stream. */
   #onread: TcpOnRead | undefined;
   #peerEnded = false;
@@ -826,6 +836,9 @@ export class TcpConnection extends Duplex {
   #bytesWritten = 0;
   #idleMs = 0;
   #idleTimer: Timer | undefined;
+  /** When the armed idle timer fires, and the last activity it measures from. */
+  #idleDue = 0;
+  #lastActive = 0;
   /** An open connection keeps the process alive, as a `net.Socket` does (see keep-alive.ts). */
   #keepAlive = new KeepAlive();
   #hadError = false;
@@ -875,6 +888,7 @@ export class TcpConnection extends Duplex {
     if (listener) this.once('connect', listener);
     (this as unknown as { _undestroy(): void })._undestroy();
     this.#wantRead = false;
+    this.#drained = false;
     this.#peerEnded = false;
     this.#endPushed = false;
     this.#stackClosed = false;
@@ -1009,7 +1023,6 @@ export class TcpConnection extends Duplex {
     this.destroy(error);
   }
 
-  /** Turns Nagle's algorithm off (`true`, the default argument) or on. */
   /**
    * Like `net.Socket`'s `onread` option: from now on received data is copied into
    * `onread.buffer` (up to its length at a time) and handed to `onread.callback(nread, buffer)`
@@ -1032,6 +1045,7 @@ export class TcpConnection extends Duplex {
     return this;
   }
 
+  /** Turns Nagle's algorithm off (`true`, the default argument) or on. */
   setNoDelay(noDelay = true): this {
     if (!this.#engineGone) this.#tcp.engine.setNoDelay(this.handle, noDelay);
     this.#tcp.schedule();
@@ -1059,15 +1073,33 @@ export class TcpConnection extends Duplex {
     return this;
   }
 
+  /**
+   * Activity: the idle timeout counts from now. The timer is not re-armed on every read and
+   * write (node:http sets and clears a socket's timeout on every request): one armed for a
+   * time no later than the new deadline stays, and when it fires early it arms itself again
+   * for the rest, as Node's own socket timers are refreshed rather than replaced. A timer
+   * left armed after `setTimeout(0)` does nothing when it fires.
+   */
   #touch(): void {
+    if (this.#idleMs <= 0 || this.destroyed) return;
+    const now = this.#tcp.clock.now();
+    this.#lastActive = now;
+    const due = now + this.#idleMs;
+    if (this.#idleTimer !== undefined && this.#idleDue <= due) return;
     this.#idleTimer?.cancel();
-    this.#idleTimer = undefined;
-    if (this.#idleMs > 0 && !this.destroyed) {
-      this.#idleTimer = this.#tcp.clock.setTimer(this.#idleMs, () => {
-        this.#idleTimer = undefined;
-        this.emit('timeout');
-      });
-    }
+    this.#armIdle(now, due);
+  }
+
+  #armIdle(now: number, due: number): void {
+    this.#idleDue = due;
+    this.#idleTimer = this.#tcp.clock.setTimer(due - now, () => {
+      this.#idleTimer = undefined;
+      if (this.#idleMs <= 0 || this.destroyed) return;
+      const at = this.#tcp.clock.now();
+      const deadline = this.#lastActive + this.#idleMs;
+      if (at < deadline) this.#armIdle(at, deadline);
+      else this.emit('timeout');
+    });
   }
 
   /** Keeps the process alive while the connection is open (the default, as `net.Socket`). */
@@ -1099,6 +1131,8 @@ export class TcpConnection extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    // Nothing to hand over (node:http ends every response with an empty write).
+    if (chunk.length === 0 && !this.#engineGone) return callback();
     this.#touch();
     this.#pending = { chunk, callback };
     this.#tcp.schedule();
@@ -1109,7 +1143,7 @@ export class TcpConnection extends Duplex {
   _drainPending(): void {
     const pending = this.#pending;
     if (!pending || this.#engineGone) return;
-    const n = this.#tcp.engine.send(this.handle, pending.chunk);
+    const n = this.#tcp.fast.send(this.handle, pending.chunk);
     if (n < 0) {
       this.#pending = undefined;
       pending.callback(engineFailure(n, 'write'));
@@ -1144,40 +1178,55 @@ export class TcpConnection extends Duplex {
    */
   _pull(readable?: number): void {
     if (this.#engineGone && !this.#peerEnded) return;
-    const engine = this.#tcp.engine;
+    const fast = this.#tcp.fast;
     let moved = false;
+    if (readable !== undefined) this.#drained = false;
     const onread = this.#onread;
-    if (onread !== undefined && !this.#engineGone && (readable ?? engine.readable(this.handle)) > 0) {
+    if (onread !== undefined && !this.#engineGone && (readable ?? this.#readable()) > 0) {
       // Into the reader's own buffer, as long as anything is readable (or it switches back).
-      for (let n = engine.recv(this.handle, onread.buffer); n > 0; n = this.#onread === onread && !this.#engineGone ? engine.recv(this.handle, onread.buffer) : 0) {
+      let n = fast.recv(this.handle, onread.buffer);
+      for (; n > 0; n = this.#onread === onread && !this.#engineGone ? fast.recv(this.handle, onread.buffer) : -1) {
         moved = true;
         this.#bytesRead += n;
         onread.callback(n, onread.buffer);
       }
+      // Read until nothing was left: the buffer is empty (a switch back leaves it unknown).
+      this.#drained = n === 0;
     }
-    let available = onread === undefined && this.#onread === undefined && this.#wantRead && !this.#engineGone ? (readable ?? engine.readable(this.handle)) : 0;
+    let available = onread === undefined && this.#onread === undefined && this.#wantRead && !this.#engineGone ? (readable ?? this.#readable()) : 0;
     while (this.#wantRead && !this.#engineGone && available > 0) {
       const size = Math.min(available, READ_CHUNK);
       const chunk = Buffer.allocUnsafe(size);
-      const n = engine.recv(this.handle, chunk);
+      const n = fast.recv(this.handle, chunk);
       if (n <= 0) break;
       moved = true;
       this.#bytesRead += n;
+      // All that was readable fitted (or a short read emptied the buffer); only a chunk cut at
+      // READ_CHUNK may leave more behind.
+      this.#drained = n < size || size < READ_CHUNK;
       this.#wantRead = this.push(n === size ? chunk : chunk.subarray(0, n));
-      // A full chunk may leave more behind; a short one emptied the buffer.
-      available = n === size ? engine.readable(this.handle) : 0;
+      available = this.#drained ? 0 : this.#readable();
     }
     if (moved) {
       this.#touch();
       this.#tcp.schedule();
     }
-    if (this.#peerEnded && !this.#endPushed && (this.#engineGone || engine.readable(this.handle) === 0)) {
+    if (this.#peerEnded && !this.#endPushed && (this.#engineGone || this.#readable() === 0)) {
       this.#endPushed = true;
       this.push(null);
       // As net.Socket does on EOF: with nothing left unread, 'end' comes now even if nobody
       // reads, so a connection that is ended on both sides closes (and its server can close).
       if (this.readableLength === 0) this.read(0);
     }
+  }
+
+  /**
+   * Bytes the engine holds for this connection. A read that emptied the buffer makes it 0
+   * without asking: the engine raises a readable event for the next byte that arrives (its
+   * readable signal is re-armed by every read), and that event's count clears `#drained`.
+   */
+  #readable(): number {
+    return this.#drained ? 0 : this.#tcp.fast.readable(this.handle);
   }
 
   /** @internal The peer sent FIN. */

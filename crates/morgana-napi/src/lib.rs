@@ -11,6 +11,7 @@
 
 mod checksum;
 mod errors;
+mod fast;
 mod ip_output;
 mod ipv4;
 mod ipv6;

@@ -26,8 +26,13 @@ use std::ptr;
 
 /// At most this many frames per batch (the length of the lengths array JavaScript lends).
 pub const RX_FRAMES: usize = 64;
-/// A batch is closed once it holds at least this many bytes.
-pub const RX_BATCH_BYTES: usize = 256 * 1024;
+/// A batch is closed once it holds at least this many bytes: one coalesced (GRO) TCP frame, or
+/// dozens of plain ones. Each batch is one turn of the stack and so one ACK for a super-frame;
+/// that ACK, written to the TAP from this thread, runs the kernel sender's ACK processing here,
+/// which sends its next data at once. With 256 KiB batches (4 super-frames, one ACK) the kernel
+/// sender was left to its own scheduling and, on a loaded machine, the stream receive path went
+/// idle waiting for data.
+pub const RX_BATCH_BYTES: usize = 64 * 1024;
 /// Length of the frame buffer JavaScript lends: a full batch plus room for the longest frame.
 pub const RX_BUFFER_LENGTH: usize = RX_BATCH_BYTES + READ_WINDOW;
 

@@ -119,7 +119,7 @@ const ERRORS: [EngineError; 6] = [
 ];
 
 /// `-(index + 1)` into [`tcp_error_codes`].
-fn fail(e: EngineError) -> i32 {
+pub(crate) fn fail(e: EngineError) -> i32 {
     -(ERRORS.iter().position(|x| *x == e).unwrap_or(0) as i32) - 1
 }
 
@@ -297,7 +297,7 @@ pub struct TcpStats {
 /// The TCP engine of one stack.
 #[napi]
 pub struct NativeTcpEngine {
-    inner: Engine,
+    pub(crate) inner: Engine,
     /// Next segment of the output to hand out, and its byte offset.
     seg_cursor: usize,
     byte_cursor: usize,

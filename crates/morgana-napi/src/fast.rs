@@ -1,0 +1,337 @@
+//! The per-packet and per-request calls of the TCP engine and of a TAP device as plain Node-API
+//! functions.
+//!
+//! A `#[napi]` class method pays napi-rs's receiver and argument bookkeeping on every call: the
+//! class identity check and the registration of each borrowed receiver and class argument in a
+//! global, mutex-guarded borrow table, then their release. That is about a microsecond, several
+//! times the work of `send`, `recv` or `readable` on a small request, and a keep-alive HTTP
+//! request made half a dozen such calls. [`tcp_fast_calls`] and [`tap_fast_send`] return the
+//! same operations as functions bound to their objects: each reads its arguments with a few
+//! Node-API calls and reaches its object through the pointer it was created with.
+//!
+//! Soundness: each function holds strong references to the JavaScript objects it points into
+//! (deleted by the function's finalizer), so they outlive every function that points at them;
+//! their heap boxes never move; JavaScript runs on one thread, and none of these functions (nor
+//! the methods they call) calls back into JavaScript, so no other reference to those objects is
+//! live while one runs. Buffers a call writes to are checked not to overlap.
+
+use crate::ip_output::NativeIpOutput;
+use crate::tap::TapHandle;
+use crate::tcp::{fail, NativeTcpEngine};
+use napi::bindgen_prelude::{ClassInstance, Env, JsObjectValue, Object, ToNapiValue};
+use napi::sys;
+use napi_derive::napi;
+use std::ffi::{c_void, CStr};
+use std::ptr;
+
+/// What a bound function reaches its objects through, and its hold on them.
+struct Bound<T> {
+    target: T,
+    keep: Vec<sys::napi_ref>,
+}
+
+/// A function `name` calling `callback` with `target`, holding `objects` alive.
+fn bind<T>(
+    env: &Env,
+    name: &str,
+    callback: sys::napi_callback,
+    target: T,
+    objects: &[sys::napi_value],
+) -> napi::Result<sys::napi_value> {
+    let raw_env = env.raw();
+    let mut keep = Vec::with_capacity(objects.len());
+    for &object in objects {
+        let mut reference = ptr::null_mut();
+        if unsafe { sys::napi_create_reference(raw_env, object, 1, &mut reference) } != sys::Status::napi_ok {
+            for r in keep {
+                unsafe { sys::napi_delete_reference(raw_env, r) };
+            }
+            return Err(napi::Error::from_reason("cannot reference the bound object"));
+        }
+        keep.push(reference);
+    }
+    let bound = Box::into_raw(Box::new(Bound { target, keep }));
+    let mut function = ptr::null_mut();
+    let mut status = unsafe {
+        sys::napi_create_function(
+            raw_env,
+            name.as_ptr().cast(),
+            name.len() as isize,
+            callback,
+            bound.cast(),
+            &mut function,
+        )
+    };
+    if status == sys::Status::napi_ok {
+        status = unsafe {
+            sys::napi_add_finalizer(
+                raw_env,
+                function,
+                bound.cast(),
+                Some(release::<T>),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        };
+    }
+    if status != sys::Status::napi_ok {
+        // Never reachable from JavaScript: freed here.
+        unsafe { release::<T>(raw_env, bound.cast(), ptr::null_mut()) };
+        return Err(napi::Error::from_reason(format!("cannot create the fast {name} call")));
+    }
+    Ok(function)
+}
+
+/// Finalizer of a bound function: drops its hold on its objects.
+unsafe extern "C" fn release<T>(env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    let bound = unsafe { Box::from_raw(data.cast::<Bound<T>>()) };
+    for reference in &bound.keep {
+        unsafe { sys::napi_delete_reference(env, *reference) };
+    }
+}
+
+/// A function made by [`bind`], handed to JavaScript as it is.
+pub struct RawValue(sys::napi_value);
+
+impl ToNapiValue for RawValue {
+    unsafe fn to_napi_value(_env: sys::napi_env, value: Self) -> napi::Result<sys::napi_value> {
+        Ok(value.0)
+    }
+}
+
+type TcpTarget = (*mut NativeTcpEngine, *mut NativeIpOutput);
+
+/// The engine's per-request calls bound to `engine` (and `ip`, the stack's IP send path that
+/// `turn` writes frames through), without napi-rs's per-call bookkeeping:
+/// `send(handle, data)` → bytes taken or a negative error (as `NativeTcpEngine.send`),
+/// `recv(handle, out)` → bytes read or a negative error, `readable(handle)` → bytes readable
+/// (0 for an unknown handle), `turn(input, meta, count, now, out, outMeta, events, result)` as
+/// `NativeTcpEngine.turn` with this `ip`. A wrong argument type, or arrays of `turn` that
+/// overlap, throw a `TypeError`.
+#[napi(
+    ts_return_type = "{ send(handle: number, data: Uint8Array): number; recv(handle: number, out: Uint8Array): number; readable(handle: number): number; turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array): void }"
+)]
+pub fn tcp_fast_calls<'env>(
+    env: &'env Env,
+    mut engine: ClassInstance<'_, NativeTcpEngine>,
+    mut ip: ClassInstance<'_, NativeIpOutput>,
+) -> napi::Result<Object<'env>> {
+    let target: TcpTarget = (&mut *engine, &mut *ip);
+    let objects = [engine.value, ip.value];
+    let mut calls = Object::new(env)?;
+    let functions: [(&str, sys::napi_callback); 4] = [
+        ("send", Some(tcp_send)),
+        ("recv", Some(tcp_recv)),
+        ("readable", Some(tcp_readable)),
+        ("turn", Some(tcp_turn)),
+    ];
+    for (name, callback) in functions {
+        calls.set_named_property(name, RawValue(bind(env, name, callback, target, &objects)?))?;
+    }
+    Ok(calls)
+}
+
+/// `TapHandle.send` bound to `handle`, without napi-rs's per-call bookkeeping: `send(length)`
+/// has the method's results. A wrong argument type throws a `TypeError`.
+#[napi(ts_return_type = "(length: number) => number")]
+pub fn tap_fast_send(env: &Env, mut handle: ClassInstance<'_, TapHandle>) -> napi::Result<RawValue> {
+    let target: *mut TapHandle = &mut *handle;
+    bind(env, "send", Some(tap_send), target, &[handle.value]).map(RawValue)
+}
+
+/// The bound target and up to `N` arguments of a call (missing ones are `undefined`).
+unsafe fn arguments<T: Copy, const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> Option<(T, [sys::napi_value; N])> {
+    let mut argc = N;
+    let mut argv = [ptr::null_mut(); N];
+    let mut data = ptr::null_mut();
+    if unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), &mut data) }
+        != sys::Status::napi_ok
+        || data.is_null()
+        || argc < N
+    {
+        return None;
+    }
+    Some((unsafe { (*data.cast::<Bound<T>>()).target }, argv))
+}
+
+unsafe fn u32_of(env: sys::napi_env, value: sys::napi_value) -> Option<u32> {
+    let mut n = 0u32;
+    (unsafe { sys::napi_get_value_uint32(env, value, &mut n) } == sys::Status::napi_ok).then_some(n)
+}
+
+unsafe fn f64_of(env: sys::napi_env, value: sys::napi_value) -> Option<f64> {
+    let mut n = 0f64;
+    (unsafe { sys::napi_get_value_double(env, value, &mut n) } == sys::Status::napi_ok).then_some(n)
+}
+
+/// The bytes of a Buffer / Uint8Array argument.
+unsafe fn bytes_of<'a>(env: sys::napi_env, value: sys::napi_value) -> Option<&'a mut [u8]> {
+    unsafe { typed_of(env, value, sys::TypedarrayType::uint8_array) }
+}
+
+/// The elements of a typed array of `kind` whose elements are `T`.
+unsafe fn typed_of<'a, T>(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    kind: sys::napi_typedarray_type,
+) -> Option<&'a mut [T]> {
+    let mut is_typed = false;
+    if unsafe { sys::napi_is_typedarray(env, value, &mut is_typed) } != sys::Status::napi_ok || !is_typed {
+        return None;
+    }
+    let mut actual = -1;
+    let mut length = 0usize;
+    let mut data = ptr::null_mut();
+    let status = unsafe {
+        sys::napi_get_typedarray_info(
+            env,
+            value,
+            &mut actual,
+            &mut length,
+            &mut data,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    if status != sys::Status::napi_ok || actual != kind {
+        return None;
+    }
+    Some(if length == 0 || data.is_null() {
+        &mut []
+    } else {
+        unsafe { std::slice::from_raw_parts_mut(data.cast::<T>(), length) }
+    })
+}
+
+unsafe fn int(env: sys::napi_env, value: i32) -> sys::napi_value {
+    let mut result = ptr::null_mut();
+    unsafe { sys::napi_create_int32(env, value, &mut result) };
+    result
+}
+
+unsafe fn type_error(env: sys::napi_env, what: &CStr) -> sys::napi_value {
+    unsafe { sys::napi_throw_type_error(env, c"ERR_INVALID_ARG_TYPE".as_ptr(), what.as_ptr()) };
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn tcp_send(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let call = unsafe { arguments::<TcpTarget, 2>(env, info) };
+    let Some(((engine, _), [handle, data])) = call else {
+        return unsafe { type_error(env, c"send(handle: number, data: Uint8Array)") };
+    };
+    let (Some(handle), Some(data)) = (unsafe { u32_of(env, handle) }, unsafe { bytes_of(env, data) }) else {
+        return unsafe { type_error(env, c"send(handle: number, data: Uint8Array)") };
+    };
+    // See the module's soundness note.
+    let engine = unsafe { &mut *engine };
+    unsafe { int(env, engine.inner.send(handle, data).map_or_else(fail, |n| n as i32)) }
+}
+
+unsafe extern "C" fn tcp_recv(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let call = unsafe { arguments::<TcpTarget, 2>(env, info) };
+    let Some(((engine, _), [handle, out])) = call else {
+        return unsafe { type_error(env, c"recv(handle: number, out: Uint8Array)") };
+    };
+    let (Some(handle), Some(out)) = (unsafe { u32_of(env, handle) }, unsafe { bytes_of(env, out) }) else {
+        return unsafe { type_error(env, c"recv(handle: number, out: Uint8Array)") };
+    };
+    let engine = unsafe { &mut *engine };
+    unsafe { int(env, engine.inner.recv(handle, out).map_or_else(fail, |n| n as i32)) }
+}
+
+unsafe extern "C" fn tcp_readable(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let call = unsafe { arguments::<TcpTarget, 1>(env, info) };
+    let Some(((engine, _), [handle])) = call else {
+        return unsafe { type_error(env, c"readable(handle: number)") };
+    };
+    let Some(handle) = (unsafe { u32_of(env, handle) }) else {
+        return unsafe { type_error(env, c"readable(handle: number)") };
+    };
+    let engine = unsafe { &*engine };
+    let n = engine.inner.info(handle).map_or(0, |i| i.readable as u32);
+    let mut result = ptr::null_mut();
+    unsafe { sys::napi_create_uint32(env, n, &mut result) };
+    result
+}
+
+const TURN: &CStr = c"turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array), arrays apart";
+
+unsafe extern "C" fn tcp_turn(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    use sys::TypedarrayType::{float64_array, uint32_array};
+    let call = unsafe { arguments::<TcpTarget, 8>(env, info) };
+    let Some(((engine, ip), [input, meta, count, now, out, out_meta, events, result])) = call else {
+        return unsafe { type_error(env, TURN) };
+    };
+    let arrays = unsafe {
+        (
+            bytes_of(env, input),
+            typed_of::<u32>(env, meta, uint32_array),
+            u32_of(env, count),
+            f64_of(env, now),
+            bytes_of(env, out),
+            typed_of::<u32>(env, out_meta, uint32_array),
+            typed_of::<u32>(env, events, uint32_array),
+            typed_of::<f64>(env, result, float64_array),
+        )
+    };
+    let (
+        Some(input),
+        Some(meta),
+        Some(count),
+        Some(now),
+        Some(out),
+        Some(out_meta),
+        Some(events),
+        Some(result),
+    ) = arrays
+    else {
+        return unsafe { type_error(env, TURN) };
+    };
+    let spans = [span(input), span(meta), span(out), span(out_meta), span(events), span(result)];
+    if spans.iter().enumerate().any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1)) {
+        return unsafe { type_error(env, TURN) };
+    }
+    let (engine, ip) = unsafe { (&mut *engine, &mut *ip) };
+    engine.turn(ip, input, meta, count, now, out, out_meta, events, result);
+    ptr::null_mut()
+}
+
+/// The address range of a slice, for the overlap check (empty ones overlap nothing).
+fn span<T>(s: &[T]) -> (usize, usize) {
+    let start = s.as_ptr() as usize;
+    (start, start + std::mem::size_of_val(s))
+}
+
+unsafe extern "C" fn tap_send(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let call = unsafe { arguments::<*mut TapHandle, 1>(env, info) };
+    let Some((handle, [length])) = call else { return unsafe { type_error(env, c"send(length: number)") } };
+    let Some(length) = (unsafe { u32_of(env, length) }) else {
+        return unsafe { type_error(env, c"send(length: number)") };
+    };
+    let handle = unsafe { &mut *handle };
+    unsafe { int(env, handle.send(length)) }
+}
+
+/// `ipv4Validate` as a plain Node-API function (it runs once per received IPv4 packet):
+/// `validate(packet, verifyChecksum)` has its results. A wrong argument type throws a
+/// `TypeError`.
+#[napi(ts_return_type = "(packet: Uint8Array, verifyChecksum: boolean) => number")]
+pub fn ipv4_fast_validate(env: &Env) -> napi::Result<RawValue> {
+    bind(env, "ipv4Validate", Some(ipv4_validate), (), &[]).map(RawValue)
+}
+
+unsafe extern "C" fn ipv4_validate(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    const USAGE: &CStr = c"ipv4Validate(packet: Uint8Array, verifyChecksum: boolean)";
+    let Some(((), [packet, verify])) = (unsafe { arguments::<(), 2>(env, info) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let mut verify_checksum = false;
+    let Some(packet) = (unsafe { bytes_of(env, packet) }) else { return unsafe { type_error(env, USAGE) } };
+    if unsafe { sys::napi_get_value_bool(env, verify, &mut verify_checksum) } != sys::Status::napi_ok {
+        return unsafe { type_error(env, USAGE) };
+    }
+    unsafe { int(env, crate::ipv4::ipv4_validate(packet, verify_checksum)) }
+}

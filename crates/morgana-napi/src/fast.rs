@@ -5,9 +5,10 @@
 //! class identity check and the registration of each borrowed receiver and class argument in a
 //! global, mutex-guarded borrow table, then their release. That is about a microsecond, several
 //! times the work of `send`, `recv` or `readable` on a small request, and a keep-alive HTTP
-//! request made half a dozen such calls. [`tcp_fast_calls`] and [`tap_fast_send`] return the
-//! same operations as functions bound to their objects: each reads its arguments with a few
-//! Node-API calls and reaches its object through the pointer it was created with.
+//! request made half a dozen such calls. [`tcp_fast_calls`], [`tap_fast_send`],
+//! [`reassembly_fast_calls`] and [`ipv6_reassembly_fast_calls`] return the same operations as
+//! functions bound to their objects: each reads its arguments with a few Node-API calls and
+//! reaches its object through the pointer it was created with.
 //!
 //! Soundness: each function holds strong references to the JavaScript objects it points into
 //! (deleted by the function's finalizer), so they outlive every function that points at them;
@@ -16,6 +17,7 @@
 //! live while one runs. Buffers a call writes to are checked not to overlap.
 
 use crate::ip_output::NativeIpOutput;
+use crate::reassembly::{NativeIpv6Reassembler, NativeReassembler};
 use crate::tap::TapHandle;
 use crate::tcp::{fail, NativeTcpEngine};
 use napi::bindgen_prelude::{ClassInstance, Env, JsObjectValue, Object, ToNapiValue};
@@ -291,7 +293,7 @@ unsafe extern "C" fn tcp_turn(env: sys::napi_env, info: sys::napi_callback_info)
         return unsafe { type_error(env, TURN) };
     };
     let spans = [span(input), span(meta), span(out), span(out_meta), span(events), span(result)];
-    if spans.iter().enumerate().any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1)) {
+    if spans.iter().enumerate().any(|(i, &a)| spans[i + 1..].iter().any(|&b| overlap(a, b))) {
         return unsafe { type_error(env, TURN) };
     }
     let (engine, ip) = unsafe { (&mut *engine, &mut *ip) };
@@ -334,4 +336,181 @@ unsafe extern "C" fn ipv4_validate(env: sys::napi_env, info: sys::napi_callback_
         return unsafe { type_error(env, USAGE) };
     }
     unsafe { int(env, crate::ipv4::ipv4_validate(packet, verify_checksum)) }
+}
+
+/// A reassembly cache's per-packet calls, for [`reassembly_fast_calls`] and
+/// [`ipv6_reassembly_fast_calls`] (the class methods of the same names).
+trait FastReassembly: 'static {
+    fn push(&mut self, packet: &[u8], now_ms: f64) -> u32;
+    fn take(&mut self, out: &mut [u8]) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn push_batch(
+        &mut self,
+        data: &[u8],
+        spans: &mut [u32],
+        first: u32,
+        end: u32,
+        now_ms: f64,
+        out: &mut [u8],
+        out_at: u32,
+        results: &mut [u32],
+    ) -> napi::Result<u32>;
+}
+
+macro_rules! fast_reassembly {
+    ($cache:ty) => {
+        impl FastReassembly for $cache {
+            fn push(&mut self, packet: &[u8], now_ms: f64) -> u32 {
+                <$cache>::push(self, packet, now_ms)
+            }
+            fn take(&mut self, out: &mut [u8]) -> u32 {
+                <$cache>::take(self, out)
+            }
+            fn push_batch(
+                &mut self,
+                data: &[u8],
+                spans: &mut [u32],
+                first: u32,
+                end: u32,
+                now_ms: f64,
+                out: &mut [u8],
+                out_at: u32,
+                results: &mut [u32],
+            ) -> napi::Result<u32> {
+                <$cache>::push_batch(self, data, spans, first, end, now_ms, out, out_at, results)
+            }
+        }
+    };
+}
+fast_reassembly!(NativeReassembler);
+fast_reassembly!(NativeIpv6Reassembler);
+
+/// The calls of one cache, bound to it.
+fn reassembly_calls<'env, R: FastReassembly>(
+    env: &'env Env,
+    cache: *mut R,
+    object: sys::napi_value,
+) -> napi::Result<Object<'env>> {
+    let mut calls = Object::new(env)?;
+    let functions: [(&str, sys::napi_callback); 3] = [
+        ("push", Some(reassembly_push::<R>)),
+        ("take", Some(reassembly_take::<R>)),
+        ("pushBatch", Some(reassembly_push_batch::<R>)),
+    ];
+    for (name, callback) in functions {
+        calls.set_named_property(name, RawValue(bind(env, name, callback, cache, &[object])?))?;
+    }
+    Ok(calls)
+}
+
+/// `NativeReassembler`'s per-packet calls bound to `cache`, without napi-rs's per-call
+/// bookkeeping: `push(packet, nowMs)`, `take(out)` and `pushBatch(data, spans, first, end, nowMs,
+/// out, outAt, results)` have the methods' arguments and results. A wrong argument type, or an
+/// `out` or `results` that overlaps another array of the call, throws a `TypeError`
+/// (`ERR_INVALID_ARG_TYPE`); `pushBatch`'s range errors are those of the method.
+#[napi(
+    ts_return_type = "{ push(packet: Uint8Array, nowMs: number): number; take(out: Uint8Array): number; pushBatch(data: Uint8Array, spans: Uint32Array, first: number, end: number, nowMs: number, out: Uint8Array, outAt: number, results: Uint32Array): number }"
+)]
+pub fn reassembly_fast_calls<'env>(
+    env: &'env Env,
+    mut cache: ClassInstance<'_, NativeReassembler>,
+) -> napi::Result<Object<'env>> {
+    let target: *mut NativeReassembler = &mut *cache;
+    reassembly_calls(env, target, cache.value)
+}
+
+/// `NativeIpv6Reassembler`'s per-packet calls bound to `cache`, as [`reassembly_fast_calls`].
+#[napi(
+    ts_return_type = "{ push(packet: Uint8Array, nowMs: number): number; take(out: Uint8Array): number; pushBatch(data: Uint8Array, spans: Uint32Array, first: number, end: number, nowMs: number, out: Uint8Array, outAt: number, results: Uint32Array): number }"
+)]
+pub fn ipv6_reassembly_fast_calls<'env>(
+    env: &'env Env,
+    mut cache: ClassInstance<'_, NativeIpv6Reassembler>,
+) -> napi::Result<Object<'env>> {
+    let target: *mut NativeIpv6Reassembler = &mut *cache;
+    reassembly_calls(env, target, cache.value)
+}
+
+unsafe fn uint(env: sys::napi_env, value: u32) -> sys::napi_value {
+    let mut result = ptr::null_mut();
+    unsafe { sys::napi_create_uint32(env, value, &mut result) };
+    result
+}
+
+unsafe extern "C" fn reassembly_push<R: FastReassembly>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    const USAGE: &CStr = c"push(packet: Uint8Array, nowMs: number)";
+    let Some((cache, [packet, now])) = (unsafe { arguments::<*mut R, 2>(env, info) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let (Some(packet), Some(now)) = (unsafe { bytes_of(env, packet) }, unsafe { f64_of(env, now) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    // See the module's soundness note.
+    let cache = unsafe { &mut *cache };
+    unsafe { uint(env, cache.push(packet, now)) }
+}
+
+unsafe extern "C" fn reassembly_take<R: FastReassembly>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    const USAGE: &CStr = c"take(out: Uint8Array)";
+    let Some((cache, [out])) = (unsafe { arguments::<*mut R, 1>(env, info) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let Some(out) = (unsafe { bytes_of(env, out) }) else { return unsafe { type_error(env, USAGE) } };
+    let cache = unsafe { &mut *cache };
+    unsafe { uint(env, cache.take(out)) }
+}
+
+unsafe extern "C" fn reassembly_push_batch<R: FastReassembly>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    use sys::TypedarrayType::uint32_array;
+    const USAGE: &CStr = c"pushBatch(data: Uint8Array, spans: Uint32Array, first: number, end: number, nowMs: number, out: Uint8Array, outAt: number, results: Uint32Array), out and results apart from the rest";
+    let call = unsafe { arguments::<*mut R, 8>(env, info) };
+    let Some((cache, [data, spans, first, end, now, out, out_at, results])) = call else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let arguments = unsafe {
+        (
+            bytes_of(env, data),
+            typed_of::<u32>(env, spans, uint32_array),
+            u32_of(env, first),
+            u32_of(env, end),
+            f64_of(env, now),
+            bytes_of(env, out),
+            u32_of(env, out_at),
+            typed_of::<u32>(env, results, uint32_array),
+        )
+    };
+    let (Some(data), Some(spans), Some(first), Some(end), Some(now), Some(out), Some(out_at), Some(results)) =
+        arguments
+    else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    // `data` and `spans` are only read (they may share memory); the two written arrays may not
+    // overlap anything.
+    let (d, s, o, r) = (span(data), span(spans), span(out), span(results));
+    if [d, s, r].iter().any(|&x| overlap(o, x)) || [d, s].iter().any(|&x| overlap(r, x)) {
+        return unsafe { type_error(env, USAGE) };
+    }
+    let cache = unsafe { &mut *cache };
+    match cache.push_batch(data, spans, first, end, now, out, out_at, results) {
+        Ok(next) => unsafe { uint(env, next) },
+        Err(error) => {
+            let message = std::ffi::CString::new(error.reason.replace('\0', "")).unwrap_or_default();
+            unsafe { sys::napi_throw_range_error(env, c"ERR_OUT_OF_RANGE".as_ptr(), message.as_ptr()) };
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Whether two address ranges share a byte (empty ones share none).
+fn overlap(a: (usize, usize), b: (usize, usize)) -> bool {
+    a.0 < b.1 && b.0 < a.1
 }

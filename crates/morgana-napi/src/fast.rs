@@ -108,10 +108,13 @@ type TcpTarget = (*mut NativeTcpEngine, *mut NativeIpOutput);
 /// `send(handle, data)` → bytes taken or a negative error (as `NativeTcpEngine.send`),
 /// `recv(handle, out)` → bytes read or a negative error, `readable(handle)` → bytes readable
 /// (0 for an unknown handle), `turn(input, meta, count, now, out, outMeta, events, result)` as
-/// `NativeTcpEngine.turn` with this `ip`. A wrong argument type, or arrays of `turn` that
-/// overlap, throw a `TypeError`.
+/// `NativeTcpEngine.turn` with this `ip`; `feed(input, meta, count, segment, family, src, dst,
+/// addresses6, now)`, `drain(out, outMeta, now)` (with this `ip`) and `takeEvents(events)` as the
+/// methods of those names (the calls of a turn whose output did not fit, and the large segments
+/// read in place, one call each). A wrong argument type, or arrays of one call that overlap (other
+/// than two only read), throw a `TypeError`.
 #[napi(
-    ts_return_type = "{ send(handle: number, data: Uint8Array): number; recv(handle: number, out: Uint8Array): number; readable(handle: number): number; turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array): void }"
+    ts_return_type = "{ send(handle: number, data: Uint8Array): number; recv(handle: number, out: Uint8Array): number; readable(handle: number): number; turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array): void; feed(input: Uint8Array, meta: Uint32Array, count: number, segment: Uint8Array, family: number, src: number, dst: number, addresses6: Uint8Array, now: number): void; drain(out: Uint8Array, outMeta: Uint32Array, now: number): number; takeEvents(events: Uint32Array): number }"
 )]
 pub fn tcp_fast_calls<'env>(
     env: &'env Env,
@@ -121,11 +124,14 @@ pub fn tcp_fast_calls<'env>(
     let target: TcpTarget = (&mut *engine, &mut *ip);
     let objects = [engine.value, ip.value];
     let mut calls = Object::new(env)?;
-    let functions: [(&str, sys::napi_callback); 4] = [
+    let functions: [(&str, sys::napi_callback); 7] = [
         ("send", Some(tcp_send)),
         ("recv", Some(tcp_recv)),
         ("readable", Some(tcp_readable)),
         ("turn", Some(tcp_turn)),
+        ("feed", Some(tcp_feed)),
+        ("drain", Some(tcp_drain)),
+        ("takeEvents", Some(tcp_take_events)),
     ];
     for (name, callback) in functions {
         calls.set_named_property(name, RawValue(bind(env, name, callback, target, &objects)?))?;
@@ -299,6 +305,82 @@ unsafe extern "C" fn tcp_turn(env: sys::napi_env, info: sys::napi_callback_info)
     let (engine, ip) = unsafe { (&mut *engine, &mut *ip) };
     engine.turn(ip, input, meta, count, now, out, out_meta, events, result);
     ptr::null_mut()
+}
+
+const FEED: &CStr = c"feed(input: Uint8Array, meta: Uint32Array, count: number, segment: Uint8Array, family: number, src: number, dst: number, addresses6: Uint8Array, now: number), input and meta apart from the rest";
+
+unsafe extern "C" fn tcp_feed(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    use sys::TypedarrayType::uint32_array;
+    let call = unsafe { arguments::<TcpTarget, 9>(env, info) };
+    let Some(((engine, _), [input, meta, count, segment, family, src, dst, addresses6, now])) = call else {
+        return unsafe { type_error(env, FEED) };
+    };
+    let arguments = unsafe {
+        (
+            bytes_of(env, input),
+            typed_of::<u32>(env, meta, uint32_array),
+            u32_of(env, count),
+            bytes_of(env, segment),
+            u32_of(env, family),
+            u32_of(env, src),
+            u32_of(env, dst),
+            bytes_of(env, addresses6),
+            f64_of(env, now),
+        )
+    };
+    let (
+        Some(input),
+        Some(meta),
+        Some(count),
+        Some(segment),
+        Some(family),
+        Some(src),
+        Some(dst),
+        Some(addresses6),
+        Some(now),
+    ) = arguments
+    else {
+        return unsafe { type_error(env, FEED) };
+    };
+    // `input` and `meta` are borrowed mutably by the method: apart from everything else.
+    let (i, m, s, a) = (span(input), span(meta), span(segment), span(addresses6));
+    if overlap(i, m) || [s, a].iter().any(|&x| overlap(i, x) || overlap(m, x)) {
+        return unsafe { type_error(env, FEED) };
+    }
+    let engine = unsafe { &mut *engine };
+    engine.feed(input, meta, count, segment, family, src, dst, addresses6, now);
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn tcp_drain(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    const USAGE: &CStr = c"drain(out: Uint8Array, outMeta: Uint32Array, now: number), arrays apart";
+    let call = unsafe { arguments::<TcpTarget, 3>(env, info) };
+    let Some(((engine, ip), [out, out_meta, now])) = call else { return unsafe { type_error(env, USAGE) } };
+    let arguments = unsafe {
+        (
+            bytes_of(env, out),
+            typed_of::<u32>(env, out_meta, sys::TypedarrayType::uint32_array),
+            f64_of(env, now),
+        )
+    };
+    let (Some(out), Some(out_meta), Some(now)) = arguments else { return unsafe { type_error(env, USAGE) } };
+    if overlap(span(out), span(out_meta)) {
+        return unsafe { type_error(env, USAGE) };
+    }
+    let (engine, ip) = unsafe { (&mut *engine, &mut *ip) };
+    unsafe { uint(env, engine.drain(ip, out, out_meta, now)) }
+}
+
+unsafe extern "C" fn tcp_take_events(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    const USAGE: &CStr = c"takeEvents(events: Uint32Array)";
+    let Some(((engine, _), [events])) = (unsafe { arguments::<TcpTarget, 1>(env, info) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let Some(events) = (unsafe { typed_of::<u32>(env, events, sys::TypedarrayType::uint32_array) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let engine = unsafe { &mut *engine };
+    unsafe { uint(env, engine.take_events(events)) }
 }
 
 /// The address range of a slice, for the overlap check (empty ones overlap nothing).

@@ -596,3 +596,36 @@ unsafe extern "C" fn reassembly_push_batch<R: FastReassembly>(
 fn overlap(a: (usize, usize), b: (usize, usize)) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
+
+/// `checksum(data, initial)` and `onesComplementSum(data, initial)` as plain Node-API functions
+/// (the napi-rs free functions of those names cost ~80 ns more per call, as much as summing a
+/// 1500-byte packet). A wrong argument type throws a `TypeError`.
+#[napi(
+    ts_return_type = "{ checksum(data: Uint8Array, initial: number): number; onesComplementSum(data: Uint8Array, initial: number): number }"
+)]
+pub fn checksum_fast_calls(env: &Env) -> napi::Result<Object<'_>> {
+    let mut calls = Object::new(env)?;
+    let functions: [(&str, sys::napi_callback); 2] =
+        [("checksum", Some(checksum_call::<true>)), ("onesComplementSum", Some(checksum_call::<false>))];
+    for (name, callback) in functions {
+        calls.set_named_property(name, RawValue(bind(env, name, callback, (), &[])?))?;
+    }
+    Ok(calls)
+}
+
+/// `checksum` (`COMPLEMENT`) or `onesComplementSum`; `initial` is taken modulo 2^16.
+unsafe extern "C" fn checksum_call<const COMPLEMENT: bool>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    const USAGE: &CStr = c"(data: Uint8Array, initial: number)";
+    let Some(((), [data, initial])) = (unsafe { arguments::<(), 2>(env, info) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let (Some(data), Some(initial)) = (unsafe { bytes_of(env, data) }, unsafe { u32_of(env, initial) })
+    else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let sum = morgana_net::checksum::ones_complement_sum(data, initial as u16);
+    unsafe { uint(env, u32::from(if COMPLEMENT { !sum } else { sum })) }
+}

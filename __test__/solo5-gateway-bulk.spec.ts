@@ -118,3 +118,33 @@ test('close() ends promptly while a forwarded connection is half-open towards a 
   t.is(await Promise.race([closed, late]), 'closed');
   host.destroy();
 });
+
+test('a guest that stops reading: the gateway takes its 2 MiB send buffer and the guest window from the client, then stops reading it; the data then arrive intact', async (t) => {
+  t.timeout(120_000);
+  const sw = new VirtualSwitch();
+  const gw = await startUserGateway({ forwards: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 0, guestAddress: undefined, guestPort: 9 }] });
+  t.teardown(() => gw.close());
+  gw.attach(sw.connect({ offloads: TSO }));
+  // The guest's window is a stack's default, 512 KiB.
+  const guest = await createStack({ net: sw.connect({ offloads: TSO }), ipv4: gw.guest, gateway: gw.gateway });
+  t.teardown(() => guest.close());
+  const conn = new Promise<NodeJS.ReadableStream & { pause(): void }>((resolve) => guest.tcp.listen(9, (c) => (c.pause(), resolve(c)), { allowHalfOpen: true }));
+  const up = payload(24 * MIB, 5);
+  const host = net.connect(gw.forwards[0]!.hostPort, '127.0.0.1');
+  host.end(up);
+  const guestConn = await conn;
+  // Wait until the relay stops moving (the guest reads nothing): what the gateway took is its
+  // send buffer, the guest's window and at most a read chunk in between.
+  let last = -1;
+  for (let since = Date.now(); ; await new Promise((r) => setTimeout(r, 5))) {
+    const now = gw.stats().forwardedBytes.inward;
+    if (now !== last) (last = now), (since = Date.now());
+    else if (Date.now() - since > 1000) break;
+  }
+  t.true(last >= 2 * MIB, `the gateway took only ${last} bytes: its send buffer is smaller than 2 MiB`);
+  t.true(last <= 4 * MIB, `the gateway took ${last} bytes while the guest read nothing`);
+  const got = drain(guestConn);
+  guestConn.resume();
+  t.is(sha256(await got), sha256(up));
+  t.is(gw.stats().forwardedBytes.inward, 24 * MIB);
+});

@@ -12,7 +12,8 @@ import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Stack, VirtualSwitch, createStack } from 'morgana';
 import { VNET_PORT_OFFLOADS } from '../ts/config/devices.js';
-import { type TcpRelay, relayTcp } from '../ts/config/tcp-relay.js';
+import { HOST_READ_BUFFERS_KEPT, type TcpRelay, relayAccepted, relayConnected } from '../ts/config/tcp-relay.js';
+import { vnetForwards } from '../ts/config/vnet-gateway.js';
 import { digest } from './helpers/streams.js';
 
 const MIB = 1 << 20;
@@ -45,9 +46,10 @@ async function rig(mtu: number): Promise<Rig> {
     }
   }
   const relays: TcpRelay[] = [];
-  const server = net.createServer({ allowHalfOpen: true }, (host) => {
-    host.pause();
-    void gateway.tcp.connect('10.0.0.2', GUEST_PORT, { allowHalfOpen: true }).then((inner) => relays.push(relayTcp(host, inner)));
+  // As vnet --forward does: nothing read from the client until the guest accepted, then its
+  // descriptor taken over by a socket reading into the relay's reused buffer.
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (host) => {
+    void gateway.tcp.connect('10.0.0.2', GUEST_PORT, { allowHalfOpen: true }).then((inner) => relays.push(relayAccepted(host, inner).relay));
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -95,6 +97,11 @@ for (const mtu of [1500, 65_520]) {
       t.is(hostGot.sha, guestSent);
       t.is(r.relays[0]!.inward, 64 * MIB);
       t.is(r.relays[0]!.outward, 64 * MIB);
+      // The guest's data came out of the gateway connection through the relay's reused buffer
+      // (the stream, a Buffer per chunk, only while the host socket was full).
+      t.true(r.relays[0]!.outwardViaBuffer >= 32 * MIB && r.relays[0]!.outwardViaBuffer <= 64 * MIB, `${r.relays[0]!.outwardViaBuffer} bytes through the buffer`);
+      // The host socket read 64 MiB into a handful of reused buffers, not one per read.
+      t.true(r.relays[0]!.hostReadBuffers >= 1 && r.relays[0]!.hostReadBuffers <= 1 + HOST_READ_BUFFERS_KEPT + 2, `${r.relays[0]!.hostReadBuffers} read buffers`);
       // The guest super-frames crossed the switch whole: far fewer frames than 1500-byte segments.
       if (mtu === 1500) for (const port of r.sw.ports()) t.true(port.stats.rxFrames < (64 * MIB) / 1460 / 4, `port ${port.id}: ${port.stats.rxFrames} frames`);
     } finally {
@@ -160,6 +167,8 @@ test('a guest that stops reading stops the relay reading from the host: its buff
     const got = digest(guestConn);
     guestConn.resume();
     t.is((await got).sha, await sent);
+    // The engine's full send buffer held a chunk, whose read buffer was lent (and came back).
+    t.true(relay.hostReadBuffers >= 2 && relay.hostReadBuffers <= 1 + HOST_READ_BUFFERS_KEPT + 2, `${relay.hostReadBuffers} read buffers`);
   } finally {
     await r.close();
   }
@@ -182,6 +191,69 @@ test('a host that stops reading stops the relay reading from the guest: its buff
     const got = digest(host);
     host.resume();
     t.is((await got).sha, await sent);
+  } finally {
+    await r.close();
+  }
+});
+
+test("vnet --forward's stop() closes relayed connections that are still open (their sockets are no longer the server's)", async (t) => {
+  t.timeout(120_000);
+  const r = await rig(1500);
+  try {
+    const forwards = await vnetForwards(r.gateway as unknown as Parameters<typeof vnetForwards>[0], { forward: [{ protocol: 'tcp', hostAddress: '127.0.0.1', hostPort: 0, guestAddress: '10.0.0.2', guestPort: GUEST_PORT }] }, '10.0.0.2');
+    const port = Number(/:(\d+)$/.exec(forwards.list[0]!.host)![1]);
+    const host = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    host.on('error', () => {});
+    const guestConn = (await r.accepted.next()).value as Duplex;
+    guestConn.on('error', () => {});
+    // One exchange each way first: the relay is up.
+    host.write('ping');
+    t.is(String((await once(guestConn, 'data'))[0]), 'ping');
+    guestConn.write('pong');
+    t.is(String((await once(host, 'data'))[0]), 'pong');
+    // The client sees its connection end (FIN, or RST): it half-opens, so 'end' rather than 'close'.
+    const hostEnded = new Promise((resolve) => (host.once('end', resolve), host.once('close', resolve)));
+    const stopped = forwards.stop().then(() => 'stopped');
+    const late = new Promise((resolve) => setTimeout(() => resolve('still stopping after 20 s'), 20_000).unref());
+    t.is(await Promise.race([stopped, late]), 'stopped');
+    await hostEnded;
+    host.destroy();
+  } finally {
+    await r.close();
+  }
+});
+
+test('an outbound relay (relayConnected): what the guest sends while the host socket still connects is kept, and 16 MiB each way arrive intact', async (t) => {
+  t.timeout(300_000);
+  const r = await rig(1500);
+  let listening!: () => void;
+  const ready = new Promise<void>((resolve) => (listening = resolve));
+  const hostGot = new Promise<{ sha: string; length: number }>((resolve, reject) => {
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      server.close();
+      digest(socket).then(resolve, reject);
+      void sendRandom(socket, 16 * MIB).then((sha) => (hostSent = sha));
+    });
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as net.AddressInfo).port;
+      r.gateway.tcp.listen(8000, (inner) => relays.push(relayConnected({ host: '127.0.0.1', port }, inner).relay), { allowHalfOpen: true });
+      listening();
+    });
+  });
+  let hostSent = '';
+  const relays: TcpRelay[] = [];
+  try {
+    await ready;
+    const conn = await r.guest.tcp.connect('10.0.0.1', 8000, { allowHalfOpen: true });
+    // Written at once: the gateway's host socket is still connecting, so its first chunk is kept.
+    const [guestGot, guestSent] = await Promise.all([digest(conn), sendRandom(conn, 16 * MIB)]);
+    const got = await hostGot;
+    t.is(got.length, 16 * MIB);
+    t.is(got.sha, guestSent);
+    t.is(guestGot.length, 16 * MIB);
+    t.is(guestGot.sha, hostSent);
+    t.is(relays[0]!.outward, 16 * MIB);
+    t.true(relays[0]!.outwardViaBuffer > 0 && relays[0]!.outwardViaBuffer <= 16 * MIB);
   } finally {
     await r.close();
   }

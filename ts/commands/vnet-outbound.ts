@@ -14,7 +14,7 @@
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { relayTcp } from '../config/tcp-relay.js';
+import { relayConnected } from '../config/tcp-relay.js';
 import type { Stack } from '../stack/index.js';
 
 /** UDP peers (address and port on the virtual network) relayed at most; iperf3 uses one per stream. */
@@ -39,11 +39,10 @@ export function relayOutbound(gateway: Stack, host: string, port: number, onErro
   const server = gateway.tcp.listen(
     port,
     (inner) => {
-      const outer = net.connect({ host, port, allowHalfOpen: true });
+      const outer = relayConnected({ host, port }, inner).host;
       hostSockets.add(outer);
       outer.once('close', () => hostSockets.delete(outer));
       outer.once('error', (error) => onError(`tcp ${host}:${port}: ${error.message}`));
-      relayTcp(outer, inner);
     },
     { allowHalfOpen: true },
   );

@@ -7,8 +7,17 @@
  * straight to the host socket (handed to the kernel without a copy). A side whose writes are not
  * taken pauses the other side's reads until it drains, so what the relay holds stays bounded
  * whatever the two peers do: see {@link TcpRelay.buffered}.
+ *
+ * Host sockets the relay creates or adopts ({@link relayAccepted}, {@link relayConnected}) read
+ * into one reused buffer (net's `onread`) instead of a fresh 64 KiB ArrayBuffer per read: since
+ * the engine copies what it is given, the buffer is free again as soon as the connection has
+ * taken the chunk, and only a chunk the connection still holds (its send buffer full) costs a
+ * new one. Fresh ArrayBuffers at a few GB/s were what made V8 run a full collection every
+ * ~100 ms during a bulk transfer. The other way, a Morgana connection reads into a reused buffer
+ * of the relay too (`TcpConnection.setOnRead`), whose chunks net copies into the kernel.
  * @module
  */
+import net from 'node:net';
 import type { Duplex } from 'node:stream';
 
 /** A running relay; it ends by itself when both sides have finished or one fails. */
@@ -25,6 +34,150 @@ export interface TcpRelay {
   readonly inward: number;
   /** Bytes relayed from the inner connection to the host socket. */
   readonly outward: number;
+  /**
+   * Read buffers allocated for the host socket (see {@link relayAccepted}): 1 while the inner
+   * connection takes every chunk whole, a few more when it holds some; 0 when the host socket
+   * reads into buffers of its own ({@link relayTcp}).
+   */
+  readonly hostReadBuffers: number;
+  /**
+   * Of {@link outward}, the bytes the inner connection read into the relay's reused buffer
+   * (a Morgana connection relayed by {@link relayAccepted} or {@link relayConnected}); the rest
+   * came through its stream, as Buffers of their own, while the host socket was full.
+   */
+  readonly outwardViaBuffer: number;
+}
+
+/** The size of a host socket's read buffer (net's own reads are 64 KiB too). */
+export const HOST_READ_BUFFER = 64 * 1024;
+
+/** Read buffers a relay keeps for reuse while its target still holds earlier ones. */
+export const HOST_READ_BUFFERS_KEPT = 4;
+
+/**
+ * A host socket's reads for the relay: `onread` (net's option) makes the socket read into the
+ * current buffer, which stays current while the connection it is relayed to takes each chunk
+ * whole. A chunk the connection keeps (its send buffer was full) takes its buffer with it until
+ * that write's callback, when the buffer joins a small free list for the next switch.
+ */
+class HostReads {
+  #buffer: Buffer = Buffer.allocUnsafe(HOST_READ_BUFFER);
+  readonly #free: Buffer[] = [];
+  /**
+   * Where each chunk goes; false stops the reads (the socket is paused). Attached right after
+   * the socket is made, before any read can complete (reads complete on later turns).
+   */
+  #sink: (chunk: Buffer) => boolean = () => true;
+  /** Buffers allocated for reads, the first one included. */
+  allocated = 1;
+
+  readonly onread: net.OnReadOpts = {
+    buffer: () => this.#buffer,
+    callback: (n: number) => this.#sink(this.#buffer.subarray(0, n)),
+  };
+
+  /** Sends every chunk to `sink`. */
+  attach(sink: (chunk: Buffer) => boolean): void {
+    this.#sink = sink;
+  }
+
+  /**
+   * The current buffer's last chunk is still held by its target: later reads go to another
+   * buffer. Returns the function to call once the target lets go of it.
+   */
+  lend(): () => void {
+    const lent = this.#buffer;
+    const next = this.#free.pop();
+    if (next) this.#buffer = next;
+    else {
+      this.#buffer = Buffer.allocUnsafe(HOST_READ_BUFFER);
+      this.allocated++;
+    }
+    return () => {
+      if (this.#free.length < HOST_READ_BUFFERS_KEPT) this.#free.push(lent);
+    };
+  }
+}
+
+/**
+ * The host → inner direction for a socket reading through `reads`: each chunk is written to
+ * `to`; one `to` still holds after the write (it did not take it whole) keeps its buffer, and
+ * `from` is paused while `to` is full.
+ */
+function forwardReads(from: net.Socket, reads: HostReads, to: Duplex, count: (n: number) => void): void {
+  let waiting = false;
+  const resume = () => {
+    waiting = false;
+    from.resume();
+  };
+  reads.attach((chunk) => {
+    count(chunk.length);
+    // A chunk `to` did not take whole keeps its buffer until this write's callback.
+    let release: (() => void) | undefined;
+    const more = to.write(chunk, () => release?.());
+    if (to.writableLength > 0) release = reads.lend();
+    if (!more && !waiting) {
+      waiting = true;
+      from.pause();
+      to.once('drain', resume);
+    }
+    return !waiting;
+  });
+  from.once('end', () => to.end());
+}
+
+/** A Morgana connection that can read into a buffer of ours ({@link TcpConnection.setOnRead}). */
+interface ReadsInto extends Duplex {
+  setOnRead(onread: { buffer: Buffer; callback: (nread: number) => unknown } | undefined): unknown;
+}
+
+function readsInto(stream: Duplex): stream is ReadsInto {
+  return typeof (stream as Partial<ReadsInto>).setOnRead === 'function';
+}
+
+/**
+ * The inner → host direction for a Morgana connection: it reads into one reused buffer
+ * (`setOnRead`) whose chunks go to `to` (net copies a chunk into the kernel when the socket
+ * takes it at once). When `to` keeps a chunk (the kernel's buffer is full, or the socket is
+ * still connecting) the connection goes back to its paused stream, which leaves the rest in the
+ * engine (its window closes), until that chunk's write is done: then what the stream took
+ * meanwhile goes first, and the reused buffer takes over again. So `to` holds at most one chunk
+ * from here, and never one the buffer's next read could overwrite.
+ */
+function forwardInto(from: ReadsInto, to: net.Socket, count: (n: number) => void, counted: { viaBuffer: number }): void {
+  const buffer = Buffer.allocUnsafe(HOST_READ_BUFFER);
+  /** Writes `chunk`; false when `to` keeps it: `from` then waits for that write's callback. */
+  const write = (chunk: Buffer): boolean => {
+    count(chunk.length);
+    let kept = false;
+    to.write(chunk, () => {
+      if (kept) resume();
+    });
+    if (to.writableLength === 0) return true;
+    kept = true;
+    return false;
+  };
+  const onread = {
+    buffer,
+    callback: (n: number) => {
+      counted.viaBuffer += n;
+      if (!write(buffer.subarray(0, n))) pause();
+    },
+  };
+  const pause = () => {
+    from.setOnRead(undefined);
+    from.pause();
+  };
+  const resume = () => {
+    if (to.destroyed) return;
+    // What the stream took meanwhile (fresh Buffers of its own) goes first, in order.
+    for (let chunk = from.read() as Buffer | null; chunk !== null; chunk = from.read() as Buffer | null) {
+      if (!write(chunk)) return pause();
+    }
+    from.setOnRead(onread);
+  };
+  from.once('end', () => to.end());
+  resume();
 }
 
 /** One direction: `from`'s chunks written to `to`, `from` paused while `to` is full. */
@@ -53,13 +206,63 @@ function forward(from: Duplex, to: Duplex, count: (n: number) => void): void {
  * on while the other direction keeps flowing.
  */
 export function relayTcp(host: Duplex, inner: Duplex): TcpRelay {
+  return startRelay(host, inner, undefined);
+}
+
+/** A relay and the host socket it reads. */
+export interface HostRelay {
+  relay: TcpRelay;
+  /** The host socket (for an accepted one, the socket that took over its descriptor). */
+  host: net.Socket;
+}
+
+/**
+ * Relays a socket accepted by a server made with `pauseOnConnect: true` (nothing read from it
+ * yet) and `inner`, as {@link relayTcp} does, reading the host side into a reused buffer: the
+ * accepted socket's descriptor is taken over by a new `net.Socket` made with `onread` (net's
+ * servers cannot give their sockets that option), and the accepted one is dropped without
+ * closing it. A socket that already read something (or has no descriptor) is relayed as it is.
+ * The host socket returned is the one to watch and destroy; note that the server no longer
+ * counts it (`server.close()` does not wait for it).
+ */
+export function relayAccepted(accepted: net.Socket, inner: Duplex): HostRelay {
+  const slot = accepted as unknown as { _handle?: object | null };
+  const handle = slot._handle;
+  if (!handle || accepted.destroyed || accepted.readableLength > 0 || accepted.bytesRead > 0) return { relay: relayTcp(accepted, inner), host: accepted };
+  const reads = new HostReads();
+  slot._handle = null;
+  accepted.destroy();
+  const host = new net.Socket({ handle, allowHalfOpen: true, onread: reads.onread } as net.SocketConstructorOpts);
+  return { relay: startRelay(host, inner, reads), host };
+}
+
+/**
+ * Connects a host socket to `options` (its `onread` and `allowHalfOpen` are the relay's) and
+ * relays it with `inner`, as {@link relayTcp} does, reading into a reused buffer.
+ */
+export function relayConnected(options: net.TcpNetConnectOpts, inner: Duplex): HostRelay {
+  const reads = new HostReads();
+  const host = net.connect({ ...options, allowHalfOpen: true, onread: reads.onread });
+  return { relay: startRelay(host, inner, reads), host };
+}
+
+function startRelay(host: Duplex, inner: Duplex, reads: HostReads | undefined): TcpRelay {
+  const outwardCounts = { viaBuffer: 0 };
   const relay = {
     inward: 0,
     outward: 0,
     buffered: () => host.readableLength + host.writableLength + inner.readableLength + inner.writableLength,
+    get hostReadBuffers() {
+      return reads?.allocated ?? 0;
+    },
+    get outwardViaBuffer() {
+      return outwardCounts.viaBuffer;
+    },
   };
-  forward(host, inner, (n) => (relay.inward += n));
-  forward(inner, host, (n) => (relay.outward += n));
+  if (reads) forwardReads(host as net.Socket, reads, inner, (n) => (relay.inward += n));
+  else forward(host, inner, (n) => (relay.inward += n));
+  if (reads && readsInto(inner)) forwardInto(inner, host as net.Socket, (n) => (relay.outward += n), outwardCounts);
+  else forward(inner, host, (n) => (relay.outward += n));
   const fail = () => {
     host.destroy();
     inner.destroy();

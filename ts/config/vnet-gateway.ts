@@ -16,7 +16,7 @@ import { formatEndpoint } from '../stack/inet.js';
 import type { Tcp } from '../stack/tcp.js';
 import type { MonitoredForward } from '../monitor/snapshot.js';
 import { VNET_PORT_OFFLOADS } from './devices.js';
-import { relayTcp } from './tcp-relay.js';
+import { relayAccepted } from './tcp-relay.js';
 import { DEFAULT_VNET_MTU, type Forward, formatForward } from './targets.js';
 
 const log = (message: string) => void process.stderr.write(`[morgana] ${message}\n`);
@@ -132,16 +132,22 @@ export async function vnetForwards(gateway: Stack, target: { forward: readonly F
     const guestAddress = f.guestAddress ?? address;
     if (f.protocol === 'tcp') {
       const tcp = (gateway as unknown as { tcp?: Tcp }).tcp;
-      // Half-open: the client's FIN is relayed as a FIN, and the reply still flows back.
-      const server = net.createServer({ allowHalfOpen: true }, (host) => {
+      // Relayed host sockets (the server no longer counts them: see relayAccepted), destroyed by stop().
+      const sockets = new Set<net.Socket>();
+      // Half-open: the client's FIN is relayed as a FIN, and the reply still flows back. Nothing
+      // is read from the client until the guest accepted (pauseOnConnect).
+      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (host) => {
         if (!tcp) {
           log(`vnet: cannot forward a TCP connection: this build of Morgana has no TCP (stack.tcp)`);
           host.destroy();
           return;
         }
-        host.pause();
         tcp.connect(guestAddress, f.guestPort, { allowHalfOpen: true }).then(
-          (inner) => void relayTcp(host, inner),
+          (inner) => {
+            const relayed = relayAccepted(host, inner).host;
+            sockets.add(relayed);
+            relayed.once('close', () => sockets.delete(relayed));
+          },
           (error: Error) => {
             log(`vnet: ${formatEndpoint(guestAddress, f.guestPort)} refused a forwarded connection: ${error.message}`);
             host.destroy();
@@ -155,7 +161,13 @@ export async function vnetForwards(gateway: Stack, target: { forward: readonly F
       const port = (server.address() as net.AddressInfo).port;
       log(`vnet: forwarding tcp ${formatEndpoint(f.hostAddress, port)} -> ${formatEndpoint(guestAddress, f.guestPort)}`);
       list.push({ protocol: 'tcp', host: formatEndpoint(f.hostAddress, port), guest: formatEndpoint(guestAddress, f.guestPort), via: 'vnet gateway' });
-      closers.push(() => new Promise<void>((r) => server.close(() => r())));
+      closers.push(
+        () =>
+          new Promise<void>((r) => {
+            server.close(() => r());
+            for (const socket of sockets) socket.destroy();
+          }),
+      );
     } else {
       const socket = dgram.createSocket(f.hostAddress.includes(':') ? 'udp6' : 'udp4');
       const peers = new Map<string, { send(d: string, p: number, data: Uint8Array): void; close(): void }>();

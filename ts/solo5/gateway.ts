@@ -25,6 +25,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { formatIpv4Address, parseIpv4Address } from '../address.js';
 import type { Forward } from '../config/targets.js';
+import { type TcpRelay, relayAccepted } from '../config/tcp-relay.js';
 import { MorganaError } from '../errors.js';
 import { type FrameFill, type FrameHandler, type FrameOffload, type NetDevice, type NetOffloads, type NetStats, MAX_SUPER_FRAME, NEEDS_CSUM, acceptsOffload, emptyNetStats } from '../net/device.js';
 import { realFrames } from '../net/gso.js';
@@ -109,6 +110,11 @@ export interface UserGatewayStats {
    * device takes none (a TAP without the `virtio_net_hdr`, a plain switch port).
    */
   segmented: number;
+  /**
+   * Bytes of forwarded TCP connections relayed since the start: `inward` from host clients to
+   * the guest, `outward` back (counted as the relay hands them on, open connections included).
+   */
+  forwardedBytes: { inward: number; outward: number };
   /** Frames of the private link. */
   link: NetStats;
 }
@@ -335,6 +341,9 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
     dropped: { oversizedUdp: 0, noGuestMac: 0 },
   };
   let tcpActive = 0;
+  /** Forwarded connections' relays while open, and the bytes of those that closed. */
+  const relays = new Set<TcpRelay>();
+  const relayedClosed = { inward: 0, outward: 0 };
   let guestMac: Buffer | undefined;
   let identification = 0;
   const tcpFlows = new Map<number, TcpFlow>();
@@ -561,7 +570,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
     deliver(frame, offload);
   });
 
-  const stack = await createStack({ net: port, ipv4: `${formatIpv4Address(gwIp)}/${prefix}` });
+  const stack = await createStack({ net: port, tcp: GATEWAY_TCP, ipv4: `${formatIpv4Address(gwIp)}/${prefix}` });
   const dhcp = options.dhcp !== false ? startDhcpServer(stack, { range: [formatIpv4Address(guestIp), formatIpv4Address(guestIp)], router: formatIpv4Address(gwIp), dns: formatIpv4Address(dnsIp) }) : undefined;
   const proxy = stack.tcp.listen(
     PROXY_PORT,
@@ -615,7 +624,19 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
           stack.tcp.connect(guestAddress, f.guestPort, { allowHalfOpen: true }).then(
             (inner) => {
               stats.accepted.forwardedTcp++;
-              pipeBoth(host, inner, release);
+              // The relay reads the client into a reused buffer through a socket that takes over
+              // the accepted one's descriptor (see relayAccepted): that socket is the one tracked.
+              sockets.delete(host);
+              const { relay, host: relayed } = relayAccepted(host, inner);
+              sockets.add(relayed);
+              relays.add(relay);
+              relayed.once('close', () => {
+                sockets.delete(relayed);
+                relays.delete(relay);
+                relayedClosed.inward += relay.inward;
+                relayedClosed.outward += relay.outward;
+                release();
+              });
             },
             (error: Error) => {
               release();
@@ -712,6 +733,7 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
       refused: { ...stats.refused },
       dropped: { ...stats.dropped, noLink: slot.noLink },
       segmented: slot.segmented,
+      forwardedBytes: [...relays].reduce((sum, r) => ({ inward: sum.inward + r.inward, outward: sum.outward + r.outward }), { ...relayedClosed }),
       link: slot.stats(),
     }),
     async close() {
@@ -736,6 +758,15 @@ export async function startUserGateway(options: UserGatewayOptions = {}): Promis
 }
 
 /** Pipes two duplexes both ways, half-close included; `done` runs once both are closed (or one failed). */
+/**
+ * The gateway's TCP buffers, larger than a stack's default 512 KiB (as the vnet gateway's): it
+ * relays forwarded ports and outbound connections, and its send buffer must hold more than the
+ * guest's window so that data is ready the moment an ACK opens it, however late this process
+ * is scheduled; its receive buffer is the window the guest may fill towards the host. At most
+ * this much is held per connection in each direction (the engine allocates as data arrives).
+ */
+const GATEWAY_TCP = { sendBuffer: 2 << 20, recvBuffer: 2 << 20 } as const;
+
 function pipeBoth(a: net.Socket, b: TcpConnection, done: () => void): void {
   let finished = false;
   const end = () => {

@@ -1,6 +1,8 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { checksum, checksumUpdate, onesComplementSum, pseudoHeaderSum } from 'morgana';
+import { checksum, checksumUpdate, onesComplementSum, pseudoHeaderSum, pseudoHeaderSum6 } from 'morgana';
+import { JS_MAX_LENGTH } from '../ts/checksum.js';
+import { native } from '../ts/native.js';
 
 /** RFC 1071 word by word, independent of the Rust implementation. */
 function referenceSum(data: Uint8Array, initial = 0): number {
@@ -76,9 +78,10 @@ test('bad arguments get typed errors', (t) => {
 });
 
 test('short buffers (summed in JS) and longer ones (in Rust) agree at the boundary', (t) => {
-  // checksum() sums up to 128 bytes in JavaScript and hands longer buffers to Rust.
+  // checksum() sums up to JS_MAX_LENGTH bytes in JavaScript and hands longer buffers to Rust.
+  const edge = JS_MAX_LENGTH;
   for (const fill of [0x00, 0xff, -1]) {
-    for (const length of [0, 1, 2, 3, 126, 127, 128, 129, 130, 131]) {
+    for (const length of [0, 1, 2, 3, edge - 2, edge - 1, edge, edge + 1, edge + 2, edge + 3, 1500, 1501]) {
       const data = fill < 0 ? randomBytes(length) : Buffer.alloc(length, fill);
       for (const initial of [0, 1, 0xfffe, 0xffff]) {
         const sum = referenceSum(data, initial);
@@ -87,4 +90,33 @@ test('short buffers (summed in JS) and longer ones (in Rust) agree at the bounda
       }
     }
   }
+});
+
+test('the pseudo-header sums (in JS) agree with the Rust ones, including all-ones and all-zero words', (t) => {
+  const rng = randomBytes(32 * 300);
+  for (let i = 0; i < 300; i++) {
+    const pick = i % 3;
+    const src6 = pick === 0 ? rng.subarray(32 * i, 32 * i + 16) : Buffer.alloc(16, pick === 1 ? 0xff : 0);
+    const dst6 = pick === 0 ? rng.subarray(32 * i + 16, 32 * i + 32) : Buffer.alloc(16, pick === 1 ? 0xff : 0);
+    const src = src6.readUInt32BE(0);
+    const dst = dst6.readUInt32BE(4);
+    const protocol = pick === 1 ? 0xff : pick === 2 ? 0 : i & 0xff;
+    const length = pick === 1 ? 0xffff : pick === 2 ? 0 : (i * 977) & 0xffff;
+    const length6 = pick === 1 ? 0xffffffff : pick === 2 ? 0 : (i * 1_000_003) >>> 0;
+    t.is(pseudoHeaderSum(src, dst, protocol, length), native.pseudoHeaderSum(src, dst, protocol, length), `IPv4 case ${i}`);
+    t.is(pseudoHeaderSum6(src6, dst6, protocol, length6), native.pseudoHeaderSum6(src6, dst6, protocol, length6), `IPv6 case ${i}`);
+  }
+  t.throws(() => pseudoHeaderSum6(Buffer.alloc(15), Buffer.alloc(16), 17, 8), { code: 'ERR_INVALID_ARG_TYPE' });
+});
+
+test('the bound native sums check their arguments: a typed error, never a crash', (t) => {
+  const fast = native.checksumFastCalls();
+  const data = randomBytes(301);
+  t.is(fast.checksum(data, 5), native.checksum(data, 5));
+  t.is(fast.onesComplementSum(data, 0xffff), native.onesComplementSum(data, 0xffff));
+  t.is(fast.onesComplementSum(new Uint8Array(0), 7), 7);
+  t.throws(() => fast.checksum('abc' as unknown as Uint8Array, 0), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+  t.throws(() => fast.checksum(new Uint16Array(4) as unknown as Uint8Array, 0), { name: 'TypeError' });
+  t.throws(() => fast.onesComplementSum(data, 'x' as unknown as number), { name: 'TypeError' });
+  t.throws(() => (fast.checksum as unknown as (d: Uint8Array) => number)(data), { name: 'TypeError' });
 });

@@ -1,11 +1,16 @@
 import test from 'ava';
-import { Reassembler, checksum, ipv4 } from 'morgana';
+import { Reassembler, checksum, fragmentIpv6, ipv4, ipv6 } from 'morgana';
+import { native } from '../ts/native.js';
 
 const datagram = (id: number, size: number, src = '10.0.0.1') =>
   ipv4.emit(
     { src, dst: '10.0.0.2', protocol: 17, identification: id },
     Buffer.from(Array.from({ length: size }, (_, i) => (i * 13 + id) & 0xff)),
   );
+
+/** An IPv6 packet of `size` bytes of payload (UDP's next header; the cache reads only the IPv6 headers). */
+const ipv6Datagram = (size: number) =>
+  ipv6.emit({ src: '2001:db8::1', dst: '2001:db8::2', nextHeader: 17 }, Buffer.from(Array.from({ length: size }, (_, i) => (i * 7) & 0xff)));
 
 function shuffle<T>(items: T[], seed: number): T[] {
   const out = [...items];
@@ -211,4 +216,53 @@ test('pushBatch: spans outside the data and bad arguments throw before anything 
   const done = r.pushBatch(data, spans, 0, { count: 2 });
   t.deepEqual(Buffer.from(done[1]!), datagram(20, 2000));
   t.deepEqual(r.pushBatch(data, spans, 0, { count: 0 }), []);
+});
+
+test('pushBatch: an output sharing memory with data or spans is a typed error, nothing taken', (t) => {
+  const r = new Reassembler();
+  const { data, spans } = contiguous(ipv4.fragment(datagram(21, 2000), 1500));
+  t.throws(() => r.pushBatch(data, spans, 0, { output: data.subarray(100) }), { code: 'ERR_INVALID_ARG_TYPE' });
+  t.throws(() => r.pushBatch(data, spans, 0, { output: new Uint8Array(spans.buffer) }), { code: 'ERR_INVALID_ARG_TYPE' });
+  t.is(r.stats().fragments, 0);
+  // Apart (another part of the same memory): fine.
+  const shared = Buffer.alloc(data.length + 4096);
+  data.copy(shared);
+  const done = r.pushBatch(shared.subarray(0, data.length), spans, 0, { output: shared.subarray(data.length + 8) });
+  t.deepEqual(Buffer.from(done[1]!), datagram(21, 2000));
+});
+
+test('the fast native reassembly calls: the results of the methods, typed errors for bad arguments', (t) => {
+  for (const family of [4, 6] as const) {
+    const cache = family === 4 ? new native.NativeReassembler(1 << 18, 64, 10_000) : new native.NativeIpv6Reassembler(1 << 18, 64, 10_000, 16);
+    const fast = family === 4 ? native.reassemblyFastCalls(cache as InstanceType<typeof native.NativeReassembler>) : native.ipv6ReassemblyFastCalls(cache as InstanceType<typeof native.NativeIpv6Reassembler>);
+    const packet = family === 4 ? datagram(22, 2000) : ipv6Datagram(2000);
+    const [a, b] = family === 4 ? ipv4.fragment(packet, 1500) : fragmentIpv6(packet, 1500, 7);
+    t.is(fast.push(a!, 0), 1, 'held');
+    const length = fast.push(b!, 0);
+    t.is(length, packet.length);
+    const whole = Buffer.alloc(length);
+    t.is(fast.take(whole), length);
+    t.deepEqual(whole, packet);
+    t.is(fast.take(whole), 0, 'nothing held any more');
+    t.throws(() => fast.push('x' as unknown as Uint8Array, 0), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+    t.throws(() => fast.push(a!, 'x' as unknown as number), { name: 'TypeError' });
+    t.throws(() => (fast.push as unknown as () => number)(), { name: 'TypeError' });
+    t.throws(() => fast.take(new Uint32Array(4) as unknown as Uint8Array), { name: 'TypeError' });
+    // pushBatch: the written arrays (out, results) may not overlap anything; data and spans may.
+    const { data, spans } = contiguous([a!, b!]);
+    const out = Buffer.alloc(4096);
+    const results = new Uint32Array(4);
+    t.throws(() => fast.pushBatch(data, spans, 0, 2, 0, data, 0, results), { name: 'TypeError' });
+    t.throws(() => fast.pushBatch(data, spans, 0, 2, 0, out, 0, new Uint32Array(out.buffer, out.byteOffset, 4)), { name: 'TypeError' });
+    t.throws(() => fast.pushBatch(data, spans, 0, 2, 0, new Uint8Array(results.buffer), 0, results), { name: 'TypeError' });
+    t.throws(() => fast.pushBatch(data, new Uint8Array(8) as unknown as Uint32Array, 0, 2, 0, out, 0, results), { name: 'TypeError' });
+    t.throws(() => fast.pushBatch(data, spans, 0, 3, 0, out, 0, results), { code: 'ERR_OUT_OF_RANGE' });
+    spans[3] = spans[3]! + 1;
+    t.throws(() => fast.pushBatch(data, spans, 0, 2, 0, out, 0, results), { code: 'ERR_OUT_OF_RANGE' });
+    spans[3] = spans[3]! - 1;
+    t.is(cache.stats().pendingDatagrams, 0, 'nothing taken by the failed calls');
+    t.is(fast.pushBatch(data, spans, 0, 2, 0, out, 0, results), 2);
+    t.deepEqual([...results], [1, 0, packet.length, 0]);
+    t.deepEqual(out.subarray(0, packet.length), packet);
+  }
 });

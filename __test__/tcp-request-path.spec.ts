@@ -197,6 +197,51 @@ test('the fast TCP calls check their arguments and report engine errors as the m
   t.throws(() => fast.turn(input, meta, 0, 0, input, outMeta, events, result), { name: 'TypeError' });
   t.throws(() => fast.turn(input, meta, 0, 0, out, new Uint32Array(events.buffer, 0, 10), events, result), { name: 'TypeError' });
   t.throws(() => fast.turn(input, new Float64Array(4) as unknown as Uint32Array, 0, 0, out, outMeta, events, result), { name: 'TypeError' });
+  // feed, drain, takeEvents: the methods' results; the arrays they write apart from the rest.
+  const segment = Buffer.alloc(20); // a TCP header with a bad checksum: dropped
+  segment[12] = 0x50;
+  const addresses6 = Buffer.alloc(32);
+  fast.feed(input, meta, 0, segment, 4, 0x0a000001, 0x0a000002, addresses6, 0);
+  t.is(engine.stats().badChecksum, 1, 'the segment reached the engine');
+  t.throws(() => fast.feed(input, meta, 0, input.subarray(8, 28), 4, 1, 2, addresses6, 0), { name: 'TypeError' });
+  t.throws(() => fast.feed(input, new Uint32Array(input.buffer, input.byteOffset, 4), 0, segment, 4, 1, 2, addresses6, 0), { name: 'TypeError' });
+  t.throws(() => fast.feed(input, meta, 0, segment, 'x' as unknown as number, 1, 2, addresses6, 0), { name: 'TypeError' });
+  t.throws(() => (fast.feed as unknown as (...a: unknown[]) => void)(input, meta, 0, segment), { name: 'TypeError' });
+  t.is(engine.stats().badChecksum, 1, 'nothing reached the engine from the rejected calls');
+  t.is(fast.drain(out, outMeta, 0), 0);
+  t.throws(() => fast.drain(out, new Uint32Array(out.buffer, out.byteOffset, 8), 0), { name: 'TypeError' });
+  t.throws(() => fast.drain(out, outMeta, 'x' as unknown as number), { name: 'TypeError' });
+  t.is(fast.takeEvents(events), 0);
+  t.throws(() => fast.takeEvents(new Int32Array(3) as unknown as Uint32Array), { name: 'TypeError' });
+});
+
+test('the fast TCP calls of a closed stack fail like the methods, never crash', async (t) => {
+  const clock = new VirtualClock();
+  const sw = new VirtualSwitch({ clock });
+  const a = await createStack({ net: sw.connect(), ipv4: '10.0.0.1/24', clock });
+  const b = await createStack({ net: sw.connect(), ipv4: '10.0.0.2/24', clock });
+  const server = b.tcp.listen(80, (conn) => conn.write('hello'));
+  const client = await a.tcp.connect('10.0.0.2', 80);
+  const [data] = (await once(client, 'data')) as [Buffer];
+  t.is(data.toString(), 'hello');
+  const { fast, engine } = a.tcp;
+  const handle = client.handle;
+  server.close();
+  await a.close();
+  await b.close();
+  const buffer = Buffer.alloc(64);
+  t.is(fast.send(handle, buffer), engine.send(handle, buffer));
+  t.is(fast.recv(handle, buffer), engine.recv(handle, buffer));
+  t.is(fast.readable(handle), 0);
+  const events = new Uint32Array(30);
+  const out = Buffer.alloc(4096);
+  const outMeta = new Uint32Array(30);
+  fast.feed(Buffer.alloc(64), new Uint32Array(10), 0, Buffer.alloc(20), 4, 1, 2, Buffer.alloc(32), 0);
+  t.is(typeof fast.drain(out, outMeta, 0), 'number');
+  t.is(typeof fast.takeEvents(events), 'number');
+  const result = new Float64Array(4);
+  fast.turn(Buffer.alloc(64), new Uint32Array(10), 0, 0, out, outMeta, events, result);
+  t.true(result.every((x) => Number.isFinite(x)));
 });
 
 test('the fast ipv4Validate gives the results of the napi function and checks its arguments', (t) => {

@@ -1,18 +1,25 @@
 /**
- * The Internet checksum (RFC 1071), its incremental update (RFC 1624) and the IPv4 and IPv6
- * pseudo-header sums, computed in Rust over the caller's bytes without copying them.
+ * The Internet checksum (RFC 1071) and its incremental update (RFC 1624), computed in Rust over
+ * the caller's bytes without copying them (short inputs in JavaScript), and the IPv4 and IPv6
+ * pseudo-header sums (a handful of words, summed in JavaScript).
  *
  * Values are the 16-bit numbers as stored big-endian in headers.
  * @module
  */
-import { assertBytes, assertInteger, nativeFailure } from './errors.js';
+import { assertBytes, assertInteger } from './errors.js';
 import { type Ipv4AddressLike, type Ipv6AddressLike, toIpv4Number, toIpv6Bytes } from './address.js';
 import { native } from './native.js';
 
+/** The Rust sums as plain Node-API functions (no napi-rs per-call bookkeeping). */
+const fast = native.checksumFastCalls();
+
 /**
- * Up to this many bytes the sum is computed in JavaScript: a napi call costs about 100 ns before
- * any work, which a JS loop over up to ~150 bytes beats (IPv4, UDP and TCP headers, small ICMP
- * messages). Measured by `npm run bench -- --filter checksum`.
+ * Up to this many bytes the sum is computed in JavaScript (IPv4, UDP and TCP headers, small ICMP
+ * messages). The call into Rust costs about 45 ns of CPU before any work (a plain Node-API
+ * function; napi-rs's own wrapper cost ~120), which a JS loop beats only below ~50 bytes in a
+ * tight loop; between the two, the stack's ping and UDP benchmarks could not tell them apart, so
+ * the JS path keeps the headers and small messages it had. Measured by `npm run bench -- --filter
+ * checksum`.
  */
 export const JS_MAX_LENGTH = 128;
 
@@ -27,6 +34,12 @@ function sumJs(data: Uint8Array, initial: number): number {
   return (sum & 0xffff) + (sum >>> 16);
 }
 
+/** A sum of 16-bit words below 2^31 folded to 16 bits (end-around carries). */
+function fold(sum: number): number {
+  sum = (sum & 0xffff) + (sum >>> 16);
+  return (sum & 0xffff) + (sum >>> 16);
+}
+
 /**
  * The value to store in a checksum field: the complement of the one's-complement sum of `data`,
  * continuing from `initial` (e.g. a {@link pseudoHeaderSum}). Over data whose checksum field is
@@ -36,7 +49,7 @@ export function checksum(data: Uint8Array, initial = 0): number {
   assertBytes(data, 'data');
   assertInteger(initial, 'initial', 0, 0xffff);
   if (data.length <= JS_MAX_LENGTH) return ~sumJs(data, initial) & 0xffff;
-  return native.checksum(data, initial);
+  return fast.checksum(data, initial);
 }
 
 /**
@@ -47,7 +60,7 @@ export function onesComplementSum(data: Uint8Array, initial = 0): number {
   assertBytes(data, 'data');
   assertInteger(initial, 'initial', 0, 0xffff);
   if (data.length <= JS_MAX_LENGTH) return sumJs(data, initial);
-  return native.onesComplementSum(data, initial);
+  return fast.onesComplementSum(data, initial);
 }
 
 /**
@@ -68,7 +81,10 @@ export function checksumUpdate(oldChecksum: number, oldWord: number, newWord: nu
 export function pseudoHeaderSum(src: Ipv4AddressLike, dst: Ipv4AddressLike, protocol: number, length: number): number {
   assertInteger(protocol, 'protocol', 0, 0xff);
   assertInteger(length, 'length', 0, 0xffff);
-  return native.pseudoHeaderSum(toIpv4Number(src, 'src'), toIpv4Number(dst, 'dst'), protocol, length);
+  // Six 16-bit words: summed here, cheaper than any crossing into Rust.
+  const s = toIpv4Number(src, 'src');
+  const d = toIpv4Number(dst, 'dst');
+  return fold((s >>> 16) + (s & 0xffff) + (d >>> 16) + (d & 0xffff) + protocol + length);
 }
 
 /**
@@ -79,7 +95,10 @@ export function pseudoHeaderSum(src: Ipv4AddressLike, dst: Ipv4AddressLike, prot
 export function pseudoHeaderSum6(src: Ipv6AddressLike, dst: Ipv6AddressLike, nextHeader: number, length: number): number {
   assertInteger(nextHeader, 'nextHeader', 0, 0xff);
   assertInteger(length, 'length', 0, 0xffffffff);
-  const sum = native.pseudoHeaderSum6(toIpv6Bytes(src, 'src'), toIpv6Bytes(dst, 'dst'), nextHeader, length);
-  if (sum < 0) throw nativeFailure(sum);
-  return sum;
+  const s = toIpv6Bytes(src, 'src');
+  const d = toIpv6Bytes(dst, 'dst');
+  // 35 16-bit words of at most 0xffff: far below 2^31.
+  let sum = nextHeader + (length >>> 16) + (length & 0xffff);
+  for (let i = 0; i < 16; i += 2) sum += ((s[i]! << 8) | s[i + 1]!) + ((d[i]! << 8) | d[i + 1]!);
+  return fold(sum);
 }

@@ -103,6 +103,11 @@ interface BatchState {
   results: Uint32Array;
 }
 
+/** Whether two views share a byte of the same memory. */
+function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}
+
 /**
  * The body of `pushBatch` for both families: checks the arguments, runs the native batch (again
  * after each completed packet that did not fit in the output), and maps the results. Statuses
@@ -124,7 +129,11 @@ function pushBatchInto(
   if (!(spans instanceof Uint32Array)) throw new InvalidArgumentError('spans must be a Uint32Array');
   const { count = spans.length >>> 1, output, onMalformed } = options;
   assertInteger(count, 'count', 0, spans.length >>> 1);
-  if (output !== undefined) assertBytes(output, 'output');
+  if (output !== undefined) {
+    assertBytes(output, 'output');
+    // Rust writes into `output` while it reads `data` and `spans`.
+    if (overlaps(output, data) || overlaps(output, spans)) throw new InvalidArgumentError('output must not share memory with data or spans');
+  }
   for (let i = 0; i < count; i++) {
     if (spans[2 * i]! + spans[2 * i + 1]! > data.length) {
       throw new OutOfRangeError(`packet ${i} (${spans[2 * i + 1]} bytes at ${spans[2 * i]}) lies outside the ${data.length}-byte data`);
@@ -173,6 +182,8 @@ export class Reassembler {
   readonly maxFragments: number;
   readonly timeoutMs: number;
   readonly #native: InstanceType<typeof native.NativeReassembler>;
+  /** `push`, `take` and `pushBatch` bound to `#native`, without napi-rs's per-call bookkeeping. */
+  readonly #fast: ReturnType<typeof native.reassemblyFastCalls>;
   readonly #batch: BatchState = { results: new Uint32Array(128) };
 
   constructor(options: ReassemblerOptions = {}) {
@@ -184,6 +195,7 @@ export class Reassembler {
     this.maxFragments = maxFragments;
     this.timeoutMs = timeoutMs;
     this.#native = new native.NativeReassembler(maxBytes, maxFragments, timeoutMs);
+    this.#fast = native.reassemblyFastCalls(this.#native);
   }
 
   /**
@@ -194,11 +206,11 @@ export class Reassembler {
    */
   push(packet: Uint8Array, nowMs: number): Uint8Array | undefined {
     assertBytes(packet, 'packet');
-    const result = this.#native.push(packet, nowMs);
+    const result = this.#fast.push(packet, nowMs);
     if (result >= MIN_DATAGRAM) {
       // Completed: the datagram is written straight into a buffer allocated here.
       const whole = Buffer.allocUnsafe(result);
-      this.#native.take(whole);
+      this.#fast.take(whole);
       return whole;
     }
     return result === NOT_FRAGMENT ? packet : undefined;
@@ -218,10 +230,11 @@ export class Reassembler {
    * `output` (see {@link PushBatchOptions.output}).
    *
    * Throws `ERR_OUT_OF_RANGE` (nothing taken) when a span lies outside `data` or `count` is past
-   * the spans, and `ERR_INVALID_ARG_TYPE` for arguments of the wrong type.
+   * the spans, and `ERR_INVALID_ARG_TYPE` for arguments of the wrong type or an `output` that
+   * shares memory with `data` or `spans`.
    */
   pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, options: PushBatchOptions = {}): Array<Uint8Array | undefined> {
-    return pushBatchInto(this.#native, data, spans, nowMs, options, this.#batch, MIN_DATAGRAM, NOT_FRAGMENT);
+    return pushBatchInto(this.#fast, data, spans, nowMs, options, this.#batch, MIN_DATAGRAM, NOT_FRAGMENT);
   }
 
   /** Drops incomplete datagrams whose timeout has passed at `nowMs`; returns how many. */
@@ -312,6 +325,8 @@ export class Ipv6Reassembler {
   readonly timeoutMs: number;
   readonly maxReports: number;
   readonly #native: InstanceType<typeof native.NativeIpv6Reassembler>;
+  /** `push`, `take` and `pushBatch` bound to `#native`, without napi-rs's per-call bookkeeping. */
+  readonly #fast: ReturnType<typeof native.ipv6ReassemblyFastCalls>;
   readonly #batch: BatchState = { results: new Uint32Array(128) };
 
   constructor(options: Ipv6ReassemblerOptions = {}) {
@@ -325,6 +340,7 @@ export class Ipv6Reassembler {
     this.timeoutMs = timeoutMs;
     this.maxReports = maxReports;
     this.#native = new native.NativeIpv6Reassembler(maxBytes, maxFragments, timeoutMs, maxReports);
+    this.#fast = native.ipv6ReassemblyFastCalls(this.#native);
   }
 
   /**
@@ -338,10 +354,10 @@ export class Ipv6Reassembler {
    */
   push(packet: Uint8Array, nowMs: number): Uint8Array | undefined {
     assertBytes(packet, 'packet');
-    const result = this.#native.push(packet, nowMs);
+    const result = this.#fast.push(packet, nowMs);
     if (result >= MIN_IPV6_PACKET) {
       const whole = Buffer.allocUnsafe(result);
-      this.#native.take(whole);
+      this.#fast.take(whole);
       return whole;
     }
     return result === IPV6_NOT_FRAGMENT || result === IPV6_ATOMIC ? packet : undefined;
@@ -355,7 +371,7 @@ export class Ipv6Reassembler {
    * or a view of `options.output`), or `undefined`. Reports queue as with `push`.
    */
   pushBatch(data: Uint8Array, spans: Uint32Array, nowMs: number, options: PushBatchOptions = {}): Array<Uint8Array | undefined> {
-    return pushBatchInto(this.#native, data, spans, nowMs, options, this.#batch, MIN_IPV6_PACKET, IPV6_NOT_FRAGMENT, IPV6_ATOMIC);
+    return pushBatchInto(this.#fast, data, spans, nowMs, options, this.#batch, MIN_IPV6_PACKET, IPV6_NOT_FRAGMENT, IPV6_ATOMIC);
   }
 
   /**

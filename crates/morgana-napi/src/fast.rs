@@ -5,9 +5,10 @@
 //! class identity check and the registration of each borrowed receiver and class argument in a
 //! global, mutex-guarded borrow table, then their release. That is about a microsecond, several
 //! times the work of `send`, `recv` or `readable` on a small request, and a keep-alive HTTP
-//! request made half a dozen such calls. [`tcp_fast_calls`] and [`tap_fast_send`] return the
-//! same operations as functions bound to their objects: each reads its arguments with a few
-//! Node-API calls and reaches its object through the pointer it was created with.
+//! request made half a dozen such calls. [`tcp_fast_calls`], [`tap_fast_send`],
+//! [`reassembly_fast_calls`] and [`ipv6_reassembly_fast_calls`] return the same operations as
+//! functions bound to their objects: each reads its arguments with a few Node-API calls and
+//! reaches its object through the pointer it was created with.
 //!
 //! Soundness: each function holds strong references to the JavaScript objects it points into
 //! (deleted by the function's finalizer), so they outlive every function that points at them;
@@ -16,6 +17,7 @@
 //! live while one runs. Buffers a call writes to are checked not to overlap.
 
 use crate::ip_output::NativeIpOutput;
+use crate::reassembly::{NativeIpv6Reassembler, NativeReassembler};
 use crate::tap::TapHandle;
 use crate::tcp::{fail, NativeTcpEngine};
 use napi::bindgen_prelude::{ClassInstance, Env, JsObjectValue, Object, ToNapiValue};
@@ -106,10 +108,13 @@ type TcpTarget = (*mut NativeTcpEngine, *mut NativeIpOutput);
 /// `send(handle, data)` → bytes taken or a negative error (as `NativeTcpEngine.send`),
 /// `recv(handle, out)` → bytes read or a negative error, `readable(handle)` → bytes readable
 /// (0 for an unknown handle), `turn(input, meta, count, now, out, outMeta, events, result)` as
-/// `NativeTcpEngine.turn` with this `ip`. A wrong argument type, or arrays of `turn` that
-/// overlap, throw a `TypeError`.
+/// `NativeTcpEngine.turn` with this `ip`; `feed(input, meta, count, segment, family, src, dst,
+/// addresses6, now)`, `drain(out, outMeta, now)` (with this `ip`) and `takeEvents(events)` as the
+/// methods of those names (the calls of a turn whose output did not fit, and the large segments
+/// read in place, one call each). A wrong argument type, or arrays of one call that overlap (other
+/// than two only read), throw a `TypeError`.
 #[napi(
-    ts_return_type = "{ send(handle: number, data: Uint8Array): number; recv(handle: number, out: Uint8Array): number; readable(handle: number): number; turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array): void }"
+    ts_return_type = "{ send(handle: number, data: Uint8Array): number; recv(handle: number, out: Uint8Array): number; readable(handle: number): number; turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array): void; feed(input: Uint8Array, meta: Uint32Array, count: number, segment: Uint8Array, family: number, src: number, dst: number, addresses6: Uint8Array, now: number): void; drain(out: Uint8Array, outMeta: Uint32Array, now: number): number; takeEvents(events: Uint32Array): number }"
 )]
 pub fn tcp_fast_calls<'env>(
     env: &'env Env,
@@ -119,11 +124,14 @@ pub fn tcp_fast_calls<'env>(
     let target: TcpTarget = (&mut *engine, &mut *ip);
     let objects = [engine.value, ip.value];
     let mut calls = Object::new(env)?;
-    let functions: [(&str, sys::napi_callback); 4] = [
+    let functions: [(&str, sys::napi_callback); 7] = [
         ("send", Some(tcp_send)),
         ("recv", Some(tcp_recv)),
         ("readable", Some(tcp_readable)),
         ("turn", Some(tcp_turn)),
+        ("feed", Some(tcp_feed)),
+        ("drain", Some(tcp_drain)),
+        ("takeEvents", Some(tcp_take_events)),
     ];
     for (name, callback) in functions {
         calls.set_named_property(name, RawValue(bind(env, name, callback, target, &objects)?))?;
@@ -291,12 +299,88 @@ unsafe extern "C" fn tcp_turn(env: sys::napi_env, info: sys::napi_callback_info)
         return unsafe { type_error(env, TURN) };
     };
     let spans = [span(input), span(meta), span(out), span(out_meta), span(events), span(result)];
-    if spans.iter().enumerate().any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1)) {
+    if spans.iter().enumerate().any(|(i, &a)| spans[i + 1..].iter().any(|&b| overlap(a, b))) {
         return unsafe { type_error(env, TURN) };
     }
     let (engine, ip) = unsafe { (&mut *engine, &mut *ip) };
     engine.turn(ip, input, meta, count, now, out, out_meta, events, result);
     ptr::null_mut()
+}
+
+const FEED: &CStr = c"feed(input: Uint8Array, meta: Uint32Array, count: number, segment: Uint8Array, family: number, src: number, dst: number, addresses6: Uint8Array, now: number), input and meta apart from the rest";
+
+unsafe extern "C" fn tcp_feed(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    use sys::TypedarrayType::uint32_array;
+    let call = unsafe { arguments::<TcpTarget, 9>(env, info) };
+    let Some(((engine, _), [input, meta, count, segment, family, src, dst, addresses6, now])) = call else {
+        return unsafe { type_error(env, FEED) };
+    };
+    let arguments = unsafe {
+        (
+            bytes_of(env, input),
+            typed_of::<u32>(env, meta, uint32_array),
+            u32_of(env, count),
+            bytes_of(env, segment),
+            u32_of(env, family),
+            u32_of(env, src),
+            u32_of(env, dst),
+            bytes_of(env, addresses6),
+            f64_of(env, now),
+        )
+    };
+    let (
+        Some(input),
+        Some(meta),
+        Some(count),
+        Some(segment),
+        Some(family),
+        Some(src),
+        Some(dst),
+        Some(addresses6),
+        Some(now),
+    ) = arguments
+    else {
+        return unsafe { type_error(env, FEED) };
+    };
+    // `input` and `meta` are borrowed mutably by the method: apart from everything else.
+    let (i, m, s, a) = (span(input), span(meta), span(segment), span(addresses6));
+    if overlap(i, m) || [s, a].iter().any(|&x| overlap(i, x) || overlap(m, x)) {
+        return unsafe { type_error(env, FEED) };
+    }
+    let engine = unsafe { &mut *engine };
+    engine.feed(input, meta, count, segment, family, src, dst, addresses6, now);
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn tcp_drain(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    const USAGE: &CStr = c"drain(out: Uint8Array, outMeta: Uint32Array, now: number), arrays apart";
+    let call = unsafe { arguments::<TcpTarget, 3>(env, info) };
+    let Some(((engine, ip), [out, out_meta, now])) = call else { return unsafe { type_error(env, USAGE) } };
+    let arguments = unsafe {
+        (
+            bytes_of(env, out),
+            typed_of::<u32>(env, out_meta, sys::TypedarrayType::uint32_array),
+            f64_of(env, now),
+        )
+    };
+    let (Some(out), Some(out_meta), Some(now)) = arguments else { return unsafe { type_error(env, USAGE) } };
+    if overlap(span(out), span(out_meta)) {
+        return unsafe { type_error(env, USAGE) };
+    }
+    let (engine, ip) = unsafe { (&mut *engine, &mut *ip) };
+    unsafe { uint(env, engine.drain(ip, out, out_meta, now)) }
+}
+
+unsafe extern "C" fn tcp_take_events(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    const USAGE: &CStr = c"takeEvents(events: Uint32Array)";
+    let Some(((engine, _), [events])) = (unsafe { arguments::<TcpTarget, 1>(env, info) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let Some(events) = (unsafe { typed_of::<u32>(env, events, sys::TypedarrayType::uint32_array) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let engine = unsafe { &mut *engine };
+    unsafe { uint(env, engine.take_events(events)) }
 }
 
 /// The address range of a slice, for the overlap check (empty ones overlap nothing).
@@ -334,4 +418,214 @@ unsafe extern "C" fn ipv4_validate(env: sys::napi_env, info: sys::napi_callback_
         return unsafe { type_error(env, USAGE) };
     }
     unsafe { int(env, crate::ipv4::ipv4_validate(packet, verify_checksum)) }
+}
+
+/// A reassembly cache's per-packet calls, for [`reassembly_fast_calls`] and
+/// [`ipv6_reassembly_fast_calls`] (the class methods of the same names).
+trait FastReassembly: 'static {
+    fn push(&mut self, packet: &[u8], now_ms: f64) -> u32;
+    fn take(&mut self, out: &mut [u8]) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn push_batch(
+        &mut self,
+        data: &[u8],
+        spans: &mut [u32],
+        first: u32,
+        end: u32,
+        now_ms: f64,
+        out: &mut [u8],
+        out_at: u32,
+        results: &mut [u32],
+    ) -> napi::Result<u32>;
+}
+
+macro_rules! fast_reassembly {
+    ($cache:ty) => {
+        impl FastReassembly for $cache {
+            fn push(&mut self, packet: &[u8], now_ms: f64) -> u32 {
+                <$cache>::push(self, packet, now_ms)
+            }
+            fn take(&mut self, out: &mut [u8]) -> u32 {
+                <$cache>::take(self, out)
+            }
+            fn push_batch(
+                &mut self,
+                data: &[u8],
+                spans: &mut [u32],
+                first: u32,
+                end: u32,
+                now_ms: f64,
+                out: &mut [u8],
+                out_at: u32,
+                results: &mut [u32],
+            ) -> napi::Result<u32> {
+                <$cache>::push_batch(self, data, spans, first, end, now_ms, out, out_at, results)
+            }
+        }
+    };
+}
+fast_reassembly!(NativeReassembler);
+fast_reassembly!(NativeIpv6Reassembler);
+
+/// The calls of one cache, bound to it.
+fn reassembly_calls<'env, R: FastReassembly>(
+    env: &'env Env,
+    cache: *mut R,
+    object: sys::napi_value,
+) -> napi::Result<Object<'env>> {
+    let mut calls = Object::new(env)?;
+    let functions: [(&str, sys::napi_callback); 3] = [
+        ("push", Some(reassembly_push::<R>)),
+        ("take", Some(reassembly_take::<R>)),
+        ("pushBatch", Some(reassembly_push_batch::<R>)),
+    ];
+    for (name, callback) in functions {
+        calls.set_named_property(name, RawValue(bind(env, name, callback, cache, &[object])?))?;
+    }
+    Ok(calls)
+}
+
+/// `NativeReassembler`'s per-packet calls bound to `cache`, without napi-rs's per-call
+/// bookkeeping: `push(packet, nowMs)`, `take(out)` and `pushBatch(data, spans, first, end, nowMs,
+/// out, outAt, results)` have the methods' arguments and results. A wrong argument type, or an
+/// `out` or `results` that overlaps another array of the call, throws a `TypeError`
+/// (`ERR_INVALID_ARG_TYPE`); `pushBatch`'s range errors are those of the method.
+#[napi(
+    ts_return_type = "{ push(packet: Uint8Array, nowMs: number): number; take(out: Uint8Array): number; pushBatch(data: Uint8Array, spans: Uint32Array, first: number, end: number, nowMs: number, out: Uint8Array, outAt: number, results: Uint32Array): number }"
+)]
+pub fn reassembly_fast_calls<'env>(
+    env: &'env Env,
+    mut cache: ClassInstance<'_, NativeReassembler>,
+) -> napi::Result<Object<'env>> {
+    let target: *mut NativeReassembler = &mut *cache;
+    reassembly_calls(env, target, cache.value)
+}
+
+/// `NativeIpv6Reassembler`'s per-packet calls bound to `cache`, as [`reassembly_fast_calls`].
+#[napi(
+    ts_return_type = "{ push(packet: Uint8Array, nowMs: number): number; take(out: Uint8Array): number; pushBatch(data: Uint8Array, spans: Uint32Array, first: number, end: number, nowMs: number, out: Uint8Array, outAt: number, results: Uint32Array): number }"
+)]
+pub fn ipv6_reassembly_fast_calls<'env>(
+    env: &'env Env,
+    mut cache: ClassInstance<'_, NativeIpv6Reassembler>,
+) -> napi::Result<Object<'env>> {
+    let target: *mut NativeIpv6Reassembler = &mut *cache;
+    reassembly_calls(env, target, cache.value)
+}
+
+unsafe fn uint(env: sys::napi_env, value: u32) -> sys::napi_value {
+    let mut result = ptr::null_mut();
+    unsafe { sys::napi_create_uint32(env, value, &mut result) };
+    result
+}
+
+unsafe extern "C" fn reassembly_push<R: FastReassembly>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    const USAGE: &CStr = c"push(packet: Uint8Array, nowMs: number)";
+    let Some((cache, [packet, now])) = (unsafe { arguments::<*mut R, 2>(env, info) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let (Some(packet), Some(now)) = (unsafe { bytes_of(env, packet) }, unsafe { f64_of(env, now) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    // See the module's soundness note.
+    let cache = unsafe { &mut *cache };
+    unsafe { uint(env, cache.push(packet, now)) }
+}
+
+unsafe extern "C" fn reassembly_take<R: FastReassembly>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    const USAGE: &CStr = c"take(out: Uint8Array)";
+    let Some((cache, [out])) = (unsafe { arguments::<*mut R, 1>(env, info) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let Some(out) = (unsafe { bytes_of(env, out) }) else { return unsafe { type_error(env, USAGE) } };
+    let cache = unsafe { &mut *cache };
+    unsafe { uint(env, cache.take(out)) }
+}
+
+unsafe extern "C" fn reassembly_push_batch<R: FastReassembly>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    use sys::TypedarrayType::uint32_array;
+    const USAGE: &CStr = c"pushBatch(data: Uint8Array, spans: Uint32Array, first: number, end: number, nowMs: number, out: Uint8Array, outAt: number, results: Uint32Array), out and results apart from the rest";
+    let call = unsafe { arguments::<*mut R, 8>(env, info) };
+    let Some((cache, [data, spans, first, end, now, out, out_at, results])) = call else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let arguments = unsafe {
+        (
+            bytes_of(env, data),
+            typed_of::<u32>(env, spans, uint32_array),
+            u32_of(env, first),
+            u32_of(env, end),
+            f64_of(env, now),
+            bytes_of(env, out),
+            u32_of(env, out_at),
+            typed_of::<u32>(env, results, uint32_array),
+        )
+    };
+    let (Some(data), Some(spans), Some(first), Some(end), Some(now), Some(out), Some(out_at), Some(results)) =
+        arguments
+    else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    // `data` and `spans` are only read (they may share memory); the two written arrays may not
+    // overlap anything.
+    let (d, s, o, r) = (span(data), span(spans), span(out), span(results));
+    if [d, s, r].iter().any(|&x| overlap(o, x)) || [d, s].iter().any(|&x| overlap(r, x)) {
+        return unsafe { type_error(env, USAGE) };
+    }
+    let cache = unsafe { &mut *cache };
+    match cache.push_batch(data, spans, first, end, now, out, out_at, results) {
+        Ok(next) => unsafe { uint(env, next) },
+        Err(error) => {
+            let message = std::ffi::CString::new(error.reason.replace('\0', "")).unwrap_or_default();
+            unsafe { sys::napi_throw_range_error(env, c"ERR_OUT_OF_RANGE".as_ptr(), message.as_ptr()) };
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Whether two address ranges share a byte (empty ones share none).
+fn overlap(a: (usize, usize), b: (usize, usize)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// `checksum(data, initial)` and `onesComplementSum(data, initial)` as plain Node-API functions
+/// (the napi-rs free functions of those names cost ~80 ns more per call, as much as summing a
+/// 1500-byte packet). A wrong argument type throws a `TypeError`.
+#[napi(
+    ts_return_type = "{ checksum(data: Uint8Array, initial: number): number; onesComplementSum(data: Uint8Array, initial: number): number }"
+)]
+pub fn checksum_fast_calls(env: &Env) -> napi::Result<Object<'_>> {
+    let mut calls = Object::new(env)?;
+    let functions: [(&str, sys::napi_callback); 2] =
+        [("checksum", Some(checksum_call::<true>)), ("onesComplementSum", Some(checksum_call::<false>))];
+    for (name, callback) in functions {
+        calls.set_named_property(name, RawValue(bind(env, name, callback, (), &[])?))?;
+    }
+    Ok(calls)
+}
+
+/// `checksum` (`COMPLEMENT`) or `onesComplementSum`; `initial` is taken modulo 2^16.
+unsafe extern "C" fn checksum_call<const COMPLEMENT: bool>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    const USAGE: &CStr = c"(data: Uint8Array, initial: number)";
+    let Some(((), [data, initial])) = (unsafe { arguments::<(), 2>(env, info) }) else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let (Some(data), Some(initial)) = (unsafe { bytes_of(env, data) }, unsafe { u32_of(env, initial) })
+    else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let sum = morgana_net::checksum::ones_complement_sum(data, initial as u16);
+    unsafe { uint(env, u32::from(if COMPLEMENT { !sum } else { sum })) }
 }

@@ -26,6 +26,7 @@ import {
   seededRandom,
   startDnsServer,
 } from 'morgana';
+import { TCP_BAD_CHECKSUM } from './helpers/kernel-tcp.js';
 import { type Netns, kernelTest, withNetns } from './helpers/netns.js';
 
 const hasTshark = spawnSync('tshark', ['--version']).status === 0;
@@ -47,9 +48,9 @@ function tshark(pcap: PcapRecorder, filter: string, fields: string[]): string[] 
   return execFileSync('tshark', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter(Boolean);
 }
 
-/** Frames tshark flags: malformed, expert errors, bad UDP/TCP/ICMPv6 checksums. */
+/** Frames tshark flags: malformed, expert errors, bad UDP/TCP/ICMPv6 checksums (the kernel's 0xffff for zero is not bad: see TCP_BAD_CHECKSUM). */
 function tsharkProblems(pcap: PcapRecorder): string[] {
-  return tshark(pcap, '_ws.malformed || _ws.expert.severity >= error || udp.checksum.status == "Bad" || tcp.checksum.status == "Bad" || icmpv6.checksum.status == "Bad"', [
+  return tshark(pcap, `_ws.malformed || _ws.expert.severity >= error || udp.checksum.status == "Bad" || ${TCP_BAD_CHECKSUM} || icmpv6.checksum.status == "Bad"`, [
     'frame.number',
     '_ws.expert.message',
   ]);

@@ -57,6 +57,7 @@ import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
   VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
   VIRTIO_NET_HDR_LENGTH,
 } from './vnet-hdr.js';
 
@@ -85,6 +86,14 @@ export interface TapOptions {
    * effect. Frames with the header are not plain Ethernet frames: a stack must expect them.
    */
   vnetHdr?: boolean;
+  /**
+   * Software receive coalescing (GRO) on a TAP without `virtio_net_hdr` (default true): each
+   * received batch's runs of in-order TCP segments of one flow reach the listener as one
+   * super-frame with {@link FrameOffload} metadata (checksums verified, `gsoSize` the first
+   * segment's payload), as the kernel's GRO delivers them on a `vnetHdr` TAP; the device then
+   * advertises `offloads.rxCoalesce`. False: every frame as the kernel wrote it.
+   */
+  rxCoalesce?: boolean;
 }
 
 /** Offloads a TAP device opened with `vnetHdr` has in effect. */
@@ -111,6 +120,10 @@ export interface TapDevice extends NetDevice {
    * `NetDevice.offloads`: frames of a `vnetHdr` TAP carry the raw header in front.
    */
   readonly kernelOffloads: TapOffloads;
+  /** Whether software receive coalescing is on (see {@link TapOptions.rxCoalesce}). */
+  readonly rxCoalesce: boolean;
+  /** Super-frames made by software receive coalescing, and the received segments in them. */
+  coalesceStats(): { superFrames: number; segments: number };
 }
 
 type Handle = ReturnType<typeof native.TapHandle.open>;
@@ -161,7 +174,8 @@ export async function openTap(options: TapOptions): Promise<TapDevice> {
   assertInteger(mtu, 'options.mtu', 68, MAX_TAP_MTU);
   const mac = formatMac(parseMac(options.mac ?? randomLocalMac((n) => randomBytes(n))));
   const vnetHdr = options.vnetHdr ?? false;
-  return new Tap((onBatch) => native.TapHandle.open(name, netns, mtu, vnetHdr, onBatch), mac, mtu);
+  const coalesce = rxCoalesceOption(options.rxCoalesce);
+  return new Tap((onBatch) => native.TapHandle.open(name, netns, mtu, vnetHdr, onBatch), mac, mtu, coalesce);
 }
 
 /**
@@ -175,7 +189,33 @@ export function adoptTap(fd: number, options: Omit<TapOptions, 'name' | 'netns' 
   const mtu = options.mtu ?? 1500;
   assertInteger(mtu, 'options.mtu', 68, MAX_TAP_MTU);
   const mac = formatMac(parseMac(options.mac ?? randomLocalMac((n) => randomBytes(n))));
-  return new Tap((onBatch) => native.TapHandle.adopt(fd, mtu, onBatch), mac, mtu);
+  const coalesce = rxCoalesceOption(options.rxCoalesce);
+  return new Tap((onBatch) => native.TapHandle.adopt(fd, mtu, onBatch), mac, mtu, coalesce);
+}
+
+function rxCoalesceOption(value: unknown): boolean {
+  if (value !== undefined && typeof value !== 'boolean') throw new InvalidArgumentError('options.rxCoalesce must be a boolean');
+  return value ?? true;
+}
+
+/** A lengths entry of a coalesced frame holds its segment size above these bits (Rust's `gro::GSO_SHIFT`). */
+const GSO_SHIFT = 17;
+const LENGTH_MASK = (1 << GSO_SHIFT) - 1;
+/** What a plain TAP with software receive coalescing accepts and delivers. */
+const RX_COALESCE_OFFLOADS: NetOffloads = Object.freeze({ checksum: false, tso4: false, tso6: false, rxCoalesce: true });
+
+/** The metadata of a frame the native reader coalesced from segments of `gsoSize` bytes. */
+function coalescedOffload(frame: Buffer, gsoSize: number): FrameOffload {
+  const v6 = frame.readUInt16BE(12) === 0x86dd;
+  const csumStart = ETHERNET_HEADER_LENGTH + (v6 ? 40 : 20);
+  return {
+    flags: VIRTIO_NET_HDR_F_DATA_VALID,
+    gsoType: v6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4,
+    hdrLen: csumStart + (frame[csumStart + 12]! >> 4) * 4,
+    gsoSize,
+    csumStart,
+    csumOffset: 16,
+  };
 }
 
 class Tap implements TapDevice {
@@ -184,6 +224,8 @@ class Tap implements TapDevice {
   readonly name: string;
   readonly vnetHdr: boolean;
   readonly kernelOffloads: TapOffloads;
+  readonly rxCoalesce: boolean;
+  readonly offloads: NetOffloads | undefined;
   /** The longest frame `write` sends (header included with `vnetHdr`). */
   readonly #maxFrame: number;
   /** The shortest: an Ethernet header (after the virtio header with `vnetHdr`). */
@@ -229,7 +271,7 @@ class Tap implements TapDevice {
   #rxBytes = 0;
   #rxUnheard = 0;
 
-  constructor(open: (onBatch: (count: number) => void) => Handle, mac: string, mtu: number) {
+  constructor(open: (onBatch: (count: number) => void) => Handle, mac: string, mtu: number, coalesce: boolean) {
     this.mac = mac;
     this.mtu = mtu;
     try {
@@ -244,6 +286,10 @@ class Tap implements TapDevice {
     this.vnetHdr = this.#handle.vnetHdr;
     const bits = this.#handle.offloads;
     this.kernelOffloads = Object.freeze({ checksum: (bits & 1) !== 0, tso4: (bits & 2) !== 0, tso6: (bits & 4) !== 0 });
+    // The kernel coalesces for a TAP with the header; software does it for one without.
+    this.rxCoalesce = coalesce && !this.vnetHdr;
+    this.offloads = this.rxCoalesce ? RX_COALESCE_OFFLOADS : undefined;
+    this.#handle.rxCoalesce(this.rxCoalesce);
     this.#maxFrame = this.vnetHdr ? MAX_OFFLOAD_FRAME : mtu + ETHERNET_HEADER_LENGTH;
     this.#minFrame = ETHERNET_HEADER_LENGTH + (this.vnetHdr ? VIRTIO_NET_HDR_LENGTH : 0);
     this.#scratch = Buffer.allocUnsafeSlow(mtu + ETHERNET_HEADER_LENGTH + (this.vnetHdr ? VIRTIO_NET_HDR_LENGTH : 0));
@@ -290,7 +336,8 @@ class Tap implements TapDevice {
     let reusable = true;
     try {
       for (let i = 0; i < count; i++) {
-        const length = lengths[i]!;
+        const entry = lengths[i]!;
+        const length = entry & LENGTH_MASK;
         const handler = this.#handler;
         if (handler === undefined || this.#closed) {
           this.#rxUnheard++;
@@ -301,7 +348,8 @@ class Tap implements TapDevice {
         offset += length;
         this.#rxFrames++;
         this.#rxBytes += length;
-        reusable = handler(frame) === true && this.#reusing && reusable;
+        const gsoSize = entry >>> GSO_SHIFT;
+        reusable = (gsoSize === 0 ? handler(frame) : handler(frame, coalescedOffload(frame, gsoSize))) === true && this.#reusing && reusable;
       }
     } catch (error) {
       reusable = false;
@@ -310,7 +358,7 @@ class Tap implements TapDevice {
       // Frames a listener may still refer to keep their bytes; the next batch goes after them.
       if (!reusable && !this.#closed) {
         let kept = 0;
-        for (let i = 0; i < count; i++) kept += lengths[i]!;
+        for (let i = 0; i < count; i++) kept += lengths[i]! & LENGTH_MASK;
         this.#lendRxBuffer(kept);
       }
     }
@@ -422,6 +470,11 @@ class Tap implements TapDevice {
     this.#reusing = true;
   }
 
+  coalesceStats(): { superFrames: number; segments: number } {
+    const n = this.#handle.stats();
+    return { superFrames: n.rxSuperFrames, segments: n.rxCoalescedSegments };
+  }
+
   stats(): NetStats {
     const n = this.#handle.stats();
     return {
@@ -517,7 +570,7 @@ class VnetHdrDevice implements TapNetDevice {
     this.#tap = tap;
     this.tap = tap;
     const o = tap.kernelOffloads;
-    this.offloads = tap.vnetHdr ? Object.freeze({ checksum: o.checksum, tso4: o.tso4, tso6: o.tso6, maxFrame: MAX_SUPER_FRAME, rxCoalesce: true }) : undefined;
+    this.offloads = tap.vnetHdr ? Object.freeze({ checksum: o.checksum, tso4: o.tso4, tso6: o.tso6, maxFrame: MAX_SUPER_FRAME, rxCoalesce: true }) : tap.offloads;
   }
 
   get mac(): string {
@@ -612,7 +665,8 @@ class VnetHdrDevice implements TapNetDevice {
   }
 
   offloadStats(): { partialChecksum: number; coalesced: number } {
-    return { partialChecksum: this.#partialChecksum, coalesced: this.#coalesced };
+    const coalesced = this.#tap.vnetHdr ? this.#coalesced : this.#tap.coalesceStats().superFrames;
+    return { partialChecksum: this.#partialChecksum, coalesced };
   }
 
   close(): Promise<void> {

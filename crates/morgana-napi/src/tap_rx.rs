@@ -17,7 +17,7 @@
 //! listener that keeps frames must say so; the JavaScript side then lends a fresh buffer before
 //! the next batch (`TapHandle.rxLend`), leaving the old one to the frames that refer to it.
 
-use morgana_tap::{drain, ReaderStats, READ_WINDOW};
+use morgana_tap::{drain, gro, ReaderStats, READ_WINDOW};
 use napi::sys;
 use napi::{Error, Result, Status};
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -97,6 +97,8 @@ struct LoopReader {
     lengths: Lent<u32>,
     polling: bool,
     stopped: bool,
+    /// Coalesce each batch's TCP segments before JavaScript sees it ([`gro::coalesce`]).
+    coalesce: bool,
     stats: ReaderStats,
     error: Option<String>,
 }
@@ -164,6 +166,7 @@ impl RxReader {
                 lengths: Lent::NONE,
                 polling: false,
                 stopped: false,
+                coalesce: false,
                 stats: ReaderStats::default(),
                 error: None,
             });
@@ -230,6 +233,13 @@ impl RxReader {
             }
             Ok(())
         }
+    }
+
+    /// Turns software receive coalescing on or off (for batches from now on). Lengths of
+    /// coalesced frames then carry their segment size (see [`gro`]).
+    pub fn set_coalesce(&self, on: bool) {
+        // SAFETY: as in `stats`.
+        unsafe { (*self.0).coalesce = on }
     }
 
     /// Counters so far.
@@ -352,7 +362,14 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
             r.stats.frames += drained.frames as u64;
             r.stats.bytes += drained.bytes as u64;
             r.stats.batches += 1;
-            (r.env, r.callback, r.context, drained.frames as u32)
+            let mut count = drained.frames;
+            if r.coalesce && count > 1 {
+                let merged = gro::coalesce(buf, lengths, count);
+                r.stats.super_frames += merged.super_frames;
+                r.stats.coalesced_segments += merged.segments;
+                count = merged.frames;
+            }
+            (r.env, r.callback, r.context, count as u32)
         };
         call(env, callback, context, count);
     }

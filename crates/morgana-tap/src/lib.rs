@@ -77,6 +77,7 @@
 
 mod error;
 pub mod fdpass;
+pub mod gro;
 mod reader;
 mod ring;
 mod sys;

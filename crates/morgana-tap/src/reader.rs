@@ -73,6 +73,10 @@ pub struct ReaderStats {
     pub oversized: u64,
     /// Times the reader stopped reading because every in-flight slot was taken.
     pub stalls: u64,
+    /// Super-frames made by software receive coalescing ([`crate::gro`]).
+    pub super_frames: u64,
+    /// Received TCP segments that went into those super-frames.
+    pub coalesced_segments: u64,
 }
 
 /// State shared by the reader thread, its [`Reader`] and the tickets of its batches.
@@ -162,6 +166,7 @@ impl Reader {
             dropped: c.dropped.load(Ordering::Relaxed),
             oversized: c.oversized.load(Ordering::Relaxed),
             stalls: c.stalls.load(Ordering::Relaxed),
+            ..ReaderStats::default()
         }
     }
 

@@ -34,6 +34,13 @@
  * kernel that refuses the header gives a plain TAP: {@link TapDevice.vnetHdr} says which framing
  * is in effect, {@link TapDevice.kernelOffloads} which offloads.
  *
+ * Software receive coalescing (`rxCoalesce`, on by default for a TAP without the header, such
+ * as one a Solo5 tender opened): before the listener is called, the native reader merges each
+ * batch's runs of adjacent in-order TCP segments of one flow into super-frames of up to 64 KiB
+ * (the conditions of Linux's GRO; checksums verified and rewritten), delivered with
+ * {@link FrameOffload} metadata as the kernel's GRO'd frames are; the device advertises
+ * `offloads.rxCoalesce`. A stack then does its per-frame work once per ~40 segments.
+ *
  * Like a socket, an open device keeps the event loop alive; `close()` releases it.
  * @module
  */

@@ -20,6 +20,7 @@ use crate::ip_output::NativeIpOutput;
 use crate::reassembly::{NativeIpv6Reassembler, NativeReassembler};
 use crate::tap::TapHandle;
 use crate::tcp::{fail, NativeTcpEngine};
+use morgana_tcp::EngineError;
 use napi::bindgen_prelude::{ClassInstance, Env, JsObjectValue, Object, ToNapiValue};
 use napi::sys;
 use napi_derive::napi;
@@ -225,29 +226,40 @@ unsafe fn type_error(env: sys::napi_env, what: &CStr) -> sys::napi_value {
     ptr::null_mut()
 }
 
-unsafe extern "C" fn tcp_send(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+/// `send` and `recv`: `(handle, bytes)` to `op` on the engine, its count or error code back.
+unsafe fn tcp_handle_bytes(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+    usage: &CStr,
+    op: fn(&mut NativeTcpEngine, u32, &mut [u8]) -> Result<usize, EngineError>,
+) -> sys::napi_value {
     let call = unsafe { arguments::<TcpTarget, 2>(env, info) };
-    let Some(((engine, _), [handle, data])) = call else {
-        return unsafe { type_error(env, c"send(handle: number, data: Uint8Array)") };
+    let Some(((engine, _), [handle, bytes])) = call else {
+        return unsafe { type_error(env, usage) };
     };
-    let (Some(handle), Some(data)) = (unsafe { u32_of(env, handle) }, unsafe { bytes_of(env, data) }) else {
-        return unsafe { type_error(env, c"send(handle: number, data: Uint8Array)") };
+    let (Some(handle), Some(bytes)) = (unsafe { u32_of(env, handle) }, unsafe { bytes_of(env, bytes) })
+    else {
+        return unsafe { type_error(env, usage) };
     };
     // See the module's soundness note.
     let engine = unsafe { &mut *engine };
-    unsafe { int(env, engine.inner.send(handle, data).map_or_else(fail, |n| n as i32)) }
+    unsafe { int(env, op(engine, handle, bytes).map_or_else(fail, |n| n as i32)) }
+}
+
+unsafe extern "C" fn tcp_send(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    unsafe {
+        tcp_handle_bytes(env, info, c"send(handle: number, data: Uint8Array)", |e, h, data| {
+            e.inner.send(h, data)
+        })
+    }
 }
 
 unsafe extern "C" fn tcp_recv(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    let call = unsafe { arguments::<TcpTarget, 2>(env, info) };
-    let Some(((engine, _), [handle, out])) = call else {
-        return unsafe { type_error(env, c"recv(handle: number, out: Uint8Array)") };
-    };
-    let (Some(handle), Some(out)) = (unsafe { u32_of(env, handle) }, unsafe { bytes_of(env, out) }) else {
-        return unsafe { type_error(env, c"recv(handle: number, out: Uint8Array)") };
-    };
-    let engine = unsafe { &mut *engine };
-    unsafe { int(env, engine.inner.recv(handle, out).map_or_else(fail, |n| n as i32)) }
+    unsafe {
+        tcp_handle_bytes(env, info, c"recv(handle: number, out: Uint8Array)", |e, h, out| {
+            e.inner.recv(h, out)
+        })
+    }
 }
 
 unsafe extern "C" fn tcp_readable(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {

@@ -9,10 +9,9 @@ import test from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { type Stack, type TapNetDevice, createStack, openTap, tapNetDevice } from 'morgana';
 import { expectedSha } from './helpers/generated.js';
-import { MIB, curlDownload, curlUpload, serveHttp, tsharkCount, tsharkProblems } from './helpers/kernel-tcp.js';
+import { MIB, curlDownload, curlUpload, serveHttp, startCapture, stopCapture, tsharkCount, tsharkProblems } from './helpers/kernel-tcp.js';
 import { type Netns, kernelTest, waitForwarding, withNetns } from './helpers/netns.js';
 
 const KERNEL = '10.89.0.1';
@@ -47,29 +46,6 @@ async function withBridgedStack(
   });
 }
 
-/** Starts tshark on `dev` in `ns` writing `file`; resolves once it captures. */
-async function capture(ns: Netns, dev: string, file: string, snaplen?: number): Promise<ChildProcess> {
-  const child = ns.spawn('tshark', ['-i', dev, '-q', '-B', '64', '-w', file, ...(snaplen ? ['-s', String(snaplen)] : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
-  await new Promise<void>((resolve, reject) => {
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`tshark did not start: ${err}`)), 20_000);
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (err.includes('Capturing on')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  return child;
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  const done = new Promise((r) => child.once('exit', r));
-  child.kill('SIGINT');
-  await done;
-}
-
 kernelTest(test, 'offloads on over TAP: curl 100 MiB each way through a bridge and a TSO-off veth, SHA-256 equal, only real frames on the veth', async (t) => {
   t.timeout(300_000);
   const size = 100 * MIB;
@@ -81,7 +57,7 @@ kernelTest(test, 'offloads on over TAP: curl 100 MiB each way through a bridge a
     const server = serveHttp(stack, 80);
     try {
       const headers = path.join(dir, 'headers.pcap');
-      const tshark = await capture(ns, 'vbo0', headers, 128);
+      const tshark = await startCapture(ns, 'vbo0', headers, 128);
       const before = tx();
       const down = await curlDownload(ns, HTTP, size, 200_000);
       const after = tx();
@@ -91,7 +67,7 @@ kernelTest(test, 'offloads on over TAP: curl 100 MiB each way through a bridge a
       t.is(up.answer, `${expected} ${size}`, 'upload intact');
       const partial = net.offloadStats().partialChecksum - partialBefore;
       t.true(partial > size / 65_536, `the kernel's data came with partial checksums (NEEDS_CSUM): ${partial} frames`);
-      await stop(tshark);
+      await stopCapture(tshark);
       // Morgana wrote super-frames: far fewer frames than 1,448-byte segments would need.
       const frames = after.frames - before.frames;
       t.true(frames < size / 1448 / 2, `${frames} frames written to the TAP for ${size} bytes`);
@@ -102,12 +78,12 @@ kernelTest(test, 'offloads on over TAP: curl 100 MiB each way through a bridge a
       t.log(`100 MiB: download ${down.mbps.toFixed(1)} MB/s in ${frames} TAP frames, upload ${up.mbps.toFixed(1)} MB/s; retransmits ${stats.retransmits}`);
       // A short session captured whole: every IP and TCP checksum on the veth is good.
       const session = path.join(dir, 'session.pcap');
-      const full = await capture(ns, 'vbo0', session);
+      const full = await startCapture(ns, 'vbo0', session);
       // tshark says "Capturing on" a little before it captures: a first transfer can pass unseen
       // (seen under load), so download three times; the checks below need only some of them.
       for (let i = 0; i < 3; i++) t.is((await curlDownload(ns, HTTP, 4 * MIB, 60_000)).sha, await expectedSha(4 * MIB));
       t.is((await curlUpload(ns, HTTP, 4 * MIB, 60_000)).answer, `${await expectedSha(4 * MIB)} ${4 * MIB}`);
-      await stop(full);
+      await stopCapture(full);
       // What Morgana sent (cut by the kernel from its super-frames) is checked; the kernel's own
       // frames leave vko0 with partial checksums (tx checksum offload), which a capture shows as
       // bad: they are the NEEDS_CSUM frames the TAP hands Morgana, and the upload above got them.

@@ -8,7 +8,7 @@
  * The TAPs are persistent ones made with `ip tuntap add` (no `vnet_hdr`), as someone else would.
  */
 import test, { type ExecutionContext } from 'ava';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, rmSync, mkdtempSync } from 'node:fs';
 import { once } from 'node:events';
@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Iperf3Result } from 'morgana';
 import { expectedSha } from './helpers/generated.js';
-import { MIB, curlDownload, curlUpload, tsharkCount, tsharkProblems } from './helpers/kernel-tcp.js';
+import { MIB, curlDownload, curlUpload, startCapture, stopCapture, tsharkCount, tsharkProblems } from './helpers/kernel-tcp.js';
 import { type Netns, kernelTest, waitForwarding, withNetns } from './helpers/netns.js';
 import { CLI, EXAMPLES, configureAndBuild, project, start } from './helpers/unikernel.js';
 
@@ -91,29 +91,6 @@ async function bridgedTap(ns: Netns, tap: string): Promise<void> {
   for (const dev of ['mbrc0', 'vbc0', 'vkc0', tap]) await ns.ip('link', 'set', dev, 'up');
 }
 
-/** Starts tshark on `dev` in `ns` writing `file` (headers only); resolves once it captures. */
-async function capture(ns: Netns, dev: string, file: string): Promise<ChildProcess> {
-  const child = ns.spawn('tshark', ['-i', dev, '-q', '-B', '64', '-s', '128', '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
-  await new Promise<void>((resolve, reject) => {
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`tshark did not start: ${err}`)), 20_000);
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (err.includes('Capturing on')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  return child;
-}
-
-async function stopCapture(child: ChildProcess): Promise<void> {
-  const done = once(child, 'exit');
-  child.kill('SIGINT');
-  await done;
-}
-
 kernelTest(test, 'unix --net direct opens its TAP with offloads: curl 64 MiB each way, SHA-256 equal, through a TSO-off veth that carries only real, valid frames', async (t) => {
   t.timeout(400_000);
   const size = 64 * MIB;
@@ -132,7 +109,7 @@ kernelTest(test, 'unix --net direct opens its TAP with offloads: curl 64 MiB eac
       t.regex(u.output().stderr, /TAP mtapc0: offloads checksum, TSO4, TSO6/, 'the boot log names the offloads');
       const target = { url: `http://${MORGANA}`, flags: '' };
       const pcap = path.join(pcaps, 'veth.pcap');
-      const tshark = await capture(ns, 'vbc0', pcap);
+      const tshark = await startCapture(ns, 'vbc0', pcap, 128);
       const before = await linkPackets(ns, 'mtapc0');
       const down = await curlDownload(ns, target, size, 200_000);
       t.is(down.sha, expected, 'download intact');

@@ -4,7 +4,7 @@
  * side, and tshark's judgement of a capture. Payloads are {@link generated} bytes, so each side
  * knows the SHA-256 without holding the data.
  */
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -189,4 +189,28 @@ export function synOptions(pcap: string, srcField: 'ip.src' | 'ipv6.src'): SynOp
     const [src, ack, mss, wscale, ts, sack] = line.split(';');
     return { src: src!, synAck: ack === '1' || ack === 'True', mss: Number(mss || -1), wscale: Number(wscale || -1), ts: Boolean(ts), sack: Boolean(sack) };
   });
+}
+
+/** Starts tshark on `dev` in `ns` writing `file` (`snaplen` bytes of each frame, default all); resolves once it captures. */
+export async function startCapture(ns: Netns, dev: string, file: string, snaplen?: number): Promise<ChildProcess> {
+  const child = ns.spawn('tshark', ['-i', dev, '-q', '-B', '64', '-w', file, ...(snaplen ? ['-s', String(snaplen)] : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    const timer = setTimeout(() => reject(new Error(`tshark did not start: ${err}`)), 20_000);
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('Capturing on')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return child;
+}
+
+/** Stops a capture from {@link startCapture} (SIGINT, so tshark writes out what it has) and waits for it. */
+export async function stopCapture(child: ChildProcess): Promise<void> {
+  const done = new Promise((r) => child.once('exit', r));
+  child.kill('SIGINT');
+  await done;
 }

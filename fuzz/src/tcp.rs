@@ -212,10 +212,12 @@ impl World {
                 }
             }
             let out = from.engine.output();
-            let mut at = 0;
-            for s in &out.segments {
-                let bytes = &out.bytes[at..at + s.len as usize];
-                at += s.len as usize;
+            for s in out.pending() {
+                let mut segment = Vec::with_capacity(s.len as usize);
+                if !from.engine.write_segment(s, &mut segment) {
+                    continue;
+                }
+                let bytes = &segment[..];
                 if let Ok((h, _)) = TcpHeader::parse(bytes, Some((s.src, s.dst))) {
                     from.last = Some(h);
                 }

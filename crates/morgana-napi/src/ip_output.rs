@@ -14,12 +14,20 @@ pub struct NativeIpOutput {
     pub(crate) inner: IpOutput,
 }
 
-fn entry(iface: u32, macs: &[u8], mtu: u32, expires_at: f64, tso_max: Option<u32>) -> Option<Neighbour> {
+fn entry(
+    iface: u32,
+    macs: &[u8],
+    mtu: u32,
+    expires_at: f64,
+    tso_max: Option<u32>,
+    partial_checksum: Option<bool>,
+) -> Option<Neighbour> {
     let dst_mac: [u8; 6] = macs.get(0..6)?.try_into().ok()?;
     let src_mac: [u8; 6] = macs.get(6..12)?.try_into().ok()?;
     let expires_at = if expires_at.is_finite() && expires_at > 0.0 { expires_at as u64 } else { 0 };
     let tso_max = tso_max.unwrap_or(0) as usize;
-    Some(Neighbour { iface, dst_mac, src_mac, mtu: mtu as usize, expires_at, tso_max })
+    let partial_checksum = partial_checksum.unwrap_or(false);
+    Some(Neighbour { iface, dst_mac, src_mac, mtu: mtu as usize, expires_at, tso_max, partial_checksum })
 }
 
 #[napi]
@@ -55,8 +63,11 @@ impl NativeIpOutput {
 
     /// Installs the entry for IPv4 `dst`: `macs` is the next hop's MAC then ours (12 bytes);
     /// used until `expires_at` (ms); `tso_max` > 0: the interface takes TCP super-frames of IP
-    /// packets up to that size. False when `macs` is short.
+    /// packets up to that size; `partial_checksum`: it takes TCP frames whose checksum is left
+    /// partial (`NEEDS_CSUM`), so the TCP engine writes only the pseudo-header sum. False when
+    /// `macs` is short.
     #[napi]
+    #[allow(clippy::too_many_arguments)]
     pub fn set_neighbour4(
         &mut self,
         dst: u32,
@@ -65,14 +76,16 @@ impl NativeIpOutput {
         mtu: u32,
         expires_at: f64,
         tso_max: Option<u32>,
+        partial_checksum: Option<bool>,
     ) -> bool {
-        let Some(n) = entry(iface, macs, mtu, expires_at, tso_max) else { return false };
+        let Some(n) = entry(iface, macs, mtu, expires_at, tso_max, partial_checksum) else { return false };
         self.inner.set_neighbour(IpAddr::V4(Ipv4Addr::from(dst)), n);
         true
     }
 
     /// Installs the entry for IPv6 `dst` (16 bytes); as `set_neighbour4`.
     #[napi]
+    #[allow(clippy::too_many_arguments)]
     pub fn set_neighbour6(
         &mut self,
         dst: &[u8],
@@ -81,9 +94,10 @@ impl NativeIpOutput {
         mtu: u32,
         expires_at: f64,
         tso_max: Option<u32>,
+        partial_checksum: Option<bool>,
     ) -> bool {
         let Ok(octets) = <[u8; 16]>::try_from(dst) else { return false };
-        let Some(n) = entry(iface, macs, mtu, expires_at, tso_max) else { return false };
+        let Some(n) = entry(iface, macs, mtu, expires_at, tso_max, partial_checksum) else { return false };
         self.inner.set_neighbour(IpAddr::V6(Ipv6Addr::from(octets)), n);
         true
     }

@@ -12,14 +12,23 @@
 //! leaves as a whole Ethernet frame whose headers that send path wrote; any other segment is
 //! handed back bare, with its addresses, for the IP layer's general path.
 //!
+//! One copy per byte on the way out: the engine leaves a data segment's payload in the
+//! connection's send buffer (see [`morgana_tcp::types::Output`]), and a whole frame is written
+//! by copying it from there straight into `out` behind the headers; its checksum is then
+//! summed over those cache-hot bytes, or, for an interface that completes checksums (a switch
+//! port or a `virtio_net_hdr` TAP with checksum offload, as its neighbour entry says), only the
+//! pseudo-header sum is written and the frame is marked `TCP_OUT_PARTIAL_CHECKSUM`. The copying
+//! paths (segments cut here, bare segments for the general path) take the segment whole first.
+//!
 //! Layouts (all Uint32 words):
 //! - input meta, 5 words per segment: `[offset, length, family, src, dst]`; for family 4 the
 //!   addresses are numbers, for 6 they are the 32 bytes right before the segment (source then
 //!   destination); `family | TCP_IN_CHECKSUM_VERIFIED` when the device vouched for the checksum.
-//! - output meta, 3 words per packet: `[length | OUT_FRAME, interface, gso_size]` for a whole
-//!   frame (`gso_size` > 0: a TCP super-frame for an interface that takes them, to be cut at
-//!   that payload size; super-segments towards any other interface or the general path are
-//!   cut here, in Rust);
+//! - output meta, 3 words per packet: `[length | OUT_FRAME, interface, gso_size | flags]` for a
+//!   whole frame (`gso_size` > 0: a TCP super-frame for an interface that takes them, to be cut
+//!   at that payload size; super-segments towards any other interface or the general path are
+//!   cut here, in Rust; `TCP_OUT_PARTIAL_CHECKSUM` in flags: its TCP checksum is left for the
+//!   interface to complete);
 //!   `[length, src, dst]` for a bare IPv4 segment; `[length | OUT_IPV6, 0, 0]` for a bare IPv6
 //!   segment preceded in `out` by its 32 bytes of addresses (not counted in `length`).
 //! - events, 3 words each: `[kind, handle, arg]` (kinds: the `TCP_EVENT_*` constants).
@@ -32,9 +41,10 @@ use morgana_net::gso;
 use morgana_net::ip_out::{IpOutput, Neighbour};
 use morgana_tcp::cc::Algorithm;
 use morgana_tcp::conn::State;
-use morgana_tcp::engine::{ConnInfo, EngineError};
+use morgana_tcp::engine::{ConnInfo, EngineError, SegmentBytes};
 use morgana_tcp::types::ErrorCode;
-use morgana_tcp::{Config, Engine, Event, EventKind, KeepAlive, ListenFamily};
+use morgana_tcp::wire::{finish_checksum, pseudo_header_sum};
+use morgana_tcp::{Config, Engine, Event, EventKind, KeepAlive, ListenFamily, OutSegment};
 use napi_derive::napi;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -51,6 +61,11 @@ pub const TCP_OUT_IPV6: u32 = 0x8000_0000;
 /// Set in an output length word: a whole Ethernet frame.
 #[napi]
 pub const TCP_OUT_FRAME: u32 = 0x4000_0000;
+/// Set in an output frame's third word (beside its `gso_size`): the TCP checksum field holds
+/// only the pseudo-header sum, for the interface to complete (`NEEDS_CSUM`, at the TCP header
+/// with offset 16); sent only to interfaces whose neighbour entry says they take it.
+#[napi]
+pub const TCP_OUT_PARTIAL_CHECKSUM: u32 = 0x8000_0000;
 /// Mask of the length in an output length word.
 #[napi]
 pub const TCP_OUT_LENGTH: u32 = 0x3fff_ffff;
@@ -298,12 +313,11 @@ pub struct TcpStats {
 #[napi]
 pub struct NativeTcpEngine {
     pub(crate) inner: Engine,
-    /// Next segment of the output to hand out, and its byte offset.
-    seg_cursor: usize,
-    byte_cursor: usize,
     events: VecDeque<Event>,
     /// Reused room for cutting super-segments.
     scratch: Vec<u8>,
+    /// Reused room for a segment whose deferred payload a copying path needs in one piece.
+    whole: Vec<u8>,
 }
 
 fn state_name(s: State) -> &'static str {
@@ -357,10 +371,9 @@ impl NativeTcpEngine {
         }
         NativeTcpEngine {
             inner: Engine::new(cfg, k),
-            seg_cursor: 0,
-            byte_cursor: 0,
             events: VecDeque::new(),
             scratch: Vec::new(),
+            whole: Vec::new(),
         }
     }
 
@@ -454,7 +467,7 @@ impl NativeTcpEngine {
             result[0] = f64::from(packets);
             result[1] = f64::from(n_events);
             result[2] = self.next_deadline();
-            let more = self.seg_cursor > 0 || !self.events.is_empty() || self.inner.has_pending();
+            let more = self.inner.output().taken() > 0 || !self.events.is_empty() || self.inner.has_pending();
             result[3] = if more { 1.0 } else { 0.0 };
         }
     }
@@ -784,42 +797,64 @@ impl NativeTcpEngine {
     /// neighbour entry for the destination and the packet fits its MTU (a super-segment whole
     /// when the interface takes super-frames of its size), else bare for the IP layer's general
     /// path; a super-segment that cannot leave whole is cut here. Returns how many packets.
+    ///
+    /// A whole frame takes its payload straight from the connection's send buffer (one copy,
+    /// see [`morgana_tcp::types::Output`]), and its checksum is summed over the bytes just
+    /// written, or left partial (`TCP_OUT_PARTIAL_CHECKSUM`) when the interface completes it.
+    /// The copying paths (cut, bare, IPv6 bare) first put a deferred segment in one piece.
     fn drain_into(&mut self, ip: &mut IpOutput, out: &mut [u8], meta: &mut [u32], now: u64) -> u32 {
         let mut w = Writer { out, meta, at: 0, n: 0 };
         let mut scratch = std::mem::take(&mut self.scratch);
-        let output = self.inner.output();
-        while self.seg_cursor < output.segments.len() && w.has_meta(1) {
-            let s = output.segments[self.seg_cursor];
+        let mut whole = std::mem::take(&mut self.whole);
+        let engine = &self.inner;
+        let mut taken = 0;
+        for s in engine.output().pending() {
+            if !w.has_meta(1) {
+                break;
+            }
+            // A dropped segment (its payload was gone: never while the engine's rules hold).
+            let Some(seg) = engine.segment_bytes(s) else {
+                taken += 1;
+                continue;
+            };
             let len = s.len as usize;
-            let bytes = &output.bytes[self.byte_cursor..self.byte_cursor + len];
+            let tcp_header = tcp_header_len(seg.stored);
             let gso = usize::from(s.gso_size);
             let header = IpOutput::header_len(s.dst);
             let ip_len = header - ETHERNET_HEADER + len;
-            let pieces = if gso > 0 { gso::segment_count(len - tcp_header_len(bytes), gso) } else { 1 };
-            let written = match ip.neighbour(s.dst, now) {
+            let pieces = if gso > 0 { gso::segment_count(len - tcp_header, gso) } else { 1 };
+            let e = ip.neighbour(s.dst, now);
+            let written = match e {
                 // Whole: an ordinary segment that fits, or a super-frame the interface takes.
                 Some(e) if (gso == 0 && ip_len <= e.mtu) || (gso > 0 && ip_len <= e.tso_max) => {
-                    w.frame(ip, &e, s.src, s.dst, bytes, gso as u32, pieces)
+                    w.frame(ip, &e, s, &seg, pieces)
                 }
-                // A super-segment towards an interface that takes only real frames: cut here.
-                Some(e) if gso > 0 && header - ETHERNET_HEADER + tcp_header_len(bytes) + gso <= e.mtu => {
-                    w.cut_frames(ip, &e, s.src, s.dst, bytes, gso, pieces, &mut scratch)
+                _ => {
+                    let bytes = if seg.checksummed {
+                        seg.stored
+                    } else {
+                        whole.clear();
+                        engine.write_segment(s, &mut whole);
+                        &whole[..]
+                    };
+                    match e {
+                        // A super-segment towards an interface that takes only real frames: cut here.
+                        Some(e) if gso > 0 && header - ETHERNET_HEADER + tcp_header + gso <= e.mtu => {
+                            w.cut_frames(ip, &e, s.src, s.dst, bytes, gso, pieces, &mut scratch)
+                        }
+                        _ if gso > 0 => w.cut_bare(s.src, s.dst, bytes, gso, pieces, &mut scratch),
+                        _ => w.bare(s.src, s.dst, bytes),
+                    }
                 }
-                _ if gso > 0 => w.cut_bare(s.src, s.dst, bytes, gso, pieces, &mut scratch),
-                _ => w.bare(s.src, s.dst, bytes),
             };
             if let Written::Full = written {
                 break;
             }
-            self.byte_cursor += len;
-            self.seg_cursor += 1;
+            taken += 1;
         }
         self.scratch = scratch;
-        if self.seg_cursor >= output.segments.len() {
-            self.inner.clear_output();
-            self.seg_cursor = 0;
-            self.byte_cursor = 0;
-        }
+        self.whole = whole;
+        self.inner.take_output(taken);
         w.n as u32
     }
 }
@@ -858,29 +893,46 @@ impl Writer<'_> {
         self.at += advance;
     }
 
-    /// One frame (headers from `ip`), possibly a super-frame of `pieces` to be cut at `gso`.
-    #[allow(clippy::too_many_arguments)]
+    /// One frame (headers from `ip`), possibly a super-frame of `pieces` to be cut at its
+    /// `gso_size`: the segment's bytes are copied in once, from where the engine holds them, and
+    /// a checksum still to do is summed over them here (cache-hot) or, when the interface takes
+    /// partial checksums, left to it with only the pseudo-header sum written.
     fn frame(
         &mut self,
         ip: &mut IpOutput,
         e: &Neighbour,
-        src: IpAddr,
-        dst: IpAddr,
-        bytes: &[u8],
-        gso: u32,
+        s: &OutSegment,
+        seg: &SegmentBytes<'_>,
         pieces: usize,
     ) -> Written {
+        let (src, dst, len) = (s.src, s.dst, s.len as usize);
         let header = IpOutput::header_len(dst);
-        if self.at + header + bytes.len() > self.out.len() {
+        if self.at + header + len > self.out.len() {
             return Written::Full;
         }
-        let Some(h) = ip.emit_headers(e, src, dst, 6, bytes.len(), &mut self.out[self.at..]) else {
+        let Some(h) = ip.emit_headers(e, src, dst, 6, len, &mut self.out[self.at..]) else {
             return Written::Skipped;
         };
         ip.skip_identifications(pieces - 1);
-        self.out[self.at + h..self.at + h + bytes.len()].copy_from_slice(bytes);
-        let len = h + bytes.len();
-        self.record([len as u32 | TCP_OUT_FRAME, e.iface, gso], len);
+        let tcp = self.at + h;
+        let mut end = tcp;
+        for part in [seg.stored, seg.payload.0, seg.payload.1] {
+            self.out[end..end + part.len()].copy_from_slice(part);
+            end += part.len();
+        }
+        let mut word = u32::from(s.gso_size);
+        if !seg.checksummed {
+            let segment = &mut self.out[tcp..tcp + len];
+            if e.partial_checksum {
+                let Some(sum) = pseudo_header_sum(src, dst, len) else { return Written::Skipped };
+                segment[16..18].copy_from_slice(&sum.to_be_bytes());
+                word |= TCP_OUT_PARTIAL_CHECKSUM;
+            } else {
+                finish_checksum(segment, src, dst);
+            }
+        }
+        let frame_len = h + len;
+        self.record([frame_len as u32 | TCP_OUT_FRAME, e.iface, word], frame_len);
         Written::Done
     }
 

@@ -40,6 +40,9 @@ pub struct Neighbour {
     /// The largest IP packet of a TCP super-frame the interface accepts (TSO, with `gso_size`
     /// metadata); 0 when it takes only real frames.
     pub tso_max: usize,
+    /// The interface takes frames whose transport checksum is left partial (virtio's
+    /// `NEEDS_CSUM`: the field holds the pseudo-header sum, the rest is summed where needed).
+    pub partial_checksum: bool,
 }
 
 /// Counters of packets built here.
@@ -202,6 +205,7 @@ mod tests {
             mtu: 1500,
             expires_at,
             tso_max: 0,
+            partial_checksum: false,
         }
     }
 

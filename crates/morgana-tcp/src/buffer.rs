@@ -28,12 +28,14 @@ fn copy_out(ring: &VecDeque<u8>, offset: usize, out: &mut [u8]) {
 pub struct SendBuffer {
     data: VecDeque<u8>,
     capacity: usize,
+    /// Bytes released so far: the stream position of the first byte held.
+    released: u64,
 }
 
 impl SendBuffer {
     /// An empty buffer holding at most `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
-        SendBuffer { data: VecDeque::new(), capacity }
+        SendBuffer { data: VecDeque::new(), capacity, released: 0 }
     }
 
     /// Bytes held.
@@ -67,6 +69,7 @@ impl SendBuffer {
     pub fn release(&mut self, n: usize) {
         let n = n.min(self.data.len());
         self.data.drain(..n);
+        self.released += n as u64;
         if self.data.is_empty() && self.data.capacity() > 64 * 1024 {
             // Idle connections should not pin a large allocation.
             self.data.shrink_to(0);
@@ -76,6 +79,23 @@ impl SendBuffer {
     /// Copies `out.len()` bytes starting `offset` bytes after SND.UNA.
     pub fn copy(&self, offset: usize, out: &mut [u8]) {
         copy_out(&self.data, offset, out);
+    }
+
+    /// The stream position (bytes pushed before it, counted from the first byte ever pushed)
+    /// of the byte `offset` bytes after SND.UNA: a name for that byte that stays valid while
+    /// earlier bytes are released.
+    pub fn position(&self, offset: usize) -> u64 {
+        self.released + offset as u64
+    }
+
+    /// The `len` bytes from stream position `position` on (see [`SendBuffer::position`]), as at
+    /// most two slices; `None` when any of them was released or was never pushed.
+    pub fn slices_at(&self, position: u64, len: usize) -> Option<(&[u8], &[u8])> {
+        let offset = usize::try_from(position.checked_sub(self.released)?).ok()?;
+        if offset.checked_add(len)? > self.data.len() {
+            return None;
+        }
+        Some(self.slices(offset, len))
     }
 
     /// The `len` bytes starting `offset` bytes after SND.UNA, as at most two slices.

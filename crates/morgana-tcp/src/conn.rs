@@ -11,7 +11,7 @@ use crate::rtt::RttEstimator;
 use crate::sack::Scoreboard;
 use crate::seq;
 use crate::syncookie::CookieOptions;
-use crate::types::{Config, ErrorCode, Event, EventKind, Handle, KeepAlive, Output, Stats};
+use crate::types::{Config, ErrorCode, Event, EventKind, Handle, KeepAlive, Output, PayloadRef, Stats};
 use crate::wire::{TcpHeader, TcpOptions, ACK, FIN, MAX_SACK_BLOCKS, PSH, RST, SYN};
 use std::net::IpAddr;
 
@@ -81,6 +81,9 @@ pub struct Ctx<'a> {
     pub stats: &'a mut Stats,
     /// Challenge ACKs sent in the current one-second window: (window start, count).
     pub challenges: &'a mut (u64, u32),
+    /// Leave data segments' payloads in the send buffer ([`Output::push_deferred`]): only where
+    /// nothing releases send-buffer bytes before the engine's next call (its `poll`).
+    pub defer_payloads: bool,
 }
 
 impl Ctx<'_> {
@@ -661,6 +664,12 @@ impl Conn {
         self.keepalive_at = keepalive.map(|k| now + k.idle_ms);
     }
 
+    /// The `len` send-buffer bytes from stream position `position` on, while still held (the
+    /// payload of a deferred segment, [`PayloadRef`]).
+    pub fn sent_bytes(&self, position: u64, len: usize) -> Option<(&[u8], &[u8])> {
+        self.sndbuf.slices_at(position, len)
+    }
+
     /// Sends a RST and closes (abort).
     pub fn abort(&mut self, ctx: &mut Ctx) {
         if (self.state.synchronized() || self.state == State::SynReceived) && self.state != State::TimeWait {
@@ -766,13 +775,22 @@ impl Conn {
         // count and record here stays per MSS-sized segment.
         let gso = data_len > self.smss;
         let gso_size = if gso { self.smss.min(usize::from(u16::MAX)) as u16 } else { 0 };
-        ctx.out.push_gso(
-            self.local.0,
-            self.remote.0,
-            &header,
-            self.sndbuf.slices(data_offset, data_len),
-            gso_size,
-        );
+        if ctx.defer_payloads && data_len > 0 {
+            let payload = PayloadRef {
+                handle: self.handle,
+                position: self.sndbuf.position(data_offset),
+                len: data_len as u32,
+            };
+            ctx.out.push_deferred(self.local.0, self.remote.0, &header, payload, gso_size);
+        } else {
+            ctx.out.push_gso(
+                self.local.0,
+                self.remote.0,
+                &header,
+                self.sndbuf.slices(data_offset, data_len),
+                gso_size,
+            );
+        }
         let pieces = if gso { data_len.div_ceil(self.smss) } else { 1 };
         ctx.stats.segments_out += pieces as u64;
         if self.sack_ok && flags & (SYN | RST) == 0 && (data_len > 0 || flags & FIN != 0) {

@@ -6,9 +6,22 @@ use crate::isn::{initial_sequence, siphash24, tuple_bytes, TUPLE_BYTES_MAX};
 use crate::syncookie::{decode_tsecr, encode_tsval, CookieOptions};
 pub use crate::types::{
     Config, EngineError, ErrorCode, Event, EventKind, Handle, KeepAlive, ListenFamily, OutSegment, Output,
-    Stats,
+    PayloadRef, Stats,
 };
-use crate::wire::{ip_tcp_overhead, TcpHeader, TcpOptions, ACK, FIN, RST, SYN};
+
+/// A produced segment's bytes as [`Engine::segment_bytes`] finds them: the bytes stored in the
+/// output, then the payload still in the send buffer (empty when the segment is stored whole).
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentBytes<'a> {
+    /// The stored bytes: the header, or the whole segment.
+    pub stored: &'a [u8],
+    /// The deferred payload, as up to two slices.
+    pub payload: (&'a [u8], &'a [u8]),
+    /// Whether the checksum field is final; otherwise it is zero and the checksum is to be
+    /// computed over the whole segment (or left to a device that takes partial checksums).
+    pub checksummed: bool,
+}
+use crate::wire::{finish_checksum, ip_tcp_overhead, TcpHeader, TcpOptions, ACK, FIN, RST, SYN};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -173,6 +186,7 @@ impl Engine {
         backlog: u32,
         family: ListenFamily,
     ) -> Result<(), EngineError> {
+        self.settle_output();
         if port == 0 || backlog == 0 {
             return Err(EngineError::InvalidArgument);
         }
@@ -195,12 +209,14 @@ impl Engine {
 
     /// Stops listening on `port`, every family (established connections are unaffected).
     pub fn unlisten(&mut self, port: u16) {
+        self.settle_output();
         self.listeners.remove(&(port, false));
         self.listeners.remove(&(port, true));
     }
 
     /// Stops the listener [`Engine::listen_family`] opened on `port` with `family`.
     pub fn unlisten_family(&mut self, port: u16, family: ListenFamily) {
+        self.settle_output();
         match family {
             ListenFamily::V4 => self.listeners.remove(&(port, false)),
             ListenFamily::V6 | ListenFamily::Dual => self.listeners.remove(&(port, true)),
@@ -220,6 +236,7 @@ impl Engine {
         remote: (IpAddr, u16),
         now: u64,
     ) -> Result<Handle, EngineError> {
+        self.settle_output();
         if local.1 == 0 || remote.1 == 0 || local.0.is_ipv4() != remote.0.is_ipv4() {
             return Err(EngineError::InvalidArgument);
         }
@@ -269,6 +286,7 @@ impl Engine {
         now: u64,
         checksum_verified: bool,
     ) {
+        self.settle_output();
         self.now = self.now.max(now);
         if src.is_ipv4() != dst.is_ipv4() {
             self.stats.malformed += 1;
@@ -297,7 +315,7 @@ impl Engine {
             let Engine { cfg, out, events, stats, conns, challenges, .. } = self;
             let Some(conn) = conns.get_mut(&handle) else { return };
             let was_half_open = conn.state == State::SynReceived && conn.listener.is_some() && !conn.owned;
-            let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
+            let mut ctx = Ctx { now, cfg, out, events, stats, challenges, defer_payloads: false };
             conn.on_segment(&mut ctx, &h, payload);
             if was_half_open && conn.state != State::SynReceived {
                 if let Some(l) = find_listener(&mut self.listeners, h.dst_port, dst.is_ipv6()) {
@@ -471,7 +489,7 @@ impl Engine {
         self.stats.passive_opens += 1;
         self.events.push(Event { handle, kind: EventKind::Accepted(h.dst_port) });
         let Engine { cfg, out, events, stats, challenges, .. } = self;
-        let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
+        let mut ctx = Ctx { now, cfg, out, events, stats, challenges, defer_payloads: false };
         conn.on_segment(&mut ctx, h, payload);
         self.conns.insert(handle, conn);
         self.tuples.insert(local, remote, handle);
@@ -505,13 +523,14 @@ impl Engine {
     /// Runs due timers and sends what every touched connection may send. Call after handing
     /// segments in, after API calls, and at [`Engine::next_deadline`].
     pub fn poll(&mut self, now: u64) {
+        self.settle_output();
         self.now = self.now.max(now);
         let Engine { cfg, out, events, stats, conns, dirty, challenges, .. } = self;
         if self.next_deadline.is_some_and(|d| d <= now) {
             let mut next: Option<u64> = None;
             for (h, conn) in conns.iter_mut() {
                 if conn.deadline().is_some_and(|d| d <= now) {
-                    let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
+                    let mut ctx = Ctx { now, cfg, out, events, stats, challenges, defer_payloads: true };
                     conn.on_timer(&mut ctx);
                     dirty.push(*h);
                 }
@@ -527,7 +546,7 @@ impl Engine {
         for &h in &dirty {
             let Engine { cfg, out, events, stats, conns, challenges, .. } = self;
             let Some(conn) = conns.get_mut(&h) else { continue };
-            let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
+            let mut ctx = Ctx { now, cfg, out, events, stats, challenges, defer_payloads: true };
             conn.output(&mut ctx);
             if let Some(d) = conn.deadline() {
                 self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
@@ -555,6 +574,8 @@ impl Engine {
             }
         }
         if !conn.owned || conn.detached {
+            // Nothing may refer to its send buffer once it is gone.
+            self.settle_output();
             self.conns.remove(&h);
         }
     }
@@ -571,6 +592,7 @@ impl Engine {
         mtu: Option<usize>,
         now: u64,
     ) {
+        self.settle_output();
         if quoted.len() < 8 {
             self.stats.icmp_ignored += 1;
             return;
@@ -584,7 +606,7 @@ impl Engine {
         };
         let Engine { cfg, out, events, stats, conns, challenges, .. } = self;
         let Some(conn) = conns.get_mut(&handle) else { return };
-        let mut ctx = Ctx { now, cfg, out, events, stats, challenges };
+        let mut ctx = Ctx { now, cfg, out, events, stats, challenges, defer_payloads: false };
         if conn.on_icmp(&mut ctx, hard, mtu, seq_no) {
             self.stats.icmp_errors += 1;
             self.mark(handle);
@@ -603,7 +625,9 @@ impl Engine {
         !self.dirty.is_empty()
     }
 
-    /// The segments produced so far (until [`Engine::clear_output`]).
+    /// The segments produced so far (until [`Engine::clear_output`] or [`Engine::take_output`]
+    /// took them). A segment's bytes may be partly deferred ([`OutSegment::payload`]): read them
+    /// with [`Engine::segment_bytes`] or [`Engine::write_segment`].
     pub fn output(&self) -> &Output {
         &self.out
     }
@@ -613,6 +637,56 @@ impl Engine {
         self.out.clear();
     }
 
+    /// Marks the next `n` segments of [`Output::pending`] taken (transmitted or dropped); once
+    /// all are, the output is cleared.
+    pub fn take_output(&mut self, n: usize) {
+        self.out.take(n);
+    }
+
+    /// The bytes of produced segment `seg`: its stored header (and payload, when not deferred)
+    /// and its deferred payload read in the send buffer. `None` for a dropped segment.
+    pub fn segment_bytes<'a>(&'a self, seg: &OutSegment) -> Option<SegmentBytes<'a>> {
+        if seg.len == 0 {
+            return None;
+        }
+        let stored = self.out.stored(seg);
+        let Some(r) = seg.payload else {
+            return Some(SegmentBytes { stored, payload: (&[], &[]), checksummed: true });
+        };
+        let conn = self.conns.get(&r.handle)?;
+        let payload = conn.sent_bytes(r.position, r.len as usize)?;
+        Some(SegmentBytes { stored, payload, checksummed: false })
+    }
+
+    /// Appends produced segment `seg` to `out`, whole and with its checksum; false (nothing
+    /// appended) for a dropped segment.
+    pub fn write_segment(&self, seg: &OutSegment, out: &mut Vec<u8>) -> bool {
+        let Some(b) = self.segment_bytes(seg) else { return false };
+        let at = out.len();
+        out.extend_from_slice(b.stored);
+        out.extend_from_slice(b.payload.0);
+        out.extend_from_slice(b.payload.1);
+        if !b.checksummed {
+            finish_checksum(&mut out[at..], seg.src, seg.dst);
+        }
+        true
+    }
+
+    /// Materialises every deferred payload not yet taken (see [`Output`]): called before
+    /// anything that may release send-buffer bytes or drop a connection.
+    fn settle_output(&mut self) {
+        if !self.out.has_deferred() {
+            return;
+        }
+        let Engine { out, conns, .. } = self;
+        for i in out.segments.len() - out.pending().len()..out.segments.len() {
+            let Some(r) = out.segments[i].payload else { continue };
+            let payload = conns.get(&r.handle).and_then(|c| c.sent_bytes(r.position, r.len as usize));
+            debug_assert!(payload.is_some(), "deferred payload of connection {} is gone", r.handle);
+            out.materialise(i, payload);
+        }
+    }
+
     /// Takes the events produced so far.
     pub fn take_events(&mut self) -> std::vec::Drain<'_, Event> {
         self.events.drain(..)
@@ -620,6 +694,7 @@ impl Engine {
 
     /// The application took an accepted connection (frees its accept-backlog slot).
     pub fn accept(&mut self, h: Handle) -> Result<(), EngineError> {
+        self.settle_output();
         let conn = self.conns.get(&h).ok_or(EngineError::NotFound)?;
         let v6 = conn.local.0.is_ipv6();
         if let Some(l) = conn.listener.and_then(|p| find_listener(&mut self.listeners, p, v6)) {
@@ -635,6 +710,7 @@ impl Engine {
     /// Queues data; returns how much fitted the send buffer (a [`EventKind::Writable`] event
     /// follows when room frees up after a short write).
     pub fn send(&mut self, h: Handle, data: &[u8]) -> Result<usize, EngineError> {
+        self.settle_output();
         let conn = self.conn_mut(h)?;
         if !conn.can_send() {
             return Err(match conn.state {
@@ -652,6 +728,7 @@ impl Engine {
 
     /// Reads buffered data into `out`; returns how much (0 with nothing to read).
     pub fn recv(&mut self, h: Handle, out: &mut [u8]) -> Result<usize, EngineError> {
+        self.settle_output();
         let conn = self.conn_mut(h)?;
         let n = conn.recv(out);
         self.mark(h);
@@ -660,6 +737,7 @@ impl Engine {
 
     /// Half-close: FIN after the buffered data.
     pub fn shutdown(&mut self, h: Handle) -> Result<(), EngineError> {
+        self.settle_output();
         self.conn_mut(h)?.shutdown();
         self.mark(h);
         Ok(())
@@ -668,6 +746,7 @@ impl Engine {
     /// Graceful close of the handle: FIN after buffered data; the engine finishes the close on
     /// its own and the handle becomes invalid. With unread data it aborts instead (RST).
     pub fn close(&mut self, h: Handle) -> Result<(), EngineError> {
+        self.settle_output();
         let now = self.now;
         let Engine { conns, cfg, .. } = self;
         let conn = conns.get_mut(&h).ok_or(EngineError::NotFound)?;
@@ -683,9 +762,10 @@ impl Engine {
 
     /// Sends RST and forgets the connection.
     pub fn abort(&mut self, h: Handle) -> Result<(), EngineError> {
+        self.settle_output();
         let Engine { cfg, out, events, stats, conns, challenges, .. } = self;
         let conn = conns.get_mut(&h).ok_or(EngineError::NotFound)?;
-        let mut ctx = Ctx { now: self.now, cfg, out, events, stats, challenges };
+        let mut ctx = Ctx { now: self.now, cfg, out, events, stats, challenges, defer_payloads: false };
         conn.abort(&mut ctx);
         conn.detached = true;
         self.reap(h);
@@ -694,6 +774,7 @@ impl Engine {
 
     /// Drops the handle of a connection that already closed or failed.
     pub fn release(&mut self, h: Handle) {
+        self.settle_output();
         if let Some(conn) = self.conns.get_mut(&h) {
             conn.detached = true;
             if conn.state == State::Closed {
@@ -704,6 +785,7 @@ impl Engine {
 
     /// Nagle off (`true`) or on.
     pub fn set_nodelay(&mut self, h: Handle, nodelay: bool) -> Result<(), EngineError> {
+        self.settle_output();
         self.conn_mut(h)?.set_nodelay(nodelay);
         self.mark(h);
         Ok(())
@@ -716,6 +798,7 @@ impl Engine {
         keepalive: Option<KeepAlive>,
         now: u64,
     ) -> Result<(), EngineError> {
+        self.settle_output();
         self.conn_mut(h)?.set_keepalive(keepalive, now);
         self.mark(h);
         Ok(())
@@ -743,6 +826,7 @@ impl Engine {
         h: Handle,
         algorithm: crate::cc::Algorithm,
     ) -> Result<(), EngineError> {
+        self.settle_output();
         self.conn_mut(h)?.set_congestion_control(algorithm);
         Ok(())
     }

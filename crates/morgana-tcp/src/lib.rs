@@ -6,6 +6,12 @@
 //! [`Engine::poll`] runs the timers that fell due and [`Engine::next_deadline`] says when to call
 //! it next.
 //!
+//! Output without a copy: a data segment `poll` produces keeps its payload in the connection's
+//! send buffer (only its header is stored, with a [`types::PayloadRef`]); the transmitter reads
+//! it with [`Engine::segment_bytes`] and copies it once, into its own frame, then says what it
+//! took with [`Engine::take_output`]. Every call that may change a connection first copies such
+//! payloads into the output (see [`types::Output`]), so a reference never outlives its bytes.
+//!
 //! Modules:
 //! - [`wire`]: TCP header and options parse/emit with every length checked, checksums through
 //!   `morgana-net`.
@@ -74,6 +80,7 @@ pub mod types;
 pub mod wire;
 
 pub use engine::{
-    Config, Engine, EngineError, Event, EventKind, Handle, KeepAlive, ListenFamily, OutSegment, Stats,
+    Config, Engine, EngineError, Event, EventKind, Handle, KeepAlive, ListenFamily, OutSegment, PayloadRef,
+    SegmentBytes, Stats,
 };
 pub use std::net::IpAddr;

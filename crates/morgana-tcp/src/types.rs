@@ -197,6 +197,21 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// A segment's payload left in its connection's send buffer: `len` bytes from stream position
+/// `position` (bytes the application queued before them, see
+/// [`crate::buffer::SendBuffer::position`]). A name for bytes, not a pointer: it is resolved
+/// through the connection table, and only while the engine guarantees the bytes are still held
+/// (see [`Output`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadRef {
+    /// The connection whose send buffer holds the bytes.
+    pub handle: Handle,
+    /// Stream position of the first byte.
+    pub position: u64,
+    /// Bytes.
+    pub len: u32,
+}
+
 /// One segment in [`crate::Engine::output`]'s buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutSegment {
@@ -204,20 +219,50 @@ pub struct OutSegment {
     pub src: IpAddr,
     /// Destination address, of the same family.
     pub dst: IpAddr,
-    /// Segment length in bytes.
+    /// Segment length in bytes (header and payload); 0 for a segment dropped because its
+    /// payload could not be found (never, while the engine's invariants hold).
     pub len: u32,
     /// For a super-segment (more than one MSS of payload, [`Config::gso_max`]): the payload
     /// size its pieces must be cut at; 0 for an ordinary segment.
     pub gso_size: u16,
+    /// Where the segment's stored bytes start in [`Output::bytes`].
+    pub at: usize,
+    /// `None`: [`Output::bytes`] holds the whole segment, checksum included. `Some`: it holds
+    /// only the header (`len - payload.len` bytes, checksum field zero), and the payload is
+    /// still in the connection's send buffer ([`crate::Engine::segment_bytes`] reads it there).
+    pub payload: Option<PayloadRef>,
+}
+
+impl OutSegment {
+    /// Bytes of the segment held in [`Output::bytes`].
+    pub fn stored_len(&self) -> usize {
+        self.len as usize - self.payload.map_or(0, |p| p.len as usize)
+    }
 }
 
 /// Segments to transmit, back to back in one reused buffer.
+///
+/// A data segment produced by [`crate::Engine::poll`] is stored as its header plus a
+/// [`PayloadRef`] to the bytes in the connection's send buffer (a *deferred* payload), so that
+/// whoever transmits it copies the payload once, straight into its own buffer, and may leave the
+/// checksum to a device that completes it. Such a reference is only valid while the bytes stay
+/// where it says; the engine keeps that true with one rule: every engine call that may change a
+/// connection (input, timers, send, recv, close, abort, release, options) first *materialises*
+/// every deferred payload not yet taken — copies it behind a copy of its header at the end of
+/// [`Output::bytes`] and completes the checksum — and a connection is never dropped with
+/// deferred output pending. Within `poll` nothing releases send-buffer bytes (only ACKs in
+/// input do). Segments produced outside `poll` (replies to input, RST, retransmissions on
+/// duplicate ACKs) are stored whole at once.
 #[derive(Debug, Default)]
 pub struct Output {
-    /// The segments' bytes.
+    /// The segments' stored bytes (see [`OutSegment::at`]).
     pub bytes: Vec<u8>,
     /// Where each segment goes and how long it is.
     pub segments: Vec<OutSegment>,
+    /// Segments already taken by the transmitter ([`crate::Engine::take_output`]).
+    taken: usize,
+    /// Segments from `taken` on whose payload is deferred.
+    deferred: usize,
 }
 
 impl Output {
@@ -239,20 +284,99 @@ impl Output {
     ) {
         let mut hdr = [0u8; 60];
         let Ok(hlen) = header.emit_header(&mut hdr) else { return };
-        let start = self.bytes.len();
+        let at = self.bytes.len();
         self.bytes.extend_from_slice(&hdr[..hlen]);
         self.bytes.extend_from_slice(payload.0);
         self.bytes.extend_from_slice(payload.1);
-        let seg = &mut self.bytes[start..];
+        let seg = &mut self.bytes[at..];
         finish_checksum(seg, src, dst);
         let len = seg.len() as u32;
-        self.segments.push(OutSegment { src, dst, len, gso_size });
+        self.segments.push(OutSegment { src, dst, len, gso_size, at, payload: None });
+    }
+
+    /// Appends a segment whose payload stays in the send buffer: only the header is stored,
+    /// its checksum field zero.
+    pub fn push_deferred(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        header: &TcpHeader,
+        payload: PayloadRef,
+        gso_size: u16,
+    ) {
+        let mut hdr = [0u8; 60];
+        let Ok(hlen) = header.emit_header(&mut hdr) else { return };
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(&hdr[..hlen]);
+        self.bytes[at + 16] = 0;
+        self.bytes[at + 17] = 0;
+        let len = (hlen + payload.len as usize) as u32;
+        self.segments.push(OutSegment { src, dst, len, gso_size, at, payload: Some(payload) });
+        self.deferred += 1;
+    }
+
+    /// Segments not yet taken by the transmitter.
+    pub fn pending(&self) -> &[OutSegment] {
+        &self.segments[self.taken..]
+    }
+
+    /// Segments taken so far (0 once all were: the output is then cleared).
+    pub fn taken(&self) -> usize {
+        self.taken
+    }
+
+    /// Whether any segment not yet taken has a deferred payload.
+    pub fn has_deferred(&self) -> bool {
+        self.deferred > 0
+    }
+
+    /// The bytes of `seg` held here: the whole segment, or only its header when its payload is
+    /// deferred.
+    pub fn stored(&self, seg: &OutSegment) -> &[u8] {
+        &self.bytes[seg.at..seg.at + seg.stored_len()]
+    }
+
+    /// Makes pending segment `i` whole with `payload` (its deferred bytes): a copy of its header
+    /// and the payload go to the end of [`Output::bytes`], with the checksum; `None` (the
+    /// bytes are gone) drops the segment instead (`len` 0).
+    pub(crate) fn materialise(&mut self, i: usize, payload: Option<(&[u8], &[u8])>) {
+        let seg = self.segments[i];
+        if seg.payload.is_none() || i < self.taken {
+            return;
+        }
+        self.deferred -= 1;
+        let Some(payload) = payload else {
+            self.segments[i] = OutSegment { len: 0, payload: None, ..seg };
+            return;
+        };
+        let at = self.bytes.len();
+        self.bytes.extend_from_within(seg.at..seg.at + seg.stored_len());
+        self.bytes.extend_from_slice(payload.0);
+        self.bytes.extend_from_slice(payload.1);
+        finish_checksum(&mut self.bytes[at..], seg.src, seg.dst);
+        self.segments[i] = OutSegment { at, payload: None, ..seg };
+    }
+
+    /// Marks the next `n` pending segments taken; forgets everything once all are.
+    pub(crate) fn take(&mut self, n: usize) {
+        let end = (self.taken + n).min(self.segments.len());
+        for s in &self.segments[self.taken..end] {
+            if s.payload.is_some() {
+                self.deferred -= 1;
+            }
+        }
+        self.taken = end;
+        if self.taken == self.segments.len() {
+            self.clear();
+        }
     }
 
     /// Forgets everything (keeps the allocations).
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.segments.clear();
+        self.taken = 0;
+        self.deferred = 0;
     }
 }
 

@@ -52,17 +52,14 @@ fn peer(a: IpAddr, i: u32) -> IpAddr {
 /// does not allocate once warm); returns how many.
 fn shuttle_with(from: &mut Engine, to: &mut Engine, now: u64, scratch: &mut Vec<u8>) -> usize {
     from.poll(now);
-    let out = from.output();
-    scratch.clear();
-    scratch.extend_from_slice(&out.bytes);
-    let n = out.segments.len();
-    let mut at = 0;
-    for i in 0..n {
-        let s = from.output().segments[i];
-        to.on_segment(s.src, s.dst, &scratch[at..at + s.len as usize], now);
-        at += s.len as usize;
+    let n = from.output().pending().len();
+    for _ in 0..n {
+        let s = from.output().pending()[0];
+        scratch.clear();
+        from.write_segment(&s, scratch);
+        from.take_output(1);
+        to.on_segment(s.src, s.dst, scratch, now);
     }
-    from.clear_output();
     n
 }
 

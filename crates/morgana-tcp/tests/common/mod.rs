@@ -7,26 +7,18 @@ use morgana_tcp::{Engine, IpAddr};
 
 /// Takes every segment the engine produced as `(src, dst, bytes)` and clears its output.
 pub fn drain(engine: &mut Engine) -> Vec<(IpAddr, IpAddr, Vec<u8>)> {
-    let out = engine.output();
-    let mut at = 0;
-    let mut packets = Vec::with_capacity(out.segments.len());
-    for s in &out.segments {
-        packets.push((s.src, s.dst, out.bytes[at..at + s.len as usize].to_vec()));
-        at += s.len as usize;
-    }
-    engine.clear_output();
-    packets
+    drain_gso(engine).into_iter().map(|(src, dst, bytes, _)| (src, dst, bytes)).collect()
 }
 
 /// As [`drain`], with each segment's `gso_size` (0 for an ordinary segment).
-#[allow(dead_code)]
 pub fn drain_gso(engine: &mut Engine) -> Vec<(IpAddr, IpAddr, Vec<u8>, u16)> {
     let out = engine.output();
-    let mut at = 0;
     let mut packets = Vec::with_capacity(out.segments.len());
-    for s in &out.segments {
-        packets.push((s.src, s.dst, out.bytes[at..at + s.len as usize].to_vec(), s.gso_size));
-        at += s.len as usize;
+    for s in out.pending() {
+        let mut bytes = Vec::with_capacity(s.len as usize);
+        if engine.write_segment(s, &mut bytes) {
+            packets.push((s.src, s.dst, bytes, s.gso_size));
+        }
     }
     engine.clear_output();
     packets

@@ -22,8 +22,8 @@ import type { AddressInfo } from 'node:net';
 import { MorganaError } from '../errors.js';
 import { METRICS_CONTENT_TYPE, MetricsWriter } from '../metrics/exposition.js';
 import { writeStackMetrics, writeSwitchMetrics } from '../metrics/collect.js';
-import { type FrameOffload, GSO_NONE } from '../net/device.js';
-import { realFrames } from '../net/gso.js';
+import type { FrameOffload } from '../net/device.js';
+import { wireFrames } from '../net/gso.js';
 import { pcapGlobalHeader, pcapNowMicros, pcapRecord } from '../net/pcap.js';
 import { authorized, readBody, sendJson as json, serveAsset, tokenFor } from './http-kit.js';
 import { DASHBOARD_HTML } from './page.js';
@@ -120,9 +120,8 @@ export async function startMonitor(source: MonitorSource, options: MonitorOption
       if (capture.bytes >= captureLimit) capture.stop();
     };
     const detach = attach((frame, offload) => {
-      // A super-frame is recorded as the wire frames it stands for (a copy: the cut completes checksums).
-      if (offload && offload.gsoType !== GSO_NONE) for (const piece of realFrames(Buffer.from(frame), offload)) keep(piece);
-      else keep(frame);
+      // A super-frame or partial checksum is recorded as the wire frames it stands for (copies).
+      for (const piece of wireFrames(frame, offload)) keep(piece);
     });
     capture.stop = () => {
       capture.running = false;

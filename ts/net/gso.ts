@@ -13,8 +13,25 @@ const scratch = Buffer.allocUnsafe(MAX_PIECES * (14 + 60 + 60) + 65_536);
 const lengths = new Uint32Array(MAX_PIECES);
 
 /**
- * The real frames `frame` stands for: itself (its partial checksum completed) when it is no
- * super-frame, else its pieces, each in a buffer of its own. Empty for a frame that cannot be
+ * Whether a frame with `offload` differs from what a wire would carry: a super-frame, or a
+ * checksum left partial (`NEEDS_CSUM`).
+ */
+export function differsFromWire(offload: FrameOffload | undefined): offload is FrameOffload {
+  return offload !== undefined && (offload.gsoType !== GSO_NONE || (offload.flags & NEEDS_CSUM) !== 0);
+}
+
+/**
+ * As {@link realFrames}, leaving `frame` as it is (a partial checksum is completed in a copy):
+ * for observers (captures, mirrors) of a frame that goes on to its receiver unchanged.
+ */
+export function wireFrames(frame: Buffer, offload: FrameOffload | undefined): Buffer[] {
+  if (!differsFromWire(offload)) return [frame];
+  return realFrames(offload.gsoType === GSO_NONE ? Buffer.from(frame) : frame, offload);
+}
+
+/**
+ * The real frames `frame` stands for: itself (its partial checksum completed in place) when it
+ * is no super-frame, else its pieces, each in a buffer of its own. Empty for a frame that cannot be
  * cut (not Ethernet + IP + TCP): the caller counts it dropped.
  */
 export function realFrames(frame: Buffer, offload: FrameOffload | undefined): Buffer[] {

@@ -14,10 +14,9 @@ import {
   type NetOffloads,
   type NetStats,
   ETHERNET_HEADER_LENGTH,
-  GSO_NONE,
   acceptsOffload,
 } from './device.js';
-import { realFrames } from './gso.js';
+import { differsFromWire, wireFrames } from './gso.js';
 
 /** Options of {@link pcapRecorder}. */
 export interface PcapOptions {
@@ -136,7 +135,7 @@ class Recorder implements PcapRecorder {
         if (!Number.isInteger(length) || length < ETHERNET_HEADER_LENGTH || length > size) return length;
         // Record only what the device will send: it refuses bad lengths and drops oversized
         // frames; a super-frame it accepts is recorded as the real frames it stands for.
-        if (offload && offload.gsoType !== GSO_NONE && acceptsOffload(this.#device, offload, length)) {
+        if (differsFromWire(offload) && acceptsOffload(this.#device, offload, length)) {
           this.#recordReal(buffer.subarray(0, length), offload);
         } else if (length <= this.mtu + ETHERNET_HEADER_LENGTH) {
           this.#record(buffer, length);
@@ -147,9 +146,12 @@ class Recorder implements PcapRecorder {
     );
   }
 
-  /** Records the real frames a frame with offload metadata stands for (copies: cut in Rust). */
+  /**
+   * Records the real frames a frame with offload metadata stands for: pieces cut in Rust, or
+   * a copy with its partial checksum completed (the frame itself goes on unchanged).
+   */
   #recordReal(frame: Buffer, offload: FrameOffload): void {
-    for (const piece of realFrames(Buffer.from(frame), offload)) this.#record(piece, piece.length);
+    for (const piece of wireFrames(frame, offload)) this.#record(piece, piece.length);
   }
 
   listen(handler: FrameHandler): void {
@@ -159,7 +161,7 @@ class Recorder implements PcapRecorder {
     this.#listening = true;
     this.#device.listen((frame, offload) => {
       if (this.#closed) return;
-      if (offload && offload.gsoType !== GSO_NONE) this.#recordReal(frame, offload);
+      if (differsFromWire(offload)) this.#recordReal(frame, offload);
       else this.#record(frame, frame.length);
       this.#handler?.(frame, offload);
     });

@@ -558,7 +558,10 @@ class VnetHdrDevice implements TapNetDevice {
     const frame = buffer.subarray(VIRTIO_NET_HDR_LENGTH);
     const length = this.#fill!(frame);
     buffer.fill(0, 0, VIRTIO_NET_HDR_LENGTH);
-    if (offload && offload.gsoType !== VIRTIO_NET_HDR_GSO_NONE && Number.isInteger(length) && length > offload.csumStart + offload.csumOffset + 1) {
+    if (offload && (offload.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
+      // Written with its checksum left partial (the field holds the pseudo-header sum).
+      writeSuperFrameHeader(buffer, offload);
+    } else if (offload && offload.gsoType !== VIRTIO_NET_HDR_GSO_NONE && Number.isInteger(length) && length > offload.csumStart + offload.csumOffset + 1) {
       // Linux cuts a super-frame from a partial checksum: the TCP checksum field holds the
       // pseudo-header sum over the whole segment (NEEDS_CSUM), as a kernel stack leaves it.
       const partial = pseudoSum(frame, 0, offload.csumStart, length, offload.gsoType === VIRTIO_NET_HDR_GSO_TCPV4);
@@ -609,6 +612,11 @@ class VnetHdrDevice implements TapNetDevice {
     if (!tap.vnetHdr) return tap.writeFrom(source, at, length);
     const header = this.#header;
     header.fill(0);
+    if (offload && (offload.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
+      // Its checksum already left partial by the sender: the kernel completes it.
+      writeSuperFrameHeader(header, offload);
+      return tap.writeParts(header, source, at, length);
+    }
     if (!offload || offload.gsoType === VIRTIO_NET_HDR_GSO_NONE || length <= offload.csumStart + offload.csumOffset + 1) {
       return tap.writeParts(header, source, at, length);
     }
@@ -672,8 +680,8 @@ class VnetHdrDevice implements TapNetDevice {
 }
 
 /**
- * The `virtio_net_hdr` of a TCP super-frame whose checksum field holds the pseudo-header sum
- * (`NEEDS_CSUM`), into `header`'s first 10 bytes. Not `writeVirtioNetHdr` (vnet-hdr.ts): this runs per
+ * The `virtio_net_hdr` of a TCP frame (a super-frame, or with `gsoType` none an ordinary one)
+ * whose checksum field holds the pseudo-header sum (`NEEDS_CSUM`), into `header`'s first 10 bytes. Not `writeVirtioNetHdr` (vnet-hdr.ts): this runs per
  * super-frame and needs neither its checks nor its DataView.
  */
 function writeSuperFrameHeader(header: Buffer, offload: FrameOffload): void {

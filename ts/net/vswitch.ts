@@ -30,7 +30,7 @@ import {
   acceptsOffload,
   emptyNetStats,
 } from './device.js';
-import { realFrames } from './gso.js';
+import { realFrames, wireFrames } from './gso.js';
 import { Slab } from './slab.js';
 import { formatMac, parseMac } from './mac.js';
 import { type MetricsOptions, switchMetrics } from '../metrics/collect.js';
@@ -341,7 +341,8 @@ export class VirtualSwitch {
    */
   forward(from: SwitchPort, frame: Buffer, offload?: FrameOffload, done?: () => void): void {
     if (this.#mirrors.size > 0) {
-      const pieces = offload ? realFrames(frame, offload) : [frame];
+      // Copies where checksums are completed: the frame itself goes on as it was written.
+      const pieces = wireFrames(frame, offload);
       for (const mirror of this.#mirrors) for (const piece of pieces) mirror(piece, from.id);
     }
     // Learn the source unless it is a group address (a forged multicast source must not stick).

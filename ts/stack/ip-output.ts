@@ -17,12 +17,22 @@ export const NEIGHBOUR_REFRESH_MS = 1_000;
 
 /**
  * The largest IP packet of a TCP super-frame `eth`'s device takes for `family` (TSO), or 0.
- * Super-frames leave with complete checksums, so checksum offload is not needed for them.
+ * Super-frames leave with complete checksums unless the device also completes partial ones.
  */
 export function tsoMax(eth: Ethernet, family: 4 | 6): number {
   const o = eth.net.offloads;
   if (!o || !(family === 4 ? o.tso4 : o.tso6)) return 0;
   return Math.min((o.maxFrame ?? 14 + 65_535) - 14, 65_535 + (family === 6 ? 40 : 0));
+}
+
+/**
+ * Whether `eth`'s device completes TCP checksums left partial (`NEEDS_CSUM`): a switch port
+ * or a `virtio_net_hdr` TAP with checksum offload. The TCP engine then writes only the
+ * pseudo-header sum instead of summing every segment. For IPv4 only: Morgana's IPv6 layer
+ * does not yet take a device's word for a checksum, so a local IPv6 receiver would reject it.
+ */
+export function partialChecksum(eth: Ethernet): boolean {
+  return eth.net.offloads?.checksum === true;
 }
 
 /** IPv4 identifications taken from the native counter at a time. */
@@ -74,17 +84,18 @@ export class IpOutput {
 
   /**
    * Installs the entry for IPv4 `dst`: frames leave `eth` for `mac`, up to `mtu` bytes of IP, or
-   * as TCP super-frames when the device accepts them ({@link tsoMax}).
+   * as TCP super-frames when the device accepts them ({@link tsoMax}), with partial checksums
+   * when it completes them ({@link partialChecksum}).
    */
   install4(dst: number, eth: Ethernet, mac: Buffer, mtu: number, expiresAt: number): void {
     this.#fill(eth, mac);
-    this.native.setNeighbour4(dst, this.#index(eth), this.#macs, mtu, expiresAt, tsoMax(eth, 4));
+    this.native.setNeighbour4(dst, this.#index(eth), this.#macs, mtu, expiresAt, tsoMax(eth, 4), partialChecksum(eth));
   }
 
   /** Installs the entry for IPv6 `dst` (16 bytes). */
   install6(dst: Uint8Array, eth: Ethernet, mac: Buffer, mtu: number, expiresAt: number): void {
     this.#fill(eth, mac);
-    this.native.setNeighbour6(dst, this.#index(eth), this.#macs, mtu, expiresAt, tsoMax(eth, 6));
+    this.native.setNeighbour6(dst, this.#index(eth), this.#macs, mtu, expiresAt, tsoMax(eth, 6), false);
   }
 
   #fill(eth: Ethernet, mac: Buffer): void {

@@ -23,7 +23,7 @@ import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
 import { InvalidArgumentError, MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
 import { native } from '../native.js';
-import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_TCPV4, GSO_TCPV6 } from '../net/device.js';
+import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM } from '../net/device.js';
 import { Slab } from '../net/slab.js';
 import { tsoMax } from './ip-output.js';
 import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
@@ -34,6 +34,7 @@ const PROTO_TCP = 6;
 /** Output length word flags and mask, and input words per segment (from the binding). */
 const OUT_IPV6 = native.TCP_OUT_IPV6;
 const OUT_FRAME = native.TCP_OUT_FRAME;
+const OUT_PARTIAL_CHECKSUM = native.TCP_OUT_PARTIAL_CHECKSUM;
 const OUT_LENGTH = native.TCP_OUT_LENGTH;
 const IN_WORDS = native.TCP_IN_WORDS;
 const IN_CHECKSUM_VERIFIED = native.TCP_IN_CHECKSUM_VERIFIED;
@@ -80,13 +81,17 @@ function engineFailure(result: number, what: string): MorganaError {
   return new MorganaError(code, `${what}: ${code}`);
 }
 
-/** The offload metadata of the TCP super-frame at `out[at..]` (Ethernet + IPv4/IPv6 + TCP). */
-function superFrame(out: Buffer, at: number, gsoSize: number): FrameOffload {
+/**
+ * The offload metadata of the TCP frame at `out[at..]` (Ethernet + IPv4/IPv6 + TCP): a
+ * super-frame to be cut at `gsoSize` payload bytes (0: an ordinary frame), its checksum complete
+ * or, with `partial`, holding only the pseudo-header sum for the device to complete.
+ */
+function tcpFrameOffload(out: Buffer, at: number, gsoSize: number, partial: boolean): FrameOffload {
   const v6 = out[at + 12] === 0x86 && out[at + 13] === 0xdd;
   const csumStart = ETHERNET_HEADER_LENGTH + (v6 ? 40 : (out[at + 14]! & 0x0f) * 4);
   return {
-    flags: 0, // complete checksums: the pieces' are computed where it is cut
-    gsoType: v6 ? GSO_TCPV6 : GSO_TCPV4,
+    flags: partial ? NEEDS_CSUM : 0,
+    gsoType: gsoSize === 0 ? GSO_NONE : v6 ? GSO_TCPV6 : GSO_TCPV4,
     gsoSize,
     hdrLen: csumStart + (out[at + csumStart + 12]! >> 4) * 4,
     csumStart,
@@ -486,12 +491,15 @@ export class Tcp {
       try {
         if ((word & OUT_FRAME) !== 0) {
           const eth = ipOutput.device(meta[i * 3 + 1]!);
-          const gsoSize = meta[i * 3 + 2]!;
+          const word3 = meta[i * 3 + 2]!;
+          const gsoSize = word3 & 0xffff;
+          const partial = (word3 & OUT_PARTIAL_CHECKSUM) !== 0;
           if (!eth) this.#sendFailures++;
           else {
             // Frames given away are lent from the output slab, which is reused once all are back.
             const done = eth.net.writeOwned ? this.#outSlab.lend() : undefined;
-            if (eth.writeFrame(out, at, len, gsoSize === 0 ? undefined : superFrame(out, at, gsoSize), true, done)) given = at + len;
+            const offload = gsoSize === 0 && !partial ? undefined : tcpFrameOffload(out, at, gsoSize, partial);
+            if (eth.writeFrame(out, at, len, offload, true, done)) given = at + len;
           }
         } else if ((word & OUT_IPV6) !== 0) {
           this.#transmit6(out, at, len);

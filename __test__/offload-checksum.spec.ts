@@ -1,0 +1,157 @@
+/**
+ * Partial TCP checksums (issue 14): a stack whose switch port completes checksums
+ * (`offloads.checksum`) sends its IPv4 data segments with only the pseudo-header sum written
+ * (`NEEDS_CSUM`), super-frames and ordinary frames alike. What any observer or receiver that
+ * does not complete checksums gets must still be whole: a pcap recorder on the port, the
+ * switch's mirror, and a port without offloads.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { NEEDS_CSUM, type NetDevice, type Stack, type TcpConnection, VirtualSwitch, createStack, pcapRecorder } from 'morgana';
+import { commandUnavailable } from './helpers/netns.js';
+import { digest } from './helpers/streams.js';
+
+const MIB = 1 << 20;
+const OFFLOADS = { tso4: true, tso6: true, checksum: true };
+
+async function sendStream(conn: TcpConnection, size: number): Promise<string> {
+  const hash = createHash('sha256');
+  const block = randomBytes(65_536);
+  for (let sent = 0, n = 0; sent < size; sent += block.length, n++) {
+    block.writeUInt32BE(n, 0);
+    // Uneven writes, so that segments shorter than the MSS (ordinary frames) go out too.
+    const piece = Buffer.from(block.subarray(0, Math.min(block.length - (n % 7) * 1000, size - sent)));
+    sent -= block.length - piece.length;
+    hash.update(piece);
+    if (!conn.write(piece)) await once(conn, 'drain');
+  }
+  conn.end();
+  return hash.digest('hex');
+}
+
+/** `size` bytes each way over one connection from `a` to `b`; checks SHA-256 equality. */
+async function exchange(t: ExecutionContext, a: Stack, b: Stack, size: number): Promise<void> {
+  let server!: { sent: Promise<string>; got: Promise<{ sha: string; length: number }> };
+  const accepted = new Promise<void>((resolve) => {
+    const listener = b.tcp.listen(7000, (conn) => {
+      listener.close();
+      server = { got: digest(conn), sent: sendStream(conn, size) };
+      resolve();
+    }, { allowHalfOpen: true });
+  });
+  const client = await a.tcp.connect('10.0.0.2', 7000, { allowHalfOpen: true });
+  const clientGot = digest(client);
+  const clientSent = sendStream(client, size);
+  await accepted;
+  const [up, upGot, down, downGot] = await Promise.all([clientSent, server.got, server.sent, clientGot]);
+  t.is(upGot.length, size);
+  t.is(downGot.length, size);
+  t.is(upGot.sha, up);
+  t.is(downGot.sha, down);
+}
+
+async function stacks(t: ExecutionContext, sw: VirtualSwitch, netA: NetDevice, netB: NetDevice) {
+  const a = await createStack({ net: netA, ipv4: '10.0.0.1/24' });
+  const b = await createStack({ net: netB, ipv4: '10.0.0.2/24' });
+  const alive = setInterval(() => {}, 1_000);
+  t.teardown(async () => {
+    clearInterval(alive);
+    await Promise.all([a.close(), b.close()]);
+    await sw.close();
+  });
+  // Count the TCP frames A sends with a partial checksum: the path under test is taken.
+  const partial = { superFrames: 0, frames: 0 };
+  a.interfaces[0]!.eth.mirror((frame, direction, offload) => {
+    if (direction !== 'out' || !offload || (offload.flags & NEEDS_CSUM) === 0) return;
+    if (offload.gsoType === 0) partial.frames++;
+    else partial.superFrames++;
+  });
+  return { a, b, partial };
+}
+
+/** The Internet checksum of `bytes` with an initial sum (0xffff over data that carries a valid one). */
+function sum16(bytes: Buffer, initial = 0): number {
+  let s = initial;
+  for (let i = 0; i + 1 < bytes.length; i += 2) s += bytes.readUInt16BE(i);
+  if (bytes.length % 2) s += bytes[bytes.length - 1]! << 8;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
+
+/** Whether an Ethernet frame is IPv4 TCP; then whether its TCP checksum is complete and right. */
+function tcpChecksum(f: Buffer): 'not tcp' | 'good' | 'bad' {
+  if (f.readUInt16BE(12) !== 0x0800 || f[23] !== 6) return 'not tcp';
+  const ip = f.subarray(14, 14 + f.readUInt16BE(16));
+  const tcp = ip.subarray((ip[0]! & 0x0f) * 4);
+  const pseudo = sum16(Buffer.concat([ip.subarray(12, 20), Buffer.from([0, 6, tcp.length >> 8, tcp.length & 0xff])]));
+  return sum16(tcp, pseudo) === 0xffff ? 'good' : 'bad';
+}
+
+const noTshark = commandUnavailable('tshark');
+(noTshark ? test.skip : test)(
+  `a pcap recorder on a checksum-offloading port: tshark finds every TCP checksum good; 16 MiB each way SHA-256 equal${noTshark ? ` (skipped: ${noTshark})` : ''}`,
+  async (t) => {
+    t.timeout(180_000);
+    const dir = mkdtempSync(path.join(tmpdir(), 'morgana-csum-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'a.pcap');
+    const sw = new VirtualSwitch();
+    const recorder = pcapRecorder(sw.connect({ offloads: OFFLOADS }), file);
+    const { a, b, partial } = await stacks(t, sw, recorder, sw.connect({ offloads: OFFLOADS }));
+    await exchange(t, a, b, 16 * MIB);
+    recorder.flush();
+    t.true(partial.superFrames > 0 && partial.frames > 0, `A sent ${partial.superFrames} super-frames and ${partial.frames} frames with partial checksums`);
+    t.is(a.tcp.stats().badChecksum + b.tcp.stats().badChecksum, 0);
+    const tshark = (filter: string) =>
+      spawnSync('tshark', ['-r', file, '-o', 'tcp.check_checksum:TRUE', '-o', 'ip.check_checksum:TRUE', '-T', 'fields', '-e', 'frame.number', '-Y', filter], {
+        encoding: 'utf8',
+        maxBuffer: 256 * MIB,
+      });
+    const all = tshark('tcp');
+    t.is(all.status, 0, all.stderr);
+    const tcpFrames = all.stdout.trim().split('\n').length;
+    t.true(tcpFrames > (32 * MIB) / 1460, `${tcpFrames} TCP frames captured`);
+    const bad = tshark('tcp.checksum.status == "Bad" || ip.checksum.status == "Bad"');
+    t.is(bad.status, 0, bad.stderr);
+    t.is(bad.stdout.trim(), '', 'frames with a bad checksum');
+  },
+);
+
+test('a port without checksum offload receives only fully-checksummed TCP frames, as does the switch mirror', async (t) => {
+  t.timeout(120_000);
+  const sw = new VirtualSwitch();
+  const plain = sw.connect();
+  // What the plain port hands its stack, checked before the stack sees it.
+  const received = { good: 0, bad: 0 };
+  const checking: NetDevice = {
+    mac: plain.mac,
+    mtu: plain.mtu,
+    write: (size, fill, offload) => plain.write(size, fill, offload),
+    listen: (handler) =>
+      plain.listen((frame, offload) => {
+        const c = tcpChecksum(frame);
+        if (c !== 'not tcp') received[c]++;
+        handler(frame, offload);
+      }),
+    stats: () => plain.stats(),
+    close: () => plain.close(),
+  };
+  const mirrored = { good: 0, bad: 0 };
+  sw.mirror((frame) => {
+    const c = tcpChecksum(frame);
+    if (c !== 'not tcp') mirrored[c]++;
+  });
+  const { a, b, partial } = await stacks(t, sw, sw.connect({ offloads: OFFLOADS }), checking);
+  await exchange(t, a, b, 8 * MIB);
+  t.true(partial.superFrames > 0 && partial.frames > 0, 'A sent partial checksums');
+  t.true(received.good > (8 * MIB) / 1460, `${received.good} TCP frames received by the plain port`);
+  t.is(received.bad, 0, 'frames with a partial or wrong checksum reached the plain port');
+  t.true(mirrored.good > 0);
+  t.is(mirrored.bad, 0, 'frames with a partial or wrong checksum in the mirror');
+  t.is(b.tcp.stats().badChecksum, 0);
+});

@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Stack, VirtualSwitch, createStack } from 'morgana';
 import { VNET_PORT_OFFLOADS } from '../ts/config/devices.js';
-import { HOST_READ_BUFFER, HOST_READ_BUFFERS_KEPT, HOST_READ_MAX, type TcpRelay, hostReadGrowth, relayAccepted, relayConnected } from '../ts/config/tcp-relay.js';
+import { HOST_READ_BUFFER, HOST_READ_BUFFERS_KEPT, HOST_READ_GROWTH_BUDGET, HOST_READ_MAX, type TcpRelay, hostReadGrowth, relayAccepted, relayConnected } from '../ts/config/tcp-relay.js';
 import { vnetForwards } from '../ts/config/vnet-gateway.js';
 import { digest } from './helpers/streams.js';
 
@@ -174,6 +174,48 @@ async function untilStalled(progress: () => number, sample: () => number, quietM
     await sleep(1);
   }
 }
+
+test("stalled bulk transfers share the read buffers' growth budget: it binds and is never exceeded, and every stream then arrives intact", async (t) => {
+  t.timeout(300_000);
+  const r = await rig(1500);
+  try {
+    // Twice as many connections as the budget lets grow to the largest size, each one's guest
+    // not reading: each relay grows its read buffer while the gateway's send buffer and the
+    // guest's window fill, then stalls holding it (without the budget they grow past it).
+    const connections = 2 * Math.ceil(HOST_READ_GROWTH_BUDGET / (HOST_READ_MAX - HOST_READ_BUFFER));
+    const before = hostReadGrowth();
+    let most = 0;
+    let written = 0;
+    const sampler = setInterval(() => (most = Math.max(most, hostReadGrowth())), 1);
+    const pairs = await Promise.all(
+      Array.from({ length: connections }, async () => {
+        const host = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true });
+        const guestConn = (await r.accepted.next()).value as Duplex;
+        guestConn.pause();
+        return { host, guestConn, sent: sendRandom(host, 8 * MIB, () => (written += 64 * 1024)) };
+      }),
+    );
+    await untilStalled(() => written, () => 0, 1500);
+    clearInterval(sampler);
+    t.true(most <= HOST_READ_GROWTH_BUDGET, `the read buffers grew by ${most} bytes in all`);
+    t.true(most > HOST_READ_GROWTH_BUDGET - HOST_READ_MAX, `the read buffers grew by only ${most} bytes in all: the budget did not bind`);
+    const results = await Promise.all(
+      pairs.map(async ({ host, guestConn, sent }) => {
+        const got = digest(guestConn);
+        guestConn.resume();
+        const ok = (await got).sha === (await sent);
+        host.destroy();
+        return ok;
+      }),
+    );
+    t.deepEqual(results, results.map(() => true), 'a stream arrived changed');
+    const deadline = Date.now() + 30_000;
+    while (hostReadGrowth() !== before && Date.now() < deadline) await sleep(10);
+    t.is(hostReadGrowth(), before);
+  } finally {
+    await r.close();
+  }
+});
 
 /** What the relay may hold: two chunks of the largest read size and the four streams' high-water marks, with room. */
 const RELAY_BOUND = 2 * HOST_READ_MAX + MIB;

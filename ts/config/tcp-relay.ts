@@ -214,7 +214,11 @@ function forwardReads(from: net.Socket, reads: HostReads, to: Duplex, count: (n:
     }
     return !waiting;
   });
-  from.once('end', () => to.end());
+  from.once('end', () => {
+    // Nothing more to read this way: its buffer's growth goes back to the budget.
+    reads.size.end();
+    to.end();
+  });
 }
 
 /** A Morgana connection that can read into a buffer of ours ({@link TcpConnection.setOnRead}). */
@@ -271,7 +275,10 @@ function forwardInto(from: ReadsInto, to: net.Socket, size: ReadSize, count: (n:
     }
     from.setOnRead(onread);
   };
-  from.once('end', () => to.end());
+  from.once('end', () => {
+    size.end();
+    to.end();
+  });
   resume();
 }
 
@@ -359,7 +366,8 @@ function startRelay(host: Duplex, inner: Duplex, reads: HostReads | undefined): 
   const outwardSize = new ReadSize();
   if (reads && readsInto(inner)) forwardInto(inner, host as net.Socket, outwardSize, (n) => (relay.outward += n), outwardCounts);
   else forward(inner, host, (n) => (relay.outward += n));
-  // The read buffers' growth goes back to the shared budget once the host side is gone.
+  // The read buffers' growth goes back to the shared budget when their direction ends, or at the
+  // latest once the host side is gone (an error or a reset ends no direction).
   host.once('close', () => {
     reads?.size.end();
     outwardSize.end();

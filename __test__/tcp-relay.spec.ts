@@ -12,12 +12,16 @@ import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Stack, VirtualSwitch, createStack } from 'morgana';
 import { VNET_PORT_OFFLOADS } from '../ts/config/devices.js';
-import { HOST_READ_BUFFERS_KEPT, type TcpRelay, relayAccepted, relayConnected } from '../ts/config/tcp-relay.js';
+import { HOST_READ_BUFFER, HOST_READ_BUFFERS_KEPT, HOST_READ_GROWTH_BUDGET, HOST_READ_MAX, type TcpRelay, hostReadGrowth, relayAccepted, relayConnected } from '../ts/config/tcp-relay.js';
 import { vnetForwards } from '../ts/config/vnet-gateway.js';
 import { digest } from './helpers/streams.js';
 
 const MIB = 1 << 20;
 const GUEST_PORT = 7000;
+/** Doublings from a relay's first read buffer to its largest. */
+const GROWTH_STEPS = Math.log2(HOST_READ_MAX / HOST_READ_BUFFER);
+/** Read buffers a relayed host socket may allocate: its first, its doublings, one lent per size, and those kept. */
+const READ_BUFFERS_BOUND = 1 + 2 * GROWTH_STEPS + HOST_READ_BUFFERS_KEPT + 2;
 
 interface Rig {
   sw: VirtualSwitch;
@@ -101,7 +105,7 @@ for (const mtu of [1500, 65_520]) {
       // (the stream, a Buffer per chunk, only while the host socket was full).
       t.true(r.relays[0]!.outwardViaBuffer >= 32 * MIB && r.relays[0]!.outwardViaBuffer <= 64 * MIB, `${r.relays[0]!.outwardViaBuffer} bytes through the buffer`);
       // The host socket read 64 MiB into a handful of reused buffers, not one per read.
-      t.true(r.relays[0]!.hostReadBuffers >= 1 && r.relays[0]!.hostReadBuffers <= 1 + HOST_READ_BUFFERS_KEPT + 2, `${r.relays[0]!.hostReadBuffers} read buffers`);
+      t.true(r.relays[0]!.hostReadBuffers >= 1 && r.relays[0]!.hostReadBuffers <= READ_BUFFERS_BOUND, `${r.relays[0]!.hostReadBuffers} read buffers`);
       // The guest super-frames crossed the switch whole: far fewer frames than 1500-byte segments.
       if (mtu === 1500) for (const port of r.sw.ports()) t.true(port.stats.rxFrames < (64 * MIB) / 1460 / 4, `port ${port.id}: ${port.stats.rxFrames} frames`);
     } finally {
@@ -109,6 +113,32 @@ for (const mtu of [1500, 65_520]) {
     }
   });
 }
+
+test('a bulk transfer grows the read buffers to their largest size both ways, and the relay gives the growth back when it ends', async (t) => {
+  t.timeout(300_000);
+  const r = await rig(1500);
+  try {
+    const before = hostReadGrowth();
+    const host = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true });
+    const guestConn = (await r.accepted.next()).value as Duplex;
+    // The largest growth seen while 32 MiB go each way: both directions reached the largest size.
+    let most = 0;
+    const sampler = setInterval(() => (most = Math.max(most, hostReadGrowth() - before)), 1);
+    const [hostGot, guestGot, hostSent, guestSent] = await Promise.all([digest(host), digest(guestConn), sendRandom(host, 32 * MIB), sendRandom(guestConn, 32 * MIB)]);
+    clearInterval(sampler);
+    t.is(guestGot.sha, hostSent);
+    t.is(hostGot.sha, guestSent);
+    t.true(most > HOST_READ_MAX - HOST_READ_BUFFER, `read buffers grew by at most ${most} bytes in all`);
+    host.destroy();
+    await once(host, 'close');
+    // The relay's host socket closes once the client's RST or FIN reaches it.
+    const deadline = Date.now() + 30_000;
+    while (hostReadGrowth() !== before && Date.now() < deadline) await sleep(10);
+    t.is(hostReadGrowth(), before);
+  } finally {
+    await r.close();
+  }
+});
 
 test('a half-close from the guest is passed on while the host keeps sending', async (t) => {
   t.timeout(120_000);
@@ -145,8 +175,50 @@ async function untilStalled(progress: () => number, sample: () => number, quietM
   }
 }
 
-/** What the relay may hold: two 64 KiB chunks and the four streams' high-water marks, with room. */
-const RELAY_BOUND = MIB;
+test("stalled bulk transfers share the read buffers' growth budget: it binds and is never exceeded, and every stream then arrives intact", async (t) => {
+  t.timeout(300_000);
+  const r = await rig(1500);
+  try {
+    // Twice as many connections as the budget lets grow to the largest size, each one's guest
+    // not reading: each relay grows its read buffer while the gateway's send buffer and the
+    // guest's window fill, then stalls holding it (without the budget they grow past it).
+    const connections = 2 * Math.ceil(HOST_READ_GROWTH_BUDGET / (HOST_READ_MAX - HOST_READ_BUFFER));
+    const before = hostReadGrowth();
+    let most = 0;
+    let written = 0;
+    const sampler = setInterval(() => (most = Math.max(most, hostReadGrowth())), 1);
+    const pairs = await Promise.all(
+      Array.from({ length: connections }, async () => {
+        const host = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true });
+        const guestConn = (await r.accepted.next()).value as Duplex;
+        guestConn.pause();
+        return { host, guestConn, sent: sendRandom(host, 8 * MIB, () => (written += 64 * 1024)) };
+      }),
+    );
+    await untilStalled(() => written, () => 0, 1500);
+    clearInterval(sampler);
+    t.true(most <= HOST_READ_GROWTH_BUDGET, `the read buffers grew by ${most} bytes in all`);
+    t.true(most > HOST_READ_GROWTH_BUDGET - HOST_READ_MAX, `the read buffers grew by only ${most} bytes in all: the budget did not bind`);
+    const results = await Promise.all(
+      pairs.map(async ({ host, guestConn, sent }) => {
+        const got = digest(guestConn);
+        guestConn.resume();
+        const ok = (await got).sha === (await sent);
+        host.destroy();
+        return ok;
+      }),
+    );
+    t.deepEqual(results, results.map(() => true), 'a stream arrived changed');
+    const deadline = Date.now() + 30_000;
+    while (hostReadGrowth() !== before && Date.now() < deadline) await sleep(10);
+    t.is(hostReadGrowth(), before);
+  } finally {
+    await r.close();
+  }
+});
+
+/** What the relay may hold: two chunks of the largest read size and the four streams' high-water marks, with room. */
+const RELAY_BOUND = 2 * HOST_READ_MAX + MIB;
 
 test('a guest that stops reading stops the relay reading from the host: its buffers stay bounded, and the data then arrives intact', async (t) => {
   t.timeout(300_000);
@@ -168,7 +240,7 @@ test('a guest that stops reading stops the relay reading from the host: its buff
     guestConn.resume();
     t.is((await got).sha, await sent);
     // The engine's full send buffer held a chunk, whose read buffer was lent (and came back).
-    t.true(relay.hostReadBuffers >= 2 && relay.hostReadBuffers <= 1 + HOST_READ_BUFFERS_KEPT + 2, `${relay.hostReadBuffers} read buffers`);
+    t.true(relay.hostReadBuffers >= 2 && relay.hostReadBuffers <= READ_BUFFERS_BOUND, `${relay.hostReadBuffers} read buffers`);
   } finally {
     await r.close();
   }

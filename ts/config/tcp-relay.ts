@@ -15,6 +15,13 @@
  * new one. Fresh ArrayBuffers at a few GB/s were what made V8 run a full collection every
  * ~100 ms during a bulk transfer. The other way, a Morgana connection reads into a reused buffer
  * of the relay too (`TcpConnection.setOnRead`), whose chunks net copies into the kernel.
+ *
+ * Read buffers start at 64 KiB and double while reads fill them, up to {@link HOST_READ_MAX}
+ * (2 MiB), so a bulk transfer costs a system call and a pass through the streams per 2 MiB rather
+ * than per 64 KiB, and a connection that only trickles keeps a small buffer (a grown one gives
+ * way to a 64 KiB one after {@link HOST_READ_SHRINK_AFTER} small reads). Per connection and
+ * direction the relay's read buffers hold at most three of the largest size: the current one,
+ * one its target still holds, and one kept for reuse.
  * @module
  */
 import net from 'node:net';
@@ -25,7 +32,8 @@ export interface TcpRelay {
   /**
    * Bytes the relay's two streams hold, both directions together: what each has read and not
    * yet handed on, and what each has been given and not yet passed to its transport. Pausing
-   * the reading side when the other is full bounds it by about two chunks (64 KiB each) plus
+   * the reading side when the other is full bounds it by about two chunks (up to
+   * {@link HOST_READ_MAX} each) plus
    * the two streams' high-water marks per direction; the TCP engine's send buffer and the
    * kernel's socket buffers come on top of it, bounded by their own sizes.
    */
@@ -36,7 +44,9 @@ export interface TcpRelay {
   readonly outward: number;
   /**
    * Read buffers allocated for the host socket (see {@link relayAccepted}): 1 while the inner
-   * connection takes every chunk whole, a few more when it holds some; 0 when the host socket
+   * connection takes every chunk whole and reads do not fill it, one more per doubling (at most
+   * log2({@link HOST_READ_MAX} / {@link HOST_READ_BUFFER}) in a row) and a few more when the
+   * connection holds some chunks; 0 when the host socket
    * reads into buffers of its own ({@link relayTcp}).
    */
   readonly hostReadBuffers: number;
@@ -48,21 +58,92 @@ export interface TcpRelay {
   readonly outwardViaBuffer: number;
 }
 
-/** The size of a host socket's read buffer (net's own reads are 64 KiB too). */
+/**
+ * The size of a relay's first read buffer in each direction (net's own reads are 64 KiB too);
+ * a read that fills it makes the next buffer twice as large, up to {@link HOST_READ_MAX}.
+ */
 export const HOST_READ_BUFFER = 64 * 1024;
 
-/** Read buffers a relay keeps for reuse while its target still holds earlier ones. */
-export const HOST_READ_BUFFERS_KEPT = 4;
+/**
+ * The largest read buffer a relay grows to in each direction. A bulk transfer moves the data in
+ * chunks of this size: each read from the host socket is one system call, one window update
+ * from the kernel (whose sender then runs on this thread too, on loopback) and one pass through
+ * the streams, and at 64 KiB those costs were half of what forwarding a byte cost.
+ */
+export const HOST_READ_MAX = 2 * 1024 * 1024;
+
+/** Reads smaller than {@link HOST_READ_BUFFER} in a row after which a grown buffer gives way to a first-size one. */
+export const HOST_READ_SHRINK_AFTER = 16;
+
+/** Read buffers a relay keeps for reuse while its target still holds an earlier one. */
+export const HOST_READ_BUFFERS_KEPT = 1;
+
+/**
+ * What all relays' read buffers together may take beyond their first size, so that many busy
+ * connections do not each grow theirs to {@link HOST_READ_MAX}: a buffer grows only while this
+ * budget lasts, and gives its share back when it shrinks or its relay ends.
+ */
+export const HOST_READ_GROWTH_BUDGET = 64 * 1024 * 1024;
+
+/** Bytes of {@link HOST_READ_GROWTH_BUDGET} in use. */
+let grownBytes = 0;
+
+/**
+ * The size of one direction's read buffer: twice as large after a read that filled it (while
+ * {@link HOST_READ_GROWTH_BUDGET} lasts), the first size again after
+ * {@link HOST_READ_SHRINK_AFTER} small reads in a row, else the same.
+ */
+class ReadSize {
+  size = HOST_READ_BUFFER;
+  #small = 0;
+  #ended = false;
+
+  /** The size for the next read, after one of `n` bytes into a buffer of the current size. */
+  next(n: number): number {
+    if (this.#ended) return this.size;
+    if (n >= this.size) {
+      this.#small = 0;
+      const grown = Math.min(this.size * 2, HOST_READ_MAX);
+      if (grownBytes + grown - this.size <= HOST_READ_GROWTH_BUDGET) {
+        grownBytes += grown - this.size;
+        this.size = grown;
+      }
+    } else if (n >= HOST_READ_BUFFER) this.#small = 0;
+    else if (this.size > HOST_READ_BUFFER && ++this.#small >= HOST_READ_SHRINK_AFTER) this.release();
+    return this.size;
+  }
+
+  /** Back to the first size, giving the growth back to the budget. */
+  release(): void {
+    grownBytes -= this.size - HOST_READ_BUFFER;
+    this.size = HOST_READ_BUFFER;
+    this.#small = 0;
+  }
+
+  /** The relay ended: the growth goes back to the budget, and the size stays as it is. */
+  end(): void {
+    if (this.#ended) return;
+    this.release();
+    this.#ended = true;
+  }
+}
+
+/** @internal Bytes of {@link HOST_READ_GROWTH_BUDGET} the relays' read buffers use now. */
+export function hostReadGrowth(): number {
+  return grownBytes;
+}
 
 /**
  * A host socket's reads for the relay: `onread` (net's option) makes the socket read into the
  * current buffer, which stays current while the connection it is relayed to takes each chunk
- * whole. A chunk the connection keeps (its send buffer was full) takes its buffer with it until
- * that write's callback, when the buffer joins a small free list for the next switch.
+ * whole, and grows while reads fill it (see {@link ReadSize}). A chunk the connection
+ * keeps (its send buffer was full) takes its buffer with it until that write's callback, when
+ * the buffer is kept for the next switch if it is still of the current size.
  */
 class HostReads {
   #buffer: Buffer = Buffer.allocUnsafe(HOST_READ_BUFFER);
   readonly #free: Buffer[] = [];
+  readonly size = new ReadSize();
   /**
    * Where each chunk goes; false stops the reads (the socket is paused). Attached right after
    * the socket is made, before any read can complete (reads complete on later turns).
@@ -71,10 +152,25 @@ class HostReads {
   /** Buffers allocated for reads, the first one included. */
   allocated = 1;
 
+  // net calls `buffer` again after each callback, for the buffer of the next read.
   readonly onread: net.OnReadOpts = {
     buffer: () => this.#buffer,
-    callback: (n: number) => this.#sink(this.#buffer.subarray(0, n)),
+    callback: (n: number) => {
+      const buffer = this.#buffer;
+      const more = this.#sink(buffer.subarray(0, n));
+      const size = this.size.next(n);
+      if (size !== this.#buffer.length) {
+        this.#free.length = 0;
+        this.#buffer = this.#allocate(size);
+      }
+      return more;
+    },
   };
+
+  #allocate(size: number): Buffer {
+    this.allocated++;
+    return Buffer.allocUnsafe(size);
+  }
 
   /** Sends every chunk to `sink`. */
   attach(sink: (chunk: Buffer) => boolean): void {
@@ -87,14 +183,9 @@ class HostReads {
    */
   lend(): () => void {
     const lent = this.#buffer;
-    const next = this.#free.pop();
-    if (next) this.#buffer = next;
-    else {
-      this.#buffer = Buffer.allocUnsafe(HOST_READ_BUFFER);
-      this.allocated++;
-    }
+    this.#buffer = this.#free.pop() ?? this.#allocate(lent.length);
     return () => {
-      if (this.#free.length < HOST_READ_BUFFERS_KEPT) this.#free.push(lent);
+      if (this.#free.length < HOST_READ_BUFFERS_KEPT && lent.length === this.#buffer.length) this.#free.push(lent);
     };
   }
 }
@@ -123,7 +214,11 @@ function forwardReads(from: net.Socket, reads: HostReads, to: Duplex, count: (n:
     }
     return !waiting;
   });
-  from.once('end', () => to.end());
+  from.once('end', () => {
+    // Nothing more to read this way: its buffer's growth goes back to the budget.
+    reads.size.end();
+    to.end();
+  });
 }
 
 /** A Morgana connection that can read into a buffer of ours ({@link TcpConnection.setOnRead}). */
@@ -144,8 +239,7 @@ function readsInto(stream: Duplex): stream is ReadsInto {
  * meanwhile goes first, and the reused buffer takes over again. So `to` holds at most one chunk
  * from here, and never one the buffer's next read could overwrite.
  */
-function forwardInto(from: ReadsInto, to: net.Socket, count: (n: number) => void, counted: { viaBuffer: number }): void {
-  const buffer = Buffer.allocUnsafe(HOST_READ_BUFFER);
+function forwardInto(from: ReadsInto, to: net.Socket, size: ReadSize, count: (n: number) => void, counted: { viaBuffer: number }): void {
   /** Writes `chunk`; false when `to` keeps it: `from` then waits for that write's callback. */
   const write = (chunk: Buffer): boolean => {
     count(chunk.length);
@@ -158,10 +252,15 @@ function forwardInto(from: ReadsInto, to: net.Socket, count: (n: number) => void
     return false;
   };
   const onread = {
-    buffer,
+    buffer: Buffer.allocUnsafe(HOST_READ_BUFFER),
     callback: (n: number) => {
       counted.viaBuffer += n;
-      if (!write(buffer.subarray(0, n))) pause();
+      const buffer = onread.buffer;
+      const kept = !write(buffer.subarray(0, n));
+      // A new buffer for the next chunks (setOnRead reads `buffer` for each one); a chunk `to`
+      // keeps keeps the old one.
+      if (size.next(n) !== buffer.length) onread.buffer = Buffer.allocUnsafe(size.size);
+      if (kept) pause();
     },
   };
   const pause = () => {
@@ -176,7 +275,10 @@ function forwardInto(from: ReadsInto, to: net.Socket, count: (n: number) => void
     }
     from.setOnRead(onread);
   };
-  from.once('end', () => to.end());
+  from.once('end', () => {
+    size.end();
+    to.end();
+  });
   resume();
 }
 
@@ -261,8 +363,15 @@ function startRelay(host: Duplex, inner: Duplex, reads: HostReads | undefined): 
   };
   if (reads) forwardReads(host as net.Socket, reads, inner, (n) => (relay.inward += n));
   else forward(host, inner, (n) => (relay.inward += n));
-  if (reads && readsInto(inner)) forwardInto(inner, host as net.Socket, (n) => (relay.outward += n), outwardCounts);
+  const outwardSize = new ReadSize();
+  if (reads && readsInto(inner)) forwardInto(inner, host as net.Socket, outwardSize, (n) => (relay.outward += n), outwardCounts);
   else forward(inner, host, (n) => (relay.outward += n));
+  // The read buffers' growth goes back to the shared budget when their direction ends, or at the
+  // latest once the host side is gone (an error or a reset ends no direction).
+  host.once('close', () => {
+    reads?.size.end();
+    outwardSize.end();
+  });
   const fail = () => {
     host.destroy();
     inner.destroy();

@@ -224,7 +224,11 @@ export interface TcpListenOptions {
 
 /** What {@link TcpConnection.setOnRead} takes: a buffer received data is copied into, and its reader. */
 export interface TcpOnRead {
-  /** Reused for every chunk: at most its length is copied at a time. */
+  /**
+   * Reused for every chunk: at most its length is copied at a time. It is read again for each
+   * chunk, so the callback may replace it (with a larger one, say) for the chunks that follow;
+   * it must stay a non-empty Buffer.
+   */
   buffer: Buffer;
   /** Called with the number of bytes just copied to the start of `buffer`. */
   callback: (nread: number, buffer: Buffer) => unknown;

@@ -197,11 +197,15 @@ impl World {
         world
     }
 
-    /// Polls both engines, puts their output on the link, runs the applications, and checks.
+    /// Polls both engines, runs the applications, puts the engines' output on the link, and
+    /// checks. The applications act (read, accept, abort, release) while the output is still
+    /// pending, as JavaScript may between a turn and its drain: the data segments' payloads are
+    /// then still in the send buffers (deferred), and the engine must copy them into the output
+    /// before any of those calls changes a connection, so the segments keep their bytes.
     fn settle(&mut self) -> usize {
         let mut produced = 0;
-        for to_a in [false, true] {
-            let (from, to_addr) = if to_a { (&mut self.b, self.a.addr) } else { (&mut self.a, self.b.addr) };
+        let mut before: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+        for (i, from) in [&mut self.a, &mut self.b].into_iter().enumerate() {
             from.engine.poll(self.now);
             // Polling again at the same time finds nothing due: poll terminates.
             if let Some(d) = from.engine.next_deadline() {
@@ -211,28 +215,30 @@ impl World {
                     assert!(again.is_none_or(|d| d > self.now), "a timer stays due after poll");
                 }
             }
+            before[i] = pending_segments(&from.engine);
+        }
+        self.applications();
+        for (i, to_a) in [(0, false), (1, true)] {
+            let (from, to_addr) = if to_a { (&mut self.b, self.a.addr) } else { (&mut self.a, self.b.addr) };
             let out = from.engine.output();
-            for s in out.pending() {
-                let mut segment = Vec::with_capacity(s.len as usize);
-                if !from.engine.write_segment(s, &mut segment) {
-                    continue;
-                }
-                let bytes = &segment[..];
-                if let Ok((h, _)) = TcpHeader::parse(bytes, Some((s.src, s.dst))) {
+            let now = pending_segments(&from.engine);
+            assert!(now.len() >= before[i].len(), "produced segments went missing");
+            assert!(now[..before[i].len()] == before[i][..], "a segment changed between poll and drain");
+            for (s, bytes) in out.pending().iter().zip(now) {
+                if let Ok((h, _)) = TcpHeader::parse(&bytes, Some((s.src, s.dst))) {
                     from.last = Some(h);
                 }
                 if s.dst == to_addr {
                     if self.link.len() >= LINK_LIMIT {
                         self.link.pop_front();
                     }
-                    self.link.push_back((to_a, bytes.to_vec()));
+                    self.link.push_back((to_a, bytes));
                 }
             }
             produced += out.segments.len();
             from.engine.clear_output();
         }
         assert!(produced <= 2 * MAX_OUT_PER_IN, "{produced} segments out for one step");
-        self.applications();
         for side in [&self.a, &self.b] {
             if let Err(e) = side.engine.check_invariants() {
                 panic!("invariant broken: {e}");
@@ -404,6 +410,19 @@ impl World {
         }
         (busiest, late)
     }
+}
+
+/// The engine's pending output, each segment whole (its deferred payload read in place).
+fn pending_segments(engine: &Engine) -> Vec<Vec<u8>> {
+    engine
+        .output()
+        .pending()
+        .iter()
+        .filter_map(|s| {
+            let mut bytes = Vec::with_capacity(s.len as usize);
+            engine.write_segment(s, &mut bytes).then_some(bytes)
+        })
+        .collect()
 }
 
 /// Runs every check on `data`.

@@ -83,8 +83,9 @@ fn a_segment_materialised_late_is_the_segment_produced() {
 }
 
 /// An ACK arrives after `poll` produced segments and before they were transmitted: it releases
-/// send-buffer bytes in front of the deferred payloads. The segments still carry the bytes they
-/// were produced with, and the peer receives the stream intact.
+/// send-buffer bytes in front of the deferred payloads (which moves every byte behind them). The
+/// segments still carry the bytes they were produced with, and the peer receives the stream
+/// intact.
 #[test]
 fn an_ack_between_output_and_transmission_changes_no_byte() {
     for family in [(A, B), (A6, B6)] {
@@ -125,6 +126,40 @@ fn an_ack_between_output_and_transmission_changes_no_byte() {
         let mut want = first.clone();
         want.extend_from_slice(&second);
         assert_eq!(&got[..n], &want[..]);
+    }
+}
+
+/// The ACK that arrives before the transmission covers the waiting segment's own bytes: a
+/// retransmission (timer) of data the peer already has. The ACK releases those bytes from the
+/// send buffer, so the segment must have been copied into the output first: it still goes out
+/// whole and unchanged (the peer takes it as a duplicate).
+#[test]
+fn an_ack_releasing_a_waiting_retransmission_changes_no_byte() {
+    for family in [(A, B), (A6, B6)] {
+        let (mut a, mut b) = engines(0);
+        let (ha, _) = connect(&mut a, &mut b, family);
+        a.send(ha, &pattern(4_000, 5)).unwrap();
+        a.poll(1);
+        for (src, dst, bytes) in drain(&mut a) {
+            b.on_segment(src, dst, &bytes, 2);
+        }
+        b.poll(2);
+        let mut acks = drain(&mut b);
+        b.poll(1_000); // the delayed ACK for the rest
+        acks.extend(drain(&mut b));
+        // No ACK reached A: its timer resends, the payload left in the send buffer.
+        a.poll(3_000);
+        assert!(a.output().pending().iter().any(|s| s.payload.is_some()), "a deferred retransmission");
+        let before = peek(&a);
+        for (src, dst, bytes) in &acks {
+            a.on_segment(*src, *dst, bytes, 3_001);
+        }
+        assert_eq!(a.conn_stats(ha).unwrap().bytes_in_flight, 0, "everything acknowledged and released");
+        let after = peek(&a);
+        assert!(after.len() >= before.len(), "no segment was lost");
+        for ((_, x), (_, y)) in before.iter().zip(&after) {
+            assert_eq!(x, y, "the ACK changed a segment waiting for transmission");
+        }
     }
 }
 

@@ -252,7 +252,9 @@ impl OutSegment {
 /// [`Output::bytes`] and completes the checksum — and a connection is never dropped with
 /// deferred output pending. Within `poll` nothing releases send-buffer bytes (only ACKs in
 /// input do). Segments produced outside `poll` (replies to input, RST, retransmissions on
-/// duplicate ACKs) are stored whole at once.
+/// duplicate ACKs) are stored whole at once. (A stream position also survives the release of
+/// bytes in front of it; the rule is for the release of the referenced bytes themselves, as
+/// when the ACK for a retransmission still waiting arrives, and for dropped connections.)
 #[derive(Debug, Default)]
 pub struct Output {
     /// The segments' stored bytes (see [`OutSegment::at`]).

@@ -11,7 +11,7 @@ import { FragmentationNeededError, MorganaError, OutOfRangeError, nativeFailure 
 import { fragment as fragmentPacket } from '../wire/ipv4.js';
 import { native } from '../native.js';
 import { Reassembler, type ReassemblerOptions } from '../reassembly.js';
-import { DATA_VALID, type FrameOffload, NEEDS_CSUM } from '../net/device.js';
+import { DATA_VALID, ETHERNET_HEADER_LENGTH, type FrameOffload, NEEDS_CSUM } from '../net/device.js';
 import type { Arp } from './arp.js';
 import { IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
 import { BROADCAST, ETHERTYPE, type Ethernet } from './ethernet.js';
@@ -406,7 +406,7 @@ export class Ipv4Layer {
     const broadcast = this.#isBroadcastFor(dst, iface);
     const local = broadcast || this.isLocal(dst) || (iface.address === 0 && packet[9] === 17);
     if (!local) {
-      if (this.forwarding && dst >>> 28 !== 0xe && dst !== 0) this.#forward(packet, iface);
+      if (this.forwarding && dst >>> 28 !== 0xe && dst !== 0) this.#forward(packet, iface, offload);
       else this.#drop('not-for-us');
       return;
     }
@@ -470,8 +470,14 @@ export class Ipv4Layer {
     return kept === true && this.#reusing.has(protocol);
   }
 
-  #forward(packet: Buffer, inbound: Ipv4Interface): void {
+  #forward(packet: Buffer, inbound: Ipv4Interface, offload: FrameOffload | undefined): void {
     const dst = packet.readUInt32BE(16);
+    // A local sender may have left the transport checksum partial (NEEDS_CSUM); the packet
+    // leaves without that metadata, so complete it here (offsets count the Ethernet header).
+    if (offload && (offload.flags & NEEDS_CSUM) !== 0 && !native.gsoCompleteChecksum(packet, offload.csumStart - ETHERNET_HEADER_LENGTH, offload.csumOffset)) {
+      this.#drop('bad-offload');
+      return;
+    }
     if (packet[8]! <= 1) {
       this.#drop('ttl-exceeded');
       this.icmpErrorSender?.('time-exceeded', packet, inbound);

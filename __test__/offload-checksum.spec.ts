@@ -185,3 +185,37 @@ test('a Morgana router forwards TCP a local sender left with partial checksums o
   t.true(router.ipv4.stats().forwarded > 0);
   t.is(b.tcp.stats().badChecksum, 0, 'segments with a partial checksum reached B');
 });
+
+test('a Morgana router cuts the TCP super-frames it receives for a link that takes only real frames (no ICMP error for the whole)', async (t) => {
+  t.timeout(120_000);
+  const left = new VirtualSwitch();
+  const right = new VirtualSwitch();
+  // A's super-frames reach the router whole (its left port takes TSO); B's link takes 1500 bytes.
+  const a = await createStack({ net: left.connect({ offloads: OFFLOADS }), ipv4: '10.1.0.2/24', gateway: '10.1.0.1' });
+  const router = await createStack({
+    interfaces: [
+      { net: left.connect({ offloads: OFFLOADS }), ipv4: '10.1.0.1/24' },
+      { net: right.connect(), ipv4: '10.2.0.1/24' },
+    ],
+    forwarding: true,
+  });
+  const b = await createStack({ net: right.connect(), ipv4: '10.2.0.2/24', gateway: '10.2.0.1' });
+  const alive = setInterval(() => {}, 1_000);
+  t.teardown(async () => {
+    clearInterval(alive);
+    await Promise.all([a.close(), b.close(), router.close()]);
+  });
+  let superFrames = 0;
+  let largest = 0;
+  router.interfaces[0]!.eth.mirror((_frame, direction, offload) => {
+    if (direction === 'in' && offload && offload.gsoType !== 0) superFrames++;
+  });
+  router.interfaces[1]!.eth.mirror((frame, direction) => {
+    if (direction === 'out') largest = Math.max(largest, frame.length);
+  });
+  await exchange(t, a, b, 8 * MIB, '10.2.0.2');
+  t.true(superFrames > 0, 'the router received super-frames from A');
+  t.true(largest > 0 && largest <= 1514, `the router sent a ${largest}-byte frame to B`);
+  t.is(router.ipv4.stats().dropped['fragmentation-needed'] ?? 0, 0);
+  t.is(b.tcp.stats().badChecksum, 0);
+});

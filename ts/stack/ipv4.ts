@@ -11,7 +11,8 @@ import { FragmentationNeededError, MorganaError, OutOfRangeError, nativeFailure 
 import { fragment as fragmentPacket } from '../wire/ipv4.js';
 import { native } from '../native.js';
 import { Reassembler, type ReassemblerOptions } from '../reassembly.js';
-import { DATA_VALID, ETHERNET_HEADER_LENGTH, type FrameOffload, NEEDS_CSUM } from '../net/device.js';
+import { DATA_VALID, ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_NONE, NEEDS_CSUM } from '../net/device.js';
+import { realFrames } from '../net/gso.js';
 import type { Arp } from './arp.js';
 import { IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
 import { BROADCAST, ETHERTYPE, type Ethernet } from './ethernet.js';
@@ -492,13 +493,40 @@ export class Ipv4Layer {
     const oldWord = packet.readUInt16BE(8);
     packet[8] = packet[8]! - 1;
     packet.writeUInt16BE(checksumUpdate(packet.readUInt16BE(10), oldWord, packet.readUInt16BE(8)), 10);
-    if (packet.length > route.iface.eth.mtu && (packet.readUInt16BE(6) & 0x4000) !== 0) {
+    const mtu = route.iface.eth.mtu;
+    // A TCP super-frame (a sender's TSO, or segments coalesced on receive) stands for segments
+    // of `gsoSize`: as Linux forwards GSO packets, it is those that must fit the link, and they
+    // are cut here (no ICMP error for the whole, whose sender cannot make it smaller).
+    if (packet.length > mtu && offload && offload.gsoType !== GSO_NONE && offload.hdrLen - ETHERNET_HEADER_LENGTH + offload.gsoSize <= mtu) {
+      this.#forwardSegments(packet, offload, route.iface, route.nextHop);
+      return;
+    }
+    if (packet.length > mtu && (packet.readUInt16BE(6) & 0x4000) !== 0) {
       this.#drop('fragmentation-needed');
       this.icmpErrorSender?.('fragmentation-needed', packet, inbound, route.iface.eth.mtu);
       return;
     }
     this.#stats.forwarded++;
     this.#sendPacket(packet, route.iface, route.nextHop, this.#isBroadcastFor(dst, route.iface));
+  }
+
+  /**
+   * Forwards super-frame `packet` (TTL already decremented) as the real segments it stands for,
+   * cut in Rust with their own lengths, identifications and checksums.
+   */
+  #forwardSegments(packet: Buffer, offload: FrameOffload, iface: Ipv4Interface, nextHop: number): void {
+    const frame = Buffer.allocUnsafe(ETHERNET_HEADER_LENGTH + packet.length);
+    frame.fill(0, 0, 12);
+    frame.writeUInt16BE(ETHERTYPE.IPV4, 12);
+    packet.copy(frame, ETHERNET_HEADER_LENGTH);
+    // The checksum is complete by now (completed above, or verified on receipt).
+    const pieces = realFrames(frame, { ...offload, flags: 0 });
+    if (pieces.length === 0) {
+      this.#drop('bad-offload');
+      return;
+    }
+    this.#stats.forwarded++;
+    for (const piece of pieces) this.#sendPacket(piece.subarray(ETHERNET_HEADER_LENGTH), iface, nextHop, false);
   }
 
   #scheduleExpiry(): void {

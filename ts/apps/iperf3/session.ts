@@ -7,7 +7,7 @@ import type { TcpConnection } from '../../stack/tcp.js';
 import type { UdpPeer, UdpSocket } from '../../stack/udp.js';
 import { cookieText, type PeerResults, type PeerStream, type TestSpec } from './protocol.js';
 import { cpuPercent, type Iperf3Interval, type Iperf3IntervalStream, type Iperf3IntervalSum, type Iperf3Result, type Iperf3Sum, percent, rate, sum } from './reports.js';
-import { UDP_BURST_LIMIT, UdpReceiveStats, wallClock, writeUdpHeader } from './udp.js';
+import { UDP_BURST_LIMIT, UDP_PACING_BURST, UdpReceiveStats, wallClock, writeUdpHeader } from './udp.js';
 
 /** What a stream's peer reported about it in the results exchange. */
 export interface PeerView {
@@ -265,12 +265,17 @@ export class UdpDataStream extends DataStream {
     const spec = this.session.spec;
     const block = Buffer.alloc(spec.blksize, 0x5a);
     const startedAt = performance.now();
+    // A rate that would send more than UDP_PACING_BURST datagrams per pacing interval is paced
+    // on every event-loop turn, a few datagrams at a time (catching up after a stall spread over
+    // turns too), not in bursts per interval.
+    const smooth = spec.rate > 0 && (spec.rate * spec.pacingUs) / 8e6 > UDP_PACING_BURST * block.length;
+    const burst = spec.rate === 0 ? 64 : smooth ? UDP_PACING_BURST : UDP_BURST_LIMIT;
     const tick = (): void => {
       this.#timer = undefined;
       const now = performance.now();
       // Like iperf3, pace on the average since the start: send while below the target rate.
       const allowed = spec.rate > 0 ? Math.ceil((spec.rate * (now - startedAt)) / 8000) : Infinity;
-      for (let n = 0; n < (spec.rate > 0 ? UDP_BURST_LIMIT : 64); n++) {
+      for (let n = 0; n < burst; n++) {
         if (this.bytesSent >= allowed) break;
         const may = this.session.maySend(this);
         if (may === 'never') return;
@@ -287,7 +292,7 @@ export class UdpDataStream extends DataStream {
         this.session.progress(block.length, 0);
       }
       if (this.#timer === undefined && !this.session.stopped) {
-        this.#timer = spec.rate > 0 ? setTimeout(tick, Math.max(1, spec.pacingUs / 1000)) : setImmediate(tick);
+        this.#timer = spec.rate > 0 && !smooth ? setTimeout(tick, Math.max(1, spec.pacingUs / 1000)) : setImmediate(tick);
       }
     };
     tick();

@@ -7,53 +7,15 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { NEEDS_CSUM, type NetDevice, type Stack, type TcpConnection, VirtualSwitch, createStack, pcapRecorder } from 'morgana';
+import { NEEDS_CSUM, type NetDevice, VirtualSwitch, createStack, pcapRecorder } from 'morgana';
 import { commandUnavailable } from './helpers/netns.js';
-import { digest } from './helpers/streams.js';
+import { exchange, tcpChecksum } from './helpers/offload.js';
 
 const MIB = 1 << 20;
 const OFFLOADS = { tso4: true, tso6: true, checksum: true };
-
-async function sendStream(conn: TcpConnection, size: number): Promise<string> {
-  const hash = createHash('sha256');
-  const block = randomBytes(65_536);
-  for (let sent = 0, n = 0; sent < size; sent += block.length, n++) {
-    block.writeUInt32BE(n, 0);
-    // Uneven writes, so that segments shorter than the MSS (ordinary frames) go out too.
-    const piece = Buffer.from(block.subarray(0, Math.min(block.length - (n % 7) * 1000, size - sent)));
-    sent -= block.length - piece.length;
-    hash.update(piece);
-    if (!conn.write(piece)) await once(conn, 'drain');
-  }
-  conn.end();
-  return hash.digest('hex');
-}
-
-/** `size` bytes each way over one connection from `a` to `b`; checks SHA-256 equality. */
-async function exchange(t: ExecutionContext, a: Stack, b: Stack, size: number, host = '10.0.0.2'): Promise<void> {
-  let server!: { sent: Promise<string>; got: Promise<{ sha: string; length: number }> };
-  const accepted = new Promise<void>((resolve) => {
-    const listener = b.tcp.listen(7000, (conn) => {
-      listener.close();
-      server = { got: digest(conn), sent: sendStream(conn, size) };
-      resolve();
-    }, { allowHalfOpen: true });
-  });
-  const client = await a.tcp.connect(host, 7000, { allowHalfOpen: true });
-  const clientGot = digest(client);
-  const clientSent = sendStream(client, size);
-  await accepted;
-  const [up, upGot, down, downGot] = await Promise.all([clientSent, server.got, server.sent, clientGot]);
-  t.is(upGot.length, size);
-  t.is(downGot.length, size);
-  t.is(upGot.sha, up);
-  t.is(downGot.sha, down);
-}
 
 async function stacks(t: ExecutionContext, sw: VirtualSwitch, netA: NetDevice, netB: NetDevice) {
   const a = await createStack({ net: netA, ipv4: '10.0.0.1/24' });
@@ -72,24 +34,6 @@ async function stacks(t: ExecutionContext, sw: VirtualSwitch, netA: NetDevice, n
     else partial.superFrames++;
   });
   return { a, b, partial };
-}
-
-/** The Internet checksum of `bytes` with an initial sum (0xffff over data that carries a valid one). */
-function sum16(bytes: Buffer, initial = 0): number {
-  let s = initial;
-  for (let i = 0; i + 1 < bytes.length; i += 2) s += bytes.readUInt16BE(i);
-  if (bytes.length % 2) s += bytes[bytes.length - 1]! << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
-
-/** Whether an Ethernet frame is IPv4 TCP; then whether its TCP checksum is complete and right. */
-function tcpChecksum(f: Buffer): 'not tcp' | 'good' | 'bad' {
-  if (f.readUInt16BE(12) !== 0x0800 || f[23] !== 6) return 'not tcp';
-  const ip = f.subarray(14, 14 + f.readUInt16BE(16));
-  const tcp = ip.subarray((ip[0]! & 0x0f) * 4);
-  const pseudo = sum16(Buffer.concat([ip.subarray(12, 20), Buffer.from([0, 6, tcp.length >> 8, tcp.length & 0xff])]));
-  return sum16(tcp, pseudo) === 0xffff ? 'good' : 'bad';
 }
 
 const noTshark = commandUnavailable('tshark');

@@ -28,8 +28,8 @@ export function tsoMax(eth: Ethernet, family: 4 | 6): number {
 /**
  * Whether `eth`'s device completes TCP checksums left partial (`NEEDS_CSUM`): a switch port
  * or a `virtio_net_hdr` TAP with checksum offload. The TCP engine then writes only the
- * pseudo-header sum instead of summing every segment. For IPv4 only: Morgana's IPv6 layer
- * does not yet take a device's word for a checksum, so a local IPv6 receiver would reject it.
+ * pseudo-header sum instead of summing every segment, over IPv4 and IPv6 alike: a local
+ * receiver takes the device's word for such a checksum (`checksumVerified` on its datagrams).
  */
 export function partialChecksum(eth: Ethernet): boolean {
   return eth.net.offloads?.checksum === true;
@@ -92,10 +92,10 @@ export class IpOutput {
     this.native.setNeighbour4(dst, this.#index(eth), this.#macs, mtu, expiresAt, tsoMax(eth, 4), partialChecksum(eth));
   }
 
-  /** Installs the entry for IPv6 `dst` (16 bytes). */
+  /** Installs the entry for IPv6 `dst` (16 bytes), as {@link install4}. */
   install6(dst: Uint8Array, eth: Ethernet, mac: Buffer, mtu: number, expiresAt: number): void {
     this.#fill(eth, mac);
-    this.native.setNeighbour6(dst, this.#index(eth), this.#macs, mtu, expiresAt, tsoMax(eth, 6), false);
+    this.native.setNeighbour6(dst, this.#index(eth), this.#macs, mtu, expiresAt, tsoMax(eth, 6), partialChecksum(eth));
   }
 
   #fill(eth: Ethernet, mac: Buffer): void {

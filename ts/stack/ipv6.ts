@@ -23,10 +23,13 @@ import { Ipv6Reassembler, type Ipv6ReassemblerOptions, type Ipv6ReassemblerStats
 import { ETHERTYPE, type Ethernet } from './ethernet.js';
 import { type IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
 import { FragmentBatch } from './fragment-batch.js';
+import { DATA_VALID, ETHERNET_HEADER_LENGTH, type FrameOffload, NEEDS_CSUM } from '../net/device.js';
 
 /** Upper-layer and extension next-header values the layer looks at. */
 const NH = { HOP_BY_HOP: 0, ROUTING: 43, FRAGMENT: 44, NO_NEXT_HEADER: 59, DESTINATION_OPTIONS: 60 } as const;
 const HEADER = 40;
+/** Where the checksum field lies in the upper-layer header of TCP, UDP and ICMPv6. */
+const CHECKSUM_OFFSET: Readonly<Record<number, number>> = { 6: 16, 17: 6, 58: 2 };
 const MAX_PAYLOAD = 65_535;
 /** The smallest link MTU IPv6 allows (RFC 8200 §5). */
 export const IPV6_MIN_MTU = 1280;
@@ -110,6 +113,27 @@ export interface Ipv6Datagram {
   iface: Ipv6Interface;
   /** The destination was a multicast address. */
   multicast: boolean;
+  /**
+   * The device vouched for the upper-layer checksum ({@link transportChecksumCovered}): the
+   * receiver need not sum the payload. Never set for a reassembled packet.
+   */
+  checksumVerified?: boolean;
+}
+
+/**
+ * Whether the offload metadata of an unfragmented packet's frame covers the checksum of its
+ * upper-layer header, which starts `payloadOffset` bytes into the packet (after any extension
+ * headers) and is of protocol `nextHeader`: a checksum left partial (`NEEDS_CSUM`, by a local
+ * sender, the device completing it on the way out) counts only when `csumStart` and
+ * `csumOffset` name exactly that header's checksum field; a device's `DATA_VALID` (Linux
+ * `CHECKSUM_UNNECESSARY`) is about the transport checksum, wherever it lies.
+ */
+export function transportChecksumCovered(offload: FrameOffload | undefined, payloadOffset: number, nextHeader: number): boolean {
+  if (!offload) return false;
+  if ((offload.flags & NEEDS_CSUM) !== 0) {
+    return offload.csumStart === ETHERNET_HEADER_LENGTH + payloadOffset && offload.csumOffset === CHECKSUM_OFFSET[nextHeader];
+  }
+  return (offload.flags & DATA_VALID) !== 0;
 }
 
 /** An upper protocol's receive function. */
@@ -408,7 +432,7 @@ export class Ipv6Layer {
       this.gateway = { address: options.gateway, iface };
     }
     for (const iface of this.interfaces) {
-      iface.eth.onReusing(ETHERTYPE.IPV6, (payload, _src, frame) => this.#receive(payload, iface, (frame[0]! & 1) === 1) === true);
+      iface.eth.onReusing(ETHERTYPE.IPV6, (payload, _src, frame, offload) => this.#receive(payload, iface, (frame[0]! & 1) === 1, offload) === true);
     }
     this.#scheduleExpiry();
   }
@@ -832,7 +856,7 @@ export class Ipv6Layer {
   }
 
   /** Returns true only when the handler kept no reference to the packet's bytes. */
-  #receive(payload: Buffer, iface: Ipv6Interface, linkMulticast: boolean): boolean | void {
+  #receive(payload: Buffer, iface: Ipv6Interface, linkMulticast: boolean, offload?: FrameOffload): boolean | void {
     this.#stats.received++;
     if (this.#closed) return;
     const n = native.ipv6Parse(payload, slots);
@@ -893,7 +917,8 @@ export class Ipv6Layer {
     // Delivered in order behind the fragments queued before it. Unfragmented, the packet is the
     // frame's bytes: reusable when the handler kept nothing.
     this.#fragments.flush();
-    return this.#deliver(packet, dst, nextHeader, nextHeaderPointer, payloadOffset, iface, linkMulticast, multicast);
+    const verified = transportChecksumCovered(offload, payloadOffset, nextHeader);
+    return this.#deliver(packet, dst, nextHeader, nextHeaderPointer, payloadOffset, iface, linkMulticast, multicast, verified);
   }
 
   /**
@@ -938,7 +963,7 @@ export class Ipv6Layer {
     for (const [kind, offset, length] of inner) {
       if (!this.#extensionOk(packet, kind, offset, length, iface, linkMulticast, multicast)) return;
     }
-    this.#deliver(packet, packet.subarray(24, 40), nextHeader, nextHeaderPointer, payloadOffset, iface, linkMulticast, multicast);
+    this.#deliver(packet, packet.subarray(24, 40), nextHeader, nextHeaderPointer, payloadOffset, iface, linkMulticast, multicast, false);
   }
 
   /**
@@ -954,6 +979,7 @@ export class Ipv6Layer {
     iface: Ipv6Interface,
     linkMulticast: boolean,
     multicast: boolean,
+    checksumVerified: boolean,
   ): boolean {
     if (nextHeader === NH.NO_NEXT_HEADER) {
       this.#drop('no-next-header');
@@ -976,6 +1002,7 @@ export class Ipv6Layer {
       payload: packet.subarray(payloadOffset),
       iface,
       multicast,
+      checksumVerified,
     });
     return kept === true && this.#reusing.has(nextHeader);
   }

@@ -353,16 +353,17 @@ export class Tcp {
   /** Returns true: a segment is copied into the batch or read in place, never kept. */
   #receive6(d: Ipv6Datagram): boolean {
     if (this.#closed || d.multicast) return true;
+    const family = d.checksumVerified ? 6 | IN_CHECKSUM_VERIFIED : 6;
     if (d.payload.length >= IN_PLACE) {
       this.#addr6.set(d.src, 0);
       this.#addr6.set(d.dst, 16);
-      this.#feed(d.payload, 6, 0, 0, this.#addr6);
+      this.#feed(d.payload, family, 0, 0, this.#addr6);
       return true;
     }
     const at = this.#reserve(32 + d.payload.length);
     this.#in.set(d.src, at);
     this.#in.set(d.dst, at + 16);
-    this.#push(at + 32, d.payload, 6, 0, 0);
+    this.#push(at + 32, d.payload, family, 0, 0);
     return true;
   }
 

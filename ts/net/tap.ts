@@ -651,10 +651,13 @@ class VnetHdrDevice implements TapNetDevice {
     if (flags === 0 && gsoType === VIRTIO_NET_HDR_GSO_NONE) return handler(frame) === true;
     if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) this.#partialChecksum++;
     if (gsoType !== VIRTIO_NET_HDR_GSO_NONE) this.#coalesced++;
-    // TCP over IPv4 is trusted as the kernel marks it (its engine skips the sum); anything
-    // else with a partial checksum is completed here, for layers that verify checksums.
+    // TCP is trusted as the kernel marks it (the stack's engine skips the sum): over IPv4, and
+    // over IPv6 when the partial checksum is the TCP header's right after the fixed header
+    // (where the IPv6 layer takes its word). Anything else with a partial checksum is completed
+    // here, for layers that verify checksums.
     const tcp4 = frame.readUInt16BE(12) === 0x0800 && frame[23] === 6;
-    if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !tcp4 && !native.gsoCompleteChecksum(frame, raw.readUInt16LE(6), raw.readUInt16LE(8))) return true;
+    const tcp6 = frame.readUInt16BE(12) === 0x86dd && frame[20] === 6 && raw.readUInt16LE(6) === ETHERNET_HEADER_LENGTH + 40 && raw.readUInt16LE(8) === 16;
+    if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !tcp4 && !tcp6 && !native.gsoCompleteChecksum(frame, raw.readUInt16LE(6), raw.readUInt16LE(8))) return true;
     return handler(frame, {
       flags: flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID),
       gsoType,

@@ -6,7 +6,7 @@
  * sent, and the bytes intact end to end.
  */
 import test from 'ava';
-import { createStack, openTap } from 'morgana';
+import { VirtualSwitch, createStack, openTap, tapNetDevice } from 'morgana';
 import { expectedSha, generatorShell } from './helpers/generated.js';
 import { MIB } from './helpers/kernel-tcp.js';
 import { createNetns, kernelTest } from './helpers/netns.js';
@@ -56,3 +56,39 @@ kernelTest(test, 'kernel → Morgana router (plain TAPs, receive coalescing on) 
   t.is(ipv4.dropped['fragmentation-needed'] ?? 0, 0, 'super-frames dropped as too big');
   t.true(ipv4.forwarded > 0);
 }, ['openssl', 'socat']);
+
+kernelTest(test, 'kernel UDP with partial checksums (vnet-header TAP) → Morgana router → switch: forwarded with checksums completed once', async (t) => {
+  t.timeout(120_000);
+  const ns = await createNetns();
+  t.teardown(() => ns.destroy());
+  const tap = await openTap({ name: 'mrv0', netns: ns.name, vnetHdr: true });
+  await ns.ip('addr', 'add', '10.83.0.1/24', 'dev', 'mrv0');
+  await ns.ip('link', 'set', 'mrv0', 'up');
+  await ns.ip('route', 'add', '10.84.0.0/24', 'via', '10.83.0.2');
+  const net = tapNetDevice(tap);
+  const sw = new VirtualSwitch();
+  const router = await createStack({
+    interfaces: [
+      { net, ipv4: '10.83.0.2/24' },
+      { net: sw.connect(), ipv4: '10.84.0.2/24' },
+    ],
+    forwarding: true,
+  });
+  const b = await createStack({ net: sw.connect(), ipv4: '10.84.0.1/24', gateway: '10.84.0.2' });
+  t.teardown(() => Promise.all([router.close(), b.close()]));
+  const count = 20;
+  const got = new Set<string>();
+  const all = new Promise<void>((resolve) => {
+    b.udp.bind(9000, (data) => {
+      got.add(data.toString().trim());
+      if (got.size === count) resolve();
+    });
+  });
+  for (let i = 0; i < count; i++) await ns.exec('bash', ['-c', `echo datagram-${i} | socat -u - UDP4-SENDTO:10.84.0.1:9000`]);
+  // Liveness only: datagrams with a wrong checksum never arrive.
+  await Promise.race([all, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+  t.true(net.offloadStats().partialChecksum >= count, `the kernel sent ${net.offloadStats().partialChecksum} frames with partial checksums`);
+  t.true(router.ipv4.stats().forwarded >= count);
+  t.is(b.udp.stats().badChecksum, 0, 'datagrams reached B with a wrong UDP checksum');
+  t.is(got.size, count);
+}, ['socat']);

@@ -657,9 +657,14 @@ class VnetHdrDevice implements TapNetDevice {
     // here, for layers that verify checksums.
     const tcp4 = frame.readUInt16BE(12) === 0x0800 && frame[23] === 6;
     const tcp6 = frame.readUInt16BE(12) === 0x86dd && frame[20] === 6 && raw.readUInt16LE(6) === ETHERNET_HEADER_LENGTH + 40 && raw.readUInt16LE(8) === 16;
-    if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !tcp4 && !tcp6 && !native.gsoCompleteChecksum(frame, raw.readUInt16LE(6), raw.readUInt16LE(8))) return true;
+    let marked = flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID);
+    if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && !tcp4 && !tcp6) {
+      if (!native.gsoCompleteChecksum(frame, raw.readUInt16LE(6), raw.readUInt16LE(8))) return true;
+      // Complete now, and valid by construction: a router must not complete it a second time.
+      marked = VIRTIO_NET_HDR_F_DATA_VALID;
+    }
     return handler(frame, {
-      flags: flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID),
+      flags: marked,
       gsoType,
       hdrLen: raw.readUInt16LE(2),
       gsoSize: raw.readUInt16LE(4),

@@ -144,3 +144,52 @@ for (const clearValid of [false, true]) {
     else t.is(b.tcp.stats().badChecksum, 0, 'B summed a super-frame its device vouched for');
   });
 }
+
+/**
+ * `port` with a Destination Options header (8 bytes of padding) put between the IPv6 and TCP
+ * headers of up to `limit` of the partial-checksum frames it receives; their `csumStart` is
+ * moved along with the TCP header, or, with `stale`, left where the TCP header was.
+ */
+function withDestinationOptions(port: NetDevice, limit: number, stale: boolean): { net: NetDevice; changed: () => number } {
+  let changed = 0;
+  const net: NetDevice = {
+    mac: port.mac,
+    mtu: port.mtu,
+    offloads: port.offloads,
+    write: (size, fill, offload) => port.write(size, fill, offload),
+    listen: (handler) =>
+      port.listen((frame, offload) => {
+        if (changed < limit && offload && (offload.flags & NEEDS_CSUM) !== 0 && offload.csumStart === 54 && frame.readUInt16BE(12) === 0x86dd && frame[20] === 6) {
+          // Next header TCP, length 0 (8 bytes), a PadN option of 4 zero bytes.
+          const options = Buffer.from([6, 0, 1, 4, 0, 0, 0, 0]);
+          const grown = Buffer.concat([frame.subarray(0, 54), options, frame.subarray(54)]);
+          grown[20] = 60;
+          grown.writeUInt16BE(frame.readUInt16BE(18) + 8, 18);
+          const shift = stale ? 0 : 8;
+          changed++;
+          return handler(grown, { ...offload, csumStart: offload.csumStart + shift, hdrLen: offload.hdrLen + 8 });
+        }
+        handler(frame, offload);
+      }),
+    stats: () => port.stats(),
+    close: () => port.close(),
+  };
+  return { net, changed: () => changed };
+}
+
+// A partial checksum counts only where csumStart says it is: behind extension headers, at the
+// TCP header (taken on the device's word), or elsewhere (summed, and so found wrong).
+for (const stale of [false, true]) {
+  test(`IPv6: a partial checksum behind a Destination Options header ${stale ? 'with csumStart at the options is summed and rejected' : 'with csumStart at the TCP header is taken'}`, async (t) => {
+    t.timeout(120_000);
+    const sw = new VirtualSwitch();
+    const limit = 20;
+    const port = withDestinationOptions(sw.connect({ offloads: OFFLOADS }), limit, stale);
+    const { a, b, partial } = await stacks(t, sw, sw.connect({ offloads: OFFLOADS }), port.net);
+    await exchange(t, a, b, 4 * MIB, B6);
+    t.true(partial.frames + partial.superFrames > 0);
+    t.is(port.changed(), limit, 'frames with a Destination Options header reached B');
+    if (stale) t.true(b.tcp.stats().badChecksum >= limit, `B counted ${b.tcp.stats().badChecksum} bad checksums`);
+    else t.is(b.tcp.stats().badChecksum, 0);
+  });
+}

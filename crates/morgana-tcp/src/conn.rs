@@ -887,7 +887,7 @@ impl Conn {
     }
 
     /// Handles one segment addressed to this connection: SYN-SENT has its own rules
-    /// ([`Conn::on_segment_syn_sent`]); every other state runs the RFC 9293 §3.10.7.4 steps,
+    /// (`Conn::on_segment_syn_sent`); every other state runs the RFC 9293 §3.10.7.4 steps,
     /// each in its own function.
     pub fn on_segment(&mut self, ctx: &mut Ctx, h: &TcpHeader, payload: &[u8]) {
         match self.state {

@@ -10,7 +10,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { NEEDS_CSUM, type NetDevice, VirtualSwitch, createStack, pcapRecorder } from 'morgana';
+import { DATA_VALID, type FrameOffload, NEEDS_CSUM, type NetDevice, VirtualSwitch, createStack, pcapRecorder } from 'morgana';
+import { ipv4 } from 'morgana/wire';
 import { commandUnavailable } from './helpers/netns.js';
 import { exchange, tcpChecksum } from './helpers/offload.js';
 
@@ -163,3 +164,47 @@ test('a Morgana router cuts the TCP super-frames it receives for a link that tak
   t.is(router.ipv4.stats().dropped['fragmentation-needed'] ?? 0, 0);
   t.is(b.tcp.stats().badChecksum, 0);
 });
+
+// A device's word covers the frame it came with: a TCP segment reassembled from fragments, the
+// last of which came marked DATA_VALID, is still summed (and its wrong checksum found); so is a
+// partial checksum whose csumStart is not at the TCP header.
+for (const kind of ['fragments', 'stale csumStart'] as const) {
+  test(`IPv4: a wrong TCP checksum is found in ${kind === 'fragments' ? 'a segment reassembled from fragments marked DATA_VALID' : 'a frame marked NEEDS_CSUM with csumStart off the TCP header'}`, async (t) => {
+    const sw = new VirtualSwitch();
+    const b = await createStack({ net: sw.connect({ offloads: OFFLOADS }), ipv4: '10.0.0.2/24' });
+    t.teardown(() => b.close());
+    const listener = b.tcp.listen(7000, () => {});
+    t.teardown(() => listener.close());
+    const injector = sw.connect({ offloads: OFFLOADS });
+    // A SYN with 20 bytes of data and a wrong checksum, from 10.0.0.9:40000.
+    const tcp = Buffer.alloc(40);
+    tcp.writeUInt16BE(40_000, 0);
+    tcp.writeUInt16BE(7000, 2);
+    tcp.writeUInt32BE(1, 4);
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02;
+    tcp.writeUInt16BE(65_535, 14);
+    tcp.writeUInt16BE(0x1234, 16);
+    const packet = ipv4.emit({ src: '10.0.0.9', dst: '10.0.0.2', protocol: 6, identification: 7 }, tcp);
+    const pieces = kind === 'fragments' ? ipv4.fragment(packet, 20 + 24) : [packet];
+    const mac = b.interfaces[0]!.eth.mac;
+    pieces.forEach((piece, i) => {
+      const last = i === pieces.length - 1;
+      const offload: FrameOffload | undefined = !last
+        ? undefined
+        : kind === 'fragments'
+          ? { flags: DATA_VALID, gsoType: 0, gsoSize: 0, hdrLen: 0, csumStart: 0, csumOffset: 0 }
+          : { flags: NEEDS_CSUM, gsoType: 0, gsoSize: 0, hdrLen: 14 + 20 + 20, csumStart: 14 + 16, csumOffset: 16 };
+      injector.write(14 + piece.length, (frame) => {
+        mac.copy(frame, 0);
+        frame.fill(0x02, 6, 12);
+        frame.writeUInt16BE(0x0800, 12);
+        piece.copy(frame, 14);
+        return 14 + piece.length;
+      }, offload);
+    });
+    for (let i = 0; i < 100 && b.tcp.stats().badChecksum === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    if (kind === 'fragments') t.is(b.ipv4.stats().reassembly.reassembled, 1, 'the fragments were reassembled');
+    t.is(b.tcp.stats().badChecksum, 1, 'the segment was taken on a word that did not cover it');
+  });
+}

@@ -11,8 +11,9 @@ import { FragmentationNeededError, MorganaError, OutOfRangeError, nativeFailure 
 import { fragment as fragmentPacket } from '../wire/ipv4.js';
 import { native } from '../native.js';
 import { Reassembler, type ReassemblerOptions } from '../reassembly.js';
-import { DATA_VALID, ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_NONE, NEEDS_CSUM } from '../net/device.js';
+import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_NONE, NEEDS_CSUM } from '../net/device.js';
 import { realFrames } from '../net/gso.js';
+import { transportChecksumCovered } from './checksum-offload.js';
 import type { Arp } from './arp.js';
 import { IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
 import { BROADCAST, ETHERTYPE, type Ethernet } from './ethernet.js';
@@ -52,7 +53,10 @@ export interface Ipv4Datagram {
   iface: Ipv4Interface;
   /** Whether it was sent to a broadcast address. */
   broadcast: boolean;
-  /** The device vouched for the transport checksum (offload `DATA_VALID` / `NEEDS_CSUM`). */
+  /**
+   * The device vouched for the transport checksum ({@link transportChecksumCovered}): the
+   * receiver need not sum the payload. Never set for a reassembled datagram.
+   */
   checksumVerified?: boolean;
 }
 
@@ -128,7 +132,6 @@ interface QueuedFragment {
   packet: Buffer;
   iface: Ipv4Interface;
   broadcast: boolean;
-  offload: FrameOffload | undefined;
 }
 
 const MIN_HEADER = 20;
@@ -385,7 +388,7 @@ export class Ipv4Layer {
           this.#drop('martian-source');
           return;
         }
-        this.#fragments.add({ packet: payload, iface, broadcast, offload });
+        this.#fragments.add({ packet: payload, iface, broadcast });
         return;
       }
     }
@@ -414,7 +417,7 @@ export class Ipv4Layer {
     if ((packet.readUInt16BE(6) & 0x3fff) !== 0) {
       // Not reached: fragments for us were queued above, by the same test on the same bytes. A
       // guard, so that no fragment is ever delivered as it is; the batch would take it.
-      this.#fragments.add({ packet, iface, broadcast, offload });
+      this.#fragments.add({ packet, iface, broadcast });
       return;
     }
     // Unfragmented: the packet is the frame's bytes, reusable when the handler kept nothing.
@@ -437,7 +440,8 @@ export class Ipv4Layer {
       // A completed datagram is a Buffer of its own; a packet that turned out not to be a
       // fragment (never queued) would be a view of `data`, which is why it is copied.
       const packet = whole.buffer === data.buffer ? Buffer.from(whole) : (whole as Buffer);
-      this.#deliver(packet, packet.readUInt32BE(12), packet.readUInt32BE(16), entry.iface, entry.broadcast, entry.offload);
+      // No offload metadata: a fragment's frame says nothing about the whole datagram.
+      this.#deliver(packet, packet.readUInt32BE(12), packet.readUInt32BE(16), entry.iface, entry.broadcast, undefined);
     }
   }
 
@@ -466,7 +470,7 @@ export class Ipv4Layer {
       payload: packet.subarray(headerLength),
       iface,
       broadcast,
-      checksumVerified: offload !== undefined && (offload.flags & (DATA_VALID | NEEDS_CSUM)) !== 0,
+      checksumVerified: transportChecksumCovered(offload, headerLength, protocol),
     });
     return kept === true && this.#reusing.has(protocol);
   }

@@ -23,13 +23,13 @@ import { Ipv6Reassembler, type Ipv6ReassemblerOptions, type Ipv6ReassemblerStats
 import { ETHERTYPE, type Ethernet } from './ethernet.js';
 import { type IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
 import { FragmentBatch } from './fragment-batch.js';
-import { DATA_VALID, ETHERNET_HEADER_LENGTH, type FrameOffload, NEEDS_CSUM } from '../net/device.js';
+import type { FrameOffload } from '../net/device.js';
+import { transportChecksumCovered } from './checksum-offload.js';
 
 /** Upper-layer and extension next-header values the layer looks at. */
 const NH = { HOP_BY_HOP: 0, ROUTING: 43, FRAGMENT: 44, NO_NEXT_HEADER: 59, DESTINATION_OPTIONS: 60 } as const;
 const HEADER = 40;
 /** Where the checksum field lies in the upper-layer header of TCP, UDP and ICMPv6. */
-const CHECKSUM_OFFSET: Readonly<Record<number, number>> = { 6: 16, 17: 6, 58: 2 };
 const MAX_PAYLOAD = 65_535;
 /** The smallest link MTU IPv6 allows (RFC 8200 §5). */
 export const IPV6_MIN_MTU = 1280;
@@ -118,22 +118,6 @@ export interface Ipv6Datagram {
    * receiver need not sum the payload. Never set for a reassembled packet.
    */
   checksumVerified?: boolean;
-}
-
-/**
- * Whether the offload metadata of an unfragmented packet's frame covers the checksum of its
- * upper-layer header, which starts `payloadOffset` bytes into the packet (after any extension
- * headers) and is of protocol `nextHeader`: a checksum left partial (`NEEDS_CSUM`, by a local
- * sender, the device completing it on the way out) counts only when `csumStart` and
- * `csumOffset` name exactly that header's checksum field; a device's `DATA_VALID` (Linux
- * `CHECKSUM_UNNECESSARY`) is about the transport checksum, wherever it lies.
- */
-export function transportChecksumCovered(offload: FrameOffload | undefined, payloadOffset: number, nextHeader: number): boolean {
-  if (!offload) return false;
-  if ((offload.flags & NEEDS_CSUM) !== 0) {
-    return offload.csumStart === ETHERNET_HEADER_LENGTH + payloadOffset && offload.csumOffset === CHECKSUM_OFFSET[nextHeader];
-  }
-  return (offload.flags & DATA_VALID) !== 0;
 }
 
 /** An upper protocol's receive function. */

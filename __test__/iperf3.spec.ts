@@ -504,9 +504,9 @@ test('UDP at 1 Gbit/s leaves a few datagrams per event-loop turn, not a millisec
   try {
     const result = await runIperf3Client(a, '10.0.0.2', { protocol: 'UDP', bitrate: 1e9, duration: 1 });
     counting = false;
-    // Fast enough that a millisecond's worth (85 datagrams at 1 Gbit/s) is a burst a kernel
-    // receiver's default socket buffer cannot hold.
-    t.true(result.end.sum_sent.packets! > 20_000, `${result.end.sum_sent.packets} datagrams sent`);
+    // Enough turns to see bursts in (no rate asserted: a slower sender only falls further behind,
+    // and a timer tick then catches up in a larger burst, up to 1,000 datagrams).
+    t.true(result.end.sum_sent.packets! > 2_000, `${result.end.sum_sent.packets} datagrams sent`);
     t.true(most <= 2 * UDP_PACING_BURST, `${most} datagrams sent within one turn`);
   } finally {
     counting = false;

@@ -6,111 +6,32 @@
  * switch's mirror, and a port without offloads.
  */
 import test, { type ExecutionContext } from 'ava';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { DATA_VALID, type FrameOffload, NEEDS_CSUM, type NetDevice, VirtualSwitch, createStack, pcapRecorder } from 'morgana';
+import { DATA_VALID, type FrameOffload, NEEDS_CSUM, type NetOffloads, VirtualSwitch, createStack } from 'morgana';
 import { ipv4 } from 'morgana/wire';
 import { commandUnavailable } from './helpers/netns.js';
-import { exchange, tcpChecksum } from './helpers/offload.js';
+import { OFFLOADS, exchange, pcapRecordsCompleteChecksums, plainPortGetsCompleteChecksums } from './helpers/offload.js';
 
 const MIB = 1 << 20;
-const OFFLOADS = { tso4: true, tso6: true, checksum: true };
-
-async function stacks(t: ExecutionContext, sw: VirtualSwitch, netA: NetDevice, netB: NetDevice) {
-  const a = await createStack({ net: netA, ipv4: '10.0.0.1/24' });
-  const b = await createStack({ net: netB, ipv4: '10.0.0.2/24' });
-  const alive = setInterval(() => {}, 1_000);
-  t.teardown(async () => {
-    clearInterval(alive);
-    await Promise.all([a.close(), b.close()]);
-    await sw.close();
-  });
-  // Count the TCP frames A sends with a partial checksum: the path under test is taken.
-  const partial = { superFrames: 0, frames: 0 };
-  a.interfaces[0]!.eth.mirror((_frame, direction, offload) => {
-    if (direction !== 'out' || !offload || (offload.flags & NEEDS_CSUM) === 0) return;
-    if (offload.gsoType === 0) partial.frames++;
-    else partial.superFrames++;
-  });
-  return { a, b, partial };
-}
 
 const noTshark = commandUnavailable('tshark');
 (noTshark ? test.skip : test)(
   `a pcap recorder on a checksum-offloading port: tshark finds every TCP checksum good; 16 MiB each way SHA-256 equal${noTshark ? ` (skipped: ${noTshark})` : ''}`,
-  async (t) => {
-    t.timeout(180_000);
-    const dir = mkdtempSync(path.join(tmpdir(), 'morgana-csum-'));
-    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-    const file = path.join(dir, 'a.pcap');
-    const sw = new VirtualSwitch();
-    const recorder = pcapRecorder(sw.connect({ offloads: OFFLOADS }), file);
-    const { a, b, partial } = await stacks(t, sw, recorder, sw.connect({ offloads: OFFLOADS }));
-    await exchange(t, a, b, 16 * MIB);
-    recorder.flush();
-    t.true(partial.superFrames > 0 && partial.frames > 0, `A sent ${partial.superFrames} super-frames and ${partial.frames} frames with partial checksums`);
-    t.is(a.tcp.stats().badChecksum + b.tcp.stats().badChecksum, 0);
-    const tshark = (filter: string) =>
-      spawnSync('tshark', ['-r', file, '-o', 'tcp.check_checksum:TRUE', '-o', 'ip.check_checksum:TRUE', '-T', 'fields', '-e', 'frame.number', '-Y', filter], {
-        encoding: 'utf8',
-        maxBuffer: 256 * MIB,
-      });
-    const all = tshark('tcp');
-    t.is(all.status, 0, all.stderr);
-    const tcpFrames = all.stdout.trim().split('\n').length;
-    t.true(tcpFrames > (32 * MIB) / 1460, `${tcpFrames} TCP frames captured`);
-    const bad = tshark('tcp.checksum.status == "Bad" || ip.checksum.status == "Bad"');
-    t.is(bad.status, 0, bad.stderr);
-    t.is(bad.stdout.trim(), '', 'frames with a bad checksum');
-  },
+  (t) => pcapRecordsCompleteChecksums(t, 4),
 );
 
-test('a port without checksum offload receives only fully-checksummed TCP frames, as does the switch mirror', async (t) => {
-  t.timeout(120_000);
-  const sw = new VirtualSwitch();
-  const plain = sw.connect();
-  // What the plain port hands its stack, checked before the stack sees it.
-  const received = { good: 0, bad: 0 };
-  const checking: NetDevice = {
-    mac: plain.mac,
-    mtu: plain.mtu,
-    write: (size, fill, offload) => plain.write(size, fill, offload),
-    listen: (handler) =>
-      plain.listen((frame, offload) => {
-        const c = tcpChecksum(frame);
-        if (c !== 'not tcp') received[c]++;
-        handler(frame, offload);
-      }),
-    stats: () => plain.stats(),
-    close: () => plain.close(),
-  };
-  const mirrored = { good: 0, bad: 0 };
-  sw.mirror((frame) => {
-    const c = tcpChecksum(frame);
-    if (c !== 'not tcp') mirrored[c]++;
-  });
-  const { a, b, partial } = await stacks(t, sw, sw.connect({ offloads: OFFLOADS }), checking);
-  await exchange(t, a, b, 8 * MIB);
-  t.true(partial.superFrames > 0 && partial.frames > 0, 'A sent partial checksums');
-  t.true(received.good > (8 * MIB) / 1460, `${received.good} TCP frames received by the plain port`);
-  t.is(received.bad, 0, 'frames with a partial or wrong checksum reached the plain port');
-  t.true(mirrored.good > 0);
-  t.is(mirrored.bad, 0, 'frames with a partial or wrong checksum in the mirror');
-  t.is(b.tcp.stats().badChecksum, 0);
-});
+test('a port without checksum offload receives only fully-checksummed TCP frames, as does the switch mirror', (t) => plainPortGetsCompleteChecksums(t, 4));
 
-test('a Morgana router forwards TCP a local sender left with partial checksums onto a plain link with complete ones', async (t) => {
-  t.timeout(120_000);
+/**
+ * A (10.1.0.2) on a switch port that takes TSO and partial checksums, a router whose port on
+ * that switch takes `routerOffloads`, and B (10.2.0.2) on a plain link behind it.
+ */
+async function routed(t: ExecutionContext, routerOffloads: NetOffloads) {
   const left = new VirtualSwitch();
   const right = new VirtualSwitch();
   const a = await createStack({ net: left.connect({ offloads: OFFLOADS }), ipv4: '10.1.0.2/24', gateway: '10.1.0.1' });
-  // Checksum offload without TSO: A's super-frames are cut by the switch, its ordinary frames
-  // reach the router whole, with partial checksums.
   const router = await createStack({
     interfaces: [
-      { net: left.connect({ offloads: { checksum: true } }), ipv4: '10.1.0.1/24' },
+      { net: left.connect({ offloads: routerOffloads }), ipv4: '10.1.0.1/24' },
       { net: right.connect(), ipv4: '10.2.0.1/24' },
     ],
     forwarding: true,
@@ -121,6 +42,14 @@ test('a Morgana router forwards TCP a local sender left with partial checksums o
     clearInterval(alive);
     await Promise.all([a.close(), b.close(), router.close()]);
   });
+  return { a, router, b };
+}
+
+test('a Morgana router forwards TCP a local sender left with partial checksums onto a plain link with complete ones', async (t) => {
+  t.timeout(120_000);
+  // Checksum offload without TSO: A's super-frames are cut by the switch, its ordinary frames
+  // reach the router whole, with partial checksums.
+  const { a, router, b } = await routed(t, { checksum: true, tso4: false, tso6: false });
   let partial = 0;
   a.interfaces[0]!.eth.mirror((_frame, direction, offload) => {
     if (direction === 'out' && offload && offload.gsoType === 0 && (offload.flags & NEEDS_CSUM) !== 0) partial++;
@@ -133,23 +62,8 @@ test('a Morgana router forwards TCP a local sender left with partial checksums o
 
 test('a Morgana router cuts the TCP super-frames it receives for a link that takes only real frames (no ICMP error for the whole)', async (t) => {
   t.timeout(120_000);
-  const left = new VirtualSwitch();
-  const right = new VirtualSwitch();
   // A's super-frames reach the router whole (its left port takes TSO); B's link takes 1500 bytes.
-  const a = await createStack({ net: left.connect({ offloads: OFFLOADS }), ipv4: '10.1.0.2/24', gateway: '10.1.0.1' });
-  const router = await createStack({
-    interfaces: [
-      { net: left.connect({ offloads: OFFLOADS }), ipv4: '10.1.0.1/24' },
-      { net: right.connect(), ipv4: '10.2.0.1/24' },
-    ],
-    forwarding: true,
-  });
-  const b = await createStack({ net: right.connect(), ipv4: '10.2.0.2/24', gateway: '10.2.0.1' });
-  const alive = setInterval(() => {}, 1_000);
-  t.teardown(async () => {
-    clearInterval(alive);
-    await Promise.all([a.close(), b.close(), router.close()]);
-  });
+  const { a, router, b } = await routed(t, OFFLOADS);
   let superFrames = 0;
   let largest = 0;
   router.interfaces[0]!.eth.mirror((_frame, direction, offload) => {

@@ -10,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { type ReassemblerOptions, type Stack, createStack, openTap, pcapRecorder } from 'morgana';
+import { PAYLOADS_AS_DATA } from './helpers/kernel-tcp.js';
 import { type Netns, kernelTest, withNetns } from './helpers/netns.js';
 
 const KERNEL = '10.88.0.1';
@@ -44,10 +45,11 @@ async function withTapStack(
   }
 }
 
+/** Frames tshark flags: malformed, expert errors, bad IPv4, UDP or ICMP checksums. Payloads are read as data. */
 function tsharkProblems(pcap: string): string {
   return execFileSync(
     'tshark',
-    ['-r', pcap, '-o', 'ip.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE', '-Y',
+    ['-r', pcap, ...PAYLOADS_AS_DATA, '-o', 'ip.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE', '-Y',
       '_ws.malformed || _ws.expert.severity >= error || ip.checksum.status == "Bad" || udp.checksum.status == "Bad" || icmp.checksum.status == "Bad"',
       '-T', 'fields', '-e', 'frame.number', '-e', '_ws.expert.message'],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },

@@ -3,16 +3,21 @@
  * test: an admin may deploy, a read-only client may look but not deploy, a client confined to an
  * owner path sees only it; a certificate from another CA, an expired one and a revoked one are
  * refused at the handshake and logged; garbage and oversized input on the TLS port are refused
- * while the daemon keeps serving. Everything binds to 127.0.0.1.
+ * while the daemon keeps serving. A confined admin deploys Solo5 images from the daemon's files
+ * directories with the daemon's own tender, and may not choose anything else that runs on the host
+ * (tender, user, namespace, working directory, core dumps, TypeScript unikernels). Everything binds
+ * to 127.0.0.1.
  */
 import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
-import { type DaemonEvent, type DaemonTarget, type DaemonUnikernelInfo, MorganaError, type Solo5Daemon, daemonRequest, startDaemon } from 'morgana';
+import { type DaemonEvent, type DaemonTarget, type DaemonUnikernelInfo, MorganaError, type Solo5Daemon, daemonRequest, encodeManifest, startDaemon } from 'morgana';
+import { alive } from './helpers/process.js';
+import { NT_ABI, NT_MFT, abiDesc, buildImage, buildStubTender, elfNote, gccUnavailable } from './helpers/solo5-fixtures.js';
 import { morgana } from './helpers/unikernel.js';
 import { until } from './helpers/wait.js';
 
@@ -248,4 +253,157 @@ serial('garbage and oversized input on the TLS port and the Unix socket are refu
   t.regex(await unix(Buffer.alloc(200_000, 0x41)), /ERR_DAEMON_REQUEST_TOO_LARGE/);
   t.is((await daemonRequest(client('alice'), { cmd: 'ping' })).ok, true);
   t.is((await daemonRequest(daemon.dir, { cmd: 'ping' })).ok, true);
+});
+
+/** Pids of processes whose command line mentions `text` (a tender started with an image). */
+function processesWith(text: string): number[] {
+  const out: number[] = [];
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(text)) out.push(Number(pid));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+const withGcc = hasOpenssl && !gccUnavailable() ? test.serial : test.serial.skip;
+
+/** The error of a request expected to fail; one that succeeded has its process killed afterwards, and reads as `resolved`. */
+async function refusal(p: Promise<Record<string, unknown>>): Promise<{ code: string; message: string }> {
+  try {
+    const r = await p;
+    const pid = (r.unikernel as DaemonUnikernelInfo | undefined)?.pid;
+    if (pid !== undefined) pids.add(pid);
+    return { code: 'resolved', message: JSON.stringify(r) };
+  } catch (error) {
+    return error as MorganaError;
+  }
+}
+
+withGcc('a confined admin may not choose the tender, user, namespace, working directory, core dumps or existing interfaces, nor run host code; it deploys images from the files directories with the daemon\'s tender', async (t) => {
+  // The daemon's own tender: `solo5-spt` on the daemon's PATH (the daemon runs in this process).
+  const stubDir = path.join(root, 'stub');
+  mkdirSync(stubDir, { recursive: true });
+  const stub = buildStubTender(stubDir, 'solo5-spt', 2);
+  const oldPath = process.env.PATH;
+  process.env.PATH = `${stubDir}:${oldPath}`;
+  process.env.STUB_SLEEP_MS = '-1';
+  t.teardown(() => {
+    process.env.PATH = oldPath;
+    delete process.env.STUB_SLEEP_MS;
+  });
+  const notes = { abi: elfNote('Solo5', NT_ABI, abiDesc(2, 2)), manifest: elfNote('Solo5', NT_MFT, encodeManifest([])) };
+  const files = daemon.filesDirs[0]!;
+  const image = buildImage(stubDir, path.join(files, 'tenant.spt'), notes);
+  const image2 = buildImage(stubDir, path.join(files, 'tenant2.spt'), notes);
+  const outside = buildImage(stubDir, path.join(root, 'outside.spt'), notes);
+  const carol = client('carol');
+  const alice = client('alice');
+  const before = (await events()).length;
+
+  // Each option that reaches the host is refused by name, before anything starts.
+  const refused: [object, RegExp][] = [
+    [{ tender: stub }, /may not choose the tender; the daemon's own is used/],
+    [{ tender: '/bin/sh' }, /may not choose the tender/],
+    [{ dumpcore: root }, /may not choose a host directory for core dumps \(dumpcore\)/],
+    [{ user: 'nobody' }, /may not choose the host user the tender runs as \(user\)/],
+    [{ user: 0 }, /\(user\)/],
+    [{ netns: 'other-tenant' }, /may not choose the network namespace the tender runs in \(netns\)/],
+    [{ cwd: '/' }, /may not choose the tender's working directory \(cwd\)/],
+    [{ kvmDevice: '/dev/null' }, /may not name a host device for KVM \(kvmDevice\)/],
+    [{ gdb: true }, /may not open a debugger port on the host \(gdb\)/],
+    [{ gdbPort: 1234 }, /may not open a debugger port on the host \(gdbPort\)/],
+    // An interface that exists (here loopback; the host's eth0, another tenant's TAP) would be
+    // enslaved to its bridge. The image has no NET device: without the check the plan fails before
+    // any bridge is touched.
+    [{ nets: [{ name: 'service0', tap: 'lo', bridge: 'acmebr0' }] }, /may not attach the existing host interface 'lo' \(tap of 'service0'\)/],
+  ];
+  const answers: string[] = [];
+  for (const [i, [extra, why]] of refused.entries()) {
+    const e = await refusal(daemonRequest(carol, { cmd: 'deploy', options: { image, name: `acme:evil${i}`, ...extra } as never }));
+    const named = new RegExp(`^deploy 'acme:evil${i}' refused: 'carol' is confined to 'acme:' and `).test(e.message) && why.test(e.message);
+    answers.push(`${JSON.stringify(extra)}: ${e.code}${named ? '' : ` (${e.message})`}`);
+  }
+  // All at once, so that a failure shows every option that got through.
+  t.deepEqual(answers, refused.map(([extra]) => `${JSON.stringify(extra)}: ERR_DAEMON_FORBIDDEN`));
+  // Images the daemon and the tender would read as root: only from the files directories.
+  for (const [i, [file, why]] of (
+    [
+      [outside, /image of 'acme:evil-path0' '.*outside\.spt' refused: it resolves to .*, outside the daemon's files directories/],
+      ['/etc/shadow', /image of 'acme:evil-path1' '\/etc\/shadow' refused: it resolves to \/etc\/shadow, outside the daemon's files directories/],
+      [`${files}/../state.json`, /image of 'acme:evil-path2' '.*' refused: '\.\.' is not allowed/],
+    ] as [string, RegExp][]
+  ).entries()) {
+    const e = await refusal(daemonRequest(carol, { cmd: 'deploy', options: { image: file, name: `acme:evil-path${i}` } }));
+    t.is(`${file}: ${e.code}`, `${file}: ERR_DAEMON_PATH`);
+    t.regex(e.message, why);
+  }
+  // TypeScript unikernels are host code: refused, even with a name of its own path and no options.
+  const f = entry();
+  const run = await refusal(daemonRequest(carol, { cmd: 'run', options: { entry: f, name: 'acme:node', env: { NODE_OPTIONS: `--require ${f}` } } }));
+  t.is(run.code, 'ERR_DAEMON_FORBIDDEN');
+  t.regex(run.message, /^run 'acme:node' refused: 'carol' is confined to 'acme:' and may not run or update TypeScript unikernels: a Node unikernel is host code/);
+  const runNoName = await refusal(daemonRequest(carol, { cmd: 'run', options: { entry: f } }));
+  t.is(runNoName.code, 'ERR_DAEMON_FORBIDDEN');
+
+  // Nothing started, nothing recorded; every refusal logged with who and what.
+  t.deepEqual(processesWith(image), []);
+  t.deepEqual(processesWith(outside), []);
+  t.deepEqual(processesWith(f), []);
+  t.deepEqual(((await daemonRequest(daemon.dir, { cmd: 'ps' })).unikernels as DaemonUnikernelInfo[]).map((u) => u.name), []);
+  t.false(readFileSync(path.join(daemon.dir, 'state.json'), 'utf8').includes('acme:evil'));
+  const logged = (await events()).slice(before);
+  t.is(logged.filter((e) => e.type === 'forbidden' && e.name?.startsWith('acme:evil') && e.by === 'carol' && e.reason === 'deploy').length, refused.length);
+  t.is(logged.filter((e) => e.type === 'refused' && e.name?.startsWith('acme:evil-path') && e.by === 'carol' && e.reason === 'path').length, 3);
+  t.true(logged.some((e) => e.type === 'forbidden' && e.name === 'acme:node' && e.by === 'carol' && e.reason === 'run'));
+  // The confined caller sees its own refusals.
+  const mine: DaemonEvent[] = [];
+  await daemonRequest(carol, { cmd: 'events', name: 'acme:evil0', count: 100 }, (m) => void (m.event && mine.push(m.event as DaemonEvent)));
+  t.true(mine.some((e) => e.type === 'forbidden' && /may not choose the tender/.test(e.message ?? '')));
+
+  // An image from the files directories runs, with the daemon's tender.
+  const web = (await daemonRequest(carol, { cmd: 'deploy', options: { image, name: 'acme:web' } })).unikernel as DaemonUnikernelInfo;
+  pids.add(web.pid!);
+  t.is(web.state, 'running');
+  t.true(alive(web.pid!));
+  t.true(readFileSync(`/proc/${web.pid}/cmdline`, 'utf8').split('\0').includes(stub));
+  // update: a new image from the files directories, never one outside them.
+  const away = await refusal(daemonRequest(carol, { cmd: 'update', name: 'acme:web', image: outside, bootMs: 200 }));
+  t.is(away.code, 'ERR_DAEMON_PATH');
+  t.true(alive(web.pid!), 'the running unikernel is untouched');
+  const updated = (await daemonRequest(carol, { cmd: 'update', name: 'acme:web', image: image2, bootMs: 200 })).unikernel as DaemonUnikernelInfo;
+  pids.add(updated.pid!);
+  t.is(updated.image, image2);
+  // A TypeScript unikernel on its path (started by an unconfined admin) may not be updated by it.
+  const svc = (await daemonRequest(alice, { cmd: 'run', options: { entry: f, name: 'acme:svc' } })).unikernel as DaemonUnikernelInfo;
+  pids.add(svc.pid!);
+  const evil = path.join(root, 'evil.mjs');
+  const pwned = path.join(root, 'pwned');
+  writeFileSync(evil, `import { writeFileSync } from 'node:fs'; writeFileSync(${JSON.stringify(pwned)}, 'host code ran'); setInterval(() => {}, 1000);\n`);
+  const nodeUpdate = await refusal(daemonRequest(carol, { cmd: 'update', name: 'acme:svc', image: evil, bootMs: 200 }));
+  t.is(nodeUpdate.code, 'ERR_DAEMON_FORBIDDEN');
+  t.regex(nodeUpdate.message, /^update 'acme:svc' refused: 'carol' is confined to 'acme:' and may not run or update TypeScript unikernels/);
+  t.is(((await daemonRequest(alice, { cmd: 'ps' })).unikernels as DaemonUnikernelInfo[]).find((u) => u.name === 'acme:svc')!.pid, svc.pid);
+  t.false(existsSync(pwned));
+  t.true((await events()).some((e) => e.type === 'forbidden' && e.name === 'acme:svc' && e.by === 'carol' && e.reason === 'update'));
+
+  // An unconfined admin keeps every option: its own tender, an image anywhere.
+  const own = (await daemonRequest(alice, { cmd: 'deploy', options: { image: outside, tender: stub, name: 'zeta:own', cwd: root } })).unikernel as DaemonUnikernelInfo;
+  pids.add(own.pid!);
+  t.is(own.state, 'running');
+
+  // The CLI sends only what it was given: a confined user's plain remote deploy works.
+  const cli = await morgana(['daemon', 'deploy', image, '--name', 'acme:cli', '--remote', address, '--cert', path.join(pki, 'carol.pem'), '--key', path.join(pki, 'carol.key'), '--ca', path.join(pki, 'ca.pem')]);
+  t.is(cli.code, 0, cli.stderr);
+  t.regex(cli.stdout, /^acme:cli started \(pid \d+\)/);
+  const cliUk = ((await daemonRequest(carol, { cmd: 'ps' })).unikernels as DaemonUnikernelInfo[]).find((u) => u.name === 'acme:cli')!;
+  pids.add(cliUk.pid!);
+  t.is(cliUk.state, 'running');
+  const withTender = await morgana(['daemon', 'deploy', image, '--name', 'acme:cli2', '--tender', stub, '--remote', address, '--cert', path.join(pki, 'carol.pem'), '--key', path.join(pki, 'carol.key'), '--ca', path.join(pki, 'ca.pem')]);
+  t.is(withTender.code, 1);
+  t.regex(withTender.stderr, /ERR_DAEMON_FORBIDDEN: deploy 'acme:cli2' refused: 'carol' is confined to 'acme:' and may not choose the tender; the daemon's own is used/);
+
+  for (const name of ['acme:web', 'acme:svc', 'zeta:own', 'acme:cli']) await daemonRequest(alice, { cmd: 'stop', name });
 });

@@ -59,3 +59,36 @@ export function authorize(caller: Caller, cmd: string, names: readonly string[])
     }
   }
 }
+
+/**
+ * Deploy options that reach the host beyond the guest and its devices, with why a confined caller
+ * may not set them: a confined tenant deploys unikernels, the daemon chooses how they run (as
+ * albatross does). Unconfined admins keep them: they are trusted with the host.
+ */
+export const HOST_DEPLOY_OPTIONS: Readonly<Record<string, string>> = Object.freeze({
+  tender: "may not choose the tender; the daemon's own is used",
+  dumpcore: 'may not choose a host directory for core dumps (dumpcore)',
+  user: 'may not choose the host user the tender runs as (user)',
+  netns: 'may not choose the network namespace the tender runs in (netns)',
+  cwd: "may not choose the tender's working directory (cwd)",
+  kvmDevice: 'may not name a host device for KVM (kvmDevice)',
+  gdb: 'may not open a debugger port on the host (gdb)',
+  gdbPort: 'may not open a debugger port on the host (gdbPort)',
+});
+
+/**
+ * Checks the options of a `deploy` (or the kind of a `run`/`update`) against what a confined
+ * caller may ask of the host. Throws `ERR_DAEMON_FORBIDDEN` naming the option and why.
+ */
+export function authorizeHostOptions(caller: Caller, cmd: 'deploy' | 'run' | 'update', name: string, kind: 'solo5' | 'node', options: object): void {
+  if (caller.owner === '') return;
+  const who = `${cmd} '${name}' refused: '${caller.identity}' is confined to '${caller.owner}:'`;
+  if (kind === 'node') {
+    throw new MorganaError('ERR_DAEMON_FORBIDDEN', `${who} and may not run or update TypeScript unikernels: a Node unikernel is host code running as the daemon's user, not a sandboxed guest (deploy a Solo5 image instead)`);
+  }
+  for (const [option, why] of Object.entries(HOST_DEPLOY_OPTIONS)) {
+    const value = (options as Record<string, unknown>)[option];
+    // `gdb: false` asks for nothing.
+    if (value !== undefined && !(option === 'gdb' && value === false)) throw new MorganaError('ERR_DAEMON_FORBIDDEN', `${who} and ${why}`);
+  }
+}

@@ -30,7 +30,7 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { MorganaError } from '../errors.js';
-import { type Caller, LOCAL_CALLER, authorize, callerFromCertificate } from './auth.js';
+import { type Caller, LOCAL_CALLER, authorize, authorizeHostOptions, callerFromCertificate } from './auth.js';
 import { BlockStore } from './blocks.js';
 import { type DaemonEvent, EventLog } from './events.js';
 import { type MetricFamily, parseHostPort, processIo, serveMetrics } from './metrics.js';
@@ -49,7 +49,7 @@ import {
 import type { ConsoleLine } from '../solo5/console.js';
 import { type DeployOptions, type DeployPlan, type Provisioned, Unikernel, planDeployment, provisionDevices, releaseDevices } from '../solo5/deploy.js';
 import { type ExitInfo, restartDelay } from '../solo5/exit.js';
-import { processStartTime } from '../solo5/host.js';
+import { linkExists, processStartTime, validInterfaceName } from '../solo5/host.js';
 import type { BoundForward } from '../solo5/gateway.js';
 import { UserNetwork } from '../solo5/user-net.js';
 
@@ -203,6 +203,19 @@ async function pinned(pid: number, cpus: number[]): Promise<void> {
     }
     if (got.size === want.size && [...want].every((c) => got.has(c))) return;
     await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * Runs an authorization `check` for the unikernel `name`; a refusal carries the name, so its
+ * `forbidden` event is logged under it (a deploy names its unikernel inside its options, or not at all).
+ */
+function forbiddenFor(name: string | undefined, check: () => void): void {
+  try {
+    check();
+  } catch (error) {
+    if (error instanceof MorganaError && name !== undefined) Object.assign(error, { unikernel: name });
+    throw error;
   }
 }
 
@@ -673,8 +686,9 @@ export class Solo5Daemon {
   /**
    * What a Solo5 unikernel asks of the host beyond its resources: its user-mode forwards (host
    * addresses, ports, count) against the policies on its path, and the host files it names (pcap,
-   * block backing files other than the store's) confined to the files directories, replaced by
-   * their resolved paths. Checked at create and at update; a refusal is logged as a `refused` event.
+   * block backing files other than the store's, and the image when the caller is confined) confined
+   * to the files directories, replaced by their resolved paths. Checked at create and at update; a
+   * refusal is logged as a `refused` event.
    * Throws `ERR_DAEMON_POLICY` or `ERR_DAEMON_PATH`.
    */
   async #checkHostAccess(record: StateRecord, caller: Caller): Promise<void> {
@@ -699,12 +713,31 @@ export class Solo5Daemon {
       for (const b of Array.isArray(record.options.blocks) ? record.options.blocks : []) {
         if (!store.has(b?.file)) b.file = await confinedPath(b?.file, this.#filesDirs, `block '${String(b?.name)}' file`);
       }
+      // A confined tenant's image is read by the daemon and the tender (as root): from the files
+      // directories only, so it cannot make them read any host file.
+      if (caller.owner !== '') record.options.image = await confinedPath(record.options.image, this.#filesDirs, `image of '${record.name}'`);
     } catch (error) {
       const code = (error as MorganaError).code;
       if (code === 'ERR_DAEMON_POLICY' || code === 'ERR_DAEMON_PATH') {
         this.#events.add('refused', { name: record.name, reason: code === 'ERR_DAEMON_PATH' ? 'path' : 'policy', message: (error as Error).message, by: caller.identity });
       }
       throw error;
+    }
+  }
+
+  /**
+   * A confined caller's TAPs are made by the daemon: an interface that already exists (the host's
+   * `eth0`, another tenant's TAP) would be enslaved to the caller's bridge, and un-enslaved when
+   * the unikernel goes. Checked at create only (at update, the unikernel's own TAPs exist).
+   * Throws `ERR_DAEMON_FORBIDDEN`.
+   */
+  async #checkOwnTaps(record: StateRecord, caller: Caller): Promise<void> {
+    if (caller.owner === '' || record.kind !== 'solo5') return;
+    for (const n of Array.isArray(record.options.nets) ? record.options.nets : []) {
+      // A malformed name is refused with its reason when the plan is made.
+      if (typeof n?.tap !== 'string' || !validInterfaceName(n.tap) || !(await linkExists(undefined, n.tap))) continue;
+      const message = `deploy '${record.name}' refused: '${caller.identity}' is confined to '${caller.owner}:' and may not attach the existing host interface '${n.tap}' (tap of '${String(n.name)}'); name a TAP that does not exist and the daemon creates it`;
+      throw Object.assign(new MorganaError('ERR_DAEMON_FORBIDDEN', message), { unikernel: record.name });
     }
   }
 
@@ -716,6 +749,13 @@ export class Solo5Daemon {
       throw new MorganaError('ERR_DAEMON_REQUEST', 'cpus must be a non-empty list of CPU ids');
     }
     if (req.startOrder !== undefined && !Number.isInteger(req.startOrder)) throw new MorganaError('ERR_DAEMON_REQUEST', 'startOrder must be a whole number');
+    if (kind === 'node') {
+      // Refused to a confined caller before anything looks at the host (even whether the entry exists).
+      forbiddenFor(typeof o.name === 'string' ? o.name : undefined, () => {
+        authorize(caller, 'run', []);
+        authorizeHostOptions(caller, 'run', String(o.name ?? '(unnamed)'), 'node', o);
+      });
+    }
     let name: string;
     let record: StateRecord;
     const base = { pid: undefined, startTime: undefined, restarts: 0, provisioned: { createdTaps: [], createdBridges: [], enslavedTaps: [], createdBlocks: [] } };
@@ -750,7 +790,10 @@ export class Solo5Daemon {
       volumes.push(vol);
     }
     if (volumes.length) record.volumes = volumes;
-    authorize(caller, kind === 'node' ? 'run' : 'deploy', [name, ...volumes]);
+    forbiddenFor(name, () => {
+      authorize(caller, kind === 'node' ? 'run' : 'deploy', [name, ...volumes]);
+      authorizeHostOptions(caller, kind === 'node' ? 'run' : 'deploy', name, kind, record.options);
+    });
     const existing = this.#entries.get(name);
     if (existing && !existing.exited) throw new MorganaError('ERR_DAEMON_EXISTS', `unikernel '${name}' is running; stop it first`);
     try {
@@ -772,6 +815,7 @@ export class Solo5Daemon {
       throw error;
     }
     await this.#checkHostAccess(record, caller);
+    await this.#checkOwnTaps(record, caller);
     if (req.startOrder !== undefined) record.startOrder = req.startOrder as number;
     if (existing) this.#entries.delete(name);
     try {
@@ -787,6 +831,7 @@ export class Solo5Daemon {
   /** `update`: swap the image (or entry), keep the configuration; roll back when the new one fails during boot. */
   async #update(req: Record<string, unknown>, caller: Caller): Promise<object> {
     const e = this.#get(req.name);
+    forbiddenFor(e.record.name, () => authorizeHostOptions(caller, 'update', e.record.name, e.record.kind, {}));
     if (typeof req.image !== 'string' || !path.isAbsolute(req.image)) throw new MorganaError('ERR_DAEMON_REQUEST', 'update needs an absolute image path');
     const bootMs = req.bootMs === undefined ? (this.#options.bootMs ?? 3000) : Number(req.bootMs);
     if (!Number.isInteger(bootMs) || bootMs < 0 || bootMs > 600_000) throw new MorganaError('ERR_DAEMON_REQUEST', 'bootMs must be 0 to 600000');
@@ -1096,7 +1141,7 @@ export class Solo5Daemon {
             const e = error as { code?: unknown; message?: string };
             if (e.code === 'ERR_DAEMON_FORBIDDEN') {
               counters.forbidden++;
-              this.#events.add('forbidden', { name: this.#namesOf(req)[0], reason: req.cmd, message: e.message, by: caller.identity });
+              this.#events.add('forbidden', { name: (e as { unikernel?: string }).unikernel ?? this.#namesOf(req)[0], reason: req.cmd, message: e.message, by: caller.identity });
             }
             send({ ok: false, code: typeof e.code === 'string' ? e.code : 'ERR_INTERNAL', message: e.message ?? String(error) });
             reader.stop();

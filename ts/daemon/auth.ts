@@ -8,6 +8,10 @@
  *   listing and dumps);
  * - `O` (optional): the owner path they are confined to (`a:b`: only names under `a:b:`); absent
  *   means the whole tree.
+ *
+ * A confined caller deploys Solo5 images from the daemon's files directories; how they run on the
+ * host (tender, user, namespace, …: {@link HOST_DEPLOY_OPTIONS}) is the daemon's choice, and it
+ * may not run TypeScript unikernels, which are host code ({@link authorizeHostOptions}).
  * @module
  */
 import type { PeerCertificate } from 'node:tls';

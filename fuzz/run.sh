@@ -3,7 +3,7 @@
 #
 #   fuzz/run.sh                      every target, 30 s each
 #   fuzz/run.sh reassembly 120       one target (ipv4_parse | fragment | reassembly | tcp |
-#                                    ipv6_reassembly | all), 120 s
+#                                    ipv6_reassembly | gso | all), 120 s
 #   fuzz/run.sh all 30 -jobs=2       extra arguments go to libFuzzer
 #
 # Stable rustc has no `-Zsanitizer`, but LLVM's SanitizerCoverage pass can be switched on with
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-targets=(ipv4_parse fragment reassembly ipv6_reassembly tcp)
+targets=(ipv4_parse fragment reassembly ipv6_reassembly tcp gso)
 which=${1:-all}
 seconds=${2:-30}
 shift $(($# < 2 ? $# : 2))

@@ -695,6 +695,7 @@ mod tests {
                 "reassembly" => reassembly::check(&bytes),
                 "ipv6_reassembly" => ipv6_reassembly::check(&bytes),
                 "tcp" => tcp::check(&bytes),
+                "gso" => gso::check(&bytes),
                 other => panic!("unknown target {other}"),
             }
         }
@@ -712,17 +713,19 @@ mod tests {
         for round in 0..5000 {
             let len = (next() % 300) as usize;
             let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-            match round % 5 {
+            match round % 6 {
                 0 => ipv4_parse::check(&bytes),
                 1 => fragment::check(&bytes),
                 2 => reassembly::check(&bytes),
                 3 => ipv6_reassembly::check(&bytes),
+                4 => gso::check(&bytes),
                 _ => tcp::check(&bytes),
             }
         }
     }
 }
 
+pub mod gso;
 pub mod ipv6_reassembly;
 pub mod seeds;
 pub mod tcp;

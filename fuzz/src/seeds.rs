@@ -263,5 +263,37 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
         deliver(&mut lossy);
         add("tcp", &format!("lossy-connect-{family}"), lossy);
     }
+
+    // gso: super-frames of both families as the engine and Linux send them (MSS 1448 over
+    // 64 KiB with FIN|PSH, timestamps; a tiny MSS; one piece), one with corrupted headers, and
+    // a raw frame. Layout: mode, mss, payload length, options words, flags, seq, id, corruptions
+    // (count, then position and XOR byte each), csum_start, csum_offset.
+    let gso = |mode: u8, mss: u16, payload: u16, words: u8, flags: u8, corruptions: &[(u16, u8)]| {
+        let mut out = vec![mode];
+        out.extend_from_slice(&mss.to_be_bytes());
+        out.extend_from_slice(&payload.to_be_bytes());
+        out.extend_from_slice(&[words, flags]);
+        out.extend_from_slice(&0xfffe_0000u32.to_be_bytes());
+        out.extend_from_slice(&0xfff0u16.to_be_bytes());
+        out.push(corruptions.len() as u8);
+        for (at, xor) in corruptions {
+            out.extend_from_slice(&at.to_be_bytes());
+            out.push(*xor);
+        }
+        out.extend_from_slice(&[0, 34, 16]);
+        out
+    };
+    for v6 in [0u8, 1] {
+        let family = if v6 == 1 { "v6" } else { "v4" };
+        add("gso", &format!("64k-fin-psh-{family}"), gso(v6, 1448, 65_000, 3, 0x19 | 0x80, &[]));
+        add("gso", &format!("tiny-mss-{family}"), gso(v6, 64, 9000, 0, 0x10, &[]));
+        add("gso", &format!("one-piece-{family}"), gso(v6, 9000, 1000, 0, 0x18, &[]));
+        add("gso", &format!("corrupted-{family}"), gso(v6, 1448, 20_000, 1, 0x10, &[(17, 0xff), (46, 0x70)]));
+    }
+    let mut raw = vec![2u8, 0x05, 0xa8];
+    raw.extend_from_slice(&[0; 12]);
+    raw.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0x05, 0xdc]);
+    raw.extend_from_slice(&[0xaa; 60]);
+    add("gso", "raw", raw);
     seeds
 }

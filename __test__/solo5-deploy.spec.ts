@@ -187,6 +187,13 @@ withGcc(`pre-flight checks: devices, target, ABI version, KVM, tender, arguments
   t.is(await codeOf(planDeployment(stub({ args: [''] }))), 'ERR_SOLO5_BAD_GUEST_ARG');
   t.is(await codeOf(planDeployment(stub({ memoryMB: 0 }))), 'ERR_SOLO5_BAD_OPTION');
   t.is(await codeOf(planDeployment(stub({ name: '../x' }))), 'ERR_SOLO5_BAD_OPTION');
+  // The console ring is bounded: a guest's output cannot make the deploying process (a daemon) grow without limit.
+  t.is(await codeOf(planDeployment(stub({ consoleLines: 1e9 }))), 'ERR_SOLO5_BAD_OPTION');
+  t.is(await codeOf(planDeployment(stub({ consoleLines: 0 }))), 'ERR_SOLO5_BAD_OPTION');
+  t.is(await codeOf(planDeployment(stub({ maxLineLength: 1 << 30 }))), 'ERR_SOLO5_BAD_OPTION');
+  t.is(await codeOf(planDeployment(stub({ maxLineLength: 2.5 }))), 'ERR_SOLO5_BAD_OPTION');
+  t.is(await codeOf(planDeployment(stub({ consoleLines: 100_000, maxLineLength: 65_536 }))), 'ERR_SOLO5_BAD_OPTION');
+  t.is(await codeOf(planDeployment(stub({ consoleLines: 10_000, maxLineLength: 4096 }))), 'OK');
   t.is(await codeOf(planDeployment(stub({ image: withDevices, nets: [{ name: 'service0', tap: 'a-very-long-tap-name' }], blocks: [{ name: 'storage', file: '/x' }] }))), 'ERR_SOLO5_BAD_OPTION');
   t.is(await codeOf(planDeployment(stub({ image: withDevices, nets: [{ name: 'service0', tap: 'tap0', mac: 'nope' }], blocks: [{ name: 'storage', file: '/x' }] }))), 'ERR_INVALID_MAC');
   t.is(await codeOf(planDeployment(stub({ image: path.join(dir, 'plain.hvt.c') }))), 'ERR_SOLO5_NOT_ELF');

@@ -105,9 +105,13 @@ export interface DeployOptions {
   tender?: string;
   /** Run TAP / bridge commands and the tender inside this named network namespace. */
   netns?: string;
-  /** Console ring capacity in lines (default 1024). */
+  /** Console ring capacity in lines (default 1024; at most {@link MAX_CONSOLE_LINES}). */
   consoleLines?: number;
-  /** Longest console line in bytes before it is cut (default 4096). */
+  /**
+   * Longest console line in bytes before it is cut (default 4096; 80 to
+   * {@link MAX_CONSOLE_LINE_LENGTH}). The ring holds at most `consoleLines × maxLineLength`
+   * bytes, which may not pass {@link MAX_CONSOLE_BYTES}.
+   */
   maxLineLength?: number;
   /** Append every console line to this file. */
   logFile?: string;
@@ -246,6 +250,16 @@ function checkForward(device: string, f: unknown): void {
   if (o.guestAddress !== undefined && o.guestAddress !== null && (typeof o.guestAddress !== 'string' || !isIPv4(o.guestAddress))) badOption(`${where}: guestAddress must be an IPv4 address`);
 }
 
+/** Most lines a unikernel's console ring may keep. */
+export const MAX_CONSOLE_LINES = 100_000;
+/** Longest console line a unikernel may ask for. */
+export const MAX_CONSOLE_LINE_LENGTH = 65_536;
+/**
+ * Most console bytes a unikernel may make this process keep (`consoleLines × maxLineLength`): a
+ * guest writes what it likes to its console, and the daemon keeps every unikernel's ring.
+ */
+export const MAX_CONSOLE_BYTES = 64 << 20;
+
 function validate(options: DeployOptions): void {
   if (typeof options !== 'object' || options === null) badOption('options must be an object');
   if (typeof options.image !== 'string' || options.image === '') badOption('image must be a path');
@@ -280,6 +294,15 @@ function validate(options: DeployOptions): void {
     if (!/^[A-Za-z0-9]{1,67}$/.test(b.name)) badOption(`invalid block device name '${b.name}'`);
     if (typeof b.file !== 'string' || b.file === '' || /\s/.test(b.file)) badOption(`block '${b.name}': file must be a path without whitespace`);
     if (b.sectorSize !== undefined && (b.sectorSize < 512 || (b.sectorSize & (b.sectorSize - 1)) !== 0)) badOption(`block '${b.name}': sector size must be a power of two ≥ 512`);
+  }
+  if (options.consoleLines !== undefined && (!Number.isInteger(options.consoleLines) || options.consoleLines < 1 || options.consoleLines > MAX_CONSOLE_LINES)) {
+    badOption(`consoleLines must be a whole number from 1 to ${MAX_CONSOLE_LINES}, got ${options.consoleLines}`);
+  }
+  if (options.maxLineLength !== undefined && (!Number.isInteger(options.maxLineLength) || options.maxLineLength < 80 || options.maxLineLength > MAX_CONSOLE_LINE_LENGTH)) {
+    badOption(`maxLineLength must be a whole number of bytes from 80 to ${MAX_CONSOLE_LINE_LENGTH}, got ${options.maxLineLength}`);
+  }
+  if ((options.consoleLines ?? 1024) * (options.maxLineLength ?? 4096) > MAX_CONSOLE_BYTES) {
+    badOption(`the console ring (consoleLines × maxLineLength) may hold at most ${MAX_CONSOLE_BYTES} bytes`);
   }
   if (options.gdbPort !== undefined && (!Number.isInteger(options.gdbPort) || options.gdbPort < 0 || options.gdbPort > 65535)) badOption('gdb port must be 0..65535');
   if (options.detached && !options.logFile) badOption('a detached deployment needs a logFile');

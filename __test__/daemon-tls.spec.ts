@@ -5,12 +5,15 @@
  * refused at the handshake and logged; garbage and oversized input on the TLS port are refused
  * while the daemon keeps serving. A confined admin deploys Solo5 images from the daemon's files
  * directories with the daemon's own tender, and may not choose anything else that runs on the host
- * (tender, user, namespace, working directory, core dumps, TypeScript unikernels). Everything binds
- * to 127.0.0.1.
+ * (tender, user, namespace, working directory, core dumps, TypeScript unikernels). The host files a
+ * confined tenant names (image, block file, pcap) are its own: under its owner path's directory of
+ * the files directories, which a parent shares with its children but not a child with its parent
+ * or a tenant with another. Everything binds to 127.0.0.1.
  */
 import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -83,6 +86,13 @@ test.before(async () => {
   issue('ca', 'alice', '/CN=alice/OU=admin');
   issue('ca', 'bob', '/CN=bob/OU=read-only');
   issue('ca', 'carol', '/O=acme/CN=carol/OU=admin');
+  issue('ca', 'erin', '/O=acme:dev/CN=erin/OU=admin');
+  issue('ca', 'dave', '/O=bravo/CN=dave/OU=admin');
+  issue('ca', 'frank', '/O=charlie/CN=frank/OU=admin');
+  // Owner paths whose parts would name other directories than the tenant's own.
+  issue('ca', 'dotdot', '/O=acme:../CN=dotdot/OU=admin');
+  issue('ca', 'dot', '/O=acme:./CN=dot/OU=admin');
+  issue('ca', 'empty-part', '/O=acme::bravo/CN=empty-part/OU=admin');
   issue('ca', 'nobody', '/CN=nobody');
   issue('ca', 'old', '/CN=old/OU=admin', { dates: ['20200101000000Z', '20200102000000Z'] });
   issue('ca', 'revoked', '/CN=revoked/OU=admin');
@@ -296,8 +306,11 @@ withGcc('a confined admin may not choose the tender, user, namespace, working di
   });
   const notes = { abi: elfNote('Solo5', NT_ABI, abiDesc(2, 2)), manifest: elfNote('Solo5', NT_MFT, encodeManifest([])) };
   const files = daemon.filesDirs[0]!;
-  const image = buildImage(stubDir, path.join(files, 'tenant.spt'), notes);
-  const image2 = buildImage(stubDir, path.join(files, 'tenant2.spt'), notes);
+  // carol's files: under her owner path's directory of the files directory.
+  const acmeFiles = path.join(files, 'acme');
+  mkdirSync(acmeFiles, { recursive: true, mode: 0o700 });
+  const image = buildImage(stubDir, path.join(acmeFiles, 'tenant.spt'), notes);
+  const image2 = buildImage(stubDir, path.join(acmeFiles, 'tenant2.spt'), notes);
   const outside = buildImage(stubDir, path.join(root, 'outside.spt'), notes);
   const carol = client('carol');
   const alice = client('alice');
@@ -328,11 +341,11 @@ withGcc('a confined admin may not choose the tender, user, namespace, working di
   }
   // All at once, so that a failure shows every option that got through.
   t.deepEqual(answers, refused.map(([extra]) => `${JSON.stringify(extra)}: ERR_DAEMON_FORBIDDEN`));
-  // Images the daemon and the tender would read as root: only from the files directories.
+  // Images the daemon and the tender would read as root: only from its own files directories.
   for (const [i, [file, why]] of (
     [
-      [outside, /image of 'acme:evil-path0' '.*outside\.spt' refused: it resolves to .*, outside the daemon's files directories/],
-      ['/etc/shadow', /image of 'acme:evil-path1' '\/etc\/shadow' refused: it resolves to \/etc\/shadow, outside the daemon's files directories/],
+      [outside, /image of 'acme:evil-path0' '.*outside\.spt' refused: it resolves to .*, outside acme's files directories/],
+      ['/etc/shadow', /image of 'acme:evil-path1' '\/etc\/shadow' refused: it resolves to \/etc\/shadow, outside acme's files directories/],
       [`${files}/../state.json`, /image of 'acme:evil-path2' '.*' refused: '\.\.' is not allowed/],
     ] as [string, RegExp][]
   ).entries()) {
@@ -406,4 +419,145 @@ withGcc('a confined admin may not choose the tender, user, namespace, working di
   t.regex(withTender.stderr, /ERR_DAEMON_FORBIDDEN: deploy 'acme:cli2' refused: 'carol' is confined to 'acme:' and may not choose the tender; the daemon's own is used/);
 
   for (const name of ['acme:web', 'acme:svc', 'zeta:own', 'acme:cli']) await daemonRequest(alice, { cmd: 'stop', name });
+});
+
+serial('a certificate whose owner path has an empty, `.` or `..` part is refused; a tenant without a directory of its own is told how to get one', async (t) => {
+  const before = (await events()).length;
+  for (const [name, owner] of [
+    ['dotdot', 'acme:..'],
+    ['dot', 'acme:.'],
+    ['empty-part', 'acme::bravo'],
+  ]) {
+    const e = await code(daemonRequest(client(name), { cmd: 'status' }));
+    t.is(`${name}: ${e.code}`, `${name}: ERR_DAEMON_FORBIDDEN`);
+    t.true(e.message.startsWith(`client certificate of '${name}' has an invalid owner path '${owner}': parts of letters, digits`), e.message);
+  }
+  t.is((await events()).slice(before).filter((e) => e.type === 'forbidden' && e.reason === 'certificate' && /invalid owner path/.test(e.message ?? '')).length, 3);
+
+  // frank (O=charlie) has no directory yet: refused, saying where his files go and how it is made.
+  const files = daemon.filesDirs[0]!;
+  const charlie = path.join(files, 'charlie');
+  t.deepEqual((await daemonRequest(client('frank'), { cmd: 'status' })).filesDirs, [charlie]);
+  const e = await code(daemonRequest(client('frank'), { cmd: 'deploy', options: { image: path.join(files, 'web.spt'), name: 'charlie:web' } }));
+  t.is(e.code, 'ERR_DAEMON_PATH');
+  t.is(e.message, `image of 'charlie:web' '${files}/web.spt' refused: it resolves to ${files}/web.spt, outside charlie's files directories; allowed: files inside ${charlie} (none exists: the daemon's operator makes one, e.g. install -d -m 0700 ${charlie})`);
+  t.false(existsSync(charlie), 'the daemon makes no per-owner directory itself');
+});
+
+const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+withGcc("tenants' host files are their own: another tenant's image, block file or pcap is refused, also through a link; a parent reaches its children's, a child not its parent's; an unconfined admin reaches all", async (t) => {
+  const stubDir = path.join(root, 'stub-owners');
+  mkdirSync(stubDir, { recursive: true });
+  const stub = buildStubTender(stubDir, 'solo5-spt', 2);
+  const oldPath = process.env.PATH;
+  process.env.PATH = `${stubDir}:${oldPath}`;
+  process.env.STUB_SLEEP_MS = '-1';
+  t.teardown(() => {
+    process.env.PATH = oldPath;
+    delete process.env.STUB_SLEEP_MS;
+  });
+  const files = daemon.filesDirs[0]!;
+  // What the operator does for each tenant.
+  const dirOf = (...parts: string[]): string => {
+    const d = path.join(files, ...parts);
+    mkdirSync(d, { recursive: true, mode: 0o700 });
+    return d;
+  };
+  const acmeDir = dirOf('acme');
+  const devDir = dirOf('acme', 'dev');
+  const bravoDir = dirOf('bravo');
+  const notes = { abi: elfNote('Solo5', NT_ABI, abiDesc(2, 2)), manifest: elfNote('Solo5', NT_MFT, encodeManifest([{ name: 'storage', type: 'BLOCK_BASIC' }])) };
+  const acmeImage = buildImage(stubDir, path.join(acmeDir, 'a.spt'), notes);
+  const devImage = buildImage(stubDir, path.join(devDir, 'd.spt'), notes);
+  const bravoImage = buildImage(stubDir, path.join(bravoDir, 'b.spt'), notes);
+  const disk = (dir: string, name: string): string => {
+    const f = path.join(dir, name);
+    writeFileSync(f, randomBytes(1 << 20));
+    return f;
+  };
+  const acmeDisk = disk(acmeDir, 'disk.img');
+  const devDisk = disk(devDir, 'disk.img');
+  const devDisk2 = disk(devDir, 'disk2.img');
+  const bravoDisk = disk(bravoDir, 'disk.img');
+  const bravoPcap = disk(bravoDir, 'capture.pcap');
+  const bravoFiles = [bravoImage, bravoDisk, bravoPcap];
+  const bravoSums = bravoFiles.map(sha);
+  // A link from acme's directory into bravo's (made by a careless operator, or a shared mount).
+  symlinkSync(bravoDir, path.join(acmeDir, 'shared'));
+  const [carol, erin, dave, alice] = ['carol', 'erin', 'dave', 'alice'].map(client) as [DaemonTarget, DaemonTarget, DaemonTarget, DaemonTarget];
+
+  // status shows each caller where its files must lie.
+  t.deepEqual((await daemonRequest(carol, { cmd: 'status' })).filesDirs, [acmeDir]);
+  t.deepEqual((await daemonRequest(erin, { cmd: 'status' })).filesDirs, [devDir]);
+  t.deepEqual((await daemonRequest(dave, { cmd: 'status' })).filesDirs, [bravoDir]);
+  t.deepEqual((await daemonRequest(alice, { cmd: 'status' })).filesDirs, [files]);
+  t.deepEqual((await daemonRequest(daemon.dir, { cmd: 'status' })).filesDirs, [files]);
+
+  const block = (file: string) => ({ blocks: [{ name: 'storage', file }] });
+  const pcap = (file: string) => ({ userNets: [{ name: 'service0', pcap: file }] });
+  const deploy = (who: DaemonTarget, name: string, image: string, extra: object = {}) => refusal(daemonRequest(who, { cmd: 'deploy', options: { image, name, ...extra } as never }));
+  const outside = (owner: string, dir: string, what: string, given: string, resolved = given) => `ERR_DAEMON_PATH: ${what} '${given}' refused: it resolves to ${resolved}, outside ${owner}'s files directories; allowed: files inside ${dir}`;
+  const before = (await events()).length;
+  // Each would run but for the path (the pcap one would then fail on the image, which has no NET
+  // device: a user-mode network needs namespaces this test does not make).
+  const refused: [string, Promise<{ code: string; message: string }>, string][] = [
+    ["acme: bravo's image", deploy(carol, 'acme:x0', bravoImage, block(acmeDisk)), outside('acme', acmeDir, "image of 'acme:x0'", bravoImage)],
+    ["acme: bravo's block file", deploy(carol, 'acme:x1', acmeImage, block(bravoDisk)), outside('acme', acmeDir, "block 'storage' file", bravoDisk)],
+    ["acme: bravo's file as its pcap", deploy(carol, 'acme:x2', acmeImage, { ...block(acmeDisk), ...pcap(bravoPcap) }), outside('acme', acmeDir, "pcap of 'service0'", bravoPcap)],
+    ['acme: a link into bravo', deploy(carol, 'acme:x3', acmeImage, block(path.join(acmeDir, 'shared', 'disk.img'))), outside('acme', acmeDir, "block 'storage' file", path.join(acmeDir, 'shared', 'disk.img'), bravoDisk)],
+    ["acme:dev: its parent's image", deploy(erin, 'acme:dev:x4', acmeImage, block(devDisk)), outside('acme:dev', devDir, "image of 'acme:dev:x4'", acmeImage)],
+    ["acme:dev: its parent's block file", deploy(erin, 'acme:dev:x5', devImage, block(acmeDisk)), outside('acme:dev', devDir, "block 'storage' file", acmeDisk)],
+    ["bravo: acme's image", deploy(dave, 'bravo:x6', acmeImage, block(bravoDisk)), outside('bravo', bravoDir, "image of 'bravo:x6'", acmeImage)],
+  ];
+  const answers: string[] = [];
+  for (const [what, p] of refused) {
+    const e = await p;
+    answers.push(`${what}: ${e.code}: ${e.message}`);
+  }
+  // All at once, so that a failure shows every file that got through.
+  t.deepEqual(answers, refused.map(([what, , want]) => `${what}: ${want}`));
+  // Nothing started, nothing recorded, bravo's files untouched; every refusal logged.
+  for (const f of [bravoImage, acmeImage, devImage, bravoDisk, acmeDisk]) t.deepEqual(processesWith(f), [], f);
+  t.deepEqual(((await daemonRequest(alice, { cmd: 'ps' })).unikernels as DaemonUnikernelInfo[]).map((u) => u.name).filter((n) => /:x\d$/.test(n)), []);
+  t.deepEqual(bravoFiles.map(sha), bravoSums);
+  const logged = (await events()).slice(before).filter((e) => e.type === 'refused' && e.reason === 'path');
+  t.deepEqual(logged.map((e) => `${e.name} ${e.by}`).sort(), ['acme:dev:x4 erin', 'acme:dev:x5 erin', 'acme:x0 carol', 'acme:x1 carol', 'acme:x2 carol', 'acme:x3 carol', 'bravo:x6 dave']);
+
+  const started = async (who: DaemonTarget, name: string, image: string, extra: object): Promise<DaemonUnikernelInfo> => {
+    const uk = (await daemonRequest(who, { cmd: 'deploy', options: { image, name, ...extra } as never })).unikernel as DaemonUnikernelInfo;
+    pids.add(uk.pid!);
+    t.is(uk.state, 'running', name);
+    const argv = readFileSync(`/proc/${uk.pid}/cmdline`, 'utf8').split('\0');
+    t.true(argv.includes(image) && argv.includes(stub), argv.join(' '));
+    return uk;
+  };
+  const argvOf = (uk: DaemonUnikernelInfo): string[] => readFileSync(`/proc/${uk.pid}/cmdline`, 'utf8').split('\0');
+  // Its own files: acme's image and block file; a pcap in its directory passes the path check (the
+  // deploy then fails on the image, which has no NET device 'service0').
+  const own = await started(carol, 'acme:own', acmeImage, block(acmeDisk));
+  t.true(argvOf(own).includes(`--block:storage=${acmeDisk}`));
+  const ownPcap = await refusal(daemonRequest(carol, { cmd: 'deploy', options: { image: acmeImage, name: 'acme:cap', ...block(devDisk2), ...pcap(path.join(acmeDir, 'own.pcap')) } as never }));
+  t.regex(ownPcap.code, /^ERR_SOLO5_/, ownPcap.message);
+  // A parent reaches its child's files; the child its own.
+  const fromParent = await started(carol, 'acme:dev:web', devImage, block(devDisk));
+  t.true(argvOf(fromParent).includes(`--block:storage=${devDisk}`));
+  const child = await started(erin, 'acme:dev:own', devImage, block(devDisk2));
+  t.true(argvOf(child).includes(`--block:storage=${devDisk2}`));
+  // An unconfined admin reaches every tenant's files.
+  const admin = await started(alice, 'zeta:admin', bravoImage, block(bravoDisk));
+  t.true(argvOf(admin).includes(`--block:storage=${bravoDisk}`));
+
+  // update checks the new image by the same rule: bravo's is refused and the unikernel untouched;
+  // the child may not put its parent's image under the unikernel its parent deployed for it.
+  const away = await refusal(daemonRequest(carol, { cmd: 'update', name: 'acme:own', image: bravoImage, bootMs: 200 }));
+  t.is(`${away.code}: ${away.message}`, outside('acme', acmeDir, "image of 'acme:own'", bravoImage));
+  t.true(alive(own.pid!));
+  const up = await refusal(daemonRequest(erin, { cmd: 'update', name: 'acme:dev:web', image: acmeImage, bootMs: 200 }));
+  t.is(`${up.code}: ${up.message}`, outside('acme:dev', devDir, "image of 'acme:dev:web'", acmeImage));
+  t.true(alive(fromParent.pid!));
+  t.deepEqual(processesWith(bravoImage), [admin.pid]);
+
+  for (const name of ['acme:own', 'acme:dev:web', 'acme:dev:own', 'zeta:admin']) await daemonRequest(alice, { cmd: 'stop', name });
+  t.deepEqual(bravoFiles.map(sha), bravoSums);
 });

@@ -29,7 +29,8 @@ import { daemonDeploy } from './daemon-client.js';
 const CLIENT = `[--dir DIR | --remote HOST:PORT --cert FILE --key FILE --ca FILE]`;
 const USAGE = `morgana daemon [serve] [--dir DIR] [--metrics HOST:PORT] [--http HOST:PORT] [--max-connections N] [--idle-timeout MS]
                [--listen HOST:PORT --tls-cert FILE --tls-key FILE --client-ca FILE [--crl FILE]] [--files-dir DIR]...
-               (clients may name host files — --pcap, --block NAME=FILE — only inside DIR/files and each --files-dir)
+               (clients may name host files — --pcap, --block NAME=FILE — only inside DIR/files and each --files-dir;
+               a client confined to owner path a:b only inside their a/b/ directories, which you make)
        morgana daemon deploy <image> [deploy options] [--cpus 0,1] [--start-order N] [-- guest args]
                (--block NAME=@DEVICE attaches a block device of the daemon; --net NAME=user and
                -p/--forward: a user-mode network whose gateway runs in the daemon)
@@ -140,7 +141,7 @@ async function serve(dir: string, args: string[]): Promise<number> {
     ...(values['files-dir'] ? { filesDirs: values['files-dir'] } : {}),
   });
   process.stderr.write(`morgana daemon: listening on ${daemon.socket}\n`);
-  process.stderr.write(`morgana daemon: client files (pcap, block files) inside ${daemon.filesDirs.join(', ')}\n`);
+  process.stderr.write(`morgana daemon: client files (pcap, block files) inside ${daemon.filesDirs.join(', ')} (a tenant confined to O=acme only inside their acme/ directories, e.g. ${path.join(daemon.filesDirs[0]!, 'acme')}, which you make with install -d -m 0700)\n`);
   if (daemon.tlsAddress) process.stderr.write(`morgana daemon: TLS on ${daemon.tlsAddress.address}:${daemon.tlsAddress.port}\n`);
   if (daemon.metricsAddress) process.stderr.write(`morgana daemon: metrics on http://${daemon.metricsAddress.address}:${daemon.metricsAddress.port}/metrics\n`);
   let web: DaemonWeb | undefined;

@@ -9,14 +9,15 @@
  * - `O` (optional): the owner path they are confined to (`a:b`: only names under `a:b:`); absent
  *   means the whole tree.
  *
- * A confined caller deploys Solo5 images from the daemon's files directories; how they run on the
+ * A confined caller names host files (images, pcaps, block files) only inside its own directory of
+ * the daemon's files directories (`<files dir>/a/b/` for `a:b`); how its Solo5 images run on the
  * host (tender, user, namespace, …: {@link HOST_DEPLOY_OPTIONS}) is the daemon's choice, and it
  * may not run TypeScript unikernels, which are host code ({@link authorizeHostOptions}).
  * @module
  */
 import type { PeerCertificate } from 'node:tls';
 import { MorganaError } from '../errors.js';
-import { isUnder } from './policy.js';
+import { isOwnerPath, isUnder } from './policy.js';
 import { ADMIN_COMMANDS, READ_COMMANDS } from './protocol.js';
 
 /** The rights of a caller. */
@@ -44,7 +45,11 @@ export function callerFromCertificate(cert: PeerCertificate): Caller {
   const o = first(subject.O) ?? '';
   if (!cn) throw new MorganaError('ERR_DAEMON_FORBIDDEN', 'client certificate has no CN');
   if (ou !== 'admin' && ou !== 'read-only') throw new MorganaError('ERR_DAEMON_FORBIDDEN', `client certificate of '${cn}' names no role (OU=admin or OU=read-only)`);
-  if (o !== '' && !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(o)) throw new MorganaError('ERR_DAEMON_FORBIDDEN', `client certificate of '${cn}' has an invalid owner path '${o}'`);
+  // The parts name directories (a tenant's files are under `<files dir>/a/b/`): an empty part,
+  // `.` or `..` would name another tenant's or the whole files directory.
+  if (o !== '' && (o.length > 127 || !isOwnerPath(o))) {
+    throw new MorganaError('ERR_DAEMON_FORBIDDEN', `client certificate of '${cn}' has an invalid owner path '${o}': parts of letters, digits, '.', '_', '-', each beginning with a letter or digit, joined by ':'`);
+  }
   return { identity: cn, role: ou, owner: o, transport: 'tls' };
 }
 

@@ -155,6 +155,15 @@ const POLICY_FIELDS = ['maxUnikernels', 'memoryMB', 'blockMB', 'cpus', 'bridges'
 
 const PATH_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?::[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,15}$/;
 
+/**
+ * Whether `owner` is a well-formed owner path: 1 to 16 parts of 1 to 64 letters, digits, '.', '_'
+ * or '-', each beginning with a letter or digit (so never empty, `.` or `..`: the parts are also
+ * directory names under the files directories), joined by ':'.
+ */
+export function isOwnerPath(owner: string): boolean {
+  return PATH_RE.test(owner);
+}
+
 function refuse(message: string): never {
   throw new MorganaError('ERR_DAEMON_POLICY', message);
 }

@@ -35,7 +35,7 @@ import { BlockStore } from './blocks.js';
 import { type DaemonEvent, EventLog } from './events.js';
 import { type MetricFamily, parseHostPort, processIo, serveMetrics } from './metrics.js';
 import { type NodeRunOptions, defaultNodeName, nodePlan, validateNodeRun } from './node-unikernel.js';
-import { confinedPath } from './paths.js';
+import { confinedPath, ownerFilesDirs } from './paths.js';
 import { type ForwardRequest, PolicyStore, type ResourcePolicy, type ResourceUsage, type UserNetAccessRequest, isUnder, ownerPaths } from './policy.js';
 import {
   BoundedLineReader,
@@ -149,7 +149,8 @@ export interface DaemonOptions {
   bootMs?: number;
   /**
    * Directories (besides `<dir>/files`) inside which clients may name host files: a user-mode
-   * network's pcap, a block device's backing file (see ts/daemon/paths.ts).
+   * network's pcap, a block device's backing file, a confined caller's image; a confined caller's
+   * only under its owner path's directories in them, e.g. `<files dir>/acme/` (see ts/daemon/paths.ts).
    */
   filesDirs?: string[];
 }
@@ -687,7 +688,8 @@ export class Solo5Daemon {
    * What a Solo5 unikernel asks of the host beyond its resources: its user-mode forwards (host
    * addresses, ports, count) against the policies on its path, and the host files it names (pcap,
    * block backing files other than the store's, and the image when the caller is confined) confined
-   * to the files directories, replaced by their resolved paths. Checked at create and at update; a
+   * to the files directories (a confined caller's: its own directories there, {@link ownerFilesDirs}),
+   * replaced by their resolved paths. Checked at create and at update; a
    * refusal is logged as a `refused` event.
    * Throws `ERR_DAEMON_POLICY` or `ERR_DAEMON_PATH`.
    */
@@ -707,15 +709,15 @@ export class Solo5Daemon {
         userNets.filter((n) => typeof n === 'object' && n !== null) as UserNetAccessRequest[],
       );
       for (const n of userNets) {
-        if (n?.pcap !== undefined) n.pcap = await confinedPath(n.pcap, this.#filesDirs, `pcap of '${String(n.name)}'`);
+        if (n?.pcap !== undefined) n.pcap = await confinedPath(n.pcap, this.#filesDirs, `pcap of '${String(n.name)}'`, caller.owner);
       }
       const store = new Set((record.volumes ?? []).map((v) => this.#blocks.file(v)));
       for (const b of Array.isArray(record.options.blocks) ? record.options.blocks : []) {
-        if (!store.has(b?.file)) b.file = await confinedPath(b?.file, this.#filesDirs, `block '${String(b?.name)}' file`);
+        if (!store.has(b?.file)) b.file = await confinedPath(b?.file, this.#filesDirs, `block '${String(b?.name)}' file`, caller.owner);
       }
-      // A confined tenant's image is read by the daemon and the tender (as root): from the files
-      // directories only, so it cannot make them read any host file.
-      if (caller.owner !== '') record.options.image = await confinedPath(record.options.image, this.#filesDirs, `image of '${record.name}'`);
+      // A confined tenant's image is read by the daemon and the tender (as root): from its files
+      // directories only, so it cannot make them read any host file, nor another tenant's image.
+      if (caller.owner !== '') record.options.image = await confinedPath(record.options.image, this.#filesDirs, `image of '${record.name}'`, caller.owner);
     } catch (error) {
       const code = (error as MorganaError).code;
       if (code === 'ERR_DAEMON_POLICY' || code === 'ERR_DAEMON_PATH') {
@@ -891,7 +893,8 @@ export class Solo5Daemon {
           limits: this.limits,
           counters: this.counters,
           unikernels: this.#entries.size,
-          filesDirs: this.#filesDirs,
+          // A confined caller's own: where its host files must lie.
+          filesDirs: ownerFilesDirs(this.#filesDirs, caller.owner),
           caller,
         };
       case 'ps':

@@ -328,6 +328,8 @@ withGcc('a confined admin may not choose the tender, user, namespace, working di
     [{ kvmDevice: '/dev/null' }, /may not name a host device for KVM \(kvmDevice\)/],
     [{ gdb: true }, /may not open a debugger port on the host \(gdb\)/],
     [{ gdbPort: 1234 }, /may not open a debugger port on the host \(gdbPort\)/],
+    // Disk outside the block store's quota: a sparse file of any size.
+    [{ blocks: [{ name: 'storage', file: path.join(acmeFiles, 'huge.img'), size: 2 ** 40 }] }, /may not create block files \(size of block 'storage'\)/],
     // An interface that exists (here loopback; the host's eth0, another tenant's TAP) would be
     // enslaved to its bridge. The image has no NET device: without the check the plan fails before
     // any bridge is touched.
@@ -364,6 +366,7 @@ withGcc('a confined admin may not choose the tender, user, namespace, working di
   // Nothing started, nothing recorded; every refusal logged with who and what.
   t.deepEqual(processesWith(image), []);
   t.deepEqual(processesWith(outside), []);
+  t.false(existsSync(path.join(acmeFiles, 'huge.img')), 'no block file was created');
   t.deepEqual(processesWith(f), []);
   t.deepEqual(((await daemonRequest(daemon.dir, { cmd: 'ps' })).unikernels as DaemonUnikernelInfo[]).map((u) => u.name), []);
   t.false(readFileSync(path.join(daemon.dir, 'state.json'), 'utf8').includes('acme:evil'));

@@ -100,4 +100,13 @@ export function authorizeHostOptions(caller: Caller, cmd: 'deploy' | 'run' | 'up
     // `gdb: false` asks for nothing.
     if (value !== undefined && !(option === 'gdb' && value === false)) throw new MorganaError('ERR_DAEMON_FORBIDDEN', `${who} and ${why}`);
   }
+  // A block file created with a size would be disk the policy's blockMB does not count (a sparse
+  // file of any size, filled by the guest). The daemon's block store counts it: `block-create`,
+  // then `file: "@name"` (whose size was taken off by now).
+  const blocks = (options as { blocks?: unknown }).blocks;
+  for (const b of Array.isArray(blocks) ? (blocks as { name?: unknown; size?: unknown }[]) : []) {
+    if (b?.size !== undefined) {
+      throw new MorganaError('ERR_DAEMON_FORBIDDEN', `${who} and may not create block files (size of block '${String(b.name)}'): storage it makes counts against the policies' blockMB only in the daemon's block store (block-create, then attach it as @NAME); a file in its files directory is used as it is`);
+    }
+  }
 }

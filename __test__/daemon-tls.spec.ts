@@ -10,7 +10,7 @@
  * the files directories, which a parent shares with its children but not a child with its parent
  * or a tenant with another. Everything binds to 127.0.0.1.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -292,9 +292,12 @@ async function refusal(p: Promise<Record<string, unknown>>): Promise<{ code: str
   }
 }
 
-withGcc('a confined admin may not choose the tender, user, namespace, working directory, core dumps or existing interfaces, nor run host code; it deploys images from the files directories with the daemon\'s tender', async (t) => {
-  // The daemon's own tender: `solo5-spt` on the daemon's PATH (the daemon runs in this process).
-  const stubDir = path.join(root, 'stub');
+/**
+ * Builds a stub `solo5-spt` in `root/<dir>` and puts it first on PATH as the daemon's own tender
+ * (the daemon runs in this process) for the rest of test `t`; its unikernels run until killed.
+ */
+function daemonTender(t: ExecutionContext, dir: string): { stubDir: string; stub: string } {
+  const stubDir = path.join(root, dir);
   mkdirSync(stubDir, { recursive: true });
   const stub = buildStubTender(stubDir, 'solo5-spt', 2);
   const oldPath = process.env.PATH;
@@ -304,6 +307,11 @@ withGcc('a confined admin may not choose the tender, user, namespace, working di
     process.env.PATH = oldPath;
     delete process.env.STUB_SLEEP_MS;
   });
+  return { stubDir, stub };
+}
+
+withGcc('a confined admin may not choose the tender, user, namespace, working directory, core dumps or existing interfaces, nor run host code; it deploys images from the files directories with the daemon\'s tender', async (t) => {
+  const { stubDir, stub } = daemonTender(t, 'stub');
   const notes = { abi: elfNote('Solo5', NT_ABI, abiDesc(2, 2)), manifest: elfNote('Solo5', NT_MFT, encodeManifest([])) };
   const files = daemon.filesDirs[0]!;
   // carol's files: under her owner path's directory of the files directory.
@@ -450,16 +458,7 @@ serial('a certificate whose owner path has an empty, `.` or `..` part is refused
 const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
 
 withGcc("tenants' host files are their own: another tenant's image, block file or pcap is refused, also through a link; a parent reaches its children's, a child not its parent's; an unconfined admin reaches all", async (t) => {
-  const stubDir = path.join(root, 'stub-owners');
-  mkdirSync(stubDir, { recursive: true });
-  const stub = buildStubTender(stubDir, 'solo5-spt', 2);
-  const oldPath = process.env.PATH;
-  process.env.PATH = `${stubDir}:${oldPath}`;
-  process.env.STUB_SLEEP_MS = '-1';
-  t.teardown(() => {
-    process.env.PATH = oldPath;
-    delete process.env.STUB_SLEEP_MS;
-  });
+  const { stubDir, stub } = daemonTender(t, 'stub-owners');
   const files = daemon.filesDirs[0]!;
   // What the operator does for each tenant.
   const dirOf = (...parts: string[]): string => {

@@ -322,6 +322,27 @@ for (const namespace of ['net', 'user'] as const) {
   });
 }
 
+serial(`a host that refuses the guest's outbound connection: the guest gets a RST, and the gateway says why on the unikernel's console${suffix}`, async (t) => {
+  // A loopback port nothing listens on (the gateway address stands for the host's 127.0.0.1).
+  const closed = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+  const uk = await deployed(t, { userNets: [{ name: 'service0' }], env: { GUEST_TCP_TO: `10.0.2.2:${closed}` } });
+  const end = Date.now() + 30_000;
+  const said = (re: RegExp) => uk.console().some((l) => re.test(l.line));
+  while (!(said(/outbound tcp failed/) && said(/^morgana: service0: gateway:/)) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+  const lines = uk.console().map((l) => `${l.stream} ${l.line}`);
+  t.true(said(/outbound tcp failed/), lines.join(' | '));
+  t.true(
+    lines.includes(`stderr morgana: service0: gateway: 10.0.2.2:${closed} → 127.0.0.1:${closed}: connect ECONNREFUSED 127.0.0.1:${closed}`),
+    lines.join(' | '),
+  );
+  t.is(uk.gateways[0]!.stats().refused.hostRefusedTcp, 1);
+});
+
 serial(`the gateway's limits: connections, UDP flows, outbound policy; each refusal counted${suffix}`, async (t) => {
   const fwd = (protocol: 'tcp' | 'udp', guestPort: number) => ({ protocol, hostAddress: '127.0.0.1', hostPort: 0, guestAddress: undefined, guestPort });
   // The guest tries 192.0.2.1 (TEST-NET-1); with outbound off, nothing is sent off the host.

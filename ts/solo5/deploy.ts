@@ -542,6 +542,8 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
   constructor(options: DeployOptions, plan: DeployPlan, provisioned: Provisioned, user?: { uid: number; gid: number }, hooks?: RunHooks) {
     super();
     this.#hooks = hooks;
+    // The user-mode gateways' diagnostics go to this unikernel's console, as the deployer's own do.
+    if (hooks instanceof UserNetwork) hooks.diagnostics = (message) => this.#line('stderr', `morgana: ${message}`, false, false);
     this.#options = options;
     this.plan = plan;
     this.name = plan.name;
@@ -652,11 +654,12 @@ export class Unikernel extends EventEmitter<UnikernelEvents> {
     }
   }
 
-  #line(stream: 'stdout' | 'stderr', line: string, truncated: boolean): void {
+  /** A console line; `fromTender` false for the gateways' notes, which say nothing about why the tender exits. */
+  #line(stream: 'stdout' | 'stderr', line: string, truncated: boolean, fromTender = true): void {
     if (stream === 'stdout') this.#sawStdout = true;
     const entry: ConsoleLine = { time: Date.now(), stream, line, ...(truncated ? { truncated: true } : {}) };
     this.#ring.push(entry);
-    if (stream === 'stderr') {
+    if (stream === 'stderr' && fromTender) {
       this.#stderrTail.push(line);
       if (this.#stderrTail.length > 8) this.#stderrTail.shift();
     }

@@ -155,24 +155,37 @@ export interface RunHooks {
 export class UserNetwork implements RunHooks {
   readonly gateways: UserGateway[];
   #pending: number | undefined;
+  readonly #diagnostics: { sink?: (message: string) => void };
 
-  private constructor(gateways: UserGateway[]) {
+  private constructor(gateways: UserGateway[], diagnostics: { sink?: (message: string) => void }) {
     this.gateways = gateways;
+    this.#diagnostics = diagnostics;
+  }
+
+  /**
+   * Where the gateways' diagnostics go, each prefixed with its device's name (a host that refused
+   * the guest's outbound connection, a forwarded connection the guest refused). The
+   * {@link Unikernel} running on this network writes them to its console.
+   */
+  set diagnostics(sink: ((message: string) => void) | undefined) {
+    this.#diagnostics.sink = sink;
   }
 
   /** Starts one gateway per attachment (closing those started when one fails). */
   static async start(attachments: readonly UserNetAttachment[], log?: (m: string) => void): Promise<UserNetwork> {
     const gateways: UserGateway[] = [];
+    // Set later by whoever runs the unikernel: the gateways exist before it does.
+    const diagnostics: { sink?: (message: string) => void } = { ...(log ? { sink: log } : {}) };
     try {
       for (const a of attachments) {
-        const options: UserGatewayOptions = { ...a, ...(log ? { log: (m: string) => log(`${a.name}: ${m}`) } : {}) };
+        const options: UserGatewayOptions = { ...a, log: (m: string) => diagnostics.sink?.(`${a.name}: ${m}`) };
         gateways.push(await startUserGateway(options));
       }
     } catch (error) {
       for (const g of gateways) await g.close().catch(() => {});
       throw error;
     }
-    return new UserNetwork(gateways);
+    return new UserNetwork(gateways, diagnostics);
   }
 
   prepare(): number[] {

@@ -57,13 +57,21 @@ test('the JSON API shows the topology, a connection with its RTT and cwnd, and c
   const before = await get('/api/connections');
   t.deepEqual(before, []);
   let held: any;
-  b.tcp.listen(9000, (conn) => {
-    held = conn;
-    conn.on('data', () => {});
+  // Every byte has crossed the switch once the receiver has it (a fixed wait did not suffice on a
+  // loaded machine: the interface counter then lagged the 64 KiB written).
+  let received = 0;
+  const allReceived = new Promise<void>((resolve) => {
+    b.tcp.listen(9000, (conn) => {
+      held = conn;
+      conn.on('data', (d: Buffer) => {
+        received += d.length;
+        if (received >= 64 * 1024) resolve();
+      });
+    });
   });
   const conn = await a.tcp.connect('10.0.0.2', 9000);
   conn.write(Buffer.alloc(64 * 1024, 1));
-  await new Promise((r) => setTimeout(r, 300));
+  await allReceived;
   const connections = await get('/api/connections');
   const row = connections.find((c: any) => c.stack === 'a' && c.remote === '10.0.0.2:9000');
   t.truthy(row, JSON.stringify(connections));

@@ -134,10 +134,12 @@ test('server-sent events carry snapshots; a capture of the switch is a pcap that
     t.is(read.code, 0, read.out);
     t.is(read.out.trim().split('\n').filter((l) => l === '10.0.0.2').length, 3, read.out);
   }
-  await new Promise((r) => setTimeout(r, 500));
+  // Snapshots come every 200 ms; on a loaded machine they may come late, so wait for them.
+  const txFrames = (e: any): number => e.interfaces.find((i: any) => i.id === 'a/0').txFrames;
+  for (let i = 0; i < 200 && !(events.length >= 2 && txFrames(events.at(-1)) > txFrames(events[0])); i++) await new Promise((r) => setTimeout(r, 50));
   stream.destroy();
   t.true(events.length >= 2, `${events.length} snapshots`);
-  t.true(events.at(-1).interfaces.find((i: any) => i.id === 'a/0').txFrames > events[0].interfaces.find((i: any) => i.id === 'a/0').txFrames);
+  t.true(txFrames(events.at(-1)) > txFrames(events[0]));
 });
 
 async function startCapture(url: string, body: unknown): Promise<any> {

@@ -214,8 +214,11 @@ test('a second client while a test runs gets ACCESS_DENIED', async (t) => {
   const alive = setInterval(() => {}, 1000);
   const server = startIperf3Server(b);
   try {
-    const first = runIperf3Client(a, '10.0.0.2', { duration: 1 });
-    await new Promise((r) => setTimeout(r, 300));
+    // The second client comes once the first test runs (a fixed wait may be too short on a loaded machine).
+    let running!: () => void;
+    const started = new Promise<void>((resolve) => (running = resolve));
+    const first = runIperf3Client(a, '10.0.0.2', { duration: 2, onStart: () => running() });
+    await started;
     await t.throwsAsync(runIperf3Client(c, '10.0.0.2', { duration: 1 }), { code: 'ERR_IPERF3_BUSY' });
     t.true((await first).end.sum_received.bytes > 0);
   } finally {

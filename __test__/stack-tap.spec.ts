@@ -45,6 +45,15 @@ async function withTapStack(
   }
 }
 
+/** Resolves once a UDP socket in the namespace is bound to `port` (socat was just started). */
+async function udpBound(ns: Netns, port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if ((await ns.exec('ss', ['-Hnul', `sport = :${port}`])).stdout.trim() !== '') return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing bound UDP port ${port} in the namespace within 10 s`);
+}
+
 /** Frames tshark flags: malformed, expert errors, bad IPv4, UDP or ICMP checksums. Payloads are read as data. */
 function tsharkProblems(pcap: string): string {
   return execFileSync(
@@ -101,7 +110,7 @@ kernelTest(test, 'UDP both ways with socat, including an 8000-byte datagram the 
     const receiver = ns.spawn('socat', ['-u', '-b', '70000', `UDP4-RECV:9000,bind=${KERNEL}`, 'STDOUT']);
     let received = '';
     receiver.stdout!.on('data', (chunk: Buffer) => (received += chunk.toString()));
-    await new Promise((r) => setTimeout(r, 300)); // let socat bind
+    await udpBound(ns, 9000);
     stack.udp.send(KERNEL, 9000, Buffer.from('from-morgana;'));
     stack.udp.send(KERNEL, 9000, Buffer.alloc(7000, 'q'));
     for (let i = 0; i < 50 && received.length < 13 + 7000; i++) await new Promise((r) => setTimeout(r, 100));
@@ -137,7 +146,7 @@ kernelTest(test, 'with the default limits, 32 KiB and 65,507-byte UDP datagrams 
     const receiver = ns.spawn('socat', ['-u', '-b', '70000', `UDP4-RECV:9001,bind=${KERNEL}`, 'STDOUT']);
     const chunks: Buffer[] = [];
     receiver.stdout!.on('data', (chunk: Buffer) => chunks.push(chunk));
-    await new Promise((r) => setTimeout(r, 300)); // let socat bind
+    await udpBound(ns, 9001);
     const ours = randomBytes(65_507);
     stack.udp.send(KERNEL, 9001, ours);
     for (let i = 0; i < 50 && Buffer.concat(chunks).length < ours.length; i++) await new Promise((r) => setTimeout(r, 100));

@@ -66,7 +66,9 @@ kernelTest(test, 'the next start --tap deletes the namespace a dead start left b
     const left = namespaces();
     t.false(left.includes(stale), `${stale} still listed`);
     t.true(left.includes(alive), `${alive} was deleted though its process lives`);
-    t.regex(r.stderr, new RegExp(`deleted ${stale}`));
+    // Any start --tap sweeps: one of another test file running beside this one may get there
+    // first (it did in CI), and then this one has nothing left to delete and says nothing.
+    if (!r.stderr.includes(`deleted ${stale}`)) t.log(`${stale} was swept by another start --tap running at the same time`);
   } finally {
     for (const name of [stale, alive]) spawnSync('ip', ['netns', 'del', name]);
   }

@@ -9,10 +9,11 @@ import test from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { type Stack, type TapNetDevice, createStack, openTap, tapNetDevice } from 'morgana';
+import { type Stack, type TapNetDevice, createStack, tapNetDevice } from 'morgana';
 import { expectedSha } from './helpers/generated.js';
 import { MIB, curlDownload, curlUpload, serveHttp, startCapture, stopCapture, tsharkCount, tsharkProblems } from './helpers/kernel-tcp.js';
-import { type Netns, kernelTest, waitForwarding, withNetns } from './helpers/netns.js';
+import { type Netns, kernelTest, withNetns } from './helpers/netns.js';
+import { tapBridgedToPlainVeth } from './helpers/offload.js';
 
 const KERNEL = '10.89.0.1';
 const MORGANA = '10.89.0.2';
@@ -23,19 +24,10 @@ async function withBridgedStack(
   body: (stack: Stack, ns: Netns, tx: () => { frames: number; bytes: number }, net: TapNetDevice) => Promise<void>,
 ): Promise<void> {
   await withNetns(async (ns) => {
-    const tap = await openTap({ name: 'mtapo0', netns: ns.name, vnetHdr: true });
-    await ns.ip('link', 'add', 'mbro0', 'type', 'bridge');
-    await ns.ip('link', 'add', 'vko0', 'type', 'veth', 'peer', 'name', 'vbo0');
-    // The bridge port towards the kernel takes neither TSO nor checksum offload: the kernel
-    // must cut Morgana's super-frames and compute every checksum itself. The kernel's own side
-    // keeps checksum offload, so its frames reach the TAP with partial checksums (NEEDS_CSUM).
-    await ns.exec('ethtool', ['-K', 'vbo0', 'tso', 'off', 'tx', 'off']);
-    await ns.exec('ethtool', ['-K', 'vko0', 'tso', 'off']);
-    await ns.ip('link', 'set', 'vbo0', 'master', 'mbro0');
-    await ns.ip('link', 'set', 'mtapo0', 'master', 'mbro0');
-    await ns.ip('addr', 'add', `${KERNEL}/24`, 'dev', 'vko0');
-    for (const dev of ['mbro0', 'vbo0', 'vko0', 'mtapo0']) await ns.ip('link', 'set', dev, 'up');
-    await waitForwarding(ns, ['vbo0', 'mtapo0']);
+    // The kernel must cut Morgana's super-frames and compute every checksum itself; its own
+    // frames reach the TAP with partial checksums (NEEDS_CSUM).
+    const { tap, kernelSide } = await tapBridgedToPlainVeth(ns, 'o0');
+    await ns.ip('addr', 'add', `${KERNEL}/24`, 'dev', kernelSide);
     const net = tapNetDevice(tap);
     const stack = await createStack({ net, ipv4: `${MORGANA}/24`, gateway: KERNEL });
     try {

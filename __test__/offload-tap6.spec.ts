@@ -10,11 +10,11 @@ import test from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { NEEDS_CSUM, createStack, openTap, tapNetDevice } from 'morgana';
+import { NEEDS_CSUM, createStack, tapNetDevice } from 'morgana';
 import { expectedSha } from './helpers/generated.js';
 import { MIB, curlDownload, curlUpload, serveHttp, startCapture, stopCapture, tsharkCount, tsharkProblems } from './helpers/kernel-tcp.js';
-import { kernelTest, waitForwarding, withNetns } from './helpers/netns.js';
-import { tcpChecksum } from './helpers/offload.js';
+import { kernelTest, withNetns } from './helpers/netns.js';
+import { tapBridgedToPlainVeth, tcpChecksum } from './helpers/offload.js';
 
 const KERNEL = '2001:db8:89::1';
 const MORGANA = '2001:db8:89::2';
@@ -28,18 +28,10 @@ kernelTest(test, 'IPv6 over an offloading TAP: curl -6 moves 32 MiB each way, th
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   await withNetns(async (ns) => {
     await ns.exec('sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=0']);
-    const tap = await openTap({ name: 'mtap60', netns: ns.name, vnetHdr: true });
-    await ns.ip('link', 'add', 'mbr60', 'type', 'bridge');
-    await ns.ip('link', 'add', 'vk60', 'type', 'veth', 'peer', 'name', 'vb60');
-    // The bridge port towards the kernel takes neither TSO nor checksum offload: the kernel cuts
-    // Morgana's super-frames and completes their checksums. Its own side keeps checksum offload.
-    await ns.exec('ethtool', ['-K', 'vb60', 'tso', 'off', 'tx', 'off']);
-    await ns.exec('ethtool', ['-K', 'vk60', 'tso', 'off']);
-    await ns.ip('link', 'set', 'vb60', 'master', 'mbr60');
-    await ns.ip('link', 'set', 'mtap60', 'master', 'mbr60');
-    await ns.ip('-6', 'addr', 'add', `${KERNEL}/64`, 'dev', 'vk60', 'nodad');
-    for (const dev of ['mbr60', 'vb60', 'vk60', 'mtap60']) await ns.ip('link', 'set', dev, 'up');
-    await waitForwarding(ns, ['vb60', 'mtap60']);
+    // The kernel cuts Morgana's super-frames and completes their checksums; its own side keeps
+    // checksum offload.
+    const { tap, kernelSide, bridgePort } = await tapBridgedToPlainVeth(ns, '60');
+    await ns.ip('-6', 'addr', 'add', `${KERNEL}/64`, 'dev', kernelSide, 'nodad');
     const net = tapNetDevice(tap);
     const stack = await createStack({ net, ipv6: { address: `${MORGANA}/64`, dadTransmits: 0 } });
     // IPv6 TCP frames Morgana writes with a partial checksum, and those it receives still
@@ -54,7 +46,7 @@ kernelTest(test, 'IPv6 over an offloading TAP: curl -6 moves 32 MiB each way, th
     try {
       t.true(net.offloads?.checksum === true && net.offloads.tso6 === true, 'the kernel granted checksum offload and TSO6 on the TAP');
       const session = path.join(dir, 'session.pcap');
-      const capture = await startCapture(ns, 'vb60', session);
+      const capture = await startCapture(ns, bridgePort, session);
       const down = await curlDownload(ns, HTTP, size, 200_000);
       await stopCapture(capture);
       t.is(down.sha, expected, 'download intact');

@@ -10,10 +10,32 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { type FrameOffload, GSO_NONE, NEEDS_CSUM, type NetDevice, type NetOffloads, type Stack, type TcpConnection, VirtualSwitch, createStack, pcapRecorder } from 'morgana';
+import { type FrameOffload, GSO_NONE, NEEDS_CSUM, type NetDevice, type NetOffloads, type Stack, type TcpConnection, VirtualSwitch, createStack, openTap, pcapRecorder } from 'morgana';
+import { type Netns, waitForwarding } from './netns.js';
 import { digest } from './streams.js';
 
 const MIB = 1 << 20;
+
+/**
+ * Opens a vnet-header TAP `mtap<id>` in `ns` and bridges it (`mbr<id>`) to a veth pair whose
+ * bridge port `vb<id>` takes neither TSO nor checksum offload: the kernel must cut Morgana's
+ * super-frames and complete the checksums Morgana leaves partial. The kernel's end `vk<id>` (TSO
+ * off) keeps checksum offload, so its frames reach the TAP with partial checksums (NEEDS_CSUM).
+ * Every link is up and the bridge forwards; the caller gives `vk<id>` the kernel's address.
+ */
+export async function tapBridgedToPlainVeth(ns: Netns, id: string) {
+  const [tapName, bridge, kernelSide, bridgePort] = [`mtap${id}`, `mbr${id}`, `vk${id}`, `vb${id}`];
+  const tap = await openTap({ name: tapName, netns: ns.name, vnetHdr: true });
+  await ns.ip('link', 'add', bridge, 'type', 'bridge');
+  await ns.ip('link', 'add', kernelSide, 'type', 'veth', 'peer', 'name', bridgePort);
+  await ns.exec('ethtool', ['-K', bridgePort, 'tso', 'off', 'tx', 'off']);
+  await ns.exec('ethtool', ['-K', kernelSide, 'tso', 'off']);
+  await ns.ip('link', 'set', bridgePort, 'master', bridge);
+  await ns.ip('link', 'set', tapName, 'master', bridge);
+  for (const dev of [bridge, bridgePort, kernelSide, tapName]) await ns.ip('link', 'set', dev, 'up');
+  await waitForwarding(ns, [bridgePort, tapName]);
+  return { tap, kernelSide, bridgePort };
+}
 
 /** Writes `size` random bytes to `conn` in uneven pieces, then ends it; returns their SHA-256. */
 export async function sendStream(conn: TcpConnection, size: number): Promise<string> {

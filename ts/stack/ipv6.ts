@@ -29,7 +29,6 @@ import { transportChecksumCovered } from './checksum-offload.js';
 /** Upper-layer and extension next-header values the layer looks at. */
 const NH = { HOP_BY_HOP: 0, ROUTING: 43, FRAGMENT: 44, NO_NEXT_HEADER: 59, DESTINATION_OPTIONS: 60 } as const;
 const HEADER = 40;
-/** Where the checksum field lies in the upper-layer header of TCP, UDP and ICMPv6. */
 const MAX_PAYLOAD = 65_535;
 /** The smallest link MTU IPv6 allows (RFC 8200 §5). */
 export const IPV6_MIN_MTU = 1280;

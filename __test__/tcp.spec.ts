@@ -438,3 +438,56 @@ test('congestion control per stack and per connection; info() reports cwnd and l
   client.end();
   await close();
 });
+
+// Strings reach the engine without a Buffer made for each (as net.Socket writes them): every
+// encoding must still put the same bytes on the wire as Buffer.from would, whether the string
+// fits the stack's scratch buffer or not, and whether the send buffer has room for all of it.
+test('strings written in any encoding arrive as Buffer.from would encode them, also past a full send buffer', async (t) => {
+  const { a, b } = await pair(t, { tcp: { sendBuffer: 16 * 1024 } });
+  // Each connection's own strings, so that bytes taken from the other's would show.
+  const pieces = (k: number): Array<[string, BufferEncoding | undefined]> => [
+    [`connection ${k}: plain ascii, default encoding`, undefined],
+    [`ünïcödé ✓ 𝄞 mixed widths ${k}`, 'utf8'],
+    [`caf\u00e9 \u00ff latin1 ${k}`, 'latin1'],
+    [`binary \u00fe\u00ff ${k}`, 'binary'],
+    [`ascii ${k}`, 'ascii'],
+    [`48656c6c6f0${k}`, 'hex'],
+    [`aGVsbG8gYmFzZTY0${k}`, 'base64'],
+    [`utf16 ✓ ${k}`, 'utf16le'],
+    [(k ? 'y' : 'z').repeat(10_000), 'latin1'], // most of the 16 KiB send buffer
+    [(k ? '€' : '₤').repeat(5000), 'utf8'], // 15,000 bytes: fits the scratch buffer, not the room left
+    [`after the pending one ✓ ${k}`, 'utf8'],
+    [(k ? '€' : '₤').repeat(6000), 'utf8'], // 18,000 bytes: more than the scratch buffer holds
+    [(k ? 'x' : 'w').repeat(40_000), 'latin1'],
+  ];
+  const expected = [0, 1].map((k) => Buffer.concat(pieces(k).map(([s, e]) => Buffer.from(s, e))));
+  const received: Array<Promise<Buffer>> = [];
+  let accepted = 0;
+  const both = new Promise<void>((resolve) => {
+    b.tcp.listen(7000, (conn) => {
+      received.push(collect(conn));
+      if (++accepted === 2) resolve();
+    });
+  });
+  // Two connections of one stack share its scratch buffer: what one could not send yet must
+  // not be overwritten by the other's next string.
+  const clients = [await a.tcp.connect('10.0.0.2', 7000), await a.tcp.connect('10.0.0.2', 7000)];
+  await both;
+  const lists = [pieces(0), pieces(1)];
+  for (let i = 0; i < lists[0]!.length; i++) {
+    // No waiting for 'drain': later strings queue behind ones the send buffer could not take.
+    clients.forEach((client, k) => {
+      const [s, e] = lists[k]![i]!;
+      if (e) client.write(s, e);
+      else client.write(s);
+    });
+  }
+  for (const client of clients) client.end();
+  // The server may accept them in either order: match each by its first bytes.
+  const got = await Promise.all(received);
+  for (let k = 0; k < 2; k++) {
+    const match = got.find((g) => g.subarray(0, 40).equals(expected[k]!.subarray(0, 40)));
+    t.true(match?.equals(expected[k]!), `connection ${k} received exactly its bytes`);
+    t.is(clients[k]!.bytesWritten, expected[k]!.length);
+  }
+});

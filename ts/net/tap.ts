@@ -240,6 +240,8 @@ class Tap implements TapDevice {
   #handle: Handle;
   /** `#handle.send` as a plain native function (no napi-rs per-call bookkeeping). */
   #send: (length: number) => number;
+  /** `#handle.sendParts`, likewise. */
+  #sendParts: (head: Buffer, source: Buffer, at: number, length: number, inline: boolean) => number;
   #closed = false;
   #handler: FrameHandler | ReusingFrameHandler | undefined;
   /** The handler came through listenReusing: its `true` lets the receive buffer be reused. */
@@ -287,6 +289,7 @@ class Tap implements TapDevice {
       throw tapError(error);
     }
     this.#send = native.tapFastSend(this.#handle);
+    this.#sendParts = native.tapFastSendParts(this.#handle);
     this.#rxLengths = new Uint32Array(this.#handle.rxBatchFrames);
     this.#lendRxBuffer(0);
     this.name = this.#handle.name;
@@ -442,7 +445,7 @@ class Tap implements TapDevice {
       }
       inline = true;
     }
-    const next = this.#handle.sendParts(head, source, at, length, inline);
+    const next = this.#sendParts(head, source, at, length, inline);
     // Like `send`: the next free slot (or -1: full); -105 was counted natively as dropped.
     this.#slot = next < 0 ? -1 : next;
     if (next < -1 && next !== -105) this.#txDropped++;

@@ -74,6 +74,11 @@ const ERROR_TEXT: Record<string, string> = {
 type NativeEngine = InstanceType<typeof native.NativeTcpEngine>;
 type FastCalls = ReturnType<typeof native.tcpFastCalls>;
 
+/** Bytes of the scratch buffer strings are encoded in on their way into the engine. */
+const STRING_SCRATCH = 16 * 1024;
+/** The most bytes a character takes in each encoding a string is written with through it. */
+const SCRATCH_BYTES_PER_CHAR: Partial<Record<BufferEncoding, number>> = { utf8: 3, 'utf-8': 3, latin1: 1, binary: 1, ascii: 1 };
+
 const engineErrors = native.tcpErrorCodes();
 
 function engineFailure(result: number, what: string): MorganaError {
@@ -311,6 +316,8 @@ export class Tcp {
    */
   readonly #outSlab = new Slab(OUT_SLAB, OUT_SLABS_KEPT);
   readonly #outMeta = new Uint32Array(3 * 4096);
+  /** @internal Where connections encode the strings they write, one at a time. */
+  readonly scratch = Buffer.allocUnsafeSlow(STRING_SCRATCH);
   readonly #events = new Uint32Array(3 * 1024);
   /** `turn`'s result: packets, events, next deadline, more. */
   readonly #result = new Float64Array(4);
@@ -857,7 +864,8 @@ export class TcpConnection extends Duplex {
 
   /** @internal */
   constructor(tcp: Tcp, handle: number, allowHalfOpen: boolean, connecting = false) {
-    super({ allowHalfOpen, decodeStrings: true });
+    // Strings reach _write as they are (see #sendString), as they reach net.Socket's.
+    super({ allowHalfOpen, decodeStrings: false });
     this.once('close', () => this.#keepAlive.release());
     this.#tcp = tcp;
     this.handle = handle;
@@ -1142,13 +1150,41 @@ export class TcpConnection extends Duplex {
     this.destroy(error);
   }
 
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+  override _write(chunk: Buffer | string, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     // Nothing to hand over (node:http ends every response with an empty write).
     if (chunk.length === 0 && !this.#engineGone) return callback();
+    if (typeof chunk === 'string') {
+      if (this.#pending === undefined && !this.connecting && !this.#engineGone && this.#sendString(chunk, encoding, callback)) return;
+      chunk = Buffer.from(chunk, encoding);
+    }
     this.#touch();
     this.#pending = { chunk, callback };
     this.#tcp.schedule();
     if (!this.connecting) this._drainPending();
+  }
+
+  /**
+   * Writes a string into the engine through the stack's scratch buffer, without a Buffer made
+   * for it (as `net.Socket` writes strings natively; node:http writes every response head as
+   * one): false when its encoding or length does not suit, for the caller to convert it. What
+   * the engine has no room for yet stays pending as a copy.
+   */
+  #sendString(text: string, encoding: BufferEncoding, callback: (error?: Error | null) => void): boolean {
+    const scratch = this.#tcp.scratch;
+    const perChar = SCRATCH_BYTES_PER_CHAR[encoding];
+    if (perChar === undefined || text.length * perChar > scratch.length) return false;
+    const length = scratch.write(text, 0, encoding);
+    this.#touch();
+    const n = this.#tcp.fast.send(this.handle, scratch, length);
+    if (n < 0) {
+      callback(engineFailure(n, 'write'));
+      return true;
+    }
+    this.#bytesWritten += n;
+    this.#tcp.schedule();
+    if (n === length) callback();
+    else this.#pending = { chunk: Buffer.from(scratch.subarray(n, length)), callback };
+    return true;
   }
 
   /** @internal Pushes a pending write into the engine as room allows. */

@@ -5,7 +5,7 @@
 //! class identity check and the registration of each borrowed receiver and class argument in a
 //! global, mutex-guarded borrow table, then their release. That is about a microsecond, several
 //! times the work of `send`, `recv` or `readable` on a small request, and a keep-alive HTTP
-//! request made half a dozen such calls. [`tcp_fast_calls`], [`tap_fast_send`],
+//! request made half a dozen such calls. [`tcp_fast_calls`], [`tap_fast_send`], [`tap_fast_send_parts`],
 //! [`reassembly_fast_calls`] and [`ipv6_reassembly_fast_calls`] return the same operations as
 //! functions bound to their objects: each reads its arguments with a few Node-API calls and
 //! reaches its object through the pointer it was created with.
@@ -115,7 +115,7 @@ type TcpTarget = (*mut NativeTcpEngine, *mut NativeIpOutput);
 /// read in place, one call each). A wrong argument type, or arrays of one call that overlap (other
 /// than two only read), throw a `TypeError`.
 #[napi(
-    ts_return_type = "{ send(handle: number, data: Uint8Array): number; recv(handle: number, out: Uint8Array): number; readable(handle: number): number; turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array): void; feed(input: Uint8Array, meta: Uint32Array, count: number, segment: Uint8Array, family: number, src: number, dst: number, addresses6: Uint8Array, now: number): void; drain(out: Uint8Array, outMeta: Uint32Array, now: number): number; takeEvents(events: Uint32Array): number }"
+    ts_return_type = "{ send(handle: number, data: Uint8Array, length?: number): number; recv(handle: number, out: Uint8Array): number; readable(handle: number): number; turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array): void; feed(input: Uint8Array, meta: Uint32Array, count: number, segment: Uint8Array, family: number, src: number, dst: number, addresses6: Uint8Array, now: number): void; drain(out: Uint8Array, outMeta: Uint32Array, now: number): number; takeEvents(events: Uint32Array): number }"
 )]
 pub fn tcp_fast_calls<'env>(
     env: &'env Env,
@@ -246,12 +246,35 @@ unsafe fn tcp_handle_bytes(
     unsafe { int(env, op(engine, handle, bytes).map_or_else(fail, |n| n as i32)) }
 }
 
+/// `send(handle, data, length?)`: the first `length` bytes of `data` (all of it without), so
+/// that a string written into a reused scratch buffer goes in without a view made per write.
 unsafe extern "C" fn tcp_send(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    unsafe {
-        tcp_handle_bytes(env, info, c"send(handle: number, data: Uint8Array)", |e, h, data| {
-            e.inner.send(h, data)
-        })
+    const USAGE: &CStr = c"send(handle: number, data: Uint8Array, length?: number), length at most data's";
+    let mut argc = 3;
+    let mut argv = [ptr::null_mut(); 3];
+    let mut data = ptr::null_mut();
+    if unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), &mut data) }
+        != sys::Status::napi_ok
+        || data.is_null()
+        || argc < 2
+    {
+        return unsafe { type_error(env, USAGE) };
     }
+    let (engine, _) = unsafe { (*data.cast::<Bound<TcpTarget>>()).target };
+    let (Some(handle), Some(mut bytes)) =
+        (unsafe { u32_of(env, argv[0]) }, unsafe { bytes_of(env, argv[1]) })
+    else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    if argc >= 3 {
+        match unsafe { u32_of(env, argv[2]) } {
+            Some(length) if length as usize <= bytes.len() => bytes = &mut bytes[..length as usize],
+            _ => return unsafe { type_error(env, USAGE) },
+        }
+    }
+    // See the module's soundness note.
+    let engine = unsafe { &mut *engine };
+    unsafe { int(env, engine.inner.send(handle, bytes).map_or_else(fail, |n| n as i32)) }
 }
 
 unsafe extern "C" fn tcp_recv(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
@@ -409,6 +432,38 @@ unsafe extern "C" fn tap_send(env: sys::napi_env, info: sys::napi_callback_info)
     };
     let handle = unsafe { &mut *handle };
     unsafe { int(env, handle.send(length)) }
+}
+
+/// `TapHandle.sendParts` bound to `handle`, without napi-rs's per-call bookkeeping (it runs
+/// once per frame a stack writes from its own buffer): `sendParts(head, source, at, length,
+/// inline)` has the method's results. A wrong argument type throws a `TypeError`.
+#[napi(
+    ts_return_type = "(head: Uint8Array, source: Uint8Array, at: number, length: number, inline: boolean) => number"
+)]
+pub fn tap_fast_send_parts(env: &Env, mut handle: ClassInstance<'_, TapHandle>) -> napi::Result<RawValue> {
+    let target: *mut TapHandle = &mut *handle;
+    bind(env, "sendParts", Some(tap_send_parts), target, &[handle.value]).map(RawValue)
+}
+
+unsafe extern "C" fn tap_send_parts(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    const USAGE: &CStr =
+        c"sendParts(head: Uint8Array, source: Uint8Array, at: number, length: number, inline: boolean)";
+    let call = unsafe { arguments::<*mut TapHandle, 5>(env, info) };
+    let Some((handle, [head, source, at, length, inline])) = call else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    let mut inline_flag = false;
+    let arguments =
+        unsafe { (bytes_of(env, head), bytes_of(env, source), u32_of(env, at), u32_of(env, length)) };
+    let (Some(head), Some(source), Some(at), Some(length)) = arguments else {
+        return unsafe { type_error(env, USAGE) };
+    };
+    if unsafe { sys::napi_get_value_bool(env, inline, &mut inline_flag) } != sys::Status::napi_ok {
+        return unsafe { type_error(env, USAGE) };
+    }
+    // See the module's soundness note (both buffers are only read).
+    let handle = unsafe { &mut *handle };
+    unsafe { int(env, handle.send_parts(head, source, at, length, inline_flag)) }
 }
 
 /// `ipv4Validate` as a plain Node-API function (it runs once per received IPv4 packet):

@@ -66,6 +66,9 @@ pub const TCP_OUT_FRAME: u32 = 0x4000_0000;
 /// with offset 16); sent only to interfaces whose neighbour entry says they take it.
 #[napi]
 pub const TCP_OUT_PARTIAL_CHECKSUM: u32 = 0x8000_0000;
+/// Segments of at most this many bytes (not super-segments) get their whole checksum here even
+/// towards an interface that completes checksums.
+const PARTIAL_CHECKSUM_MIN: usize = 512;
 /// Mask of the length in an output length word.
 #[napi]
 pub const TCP_OUT_LENGTH: u32 = 0x3fff_ffff;
@@ -923,7 +926,9 @@ impl Writer<'_> {
         let mut word = u32::from(s.gso_size);
         if !seg.checksummed {
             let segment = &mut self.out[tcp..tcp + len];
-            if e.partial_checksum {
+            // A small frame is summed here all the same: a few cache-hot words cost less than
+            // the offload metadata the device would need to complete it.
+            if e.partial_checksum && (s.gso_size > 0 || len > PARTIAL_CHECKSUM_MIN) {
                 let Some(sum) = pseudo_header_sum(src, dst, len) else { return Written::Skipped };
                 segment[16..18].copy_from_slice(&sum.to_be_bytes());
                 word |= TCP_OUT_PARTIAL_CHECKSUM;

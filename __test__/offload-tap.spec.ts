@@ -59,6 +59,8 @@ kernelTest(test, 'offloads on over TAP: curl 100 MiB each way through a bridge a
       t.is(up.answer, `${expected} ${size}`, 'upload intact');
       const partial = net.offloadStats().partialChecksum - partialBefore;
       t.true(partial > size / 65_536, `the kernel's data came with partial checksums (NEEDS_CSUM): ${partial} frames`);
+      const steered = net.stats().rxSteered ?? 0;
+      t.true(steered > size / 65_536, `the kernel's segments went into the engine a batch at a time (steered): ${steered} frames`);
       await stopCapture(tshark);
       // Morgana wrote super-frames: far fewer frames than 1,448-byte segments would need.
       const frames = after.frames - before.frames;

@@ -55,6 +55,9 @@ export {
   type NetDevice,
   type NetOffloads,
   type NetStats,
+  type ReceiveBatch,
+  type ReceiveSteer,
+  type ReusingFrameHandler,
 } from './net/device.js';
 export { BROADCAST_MAC, formatMac, parseMac } from './net/mac.js';
 export {

@@ -18,6 +18,11 @@ export interface NetStats {
   rxDropped: number;
   /** Written frames dropped (oversized, queue full, medium refused). */
   txDropped: number;
+  /**
+   * Of `rxFrames`, those a stack's steer took whole out of the device's received batches
+   * ({@link NetDevice.steerReceive}); reported by devices that have one.
+   */
+  rxSteered?: number;
 }
 
 /**
@@ -127,11 +132,44 @@ export interface NetDevice {
    * their memory back to the sender (see {@link writeOwned}'s `done`).
    */
   listenReusing?(handler: ReusingFrameHandler): void;
+  /**
+   * Optional, for devices that receive frames in batches (a TAP): sets the function that sees
+   * each batch before its frames are handed to the listener one by one (`undefined` removes
+   * it). Frames it marks in {@link ReceiveBatch.taken} were handled whole (copied or processed,
+   * nothing kept) and are not delivered again. A stack uses it to take the TCP segments of a
+   * batch into its engine in one call.
+   */
+  steerReceive?(steer: ReceiveSteer | undefined): void;
   /** Counters since the device was created. */
   stats(): NetStats;
   /** Stops sending and receiving and releases the medium. Idempotent. */
   close(): Promise<void>;
 }
+
+/**
+ * A batch of received frames, as {@link NetDevice.steerReceive} shows it. The object and its
+ * arrays are the device's and reused from batch to batch: valid only during the call.
+ */
+export interface ReceiveBatch {
+  /** The frames, back to back from offset 0. */
+  readonly frames: Buffer;
+  /**
+   * Each frame's length in its low 17 bits; a segment size above them marks a TCP frame the
+   * device coalesced from segments whose checksums it checked.
+   */
+  readonly lengths: Uint32Array;
+  /** How many frames. */
+  count: number;
+  /** Bytes in front of each Ethernet frame: 0, or 12 for a `virtio_net_hdr`. */
+  readonly framing: number;
+  /** Set to 1 by the steer for each frame it took. */
+  readonly taken: Uint8Array;
+  /** Filled by the steer: `[taken, with a partial checksum, coalesced]`. */
+  readonly counts: Uint32Array;
+}
+
+/** See {@link NetDevice.steerReceive}. */
+export type ReceiveSteer = (batch: ReceiveBatch) => void;
 
 /** The largest Ethernet header Morgana writes (no VLAN tag). */
 export const ETHERNET_HEADER_LENGTH = 14;

@@ -55,6 +55,8 @@ import {
   type NetDevice,
   type NetOffloads,
   type NetStats,
+  type ReceiveBatch,
+  type ReceiveSteer,
   ETHERNET_HEADER_LENGTH,
   MAX_SUPER_FRAME,
 } from './device.js';
@@ -279,6 +281,11 @@ class Tap implements TapDevice {
   #rxFrames = 0;
   #rxBytes = 0;
   #rxUnheard = 0;
+  #rxSteered = 0;
+  /** Sees each batch first (see {@link NetDevice.steerReceive}). */
+  #steer: ReceiveSteer | undefined;
+  /** What it is shown: this object, reused from batch to batch. */
+  readonly #steerBatch: { -readonly [K in keyof ReceiveBatch]: ReceiveBatch[K] };
 
   constructor(open: (onBatch: (count: number) => void) => Handle, mac: string, mtu: number, coalesce: boolean) {
     this.mac = mac;
@@ -300,6 +307,14 @@ class Tap implements TapDevice {
     this.rxCoalesce = coalesce && !this.vnetHdr;
     this.offloads = this.rxCoalesce ? RX_COALESCE_OFFLOADS : undefined;
     this.#handle.rxCoalesce(this.rxCoalesce);
+    this.#steerBatch = {
+      frames: this.#rxBuffer,
+      lengths: this.#rxLengths,
+      count: 0,
+      framing: this.vnetHdr ? VIRTIO_NET_HDR_LENGTH : 0,
+      taken: new Uint8Array(this.#rxLengths.length),
+      counts: new Uint32Array(3),
+    };
     this.#maxFrame = this.vnetHdr ? MAX_OFFLOAD_FRAME : mtu + ETHERNET_HEADER_LENGTH;
     this.#minFrame = ETHERNET_HEADER_LENGTH + (this.vnetHdr ? VIRTIO_NET_HDR_LENGTH : 0);
     this.#scratch = Buffer.allocUnsafeSlow(mtu + ETHERNET_HEADER_LENGTH + (this.vnetHdr ? VIRTIO_NET_HDR_LENGTH : 0));
@@ -345,12 +360,30 @@ class Tap implements TapDevice {
     // Whether every listener call returned "kept nothing", so the buffer may be read into again.
     let reusable = true;
     try {
+      // The steer takes what it can of the batch in one call; the rest goes frame by frame.
+      let taken: Uint8Array | undefined;
+      const steer = this.#steer;
+      if (steer !== undefined && this.#handler !== undefined) {
+        const batch = this.#steerBatch;
+        batch.frames = frames;
+        batch.count = count;
+        batch.counts[0] = 0;
+        steer(batch);
+        if (batch.counts[0]! > 0) taken = batch.taken;
+      }
       for (let i = 0; i < count; i++) {
         const entry = lengths[i]!;
         const length = entry & LENGTH_MASK;
         const handler = this.#handler;
         if (handler === undefined || this.#closed) {
           this.#rxUnheard++;
+          offset += length;
+          continue;
+        }
+        if (taken !== undefined && taken[i] === 1) {
+          this.#rxSteered++;
+          this.#rxFrames++;
+          this.#rxBytes += length;
           offset += length;
           continue;
         }
@@ -468,6 +501,11 @@ class Tap implements TapDevice {
     return true;
   }
 
+  steerReceive(steer: ReceiveSteer | undefined): void {
+    if (steer !== undefined && typeof steer !== 'function') throw new InvalidArgumentError('steer must be a function');
+    this.#steer = steer;
+  }
+
   listen(handler: FrameHandler): void {
     if (typeof handler !== 'function') throw new InvalidArgumentError('handler must be a function');
     this.#handler = handler;
@@ -494,6 +532,7 @@ class Tap implements TapDevice {
       txBytes: n.txBytes,
       rxDropped: this.#rxUnheard + n.rxOversized,
       txDropped: this.#txDropped + n.txQueueFull + n.txErrors,
+      rxSteered: this.#rxSteered,
     };
   }
 
@@ -633,6 +672,19 @@ class VnetHdrDevice implements TapNetDevice {
     } finally {
       source.writeUInt16BE(saved, field);
     }
+  }
+
+  steerReceive(steer: ReceiveSteer | undefined): void {
+    const tap = this.#tap;
+    if (!tap.steerReceive) return;
+    if (!tap.vnetHdr || steer === undefined) return tap.steerReceive(steer);
+    // The TAP shows frames with their virtio header; what the steer takes is counted here as
+    // `#receive` counts the rest.
+    tap.steerReceive((batch) => {
+      steer(batch);
+      this.#partialChecksum += batch.counts[1]!;
+      this.#coalesced += batch.counts[2]!;
+    });
   }
 
   listen(handler: FrameHandler): void {

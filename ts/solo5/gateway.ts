@@ -209,13 +209,13 @@ class LinkSlot implements NetDevice {
 
   /** Adds a closed device's counters to the total. */
   retire(stats: NetStats): void {
-    for (const k of Object.keys(stats) as (keyof NetStats)[]) this.#closedStats[k] += stats[k];
+    for (const k of Object.keys(stats) as (keyof NetStats)[]) this.#closedStats[k] = (this.#closedStats[k] ?? 0) + (stats[k] ?? 0);
   }
 
   stats(): NetStats {
     const now = this.device?.stats() ?? emptyNetStats();
     const total = { ...this.#closedStats };
-    for (const k of Object.keys(now) as (keyof NetStats)[]) total[k] += now[k];
+    for (const k of Object.keys(now) as (keyof NetStats)[]) total[k] = (total[k] ?? 0) + (now[k] ?? 0);
     return total;
   }
 

@@ -3,7 +3,7 @@
  * @module
  */
 import { OutOfRangeError } from '../errors.js';
-import type { FrameOffload, NetDevice } from '../net/device.js';
+import type { FrameOffload, NetDevice, ReceiveBatch } from '../net/device.js';
 import { parseMac } from '../net/mac.js';
 
 /** EtherTypes Morgana handles. */
@@ -93,6 +93,23 @@ export class Ethernet {
   onReusing(ethertype: number, handler: ReusingEthernetHandler): void {
     this.#handlers.set(ethertype, handler);
     this.#reusing.add(ethertype);
+  }
+
+  /**
+   * @internal Lets `steer` take frames of `ethertype` out of the device's received batches
+   * (see {@link NetDevice.steerReceive}; nothing happens on a device without it), counted as
+   * received: only while that EtherType's handler is the one registered now and no capture
+   * watches the interface, so that both still see every frame they would.
+   */
+  steerReceive(ethertype: number, steer: ((batch: ReceiveBatch, mac: Buffer) => void) | undefined): void {
+    if (!this.net.steerReceive) return;
+    if (steer === undefined) return this.net.steerReceive(undefined);
+    const handler = this.#handlers.get(ethertype);
+    this.net.steerReceive((batch) => {
+      if (this.#mirrors.length > 0 || this.#handlers.get(ethertype) !== handler) return;
+      steer(batch, this.mac);
+      this.#stats.rxFrames += batch.counts[0]!;
+    });
   }
 
   /**

@@ -11,7 +11,7 @@ import { FragmentationNeededError, MorganaError, OutOfRangeError, nativeFailure 
 import { fragment as fragmentPacket } from '../wire/ipv4.js';
 import { native } from '../native.js';
 import { Reassembler, type ReassemblerOptions } from '../reassembly.js';
-import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_NONE, NEEDS_CSUM } from '../net/device.js';
+import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_NONE, NEEDS_CSUM, type ReceiveBatch } from '../net/device.js';
 import { realFrames } from '../net/gso.js';
 import { transportChecksumCovered } from './checksum-offload.js';
 import type { Arp } from './arp.js';
@@ -164,6 +164,8 @@ export class Ipv4Layer {
   /** Set by the ICMP layer: sends ICMP errors about a received packet. */
   icmpErrorSender: ((kind: 'time-exceeded' | 'protocol-unreachable' | 'fragmentation-needed', packet: Buffer, iface: Ipv4Interface, mtu?: number) => void) | undefined;
   readonly #stats: Ipv4Stats = { received: 0, delivered: 0, sent: 0, forwarded: 0, fragmentsSent: 0, dropped: {}, sendFailures: 0 };
+  /** The interfaces' addresses, refreshed for each batch a protocol's steer sees. */
+  readonly #locals: Uint32Array;
 
   constructor(options: Ipv4LayerOptions) {
     this.interfaces = options.interfaces;
@@ -174,6 +176,7 @@ export class Ipv4Layer {
     this.reassembler = new Reassembler(options.reassembly);
     this.#clock = options.clock;
     this.output = new IpOutput(options.randomUint32, this.defaultTtl, options.hopLimit ?? this.defaultTtl);
+    this.#locals = new Uint32Array(this.interfaces.length);
     for (const iface of this.interfaces) {
       iface.eth.onReusing(ETHERTYPE.IPV4, (payload, _src, _frame, offload) => this.#receive(payload, iface, offload) === true);
       iface.arp.setAddresses(iface.address ? [iface.address] : []);
@@ -194,6 +197,33 @@ export class Ipv4Layer {
   onReusing(protocol: number, handler: ReusingProtocolHandler): void {
     this.#reusing.add(protocol);
     this.#handlers.set(protocol, handler);
+  }
+
+  /**
+   * @internal Lets `steer` take datagrams of `protocol` for this host straight out of the
+   * interfaces' received batches (see `NetDevice.steerReceive`), with the receiving MAC
+   * and the host's addresses to judge them by, counted as received and delivered: only while
+   * the protocol's handler is the one registered now. It must take only what this layer would
+   * deliver to that handler unchanged: unicast, unfragmented, valid, for a local address, from
+   * a source that is not martian (`steer_tcp4` in Rust).
+   */
+  steerReceive(protocol: number, steer: ((batch: ReceiveBatch, mac: Buffer, locals: Uint32Array) => void) | undefined): void {
+    const handler = this.#handlers.get(protocol);
+    const locals = this.#locals;
+    for (const iface of this.interfaces) {
+      if (steer === undefined) {
+        iface.eth.steerReceive(ETHERTYPE.IPV4, undefined);
+        continue;
+      }
+      iface.eth.steerReceive(ETHERTYPE.IPV4, (batch, mac) => {
+        if (this.#closed || this.#handlers.get(protocol) !== handler) return;
+        for (let i = 0; i < locals.length; i++) locals[i] = this.interfaces[i]?.address ?? 0;
+        steer(batch, mac, locals);
+        const taken = batch.counts[0]!;
+        this.#stats.received += taken;
+        this.#stats.delivered += taken;
+      });
+    }
   }
 
   /** Registers a listener for ICMP errors that quote packets of `protocol`. */

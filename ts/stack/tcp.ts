@@ -23,7 +23,7 @@ import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
 import { InvalidArgumentError, MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
 import { native } from '../native.js';
-import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM } from '../net/device.js';
+import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM, type ReceiveBatch } from '../net/device.js';
 import { Slab } from '../net/slab.js';
 import { tsoMax } from './ip-output.js';
 import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
@@ -344,6 +344,24 @@ export class Tcp {
     this.#outRoom();
     ip.onReusing(PROTO_TCP, (d) => this.#receive(d));
     ip.onIcmpError(PROTO_TCP, (report) => this.#icmpError(report));
+    // Segments in a TAP's received batch go into the engine in one call (see #ingest).
+    ip.steerReceive(PROTO_TCP, (batch, mac, locals) => this.#ingest(batch, mac, locals));
+  }
+
+  /**
+   * Takes the plain IPv4 segments for this host out of a device's received batch, into the
+   * engine in one call, after the segments batched so far (order kept); the rest of the batch
+   * goes through the layers frame by frame as before. Schedules the turn that runs the timers
+   * and output.
+   */
+  #ingest(batch: ReceiveBatch, mac: Buffer, locals: Uint32Array): void {
+    if (this.#closed) return;
+    const count = this.#inCount;
+    this.#inCount = 0;
+    this.#inAt = 0;
+    const now = this.#clock.now();
+    const taken = this.fast.ingest(this.#in, this.#inMeta, count, batch.frames, batch.lengths, batch.count, batch.framing, mac, locals, batch.taken, batch.counts, now);
+    if (taken > 0 || count > 0) this.schedule();
   }
 
   /**

@@ -115,7 +115,7 @@ type TcpTarget = (*mut NativeTcpEngine, *mut NativeIpOutput);
 /// read in place, one call each). A wrong argument type, or arrays of one call that overlap (other
 /// than two only read), throw a `TypeError`.
 #[napi(
-    ts_return_type = "{ send(handle: number, data: Uint8Array, length?: number): number; recv(handle: number, out: Uint8Array): number; readable(handle: number): number; turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array): void; feed(input: Uint8Array, meta: Uint32Array, count: number, segment: Uint8Array, family: number, src: number, dst: number, addresses6: Uint8Array, now: number): void; drain(out: Uint8Array, outMeta: Uint32Array, now: number): number; takeEvents(events: Uint32Array): number }"
+    ts_return_type = "{ send(handle: number, data: Uint8Array, length?: number): number; recv(handle: number, out: Uint8Array): number; readable(handle: number): number; turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array): void; feed(input: Uint8Array, meta: Uint32Array, count: number, segment: Uint8Array, family: number, src: number, dst: number, addresses6: Uint8Array, now: number): void; drain(out: Uint8Array, outMeta: Uint32Array, now: number): number; takeEvents(events: Uint32Array): number; ingest(input: Uint8Array, meta: Uint32Array, count: number, frames: Uint8Array, lengths: Uint32Array, frameCount: number, framing: number, mac: Uint8Array, locals: Uint32Array, taken: Uint8Array, counts: Uint32Array, now: number): number }"
 )]
 pub fn tcp_fast_calls<'env>(
     env: &'env Env,
@@ -125,7 +125,7 @@ pub fn tcp_fast_calls<'env>(
     let target: TcpTarget = (&mut *engine, &mut *ip);
     let objects = [engine.value, ip.value];
     let mut calls = Object::new(env)?;
-    let functions: [(&str, sys::napi_callback); 7] = [
+    let functions: [(&str, sys::napi_callback); 8] = [
         ("send", Some(tcp_send)),
         ("recv", Some(tcp_recv)),
         ("readable", Some(tcp_readable)),
@@ -133,6 +133,7 @@ pub fn tcp_fast_calls<'env>(
         ("feed", Some(tcp_feed)),
         ("drain", Some(tcp_drain)),
         ("takeEvents", Some(tcp_take_events)),
+        ("ingest", Some(tcp_ingest)),
     ];
     for (name, callback) in functions {
         calls.set_named_property(name, RawValue(bind(env, name, callback, target, &objects)?))?;
@@ -340,6 +341,71 @@ unsafe extern "C" fn tcp_turn(env: sys::napi_env, info: sys::napi_callback_info)
     let (engine, ip) = unsafe { (&mut *engine, &mut *ip) };
     engine.turn(ip, input, meta, count, now, out, out_meta, events, result);
     ptr::null_mut()
+}
+
+const INGEST: &CStr = c"ingest(input: Uint8Array, meta: Uint32Array, count: number, frames: Uint8Array, lengths: Uint32Array, frameCount: number, framing: number, mac: Uint8Array, locals: Uint32Array, taken: Uint8Array, counts: Uint32Array, now: number), a 6-byte mac, taken and counts apart from the rest";
+
+/// `ingest`: the input batch so far, then the TCP segments of a device's received batch that
+/// need no other layer, straight into the engine (see `NativeTcpEngine::ingest`).
+unsafe extern "C" fn tcp_ingest(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    use sys::TypedarrayType::uint32_array;
+    let call = unsafe { arguments::<TcpTarget, 12>(env, info) };
+    let Some((
+        (engine, _),
+        [input, meta, count, frames, lengths, frame_count, framing, mac, locals, taken, counts, now],
+    )) = call
+    else {
+        return unsafe { type_error(env, INGEST) };
+    };
+    let arguments = unsafe {
+        (
+            bytes_of(env, input),
+            typed_of::<u32>(env, meta, uint32_array),
+            u32_of(env, count),
+            bytes_of(env, frames),
+            typed_of::<u32>(env, lengths, uint32_array),
+            u32_of(env, frame_count),
+            u32_of(env, framing),
+            bytes_of(env, mac),
+            typed_of::<u32>(env, locals, uint32_array),
+            bytes_of(env, taken),
+            typed_of::<u32>(env, counts, uint32_array),
+            f64_of(env, now),
+        )
+    };
+    let (
+        Some(input),
+        Some(meta),
+        Some(count),
+        Some(frames),
+        Some(lengths),
+        Some(frame_count),
+        Some(framing),
+        Some(mac),
+        Some(locals),
+        Some(taken),
+        Some(counts),
+        Some(now),
+    ) = arguments
+    else {
+        return unsafe { type_error(env, INGEST) };
+    };
+    let Ok(mac) = <[u8; 6]>::try_from(&mac[..]) else { return unsafe { type_error(env, INGEST) } };
+    let read = [span(input), span(meta), span(frames), span(lengths), span(locals)];
+    if overlap(span(taken), span(counts))
+        || read.iter().any(|&r| overlap(r, span(taken)) || overlap(r, span(counts)))
+    {
+        return unsafe { type_error(env, INGEST) };
+    }
+    let filter = morgana_net::steer::SteerFilter { framing: framing as usize, mac, locals };
+    // See the module's soundness note.
+    let engine = unsafe { &mut *engine };
+    unsafe {
+        uint(
+            env,
+            engine.ingest(input, meta, count, frames, lengths, frame_count, &filter, taken, counts, now),
+        )
+    }
 }
 
 const FEED: &CStr = c"feed(input: Uint8Array, meta: Uint32Array, count: number, segment: Uint8Array, family: number, src: number, dst: number, addresses6: Uint8Array, now: number), input and meta apart from the rest";

@@ -9,6 +9,8 @@
 //!   entries of established flows, counters), owned by the TypeScript IP layers.
 //! - [`gso`]: offload metadata in `virtio_net_hdr` shape and software segmentation of TCP
 //!   super-frames (for devices, captures and links that take only real frames).
+//! - [`steer`]: which frames of a received batch are plain IPv4 TCP segments for this host,
+//!   for devices that hand a batch to the TCP engine in one crossing.
 //! - [`reassembly`]: the bounded IPv4 reassembly cache (MirageOS 3.5 limits by default), and the
 //!   IPv6 one on the same core ([`reassembly::ipv6`]).
 //!
@@ -21,4 +23,5 @@ pub mod fragment;
 pub mod gso;
 pub mod ip_out;
 pub mod reassembly;
+pub mod steer;
 pub mod wire;

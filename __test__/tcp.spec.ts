@@ -491,3 +491,20 @@ test('strings written in any encoding arrive as Buffer.from would encode them, a
     t.is(clients[k]!.bytesWritten, expected[k]!.length);
   }
 });
+
+// A client closing first leaves each connection's addresses in TIME_WAIT for a minute: 16,384
+// ephemeral ports would last 273 connections a second to one server. With timestamps on, a
+// new connection takes over addresses whose TIME_WAIT is ours (as Linux's tcp_tw_reuse does).
+test('a client opening and closing 20,000 connections to one server does not run out of ephemeral ports', async (t) => {
+  t.timeout(120_000);
+  const { a, b } = await pair(t);
+  b.tcp.listen(7000, (conn) => conn.resume());
+  for (let i = 0; i < 20_000; i++) {
+    const c = await a.tcp.connect('10.0.0.2', 7000);
+    const closed = once(c, 'close');
+    c.resume();
+    c.end();
+    await closed;
+  }
+  t.true(a.tcp.stats().timeWaitRecycled > 20_000 - 16_384, `${a.tcp.stats().timeWaitRecycled} TIME_WAIT addresses handed on`);
+});

@@ -764,7 +764,7 @@ export class Tcp {
       const route = this.#ip.route(dst.v4);
       if (!route) throw new MorganaError('ERR_NO_ROUTE', `no route to ${formatIpv4Address(dst.v4)}`);
       const src = route.iface.address;
-      const lp = localPort ?? this.#ephemeralPort((p) => this.engine.inUse(src, p, dst.v4, port));
+      const lp = localPort ?? this.#ephemeralPort((p) => this.engine.inUse(src, p, dst.v4, port, now));
       const handle = this.engine.connect(src, lp, dst.v4, port, now);
       if (handle < 0) throw engineFailure(handle, `connect to ${formatIpv4Address(dst.v4)}:${port}`);
       return handle;
@@ -776,7 +776,7 @@ export class Tcp {
     const route = ip6.route(dst.v6, iface);
     // Without a route, sourceFor throws the precise error (no route, or no usable source yet).
     const src = route ? route.src : ip6.sourceFor(dst.v6, iface);
-    const lp = localPort ?? this.#ephemeralPort((p) => this.engine.inUse6(src, p, dst.v6, port));
+    const lp = localPort ?? this.#ephemeralPort((p) => this.engine.inUse6(src, p, dst.v6, port, now));
     const handle = this.engine.connect6(src, lp, dst.v6, port, now);
     if (handle < 0) throw engineFailure(handle, `connect to ${formatEndpoint(text, port)}`);
     return handle;

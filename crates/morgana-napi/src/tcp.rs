@@ -397,17 +397,40 @@ impl NativeTcpEngine {
         self.inner.unlisten_family(port as u16, listen_family(family));
     }
 
-    /// Whether the IPv4 4-tuple is taken.
+    /// Whether the IPv4 4-tuple is taken; with `now`, whether `connect` would find it taken then
+    /// (a TIME_WAIT connection of ours that may hand it on does not count).
     #[napi]
-    pub fn in_use(&self, local_ip: u32, local_port: u32, remote_ip: u32, remote_port: u32) -> bool {
-        self.inner.in_use((v4(local_ip), local_port as u16), (v4(remote_ip), remote_port as u16))
+    pub fn in_use(
+        &self,
+        local_ip: u32,
+        local_port: u32,
+        remote_ip: u32,
+        remote_port: u32,
+        now: Option<f64>,
+    ) -> bool {
+        let (local, remote) = ((v4(local_ip), local_port as u16), (v4(remote_ip), remote_port as u16));
+        match now {
+            Some(now) => self.inner.taken_for_connect(local, remote, now_ms(now)),
+            None => self.inner.in_use(local, remote),
+        }
     }
 
-    /// Whether the IPv6 4-tuple (16-byte addresses) is taken.
+    /// As `in_use`, for an IPv6 4-tuple (16-byte addresses).
     #[napi]
-    pub fn in_use6(&self, local_ip: &[u8], local_port: u32, remote_ip: &[u8], remote_port: u32) -> bool {
+    pub fn in_use6(
+        &self,
+        local_ip: &[u8],
+        local_port: u32,
+        remote_ip: &[u8],
+        remote_port: u32,
+        now: Option<f64>,
+    ) -> bool {
         let (Some(l), Some(r)) = (v6(local_ip), v6(remote_ip)) else { return false };
-        self.inner.in_use((l, local_port as u16), (r, remote_port as u16))
+        let (local, remote) = ((l, local_port as u16), (r, remote_port as u16));
+        match now {
+            Some(now) => self.inner.taken_for_connect(local, remote, now_ms(now)),
+            None => self.inner.in_use(local, remote),
+        }
     }
 
     /// Opens a connection: its handle (> 0) or a negative error.

@@ -556,8 +556,26 @@ impl Conn {
         if !(seq::gt(h.seq, self.rcv_nxt) || ts.is_some_and(|val| seq::gt(val, self.ts_recent))) {
             return None;
         }
+        Some(self.hand_over())
+    }
+
+    /// Whether this connection, in TIME_WAIT after our active close, may give its addresses to
+    /// a new outgoing connection (as Linux's `tcp_tw_reuse` decides for its own side, RFC 6191's
+    /// conditions): with timestamps on, and once the millisecond clock has moved past the last
+    /// segment it sent or took (TIME_WAIT is re-armed by each), the new connection's timestamps,
+    /// from the same clock and offset, are newer than anything of the old one, so PAWS at either
+    /// end rejects the old incarnation's duplicates; its ISS comes from [`Conn::hand_over`].
+    pub fn time_wait_reusable(&self, now: u64, time_wait_ms: u64) -> bool {
+        self.state == State::TimeWait
+            && self.ts_enabled
+            && self.time_wait_at.is_some_and(|at| now > at.saturating_sub(time_wait_ms))
+    }
+
+    /// Closes this TIME_WAIT connection for a new incarnation and returns that one's ISS:
+    /// beyond anything the old one sent, so the peer cannot take new data for old.
+    pub fn hand_over(&mut self) -> u32 {
         self.close_now();
-        Some(self.snd_max.wrapping_add(65_535 + 2))
+        self.snd_max.wrapping_add(65_535 + 2)
     }
 
     /// Changes the congestion control algorithm, keeping cwnd and ssthresh.

@@ -228,6 +228,18 @@ impl Engine {
         self.tuples.get(local, remote).is_some()
     }
 
+    /// Whether [`Engine::connect`] from `local` to `remote` would fail for the addresses at
+    /// `now`: they are held by a connection, other than one in TIME_WAIT that may hand them on
+    /// ([`Conn::time_wait_reusable`]). An ephemeral port picker asks this, not
+    /// [`Engine::in_use`]: a client that opens and closes connections to one server faster than
+    /// its ephemeral ports leave TIME_WAIT (16,384 ports in 60 s: 273 a second) would otherwise
+    /// run out of them.
+    pub fn taken_for_connect(&self, local: (IpAddr, u16), remote: (IpAddr, u16), now: u64) -> bool {
+        self.tuples.get(local, remote).is_some_and(|h| {
+            !self.conns.get(&h).is_some_and(|c| c.time_wait_reusable(now, self.cfg.time_wait_ms))
+        })
+    }
+
     /// Opens a connection; the SYN goes out at the next [`Engine::poll`]. Both addresses must
     /// be of one family.
     pub fn connect(
@@ -240,13 +252,20 @@ impl Engine {
         if local.1 == 0 || remote.1 == 0 || local.0.is_ipv4() != remote.0.is_ipv4() {
             return Err(EngineError::InvalidArgument);
         }
-        if self.tuples.get(local, remote).is_some() {
+        if self.taken_for_connect(local, remote, now) {
             return Err(EngineError::AddressInUse);
+        }
+        // A TIME_WAIT connection of ours on these addresses hands them on (counted as recycled).
+        let mut successor_iss = None;
+        if let Some(old) = self.tuples.get(local, remote) {
+            successor_iss = self.conns.get_mut(&old).map(Conn::hand_over);
+            self.stats.time_wait_recycled += 1;
+            self.reap(old);
         }
         if self.conns.len() >= self.cfg.max_connections {
             return Err(EngineError::TooManyConnections);
         }
-        let iss = initial_sequence(&self.key, local, remote, now);
+        let iss = successor_iss.unwrap_or_else(|| initial_sequence(&self.key, local, remote, now));
         let h = self.alloc_handle();
         let mut conn = Conn::new(h, local, remote, iss, None, &self.cfg);
         conn.set_timestamp_offset(self.ts_offset(local.0, remote.0));

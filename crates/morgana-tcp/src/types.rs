@@ -453,7 +453,8 @@ pub struct Stats {
     pub closed_port: u64,
     /// Connections that entered TIME_WAIT.
     pub time_wait_entered: u64,
-    /// TIME_WAIT connections closed early for a new SYN (RFC 6191).
+    /// TIME_WAIT connections closed early for a new incarnation: a SYN from the peer (RFC 6191)
+    /// or our own connect from the same addresses ([`crate::conn::Conn::time_wait_reusable`]).
     pub time_wait_recycled: u64,
     /// ICMP errors accepted for a connection.
     pub icmp_errors: u64,

@@ -1098,6 +1098,45 @@ fn ipv6_icmp_errors_and_packet_too_big() {
     }
 }
 
+/// A client that closes first keeps its addresses in TIME_WAIT; with timestamps, once the clock
+/// has moved on, a new connection from the same port takes them over (as Linux's tcp_tw_reuse),
+/// with an ISS beyond the old one, and carries data; without timestamps it may not.
+#[test]
+fn connect_reuses_our_own_time_wait_addresses() {
+    for timestamps in [true, false] {
+        let mut net = Net::new(Config { time_wait_ms: 60_000, timestamps, ..Config::default() });
+        let h = net.connect();
+        net.app_a.shutdown_when_sent = true;
+        net.app_b.shutdown_when_sent = true;
+        net.run_until(5_000, |n| has(&n.app_a, EventKind::Closed) && has(&n.app_b, EventKind::Closed));
+        assert_eq!(net.a.info(h).unwrap().state, State::TimeWait);
+        let (local, remote) = ((A, 40_000), (B, 80));
+        assert!(net.a.in_use(local, remote));
+        let entered =
+            net.app_a.times[net.app_a.events.iter().position(|e| e.kind == EventKind::Closed).unwrap()];
+        assert!(
+            net.a.taken_for_connect(local, remote, entered),
+            "not in the millisecond it entered TIME_WAIT"
+        );
+        net.now = net.now.max(entered + 1);
+        if !timestamps {
+            assert!(net.a.taken_for_connect(local, remote, net.now));
+            assert_eq!(net.a.connect(local, remote, net.now), Err(morgana_tcp::EngineError::AddressInUse));
+            continue;
+        }
+        assert!(!net.a.taken_for_connect(local, remote, net.now));
+        net.a.release(h);
+        net.app_a = App::new();
+        net.app_b = App::new();
+        let h2 = net.a.connect(local, remote, net.now).expect("the TIME_WAIT addresses are handed on");
+        assert_eq!(net.a.stats().time_wait_recycled, 1);
+        net.run_until(10_000, |n| n.app_a.handle == Some(h2) && n.app_b.handle.is_some());
+        net.app_a.to_send = pattern(100_000, 7);
+        net.run_until(10_000, |n| n.app_b.received.len() == 100_000);
+        assert_eq!(net.app_b.received, pattern(100_000, 7));
+    }
+}
+
 #[test]
 fn ipv6_many_connections_and_time_wait() {
     let mut net = Net::new6(Config { time_wait_ms: 4_000, ..Config::default() });

@@ -110,6 +110,7 @@ export const cases: BenchCase[] = [
     group: GROUP,
     unit: 'requests',
     description: `wrk -t1 -c${CONNECTIONS} in a namespace → kernel TCP → TAP → Morgana TCP → node:http parser (server.emit('connection')), same handler`,
+    goal: { minRatio: 1, source: 'issue 14: HTTP with wrk over TAP ≥ 1.0× node:http on loopback' },
     skip: () => kernelTestsUnavailable() ?? needWrk(),
     sampleMs: SAMPLE_MS,
     async setup() {

@@ -6,10 +6,9 @@
  * switch's mirror, and a port without offloads.
  */
 import test, { type ExecutionContext } from 'ava';
-import { DATA_VALID, type FrameOffload, NEEDS_CSUM, type NetOffloads, VirtualSwitch, createStack } from 'morgana';
-import { ipv4 } from 'morgana/wire';
+import { DATA_VALID, NEEDS_CSUM, type NetOffloads, VirtualSwitch, createStack } from 'morgana';
 import { commandUnavailable } from './helpers/netns.js';
-import { OFFLOADS, exchange, ordinaryFrames, pcapRecordsCompleteChecksums, plainPortGetsCompleteChecksums } from './helpers/offload.js';
+import { OFFLOADS, exchange, injectWrongChecksumSyn, ordinaryFrames, pcapRecordsCompleteChecksums, plainPortGetsCompleteChecksums } from './helpers/offload.js';
 
 const MIB = 1 << 20;
 
@@ -90,34 +89,14 @@ for (const kind of ['fragments', 'stale csumStart'] as const) {
     t.teardown(() => b.close());
     const listener = b.tcp.listen(7000, () => {});
     t.teardown(() => listener.close());
-    const injector = sw.connect({ offloads: OFFLOADS });
-    // A SYN with 20 bytes of data and a wrong checksum, from 10.0.0.9:40000.
-    const tcp = Buffer.alloc(40);
-    tcp.writeUInt16BE(40_000, 0);
-    tcp.writeUInt16BE(7000, 2);
-    tcp.writeUInt32BE(1, 4);
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x02;
-    tcp.writeUInt16BE(65_535, 14);
-    tcp.writeUInt16BE(0x1234, 16);
-    const packet = ipv4.emit({ src: '10.0.0.9', dst: '10.0.0.2', protocol: 6, identification: 7 }, tcp);
-    const pieces = kind === 'fragments' ? ipv4.fragment(packet, 20 + 24) : [packet];
-    const mac = b.interfaces[0]!.eth.mac;
-    pieces.forEach((piece, i) => {
-      const last = i === pieces.length - 1;
-      const offload: FrameOffload | undefined = !last
+    // A SYN with 20 bytes of data and a wrong checksum; the device's word on the last frame.
+    injectWrongChecksumSyn(sw.connect({ offloads: OFFLOADS }), b.interfaces[0]!.eth.mac, '10.0.0.2', kind === 'fragments', (last) =>
+      !last
         ? undefined
         : kind === 'fragments'
           ? { flags: DATA_VALID, gsoType: 0, gsoSize: 0, hdrLen: 0, csumStart: 0, csumOffset: 0 }
-          : { flags: NEEDS_CSUM, gsoType: 0, gsoSize: 0, hdrLen: 14 + 20 + 20, csumStart: 14 + 16, csumOffset: 16 };
-      injector.write(14 + piece.length, (frame) => {
-        mac.copy(frame, 0);
-        frame.fill(0x02, 6, 12);
-        frame.writeUInt16BE(0x0800, 12);
-        piece.copy(frame, 14);
-        return 14 + piece.length;
-      }, offload);
-    });
+          : { flags: NEEDS_CSUM, gsoType: 0, gsoSize: 0, hdrLen: 14 + 20 + 20, csumStart: 14 + 16, csumOffset: 16 },
+    );
     for (let i = 0; i < 100 && b.tcp.stats().badChecksum === 0; i++) await new Promise((r) => setTimeout(r, 10));
     if (kind === 'fragments') t.is(b.ipv4.stats().reassembly.reassembled, 1, 'the fragments were reassembled');
     t.is(b.tcp.stats().badChecksum, 1, 'the segment was taken on a word that did not cover it');

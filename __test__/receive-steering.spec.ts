@@ -24,8 +24,7 @@ import {
   createStack,
   writeVirtioNetHdr,
 } from 'morgana';
-import { ipv4 } from 'morgana/wire';
-import { OFFLOADS, exchange } from './helpers/offload.js';
+import { OFFLOADS, exchange, injectWrongChecksumSyn } from './helpers/offload.js';
 
 const MIB = 1 << 20;
 
@@ -156,31 +155,11 @@ for (const kind of ['stale csumStart', 'fragments', 'DATA_VALID'] as const) {
     const { sw, b, device } = await pair(t, 12);
     const listener = b.tcp.listen(7000, () => {});
     t.teardown(() => listener.close());
-    const injector = sw.connect({ offloads: OFFLOADS });
-    const tcp = Buffer.alloc(40);
-    tcp.writeUInt16BE(40_000, 0);
-    tcp.writeUInt16BE(7000, 2);
-    tcp.writeUInt32BE(1, 4);
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x02;
-    tcp.writeUInt16BE(65_535, 14);
-    tcp.writeUInt16BE(0x1234, 16);
-    const packet = ipv4.emit({ src: '10.0.0.9', dst: '10.0.0.2', protocol: 6, identification: 7 }, tcp);
-    const pieces = kind === 'fragments' ? ipv4.fragment(packet, 20 + 24) : [packet];
     const offload: FrameOffload =
       kind === 'stale csumStart'
         ? { flags: NEEDS_CSUM, gsoType: 0, gsoSize: 0, hdrLen: 14 + 20 + 20, csumStart: 14 + 16, csumOffset: 16 }
         : { flags: DATA_VALID, gsoType: 0, gsoSize: 0, hdrLen: 0, csumStart: 0, csumOffset: 0 };
-    const mac = b.interfaces[0]!.eth.mac;
-    for (const piece of pieces) {
-      injector.write(14 + piece.length, (frame) => {
-        mac.copy(frame, 0);
-        frame.fill(0x02, 6, 12);
-        frame.writeUInt16BE(0x0800, 12);
-        piece.copy(frame, 14);
-        return 14 + piece.length;
-      }, offload);
-    }
+    injectWrongChecksumSyn(sw.connect({ offloads: OFFLOADS }), b.interfaces[0]!.eth.mac, '10.0.0.2', kind === 'fragments', () => offload);
     const settled = () => b.tcp.stats().badChecksum > 0 || b.tcp.stats().segmentsIn > 0;
     for (let i = 0; i < 100 && !settled(); i++) await new Promise((r) => setTimeout(r, 10));
     const stats = b.tcp.stats();

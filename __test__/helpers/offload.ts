@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { type FrameOffload, GSO_NONE, NEEDS_CSUM, type NetDevice, type NetOffloads, type Stack, type TcpConnection, VirtualSwitch, createStack, openTap, pcapRecorder } from 'morgana';
+import { ipv4 } from 'morgana/wire';
 import { type Netns, waitForwarding } from './netns.js';
 import { digest } from './streams.js';
 
@@ -101,6 +102,33 @@ export async function ordinaryFrames(a: Stack, b: Stack, host: string, count = 4
   } finally {
     listener.close();
   }
+}
+
+/**
+ * Writes to `injector` a SYN from 10.0.0.9:40000 to `dst`:7000 with 20 bytes of data and a
+ * wrong TCP checksum, addressed to `mac`: whole, or as IPv4 fragments with `fragments`. Each
+ * frame goes with `offload(last)` (`last`: it carries the last piece).
+ */
+export function injectWrongChecksumSyn(injector: NetDevice, mac: Buffer, dst: string, fragments: boolean, offload: (last: boolean) => FrameOffload | undefined): void {
+  const tcp = Buffer.alloc(40);
+  tcp.writeUInt16BE(40_000, 0);
+  tcp.writeUInt16BE(7000, 2);
+  tcp.writeUInt32BE(1, 4);
+  tcp[12] = 5 << 4;
+  tcp[13] = 0x02;
+  tcp.writeUInt16BE(65_535, 14);
+  tcp.writeUInt16BE(0x1234, 16);
+  const packet = ipv4.emit({ src: '10.0.0.9', dst, protocol: 6, identification: 7 }, tcp);
+  const pieces = fragments ? ipv4.fragment(packet, 20 + 24) : [packet];
+  pieces.forEach((piece, i) => {
+    injector.write(14 + piece.length, (frame) => {
+      mac.copy(frame, 0);
+      frame.fill(0x02, 6, 12);
+      frame.writeUInt16BE(0x0800, 12);
+      piece.copy(frame, 14);
+      return 14 + piece.length;
+    }, offload(i === pieces.length - 1));
+  });
 }
 
 /** The Internet checksum of `bytes` with an initial sum (0xffff over data that carries a valid one). */

@@ -55,6 +55,7 @@ export {
   type NetDevice,
   type NetOffloads,
   type NetStats,
+  RECEIVE_LENGTH_MASK,
   type ReceiveBatch,
   type ReceiveSteer,
   type ReusingFrameHandler,

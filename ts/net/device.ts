@@ -154,8 +154,8 @@ export interface ReceiveBatch {
   /** The frames, back to back from offset 0. */
   readonly frames: Buffer;
   /**
-   * Each frame's length in its low 17 bits; a segment size above them marks a TCP frame the
-   * device coalesced from segments whose checksums it checked.
+   * Each frame's length in its low 17 bits ({@link RECEIVE_LENGTH_MASK}); a segment size above
+   * them marks a TCP frame the device coalesced from segments whose checksums it checked.
    */
   readonly lengths: Uint32Array;
   /** How many frames. */
@@ -170,6 +170,9 @@ export interface ReceiveBatch {
 
 /** See {@link NetDevice.steerReceive}. */
 export type ReceiveSteer = (batch: ReceiveBatch) => void;
+
+/** The bits of a {@link ReceiveBatch.lengths} entry that hold the frame's length. */
+export const RECEIVE_LENGTH_MASK = (1 << 17) - 1;
 
 /** The largest Ethernet header Morgana writes (no VLAN tag). */
 export const ETHERNET_HEADER_LENGTH = 14;

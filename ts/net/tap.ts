@@ -58,6 +58,7 @@ import {
   type ReceiveBatch,
   type ReceiveSteer,
   ETHERNET_HEADER_LENGTH,
+  RECEIVE_LENGTH_MASK,
   MAX_SUPER_FRAME,
 } from './device.js';
 import { formatMac, parseMac, randomLocalMac } from './mac.js';
@@ -209,7 +210,7 @@ function rxCoalesceOption(value: unknown): boolean {
 
 /** A lengths entry of a coalesced frame holds its segment size above these bits (Rust's `gro::GSO_SHIFT`). */
 const GSO_SHIFT = 17;
-const LENGTH_MASK = (1 << GSO_SHIFT) - 1;
+const LENGTH_MASK = RECEIVE_LENGTH_MASK;
 /** What a plain TAP with software receive coalescing accepts and delivers. */
 const RX_COALESCE_OFFLOADS: NetOffloads = Object.freeze({ checksum: false, tso4: false, tso6: false, rxCoalesce: true });
 

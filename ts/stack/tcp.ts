@@ -23,7 +23,7 @@ import { formatIpv4Address, formatIpv6Address } from '../address.js';
 import type { Clock, Timer } from '../clock.js';
 import { InvalidArgumentError, MorganaError, OutOfRangeError, assertInteger } from '../errors.js';
 import { native } from '../native.js';
-import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM, type ReceiveBatch } from '../net/device.js';
+import { ETHERNET_HEADER_LENGTH, type FrameOffload, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM, RECEIVE_LENGTH_MASK, type ReceiveBatch } from '../net/device.js';
 import { Slab } from '../net/slab.js';
 import { tsoMax } from './ip-output.js';
 import { type InetAddressLike, formatEndpoint, parseInetAddress, zoneInterface } from './inet.js';
@@ -102,6 +102,18 @@ function tcpFrameOffload(out: Buffer, at: number, gsoSize: number, partial: bool
     csumStart,
     csumOffset: 16,
   };
+}
+
+/**
+ * Whether a received batch has a frame that looks like IPv4 TCP (EtherType and protocol bytes
+ * only): a batch of UDP, ICMP or ARP is not worth a call into the engine.
+ */
+function mayHoldTcp4(batch: ReceiveBatch): boolean {
+  const { frames, lengths, count, framing } = batch;
+  for (let i = 0, at = framing; i < count; at += lengths[i++]! & RECEIVE_LENGTH_MASK) {
+    if (frames[at + 12] === 0x08 && frames[at + 13] === 0x00 && frames[at + 23] === 6) return true;
+  }
+  return false;
 }
 
 /** The error of a call or pending operation that the stack's closing cut short. */
@@ -355,7 +367,7 @@ export class Tcp {
    * and output.
    */
   #ingest(batch: ReceiveBatch, mac: Buffer, locals: Uint32Array): void {
-    if (this.#closed) return;
+    if (this.#closed || !mayHoldTcp4(batch)) return;
     const count = this.#inCount;
     this.#inCount = 0;
     this.#inAt = 0;

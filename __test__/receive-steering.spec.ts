@@ -9,6 +9,7 @@
  * kernel.
  */
 import test, { type ExecutionContext } from 'ava';
+import { randomBytes } from 'node:crypto';
 import {
   DATA_VALID,
   type FrameFill,
@@ -20,11 +21,13 @@ import {
   type NetStats,
   type ReceiveBatch,
   type ReceiveSteer,
+  type Stack,
   VirtualSwitch,
   createStack,
   writeVirtioNetHdr,
 } from 'morgana';
-import { OFFLOADS, exchange, injectWrongChecksumSyn } from './helpers/offload.js';
+import { FAMILY, OFFLOADS, exchange, injectWrongChecksumSyn } from './helpers/offload.js';
+import { collect, writeAll } from './helpers/streams.js';
 
 const MIB = 1 << 20;
 
@@ -104,32 +107,63 @@ class BatchingDevice implements NetDevice {
   }
 }
 
-async function pair(t: ExecutionContext, framing: 0 | 12) {
+async function pair(t: ExecutionContext, framing: 0 | 12, family: 4 | 6 | 'both' = 4) {
   const sw = new VirtualSwitch();
   // Without a virtio header a batch carries no offload metadata: such a port sends only real
   // frames with complete checksums, as a TAP without the header receives them.
   const offloads = framing === 12 ? OFFLOADS : undefined;
-  const a = await createStack({ net: sw.connect({ offloads }), ipv4: '10.0.0.1/24' });
+  const address = (side: 'a' | 'b') => ({
+    ...(family !== 6 && { ipv4: `${FAMILY[4][side]}/24` }),
+    ...(family !== 4 && { ipv6: { address: [`${FAMILY[6][side]}/64`], dadTransmits: 0 } }),
+  });
+  const a = await createStack({ net: sw.connect({ offloads }), ...address('a') });
   const device = new BatchingDevice(sw.connect({ offloads }), framing);
-  const b = await createStack({ net: device, ipv4: '10.0.0.2/24' });
+  const b = await createStack({ net: device, ...address('b') });
   t.teardown(() => Promise.all([a.close(), b.close()]));
   return { sw, a, b, device };
 }
 
-for (const framing of [0, 12] as const) {
-  test(`${framing ? 'with a virtio header (offloads on)' : 'plain frames'}: TCP segments go in whole batches, 8 MiB each way intact, every layer's counters add up`, async (t) => {
-    t.timeout(120_000);
-    const { a, b, device } = await pair(t, framing);
-    await exchange(t, a, b, 8 * MIB, '10.0.0.2');
-    const eth = b.interfaces[0]!.eth.stats();
-    const ip = b.ipv4.stats();
-    t.true(device.steered > 100, `the steer took ${device.steered} frames`);
-    t.true(device.delivered > 0, 'ARP still went frame by frame');
-    t.is(eth.rxFrames, device.steered + device.delivered, 'Ethernet counted every frame it was given, steered or not');
-    t.true(ip.received >= device.steered && ip.delivered >= device.steered);
-    t.is(b.tcp.stats().badChecksum, 0);
-    t.log(`${device.steered} frames steered, ${device.delivered} frame by frame, ${device.batches} batches`);
+for (const family of [4, 6] as const) {
+  for (const framing of [0, 12] as const) {
+    test(`IPv${family}, ${framing ? 'with a virtio header (offloads on)' : 'plain frames'}: TCP segments go in whole batches, 8 MiB each way intact, every layer's counters add up`, async (t) => {
+      t.timeout(120_000);
+      const { a, b, device } = await pair(t, framing, family);
+      await exchange(t, a, b, 8 * MIB, FAMILY[family].b);
+      const eth = b.interfaces[0]!.eth.stats();
+      const ip = family === 4 ? b.ipv4.stats() : b.ipv6!.stats();
+      t.true(device.steered > 100, `the steer took ${device.steered} frames`);
+      t.true(device.delivered > 0, 'ARP or neighbour discovery still went frame by frame');
+      t.is(eth.rxFrames, device.steered + device.delivered, 'Ethernet counted every frame it was given, steered or not');
+      t.true(ip.received >= device.steered && ip.delivered >= device.steered);
+      t.is(b.tcp.stats().badChecksum, 0);
+      t.log(`${device.steered} frames steered, ${device.delivered} frame by frame, ${device.batches} batches`);
+    });
+  }
+}
+
+test('a dual-stack interface: the IPv4 and IPv6 steers share each batch, and both transfers arrive intact', async (t) => {
+  t.timeout(120_000);
+  const { a, b, device } = await pair(t, 12, 'both');
+  await Promise.all([exchange(t, a, b, 4 * MIB, FAMILY[4].b), exchange6(t, a, b)]);
+  t.true(device.steered > 50);
+  t.is(b.interfaces[0]!.eth.stats().rxFrames, device.steered + device.delivered);
+  t.true(b.ipv4.stats().delivered > 0 && b.ipv6!.stats().delivered > 0);
+  t.is(b.tcp.stats().badChecksum, 0);
+});
+
+/** 4 MiB over IPv6 on port 7002 while `exchange` runs over IPv4 on 7000. */
+async function exchange6(t: ExecutionContext, a: Stack, b: Stack): Promise<void> {
+  const data = randomBytes(4 * MIB);
+  const got = new Promise<Buffer>((resolve) => {
+    const listener = b.tcp.listen(7002, (conn) => {
+      listener.close();
+      resolve(collect(conn));
+    });
   });
+  const client = await a.tcp.connect(FAMILY[6].b, 7002);
+  await writeAll(client, data);
+  client.end();
+  t.true((await got).equals(data), 'the IPv6 transfer arrived intact');
 }
 
 test('a capture on the interface sees every frame: while it watches, nothing is steered past it', async (t) => {

@@ -54,6 +54,8 @@ kernelTest(test, 'curl -6 downloads and uploads 20 MiB from/to a Morgana http.Se
       const stats = stack.tcp.stats();
       t.is(stats.badChecksum, 0);
       t.is(stats.sendFailures, 0);
+      const steered = stack.ethernet.net.stats().rxSteered ?? 0;
+      t.true(steered > size / 65_536, `the kernel's IPv6 segments went into the engine a batch at a time (steered): ${steered} frames`);
       t.log(`20 MiB over IPv6: download ${down.mbps.toFixed(1)} MB/s, upload ${up.mbps.toFixed(1)} MB/s; retransmits ${stats.retransmits}`);
     } finally {
       server.close();

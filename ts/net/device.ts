@@ -162,9 +162,9 @@ export interface ReceiveBatch {
   count: number;
   /** Bytes in front of each Ethernet frame: 0, or 12 for a `virtio_net_hdr`. */
   readonly framing: number;
-  /** Set to 1 by the steer for each frame it took. */
+  /** All 0 when the steer is called; it sets 1 for each frame it takes. */
   readonly taken: Uint8Array;
-  /** Filled by the steer: `[taken, with a partial checksum, coalesced]`. */
+  /** `[taken, with a partial checksum, coalesced]`: 0 when the steer is called, which adds to them. */
   readonly counts: Uint32Array;
 }
 

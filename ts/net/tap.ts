@@ -368,7 +368,8 @@ class Tap implements TapDevice {
         const batch = this.#steerBatch;
         batch.frames = frames;
         batch.count = count;
-        batch.counts[0] = 0;
+        batch.taken.fill(0, 0, count);
+        batch.counts.fill(0);
         steer(batch);
         if (batch.counts[0]! > 0) taken = batch.taken;
       }
@@ -682,9 +683,10 @@ class VnetHdrDevice implements TapNetDevice {
     // The TAP shows frames with their virtio header; what the steer takes is counted here as
     // `#receive` counts the rest.
     tap.steerReceive((batch) => {
+      const [, partial, coalesced] = batch.counts;
       steer(batch);
-      this.#partialChecksum += batch.counts[1]!;
-      this.#coalesced += batch.counts[2]!;
+      this.#partialChecksum += batch.counts[1]! - partial!;
+      this.#coalesced += batch.counts[2]! - coalesced!;
     });
   }
 

@@ -99,18 +99,26 @@ export class Ethernet {
    * @internal Lets `steer` take frames of `ethertype` out of the device's received batches
    * (see {@link NetDevice.steerReceive}; nothing happens on a device without it), counted as
    * received: only while that EtherType's handler is the one registered now and no capture
-   * watches the interface, so that both still see every frame they would.
+   * watches the interface, so that both still see every frame they would. `undefined`
+   * removes it. The steers of several EtherTypes see each batch in turn.
    */
   steerReceive(ethertype: number, steer: ((batch: ReceiveBatch, mac: Buffer) => void) | undefined): void {
     if (!this.net.steerReceive) return;
-    if (steer === undefined) return this.net.steerReceive(undefined);
-    const handler = this.#handlers.get(ethertype);
-    this.net.steerReceive((batch) => {
-      if (this.#mirrors.length > 0 || this.#handlers.get(ethertype) !== handler) return;
-      steer(batch, this.mac);
-      this.#stats.rxFrames += batch.counts[0]!;
-    });
+    if (steer === undefined) this.#steers.delete(ethertype);
+    else this.#steers.set(ethertype, { steer, handler: this.#handlers.get(ethertype) });
+    this.net.steerReceive(this.#steers.size === 0 ? undefined : this.#steerBatch);
   }
+
+  /** Steers by EtherType, with the handler each was installed behind. */
+  readonly #steers = new Map<number, { steer: (batch: ReceiveBatch, mac: Buffer) => void; handler: unknown }>();
+  readonly #steerBatch = (batch: ReceiveBatch): void => {
+    if (this.#mirrors.length > 0) return;
+    const before = batch.counts[0]!;
+    for (const [ethertype, { steer, handler }] of this.#steers) {
+      if (this.#handlers.get(ethertype) === handler) steer(batch, this.mac);
+    }
+    this.#stats.rxFrames += batch.counts[0]! - before;
+  };
 
   /**
    * Calls `observer` with every frame this interface sends and receives from now on, before

@@ -205,7 +205,7 @@ export class Ipv4Layer {
    * and the host's addresses to judge them by, counted as received and delivered: only while
    * the protocol's handler is the one registered now. It must take only what this layer would
    * deliver to that handler unchanged: unicast, unfragmented, valid, for a local address, from
-   * a source that is not martian (`steer_tcp4` in Rust).
+   * a source that is not martian (`steer_tcp` in Rust).
    */
   steerReceive(protocol: number, steer: ((batch: ReceiveBatch, mac: Buffer, locals: Uint32Array) => void) | undefined): void {
     const handler = this.#handlers.get(protocol);
@@ -218,8 +218,9 @@ export class Ipv4Layer {
       iface.eth.steerReceive(ETHERTYPE.IPV4, (batch, mac) => {
         if (this.#closed || this.#handlers.get(protocol) !== handler) return;
         for (let i = 0; i < locals.length; i++) locals[i] = this.interfaces[i]?.address ?? 0;
+        const before = batch.counts[0]!;
         steer(batch, mac, locals);
-        const taken = batch.counts[0]!;
+        const taken = batch.counts[0]! - before;
         this.#stats.received += taken;
         this.#stats.delivered += taken;
       });

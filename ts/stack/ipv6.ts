@@ -23,7 +23,7 @@ import { Ipv6Reassembler, type Ipv6ReassemblerOptions, type Ipv6ReassemblerStats
 import { ETHERTYPE, type Ethernet } from './ethernet.js';
 import { type IpOutput, NEIGHBOUR_REFRESH_MS } from './ip-output.js';
 import { FragmentBatch } from './fragment-batch.js';
-import type { FrameOffload } from '../net/device.js';
+import type { FrameOffload, ReceiveBatch } from '../net/device.js';
 import { transportChecksumCovered } from './checksum-offload.js';
 
 /** Upper-layer and extension next-header values the layer looks at. */
@@ -433,6 +433,53 @@ export class Ipv6Layer {
   onReusing(nextHeader: number, handler: ReusingIpv6Handler): void {
     this.#reusing.add(nextHeader);
     this.#handlers.set(nextHeader, handler);
+  }
+
+  /**
+   * @internal As `Ipv4Layer.steerReceive`: lets `steer` take packets of `nextHeader` for this
+   * host straight out of the interfaces' received batches, with the receiving MAC and the
+   * host's usable addresses (16 bytes each) to judge them by, counted as received and
+   * delivered, while the upper layer's handler is the one registered now. It must take only
+   * what this layer would deliver to that handler unchanged: unicast to a usable address, the
+   * upper-layer header right after the fixed header, from a source that is not multicast
+   * (`steer_tcp` in Rust).
+   */
+  steerReceive(nextHeader: number, steer: ((batch: ReceiveBatch, mac: Buffer, locals6: Buffer) => void) | undefined): void {
+    const handler = this.#handlers.get(nextHeader);
+    for (const iface of this.interfaces) {
+      if (steer === undefined) {
+        iface.eth.steerReceive(ETHERTYPE.IPV6, undefined);
+        continue;
+      }
+      iface.eth.steerReceive(ETHERTYPE.IPV6, (batch, mac) => {
+        if (this.#closed || this.#handlers.get(nextHeader) !== handler) return;
+        const before = batch.counts[0]!;
+        steer(batch, mac, this.#usableAddresses());
+        const taken = batch.counts[0]! - before;
+        this.#stats.received += taken;
+        this.#stats.delivered += taken;
+      });
+    }
+  }
+
+  /** Usable addresses, 16 bytes each, then zeros: refreshed for each batch a steer sees. */
+  #locals6 = Buffer.alloc(16 * 8);
+
+  #usableAddresses(): Buffer {
+    let n = 0;
+    for (const iface of this.interfaces) for (const e of iface.addresses) if (e.state === 'preferred' || e.state === 'deprecated') n++;
+    if (this.#locals6.length < n * 16) this.#locals6 = Buffer.alloc(n * 32);
+    const out = this.#locals6;
+    let at = 0;
+    for (const iface of this.interfaces) {
+      for (const e of iface.addresses) {
+        if (e.state !== 'preferred' && e.state !== 'deprecated') continue;
+        out.set(e.address, at);
+        at += 16;
+      }
+    }
+    out.fill(0, at);
+    return out;
   }
 
   /** Registers a listener for ICMPv6 errors that quote packets of `nextHeader`. */

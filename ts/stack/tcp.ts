@@ -105,16 +105,22 @@ function tcpFrameOffload(out: Buffer, at: number, gsoSize: number, partial: bool
 }
 
 /**
- * Whether a received batch has a frame that looks like IPv4 TCP (EtherType and protocol bytes
- * only): a batch of UDP, ICMP or ARP is not worth a call into the engine.
+ * Whether a received batch has a frame that looks like TCP over IPv`family` (EtherType and
+ * protocol bytes only): a batch of UDP, ICMP, ARP or neighbour discovery is not worth a call
+ * into the engine.
  */
-function mayHoldTcp4(batch: ReceiveBatch): boolean {
+function mayHoldTcp(batch: ReceiveBatch, family: 4 | 6): boolean {
   const { frames, lengths, count, framing } = batch;
+  const [type, protocolAt] = family === 4 ? [0x00, 23] : [0xdd, 20];
   for (let i = 0, at = framing; i < count; at += lengths[i++]! & RECEIVE_LENGTH_MASK) {
-    if (frames[at + 12] === 0x08 && frames[at + 13] === 0x00 && frames[at + 23] === 6) return true;
+    if (frames[at + 13] === type && frames[at + protocolAt] === 6 && frames[at + 12] === (family === 4 ? 0x08 : 0x86)) return true;
   }
   return false;
 }
+
+/** No addresses of the other family, for a steer call that is about one. */
+const NO_ADDRESSES4 = new Uint32Array(0);
+const NO_ADDRESSES6 = Buffer.alloc(0);
 
 /** The error of a call or pending operation that the stack's closing cut short. */
 function stackClosed(what: string): MorganaError {
@@ -357,22 +363,24 @@ export class Tcp {
     ip.onReusing(PROTO_TCP, (d) => this.#receive(d));
     ip.onIcmpError(PROTO_TCP, (report) => this.#icmpError(report));
     // Segments in a TAP's received batch go into the engine in one call (see #ingest).
-    ip.steerReceive(PROTO_TCP, (batch, mac, locals) => this.#ingest(batch, mac, locals));
+    ip.steerReceive(PROTO_TCP, (batch, mac, locals) => {
+      if (mayHoldTcp(batch, 4)) this.#ingest(batch, mac, locals, NO_ADDRESSES6);
+    });
   }
 
   /**
-   * Takes the plain IPv4 segments for this host out of a device's received batch, into the
-   * engine in one call, after the segments batched so far (order kept); the rest of the batch
-   * goes through the layers frame by frame as before. Schedules the turn that runs the timers
-   * and output.
+   * Takes the plain TCP segments for this host (to `locals` over IPv4, to `locals6` over
+   * IPv6) out of a device's received batch, into the engine in one call, after the segments
+   * batched so far (order kept); the rest of the batch goes through the layers frame by frame
+   * as before. Schedules the turn that runs the timers and output.
    */
-  #ingest(batch: ReceiveBatch, mac: Buffer, locals: Uint32Array): void {
-    if (this.#closed || !mayHoldTcp4(batch)) return;
+  #ingest(batch: ReceiveBatch, mac: Buffer, locals: Uint32Array, locals6: Buffer): void {
+    if (this.#closed) return;
     const count = this.#inCount;
     this.#inCount = 0;
     this.#inAt = 0;
     const now = this.#clock.now();
-    const taken = this.fast.ingest(this.#in, this.#inMeta, count, batch.frames, batch.lengths, batch.count, batch.framing, mac, locals, batch.taken, batch.counts, now);
+    const taken = this.fast.ingest(this.#in, this.#inMeta, count, batch.frames, batch.lengths, batch.count, batch.framing, mac, locals, locals6, batch.taken, batch.counts, now);
     if (taken > 0 || count > 0) this.schedule();
   }
 
@@ -385,6 +393,9 @@ export class Tcp {
     this.#ip6 = ip6;
     ip6.onReusing(PROTO_TCP, (d) => this.#receive6(d));
     ip6.onIcmpError(PROTO_TCP, (report) => this.#icmpError6(report));
+    ip6.steerReceive(PROTO_TCP, (batch, mac, locals6) => {
+      if (mayHoldTcp(batch, 6)) this.#ingest(batch, mac, NO_ADDRESSES4, locals6);
+    });
   }
 
   /** Returns true: a segment is copied into the batch or read in place, never kept. */

@@ -115,7 +115,7 @@ type TcpTarget = (*mut NativeTcpEngine, *mut NativeIpOutput);
 /// read in place, one call each). A wrong argument type, or arrays of one call that overlap (other
 /// than two only read), throw a `TypeError`.
 #[napi(
-    ts_return_type = "{ send(handle: number, data: Uint8Array, length?: number): number; recv(handle: number, out: Uint8Array): number; readable(handle: number): number; turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array): void; feed(input: Uint8Array, meta: Uint32Array, count: number, segment: Uint8Array, family: number, src: number, dst: number, addresses6: Uint8Array, now: number): void; drain(out: Uint8Array, outMeta: Uint32Array, now: number): number; takeEvents(events: Uint32Array): number; ingest(input: Uint8Array, meta: Uint32Array, count: number, frames: Uint8Array, lengths: Uint32Array, frameCount: number, framing: number, mac: Uint8Array, locals: Uint32Array, taken: Uint8Array, counts: Uint32Array, now: number): number }"
+    ts_return_type = "{ send(handle: number, data: Uint8Array, length?: number): number; recv(handle: number, out: Uint8Array): number; readable(handle: number): number; turn(input: Uint8Array, meta: Uint32Array, count: number, now: number, out: Uint8Array, outMeta: Uint32Array, events: Uint32Array, result: Float64Array): void; feed(input: Uint8Array, meta: Uint32Array, count: number, segment: Uint8Array, family: number, src: number, dst: number, addresses6: Uint8Array, now: number): void; drain(out: Uint8Array, outMeta: Uint32Array, now: number): number; takeEvents(events: Uint32Array): number; ingest(input: Uint8Array, meta: Uint32Array, count: number, frames: Uint8Array, lengths: Uint32Array, frameCount: number, framing: number, mac: Uint8Array, locals: Uint32Array, locals6: Uint8Array, taken: Uint8Array, counts: Uint32Array, now: number): number }"
 )]
 pub fn tcp_fast_calls<'env>(
     env: &'env Env,
@@ -343,16 +343,16 @@ unsafe extern "C" fn tcp_turn(env: sys::napi_env, info: sys::napi_callback_info)
     ptr::null_mut()
 }
 
-const INGEST: &CStr = c"ingest(input: Uint8Array, meta: Uint32Array, count: number, frames: Uint8Array, lengths: Uint32Array, frameCount: number, framing: number, mac: Uint8Array, locals: Uint32Array, taken: Uint8Array, counts: Uint32Array, now: number), a 6-byte mac, taken and counts apart from the rest";
+const INGEST: &CStr = c"ingest(input: Uint8Array, meta: Uint32Array, count: number, frames: Uint8Array, lengths: Uint32Array, frameCount: number, framing: number, mac: Uint8Array, locals: Uint32Array, locals6: Uint8Array, taken: Uint8Array, counts: Uint32Array, now: number), a 6-byte mac, taken and counts apart from the rest";
 
 /// `ingest`: the input batch so far, then the TCP segments of a device's received batch that
 /// need no other layer, straight into the engine (see `NativeTcpEngine::ingest`).
 unsafe extern "C" fn tcp_ingest(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     use sys::TypedarrayType::uint32_array;
-    let call = unsafe { arguments::<TcpTarget, 12>(env, info) };
+    let call = unsafe { arguments::<TcpTarget, 13>(env, info) };
     let Some((
         (engine, _),
-        [input, meta, count, frames, lengths, frame_count, framing, mac, locals, taken, counts, now],
+        [input, meta, count, frames, lengths, frame_count, framing, mac, locals, locals6, taken, counts, now],
     )) = call
     else {
         return unsafe { type_error(env, INGEST) };
@@ -368,6 +368,7 @@ unsafe extern "C" fn tcp_ingest(env: sys::napi_env, info: sys::napi_callback_inf
             u32_of(env, framing),
             bytes_of(env, mac),
             typed_of::<u32>(env, locals, uint32_array),
+            bytes_of(env, locals6),
             bytes_of(env, taken),
             typed_of::<u32>(env, counts, uint32_array),
             f64_of(env, now),
@@ -383,6 +384,7 @@ unsafe extern "C" fn tcp_ingest(env: sys::napi_env, info: sys::napi_callback_inf
         Some(framing),
         Some(mac),
         Some(locals),
+        Some(locals6),
         Some(taken),
         Some(counts),
         Some(now),
@@ -391,13 +393,13 @@ unsafe extern "C" fn tcp_ingest(env: sys::napi_env, info: sys::napi_callback_inf
         return unsafe { type_error(env, INGEST) };
     };
     let Ok(mac) = <[u8; 6]>::try_from(&mac[..]) else { return unsafe { type_error(env, INGEST) } };
-    let read = [span(input), span(meta), span(frames), span(lengths), span(locals)];
+    let read = [span(input), span(meta), span(frames), span(lengths), span(locals), span(locals6)];
     if overlap(span(taken), span(counts))
         || read.iter().any(|&r| overlap(r, span(taken)) || overlap(r, span(counts)))
     {
         return unsafe { type_error(env, INGEST) };
     }
-    let filter = morgana_net::steer::SteerFilter { framing: framing as usize, mac, locals };
+    let filter = morgana_net::steer::SteerFilter { framing: framing as usize, mac, locals, locals6 };
     // See the module's soundness note.
     let engine = unsafe { &mut *engine };
     unsafe {

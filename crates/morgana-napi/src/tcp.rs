@@ -39,7 +39,7 @@
 use crate::ip_output::NativeIpOutput;
 use morgana_net::gso;
 use morgana_net::ip_out::{IpOutput, Neighbour};
-use morgana_net::steer::{steer_tcp4, SteerFilter};
+use morgana_net::steer::{steer_tcp, SteerFilter};
 use morgana_tap::gro;
 use morgana_tcp::cc::Algorithm;
 use morgana_tcp::conn::State;
@@ -802,13 +802,13 @@ impl NativeTcpEngine {
 
 impl NativeTcpEngine {
     /// Hands in the `count` batched segments described by `meta` (as `turn` does), then the TCP
-    /// segments of a device's received batch that need no other layer ([`steer_tcp4`]), read in
+    /// segments of a device's received batch that need no other layer ([`steer_tcp`]), read in
     /// place: `frame_count` frames back to back in `frames`, each `lengths[i]` bytes
     /// ([`gro::LENGTH_MASK`]; a segment size above [`gro::GSO_SHIFT`] marks one the device
-    /// coalesced itself, its checksums checked). `taken[i]` becomes 1 for each frame taken
-    /// and 0 for the rest, which the caller passes on as usual; `counts` gets
-    /// `[taken, with a partial checksum, coalesced]`. Returns how many were taken. Timers and
-    /// output wait for the next `turn`.
+    /// coalesced itself, its checksums checked). `taken[i]` becomes 1 for each frame taken (a
+    /// frame already marked is skipped: the IPv4 and IPv6 layers each make a call), and
+    /// `counts` grows by `[taken, with a partial checksum, coalesced]`. Returns how many were
+    /// taken. Timers and output wait for the next `turn`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn ingest(
         &mut self,
@@ -829,11 +829,13 @@ impl NativeTcpEngine {
         let mut at = 0usize;
         for (&entry, mark) in lengths.iter().zip(taken.iter_mut()).take(frame_count as usize) {
             let len = (entry & gro::LENGTH_MASK) as usize;
-            *mark = 0;
             let Some(raw) = frames.get(at..at + len) else { break };
             at += len;
-            if let Some(s) = steer_tcp4(raw, entry >> gro::GSO_SHIFT != 0, filter) {
-                self.inner.on_segment_verified(v4(s.src), v4(s.dst), s.segment, now, s.checksum_verified);
+            if *mark == 1 {
+                continue;
+            }
+            if let Some(s) = steer_tcp(raw, entry >> gro::GSO_SHIFT != 0, filter) {
+                self.inner.on_segment_verified(s.src, s.dst, s.segment, now, s.checksum_verified);
                 *mark = 1;
                 n += 1;
                 partial += u32::from(s.partial_checksum);
@@ -841,7 +843,7 @@ impl NativeTcpEngine {
             }
         }
         for (slot, value) in counts.iter_mut().zip([n, partial, coalesced]) {
-            *slot = value;
+            *slot += value;
         }
         n
     }

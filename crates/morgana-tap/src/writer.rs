@@ -1071,21 +1071,36 @@ mod tests {
         let mut buf = [0u8; 200];
         let n = sys::read(theirs.as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"head:body");
-        // Not inline: copied into a slot and written by the thread, behind what is queued.
+        assert_eq!(writer.send_parts(&[0; 60], &[0; 69], true), Err(Refused::TooLong));
+        writer.stop();
+        assert_eq!(writer.stats().inline, 1);
+        assert_eq!(writer.send_parts(b"a", b"b", true), Err(Refused::Stopped));
+
+        // Not inline while a frame is queued: copied into a slot and written by the thread,
+        // behind it. The peer reads nothing until the end, so "queued" stays in the thread's
+        // hands (blocked in write(2)) for certain; with a peer that reads, the thread may have
+        // written it before the next call, which would then rightly go inline.
+        let (ours, theirs, junk) = stuck_pair();
+        let mut writer = Writer::spawn(Arc::new(ours), config).unwrap();
         writer.push(b"queued").unwrap();
         assert_eq!(writer.send_parts(b"h2:", b"second", true), Ok(Sent::Queued));
         assert_eq!(writer.send_parts(b"h3:", b"third", false), Ok(Sent::Queued));
-        assert_eq!(writer.send_parts(&[0; 60], &[0; 69], true), Err(Refused::TooLong));
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 2000];
+            let mut frames = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while frames.len() < junk + 3 && Instant::now() < deadline {
+                match sys::read(theirs.as_fd(), &mut buf) {
+                    Ok(n) => frames.push(buf[..n].to_vec()),
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            frames.split_off(junk)
+        });
         writer.stop();
-        let mut frames = Vec::new();
-        // Until the queue is empty (EAGAIN) or our end is closed (0).
-        while let Ok(n @ 1..) = sys::read(theirs.as_fd(), &mut buf) {
-            frames.push(buf[..n].to_vec());
-        }
-        assert_eq!(frames, [b"queued".to_vec(), b"h2:second".to_vec(), b"h3:third".to_vec()]);
+        assert_eq!(reader.join().unwrap(), [b"queued".to_vec(), b"h2:second".to_vec(), b"h3:third".to_vec()]);
         let stats = writer.stats();
-        assert_eq!((stats.frames, stats.inline, stats.bytes), (4, 1, 9 + 6 + 9 + 8));
-        assert_eq!(writer.send_parts(b"a", b"b", true), Err(Refused::Stopped));
+        assert_eq!((stats.frames, stats.inline, stats.bytes), (3, 0, 6 + 9 + 8));
     }
 
     #[test]

@@ -683,10 +683,12 @@ class VnetHdrDevice implements TapNetDevice {
     // The TAP shows frames with their virtio header; what the steer takes is counted here as
     // `#receive` counts the rest.
     tap.steerReceive((batch) => {
-      const [, partial, coalesced] = batch.counts;
+      const { counts } = batch;
+      const partial = counts[1]!;
+      const coalesced = counts[2]!;
       steer(batch);
-      this.#partialChecksum += batch.counts[1]! - partial!;
-      this.#coalesced += batch.counts[2]! - coalesced!;
+      this.#partialChecksum += counts[1]! - partial;
+      this.#coalesced += counts[2]! - coalesced;
     });
   }
 

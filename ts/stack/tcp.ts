@@ -111,9 +111,10 @@ function tcpFrameOffload(out: Buffer, at: number, gsoSize: number, partial: bool
  */
 function mayHoldTcp(batch: ReceiveBatch, family: 4 | 6): boolean {
   const { frames, lengths, count, framing } = batch;
-  const [type, protocolAt] = family === 4 ? [0x00, 23] : [0xdd, 20];
+  // EtherType 0x0800 with the protocol byte of the IPv4 header, or 0x86dd with IPv6's next header.
+  const [typeHigh, typeLow, protocolAt] = family === 4 ? [0x08, 0x00, 23] : [0x86, 0xdd, 20];
   for (let i = 0, at = framing; i < count; at += lengths[i++]! & RECEIVE_LENGTH_MASK) {
-    if (frames[at + 13] === type && frames[at + protocolAt] === 6 && frames[at + 12] === (family === 4 ? 0x08 : 0x86)) return true;
+    if (frames[at + 12] === typeHigh && frames[at + 13] === typeLow && frames[at + protocolAt] === 6) return true;
   }
   return false;
 }
